@@ -1,0 +1,25 @@
+//! Deliberately broken protocol variants, for loom mutant tests.
+//!
+//! Kernel: none (model only). Exists only under `--cfg loom`.
+//!
+//! Every loom model in `loom-tests/` has a twin that switches one of these
+//! on and expects loom to fail, so that no model can pass vacuously. The
+//! switch is a value carried by the object under test, not a cfg, so one
+//! loom build runs both the model and its mutant.
+
+/// Which bug to plant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Mutant {
+    /// The correct protocol.
+    #[default]
+    None,
+    /// `Srcu::read_lock` skips its `SeqCst` fence, so a flipper can miss a
+    /// reader that is about to load an old pointer.
+    SrcuNoReaderFence,
+    /// `Srcu::poll` reports every grace period as already over, so
+    /// unpublished objects are freed under live readers.
+    SrcuNoGracePeriod,
+    /// `RangeTree` publishes a new root with a `Relaxed` store instead of
+    /// `Release`, so a reader can see the pointer before the node contents.
+    RangeTreeRelaxedPublish,
+}

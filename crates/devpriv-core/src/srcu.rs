@@ -1,0 +1,400 @@
+//! Read-side sections and grace periods: the `rcu_read_lock()` analogue.
+//!
+//! Kernel: `include/linux/srcu.h`, kernel/rcu/srcutree.c (the per-domain
+//! flavour), and the RCU API that `mtree_load()` relies on.
+//!
+//! A [`Srcu`] is one domain. Readers enter a section with
+//! [`Srcu::read_lock`]; the section costs one increment of a counter that
+//! lives on a cache line picked per thread (a shard), plus one `SeqCst`
+//! fence, and can be held across any number of lookups. Inside the section
+//! readers write nothing shared. Writers unpublish an object, take a
+//! [`GpCookie`] with [`Srcu::get_state`], and free the object only once
+//! [`Srcu::poll`] says the grace period has passed, or block in
+//! [`Srcu::synchronize`].
+//!
+//! # The protocol
+//!
+//! The domain keeps a grace-period sequence number `seq` and, per shard, two
+//! reader counters, one for each parity of `seq`. A reader loads `seq`,
+//! increments `counter[seq & 1]`, then issues a `SeqCst` fence before it
+//! reads any shared pointer. A flip from `s` to `s + 1` is allowed only when
+//! every counter of parity `(s + 1) & 1` is zero (those readers entered at
+//! `s - 1` or earlier and have left); the flipper issues a `SeqCst` fence
+//! before reading the counters. An object unpublished before `get_state`
+//! read `s` is unreachable once `seq >= s + 2`: the two flips drained both
+//! parities, and the fence pair (reader: increment, fence, load pointer;
+//! writer: unpublish, fence, load counters) means that a reader whose
+//! increment the writer missed must see the unpublish. This is the SRCU
+//! "flip and wait for the old index to drain" scheme, done twice.
+//!
+//! # Differences from the kernel
+//!
+//! - There is no grace-period kthread: [`Srcu::poll`] and
+//!   [`Srcu::synchronize`] drive the flips themselves.
+//! - Shards are per thread, not per CPU.
+//! - Calling [`Srcu::synchronize`] while the same thread holds a read guard
+//!   of the same domain deadlocks, exactly as `synchronize_srcu()` inside
+//!   `srcu_read_lock()` does in the kernel.
+
+use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
+use crate::sync::{Mutex, spin_loop};
+use crossbeam_utils::CachePadded;
+use std::collections::VecDeque;
+use std::fmt;
+
+#[cfg(not(loom))]
+const SHARDS: usize = 16;
+
+// Debug builds remember which domains this thread is reading, so that
+// `synchronize` inside a section panics instead of hanging. (Not under
+// loom, whose threads share one OS thread's thread-locals.)
+#[cfg(all(debug_assertions, not(loom)))]
+thread_local! {
+    static HELD: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+// Two shards keep the loom state space small and still exercise the sum.
+#[cfg(loom)]
+const SHARDS: usize = 2;
+
+/// A grace-period cookie: the value `seq` must reach before objects
+/// unpublished before it was taken may be freed.
+///
+/// Kernel: the `unsigned long` returned by `get_state_synchronize_srcu()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GpCookie(u64);
+
+/// One read-side domain.
+///
+/// Kernel: `struct srcu_struct`, include/linux/srcutree.h.
+pub struct Srcu {
+    seq: AtomicU64,
+    readers: Box<[CachePadded<[AtomicUsize; 2]>]>,
+    // Serialises flips; readers never take it.
+    flip: Mutex<()>,
+    #[cfg(loom)]
+    mutant: crate::mutant::Mutant,
+}
+
+impl fmt::Debug for Srcu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Srcu")
+            .field("seq", &self.seq.load(Ordering::Relaxed))
+            .field("readers", &self.active_readers())
+            .finish()
+    }
+}
+
+impl Default for Srcu {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Srcu {
+    /// A new domain with no readers.
+    ///
+    /// Kernel: `init_srcu_struct()`.
+    pub fn new() -> Self {
+        Srcu {
+            seq: AtomicU64::new(0),
+            readers: (0..SHARDS)
+                .map(|_| CachePadded::new([AtomicUsize::new(0), AtomicUsize::new(0)]))
+                .collect(),
+            flip: Mutex::new(()),
+            #[cfg(loom)]
+            mutant: crate::mutant::Mutant::None,
+        }
+    }
+
+    /// A domain with a deliberate bug, for loom mutant tests.
+    ///
+    /// Kernel: none (model only).
+    #[cfg(loom)]
+    pub fn with_mutant(mutant: crate::mutant::Mutant) -> Self {
+        Srcu { mutant, ..Srcu::new() }
+    }
+
+    /// Enters a read-side section. Everything reachable from a pointer
+    /// loaded inside the section stays allocated until the guard drops.
+    ///
+    /// Kernel: `srcu_read_lock()` (and `rcu_read_lock()` in spirit).
+    #[inline]
+    pub fn read_lock(&self) -> SrcuReadGuard<'_> {
+        let shard = crate::sync::thread_shard() % SHARDS;
+        #[expect(clippy::cast_possible_truncation, reason = "only the parity bit is kept")]
+        let parity = (self.seq.load(Ordering::Acquire) & 1) as usize;
+        self.readers[shard][parity].fetch_add(1, Ordering::Relaxed);
+        // Pairs with the fence in `try_flip`: either the flipper sees this
+        // increment, or this reader sees everything unpublished before it.
+        #[cfg(loom)]
+        let skip = self.mutant == crate::mutant::Mutant::SrcuNoReaderFence;
+        #[cfg(not(loom))]
+        let skip = false;
+        if !skip {
+            fence(Ordering::SeqCst);
+        }
+        #[cfg(all(debug_assertions, not(loom)))]
+        HELD.with(|h| h.borrow_mut().push(self.addr()));
+        SrcuReadGuard { srcu: self, shard, parity }
+    }
+
+    /// The cookie for objects unpublished before this call.
+    ///
+    /// Kernel: `get_state_synchronize_srcu()`.
+    pub fn get_state(&self) -> GpCookie {
+        fence(Ordering::SeqCst);
+        GpCookie(self.seq.load(Ordering::Acquire) + 2)
+    }
+
+    /// Drives the grace period as far as it can without waiting, and
+    /// reports whether `cookie` has passed.
+    ///
+    /// Kernel: `poll_state_synchronize_srcu()`.
+    ///
+    /// # Differences from the kernel
+    ///
+    /// The kernel's poll only looks; this one also flips the domain when the
+    /// old readers have drained, since there is no kthread to do it.
+    pub fn poll(&self, cookie: GpCookie) -> bool {
+        #[cfg(loom)]
+        if self.mutant == crate::mutant::Mutant::SrcuNoGracePeriod {
+            return true;
+        }
+        loop {
+            if self.seq.load(Ordering::Acquire) >= cookie.0 {
+                return true;
+            }
+            if !self.try_flip() {
+                return false;
+            }
+        }
+    }
+
+    /// Waits until every reader that could see an object unpublished before
+    /// this call has left its section.
+    ///
+    /// Kernel: `synchronize_srcu()`.
+    ///
+    /// # Panics
+    ///
+    /// In debug builds, if the calling thread holds a guard of this domain:
+    /// that would deadlock (as `synchronize_srcu()` inside
+    /// `srcu_read_lock()` does in the kernel). Release builds deadlock.
+    pub fn synchronize(&self) {
+        #[cfg(all(debug_assertions, not(loom)))]
+        HELD.with(|h| {
+            assert!(
+                !h.borrow().contains(&self.addr()),
+                "Srcu::synchronize() called inside a read-side section of the same domain: deadlock"
+            );
+        });
+        let cookie = self.get_state();
+        while !self.poll(cookie) {
+            spin_loop();
+        }
+    }
+
+    /// Readers currently inside a section (a racy snapshot, for reports).
+    ///
+    /// Kernel: none (model only).
+    pub fn active_readers(&self) -> usize {
+        self.readers
+            .iter()
+            .map(|r| r[0].load(Ordering::Relaxed) + r[1].load(Ordering::Relaxed))
+            .sum()
+    }
+
+    #[cfg(all(debug_assertions, not(loom)))]
+    fn addr(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    fn try_flip(&self) -> bool {
+        let _flip = self.flip.lock();
+        let s = self.seq.load(Ordering::Relaxed);
+        #[expect(clippy::cast_possible_truncation, reason = "only the parity bit is kept")]
+        let next = ((s + 1) & 1) as usize;
+        fence(Ordering::SeqCst);
+        if self.readers.iter().any(|r| r[next].load(Ordering::Acquire) != 0) {
+            return false;
+        }
+        self.seq.store(s + 1, Ordering::Release);
+        true
+    }
+}
+
+/// A read-side section of a [`Srcu`] domain; leaves it on drop.
+///
+/// Kernel: the index returned by `srcu_read_lock()`, passed to
+/// `srcu_read_unlock()`.
+#[must_use = "the read-side section ends when the guard is dropped"]
+pub struct SrcuReadGuard<'a> {
+    srcu: &'a Srcu,
+    shard: usize,
+    parity: usize,
+}
+
+impl fmt::Debug for SrcuReadGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SrcuReadGuard")
+            .field("shard", &self.shard)
+            .field("parity", &self.parity)
+            .finish()
+    }
+}
+
+impl SrcuReadGuard<'_> {
+    /// The domain this guard belongs to.
+    ///
+    /// Kernel: none (model only).
+    pub fn domain(&self) -> &Srcu {
+        self.srcu
+    }
+}
+
+impl Drop for SrcuReadGuard<'_> {
+    fn drop(&mut self) {
+        // Release: the reader's loads happen before the reclaimer's
+        // Acquire load of this counter.
+        self.srcu.readers[self.shard][self.parity].fetch_sub(1, Ordering::Release);
+        #[cfg(all(debug_assertions, not(loom)))]
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            if let Some(i) = h.iter().rposition(|&a| a == self.srcu.addr()) {
+                h.swap_remove(i);
+            }
+        });
+    }
+}
+
+/// Objects waiting for a grace period before they are dropped.
+///
+/// Kernel: the callback list of `call_srcu()`; the model drops the objects
+/// on the writer's own thread when it next calls [`RetireList::reclaim`].
+pub struct RetireList<T> {
+    items: VecDeque<(GpCookie, T)>,
+}
+
+impl<T> fmt::Debug for RetireList<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetireList").field("pending", &self.items.len()).finish()
+    }
+}
+
+impl<T> Default for RetireList<T> {
+    fn default() -> Self {
+        RetireList { items: VecDeque::new() }
+    }
+}
+
+impl<T> RetireList<T> {
+    /// An empty list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues `item`, which the caller has already unpublished.
+    ///
+    /// Kernel: `call_srcu()`.
+    pub fn retire(&mut self, srcu: &Srcu, item: T) {
+        let cookie = srcu.get_state();
+        self.items.push_back((cookie, item));
+    }
+
+    /// Drops every queued item whose grace period has passed, without
+    /// waiting. Returns how many were dropped.
+    ///
+    /// Kernel: SRCU callback invocation.
+    pub fn reclaim(&mut self, srcu: &Srcu) -> usize {
+        let mut n = 0;
+        // Cookies are queued in order, so the first unfinished one ends it.
+        while let Some((cookie, _)) = self.items.front() {
+            if !srcu.poll(*cookie) {
+                break;
+            }
+            self.items.pop_front();
+            n += 1;
+        }
+        n
+    }
+
+    /// Waits for a grace period, then drops everything queued.
+    ///
+    /// Kernel: `srcu_barrier()`.
+    pub fn drain(&mut self, srcu: &Srcu) {
+        if let Some((cookie, _)) = self.items.back() {
+            while !srcu.poll(*cookie) {
+                spin_loop();
+            }
+        }
+        self.items.clear();
+    }
+
+    /// Items still waiting.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// `true` if nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn poll_needs_two_flips_and_waits_for_readers() {
+        let d = Srcu::new();
+        let g = d.read_lock();
+        let cookie = d.get_state();
+        // The reader entered at parity 0; the first flip (to parity 1) is
+        // allowed, the second (back to parity 0) must wait for it.
+        assert!(!d.poll(cookie));
+        assert_eq!(d.seq.load(Ordering::Relaxed), 1);
+        drop(g);
+        assert!(d.poll(cookie));
+        assert_eq!(d.active_readers(), 0);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "inside a read-side section")]
+    fn synchronize_inside_a_section_panics_in_debug_builds() {
+        let d = Srcu::new();
+        let _g = d.read_lock();
+        d.synchronize();
+    }
+
+    #[test]
+    fn synchronize_returns_once_readers_leave() {
+        let d = Arc::new(Srcu::new());
+        let g = d.read_lock();
+        let d2 = Arc::clone(&d);
+        let t = std::thread::spawn(move || d2.synchronize());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(!t.is_finished(), "synchronize must wait for the reader");
+        drop(g);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn retire_list_drops_only_after_the_grace_period() {
+        let d = Srcu::new();
+        let mut list = RetireList::new();
+        let obj = Arc::new(5);
+        let g = d.read_lock();
+        list.retire(&d, Arc::clone(&obj));
+        assert_eq!(list.reclaim(&d), 0);
+        assert_eq!(Arc::strong_count(&obj), 2);
+        drop(g);
+        assert_eq!(list.reclaim(&d), 1);
+        assert_eq!(Arc::strong_count(&obj), 1);
+        list.retire(&d, Arc::clone(&obj));
+        list.drain(&d);
+        assert!(list.is_empty());
+    }
+}

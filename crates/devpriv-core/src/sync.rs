@@ -1,0 +1,177 @@
+//! The one place where locks, atomics and checked cells come from.
+//!
+//! Kernel: none (model only). This is the C harness's `vma_internal.h` trick
+//! in Rust form: normal builds get `parking_lot` and `std`; `--cfg loom`
+//! builds get loom's checked versions, so every protocol in the workspace
+//! is visible to the model checker. `clippy.toml` bans the underlying
+//! types everywhere else.
+//!
+//! Both sides expose one `parking_lot`-shaped API (no lock poisoning).
+
+#[cfg(not(loom))]
+#[expect(clippy::disallowed_types, reason = "this is the sync shim")]
+mod imp {
+    pub use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+    /// Atomics: `std::sync::atomic` in normal builds.
+    pub mod atomic {
+        pub use std::sync::atomic::{
+            AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
+        };
+    }
+
+    /// Hint for one iteration of a busy-wait loop.
+    ///
+    /// Kernel: `cpu_relax()`.
+    #[inline]
+    pub fn spin_loop() {
+        std::hint::spin_loop();
+    }
+
+    /// Gives up the CPU in a wait loop that may take a while.
+    ///
+    /// Kernel: `cond_resched()`.
+    #[inline]
+    pub fn yield_now() {
+        std::thread::yield_now();
+    }
+
+    /// A small number that differs between threads, for picking a shard of
+    /// a sharded counter. Stable for the life of the thread.
+    ///
+    /// Kernel: `smp_processor_id()` in spirit (per thread, not per CPU).
+    #[inline]
+    pub fn thread_shard() -> usize {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Round-robin assignment, so that two threads rarely share a shard.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+        }
+        SHARD.with(|s| *s)
+    }
+
+    /// `UnsafeCell` with loom's closure-based access API.
+    ///
+    /// Kernel: none (model only).
+    #[derive(Debug, Default)]
+    pub struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    impl<T> UnsafeCell<T> {
+        /// Wraps `data`.
+        #[inline]
+        pub const fn new(data: T) -> Self {
+            UnsafeCell(std::cell::UnsafeCell::new(data))
+        }
+
+        /// Runs `f` with a shared pointer to the contents.
+        #[inline(always)]
+        pub fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+            f(self.0.get())
+        }
+
+        /// Runs `f` with a mutable pointer to the contents.
+        #[inline(always)]
+        pub fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
+
+        /// Unwraps the value.
+        pub fn into_inner(self) -> T {
+            self.0.into_inner()
+        }
+    }
+}
+
+#[cfg(loom)]
+mod imp {
+    pub use loom::cell::UnsafeCell;
+    pub use loom::sync::{MutexGuard, RwLockReadGuard, RwLockWriteGuard};
+
+    /// Atomics: loom's checked atomics under `--cfg loom`.
+    pub mod atomic {
+        pub use loom::sync::atomic::{
+            AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
+        };
+    }
+
+    /// loom's scheduler is not fair: a wait loop must yield to it.
+    pub fn spin_loop() {
+        loom::thread::yield_now();
+    }
+
+    /// See [`spin_loop`].
+    pub fn yield_now() {
+        loom::thread::yield_now();
+    }
+
+    /// A shard number derived from loom's thread id.
+    pub fn thread_shard() -> usize {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        loom::thread::current().id().hash(&mut h);
+        #[expect(clippy::cast_possible_truncation, reason = "any bits will do for a shard")]
+        let s = h.finish() as usize;
+        s
+    }
+
+    /// `parking_lot`-shaped wrapper over `loom::sync::Mutex`.
+    #[derive(Debug, Default)]
+    pub struct Mutex<T>(loom::sync::Mutex<T>);
+
+    impl<T> Mutex<T> {
+        /// Wraps `v`.
+        pub fn new(v: T) -> Self {
+            Mutex(loom::sync::Mutex::new(v))
+        }
+
+        /// Locks the mutex.
+        ///
+        /// # Panics
+        ///
+        /// Never in practice: the shim has no poisoning, and a panic while
+        /// holding the lock already fails the loom model.
+        #[track_caller]
+        pub fn lock(&self) -> MutexGuard<'_, T> {
+            self.0.lock().expect("loom mutex poisoned: a model already panicked")
+        }
+
+        /// Tries to lock the mutex without blocking.
+        pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            self.0.try_lock().ok()
+        }
+    }
+
+    /// `parking_lot`-shaped wrapper over `loom::sync::RwLock`.
+    #[derive(Debug, Default)]
+    pub struct RwLock<T>(loom::sync::RwLock<T>);
+
+    impl<T> RwLock<T> {
+        /// Wraps `v`.
+        pub fn new(v: T) -> Self {
+            RwLock(loom::sync::RwLock::new(v))
+        }
+
+        /// Takes the lock shared.
+        ///
+        /// # Panics
+        ///
+        /// As [`Mutex::lock`].
+        #[track_caller]
+        pub fn read(&self) -> RwLockReadGuard<'_, T> {
+            self.0.read().expect("loom rwlock poisoned: a model already panicked")
+        }
+
+        /// Takes the lock exclusive.
+        ///
+        /// # Panics
+        ///
+        /// As [`Mutex::lock`].
+        #[track_caller]
+        pub fn write(&self) -> RwLockWriteGuard<'_, T> {
+            self.0.write().expect("loom rwlock poisoned: a model already panicked")
+        }
+    }
+}
+
+pub use imp::*;

@@ -1,0 +1,519 @@
+//! devpriv-rangetree: a range allocator with lock-free lookups, standing in
+//! for the maple tree.
+//!
+//! Kernel: `lib/maple_tree.c`, `include/linux/maple_tree.h`, with
+//! `MT_FLAGS_ALLOC_RANGE` (the flavour behind `device_private_pgmap_tree`).
+//!
+//! A [`RangeTree<T>`] maps non-overlapping inclusive ranges of `u64` keys to
+//! values, as `struct maple_tree` maps `[index, last]` to entries. It can
+//! hand out free ranges, lowest first ([`RangeTree::alloc_range`], as
+//! `mtree_alloc_range()`) or highest first ([`RangeTree::alloc_rrange`]),
+//! with an optional power-of-two alignment the kernel does not have.
+//!
+//! ```
+//! use devpriv_rangetree::RangeTree;
+//! let tree = RangeTree::new();
+//! // Three allocations of 100 in an empty tree land at 0, 100, 200, as in
+//! // the Rust maple-tree binding's example.
+//! for want in [0, 100, 200] {
+//!     assert_eq!(tree.alloc_range(100, 1, 0..=999, "pagemap")?, want);
+//! }
+//! let guard = tree.read(); // rcu_read_lock()
+//! let (range, value) = guard.load(150).unwrap();
+//! assert_eq!((range, *value), (100..=199, "pagemap"));
+//! # Ok::<(), devpriv_core::Errno>(())
+//! ```
+//!
+//! # Design
+//!
+//! - The tree is a B+tree of immutable nodes (16 slots). A write copies the
+//!   nodes on one root-to-leaf path and publishes the new root with a
+//!   `Release` store; every other subtree is shared with the old version.
+//! - Each internal slot records the largest gap inside its child, so a gap
+//!   search descends only into subtrees that can hold the request: O(log n)
+//!   node visits, like the maple tree's `gap[]` in `maple_arange_64`.
+//! - Readers enter a read-side section ([`RangeTree::read`], an SRCU domain
+//!   from `devpriv_core::srcu`) and then look up without locks and without
+//!   writing shared memory. Writers serialise on a mutex, retire replaced
+//!   roots, and free them only after a grace period.
+//!
+//! # Differences from the kernel
+//!
+//! - The maple tree is not in RCU mode for `device_private_pgmap_tree`; this
+//!   tree always is (readers never block writers and never see freed nodes).
+//! - Gap search takes an alignment; `align = 1` is the kernel's behaviour.
+//! - Values are owned `T`s, not `void *`; failed calls hand them back.
+//! - [`RangeTree::erase`] returns the value only after a grace period, so
+//!   no reader can still see it (`mtree_erase()` + `synchronize_rcu()`).
+//! - Node allocation never fails, so `ENOMEM` is never returned.
+
+use devpriv_core::Errno;
+use devpriv_core::srcu::{RetireList, Srcu, SrcuReadGuard};
+use devpriv_core::sync::Mutex;
+use devpriv_core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+
+mod node;
+
+use node::{Entry, Fit, Grown, Node};
+
+/// A failed allocation: the value comes back with the reason.
+///
+/// Kernel: the `-EBUSY` / `-EINVAL` return of `mtree_alloc_range()`;
+/// `AllocError<T>` in rust/kernel/maple_tree.rs.
+pub struct AllocError<T> {
+    /// The value that was not stored.
+    pub value: T,
+    /// Why: `EBUSY` (no gap fits) or `EINVAL` (bad request).
+    pub cause: Errno,
+}
+
+/// A failed insertion: the value comes back with the reason.
+///
+/// Kernel: the `-EEXIST` / `-EINVAL` return of `mtree_insert_range()`;
+/// `InsertError<T>` in rust/kernel/maple_tree.rs.
+pub struct InsertError<T> {
+    /// The value that was not stored.
+    pub value: T,
+    /// Why: `EEXIST` (part of the range is occupied) or `EINVAL`.
+    pub cause: Errno,
+}
+
+macro_rules! value_error {
+    ($name:ident, $what:literal) => {
+        impl<T> fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name)).field("cause", &self.cause).finish_non_exhaustive()
+            }
+        }
+        impl<T> fmt::Display for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!($what, " failed: {}"), self.cause)
+            }
+        }
+        impl<T> std::error::Error for $name<T> {}
+        impl<T> From<$name<T>> for Errno {
+            fn from(e: $name<T>) -> Errno {
+                e.cause
+            }
+        }
+    };
+}
+value_error!(AllocError, "range allocation");
+value_error!(InsertError, "range insertion");
+
+/// What [`RangeTree::validate`] found wrong.
+///
+/// Kernel: the messages `mt_validate()` prints before `MT_BUG_ON`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidateError(pub String);
+
+impl fmt::Display for ValidateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "range tree invariant broken: {}", self.0)
+    }
+}
+
+impl std::error::Error for ValidateError {}
+
+struct Writer<T> {
+    retired: RetireList<Arc<Node<T>>>,
+}
+
+/// Non-overlapping inclusive ranges of `u64`, each with a value; a range
+/// allocator; lock-free lookups.
+///
+/// Kernel: `struct maple_tree` initialised with `MT_FLAGS_ALLOC_RANGE`
+/// (`MTREE_INIT(name, MT_FLAGS_ALLOC_RANGE)`), lib/maple_tree.c.
+///
+/// # Invariants
+///
+/// `root` always holds `Arc::into_raw` of the current root node; a replaced
+/// root is kept alive in `writer.retired` until a grace period of `srcu`
+/// has passed. `len` equals the number of entries reachable from `root`.
+pub struct RangeTree<T> {
+    root: AtomicPtr<Node<T>>,
+    len: AtomicUsize,
+    srcu: Srcu,
+    writer: Mutex<Writer<T>>,
+    #[cfg(loom)]
+    mutant: devpriv_core::mutant::Mutant,
+    // The tree owns `Arc<Node<T>>`s through `root`; inherit their auto traits.
+    _owns: PhantomData<Arc<Node<T>>>,
+}
+
+impl<T> fmt::Debug for RangeTree<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RangeTree").field("len", &self.len.load(Ordering::Relaxed)).finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + Sync> Default for RangeTree<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Drop for RangeTree<T> {
+    fn drop(&mut self) {
+        let root = self.root.load(Ordering::Relaxed);
+        // SAFETY: `root` came from `Arc::into_raw` (type invariant) and is
+        // released exactly once, here; `&mut self` means no reader holds a
+        // guard, so nothing borrows the nodes.
+        drop(unsafe { Arc::from_raw(root) });
+    }
+}
+
+impl<T: Send + Sync> RangeTree<T> {
+    /// An empty tree.
+    ///
+    /// Kernel: `mt_init_flags(mt, MT_FLAGS_ALLOC_RANGE)`.
+    pub fn new() -> Self {
+        RangeTree {
+            root: AtomicPtr::new(Arc::into_raw(Node::empty()).cast_mut()),
+            len: AtomicUsize::new(0),
+            srcu: Srcu::new(),
+            writer: Mutex::new(Writer { retired: RetireList::new() }),
+            #[cfg(loom)]
+            mutant: devpriv_core::mutant::Mutant::None,
+            _owns: PhantomData,
+        }
+    }
+
+    /// An empty tree with a deliberate bug, for loom mutant tests.
+    ///
+    /// Kernel: none (model only).
+    #[cfg(loom)]
+    pub fn with_mutant(mutant: devpriv_core::mutant::Mutant) -> Self {
+        RangeTree { srcu: Srcu::with_mutant(mutant), mutant, ..RangeTree::new() }
+    }
+
+    /// Number of stored ranges.
+    ///
+    /// Kernel: none (the maple tree does not count entries).
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// `true` if no range is stored.
+    ///
+    /// Kernel: `mtree_empty()`.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Enters a read-side section for lock-free lookups.
+    ///
+    /// Kernel: `rcu_read_lock()` (which `mtree_load()` takes internally).
+    ///
+    /// # Differences from the kernel
+    ///
+    /// The section belongs to this tree's own grace-period domain, and it is
+    /// explicit so that many lookups can share one.
+    pub fn read(&self) -> ReadGuard<'_, T> {
+        ReadGuard { tree: self, _srcu: self.srcu.read_lock() }
+    }
+
+    /// Stores `value` at the lowest free range of `size` keys that starts on
+    /// a multiple of `align` and lies inside `window`. Returns the start.
+    ///
+    /// Kernel: `mtree_alloc_range(mt, &start, entry, size, min, max, gfp)`,
+    /// lib/maple_tree.c (lowest fit, `mas_empty_area()`).
+    ///
+    /// # Differences from the kernel
+    ///
+    /// `align` is an extension: the start is the lowest multiple of `align`
+    /// that fits. `align = 1` is the kernel's behaviour.
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL`: `size` is 0; `align` is not a power of two; the window is
+    ///   inverted; or the window cannot hold `size` aligned keys even when
+    ///   empty (`max - min < size - 1` in the kernel).
+    /// - `EBUSY`: no free range fits.
+    ///
+    /// The value comes back inside the error, and the tree is unchanged.
+    pub fn alloc_range(&self, size: u64, align: u64, window: RangeInclusive<u64>, value: T) -> Result<u64, AllocError<T>> {
+        self.alloc(size, align, window, value, false)
+    }
+
+    /// As [`alloc_range`](Self::alloc_range), but the highest free range.
+    ///
+    /// Kernel: `mtree_alloc_rrange()`, lib/maple_tree.c (`mas_empty_area_rev()`).
+    ///
+    /// # Differences from the kernel
+    ///
+    /// As for `alloc_range`: `align` is an extension; the start is rounded
+    /// down to it.
+    ///
+    /// # Errors
+    ///
+    /// As for [`alloc_range`](Self::alloc_range).
+    pub fn alloc_rrange(&self, size: u64, align: u64, window: RangeInclusive<u64>, value: T) -> Result<u64, AllocError<T>> {
+        self.alloc(size, align, window, value, true)
+    }
+
+    fn alloc(&self, size: u64, align: u64, window: RangeInclusive<u64>, value: T, rev: bool) -> Result<u64, AllocError<T>> {
+        let (min, max) = (*window.start(), *window.end());
+        let fit = Fit { size, align, min, max };
+        if size == 0 || !align.is_power_of_two() || min > max || max - min < size - 1 {
+            return Err(AllocError { value, cause: Errno::EINVAL });
+        }
+        // The window must hold `size` aligned keys at all, or the request is
+        // malformed rather than unlucky.
+        if fit.low(min, max).is_none() {
+            return Err(AllocError { value, cause: Errno::EINVAL });
+        }
+        let mut w = self.writer.lock();
+        let root = self.root_node();
+        let start = if rev { Self::search_high(root, &fit) } else { Self::search_low(root, &fit) };
+        let Some(start) = start else {
+            return Err(AllocError { value, cause: Errno::EBUSY });
+        };
+        let e = Entry { first: start, last: start + (size - 1), value: Arc::new(value) };
+        self.publish_insert(&mut w, e);
+        Ok(start)
+    }
+
+    /// Stores `value` at exactly `range`.
+    ///
+    /// Kernel: `mtree_insert_range(mt, first, last, entry, gfp)`,
+    /// lib/maple_tree.c.
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL`: the range is inverted (`first > last`).
+    /// - `EEXIST`: part of the range is already occupied.
+    ///
+    /// The value comes back inside the error, and the tree is unchanged.
+    pub fn insert_range(&self, range: RangeInclusive<u64>, value: T) -> Result<(), InsertError<T>> {
+        let (first, last) = (*range.start(), *range.end());
+        if first > last {
+            return Err(InsertError { value, cause: Errno::EINVAL });
+        }
+        let mut w = self.writer.lock();
+        let root = self.root_node();
+        if node::lower_bound(root, first).is_some_and(|(f, _, _)| f <= last) {
+            return Err(InsertError { value, cause: Errno::EEXIST });
+        }
+        self.publish_insert(&mut w, Entry { first, last, value: Arc::new(value) });
+        Ok(())
+    }
+
+    /// Removes the whole range that contains `index` and returns its value,
+    /// once no reader can still see it. `None` if `index` is in a gap.
+    ///
+    /// Kernel: `mtree_erase(mt, index)` followed by `synchronize_rcu()`
+    /// before the caller frees the entry.
+    ///
+    /// # Differences from the kernel
+    ///
+    /// `mtree_erase()` returns at once and leaves the grace period to the
+    /// caller; handing back an owned `T` requires waiting for it here.
+    ///
+    /// # Panics
+    ///
+    /// Deadlocks rather than panics if the calling thread holds a
+    /// [`ReadGuard`] of this tree (the kernel's `synchronize_rcu()` inside
+    /// `rcu_read_lock()`); debug builds detect this and panic instead.
+    pub fn erase(&self, index: u64) -> Option<T> {
+        let value = {
+            let mut w = self.writer.lock();
+            let root = self.root_node();
+            let first = node::lower_bound(root, index).filter(|&(f, _, _)| f <= index)?.0;
+            let (mut new_root, value) = node::remove(root, first);
+            // Collapse an internal root left with a single child.
+            while !new_root.data().is_leaf() && new_root.data().len == 1 {
+                new_root = Arc::clone(new_root.data().child(0));
+            }
+            self.publish(&mut w, new_root);
+            self.len.fetch_sub(1, Ordering::Relaxed);
+            value
+        };
+        // Wait outside the writer lock, then free every root retired before.
+        self.srcu.synchronize();
+        self.writer.lock().retired.reclaim(&self.srcu);
+        let value = Arc::try_unwrap(value);
+        // INVARIANT: after the grace period no retired root (and so no
+        // node) still holds the value's `Arc`.
+        Some(value.unwrap_or_else(|_| unreachable!("erased value still shared after a grace period")))
+    }
+
+    /// Checks every structural invariant: ordering, non-overlap, node fill,
+    /// equal leaf depth, the gap bookkeeping of every internal slot, and the
+    /// entry count.
+    ///
+    /// Kernel: `mt_validate()`, lib/maple_tree.c.
+    ///
+    /// # Errors
+    ///
+    /// A [`ValidateError`] that names the node and the broken rule.
+    pub fn validate(&self) -> Result<(), ValidateError> {
+        let _w = self.writer.lock();
+        let (n, _) = node::validate(self.root_node(), true, &mut Vec::new()).map_err(ValidateError)?;
+        if n != self.len() {
+            return Err(ValidateError(format!("len says {} but the tree holds {n}", self.len())));
+        }
+        Ok(())
+    }
+
+    /// Roots still waiting for a grace period (for tests and reports).
+    ///
+    /// Kernel: none (model only).
+    pub fn retired(&self) -> usize {
+        self.writer.lock().retired.len()
+    }
+
+    /// The current root. Callers hold the writer lock or a read guard.
+    fn root_node(&self) -> &Node<T> {
+        let p = self.root.load(Ordering::Acquire);
+        // SAFETY: `root` always holds a live `Arc::into_raw` pointer (type
+        // invariant). A replaced root is freed only after a grace period,
+        // and every caller holds either the writer lock (no replacement can
+        // happen) or a read guard (the grace period cannot end), for at
+        // least the lifetime it gives the reference.
+        unsafe { &*p }
+    }
+
+    fn search_low(root: &Node<T>, fit: &Fit) -> Option<u64> {
+        let Some((first, last)) = root.data().span() else {
+            return fit.low(0, u64::MAX);
+        };
+        let before = (first > 0).then(|| fit.low(0, first - 1)).flatten();
+        before
+            .or_else(|| node::lowest_fit(root, fit))
+            .or_else(|| (last < u64::MAX).then(|| fit.low(last + 1, u64::MAX)).flatten())
+    }
+
+    fn search_high(root: &Node<T>, fit: &Fit) -> Option<u64> {
+        let Some((first, last)) = root.data().span() else {
+            return fit.high(0, u64::MAX);
+        };
+        let after = (last < u64::MAX).then(|| fit.high(last + 1, u64::MAX)).flatten();
+        after
+            .or_else(|| node::highest_fit(root, fit))
+            .or_else(|| (first > 0).then(|| fit.high(0, first - 1)).flatten())
+    }
+
+    fn publish_insert(&self, w: &mut Writer<T>, e: Entry<T>) {
+        let new_root = match node::insert(self.root_node(), e) {
+            Grown::One(n) => n,
+            Grown::Split(a, b) => Node::internal(&[a, b]),
+        };
+        self.publish(w, new_root);
+        self.len.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Swaps in `new_root` and retires the old one. Caller holds the writer lock.
+    fn publish(&self, w: &mut Writer<T>, new_root: Arc<Node<T>>) {
+        #[cfg(loom)]
+        let order = if self.mutant == devpriv_core::mutant::Mutant::RangeTreeRelaxedPublish {
+            Ordering::Relaxed
+        } else {
+            Ordering::Release
+        };
+        #[cfg(not(loom))]
+        let order = Ordering::Release;
+        // Release: the new nodes are complete before a reader can reach them.
+        let old = self.root.swap(Arc::into_raw(new_root).cast_mut(), order);
+        // SAFETY: `old` was the published root, from `Arc::into_raw` (type
+        // invariant); it was just unpublished, and this is its only release.
+        let old = unsafe { Arc::from_raw(old) };
+        w.retired.retire(&self.srcu, old);
+        w.retired.reclaim(&self.srcu);
+    }
+}
+
+/// A read-side section of a [`RangeTree`]: lookups through it take no lock
+/// and write no shared memory.
+///
+/// Kernel: the `rcu_read_lock()` section around `mtree_load()`.
+#[must_use = "the read-side section ends when the guard is dropped"]
+pub struct ReadGuard<'t, T> {
+    tree: &'t RangeTree<T>,
+    _srcu: SrcuReadGuard<'t>,
+}
+
+impl<T> fmt::Debug for ReadGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadGuard").finish_non_exhaustive()
+    }
+}
+
+impl<'t, T: Send + Sync> ReadGuard<'t, T> {
+    fn root(&self) -> &Node<T> {
+        self.tree.root_node()
+    }
+
+    /// The range that contains `index` and its value, or `None` in a gap.
+    ///
+    /// Kernel: `mtree_load(mt, index)`, lib/maple_tree.c.
+    ///
+    /// # Differences from the kernel
+    ///
+    /// Also returns the range (the maple tree's `mas_walk()` gives it in
+    /// `mas.index`/`mas.last`).
+    #[inline]
+    pub fn load(&self, index: u64) -> Option<(RangeInclusive<u64>, &T)> {
+        node::lower_bound(self.root(), index)
+            .filter(|&(first, _, _)| first <= index)
+            .map(|(first, last, v)| (first..=last, &**v))
+    }
+
+    /// The first range that ends at or after `index`, which may start after
+    /// it.
+    ///
+    /// Kernel: `mt_find(mt, &index, ULONG_MAX)`.
+    pub fn find_from(&self, index: u64) -> Option<(RangeInclusive<u64>, &T)> {
+        node::lower_bound(self.root(), index).map(|(first, last, v)| (first..=last, &**v))
+    }
+
+    /// Every stored range, in order.
+    ///
+    /// Kernel: `mt_for_each(mt, entry, index, ULONG_MAX)`.
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter { stack: vec![(self.root(), 0)] }
+    }
+}
+
+/// In-order iterator over a tree version, from [`ReadGuard::iter`].
+///
+/// Kernel: `mt_for_each()` / `mas_find()`.
+pub struct Iter<'g, T> {
+    stack: Vec<(&'g Node<T>, usize)>,
+}
+
+impl<T> fmt::Debug for Iter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Iter").field("depth", &self.stack.len()).finish()
+    }
+}
+
+impl<'g, T> Iterator for Iter<'g, T> {
+    type Item = (RangeInclusive<u64>, &'g T);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (node, i) = self.stack.last_mut()?;
+            let node: &'g Node<T> = node;
+            let d = node.data();
+            if *i >= d.len {
+                self.stack.pop();
+                continue;
+            }
+            let slot = *i;
+            *i += 1;
+            if d.is_leaf() {
+                return Some((d.first[slot]..=d.last[slot], &**d.value(slot)));
+            }
+            let child: &'g Node<T> = d.child(slot);
+            self.stack.push((child, 0));
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests;

@@ -1,0 +1,17 @@
+//! devpriv: a userspace model of Linux device-private memory management.
+//!
+//! Kernel: the device-private address-space series (Jordan Niethe, v6) and
+//! the large zone-device folio work around it; see `docs/kernel-map.md`.
+//!
+//! This crate is a facade: it re-exports the workspace crates under short
+//! names.
+//!
+//! | module | crate | kernel counterpart |
+//! |---|---|---|
+//! | [`core`] | `devpriv-core` | pfn/offset types, errno, RCU, `WARN_ON` |
+//! | [`rangetree`] | `devpriv-rangetree` | `lib/maple_tree.c` (`MT_FLAGS_ALLOC_RANGE`) |
+
+#![forbid(unsafe_code)]
+
+pub use devpriv_core as core;
+pub use devpriv_rangetree as rangetree;
