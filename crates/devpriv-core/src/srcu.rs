@@ -37,7 +37,7 @@
 //!   `srcu_read_lock()` does in the kernel.
 
 use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
-use crate::sync::{Mutex, spin_loop};
+use crate::sync::{Mutex, spin_loop, yield_now};
 use crossbeam_utils::CachePadded;
 use std::collections::VecDeque;
 use std::fmt;
@@ -111,7 +111,9 @@ impl Srcu {
     /// Kernel: none (model only).
     #[cfg(loom)]
     pub fn with_mutant(mutant: crate::mutant::Mutant) -> Self {
-        Srcu { mutant, ..Srcu::new() }
+        let mut s = Srcu::new();
+        s.mutant = mutant;
+        s
     }
 
     /// Enters a read-side section. Everything reachable from a pointer
@@ -188,9 +190,20 @@ impl Srcu {
                 "Srcu::synchronize() called inside a read-side section of the same domain: deadlock"
             );
         });
-        let cookie = self.get_state();
+        self.wait_for(self.get_state());
+    }
+
+    /// Waits until `cookie` has passed: spins briefly, then yields the CPU,
+    /// so that a descheduled reader can finish (the kernel sleeps here).
+    fn wait_for(&self, cookie: GpCookie) {
+        let mut spins = 0u32;
         while !self.poll(cookie) {
-            spin_loop();
+            if spins < 64 {
+                spins += 1;
+                spin_loop();
+            } else {
+                yield_now();
+            }
         }
     }
 
@@ -322,10 +335,8 @@ impl<T> RetireList<T> {
     ///
     /// Kernel: `srcu_barrier()`.
     pub fn drain(&mut self, srcu: &Srcu) {
-        if let Some((cookie, _)) = self.items.back() {
-            while !srcu.poll(*cookie) {
-                spin_loop();
-            }
+        if let Some(&(cookie, _)) = self.items.back() {
+            srcu.wait_for(cookie);
         }
         self.items.clear();
     }

@@ -105,14 +105,16 @@ mod imp {
         loom::thread::yield_now();
     }
 
-    /// A shard number derived from loom's thread id.
+    /// A shard number derived from loom's thread index.
+    ///
+    /// The index comes from the id's `Debug` form (`ThreadId(N)`): hashing
+    /// the id itself would mix in the execution number and make the model
+    /// nondeterministic.
     pub fn thread_shard() -> usize {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        loom::thread::current().id().hash(&mut h);
-        #[expect(clippy::cast_possible_truncation, reason = "any bits will do for a shard")]
-        let s = h.finish() as usize;
-        s
+        let id = format!("{:?}", loom::thread::current().id());
+        id.bytes()
+            .filter(u8::is_ascii_digit)
+            .fold(0usize, |n, d| n.wrapping_mul(10).wrapping_add(usize::from(d - b'0')))
     }
 
     /// `parking_lot`-shaped wrapper over `loom::sync::Mutex`.

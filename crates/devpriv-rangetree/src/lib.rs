@@ -172,13 +172,21 @@ impl<T: Send + Sync> RangeTree<T> {
     ///
     /// Kernel: `mt_init_flags(mt, MT_FLAGS_ALLOC_RANGE)`.
     pub fn new() -> Self {
+        Self::with_srcu(
+            Srcu::new(),
+            #[cfg(loom)]
+            devpriv_core::mutant::Mutant::None,
+        )
+    }
+
+    fn with_srcu(srcu: Srcu, #[cfg(loom)] mutant: devpriv_core::mutant::Mutant) -> Self {
         RangeTree {
             root: AtomicPtr::new(Arc::into_raw(Node::empty()).cast_mut()),
             len: AtomicUsize::new(0),
-            srcu: Srcu::new(),
+            srcu,
             writer: Mutex::new(Writer { retired: RetireList::new() }),
             #[cfg(loom)]
-            mutant: devpriv_core::mutant::Mutant::None,
+            mutant,
             _owns: PhantomData,
         }
     }
@@ -188,7 +196,7 @@ impl<T: Send + Sync> RangeTree<T> {
     /// Kernel: none (model only).
     #[cfg(loom)]
     pub fn with_mutant(mutant: devpriv_core::mutant::Mutant) -> Self {
-        RangeTree { srcu: Srcu::with_mutant(mutant), mutant, ..RangeTree::new() }
+        Self::with_srcu(Srcu::with_mutant(mutant), mutant)
     }
 
     /// Number of stored ranges.

@@ -67,6 +67,20 @@ pub(crate) struct Node<T> {
 // `u64`s and `Arc<T>`/`Arc<Node<T>>`; those are `Sync` when `T: Send + Sync`.
 unsafe impl<T: Send + Sync> Sync for Node<T> {}
 
+// Under loom, freeing a node counts as a write to it, so a reader that is
+// not ordered before the free is reported at once as a causality violation
+// instead of going on to read freed memory.
+#[cfg(loom)]
+impl<T> Drop for Node<T> {
+    fn drop(&mut self) {
+        // While unwinding from a reported failure, a second report would
+        // abort the process.
+        if !std::thread::panicking() {
+            self.cell.with_mut(|_| ());
+        }
+    }
+}
+
 /// Length of the gap between two neighbouring spans (0 if they touch).
 #[inline]
 fn gap_between(prev_last: u64, next_first: u64) -> u64 {

@@ -1,0 +1,144 @@
+//! Helpers for devpriv's loom models.
+//!
+//! Kernel: none (model only).
+//!
+//! Each file in `tests/` is one race, named `<op>_vs_<op>.rs`, and starts
+//! with `#![cfg(loom)]`. Every model has a mutant twin that plants a bug
+//! (see `devpriv_core::mutant::Mutant`) and must be caught: the twin calls
+//! [`assert_caught`], so a model that could pass vacuously fails CI.
+//!
+//! Run with:
+//!
+//! ```text
+//! CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom -C debug_assertions" \
+//!     LOOM_MAX_PREEMPTIONS=2 cargo test -p devpriv-loom-tests --release
+//! ```
+
+#![cfg_attr(not(loom), allow(unused_imports, reason = "everything here is loom-only"))]
+
+#[cfg(loom)]
+mod imp {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    /// The preemption bound when `LOOM_MAX_PREEMPTIONS` is not set.
+    pub const DEFAULT_PREEMPTIONS: usize = 2;
+
+    /// Runs `f` under loom with the workspace's preemption bound, and
+    /// returns how many executions loom explored.
+    ///
+    /// # Panics
+    ///
+    /// If loom finds a failing execution (the point), or if it explored
+    /// only one execution: a model with a single interleaving checks nothing.
+    pub fn model<F>(f: F) -> usize
+    where
+        F: Fn() + Sync + Send + 'static,
+    {
+        let runs = explore(f);
+        assert!(runs > 1, "the model has a single execution: it checks nothing");
+        runs
+    }
+
+    fn explore<F>(f: F) -> usize
+    where
+        F: Fn() + Sync + Send + 'static,
+    {
+        #[expect(clippy::disallowed_types, reason = "counts executions outside the model")]
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&runs);
+        let mut b = loom::model::Builder::new();
+        if b.preemption_bound.is_none() {
+            b.preemption_bound = Some(DEFAULT_PREEMPTIONS);
+        }
+        b.check(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            f();
+        });
+        let n = runs.load(std::sync::atomic::Ordering::Relaxed);
+        if std::env::var_os("DEVPRIV_LOOM_REPORT").is_some() {
+            eprintln!("loom explored {n} executions");
+        }
+        n
+    }
+
+    /// Runs a mutant model and asserts that loom (or an assertion inside the
+    /// model) fails it, with a panic message containing one of `expect`.
+    ///
+    /// # Panics
+    ///
+    /// If the model passes (the mutant was not caught) or fails for another
+    /// reason.
+    pub fn assert_caught<F>(f: F, expect: &[&str])
+    where
+        F: Fn() + Sync + Send + 'static,
+    {
+        // The expected failure prints a long loom report; keep it quiet.
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let r = catch_unwind(AssertUnwindSafe(|| explore(f)));
+        std::panic::set_hook(hook);
+        let payload = match r {
+            Ok(_) => panic!("mutant survived: loom explored every interleaving and found no bug"),
+            Err(p) => p,
+        };
+        let msg = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default();
+        assert!(
+            expect.iter().any(|e| msg.contains(e)),
+            "mutant failed for an unexpected reason: {msg}"
+        );
+    }
+
+    /// A value whose contents loom tracks: created with a tag, checked by
+    /// readers, poisoned on drop. A reader that is not ordered after its
+    /// creation, or not ordered before its drop, is a causality violation.
+    #[derive(Debug)]
+    pub struct Payload {
+        cell: loom::cell::UnsafeCell<u64>,
+    }
+
+    // SAFETY: All access goes through loom's checked cell: a racing access
+    // is a reported model failure, which is the point of the type.
+    unsafe impl Sync for Payload {}
+
+    /// What a dropped payload holds.
+    pub const POISON: u64 = 0xdead_dead;
+
+    impl Payload {
+        /// A payload holding `tag`.
+        pub fn new(tag: u64) -> Self {
+            Payload { cell: loom::cell::UnsafeCell::new(tag) }
+        }
+
+        /// Reads the tag (a tracked read) and asserts it is `want`.
+        ///
+        /// # Panics
+        ///
+        /// If the payload was poisoned or holds another tag.
+        pub fn check(&self, want: u64) {
+            // SAFETY: The cell is only written by `new` and `drop`; loom
+            // reports any read that races with either.
+            let got = self.cell.with(|p| unsafe { *p });
+            assert_ne!(got, POISON, "read a freed payload");
+            assert_eq!(got, want, "payload holds the wrong tag");
+        }
+    }
+
+    impl Drop for Payload {
+        fn drop(&mut self) {
+            // A second report while unwinding would abort the process.
+            if std::thread::panicking() {
+                return;
+            }
+            // SAFETY: `&mut self`: no other access exists in this thread;
+            // loom checks the other threads.
+            self.cell.with_mut(|p| unsafe { *p = POISON });
+        }
+    }
+}
+
+#[cfg(loom)]
+pub use imp::*;
