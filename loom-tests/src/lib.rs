@@ -14,7 +14,10 @@
 //!     LOOM_MAX_PREEMPTIONS=2 cargo test -p devpriv-loom-tests --release
 //! ```
 
-#![cfg_attr(not(loom), allow(unused_imports, reason = "everything here is loom-only"))]
+#![cfg_attr(
+    not(loom),
+    allow(unused_imports, reason = "everything here is loom-only")
+)]
 
 #[cfg(loom)]
 mod imp {
@@ -35,7 +38,10 @@ mod imp {
         F: Fn() + Sync + Send + 'static,
     {
         let runs = explore(f);
-        assert!(runs > 1, "the model has a single execution: it checks nothing");
+        assert!(
+            runs > 1,
+            "the model has a single execution: it checks nothing"
+        );
         runs
     }
 
@@ -43,7 +49,10 @@ mod imp {
     where
         F: Fn() + Sync + Send + 'static,
     {
-        #[expect(clippy::disallowed_types, reason = "counts executions outside the model")]
+        #[expect(
+            clippy::disallowed_types,
+            reason = "counts executions outside the model"
+        )]
         let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = std::sync::Arc::clone(&runs);
         let mut b = loom::model::Builder::new();
@@ -110,7 +119,9 @@ mod imp {
     impl Payload {
         /// A payload holding `tag`.
         pub fn new(tag: u64) -> Self {
-            Payload { cell: loom::cell::UnsafeCell::new(tag) }
+            Payload {
+                cell: loom::cell::UnsafeCell::new(tag),
+            }
         }
 
         /// Reads the tag (a tracked read) and asserts it is `want`.

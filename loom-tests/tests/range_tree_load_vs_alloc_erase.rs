@@ -2,7 +2,7 @@
 //!
 //! Kernel: `mtree_load()` under `rcu_read_lock()` racing
 //! `mtree_alloc_range()` / `mtree_erase()` + `synchronize_rcu()`
-//! (lib/maple_tree.c, RCU mode).
+//! (`lib/maple_tree.c`, RCU mode).
 //!
 //! Checks: the reader never sees a node or value before it was fully built
 //! (publication), and never after it was freed (grace period); every hit is
@@ -49,15 +49,24 @@ fn load_vs_alloc_erase() {
 
 #[test]
 fn mutant_relaxed_root_publish_is_caught() {
-    assert_caught(|| scenario(Mutant::RangeTreeRelaxedPublish), &["Causality violation"]);
+    assert_caught(
+        || scenario(Mutant::RangeTreeRelaxedPublish),
+        &["Causality violation"],
+    );
 }
 
 #[test]
 fn mutant_no_grace_period_is_caught() {
-    assert_caught(|| scenario(Mutant::SrcuNoGracePeriod), &["Causality violation", "freed payload"]);
+    assert_caught(
+        || scenario(Mutant::SrcuNoGracePeriod),
+        &["Causality violation", "freed payload"],
+    );
 }
 
 #[test]
 fn mutant_no_reader_fence_is_caught() {
-    assert_caught(|| scenario(Mutant::SrcuNoReaderFence), &["Causality violation", "freed payload"]);
+    assert_caught(
+        || scenario(Mutant::SrcuNoReaderFence),
+        &["Causality violation", "freed payload"],
+    );
 }

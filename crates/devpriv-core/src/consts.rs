@@ -6,70 +6,70 @@
 
 /// log2 of the page size.
 ///
-/// Kernel: `PAGE_SHIFT`, arch/x86/include/asm/page_types.h.
+/// Kernel: `PAGE_SHIFT`, `arch/x86/include/asm/page_types.h`.
 pub const PAGE_SHIFT: u32 = 12;
 
 /// Bytes in a page (4 KiB).
 ///
-/// Kernel: `PAGE_SIZE`, arch/x86/include/asm/page_types.h.
+/// Kernel: `PAGE_SIZE`, `arch/x86/include/asm/page_types.h`.
 pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
 
 /// Mask that clears the offset within a page.
 ///
-/// Kernel: `PAGE_MASK`, arch/x86/include/asm/page_types.h.
+/// Kernel: `PAGE_MASK`, `arch/x86/include/asm/page_types.h`.
 pub const PAGE_MASK: u64 = !(PAGE_SIZE - 1);
 
 /// log2 of the bytes a PMD entry maps (2 MiB).
 ///
-/// Kernel: `PMD_SHIFT`, arch/x86/include/asm/pgtable_64_types.h.
+/// Kernel: `PMD_SHIFT`, `arch/x86/include/asm/pgtable_64_types.h`.
 pub const PMD_SHIFT: u32 = 21;
 
 /// Order of a PMD-sized (transparent huge) folio.
 ///
-/// Kernel: `HPAGE_PMD_ORDER`, include/linux/huge_mm.h.
+/// Kernel: `HPAGE_PMD_ORDER`, `include/linux/huge_mm.h`.
 pub const HPAGE_PMD_ORDER: u32 = PMD_SHIFT - PAGE_SHIFT;
 
 /// Pages in a PMD-sized folio (512).
 ///
-/// Kernel: `HPAGE_PMD_NR`, include/linux/huge_mm.h.
+/// Kernel: `HPAGE_PMD_NR`, `include/linux/huge_mm.h`.
 pub const HPAGE_PMD_NR: u64 = 1 << HPAGE_PMD_ORDER;
 
 /// Bytes in a PMD-sized folio (2 MiB).
 ///
-/// Kernel: `HPAGE_PMD_SIZE`, include/linux/huge_mm.h.
+/// Kernel: `HPAGE_PMD_SIZE`, `include/linux/huge_mm.h`.
 pub const HPAGE_PMD_SIZE: u64 = 1 << PMD_SHIFT;
 
 /// Entries in one page table (PTE or PMD level).
 ///
-/// Kernel: `PTRS_PER_PTE`, arch/x86/include/asm/pgtable_64_types.h.
+/// Kernel: `PTRS_PER_PTE`, `arch/x86/include/asm/pgtable_64_types.h`.
 pub const PTRS_PER_PTE: u64 = 512;
 
 /// Largest buddy-allocator order on x86 with the default configuration.
 ///
-/// Kernel: `MAX_PAGE_ORDER`, include/linux/mmzone.h.
+/// Kernel: `MAX_PAGE_ORDER`, `include/linux/mmzone.h`.
 pub const MAX_PAGE_ORDER: u32 = 10;
 
 /// Pages in a `MAX_PAGE_ORDER` block (1024).
 ///
-/// Kernel: `MAX_ORDER_NR_PAGES`, include/linux/mmzone.h. Note that
+/// Kernel: `MAX_ORDER_NR_PAGES`, `include/linux/mmzone.h`. Note that
 /// `zone_device_page_init()` compares an *order* against this page count
 /// (hazard H17).
 pub const MAX_ORDER_NR_PAGES: u64 = 1 << MAX_PAGE_ORDER;
 
 /// Largest folio order without gigantic folios configured.
 ///
-/// Kernel: `MAX_FOLIO_ORDER`, include/linux/mm.h (equal to `MAX_PAGE_ORDER`
+/// Kernel: `MAX_FOLIO_ORDER`, `include/linux/mm.h` (equal to `MAX_PAGE_ORDER`
 /// here).
 pub const MAX_FOLIO_ORDER: u32 = MAX_PAGE_ORDER;
 
 /// `MAX_PHYSMEM_BITS` with 4-level paging on x86-64.
 ///
-/// Kernel: `MAX_PHYSMEM_BITS`, arch/x86/include/asm/sparsemem.h.
+/// Kernel: `MAX_PHYSMEM_BITS`, `arch/x86/include/asm/sparsemem.h`.
 pub const MAX_PHYSMEM_BITS_4LEVEL: u32 = 46;
 
 /// `MAX_PHYSMEM_BITS` with 5-level paging (LA57) on x86-64.
 ///
-/// Kernel: `MAX_PHYSMEM_BITS`, arch/x86/include/asm/sparsemem.h.
+/// Kernel: `MAX_PHYSMEM_BITS`, `arch/x86/include/asm/sparsemem.h`.
 pub const MAX_PHYSMEM_BITS_5LEVEL: u32 = 52;
 
 /// The paging mode, which decides `MAX_PHYSMEM_BITS` at run time.
@@ -106,14 +106,14 @@ impl PagingMode {
     /// 34 with 4-level paging, 40 with 5-level.
     ///
     /// Kernel: `SWP_PFN_BITS = MAX_PHYSMEM_BITS - PAGE_SHIFT`,
-    /// include/linux/swapops.h.
+    /// `include/linux/swapops.h`.
     pub const fn swp_pfn_bits(self) -> u32 {
         self.max_physmem_bits() - PAGE_SHIFT
     }
 
     /// Mask of the pfn field of a swap entry.
     ///
-    /// Kernel: `SWP_PFN_MASK`, include/linux/swapops.h.
+    /// Kernel: `SWP_PFN_MASK`, `include/linux/swapops.h`.
     pub const fn swp_pfn_mask(self) -> u64 {
         (1 << self.swp_pfn_bits()) - 1
     }
@@ -151,6 +151,9 @@ mod tests {
         // The largest page-aligned offset below `1 << MAX_PHYSMEM_BITS` bytes
         // is exactly SWP_PFN_MASK (kernel-semantics.md 2.3).
         let m = PagingMode::FourLevel;
-        assert_eq!((m.physmem_size() - PAGE_SIZE) >> PAGE_SHIFT, m.swp_pfn_mask());
+        assert_eq!(
+            (m.physmem_size() - PAGE_SIZE) >> PAGE_SHIFT,
+            m.swp_pfn_mask()
+        );
     }
 }

@@ -129,7 +129,11 @@ mod tests {
             assert_eq!(Errno::from_kernel(e.to_kernel()), Some(e));
         }
         assert_eq!(Errno::from_kernel(0), None);
-        assert_eq!(Errno::from_kernel(16), None, "positive values are not errors");
+        assert_eq!(
+            Errno::from_kernel(16),
+            None,
+            "positive values are not errors"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Read-side sections and grace periods: the `rcu_read_lock()` analogue.
 //!
-//! Kernel: `include/linux/srcu.h`, kernel/rcu/srcutree.c (the per-domain
+//! Kernel: `include/linux/srcu.h`, `kernel/rcu/srcutree.c` (the per-domain
 //! flavour), and the RCU API that `mtree_load()` relies on.
 //!
 //! A [`Srcu`] is one domain. Readers enter a section with
@@ -65,7 +65,7 @@ pub struct GpCookie(u64);
 
 /// One read-side domain.
 ///
-/// Kernel: `struct srcu_struct`, include/linux/srcutree.h.
+/// Kernel: `struct srcu_struct`, `include/linux/srcutree.h`.
 pub struct Srcu {
     seq: AtomicU64,
     readers: Box<[CachePadded<[AtomicUsize; 2]>]>,
@@ -123,8 +123,7 @@ impl Srcu {
     #[inline]
     pub fn read_lock(&self) -> SrcuReadGuard<'_> {
         let shard = crate::sync::thread_shard() % SHARDS;
-        #[expect(clippy::cast_possible_truncation, reason = "only the parity bit is kept")]
-        let parity = (self.seq.load(Ordering::Acquire) & 1) as usize;
+        let parity = usize::from(self.seq.load(Ordering::Acquire) & 1 == 1);
         self.readers[shard][parity].fetch_add(1, Ordering::Relaxed);
         // Pairs with the fence in `try_flip`: either the flipper sees this
         // increment, or this reader sees everything unpublished before it.
@@ -137,7 +136,11 @@ impl Srcu {
         }
         #[cfg(all(debug_assertions, not(loom)))]
         HELD.with(|h| h.borrow_mut().push(self.addr()));
-        SrcuReadGuard { srcu: self, shard, parity }
+        SrcuReadGuard {
+            srcu: self,
+            shard,
+            parity,
+        }
     }
 
     /// The cookie for objects unpublished before this call.
@@ -225,10 +228,13 @@ impl Srcu {
     fn try_flip(&self) -> bool {
         let _flip = self.flip.lock();
         let s = self.seq.load(Ordering::Relaxed);
-        #[expect(clippy::cast_possible_truncation, reason = "only the parity bit is kept")]
-        let next = ((s + 1) & 1) as usize;
+        let next = usize::from((s + 1) & 1 == 1);
         fence(Ordering::SeqCst);
-        if self.readers.iter().any(|r| r[next].load(Ordering::Acquire) != 0) {
+        if self
+            .readers
+            .iter()
+            .any(|r| r[next].load(Ordering::Acquire) != 0)
+        {
             return false;
         }
         self.seq.store(s + 1, Ordering::Release);
@@ -290,13 +296,17 @@ pub struct RetireList<T> {
 
 impl<T> fmt::Debug for RetireList<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RetireList").field("pending", &self.items.len()).finish()
+        f.debug_struct("RetireList")
+            .field("pending", &self.items.len())
+            .finish()
     }
 }
 
 impl<T> Default for RetireList<T> {
     fn default() -> Self {
-        RetireList { items: VecDeque::new() }
+        RetireList {
+            items: VecDeque::new(),
+        }
     }
 }
 

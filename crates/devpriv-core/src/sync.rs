@@ -11,13 +11,155 @@
 #[cfg(not(loom))]
 #[expect(clippy::disallowed_types, reason = "this is the sync shim")]
 mod imp {
-    pub use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+    pub use parking_lot::{MutexGuard, RwLockReadGuard, RwLockWriteGuard};
 
-    /// Atomics: `std::sync::atomic` in normal builds.
+    /// `parking_lot::Mutex`, wrapped so that the rest of the workspace names
+    /// only the shim (which `clippy.toml` enforces).
+    #[derive(Debug, Default)]
+    #[repr(transparent)]
+    pub struct Mutex<T>(parking_lot::Mutex<T>);
+
+    impl<T> Mutex<T> {
+        /// Wraps `v`.
+        #[inline]
+        pub const fn new(v: T) -> Self {
+            Mutex(parking_lot::Mutex::new(v))
+        }
+
+        /// Locks the mutex.
+        #[inline]
+        pub fn lock(&self) -> MutexGuard<'_, T> {
+            self.0.lock()
+        }
+
+        /// Tries to lock the mutex without blocking.
+        #[inline]
+        pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            self.0.try_lock()
+        }
+    }
+
+    /// `parking_lot::RwLock`, wrapped like [`Mutex`].
+    #[derive(Debug, Default)]
+    #[repr(transparent)]
+    pub struct RwLock<T>(parking_lot::RwLock<T>);
+
+    impl<T> RwLock<T> {
+        /// Wraps `v`.
+        #[inline]
+        pub const fn new(v: T) -> Self {
+            RwLock(parking_lot::RwLock::new(v))
+        }
+
+        /// Takes the lock shared.
+        #[inline]
+        pub fn read(&self) -> RwLockReadGuard<'_, T> {
+            self.0.read()
+        }
+
+        /// Takes the lock exclusive.
+        #[inline]
+        pub fn write(&self) -> RwLockWriteGuard<'_, T> {
+            self.0.write()
+        }
+    }
+
+    /// Atomics: `std::sync::atomic`, wrapped (zero cost) so the rest of the
+    /// workspace names only the shim.
     pub mod atomic {
-        pub use std::sync::atomic::{
-            AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
-        };
+        pub use std::sync::atomic::{Ordering, fence};
+
+        macro_rules! wrap_atomic {
+            ($(#[$m:meta])* $name:ident<$($g:ident)?>, $val:ty) => {
+                $(#[$m])*
+                #[derive(Debug, Default)]
+                #[repr(transparent)]
+                pub struct $name$(<$g>)?(std::sync::atomic::$name$(<$g>)?);
+
+                impl$(<$g>)? $name$(<$g>)? {
+                    /// A new atomic holding `v`.
+                    #[inline]
+                    pub const fn new(v: $val) -> Self {
+                        $name(std::sync::atomic::$name::new(v))
+                    }
+                    /// Loads the value.
+                    #[inline]
+                    pub fn load(&self, order: Ordering) -> $val {
+                        self.0.load(order)
+                    }
+                    /// Stores `v`.
+                    #[inline]
+                    pub fn store(&self, v: $val, order: Ordering) {
+                        self.0.store(v, order);
+                    }
+                    /// Stores `v`, returning the previous value.
+                    #[inline]
+                    pub fn swap(&self, v: $val, order: Ordering) -> $val {
+                        self.0.swap(v, order)
+                    }
+                    /// Stores `new` if the value is `current`.
+                    ///
+                    /// # Errors
+                    ///
+                    /// The value found, when it was not `current`.
+                    #[inline]
+                    pub fn compare_exchange(&self, current: $val, new: $val, success: Ordering, failure: Ordering) -> Result<$val, $val> {
+                        self.0.compare_exchange(current, new, success, failure)
+                    }
+                }
+            };
+        }
+
+        macro_rules! wrap_int_ops {
+            ($name:ident, $val:ty) => {
+                impl $name {
+                    /// Adds `v` (wrapping), returning the previous value.
+                    #[inline]
+                    pub fn fetch_add(&self, v: $val, order: Ordering) -> $val {
+                        self.0.fetch_add(v, order)
+                    }
+                    /// Subtracts `v` (wrapping), returning the previous value.
+                    #[inline]
+                    pub fn fetch_sub(&self, v: $val, order: Ordering) -> $val {
+                        self.0.fetch_sub(v, order)
+                    }
+                    /// Bitwise OR, returning the previous value.
+                    #[inline]
+                    pub fn fetch_or(&self, v: $val, order: Ordering) -> $val {
+                        self.0.fetch_or(v, order)
+                    }
+                    /// Bitwise AND, returning the previous value.
+                    #[inline]
+                    pub fn fetch_and(&self, v: $val, order: Ordering) -> $val {
+                        self.0.fetch_and(v, order)
+                    }
+                }
+            };
+        }
+
+        wrap_atomic!(
+            /// `std::sync::atomic::AtomicBool`, wrapped.
+            AtomicBool<>, bool
+        );
+        wrap_atomic!(
+            /// `std::sync::atomic::AtomicU32`, wrapped.
+            AtomicU32<>, u32
+        );
+        wrap_atomic!(
+            /// `std::sync::atomic::AtomicU64`, wrapped.
+            AtomicU64<>, u64
+        );
+        wrap_atomic!(
+            /// `std::sync::atomic::AtomicUsize`, wrapped.
+            AtomicUsize<>, usize
+        );
+        wrap_atomic!(
+            /// `std::sync::atomic::AtomicPtr`, wrapped.
+            AtomicPtr<T>, *mut T
+        );
+        wrap_int_ops!(AtomicU32, u32);
+        wrap_int_ops!(AtomicU64, u64);
+        wrap_int_ops!(AtomicUsize, usize);
     }
 
     /// Hint for one iteration of a busy-wait loop.
@@ -112,9 +254,9 @@ mod imp {
     /// nondeterministic.
     pub fn thread_shard() -> usize {
         let id = format!("{:?}", loom::thread::current().id());
-        id.bytes()
-            .filter(u8::is_ascii_digit)
-            .fold(0usize, |n, d| n.wrapping_mul(10).wrapping_add(usize::from(d - b'0')))
+        id.bytes().filter(u8::is_ascii_digit).fold(0usize, |n, d| {
+            n.wrapping_mul(10).wrapping_add(usize::from(d - b'0'))
+        })
     }
 
     /// `parking_lot`-shaped wrapper over `loom::sync::Mutex`.
@@ -135,7 +277,9 @@ mod imp {
         /// holding the lock already fails the loom model.
         #[track_caller]
         pub fn lock(&self) -> MutexGuard<'_, T> {
-            self.0.lock().expect("loom mutex poisoned: a model already panicked")
+            self.0
+                .lock()
+                .expect("loom mutex poisoned: a model already panicked")
         }
 
         /// Tries to lock the mutex without blocking.
@@ -161,7 +305,9 @@ mod imp {
         /// As [`Mutex::lock`].
         #[track_caller]
         pub fn read(&self) -> RwLockReadGuard<'_, T> {
-            self.0.read().expect("loom rwlock poisoned: a model already panicked")
+            self.0
+                .read()
+                .expect("loom rwlock poisoned: a model already panicked")
         }
 
         /// Takes the lock exclusive.
@@ -171,7 +317,9 @@ mod imp {
         /// As [`Mutex::lock`].
         #[track_caller]
         pub fn write(&self) -> RwLockWriteGuard<'_, T> {
-            self.0.write().expect("loom rwlock poisoned: a model already panicked")
+            self.0
+                .write()
+                .expect("loom rwlock poisoned: a model already panicked")
         }
     }
 }

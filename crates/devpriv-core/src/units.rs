@@ -2,7 +2,7 @@
 //!
 //! Kernel: `unsigned long pfn` and, after the device-private series, the
 //! device-private "offset" that shares the same C type
-//! (`device_private_page_to_offset()`, mm/memremap.c).
+//! (`device_private_page_to_offset()`, `mm/memremap.c`).
 //!
 //! In C both are `unsigned long`, and a flag (`PVMW_DEVICE_PRIVATE`,
 //! `MIGRATE_PFN_DEVICE_PRIVATE`, `HMM_PFN_DEVICE_PRIVATE`) says which one a
@@ -332,7 +332,7 @@ page_index! {
     /// A page index in the device-private address space. Never a pfn.
     ///
     /// Kernel: the "device-private offset" of the series
-    /// (`device_private_page_to_offset()`, mm/memremap.c), which C stores in
+    /// (`device_private_page_to_offset()`, `mm/memremap.c`), which C stores in
     /// an `unsigned long` next to a `*_DEVICE_PRIVATE` flag.
     DevicePrivateOffset
 }
@@ -421,7 +421,7 @@ impl From<DevicePrivateOffset> for PageFrame {
 /// without overflow. Empty ranges overlap nothing.
 ///
 /// Kernel: the overlap tests in `check_pte()` / `check_pmd()`,
-/// mm/page_vma_mapped.c, which are written to avoid overflow.
+/// `mm/page_vma_mapped.c`, which are written to avoid overflow.
 pub fn ranges_overlap<I: PageIndex>(a: I, a_nr: PageCount, b: I, b_nr: PageCount) -> bool {
     let (a, b) = (a.index(), b.index());
     if a_nr.is_zero() || b_nr.is_zero() {
@@ -429,7 +429,11 @@ pub fn ranges_overlap<I: PageIndex>(a: I, a_nr: PageCount, b: I, b_nr: PageCount
     }
     // `a` lies at or after `b`: overlap iff `a` is inside b's range.
     // `a` lies before `b`: overlap iff `b` is inside a's range.
-    if a >= b { a - b < b_nr.get() } else { b - a < a_nr.get() }
+    if a >= b {
+        a - b < b_nr.get()
+    } else {
+        b - a < a_nr.get()
+    }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -444,8 +448,16 @@ mod tests {
         assert_eq!(addr.to_offset(), off);
         assert_eq!(DevicePrivateAddr::new(3 * PAGE_SIZE + 17).to_offset(), off);
         assert_eq!(DevicePrivateAddr::new(17).offset_in_page(), 17);
-        assert_eq!(DevicePrivateOffset::new(u64::MAX >> 12).to_addr().map(|a| a.get()), Some(u64::MAX & PAGE_MASK));
-        assert_eq!(DevicePrivateOffset::new((u64::MAX >> 12) + 1).to_addr(), None);
+        assert_eq!(
+            DevicePrivateOffset::new(u64::MAX >> 12)
+                .to_addr()
+                .map(|a| a.get()),
+            Some(PAGE_MASK)
+        );
+        assert_eq!(
+            DevicePrivateOffset::new((u64::MAX >> 12) + 1).to_addr(),
+            None
+        );
         assert_eq!(Pfn::new(7).to_phys_addr(), Some(PhysAddr::new(7 << 12)));
         assert_eq!(PhysAddr::new(0x1fff).to_pfn(), Pfn::new(1));
     }
@@ -454,16 +466,29 @@ mod tests {
     fn arithmetic_is_checked() {
         assert_eq!(Pfn::new(u64::MAX).checked_add(PageCount::ONE), None);
         assert_eq!(Pfn::new(0).checked_sub(PageCount::ONE), None);
-        assert_eq!(Pfn::new(10).checked_offset_from(Pfn::new(4)), Some(PageCount::new(6)));
+        assert_eq!(
+            Pfn::new(10).checked_offset_from(Pfn::new(4)),
+            Some(PageCount::new(6))
+        );
         assert_eq!(Pfn::new(4).checked_offset_from(Pfn::new(10)), None);
-        assert_eq!(Pfn::new(5).checked_align_up(PageCount::new(4)), Some(Pfn::new(8)));
-        assert_eq!(Pfn::new(5).checked_align_up(PageCount::new(3)), None, "not a power of two");
+        assert_eq!(
+            Pfn::new(5).checked_align_up(PageCount::new(4)),
+            Some(Pfn::new(8))
+        );
+        assert_eq!(
+            Pfn::new(5).checked_align_up(PageCount::new(3)),
+            None,
+            "not a power of two"
+        );
         assert_eq!(Pfn::new(u64::MAX).checked_align_up(PageCount::new(2)), None);
         assert_eq!(PageCount::new(u64::MAX).checked_bytes(), None);
         assert_eq!(PageCount::from_bytes_round_up(4097), PageCount::new(2));
         assert!(DevicePrivateOffset::new(1024).is_aligned(Order::HPAGE_PMD));
         assert!(!DevicePrivateOffset::new(1025).is_aligned(Order::HPAGE_PMD));
-        assert_eq!(PhysAddr::new(1).checked_align_up(4096), Some(PhysAddr::new(4096)));
+        assert_eq!(
+            PhysAddr::new(1).checked_align_up(4096),
+            Some(PhysAddr::new(4096))
+        );
         assert_eq!(PhysAddr::new(1).checked_align_up(3), None);
     }
 
@@ -482,7 +507,10 @@ mod tests {
         assert_ne!(a, b, "same number, different spaces");
         assert_eq!(a.raw_index(), b.raw_index());
         assert!(b.is_device_private() && !a.is_device_private());
-        assert_eq!(b.checked_add(PageCount::ONE), Some(PageFrame::DevicePrivate(DevicePrivateOffset::new(8))));
+        assert_eq!(
+            b.checked_add(PageCount::ONE),
+            Some(PageFrame::DevicePrivate(DevicePrivateOffset::new(8)))
+        );
     }
 
     #[test]
@@ -495,7 +523,17 @@ mod tests {
         assert!(!ranges_overlap(p(6), n(1), p(0), n(6)));
         assert!(!ranges_overlap(p(3), n(0), p(0), n(10)), "empty range");
         // Near the top of the space a naive `a + n > b` would overflow.
-        assert!(ranges_overlap(p(u64::MAX), n(1), p(u64::MAX - 1), n(u64::MAX)));
-        assert!(!ranges_overlap(p(u64::MAX - 1), n(1), p(u64::MAX), n(u64::MAX)));
+        assert!(ranges_overlap(
+            p(u64::MAX),
+            n(1),
+            p(u64::MAX - 1),
+            n(u64::MAX)
+        ));
+        assert!(!ranges_overlap(
+            p(u64::MAX - 1),
+            n(1),
+            p(u64::MAX),
+            n(u64::MAX)
+        ));
     }
 }

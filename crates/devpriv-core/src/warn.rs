@@ -1,7 +1,7 @@
 //! `WARN_ON` paths that count their hits instead of printing a backtrace.
 //!
 //! Kernel: `WARN_ON()`, `WARN_ON_ONCE()`, `VM_WARN_ON()`,
-//! include/asm-generic/bug.h.
+//! `include/asm-generic/bug.h`.
 //!
 //! A kernel `WARN_ON` path does not stop the kernel: it prints, taints, and
 //! the code goes on (usually returning an error or `NULL`). The model does
@@ -50,7 +50,14 @@ pub struct WarnSite {
 
 impl fmt::Debug for WarnSite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {} ({} hits)", self.file, self.line, self.label, self.hits())
+        write!(
+            f,
+            "{}:{}: {} ({} hits)",
+            self.file,
+            self.line,
+            self.label,
+            self.hits()
+        )
     }
 }
 
@@ -143,7 +150,12 @@ pub fn capture<R>(f: impl FnOnce() -> R) -> (R, Warnings) {
     CAPTURED.with(|c| c.borrow_mut().push(Vec::new()));
     let pop = Pop;
     let r = f();
-    let hits = CAPTURED.with(|c| c.borrow_mut().last_mut().map(std::mem::take).unwrap_or_default());
+    let hits = CAPTURED.with(|c| {
+        c.borrow_mut()
+            .last_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    });
     drop(pop);
     // An enclosing capture sees the inner hits too.
     CAPTURED.with(|c| {
@@ -173,7 +185,8 @@ macro_rules! warn_on {
     ($cond:expr, $label:expr $(,)?) => {{
         let cond: bool = $cond;
         if cond {
-            static SITE: $crate::warn::WarnSite = $crate::warn::WarnSite::new(file!(), line!(), $label);
+            static SITE: $crate::warn::WarnSite =
+                $crate::warn::WarnSite::new(file!(), line!(), $label);
             SITE.hit(false);
         }
         cond
@@ -192,7 +205,8 @@ macro_rules! warn_on_once {
     ($cond:expr, $label:expr $(,)?) => {{
         let cond: bool = $cond;
         if cond {
-            static SITE: $crate::warn::WarnSite = $crate::warn::WarnSite::new(file!(), line!(), $label);
+            static SITE: $crate::warn::WarnSite =
+                $crate::warn::WarnSite::new(file!(), line!(), $label);
             SITE.hit(true);
         }
         cond

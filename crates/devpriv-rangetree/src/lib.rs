@@ -63,7 +63,7 @@ use node::{Entry, Fit, Grown, Node};
 /// A failed allocation: the value comes back with the reason.
 ///
 /// Kernel: the `-EBUSY` / `-EINVAL` return of `mtree_alloc_range()`;
-/// `AllocError<T>` in rust/kernel/maple_tree.rs.
+/// `AllocError<T>` in `rust/kernel/maple_tree.rs`.
 pub struct AllocError<T> {
     /// The value that was not stored.
     pub value: T,
@@ -74,7 +74,7 @@ pub struct AllocError<T> {
 /// A failed insertion: the value comes back with the reason.
 ///
 /// Kernel: the `-EEXIST` / `-EINVAL` return of `mtree_insert_range()`;
-/// `InsertError<T>` in rust/kernel/maple_tree.rs.
+/// `InsertError<T>` in `rust/kernel/maple_tree.rs`.
 pub struct InsertError<T> {
     /// The value that was not stored.
     pub value: T,
@@ -86,7 +86,9 @@ macro_rules! value_error {
     ($name:ident, $what:literal) => {
         impl<T> fmt::Debug for $name<T> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.debug_struct(stringify!($name)).field("cause", &self.cause).finish_non_exhaustive()
+                f.debug_struct(stringify!($name))
+                    .field("cause", &self.cause)
+                    .finish_non_exhaustive()
             }
         }
         impl<T> fmt::Display for $name<T> {
@@ -127,7 +129,7 @@ struct Writer<T> {
 /// allocator; lock-free lookups.
 ///
 /// Kernel: `struct maple_tree` initialised with `MT_FLAGS_ALLOC_RANGE`
-/// (`MTREE_INIT(name, MT_FLAGS_ALLOC_RANGE)`), lib/maple_tree.c.
+/// (`MTREE_INIT(name, MT_FLAGS_ALLOC_RANGE)`), `lib/maple_tree.c`.
 ///
 /// # Invariants
 ///
@@ -147,7 +149,9 @@ pub struct RangeTree<T> {
 
 impl<T> fmt::Debug for RangeTree<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RangeTree").field("len", &self.len.load(Ordering::Relaxed)).finish_non_exhaustive()
+        f.debug_struct("RangeTree")
+            .field("len", &self.len.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
     }
 }
 
@@ -184,7 +188,9 @@ impl<T: Send + Sync> RangeTree<T> {
             root: AtomicPtr::new(Arc::into_raw(Node::empty()).cast_mut()),
             len: AtomicUsize::new(0),
             srcu,
-            writer: Mutex::new(Writer { retired: RetireList::new() }),
+            writer: Mutex::new(Writer {
+                retired: RetireList::new(),
+            }),
             #[cfg(loom)]
             mutant,
             _owns: PhantomData,
@@ -222,14 +228,17 @@ impl<T: Send + Sync> RangeTree<T> {
     /// The section belongs to this tree's own grace-period domain, and it is
     /// explicit so that many lookups can share one.
     pub fn read(&self) -> ReadGuard<'_, T> {
-        ReadGuard { tree: self, _srcu: self.srcu.read_lock() }
+        ReadGuard {
+            tree: self,
+            _srcu: self.srcu.read_lock(),
+        }
     }
 
     /// Stores `value` at the lowest free range of `size` keys that starts on
     /// a multiple of `align` and lies inside `window`. Returns the start.
     ///
     /// Kernel: `mtree_alloc_range(mt, &start, entry, size, min, max, gfp)`,
-    /// lib/maple_tree.c (lowest fit, `mas_empty_area()`).
+    /// `lib/maple_tree.c` (lowest fit, `mas_empty_area()`).
     ///
     /// # Differences from the kernel
     ///
@@ -244,13 +253,19 @@ impl<T: Send + Sync> RangeTree<T> {
     /// - `EBUSY`: no free range fits.
     ///
     /// The value comes back inside the error, and the tree is unchanged.
-    pub fn alloc_range(&self, size: u64, align: u64, window: RangeInclusive<u64>, value: T) -> Result<u64, AllocError<T>> {
+    pub fn alloc_range(
+        &self,
+        size: u64,
+        align: u64,
+        window: RangeInclusive<u64>,
+        value: T,
+    ) -> Result<u64, AllocError<T>> {
         self.alloc(size, align, window, value, false)
     }
 
     /// As [`alloc_range`](Self::alloc_range), but the highest free range.
     ///
-    /// Kernel: `mtree_alloc_rrange()`, lib/maple_tree.c (`mas_empty_area_rev()`).
+    /// Kernel: `mtree_alloc_rrange()`, `lib/maple_tree.c` (`mas_empty_area_rev()`).
     ///
     /// # Differences from the kernel
     ///
@@ -260,28 +275,63 @@ impl<T: Send + Sync> RangeTree<T> {
     /// # Errors
     ///
     /// As for [`alloc_range`](Self::alloc_range).
-    pub fn alloc_rrange(&self, size: u64, align: u64, window: RangeInclusive<u64>, value: T) -> Result<u64, AllocError<T>> {
+    pub fn alloc_rrange(
+        &self,
+        size: u64,
+        align: u64,
+        window: RangeInclusive<u64>,
+        value: T,
+    ) -> Result<u64, AllocError<T>> {
         self.alloc(size, align, window, value, true)
     }
 
-    fn alloc(&self, size: u64, align: u64, window: RangeInclusive<u64>, value: T, rev: bool) -> Result<u64, AllocError<T>> {
+    fn alloc(
+        &self,
+        size: u64,
+        align: u64,
+        window: RangeInclusive<u64>,
+        value: T,
+        rev: bool,
+    ) -> Result<u64, AllocError<T>> {
         let (min, max) = (*window.start(), *window.end());
-        let fit = Fit { size, align, min, max };
+        let fit = Fit {
+            size,
+            align,
+            min,
+            max,
+        };
         if size == 0 || !align.is_power_of_two() || min > max || max - min < size - 1 {
-            return Err(AllocError { value, cause: Errno::EINVAL });
+            return Err(AllocError {
+                value,
+                cause: Errno::EINVAL,
+            });
         }
         // The window must hold `size` aligned keys at all, or the request is
         // malformed rather than unlucky.
         if fit.low(min, max).is_none() {
-            return Err(AllocError { value, cause: Errno::EINVAL });
+            return Err(AllocError {
+                value,
+                cause: Errno::EINVAL,
+            });
         }
         let mut w = self.writer.lock();
         let root = self.root_node();
-        let start = if rev { Self::search_high(root, &fit) } else { Self::search_low(root, &fit) };
-        let Some(start) = start else {
-            return Err(AllocError { value, cause: Errno::EBUSY });
+        let start = if rev {
+            Self::search_high(root, &fit)
+        } else {
+            Self::search_low(root, &fit)
         };
-        let e = Entry { first: start, last: start + (size - 1), value: Arc::new(value) };
+        let Some(start) = start else {
+            return Err(AllocError {
+                value,
+                cause: Errno::EBUSY,
+            });
+        };
+        let e = Entry {
+            first: start,
+            last: start + (size - 1),
+            value: Arc::new(value),
+        };
         self.publish_insert(&mut w, e);
         Ok(start)
     }
@@ -289,7 +339,7 @@ impl<T: Send + Sync> RangeTree<T> {
     /// Stores `value` at exactly `range`.
     ///
     /// Kernel: `mtree_insert_range(mt, first, last, entry, gfp)`,
-    /// lib/maple_tree.c.
+    /// `lib/maple_tree.c`.
     ///
     /// # Errors
     ///
@@ -300,14 +350,27 @@ impl<T: Send + Sync> RangeTree<T> {
     pub fn insert_range(&self, range: RangeInclusive<u64>, value: T) -> Result<(), InsertError<T>> {
         let (first, last) = (*range.start(), *range.end());
         if first > last {
-            return Err(InsertError { value, cause: Errno::EINVAL });
+            return Err(InsertError {
+                value,
+                cause: Errno::EINVAL,
+            });
         }
         let mut w = self.writer.lock();
         let root = self.root_node();
         if node::lower_bound(root, first).is_some_and(|(f, _, _)| f <= last) {
-            return Err(InsertError { value, cause: Errno::EEXIST });
+            return Err(InsertError {
+                value,
+                cause: Errno::EEXIST,
+            });
         }
-        self.publish_insert(&mut w, Entry { first, last, value: Arc::new(value) });
+        self.publish_insert(
+            &mut w,
+            Entry {
+                first,
+                last,
+                value: Arc::new(value),
+            },
+        );
         Ok(())
     }
 
@@ -331,7 +394,9 @@ impl<T: Send + Sync> RangeTree<T> {
         let value = {
             let mut w = self.writer.lock();
             let root = self.root_node();
-            let first = node::lower_bound(root, index).filter(|&(f, _, _)| f <= index)?.0;
+            let first = node::lower_bound(root, index)
+                .filter(|&(f, _, _)| f <= index)?
+                .0;
             let (mut new_root, value) = node::remove(root, first);
             // Collapse an internal root left with a single child.
             while !new_root.data().is_leaf() && new_root.data().len == 1 {
@@ -347,23 +412,30 @@ impl<T: Send + Sync> RangeTree<T> {
         let value = Arc::try_unwrap(value);
         // INVARIANT: after the grace period no retired root (and so no
         // node) still holds the value's `Arc`.
-        Some(value.unwrap_or_else(|_| unreachable!("erased value still shared after a grace period")))
+        Some(
+            value
+                .unwrap_or_else(|_| unreachable!("erased value still shared after a grace period")),
+        )
     }
 
     /// Checks every structural invariant: ordering, non-overlap, node fill,
     /// equal leaf depth, the gap bookkeeping of every internal slot, and the
     /// entry count.
     ///
-    /// Kernel: `mt_validate()`, lib/maple_tree.c.
+    /// Kernel: `mt_validate()`, `lib/maple_tree.c`.
     ///
     /// # Errors
     ///
     /// A [`ValidateError`] that names the node and the broken rule.
     pub fn validate(&self) -> Result<(), ValidateError> {
         let _w = self.writer.lock();
-        let (n, _) = node::validate(self.root_node(), true, &mut Vec::new()).map_err(ValidateError)?;
+        let (n, _) =
+            node::validate(self.root_node(), true, &mut Vec::new()).map_err(ValidateError)?;
         if n != self.len() {
-            return Err(ValidateError(format!("len says {} but the tree holds {n}", self.len())));
+            return Err(ValidateError(format!(
+                "len says {} but the tree holds {n}",
+                self.len()
+            )));
         }
         Ok(())
     }
@@ -391,16 +463,20 @@ impl<T: Send + Sync> RangeTree<T> {
             return fit.low(0, u64::MAX);
         };
         let before = (first > 0).then(|| fit.low(0, first - 1)).flatten();
-        before
-            .or_else(|| node::lowest_fit(root, fit))
-            .or_else(|| (last < u64::MAX).then(|| fit.low(last + 1, u64::MAX)).flatten())
+        before.or_else(|| node::lowest_fit(root, fit)).or_else(|| {
+            (last < u64::MAX)
+                .then(|| fit.low(last + 1, u64::MAX))
+                .flatten()
+        })
     }
 
     fn search_high(root: &Node<T>, fit: &Fit) -> Option<u64> {
         let Some((first, last)) = root.data().span() else {
             return fit.high(0, u64::MAX);
         };
-        let after = (last < u64::MAX).then(|| fit.high(last + 1, u64::MAX)).flatten();
+        let after = (last < u64::MAX)
+            .then(|| fit.high(last + 1, u64::MAX))
+            .flatten();
         after
             .or_else(|| node::highest_fit(root, fit))
             .or_else(|| (first > 0).then(|| fit.high(0, first - 1)).flatten())
@@ -458,7 +534,7 @@ impl<'t, T: Send + Sync> ReadGuard<'t, T> {
 
     /// The range that contains `index` and its value, or `None` in a gap.
     ///
-    /// Kernel: `mtree_load(mt, index)`, lib/maple_tree.c.
+    /// Kernel: `mtree_load(mt, index)`, `lib/maple_tree.c`.
     ///
     /// # Differences from the kernel
     ///
@@ -483,7 +559,9 @@ impl<'t, T: Send + Sync> ReadGuard<'t, T> {
     ///
     /// Kernel: `mt_for_each(mt, entry, index, ULONG_MAX)`.
     pub fn iter(&self) -> Iter<'_, T> {
-        Iter { stack: vec![(self.root(), 0)] }
+        Iter {
+            stack: vec![(self.root(), 0)],
+        }
     }
 }
 
@@ -496,7 +574,9 @@ pub struct Iter<'g, T> {
 
 impl<T> fmt::Debug for Iter<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Iter").field("depth", &self.stack.len()).finish()
+        f.debug_struct("Iter")
+            .field("depth", &self.stack.len())
+            .finish()
     }
 }
 

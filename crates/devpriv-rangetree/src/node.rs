@@ -1,7 +1,7 @@
 //! Immutable B+tree nodes with per-child gap bookkeeping.
 //!
 //! Kernel: `struct maple_arange_64` (allocation-tree node with a `gap[]`
-//! per slot) and `struct maple_range_64` (leaf), lib/maple_tree.c.
+//! per slot) and `struct maple_range_64` (leaf), `lib/maple_tree.c`.
 //!
 //! Nodes are never modified once built. A write builds new nodes along one
 //! root-to-leaf path (path copying) and shares every other subtree with the
@@ -38,13 +38,22 @@ pub(crate) struct Entry<T> {
 
 impl<T> Clone for Entry<T> {
     fn clone(&self) -> Self {
-        Entry { first: self.first, last: self.last, value: Arc::clone(&self.value) }
+        Entry {
+            first: self.first,
+            last: self.last,
+            value: Arc::clone(&self.value),
+        }
     }
 }
 
 pub(crate) enum Kind<T> {
-    Leaf { values: [Option<Arc<T>>; B] },
-    Internal { gap: [u64; B], child: [Option<Arc<Node<T>>>; B] },
+    Leaf {
+        values: [Option<Arc<T>>; B],
+    },
+    Internal {
+        gap: [u64; B],
+        child: [Option<Arc<Node<T>>>; B],
+    },
 }
 
 pub(crate) struct NodeData<T> {
@@ -89,7 +98,9 @@ fn gap_between(prev_last: u64, next_first: u64) -> u64 {
 
 impl<T> Node<T> {
     fn new(data: NodeData<T>) -> Arc<Self> {
-        Arc::new(Node { cell: UnsafeCell::new(data) })
+        Arc::new(Node {
+            cell: UnsafeCell::new(data),
+        })
     }
 
     #[inline]
@@ -117,7 +128,13 @@ impl<T> Node<T> {
                 max_gap = max_gap.max(gap_between(last[i - 1], e.first));
             }
         }
-        Node::new(NodeData { len: entries.len(), first, last, max_gap, kind: Kind::Leaf { values } })
+        Node::new(NodeData {
+            len: entries.len(),
+            first,
+            last,
+            max_gap,
+            kind: Kind::Leaf { values },
+        })
     }
 
     /// An internal node over `children` (same height, sorted, at most `B`).
@@ -139,7 +156,13 @@ impl<T> Node<T> {
             }
             child[i] = Some(Arc::clone(c));
         }
-        Node::new(NodeData { len: children.len(), first, last, max_gap, kind: Kind::Internal { gap, child } })
+        Node::new(NodeData {
+            len: children.len(),
+            first,
+            last,
+            max_gap,
+            kind: Kind::Internal { gap, child },
+        })
     }
 
     pub(crate) fn empty() -> Arc<Self> {
@@ -162,7 +185,9 @@ impl<T> NodeData<T> {
 
     pub(crate) fn child(&self, i: usize) -> &Arc<Node<T>> {
         match &self.kind {
-            Kind::Internal { child, .. } => child[i].as_ref().expect("slot below len holds a child"),
+            Kind::Internal { child, .. } => {
+                child[i].as_ref().expect("slot below len holds a child")
+            }
             Kind::Leaf { .. } => unreachable!("child() on a leaf"),
         }
     }
@@ -176,7 +201,11 @@ impl<T> NodeData<T> {
 
     pub(crate) fn entries(&self) -> Vec<Entry<T>> {
         (0..self.len)
-            .map(|i| Entry { first: self.first[i], last: self.last[i], value: Arc::clone(self.value(i)) })
+            .map(|i| Entry {
+                first: self.first[i],
+                last: self.last[i],
+                value: Arc::clone(self.value(i)),
+            })
             .collect()
     }
 
@@ -351,22 +380,21 @@ pub(crate) fn lowest_fit<T>(node: &Node<T>, fit: &Fit) -> Option<u64> {
     let d = node.data();
     for i in 0..d.len {
         if i > 0 {
-            let (gs, ge) = (d.last[i - 1] + 1, d.first[i] - 1);
+            // The gap before slot i (empty when the spans touch, which
+            // `Fit::low` rejects).
+            let gs = d.last[i - 1] + 1;
             if gs > fit.max {
                 return None;
             }
-            if gs <= ge {
-                if let Some(s) = fit.low(gs, ge) {
-                    return Some(s);
-                }
+            if let Some(s) = fit.low(gs, d.first[i] - 1) {
+                return Some(s);
             }
         }
-        if let Kind::Internal { gap, child } = &d.kind {
-            if fit.worth_descending(d.first[i], d.last[i], gap[i]) {
-                if let Some(s) = lowest_fit(child[i].as_ref()?, fit) {
-                    return Some(s);
-                }
-            }
+        if let Kind::Internal { gap, child } = &d.kind
+            && fit.worth_descending(d.first[i], d.last[i], gap[i])
+            && let Some(s) = lowest_fit(child[i].as_ref()?, fit)
+        {
+            return Some(s);
         }
     }
     None
@@ -376,22 +404,19 @@ pub(crate) fn lowest_fit<T>(node: &Node<T>, fit: &Fit) -> Option<u64> {
 pub(crate) fn highest_fit<T>(node: &Node<T>, fit: &Fit) -> Option<u64> {
     let d = node.data();
     for i in (0..d.len).rev() {
-        if let Kind::Internal { gap, child } = &d.kind {
-            if fit.worth_descending(d.first[i], d.last[i], gap[i]) {
-                if let Some(s) = highest_fit(child[i].as_ref()?, fit) {
-                    return Some(s);
-                }
-            }
+        if let Kind::Internal { gap, child } = &d.kind
+            && fit.worth_descending(d.first[i], d.last[i], gap[i])
+            && let Some(s) = highest_fit(child[i].as_ref()?, fit)
+        {
+            return Some(s);
         }
         if i > 0 {
-            let (gs, ge) = (d.last[i - 1] + 1, d.first[i] - 1);
+            let ge = d.first[i] - 1;
             if ge < fit.min {
                 return None;
             }
-            if gs <= ge {
-                if let Some(s) = fit.high(gs, ge) {
-                    return Some(s);
-                }
+            if let Some(s) = fit.high(d.last[i - 1] + 1, ge) {
+                return Some(s);
             }
         }
     }
@@ -399,7 +424,11 @@ pub(crate) fn highest_fit<T>(node: &Node<T>, fit: &Fit) -> Option<u64> {
 }
 
 /// Checks every invariant of the subtree. Returns (entries, depth).
-pub(crate) fn validate<T>(node: &Node<T>, is_root: bool, path: &mut Vec<usize>) -> Result<(usize, usize), String> {
+pub(crate) fn validate<T>(
+    node: &Node<T>,
+    is_root: bool,
+    path: &mut Vec<usize>,
+) -> Result<(usize, usize), String> {
     let d = node.data();
     let here = format!("node at path {path:?}");
     if d.len > B {
@@ -413,24 +442,36 @@ pub(crate) fn validate<T>(node: &Node<T>, is_root: bool, path: &mut Vec<usize>) 
     }
     for i in d.len..B {
         if d.last[i] != u64::MAX {
-            return Err(format!("{}: unused slot {i} has last {:#x}, not u64::MAX", here, d.last[i]));
+            return Err(format!(
+                "{}: unused slot {i} has last {:#x}, not u64::MAX",
+                here, d.last[i]
+            ));
         }
     }
     let mut max_gap = 0;
     for i in 0..d.len {
         if d.first[i] > d.last[i] {
-            return Err(format!("{}: slot {i} is inverted [{:#x}, {:#x}]", here, d.first[i], d.last[i]));
+            return Err(format!(
+                "{}: slot {i} is inverted [{:#x}, {:#x}]",
+                here, d.first[i], d.last[i]
+            ));
         }
         if i > 0 {
             if d.first[i] <= d.last[i - 1] {
-                return Err(format!("{}: slots {} and {i} overlap or are out of order", here, i - 1));
+                return Err(format!(
+                    "{}: slots {} and {i} overlap or are out of order",
+                    here,
+                    i - 1
+                ));
             }
             max_gap = max_gap.max(gap_between(d.last[i - 1], d.first[i]));
         }
     }
     let (entries, depth) = match &d.kind {
         Kind::Leaf { values } => {
-            if values[..d.len].iter().any(Option::is_none) || values[d.len..].iter().any(Option::is_some) {
+            if values[..d.len].iter().any(Option::is_none)
+                || values[d.len..].iter().any(Option::is_some)
+            {
                 return Err(format!("{}: value slots do not match len {}", here, d.len));
             }
             (d.len, 0)
@@ -442,14 +483,25 @@ pub(crate) fn validate<T>(node: &Node<T>, is_root: bool, path: &mut Vec<usize>) 
             let mut total = 0;
             let mut depth = None;
             for i in 0..d.len {
-                let c = child[i].as_ref().ok_or_else(|| format!("{}: missing child {i}", here))?;
+                let c = child[i]
+                    .as_ref()
+                    .ok_or_else(|| format!("{}: missing child {i}", here))?;
                 let cd = c.data();
-                let span = cd.span().ok_or_else(|| format!("{}: child {i} is empty", here))?;
+                let span = cd
+                    .span()
+                    .ok_or_else(|| format!("{}: child {i} is empty", here))?;
                 if span != (d.first[i], d.last[i]) {
-                    return Err(format!("{}: slot {i} span {:?} != child span {span:?}", here, (d.first[i], d.last[i])));
+                    return Err(format!(
+                        "{}: slot {i} span {:?} != child span {span:?}",
+                        here,
+                        (d.first[i], d.last[i])
+                    ));
                 }
                 if gap[i] != cd.max_gap {
-                    return Err(format!("{}: slot {i} gap {} != child max_gap {}", here, gap[i], cd.max_gap));
+                    return Err(format!(
+                        "{}: slot {i} gap {} != child max_gap {}",
+                        here, gap[i], cd.max_gap
+                    ));
                 }
                 max_gap = max_gap.max(gap[i]);
                 path.push(i);
@@ -464,7 +516,10 @@ pub(crate) fn validate<T>(node: &Node<T>, is_root: bool, path: &mut Vec<usize>) 
         }
     };
     if max_gap != d.max_gap {
-        return Err(format!("{}: max_gap {} but gaps say {max_gap}", here, d.max_gap));
+        return Err(format!(
+            "{}: max_gap {} but gaps say {max_gap}",
+            here, d.max_gap
+        ));
     }
     Ok((entries, depth))
 }

@@ -15,7 +15,8 @@ fn snapshot(t: &RangeTree<u32>) -> Snapshot {
 fn tree_with(ranges: &[RangeInclusive<u64>]) -> RangeTree<u32> {
     let t = RangeTree::new();
     for (i, r) in ranges.iter().enumerate() {
-        t.insert_range(r.clone(), u32::try_from(i).unwrap()).unwrap();
+        t.insert_range(r.clone(), u32::try_from(i).unwrap())
+            .unwrap();
     }
     t.validate().unwrap();
     t
@@ -42,7 +43,10 @@ fn lowest_fit_skips_a_gap_that_is_too_small() {
     assert_eq!(t.alloc_range(2, 1, 0..=9, 9).unwrap(), 4);
     // Now only 1, 6, 8, 9 are free; the next 2 goes to 8.
     assert_eq!(t.alloc_range(2, 1, 0..=9, 9).unwrap(), 8);
-    assert_eq!(t.alloc_range(2, 1, 0..=9, 9).unwrap_err().cause, Errno::EBUSY);
+    assert_eq!(
+        t.alloc_range(2, 1, 0..=9, 9).unwrap_err().cause,
+        Errno::EBUSY
+    );
 }
 
 #[test]
@@ -55,7 +59,10 @@ fn highest_fit_takes_the_top_of_the_highest_gap() {
     // 3..=5 is next highest: the top of it.
     assert_eq!(t.alloc_rrange(2, 1, 0..=9, 9).unwrap(), 4);
     assert_eq!(t.alloc_rrange(2, 1, 0..=9, 9).unwrap(), 0);
-    assert_eq!(t.alloc_rrange(2, 1, 0..=9, 9).unwrap_err().cause, Errno::EBUSY);
+    assert_eq!(
+        t.alloc_rrange(2, 1, 0..=9, 9).unwrap_err().cause,
+        Errno::EBUSY
+    );
     t.validate().unwrap();
 }
 
@@ -77,7 +84,10 @@ fn window_edges_are_inclusive() {
     // ◌ ◌ ◌ ◆---◇ ◌ ◌ ◌ ◌ ◌  window 3..=4, size 2: exactly the window
     let t = RangeTree::new();
     assert_eq!(t.alloc_range(2, 1, 3..=4, 0).unwrap(), 3);
-    assert_eq!(t.alloc_range(1, 1, 3..=4, 0).unwrap_err().cause, Errno::EBUSY);
+    assert_eq!(
+        t.alloc_range(1, 1, 3..=4, 0).unwrap_err().cause,
+        Errno::EBUSY
+    );
     // A gap that straddles the window start is clipped to it.
     assert_eq!(t.alloc_range(1, 1, 2..=9, 0).unwrap(), 2);
     assert_eq!(t.alloc_rrange(1, 1, 0..=9, 0).unwrap(), 9);
@@ -91,10 +101,21 @@ fn the_top_of_the_key_space_is_usable() {
     assert_eq!(t.read().load(u64::MAX).unwrap().0, top..=u64::MAX);
     // With the last key taken, a lowest fit must not overflow past it:
     // the five free keys below the top range are exactly a request of 5.
-    assert_eq!(t.alloc_range(5, 1, u64::MAX - 20..=u64::MAX, 2).unwrap(), u64::MAX - 20);
-    assert_eq!(t.alloc_range(1, 1, u64::MAX - 20..=u64::MAX, 3).unwrap_err().cause, Errno::EBUSY);
+    assert_eq!(
+        t.alloc_range(5, 1, u64::MAX - 20..=u64::MAX, 2).unwrap(),
+        u64::MAX - 20
+    );
+    assert_eq!(
+        t.alloc_range(1, 1, u64::MAX - 20..=u64::MAX, 3)
+            .unwrap_err()
+            .cause,
+        Errno::EBUSY
+    );
     t.insert_range(0..=u64::MAX - 21, 4).unwrap();
-    assert_eq!(t.alloc_range(1, 1, 0..=u64::MAX, 5).unwrap_err().cause, Errno::EBUSY);
+    assert_eq!(
+        t.alloc_range(1, 1, 0..=u64::MAX, 5).unwrap_err().cause,
+        Errno::EBUSY
+    );
     assert_eq!(t.erase(7).unwrap(), 4);
     t.validate().unwrap();
 }
@@ -134,7 +155,9 @@ fn load_finds_the_first_and_last_key_and_nothing_between() {
     let g = t.read();
     assert_eq!(g.load(10).map(|(r, v)| (r, *v)), Some((10..=19, 0)));
     assert_eq!(g.load(19).map(|(r, v)| (r, *v)), Some((10..=19, 0)));
-    assert!(g.load(9).is_none() && g.load(20).is_none() && g.load(29).is_none() && g.load(40).is_none());
+    assert!(
+        g.load(9).is_none() && g.load(20).is_none() && g.load(29).is_none() && g.load(40).is_none()
+    );
     assert_eq!(g.find_from(20).map(|(r, _)| r), Some(30..=39));
     assert!(g.find_from(40).is_none());
 }
@@ -146,22 +169,25 @@ fn check_alloc_range_table() {
     // Occupied: [0x1000, 0x1fff], [0x3000, 0x3fff], [0x8000, 0xffff].
     let t = tree_with(&[0x1000..=0x1fff, 0x3000..=0x3fff, 0x8000..=0xffff]);
     let table: &[(u64, u64, u64, Result<u64, Errno>)] = &[
-        (0, 0xffff, 0x1000, Ok(0)),                 // the hole below the first range
-        (0, 0xffff, 0x1000, Ok(0x2000)),            // next hole
-        (0, 0xffff, 0x4000, Ok(0x4000)),            // exactly fills 0x4000..=0x7fff
-        (0, 0xffff, 1, Err(Errno::EBUSY)),          // window full
-        (0x10000, 0x10fff, 0x1000, Ok(0x10000)),    // window above everything
+        (0, 0xffff, 0x1000, Ok(0)),              // the hole below the first range
+        (0, 0xffff, 0x1000, Ok(0x2000)),         // next hole
+        (0, 0xffff, 0x4000, Ok(0x4000)),         // exactly fills 0x4000..=0x7fff
+        (0, 0xffff, 1, Err(Errno::EBUSY)),       // window full
+        (0x10000, 0x10fff, 0x1000, Ok(0x10000)), // window above everything
         (0x10000, 0x10fff, 1, Err(Errno::EBUSY)),
-        (0x20000, 0x1ffff, 1, Err(Errno::EINVAL)),  // inverted window
-        (0x20000, 0x20000, 2, Err(Errno::EINVAL)),  // window smaller than the size
-        (0x20000, 0x20001, 2, Ok(0x20000)),         // ... and exactly the size
-        (0, u64::MAX, 0, Err(Errno::EINVAL)),       // size 0
+        (0x20000, 0x1ffff, 1, Err(Errno::EINVAL)), // inverted window
+        (0x20000, 0x20000, 2, Err(Errno::EINVAL)), // window smaller than the size
+        (0x20000, 0x20001, 2, Ok(0x20000)),        // ... and exactly the size
+        (0, u64::MAX, 0, Err(Errno::EINVAL)),      // size 0
         (0, u64::MAX, u64::MAX, Err(Errno::EBUSY)), // u64::MAX keys need an empty tree
         (0x20002, u64::MAX, u64::MAX - 0x20001, Ok(0x20002)), // ... or all of the rest
     ];
     for (i, &(min, max, size, want)) in table.iter().enumerate() {
         let got = t.alloc_range(size, 1, min..=max, 0).map_err(|e| e.cause);
-        assert_eq!(got, want, "row {i}: min {min:#x} max {max:#x} size {size:#x}");
+        assert_eq!(
+            got, want,
+            "row {i}: min {min:#x} max {max:#x} size {size:#x}"
+        );
         t.validate().unwrap();
     }
 }
@@ -171,13 +197,13 @@ fn check_alloc_range_table() {
 fn check_alloc_rev_range_table() {
     let t = tree_with(&[0x1000..=0x1fff, 0x3000..=0x3fff, 0x8000..=0xffff]);
     let table: &[(u64, u64, u64, Result<u64, Errno>)] = &[
-        (0, 0xffff, 0x1000, Ok(0x7000)),          // top of the highest hole
-        (0, 0xffff, 0x3000, Ok(0x4000)),          // rest of that hole
+        (0, 0xffff, 0x1000, Ok(0x7000)), // top of the highest hole
+        (0, 0xffff, 0x3000, Ok(0x4000)), // rest of that hole
         (0, 0xffff, 0x1000, Ok(0x2000)),
         (0, 0xffff, 0x800, Ok(0x800)),
         (0, 0xffff, 0x800, Ok(0)),
         (0, 0xffff, 1, Err(Errno::EBUSY)),
-        (0, 0x10fff, 0x1000, Ok(0x10000)),        // above the last range
+        (0, 0x10fff, 0x1000, Ok(0x10000)), // above the last range
         (5, 4, 1, Err(Errno::EINVAL)),
     ];
     for (i, &(min, max, size, want)) in table.iter().enumerate() {
@@ -193,15 +219,15 @@ fn bad_input_leaves_the_tree_unchanged() {
     let t = tree_with(&[0x10..=0x1f, 0x40..=0x7f]);
     let before = snapshot(&t);
     let alloc_cases: &[(u64, u64, RangeInclusive<u64>, Errno)] = &[
-        (0, 1, 0..=0xff, Errno::EINVAL),             // zero size
-        (4, 0, 0..=0xff, Errno::EINVAL),             // zero alignment
-        (4, 3, 0..=0xff, Errno::EINVAL),             // alignment not a power of two
-        (4, 1, 0x20..=0x10, Errno::EINVAL),          // inverted window
-        (4, 1, 0x20..=0x22, Errno::EINVAL),          // window too small
-        (4, 8, 0x21..=0x2a, Errno::EINVAL),          // no aligned start fits the window
+        (0, 1, 0..=0xff, Errno::EINVAL),                        // zero size
+        (4, 0, 0..=0xff, Errno::EINVAL),                        // zero alignment
+        (4, 3, 0..=0xff, Errno::EINVAL),                        // alignment not a power of two
+        (4, 1, RangeInclusive::new(0x20, 0x10), Errno::EINVAL), // inverted window
+        (4, 1, 0x20..=0x22, Errno::EINVAL),                     // window too small
+        (4, 8, 0x21..=0x2a, Errno::EINVAL),                     // no aligned start fits the window
         (2, 1 << 63, u64::MAX - 1..=u64::MAX, Errno::EINVAL), // aligning the window start overflows
-        (2, 1 << 63, 1..=1 << 63, Errno::EINVAL),    // the only aligned start leaves no room
-        (0x40, 1, 0x20..=0x7f, Errno::EBUSY),        // room exists, but not free
+        (2, 1 << 63, 1..=1 << 63, Errno::EINVAL), // the only aligned start leaves no room
+        (0x40, 1, 0x20..=0x7f, Errno::EBUSY),     // room exists, but not free
     ];
     for (size, align, window, errno) in alloc_cases.iter().cloned() {
         for rev in [false, true] {
@@ -211,7 +237,11 @@ fn bad_input_leaves_the_tree_unchanged() {
                 t.alloc_range(size, align, window.clone(), 99)
             };
             let e = r.unwrap_err();
-            assert_eq!((e.cause, e.value), (errno, 99), "size {size} align {align} {window:?} rev {rev}");
+            assert_eq!(
+                (e.cause, e.value),
+                (errno, 99),
+                "size {size} align {align} {window:?} rev {rev}"
+            );
             assert_eq!(snapshot(&t), before);
             t.validate().unwrap();
         }
@@ -236,7 +266,10 @@ fn bad_input_leaves_the_tree_unchanged() {
 fn errors_convert_to_errno_and_print_the_cause() {
     let t: RangeTree<u32> = RangeTree::new();
     let e = t.alloc_range(0, 1, 0..=1, 1).unwrap_err();
-    assert_eq!(e.to_string(), "range allocation failed: EINVAL (Invalid argument)");
+    assert_eq!(
+        e.to_string(),
+        "range allocation failed: EINVAL (Invalid argument)"
+    );
     assert_eq!(Errno::from(e), Errno::EINVAL);
     let f = || -> Result<u64, Errno> { Ok(t.alloc_range(1, 1, 0..=0, 1)?) };
     assert_eq!(f(), Ok(0));
@@ -253,7 +286,8 @@ fn deep_trees_keep_every_invariant() {
         // Scatter the insertion order so splits happen everywhere.
         // 2999 is coprime to 5000, so this visits every k once.
         let k = u64::from(i * 2999 % n);
-        t.insert_range(k * 4..=k * 4 + 2, u32::try_from(k).unwrap()).unwrap();
+        t.insert_range(k * 4..=k * 4 + 2, u32::try_from(k).unwrap())
+            .unwrap();
     }
     t.validate().unwrap();
     assert_eq!(t.len(), 5000);
@@ -266,7 +300,10 @@ fn deep_trees_keep_every_invariant() {
     t.validate().unwrap();
     let g = t.read();
     let keys: Vec<u64> = g.iter().map(|(r, _)| *r.start() / 4).collect();
-    assert_eq!(keys, (0..u64::from(n)).filter(|k| k % 7 == 0).collect::<Vec<_>>());
+    assert_eq!(
+        keys,
+        (0..u64::from(n)).filter(|k| k % 7 == 0).collect::<Vec<_>>()
+    );
     drop(g);
     // Every hole is now 25 keys (3..=27, 31..=55, ...): a request of 25
     // takes the first; one of 26 fits only after the last entry, 19992..=19994.
@@ -289,7 +326,9 @@ fn values_are_dropped_once_and_never_while_a_reader_holds_them() {
     let drops = std::sync::Arc::new(AtomicUsize::new(0));
     let t = RangeTree::new();
     for i in 0..100 {
-        t.insert_range(i * 10..=i * 10 + 5, Tracked(drops.clone())).ok().unwrap();
+        t.insert_range(i * 10..=i * 10 + 5, Tracked(drops.clone()))
+            .ok()
+            .unwrap();
     }
     // A reader's reference stays valid across writes; the replaced roots
     // wait for it.
@@ -299,17 +338,26 @@ fn values_are_dropped_once_and_never_while_a_reader_holds_them() {
         let (_, held) = g.load(15).unwrap();
         s.spawn(|| {
             for i in 100..150 {
-                t.insert_range(i * 10..=i * 10 + 5, Tracked(drops.clone())).ok().unwrap();
+                t.insert_range(i * 10..=i * 10 + 5, Tracked(drops.clone()))
+                    .ok()
+                    .unwrap();
             }
             let v = t.erase(15).unwrap(); // waits for the reader below
             done_tx.send(()).unwrap();
             drop(v);
         });
         std::thread::sleep(std::time::Duration::from_millis(30));
-        assert!(done_rx.try_recv().is_err(), "erase must wait for the read section");
+        assert!(
+            done_rx.try_recv().is_err(),
+            "erase must wait for the read section"
+        );
         assert!(t.retired() > 0, "replaced roots are kept for the reader");
         assert_eq!(drops.load(AtomicOrdering::Relaxed), 0);
-        assert_eq!(held.0.load(AtomicOrdering::Relaxed), 0, "the held value is alive");
+        assert_eq!(
+            held.0.load(AtomicOrdering::Relaxed),
+            0,
+            "the held value is alive"
+        );
         drop(g);
     });
     assert_eq!(drops.load(AtomicOrdering::Relaxed), 1);
@@ -366,7 +414,10 @@ fn concurrent_readers_see_only_whole_entries() {
             }
             if t.len() > 200 {
                 let g = t.read();
-                let victim = g.find_from(x % 4096).or_else(|| g.find_from(0)).map(|(r, _)| *r.start());
+                let victim = g
+                    .find_from(x % 4096)
+                    .or_else(|| g.find_from(0))
+                    .map(|(r, _)| *r.start());
                 drop(g);
                 t.erase(victim.unwrap());
             }
@@ -394,34 +445,68 @@ mod naive {
             !self.0.iter().any(|(&f, &(l, _))| f <= last && l >= first)
         }
 
-        pub(super) fn alloc(&mut self, size: u64, align: u64, min: u64, max: u64, v: u32, rev: bool) -> Result<u64, Errno> {
+        pub(super) fn alloc(
+            &mut self,
+            size: u64,
+            align: u64,
+            min: u64,
+            max: u64,
+            v: u32,
+            rev: bool,
+        ) -> Result<u64, Errno> {
             if size == 0 || !align.is_power_of_two() || min > max || max - min < size - 1 {
                 return Err(Errno::EINVAL);
             }
-            let fits = |s: u64| s >= min && s % align == 0 && s.checked_add(size - 1).is_some_and(|e| e <= max);
+            let fits = |s: u64| {
+                s >= min
+                    && s.is_multiple_of(align)
+                    && s.checked_add(size - 1).is_some_and(|e| e <= max)
+            };
             let candidates: Vec<u64> = (min..=max).filter(|&s| fits(s)).collect();
             if candidates.is_empty() {
                 return Err(Errno::EINVAL);
             }
-            let mut it: Box<dyn Iterator<Item = u64>> =
-                if rev { Box::new(candidates.into_iter().rev()) } else { Box::new(candidates.into_iter()) };
-            let s = it.find(|&s| self.is_free(s, s + size - 1)).ok_or(Errno::EBUSY)?;
+            let mut it: Box<dyn Iterator<Item = u64>> = if rev {
+                Box::new(candidates.into_iter().rev())
+            } else {
+                Box::new(candidates.into_iter())
+            };
+            let s = it
+                .find(|&s| self.is_free(s, s + size - 1))
+                .ok_or(Errno::EBUSY)?;
             self.0.insert(s, (s + size - 1, v));
             Ok(s)
         }
 
         pub(super) fn load(&self, k: u64) -> Option<(RangeInclusive<u64>, u32)> {
-            self.0.range(..=k).next_back().filter(|(_, (l, _))| *l >= k).map(|(&f, &(l, v))| (f..=l, v))
+            self.0
+                .range(..=k)
+                .next_back()
+                .filter(|(_, (l, _))| *l >= k)
+                .map(|(&f, &(l, v))| (f..=l, v))
         }
     }
 }
 
 #[derive(Clone, Debug)]
 enum Op {
-    Alloc { size: u64, align_log: u32, min: u64, max: u64, rev: bool },
-    Insert { first: u64, len: u64 },
-    Erase { index: u64 },
-    Load { index: u64 },
+    Alloc {
+        size: u64,
+        align_log: u32,
+        min: u64,
+        max: u64,
+        rev: bool,
+    },
+    Insert {
+        first: u64,
+        len: u64,
+    },
+    Erase {
+        index: u64,
+    },
+    Load {
+        index: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
