@@ -15,3 +15,8 @@
 
 pub use devpriv_core as core;
 pub use devpriv_rangetree as rangetree;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs the test suites of the crates that contain `unsafe` under Miri, when
+# a nightly toolchain with Miri is available; otherwise says so and skips.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! cargo +nightly miri --version >/dev/null 2>&1; then
+    # Try to add the component (works where the registry mirror serves it).
+    rustup component add --toolchain nightly miri rust-src >/dev/null 2>&1 || true
+fi
+if ! cargo +nightly miri --version >/dev/null 2>&1; then
+    echo "miri: SKIPPED: 'cargo +nightly miri' is not available on this machine"
+    exit 0
+fi
+export MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}"
+export CARGO_TARGET_DIR=target/miri
+# Miri runs the same tests; heavy ones shrink themselves under cfg(miri).
+cargo +nightly miri test -p devpriv-core -p devpriv-rangetree --lib
