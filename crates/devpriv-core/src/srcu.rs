@@ -329,13 +329,23 @@ impl<T> RetireList<T> {
     ///
     /// Kernel: SRCU callback invocation.
     pub fn reclaim(&mut self, srcu: &Srcu) -> usize {
+        self.reclaim_with(srcu, drop)
+    }
+
+    /// Hands every queued item whose grace period has passed to `f` (to
+    /// recycle it, say), without waiting. Returns how many there were.
+    ///
+    /// Kernel: SRCU callback invocation, with the callback chosen here.
+    pub fn reclaim_with(&mut self, srcu: &Srcu, mut f: impl FnMut(T)) -> usize {
         let mut n = 0;
         // Cookies are queued in order, so the first unfinished one ends it.
-        while let Some((cookie, _)) = self.items.front() {
-            if !srcu.poll(*cookie) {
+        while let Some(&(cookie, _)) = self.items.front() {
+            if !srcu.poll(cookie) {
                 break;
             }
-            self.items.pop_front();
+            if let Some((_, item)) = self.items.pop_front() {
+                f(item);
+            }
             n += 1;
         }
         n

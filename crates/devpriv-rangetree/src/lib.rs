@@ -42,9 +42,11 @@
 //! - The maple tree is not in RCU mode for `device_private_pgmap_tree`; this
 //!   tree always is (readers never block writers and never see freed nodes).
 //! - Gap search takes an alignment; `align = 1` is the kernel's behaviour.
-//! - Values are owned `T`s, not `void *`; failed calls hand them back.
-//! - [`RangeTree::erase`] returns the value only after a grace period, so
-//!   no reader can still see it (`mtree_erase()` + `synchronize_rcu()`).
+//! - Values are owned `T: Clone`s, not `void *`; failed calls hand them back.
+//! - Values are stored in the leaves and cloned when a leaf is copied
+//!   (`T: Clone`; store an `Arc` for large values, as the kernel stores a
+//!   pointer). [`RangeTree::erase`] hands back the removed copy at once;
+//!   copies that older versions hold are dropped after a grace period.
 //! - Node allocation never fails, so `ENOMEM` is never returned.
 
 use devpriv_core::Errno;
@@ -54,11 +56,10 @@ use devpriv_core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::RangeInclusive;
-use std::sync::Arc;
 
 mod node;
 
-use node::{Entry, Fit, Grown, Node};
+use node::{ChildSlot, Entry, Fit, Grown, Node, NodePtr};
 
 /// A failed allocation: the value comes back with the reason.
 ///
@@ -121,8 +122,23 @@ impl fmt::Display for ValidateError {
 
 impl std::error::Error for ValidateError {}
 
+/// Nodes one write replaced; freed together once their grace period ends.
+struct Replaced<T>(Vec<NodePtr<T>>);
+
+impl<T> Drop for Replaced<T> {
+    fn drop(&mut self) {
+        for n in self.0.drain(..) {
+            // SAFETY: Each node here was replaced by a write, so no version
+            // published after it reaches it, and `RetireList` drops this
+            // batch only after a grace period: no reader still holds it.
+            // Each node is replaced exactly once (node module docs).
+            unsafe { n.free() };
+        }
+    }
+}
+
 struct Writer<T> {
-    retired: RetireList<Arc<Node<T>>>,
+    retired: RetireList<Replaced<T>>,
 }
 
 /// Non-overlapping inclusive ranges of `u64`, each with a value; a range
@@ -133,9 +149,10 @@ struct Writer<T> {
 ///
 /// # Invariants
 ///
-/// `root` always holds `Arc::into_raw` of the current root node; a replaced
-/// root is kept alive in `writer.retired` until a grace period of `srcu`
-/// has passed. `len` equals the number of entries reachable from `root`.
+/// `root` always holds the current root node (a [`NodePtr`]); the current
+/// version owns every node reachable from it, and every node a write
+/// replaced waits in `writer.retired` until a grace period of `srcu` has
+/// passed. `len` equals the number of entries reachable from `root`.
 pub struct RangeTree<T> {
     root: AtomicPtr<Node<T>>,
     len: AtomicUsize,
@@ -143,8 +160,9 @@ pub struct RangeTree<T> {
     writer: Mutex<Writer<T>>,
     #[cfg(loom)]
     mutant: devpriv_core::mutant::Mutant,
-    // The tree owns `Arc<Node<T>>`s through `root`; inherit their auto traits.
-    _owns: PhantomData<Arc<Node<T>>>,
+    // The tree owns nodes (and so `T`s) through `root`; inherit the auto
+    // traits of `NodePtr<T>` (`Send + Sync` iff `T: Send + Sync`).
+    _owns: PhantomData<NodePtr<T>>,
 }
 
 impl<T> fmt::Debug for RangeTree<T> {
@@ -155,7 +173,7 @@ impl<T> fmt::Debug for RangeTree<T> {
     }
 }
 
-impl<T: Send + Sync> Default for RangeTree<T> {
+impl<T: Clone + Send + Sync> Default for RangeTree<T> {
     fn default() -> Self {
         Self::new()
     }
@@ -163,15 +181,17 @@ impl<T: Send + Sync> Default for RangeTree<T> {
 
 impl<T> Drop for RangeTree<T> {
     fn drop(&mut self) {
-        let root = self.root.load(Ordering::Relaxed);
-        // SAFETY: `root` came from `Arc::into_raw` (type invariant) and is
-        // released exactly once, here; `&mut self` means no reader holds a
-        // guard, so nothing borrows the nodes.
-        drop(unsafe { Arc::from_raw(root) });
+        // SAFETY: `root` holds the current root (type invariant); `&mut self`
+        // means no reader holds a guard, and the current version owns every
+        // node reachable from it. Retired nodes are disjoint from those and
+        // are freed when `writer` drops.
+        let root = unsafe { NodePtr::from_ptr(self.root.load(Ordering::Relaxed)) };
+        // SAFETY: As above.
+        unsafe { root.free_tree() };
     }
 }
 
-impl<T: Send + Sync> RangeTree<T> {
+impl<T: Clone + Send + Sync> RangeTree<T> {
     /// An empty tree.
     ///
     /// Kernel: `mt_init_flags(mt, MT_FLAGS_ALLOC_RANGE)`.
@@ -185,7 +205,7 @@ impl<T: Send + Sync> RangeTree<T> {
 
     fn with_srcu(srcu: Srcu, #[cfg(loom)] mutant: devpriv_core::mutant::Mutant) -> Self {
         RangeTree {
-            root: AtomicPtr::new(Arc::into_raw(Node::empty()).cast_mut()),
+            root: AtomicPtr::new(NodePtr::<T>::empty().as_ptr()),
             len: AtomicUsize::new(0),
             srcu,
             writer: Mutex::new(Writer {
@@ -330,7 +350,7 @@ impl<T: Send + Sync> RangeTree<T> {
         let e = Entry {
             first: start,
             last: start + (size - 1),
-            value: Arc::new(value),
+            value,
         };
         self.publish_insert(&mut w, e);
         Ok(start)
@@ -363,59 +383,59 @@ impl<T: Send + Sync> RangeTree<T> {
                 cause: Errno::EEXIST,
             });
         }
-        self.publish_insert(
-            &mut w,
-            Entry {
-                first,
-                last,
-                value: Arc::new(value),
-            },
-        );
+        self.publish_insert(&mut w, Entry { first, last, value });
         Ok(())
     }
 
-    /// Removes the whole range that contains `index` and returns its value,
-    /// once no reader can still see it. `None` if `index` is in a gap.
+    /// Removes the whole range that contains `index` and returns its value.
+    /// `None` if `index` is in a gap.
     ///
-    /// Kernel: `mtree_erase(mt, index)` followed by `synchronize_rcu()`
-    /// before the caller frees the entry.
+    /// Kernel: `mtree_erase(mt, index)`, `lib/maple_tree.c`.
     ///
     /// # Differences from the kernel
     ///
-    /// `mtree_erase()` returns at once and leaves the grace period to the
-    /// caller; handing back an owned `T` requires waiting for it here.
+    /// The kernel returns the stored pointer and leaves the grace period to
+    /// the caller. Here the caller gets its own copy of the value at once;
+    /// the copies that readers of older versions may still be looking at
+    /// are dropped only after a grace period (on a later write, or in
+    /// [`RangeTree::synchronize`]).
+    pub fn erase(&self, index: u64) -> Option<T> {
+        let mut w = self.writer.lock();
+        let first = node::lower_bound(self.root_node(), index)
+            .filter(|&(f, _, _)| f <= index)?
+            .0;
+        let mut replaced = Vec::new();
+        let (mut new_root, value) = node::remove(self.root_ptr(), first, &mut replaced);
+        // Collapse an internal root left with a single child.
+        loop {
+            // SAFETY: `new_root` was just built (or is a node of the current
+            // version) and we hold the writer lock.
+            let d = unsafe { new_root.get() }.data();
+            if d.is_leaf() || d.len != 1 {
+                break;
+            }
+            replaced.push(new_root);
+            new_root = d.child_ptr(0);
+        }
+        self.publish(&mut w, new_root, replaced);
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        Some(value)
+    }
+
+    /// Waits for a grace period, then frees every replaced version of the
+    /// tree (and the value copies only they held).
+    ///
+    /// Kernel: `rcu_barrier()` (or `synchronize_rcu()` before freeing what
+    /// `mtree_erase()` returned).
     ///
     /// # Panics
     ///
-    /// Deadlocks rather than panics if the calling thread holds a
-    /// [`ReadGuard`] of this tree (the kernel's `synchronize_rcu()` inside
-    /// `rcu_read_lock()`); debug builds detect this and panic instead.
-    pub fn erase(&self, index: u64) -> Option<T> {
-        let value = {
-            let mut w = self.writer.lock();
-            let root = self.root_node();
-            let first = node::lower_bound(root, index)
-                .filter(|&(f, _, _)| f <= index)?
-                .0;
-            let (mut new_root, value) = node::remove(root, first);
-            // Collapse an internal root left with a single child.
-            while !new_root.data().is_leaf() && new_root.data().len == 1 {
-                new_root = Arc::clone(new_root.data().child(0));
-            }
-            self.publish(&mut w, new_root);
-            self.len.fetch_sub(1, Ordering::Relaxed);
-            value
-        };
-        // Wait outside the writer lock, then free every root retired before.
+    /// In debug builds, if the calling thread holds a [`ReadGuard`] of this
+    /// tree: that would deadlock, as `synchronize_rcu()` inside
+    /// `rcu_read_lock()` does. Release builds deadlock.
+    pub fn synchronize(&self) {
         self.srcu.synchronize();
         self.writer.lock().retired.reclaim(&self.srcu);
-        let value = Arc::try_unwrap(value);
-        // INVARIANT: after the grace period no retired root (and so no
-        // node) still holds the value's `Arc`.
-        Some(
-            value
-                .unwrap_or_else(|_| unreachable!("erased value still shared after a grace period")),
-        )
     }
 
     /// Checks every structural invariant: ordering, non-overlap, node fill,
@@ -448,14 +468,18 @@ impl<T: Send + Sync> RangeTree<T> {
     }
 
     /// The current root. Callers hold the writer lock or a read guard.
+    fn root_ptr(&self) -> NodePtr<T> {
+        // SAFETY: `root` always holds a live root (type invariant).
+        unsafe { NodePtr::from_ptr(self.root.load(Ordering::Acquire)) }
+    }
+
+    /// The current root node. Callers hold the writer lock or a read guard.
     fn root_node(&self) -> &Node<T> {
-        let p = self.root.load(Ordering::Acquire);
-        // SAFETY: `root` always holds a live `Arc::into_raw` pointer (type
-        // invariant). A replaced root is freed only after a grace period,
-        // and every caller holds either the writer lock (no replacement can
+        // SAFETY: A replaced root is freed only after a grace period, and
+        // every caller holds either the writer lock (no replacement can
         // happen) or a read guard (the grace period cannot end), for at
         // least the lifetime it gives the reference.
-        unsafe { &*p }
+        unsafe { self.root_ptr().get() }
     }
 
     fn search_low(root: &Node<T>, fit: &Fit) -> Option<u64> {
@@ -483,16 +507,18 @@ impl<T: Send + Sync> RangeTree<T> {
     }
 
     fn publish_insert(&self, w: &mut Writer<T>, e: Entry<T>) {
-        let new_root = match node::insert(self.root_node(), e) {
+        let mut replaced = Vec::new();
+        let new_root = match node::insert(self.root_ptr(), e, &mut replaced) {
             Grown::One(n) => n,
-            Grown::Split(a, b) => Node::internal(&[a, b]),
+            Grown::Split(a, b) => NodePtr::internal(vec![ChildSlot::of(a), ChildSlot::of(b)]),
         };
-        self.publish(w, new_root);
+        self.publish(w, new_root, replaced);
         self.len.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Swaps in `new_root` and retires the old one. Caller holds the writer lock.
-    fn publish(&self, w: &mut Writer<T>, new_root: Arc<Node<T>>) {
+    /// Swaps in `new_root` and retires the nodes the write replaced (the old
+    /// root among them). Caller holds the writer lock.
+    fn publish(&self, w: &mut Writer<T>, new_root: NodePtr<T>, replaced: Vec<NodePtr<T>>) {
         #[cfg(loom)]
         let order = if self.mutant == devpriv_core::mutant::Mutant::RangeTreeRelaxedPublish {
             Ordering::Relaxed
@@ -502,11 +528,12 @@ impl<T: Send + Sync> RangeTree<T> {
         #[cfg(not(loom))]
         let order = Ordering::Release;
         // Release: the new nodes are complete before a reader can reach them.
-        let old = self.root.swap(Arc::into_raw(new_root).cast_mut(), order);
-        // SAFETY: `old` was the published root, from `Arc::into_raw` (type
-        // invariant); it was just unpublished, and this is its only release.
-        let old = unsafe { Arc::from_raw(old) };
-        w.retired.retire(&self.srcu, old);
+        let old = self.root.swap(new_root.as_ptr(), order);
+        debug_assert!(
+            replaced.iter().any(|n| n.as_ptr() == old),
+            "the old root is replaced"
+        );
+        w.retired.retire(&self.srcu, Replaced(replaced));
         w.retired.reclaim(&self.srcu);
     }
 }
@@ -527,7 +554,7 @@ impl<T> fmt::Debug for ReadGuard<'_, T> {
     }
 }
 
-impl<'t, T: Send + Sync> ReadGuard<'t, T> {
+impl<'t, T: Clone + Send + Sync> ReadGuard<'t, T> {
     fn root(&self) -> &Node<T> {
         self.tree.root_node()
     }
@@ -544,7 +571,7 @@ impl<'t, T: Send + Sync> ReadGuard<'t, T> {
     pub fn load(&self, index: u64) -> Option<(RangeInclusive<u64>, &T)> {
         node::lower_bound(self.root(), index)
             .filter(|&(first, _, _)| first <= index)
-            .map(|(first, last, v)| (first..=last, &**v))
+            .map(|(first, last, v)| (first..=last, v))
     }
 
     /// The first range that ends at or after `index`, which may start after
@@ -552,7 +579,7 @@ impl<'t, T: Send + Sync> ReadGuard<'t, T> {
     ///
     /// Kernel: `mt_find(mt, &index, ULONG_MAX)`.
     pub fn find_from(&self, index: u64) -> Option<(RangeInclusive<u64>, &T)> {
-        node::lower_bound(self.root(), index).map(|(first, last, v)| (first..=last, &**v))
+        node::lower_bound(self.root(), index).map(|(first, last, v)| (first..=last, v))
     }
 
     /// Every stored range, in order.
@@ -580,7 +607,7 @@ impl<T> fmt::Debug for Iter<'_, T> {
     }
 }
 
-impl<'g, T> Iterator for Iter<'g, T> {
+impl<'g, T: Clone> Iterator for Iter<'g, T> {
     type Item = (RangeInclusive<u64>, &'g T);
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -595,7 +622,7 @@ impl<'g, T> Iterator for Iter<'g, T> {
             let slot = *i;
             *i += 1;
             if d.is_leaf() {
-                return Some((d.first[slot]..=d.last[slot], &**d.value(slot)));
+                return Some((d.first[slot]..=d.last[slot], d.value(slot)));
             }
             let child: &'g Node<T> = d.child(slot);
             self.stack.push((child, 0));

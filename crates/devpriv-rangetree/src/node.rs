@@ -11,6 +11,16 @@
 //! so a gap search skips every subtree whose gaps are all too small — the
 //! maple tree's `mas_empty_area()` walk.
 //!
+//! # Ownership
+//!
+//! The current version owns every node reachable from its root, through
+//! plain pointers ([`NodePtr`]); there are no reference counts. A write
+//! copies the nodes it changes and reports each original in `replaced`.
+//! From then on the original is unreachable from the current root, so no
+//! later write can replace it again: every node is retired exactly once,
+//! and freed after a grace period. Freeing a node never frees its children
+//! (they belong to the current version, or were retired on their own).
+//!
 //! # Invariants
 //!
 //! - Entries are non-overlapping, sorted, and `first <= last`.
@@ -18,48 +28,51 @@
 //!   slots; an internal root holds at least 2.
 //! - Slot `i` of an internal node has `first[i]`/`last[i]` equal to the span
 //!   of child `i` and `gap[i]` equal to the child's `max_gap`.
-//! - Unused `last` slots hold `u64::MAX`, so a lookup can count
-//!   `last[j] < index` over the whole array without looking at `len`.
+//! - Unused `last` slots hold `u64::MAX`, so the array is sorted and a
+//!   fixed-shape search over all of it is exact.
 
 use devpriv_core::sync::UnsafeCell;
-use std::sync::Arc;
+use std::ptr::NonNull;
 
-/// Slots per node (the maple tree uses 10 in allocation nodes, 16 in leaves).
+/// Slots per node (the maple tree uses 10 in allocation nodes, 16 in
+/// leaves). Exactly 16: `slot_for` is a two-step 4-ary search.
 pub(crate) const B: usize = 16;
-/// Fewest slots in a non-root node.
-pub(crate) const MIN: usize = B / 2;
+/// Fewest slots in a non-root node. A quarter rather than a half, so that a
+/// split at the right edge can leave the left node nearly full: lowest-fit
+/// allocation appends at the right, and dense nodes mean fewer levels.
+pub(crate) const MIN: usize = B / 4;
+const _: () = assert!(B == 16 && MIN >= 2 && 2 * MIN <= B);
 
 /// One stored range and its value.
 pub(crate) struct Entry<T> {
     pub(crate) first: u64,
     pub(crate) last: u64,
-    pub(crate) value: Arc<T>,
+    pub(crate) value: T,
 }
 
-impl<T> Clone for Entry<T> {
-    fn clone(&self) -> Self {
-        Entry {
-            first: self.first,
-            last: self.last,
-            value: Arc::clone(&self.value),
-        }
-    }
-}
-
+#[allow(
+    clippy::large_enum_variant,
+    reason = "both variants are arrays of B slots; their sizes differ only with T"
+)]
 pub(crate) enum Kind<T> {
+    // Values sit in the leaf itself, so a lookup that reads the value needs
+    // no further pointer chase. Path copying clones them (`T: Clone`).
     Leaf {
-        values: [Option<Arc<T>>; B],
+        values: [Option<T>; B],
     },
     Internal {
         gap: [u64; B],
-        child: [Option<Arc<Node<T>>>; B],
+        child: [Option<NodePtr<T>>; B],
     },
 }
 
+// `last` comes first and the node is cache-line aligned: a lookup reads
+// `last`, then one child pointer or value.
+#[repr(C, align(64))]
 pub(crate) struct NodeData<T> {
+    pub(crate) last: [u64; B],
     pub(crate) len: usize,
     pub(crate) first: [u64; B],
-    pub(crate) last: [u64; B],
     /// Largest gap strictly inside this subtree (between two of its entries).
     pub(crate) max_gap: u64,
     pub(crate) kind: Kind<T>,
@@ -71,22 +84,118 @@ pub(crate) struct Node<T> {
     cell: UnsafeCell<NodeData<T>>,
 }
 
-// SAFETY: A node is never mutated after `Node::new` (no `with_mut` exists on
-// any path), so sharing `&Node<T>` shares only `&NodeData<T>`, which holds
-// `u64`s and `Arc<T>`/`Arc<Node<T>>`; those are `Sync` when `T: Send + Sync`.
-unsafe impl<T: Send + Sync> Sync for Node<T> {}
+/// A pointer to a heap node, owned by the tree version that reaches it (see
+/// the module docs). `Copy`: copying it never copies or frees the node.
+pub(crate) struct NodePtr<T>(NonNull<Node<T>>);
 
-// Under loom, freeing a node counts as a write to it, so a reader that is
-// not ordered before the free is reported at once as a causality violation
-// instead of going on to read freed memory.
-#[cfg(loom)]
-impl<T> Drop for Node<T> {
-    fn drop(&mut self) {
-        // While unwinding from a reported failure, a second report would
-        // abort the process.
-        if !std::thread::panicking() {
-            self.cell.with_mut(|_| ());
+impl<T> Clone for NodePtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for NodePtr<T> {}
+
+impl<T> PartialEq for NodePtr<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+// SAFETY: A `NodePtr` is a pointer to an immutable node; moving one to
+// another thread moves the right to read (and, for its owner, to free) a
+// node whose contents are `Send + Sync` when `T` is.
+unsafe impl<T: Send + Sync> Send for NodePtr<T> {}
+// SAFETY: As for `Send`: shared access only ever reads the node.
+unsafe impl<T: Send + Sync> Sync for NodePtr<T> {}
+
+impl<T> NodePtr<T> {
+    fn alloc(data: NodeData<T>) -> Self {
+        NodePtr(NonNull::from(Box::leak(Box::new(Node {
+            cell: UnsafeCell::new(data),
+        }))))
+    }
+
+    /// The raw pointer, for publishing in an `AtomicPtr`.
+    pub(crate) fn as_ptr(self) -> *mut Node<T> {
+        self.0.as_ptr()
+    }
+
+    /// Rebuilds a `NodePtr` from a pointer made by [`NodePtr::as_ptr`].
+    ///
+    /// # Safety
+    ///
+    /// - `p` came from `as_ptr` of a `NodePtr` whose node is not yet freed.
+    pub(crate) unsafe fn from_ptr(p: *mut Node<T>) -> Self {
+        // SAFETY: `as_ptr` never yields null (caller's contract).
+        NodePtr(unsafe { NonNull::new_unchecked(p) })
+    }
+
+    /// The node.
+    ///
+    /// # Safety
+    ///
+    /// - The node must stay allocated for `'a`: the caller holds the writer
+    ///   lock of a tree whose current version reaches it, or a read guard
+    ///   taken before the version that stopped reaching it was published.
+    #[inline(always)]
+    pub(crate) unsafe fn get<'a>(self) -> &'a Node<T> {
+        // SAFETY: Allocated for `'a` (caller's contract) and never written
+        // after construction, so a shared reference is sound.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// Frees this node alone (its values, not its children).
+    ///
+    /// Under loom the memory is kept (leaked) and the contents are dropped
+    /// through a checked write instead, so a reader that is not ordered
+    /// before the free is reported as a causality violation rather than
+    /// reading freed memory.
+    ///
+    /// # Safety
+    ///
+    /// - No other `NodePtr` to this node is used afterwards: it was retired
+    ///   and a grace period has passed, or it was never published.
+    pub(crate) unsafe fn free(self) {
+        #[cfg(not(loom))]
+        // SAFETY: The pointer came from `Box::leak` in `alloc`, and the
+        // caller guarantees this is its last use.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+        #[cfg(loom)]
+        {
+            // A second report while unwinding from the first would abort.
+            if std::thread::panicking() {
+                return;
+            }
+            // SAFETY: The node is still allocated (it is never deallocated
+            // under loom); loom checks the write against every other access.
+            let node = unsafe { self.get() };
+            // Drop the contents (values included), keep the memory.
+            let old = node.cell.with_mut(|p| {
+                // SAFETY: `p` is valid and, per loom's check, not shared.
+                unsafe { p.replace(NodeData::poisoned()) }
+            });
+            drop(old);
         }
+    }
+
+    /// Frees this node and every node below it.
+    ///
+    /// # Safety
+    ///
+    /// - As for [`NodePtr::free`], for the whole subtree: it is the current
+    ///   version of a tree nobody can read any more.
+    pub(crate) unsafe fn free_tree(self) {
+        // SAFETY: Caller's contract; each child is owned by this subtree.
+        let d = unsafe { self.get() }.data();
+        if let Kind::Internal { child, .. } = &d.kind {
+            for c in child.iter().flatten() {
+                // SAFETY: As above: the child belongs to this subtree only.
+                unsafe { c.free_tree() };
+            }
+        }
+        // SAFETY: Caller's contract.
+        unsafe { self.free() };
     }
 }
 
@@ -97,125 +206,164 @@ fn gap_between(prev_last: u64, next_first: u64) -> u64 {
 }
 
 impl<T> Node<T> {
-    fn new(data: NodeData<T>) -> Arc<Self> {
-        Arc::new(Node {
-            cell: UnsafeCell::new(data),
-        })
-    }
-
     #[inline]
     pub(crate) fn data(&self) -> &NodeData<T> {
-        // SAFETY: The contents are written once, by `Node::new`, and never
-        // through a mutable access afterwards; a reader reaches a node only
-        // through an Acquire load of the root that published it (or from a
-        // parent published the same way), and nodes are freed only after a
-        // grace period. So this shared reference never aliases a write.
+        // SAFETY: The contents are written once, when the node is built, and
+        // never through a mutable access afterwards (only loom's free check
+        // takes `with_mut`, with `&mut self`); so this shared reference
+        // never aliases a write.
         self.cell.with(|p| unsafe { &*p })
     }
+}
 
+impl<T> NodePtr<T> {
     /// A leaf holding `entries` (sorted, non-overlapping, at most `B`).
-    pub(crate) fn leaf(entries: &[Entry<T>]) -> Arc<Self> {
+    pub(crate) fn leaf(entries: Vec<Entry<T>>) -> Self {
         debug_assert!(entries.len() <= B);
+        let len = entries.len();
         let mut first = [u64::MAX; B];
         let mut last = [u64::MAX; B];
-        let mut values: [Option<Arc<T>>; B] = Default::default();
+        let mut values: [Option<T>; B] = Default::default();
         let mut max_gap = 0;
-        for (i, e) in entries.iter().enumerate() {
+        for (i, e) in entries.into_iter().enumerate() {
             first[i] = e.first;
             last[i] = e.last;
-            values[i] = Some(Arc::clone(&e.value));
+            values[i] = Some(e.value);
             if i > 0 {
-                max_gap = max_gap.max(gap_between(last[i - 1], e.first));
+                max_gap = max_gap.max(gap_between(last[i - 1], first[i]));
             }
         }
-        Node::new(NodeData {
-            len: entries.len(),
-            first,
+        NodePtr::alloc(NodeData {
             last,
+            len,
+            first,
             max_gap,
             kind: Kind::Leaf { values },
         })
     }
 
-    /// An internal node over `children` (same height, sorted, at most `B`).
-    pub(crate) fn internal(children: &[Arc<Node<T>>]) -> Arc<Self> {
+    /// An internal node over `children` (same height, sorted, 1 to `B`).
+    pub(crate) fn internal(children: Vec<ChildSlot<T>>) -> Self {
         debug_assert!(!children.is_empty() && children.len() <= B);
+        let len = children.len();
         let mut first = [u64::MAX; B];
         let mut last = [u64::MAX; B];
         let mut gap = [0; B];
-        let mut child: [Option<Arc<Node<T>>>; B] = Default::default();
+        let mut child: [Option<NodePtr<T>>; B] = [None; B];
         let mut max_gap = 0;
-        for (i, c) in children.iter().enumerate() {
-            let d = c.data();
-            first[i] = d.first[0];
-            last[i] = d.last[d.len - 1];
-            gap[i] = d.max_gap;
-            max_gap = max_gap.max(d.max_gap);
+        for (i, c) in children.into_iter().enumerate() {
+            first[i] = c.first;
+            last[i] = c.last;
+            gap[i] = c.gap;
+            max_gap = max_gap.max(c.gap);
             if i > 0 {
                 max_gap = max_gap.max(gap_between(last[i - 1], first[i]));
             }
-            child[i] = Some(Arc::clone(c));
+            child[i] = Some(c.node);
         }
-        Node::new(NodeData {
-            len: children.len(),
-            first,
-            last,
-            max_gap,
-            kind: Kind::Internal { gap, child },
-        })
+        NodePtr::alloc(NodeData { last, len, first, max_gap, kind: Kind::Internal { gap, child } })
     }
 
-    pub(crate) fn empty() -> Arc<Self> {
-        Node::leaf(&[])
+    pub(crate) fn empty() -> Self {
+        NodePtr::leaf(Vec::new())
     }
 }
 
 impl<T> NodeData<T> {
+    /// What a node freed under loom holds: no slots.
+    #[cfg(loom)]
+    fn poisoned() -> Self {
+        NodeData {
+            last: [u64::MAX; B],
+            len: 0,
+            first: [u64::MAX; B],
+            max_gap: 0,
+            kind: Kind::Leaf {
+                values: Default::default(),
+            },
+        }
+    }
+
     /// Index of the first slot whose span ends at or after `index`
-    /// (`len` if none). Unused slots hold `u64::MAX`, so counting over the
-    /// fixed-size array is exact and compiles to straight-line code.
-    #[inline]
+    /// (`len` if none). Unused slots hold `u64::MAX`, so the whole array is
+    /// sorted and a fixed-shape search over it is exact.
+    ///
+    /// The search is 4-ary and branch-free: three independent compares pick
+    /// the quarter, four more pick the slot. Two dependent steps per node
+    /// instead of a binary search's five keep the lookup's critical path
+    /// short, which is what bounds throughput when many lookups overlap.
+    #[inline(always)]
     pub(crate) fn slot_for(&self, index: u64) -> usize {
-        self.last.iter().filter(|&&l| l < index).count()
+        const Q: usize = B / 4;
+        let l = &self.last;
+        let lt = |i: usize| usize::from(l[i] < index);
+        let quarter = lt(Q - 1) + lt(2 * Q - 1) + lt(3 * Q - 1);
+        let base = quarter * Q;
+        // `& (B - 1)`: the identity here, but it lets the compiler drop the
+        // bounds checks.
+        (0..Q).map(|j| lt((base + j) & (B - 1))).sum::<usize>() + base
     }
 
     pub(crate) fn is_leaf(&self) -> bool {
         matches!(self.kind, Kind::Leaf { .. })
     }
 
-    pub(crate) fn child(&self, i: usize) -> &Arc<Node<T>> {
+    /// Child `i` (`i < len` of an internal node).
+    pub(crate) fn child_ptr(&self, i: usize) -> NodePtr<T> {
         match &self.kind {
-            Kind::Internal { child, .. } => {
-                child[i].as_ref().expect("slot below len holds a child")
-            }
-            Kind::Leaf { .. } => unreachable!("child() on a leaf"),
+            Kind::Internal { child, .. } => child[i].expect("slot below len holds a child"),
+            Kind::Leaf { .. } => unreachable!("child_ptr() on a leaf"),
         }
     }
 
-    pub(crate) fn value(&self, i: usize) -> &Arc<T> {
+    /// Child `i`, borrowed for as long as this node is.
+    pub(crate) fn child(&self, i: usize) -> &Node<T> {
+        // SAFETY: A child is allocated at least as long as a node of the
+        // same version that reaches it (module docs: children are freed
+        // only after the versions reaching them are unreachable and a grace
+        // period has passed, which outlasts any borrow of the parent).
+        unsafe { self.child_ptr(i).get() }
+    }
+
+    pub(crate) fn value(&self, i: usize) -> &T {
         match &self.kind {
             Kind::Leaf { values } => values[i].as_ref().expect("slot below len holds a value"),
             Kind::Internal { .. } => unreachable!("value() on an internal node"),
         }
     }
 
-    pub(crate) fn entries(&self) -> Vec<Entry<T>> {
-        (0..self.len)
-            .map(|i| Entry {
-                first: self.first[i],
-                last: self.last[i],
-                value: Arc::clone(self.value(i)),
-            })
-            .collect()
+    /// The children with their slot metadata (taken from this node, not
+    /// from the children), with one spare slot for a split.
+    pub(crate) fn children(&self) -> Vec<ChildSlot<T>> {
+        let Kind::Internal { gap, .. } = &self.kind else {
+            unreachable!("children() on a leaf")
+        };
+        let mut v = Vec::with_capacity(self.len + 1);
+        v.extend((0..self.len).map(|i| ChildSlot {
+            node: self.child_ptr(i),
+            first: self.first[i],
+            last: self.last[i],
+            gap: gap[i],
+        }));
+        v
     }
 
-    pub(crate) fn children(&self) -> Vec<Arc<Node<T>>> {
-        (0..self.len).map(|i| Arc::clone(self.child(i))).collect()
-    }
-
-    /// First index covered by the subtree (`None` when empty).
+    /// First and last index covered by the subtree (`None` when empty).
     pub(crate) fn span(&self) -> Option<(u64, u64)> {
         (self.len > 0).then(|| (self.first[0], self.last[self.len - 1]))
+    }
+}
+
+impl<T: Clone> NodeData<T> {
+    /// The entries (values cloned), with one spare slot for an insertion.
+    pub(crate) fn entries(&self) -> Vec<Entry<T>> {
+        let mut v = Vec::with_capacity(self.len + 1);
+        v.extend((0..self.len).map(|i| Entry {
+            first: self.first[i],
+            last: self.last[i],
+            value: self.value(i).clone(),
+        }));
+        v
     }
 }
 
@@ -223,7 +371,7 @@ impl<T> NodeData<T> {
 ///
 /// Kernel: the descent of `mas_walk()` / `mtree_load()`.
 #[inline]
-pub(crate) fn lower_bound<T>(mut node: &Node<T>, index: u64) -> Option<(u64, u64, &Arc<T>)> {
+pub(crate) fn lower_bound<T>(mut node: &Node<T>, index: u64) -> Option<(u64, u64, &T)> {
     loop {
         let d = node.data();
         let i = d.slot_for(index);
@@ -234,97 +382,153 @@ pub(crate) fn lower_bound<T>(mut node: &Node<T>, index: u64) -> Option<(u64, u64
             Kind::Leaf { values } => {
                 return values[i].as_ref().map(|v| (d.first[i], d.last[i], v));
             }
-            Kind::Internal { child, .. } => {
-                node = child[i].as_ref()?;
-            }
+            Kind::Internal { .. } => node = d.child(i),
         }
+    }
+}
+
+/// A child and the slot metadata its parent keeps for it. Copying a parent
+/// carries the metadata over, so building the copy reads only the children
+/// that changed, not every (possibly cold) sibling.
+pub(crate) struct ChildSlot<T> {
+    node: NodePtr<T>,
+    first: u64,
+    last: u64,
+    gap: u64,
+}
+
+impl<T> ChildSlot<T> {
+    /// The slot for `node`, read from the node itself.
+    pub(crate) fn of(node: NodePtr<T>) -> Self {
+        // SAFETY: Callers pass nodes they just built or nodes of the current
+        // version, under the writer lock.
+        let d = unsafe { node.get() }.data();
+        ChildSlot { node, first: d.first[0], last: d.last[d.len - 1], gap: d.max_gap }
     }
 }
 
 /// Result of inserting into a subtree: one node, or two after a split.
 pub(crate) enum Grown<T> {
-    One(Arc<Node<T>>),
-    Split(Arc<Node<T>>, Arc<Node<T>>),
+    One(NodePtr<T>),
+    Split(NodePtr<T>, NodePtr<T>),
 }
 
-fn split_or_one<X, T>(items: &[X], build: impl Fn(&[X]) -> Arc<Node<T>>) -> Grown<T> {
+/// Builds one node, or two when `items` overflow. `appended` says the new
+/// item went to the right edge: then the left node keeps all but `MIN`
+/// items (dense nodes under append-mostly, lowest-fit allocation, as a
+/// B-tree bulk load would build them); otherwise the split is even.
+fn split_or_one<X, T>(
+    mut items: Vec<X>,
+    appended: bool,
+    build: impl Fn(Vec<X>) -> NodePtr<T>,
+) -> Grown<T> {
     if items.len() <= B {
         Grown::One(build(items))
     } else {
-        let mid = items.len() / 2;
-        Grown::Split(build(&items[..mid]), build(&items[mid..]))
+        let mid = if appended {
+            items.len() - MIN
+        } else {
+            items.len() / 2
+        };
+        let right = items.split_off(mid);
+        Grown::Split(build(items), build(right))
     }
 }
 
 /// Inserts `e`, which overlaps no entry of the subtree, copying the path.
-pub(crate) fn insert<T>(node: &Node<T>, e: Entry<T>) -> Grown<T> {
-    let d = node.data();
+/// Every node it copies is pushed to `replaced`.
+pub(crate) fn insert<T: Clone>(
+    node: NodePtr<T>,
+    e: Entry<T>,
+    replaced: &mut Vec<NodePtr<T>>,
+) -> Grown<T> {
+    replaced.push(node);
+    // SAFETY: `node` belongs to the current version; the caller holds the
+    // writer lock, so nothing frees it during this call.
+    let d = unsafe { node.get() }.data();
     if d.is_leaf() {
         let mut entries = d.entries();
         let pos = entries.partition_point(|x| x.first < e.first);
         entries.insert(pos, e);
-        return split_or_one(&entries, Node::leaf);
+        return split_or_one(entries, pos == d.len, NodePtr::leaf);
     }
     // The child whose span ends at or after the new entry; the last child
     // when the entry lies beyond every span.
     let ci = d.slot_for(e.first).min(d.len - 1);
     let mut children = d.children();
-    match insert(d.child(ci), e) {
-        Grown::One(c) => children[ci] = c,
+    match insert(children[ci].node, e, replaced) {
+        Grown::One(c) => children[ci] = ChildSlot::of(c),
         Grown::Split(a, b) => {
-            children[ci] = a;
-            children.insert(ci + 1, b);
+            children[ci] = ChildSlot::of(a);
+            children.insert(ci + 1, ChildSlot::of(b));
         }
     }
-    split_or_one(&children, Node::internal)
+    split_or_one(children, ci + 1 == d.len, NodePtr::internal)
 }
 
 /// Removes the entry that starts at `first` (it must exist), copying the
-/// path. Returns the new subtree (possibly under-full) and the value.
-pub(crate) fn remove<T>(node: &Node<T>, first: u64) -> (Arc<Node<T>>, Arc<T>) {
-    let d = node.data();
+/// path. Returns the new subtree (possibly under-full) and the value. Every
+/// node it copies or discards is pushed to `replaced`.
+pub(crate) fn remove<T: Clone>(
+    node: NodePtr<T>,
+    first: u64,
+    replaced: &mut Vec<NodePtr<T>>,
+) -> (NodePtr<T>, T) {
+    replaced.push(node);
+    // SAFETY: As in `insert`.
+    let d = unsafe { node.get() }.data();
     let ci = d.slot_for(first);
     debug_assert!(ci < d.len, "remove() of an absent entry");
     if d.is_leaf() {
         let mut entries = d.entries();
         let e = entries.remove(ci);
         debug_assert_eq!(e.first, first);
-        return (Node::leaf(&entries), e.value);
+        return (NodePtr::leaf(entries), e.value);
     }
-    let (child, value) = remove(d.child(ci), first);
     let mut children = d.children();
-    children[ci] = child;
-    if children[ci].data().len < MIN {
-        rebalance(&mut children, ci);
+    let (child, value) = remove(children[ci].node, first, replaced);
+    // SAFETY: `child` was just built and is not yet published.
+    let under_full = unsafe { child.get() }.data().len < MIN;
+    children[ci] = ChildSlot::of(child);
+    if under_full {
+        rebalance(&mut children, ci, replaced);
     }
-    (Node::internal(&children), value)
+    (NodePtr::internal(children), value)
 }
 
 /// Merges the under-full child `ci` with a neighbour, or shares the
 /// neighbour's slots with it, so that both end up with at least `MIN`.
-fn rebalance<T>(children: &mut Vec<Arc<Node<T>>>, ci: usize) {
+/// Both originals go to `replaced` (the neighbour is published; the
+/// under-full child is not, and freeing it later is harmless).
+fn rebalance<T: Clone>(children: &mut Vec<ChildSlot<T>>, ci: usize, replaced: &mut Vec<NodePtr<T>>) {
     if children.len() < 2 {
         return; // Only the root may be this small; the caller collapses it.
     }
     let (l, r) = if ci > 0 { (ci - 1, ci) } else { (ci, ci + 1) };
-    let (ld, rd) = (children[l].data(), children[r].data());
+    replaced.push(children[l].node);
+    replaced.push(children[r].node);
+    // SAFETY: Both are allocated: one is in the current version, the other
+    // was just built; the caller holds the writer lock.
+    let ld = unsafe { children[l].node.get() }.data();
+    // SAFETY: As for the left one.
+    let rd = unsafe { children[r].node.get() }.data();
     let merged = if ld.is_leaf() {
         let mut es = ld.entries();
         es.extend(rd.entries());
-        split_or_one(&es, Node::leaf)
+        split_or_one(es, false, NodePtr::leaf)
     } else {
         let mut cs = ld.children();
         cs.extend(rd.children());
-        split_or_one(&cs, Node::internal)
+        split_or_one(cs, false, NodePtr::internal)
     };
     match merged {
         Grown::One(n) => {
-            children[l] = n;
+            children[l] = ChildSlot::of(n);
             children.remove(r);
         }
         Grown::Split(a, b) => {
-            children[l] = a;
-            children[r] = b;
+            children[l] = ChildSlot::of(a);
+            children[r] = ChildSlot::of(b);
         }
     }
 }
@@ -375,6 +579,12 @@ impl Fit {
     }
 }
 
+/// Child `i` of a `child` array, borrowed with the parent.
+fn child_ref<T>(child: &[Option<NodePtr<T>>; B], i: usize) -> Option<&Node<T>> {
+    // SAFETY: As in `NodeData::child`.
+    child[i].map(|c| unsafe { c.get() })
+}
+
 /// Lowest fit among the gaps strictly inside the subtree.
 pub(crate) fn lowest_fit<T>(node: &Node<T>, fit: &Fit) -> Option<u64> {
     let d = node.data();
@@ -392,7 +602,7 @@ pub(crate) fn lowest_fit<T>(node: &Node<T>, fit: &Fit) -> Option<u64> {
         }
         if let Kind::Internal { gap, child } = &d.kind
             && fit.worth_descending(d.first[i], d.last[i], gap[i])
-            && let Some(s) = lowest_fit(child[i].as_ref()?, fit)
+            && let Some(s) = lowest_fit(child_ref(child, i)?, fit)
         {
             return Some(s);
         }
@@ -406,7 +616,7 @@ pub(crate) fn highest_fit<T>(node: &Node<T>, fit: &Fit) -> Option<u64> {
     for i in (0..d.len).rev() {
         if let Kind::Internal { gap, child } = &d.kind
             && fit.worth_descending(d.first[i], d.last[i], gap[i])
-            && let Some(s) = highest_fit(child[i].as_ref()?, fit)
+            && let Some(s) = highest_fit(child_ref(child, i)?, fit)
         {
             return Some(s);
         }
@@ -482,10 +692,9 @@ pub(crate) fn validate<T>(
             }
             let mut total = 0;
             let mut depth = None;
-            for i in 0..d.len {
-                let c = child[i]
-                    .as_ref()
-                    .ok_or_else(|| format!("{}: missing child {i}", here))?;
+            for (i, &slot_gap) in gap.iter().enumerate().take(d.len) {
+                let c =
+                    child_ref(child, i).ok_or_else(|| format!("{}: missing child {i}", here))?;
                 let cd = c.data();
                 let span = cd
                     .span()
@@ -497,13 +706,13 @@ pub(crate) fn validate<T>(
                         (d.first[i], d.last[i])
                     ));
                 }
-                if gap[i] != cd.max_gap {
+                if slot_gap != cd.max_gap {
                     return Err(format!(
                         "{}: slot {i} gap {} != child max_gap {}",
-                        here, gap[i], cd.max_gap
+                        here, slot_gap, cd.max_gap
                     ));
                 }
-                max_gap = max_gap.max(gap[i]);
+                max_gap = max_gap.max(slot_gap);
                 path.push(i);
                 let (n, dep) = validate(c, false, path)?;
                 path.pop();

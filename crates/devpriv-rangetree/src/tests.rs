@@ -310,8 +310,14 @@ fn deep_trees_keep_every_invariant() {
     // takes the first; one of 26 fits only after the last entry.
     let last_k = (u64::from(n) - 1) / 7 * 7;
     assert_eq!(t.alloc_range(25, 1, 0..=u64::MAX, 1).unwrap(), 3);
-    assert_eq!(t.alloc_range(26, 1, 0..=u64::MAX, 1).unwrap(), last_k * 4 + 3);
-    assert_eq!(t.alloc_rrange(25, 1, 0..=last_k * 4 - 1, 1).unwrap(), last_k * 4 - 25);
+    assert_eq!(
+        t.alloc_range(26, 1, 0..=u64::MAX, 1).unwrap(),
+        last_k * 4 + 3
+    );
+    assert_eq!(
+        t.alloc_rrange(25, 1, 0..=last_k * 4 - 1, 1).unwrap(),
+        last_k * 4 - 25
+    );
     t.validate().unwrap();
 }
 
@@ -325,46 +331,54 @@ impl Drop for Tracked {
 
 #[test]
 fn values_are_dropped_once_and_never_while_a_reader_holds_them() {
+    // Values are `Arc`s (as the kernel stores pointers); the tracked object
+    // inside is dropped when the last copy goes.
     let drops = std::sync::Arc::new(AtomicUsize::new(0));
+    let new = || std::sync::Arc::new(Tracked(drops.clone()));
     let t = RangeTree::new();
     for i in 0..100 {
-        t.insert_range(i * 10..=i * 10 + 5, Tracked(drops.clone()))
-            .ok()
-            .unwrap();
+        t.insert_range(i * 10..=i * 10 + 5, new()).ok().unwrap();
     }
-    // A reader's reference stays valid across writes; the replaced roots
-    // wait for it.
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::scope(|s| {
         let g = t.read();
         let (_, held) = g.load(15).unwrap();
         s.spawn(|| {
             for i in 100..150 {
-                t.insert_range(i * 10..=i * 10 + 5, Tracked(drops.clone()))
-                    .ok()
-                    .unwrap();
+                t.insert_range(i * 10..=i * 10 + 5, new()).ok().unwrap();
             }
-            let v = t.erase(15).unwrap(); // waits for the reader below
-            done_tx.send(()).unwrap();
-            drop(v);
-        });
-        std::thread::sleep(std::time::Duration::from_millis(30));
-        assert!(
-            done_rx.try_recv().is_err(),
-            "erase must wait for the read section"
-        );
+            // Returns at once; the copy in the reader's version lives on.
+            drop(t.erase(15).unwrap());
+        })
+        .join()
+        .unwrap();
         assert!(t.retired() > 0, "replaced roots are kept for the reader");
-        assert_eq!(drops.load(AtomicOrdering::Relaxed), 0);
         assert_eq!(
-            held.0.load(AtomicOrdering::Relaxed),
+            drops.load(AtomicOrdering::Relaxed),
             0,
-            "the held value is alive"
+            "the reader still sees the erased value"
         );
+        assert_eq!(std::sync::Arc::strong_count(held), 1);
         drop(g);
     });
+    assert_eq!(
+        drops.load(AtomicOrdering::Relaxed),
+        0,
+        "no grace period has been waited for yet"
+    );
+    t.synchronize();
+    assert_eq!(t.retired(), 0);
     assert_eq!(drops.load(AtomicOrdering::Relaxed), 1);
     drop(t);
     assert_eq!(drops.load(AtomicOrdering::Relaxed), 150);
+}
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "inside a read-side section")]
+fn synchronize_inside_a_read_section_panics_in_debug_builds() {
+    let t = tree_with(&[0..=1]);
+    let _g = t.read();
+    t.synchronize();
 }
 
 #[test]
