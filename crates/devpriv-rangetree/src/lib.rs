@@ -59,7 +59,7 @@ use std::ops::RangeInclusive;
 
 mod node;
 
-use node::{ChildSlot, Entry, Fit, Grown, Node, NodePtr};
+use node::{ChildSlot, Entry, Fit, Grown, Node, NodeCache, NodePtr, Scratch};
 
 /// A failed allocation: the value comes back with the reason.
 ///
@@ -139,6 +139,21 @@ impl<T> Drop for Replaced<T> {
 
 struct Writer<T> {
     retired: RetireList<Replaced<T>>,
+    cache: NodeCache<T>,
+}
+
+impl<T> Writer<T> {
+    /// Recycles every batch of replaced nodes whose grace period is over.
+    fn reclaim(&mut self, srcu: &Srcu) {
+        let Writer { retired, cache } = self;
+        retired.reclaim_with(srcu, |mut batch| {
+            for n in batch.0.drain(..) {
+                // SAFETY: As in `Replaced::drop`: replaced by a write, and
+                // the grace period of its batch is over.
+                unsafe { cache.recycle(n) };
+            }
+        });
+    }
 }
 
 /// Non-overlapping inclusive ranges of `u64`, each with a value; a range
@@ -204,12 +219,14 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
     }
 
     fn with_srcu(srcu: Srcu, #[cfg(loom)] mutant: devpriv_core::mutant::Mutant) -> Self {
+        let mut cache = NodeCache::new();
         RangeTree {
-            root: AtomicPtr::new(NodePtr::<T>::empty().as_ptr()),
+            root: AtomicPtr::new(NodePtr::empty(&mut cache).as_ptr()),
             len: AtomicUsize::new(0),
             srcu,
             writer: Mutex::new(Writer {
                 retired: RetireList::new(),
+                cache,
             }),
             #[cfg(loom)]
             mutant,
@@ -405,7 +422,8 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
             .filter(|&(f, _, _)| f <= index)?
             .0;
         let mut replaced = Vec::new();
-        let (mut new_root, value) = node::remove(self.root_ptr(), first, &mut replaced);
+        let (mut new_root, value) =
+            node::remove(&mut w.cache, self.root_ptr(), first, &mut replaced);
         // Collapse an internal root left with a single child.
         loop {
             // SAFETY: `new_root` was just built (or is a node of the current
@@ -435,7 +453,7 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
     /// `rcu_read_lock()` does. Release builds deadlock.
     pub fn synchronize(&self) {
         self.srcu.synchronize();
-        self.writer.lock().retired.reclaim(&self.srcu);
+        self.writer.lock().reclaim(&self.srcu);
     }
 
     /// Checks every structural invariant: ordering, non-overlap, node fill,
@@ -508,9 +526,13 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
 
     fn publish_insert(&self, w: &mut Writer<T>, e: Entry<T>) {
         let mut replaced = Vec::new();
-        let new_root = match node::insert(self.root_ptr(), e, &mut replaced) {
+        let new_root = match node::insert(&mut w.cache, self.root_ptr(), e, &mut replaced) {
             Grown::One(n) => n,
-            Grown::Split(a, b) => NodePtr::internal(vec![ChildSlot::of(a), ChildSlot::of(b)]),
+            Grown::Split(a, b) => {
+                let mut both = Scratch::new();
+                both.extend([ChildSlot::of(a), ChildSlot::of(b)]);
+                NodePtr::internal(&mut w.cache, both)
+            }
         };
         self.publish(w, new_root, replaced);
         self.len.fetch_add(1, Ordering::Relaxed);
@@ -534,7 +556,7 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
             "the old root is replaced"
         );
         w.retired.retire(&self.srcu, Replaced(replaced));
-        w.retired.reclaim(&self.srcu);
+        w.reclaim(&self.srcu);
     }
 }
 

@@ -31,7 +31,9 @@
 //! - Unused `last` slots hold `u64::MAX`, so the array is sorted and a
 //!   fixed-shape search over all of it is exact.
 
+use arrayvec::ArrayVec;
 use devpriv_core::sync::UnsafeCell;
+use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 
 /// Slots per node (the maple tree uses 10 in allocation nodes, 16 in
@@ -42,6 +44,10 @@ pub(crate) const B: usize = 16;
 /// allocation appends at the right, and dense nodes mean fewer levels.
 pub(crate) const MIN: usize = B / 4;
 const _: () = assert!(B == 16 && MIN >= 2 && 2 * MIN <= B);
+
+/// Scratch list for building nodes: room for two nodes' slots (a merge).
+/// On the stack, so a write allocates nothing but nodes.
+pub(crate) type Scratch<X> = ArrayVec<X, { 2 * B }>;
 
 /// One stored range and its value.
 pub(crate) struct Entry<T> {
@@ -110,12 +116,6 @@ unsafe impl<T: Send + Sync> Send for NodePtr<T> {}
 unsafe impl<T: Send + Sync> Sync for NodePtr<T> {}
 
 impl<T> NodePtr<T> {
-    fn alloc(data: NodeData<T>) -> Self {
-        NodePtr(NonNull::from(Box::leak(Box::new(Node {
-            cell: UnsafeCell::new(data),
-        }))))
-    }
-
     /// The raw pointer, for publishing in an `AtomicPtr`.
     pub(crate) fn as_ptr(self) -> *mut Node<T> {
         self.0.as_ptr()
@@ -199,6 +199,57 @@ impl<T> NodePtr<T> {
     }
 }
 
+/// Node allocations waiting for reuse.
+///
+/// Kernel: the maple tree's `maple_node_cache` (a `kmem_cache`). Writers
+/// build a node per level per write and free as many after each grace
+/// period; recycling the memory keeps `malloc` off the write path.
+pub(crate) struct NodeCache<T> {
+    free: Vec<Box<MaybeUninit<Node<T>>>>,
+}
+
+impl<T> NodeCache<T> {
+    /// Most allocations kept for reuse; beyond that they are freed.
+    const MAX: usize = 64;
+
+    pub(crate) fn new() -> Self {
+        NodeCache { free: Vec::new() }
+    }
+
+    fn alloc(&mut self, data: NodeData<T>) -> NodePtr<T> {
+        let node = Node {
+            cell: UnsafeCell::new(data),
+        };
+        let b = match self.free.pop() {
+            Some(slot) => Box::write(slot, node),
+            None => Box::new(node),
+        };
+        NodePtr(NonNull::from(Box::leak(b)))
+    }
+
+    /// Takes back a node: drops its contents and keeps the allocation.
+    ///
+    /// # Safety
+    ///
+    /// - As for [`NodePtr::free`].
+    pub(crate) unsafe fn recycle(&mut self, n: NodePtr<T>) {
+        // Under loom memory is never reused: `free` keeps it poisoned.
+        if cfg!(loom) || self.free.len() >= Self::MAX {
+            // SAFETY: Caller's contract.
+            unsafe { n.free() };
+            return;
+        }
+        let raw = n.as_ptr();
+        // SAFETY: `raw` came from `Box::leak` in `alloc` and this is its last
+        // use (caller's contract), so its contents may be dropped in place.
+        unsafe { raw.drop_in_place() };
+        // SAFETY: The allocation is live, now holds no value, and
+        // `MaybeUninit<Node<T>>` has the layout of `Node<T>`.
+        self.free
+            .push(unsafe { Box::from_raw(raw.cast::<MaybeUninit<Node<T>>>()) });
+    }
+}
+
 /// Length of the gap between two neighbouring spans (0 if they touch).
 #[inline]
 fn gap_between(prev_last: u64, next_first: u64) -> u64 {
@@ -218,7 +269,7 @@ impl<T> Node<T> {
 
 impl<T> NodePtr<T> {
     /// A leaf holding `entries` (sorted, non-overlapping, at most `B`).
-    pub(crate) fn leaf(entries: Vec<Entry<T>>) -> Self {
+    pub(crate) fn leaf(cache: &mut NodeCache<T>, entries: Scratch<Entry<T>>) -> Self {
         debug_assert!(entries.len() <= B);
         let len = entries.len();
         let mut first = [u64::MAX; B];
@@ -233,7 +284,7 @@ impl<T> NodePtr<T> {
                 max_gap = max_gap.max(gap_between(last[i - 1], first[i]));
             }
         }
-        NodePtr::alloc(NodeData {
+        cache.alloc(NodeData {
             last,
             len,
             first,
@@ -243,7 +294,7 @@ impl<T> NodePtr<T> {
     }
 
     /// An internal node over `children` (same height, sorted, 1 to `B`).
-    pub(crate) fn internal(children: Vec<ChildSlot<T>>) -> Self {
+    pub(crate) fn internal(cache: &mut NodeCache<T>, children: Scratch<ChildSlot<T>>) -> Self {
         debug_assert!(!children.is_empty() && children.len() <= B);
         let len = children.len();
         let mut first = [u64::MAX; B];
@@ -261,11 +312,17 @@ impl<T> NodePtr<T> {
             }
             child[i] = Some(c.node);
         }
-        NodePtr::alloc(NodeData { last, len, first, max_gap, kind: Kind::Internal { gap, child } })
+        cache.alloc(NodeData {
+            last,
+            len,
+            first,
+            max_gap,
+            kind: Kind::Internal { gap, child },
+        })
     }
 
-    pub(crate) fn empty() -> Self {
-        NodePtr::leaf(Vec::new())
+    pub(crate) fn empty(cache: &mut NodeCache<T>) -> Self {
+        NodePtr::leaf(cache, Scratch::new())
     }
 }
 
@@ -333,12 +390,12 @@ impl<T> NodeData<T> {
     }
 
     /// The children with their slot metadata (taken from this node, not
-    /// from the children), with one spare slot for a split.
-    pub(crate) fn children(&self) -> Vec<ChildSlot<T>> {
+    /// from the children).
+    pub(crate) fn children(&self) -> Scratch<ChildSlot<T>> {
         let Kind::Internal { gap, .. } = &self.kind else {
             unreachable!("children() on a leaf")
         };
-        let mut v = Vec::with_capacity(self.len + 1);
+        let mut v = Scratch::new();
         v.extend((0..self.len).map(|i| ChildSlot {
             node: self.child_ptr(i),
             first: self.first[i],
@@ -355,9 +412,9 @@ impl<T> NodeData<T> {
 }
 
 impl<T: Clone> NodeData<T> {
-    /// The entries (values cloned), with one spare slot for an insertion.
-    pub(crate) fn entries(&self) -> Vec<Entry<T>> {
-        let mut v = Vec::with_capacity(self.len + 1);
+    /// The entries (values cloned).
+    pub(crate) fn entries(&self) -> Scratch<Entry<T>> {
+        let mut v = Scratch::new();
         v.extend((0..self.len).map(|i| Entry {
             first: self.first[i],
             last: self.last[i],
@@ -403,7 +460,12 @@ impl<T> ChildSlot<T> {
         // SAFETY: Callers pass nodes they just built or nodes of the current
         // version, under the writer lock.
         let d = unsafe { node.get() }.data();
-        ChildSlot { node, first: d.first[0], last: d.last[d.len - 1], gap: d.max_gap }
+        ChildSlot {
+            node,
+            first: d.first[0],
+            last: d.last[d.len - 1],
+            gap: d.max_gap,
+        }
     }
 }
 
@@ -418,26 +480,28 @@ pub(crate) enum Grown<T> {
 /// items (dense nodes under append-mostly, lowest-fit allocation, as a
 /// B-tree bulk load would build them); otherwise the split is even.
 fn split_or_one<X, T>(
-    mut items: Vec<X>,
+    cache: &mut NodeCache<T>,
+    mut items: Scratch<X>,
     appended: bool,
-    build: impl Fn(Vec<X>) -> NodePtr<T>,
+    build: fn(&mut NodeCache<T>, Scratch<X>) -> NodePtr<T>,
 ) -> Grown<T> {
     if items.len() <= B {
-        Grown::One(build(items))
+        Grown::One(build(cache, items))
     } else {
         let mid = if appended {
             items.len() - MIN
         } else {
             items.len() / 2
         };
-        let right = items.split_off(mid);
-        Grown::Split(build(items), build(right))
+        let right: Scratch<X> = items.drain(mid..).collect();
+        Grown::Split(build(cache, items), build(cache, right))
     }
 }
 
 /// Inserts `e`, which overlaps no entry of the subtree, copying the path.
 /// Every node it copies is pushed to `replaced`.
 pub(crate) fn insert<T: Clone>(
+    cache: &mut NodeCache<T>,
     node: NodePtr<T>,
     e: Entry<T>,
     replaced: &mut Vec<NodePtr<T>>,
@@ -450,26 +514,27 @@ pub(crate) fn insert<T: Clone>(
         let mut entries = d.entries();
         let pos = entries.partition_point(|x| x.first < e.first);
         entries.insert(pos, e);
-        return split_or_one(entries, pos == d.len, NodePtr::leaf);
+        return split_or_one(cache, entries, pos == d.len, NodePtr::leaf);
     }
     // The child whose span ends at or after the new entry; the last child
     // when the entry lies beyond every span.
     let ci = d.slot_for(e.first).min(d.len - 1);
     let mut children = d.children();
-    match insert(children[ci].node, e, replaced) {
+    match insert(cache, children[ci].node, e, replaced) {
         Grown::One(c) => children[ci] = ChildSlot::of(c),
         Grown::Split(a, b) => {
             children[ci] = ChildSlot::of(a);
             children.insert(ci + 1, ChildSlot::of(b));
         }
     }
-    split_or_one(children, ci + 1 == d.len, NodePtr::internal)
+    split_or_one(cache, children, ci + 1 == d.len, NodePtr::internal)
 }
 
 /// Removes the entry that starts at `first` (it must exist), copying the
 /// path. Returns the new subtree (possibly under-full) and the value. Every
 /// node it copies or discards is pushed to `replaced`.
 pub(crate) fn remove<T: Clone>(
+    cache: &mut NodeCache<T>,
     node: NodePtr<T>,
     first: u64,
     replaced: &mut Vec<NodePtr<T>>,
@@ -483,24 +548,29 @@ pub(crate) fn remove<T: Clone>(
         let mut entries = d.entries();
         let e = entries.remove(ci);
         debug_assert_eq!(e.first, first);
-        return (NodePtr::leaf(entries), e.value);
+        return (NodePtr::leaf(cache, entries), e.value);
     }
     let mut children = d.children();
-    let (child, value) = remove(children[ci].node, first, replaced);
+    let (child, value) = remove(cache, children[ci].node, first, replaced);
     // SAFETY: `child` was just built and is not yet published.
     let under_full = unsafe { child.get() }.data().len < MIN;
     children[ci] = ChildSlot::of(child);
     if under_full {
-        rebalance(&mut children, ci, replaced);
+        rebalance(cache, &mut children, ci, replaced);
     }
-    (NodePtr::internal(children), value)
+    (NodePtr::internal(cache, children), value)
 }
 
 /// Merges the under-full child `ci` with a neighbour, or shares the
 /// neighbour's slots with it, so that both end up with at least `MIN`.
 /// Both originals go to `replaced` (the neighbour is published; the
 /// under-full child is not, and freeing it later is harmless).
-fn rebalance<T: Clone>(children: &mut Vec<ChildSlot<T>>, ci: usize, replaced: &mut Vec<NodePtr<T>>) {
+fn rebalance<T: Clone>(
+    cache: &mut NodeCache<T>,
+    children: &mut Scratch<ChildSlot<T>>,
+    ci: usize,
+    replaced: &mut Vec<NodePtr<T>>,
+) {
     if children.len() < 2 {
         return; // Only the root may be this small; the caller collapses it.
     }
@@ -515,11 +585,11 @@ fn rebalance<T: Clone>(children: &mut Vec<ChildSlot<T>>, ci: usize, replaced: &m
     let merged = if ld.is_leaf() {
         let mut es = ld.entries();
         es.extend(rd.entries());
-        split_or_one(es, false, NodePtr::leaf)
+        split_or_one(cache, es, false, NodePtr::leaf)
     } else {
         let mut cs = ld.children();
         cs.extend(rd.children());
-        split_or_one(cs, false, NodePtr::internal)
+        split_or_one(cache, cs, false, NodePtr::internal)
     };
     match merged {
         Grown::One(n) => {
