@@ -60,6 +60,9 @@ pub(crate) struct Entry<T> {
     clippy::large_enum_variant,
     reason = "both variants are arrays of B slots; their sizes differ only with T"
 )]
+// `repr(u8)`: the tag, then the variant's fields in this order, so the
+// pointers a lookup follows sit right after the tag.
+#[repr(u8)]
 pub(crate) enum Kind<T> {
     // Values sit in the leaf itself, so a lookup that reads the value needs
     // no further pointer chase. Path copying clones them (`T: Clone`).
@@ -67,21 +70,23 @@ pub(crate) enum Kind<T> {
         values: [Option<T>; B],
     },
     Internal {
-        gap: [u64; B],
         child: [Option<NodePtr<T>>; B],
+        gap: [u64; B],
     },
 }
 
-// `last` comes first and the node is cache-line aligned: a lookup reads
-// `last`, then one child pointer or value.
+// Laid out for lookups: the node is cache-line aligned, `last` fills the
+// first two lines, and `len`, the kind tag and the first child pointers or
+// values share the third. `first` and the gaps, which a lookup reads at
+// most once (at the leaf) or never, come last.
 #[repr(C, align(64))]
 pub(crate) struct NodeData<T> {
     pub(crate) last: [u64; B],
     pub(crate) len: usize,
+    pub(crate) kind: Kind<T>,
     pub(crate) first: [u64; B],
     /// Largest gap strictly inside this subtree (between two of its entries).
     pub(crate) max_gap: u64,
-    pub(crate) kind: Kind<T>,
 }
 
 /// A node. The contents sit in the sync shim's `UnsafeCell` only so that

@@ -1,0 +1,256 @@
+//! Range tree benchmarks: `RangeTree` against `rangemap` and `BTreeMap`
+//! baselines measured in the same group, so results can be read as ratios.
+//!
+//! Groups (named after the kernel operations they model):
+//!
+//! - `mtree_load`: point lookups (`mtree_load()`) over `n` ranges, with
+//!   random or sequential query keys. `RangeTree` amortises one read-side
+//!   section over the whole batch of queries, as the design intends.
+//! - `mtree_alloc_range`: one `mtree_alloc_range()` + `mtree_erase()` pair
+//!   in a fragmented tree of `L` live ranges, against a first-fit allocator
+//!   that scans the gaps of a `rangemap::RangeMap`.
+//!
+//! Every input comes from a fixed-seed PRNG, so runs are comparable.
+//! Results and how to read them: `docs/perf.md`.
+
+use criterion::measurement::WallTime;
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
+};
+use devpriv_rangetree::RangeTree;
+use rangemap::RangeMap;
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::time::Duration;
+
+/// Keys per stored range in the lookup layout.
+const SPAN: u64 = 512;
+/// Free keys between two consecutive ranges in the lookup layout.
+const GAP: u64 = 512;
+/// Range counts for `mtree_load`.
+const LOAD_SIZES: [u64; 5] = [1, 8, 64, 1024, 16384];
+/// Query keys per iteration of `mtree_load`.
+const QUERIES: usize = 4096;
+/// Live range counts for `mtree_alloc_range`.
+const LIVE_SIZES: [u64; 2] = [100, 10_000];
+/// Precomputed request sizes for `mtree_alloc_range` (cycled through).
+const REQUESTS: usize = 1024;
+
+/// splitmix64: a tiny fixed-seed PRNG (no `rand` dependency).
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi` (the modulo bias is irrelevant here).
+    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+/// Applies the shared timing settings that keep the whole run to minutes.
+fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
+    group.sample_size(20);
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(2));
+}
+
+/// First key of range `i` in the lookup layout: `[i * (SPAN + GAP), +SPAN)`.
+fn range_first(i: u64) -> u64 {
+    i * (SPAN + GAP)
+}
+
+/// Query keys, each inside some range of an `n`-range layout.
+///
+/// `random`: uniform over ranges and offsets. Sequential: one key per range
+/// (at a random offset), walking the ranges in order and wrapping.
+fn queries(n: u64, random: bool) -> Vec<u64> {
+    let mut rng = SplitMix64(0x5EED_0000 ^ n ^ u64::from(random));
+    let mut i = 0;
+    (0..QUERIES)
+        .map(|_| {
+            let range = if random {
+                rng.between(0, n - 1)
+            } else {
+                let r = i;
+                i = (i + 1) % n;
+                r
+            };
+            range_first(range) + rng.between(0, SPAN - 1)
+        })
+        .collect()
+}
+
+fn bench_load(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mtree_load");
+    configure(&mut group);
+    for n in LOAD_SIZES {
+        // The same layout in all three structures; the value is the index.
+        let tree: RangeTree<u64> = RangeTree::new();
+        let mut rmap: RangeMap<u64, u64> = RangeMap::new();
+        let mut bmap: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        for i in 0..n {
+            let (first, last) = (range_first(i), range_first(i) + SPAN - 1);
+            tree.insert_range(first..=last, i)
+                .expect("layout ranges are disjoint");
+            rmap.insert(first..last + 1, i);
+            bmap.insert(first, (last, i));
+        }
+        for (pattern, random) in [("random", true), ("sequential", false)] {
+            let qs = queries(n, random);
+            group.throughput(Throughput::Elements(u64::try_from(qs.len()).expect("fits")));
+
+            group.bench_with_input(
+                BenchmarkId::new(format!("RangeTree/{pattern}"), n),
+                &qs,
+                |b, qs| {
+                    b.iter(|| {
+                        // One read-side section for the whole batch.
+                        let g = tree.read();
+                        let mut sum = 0u64;
+                        for &q in qs {
+                            if let Some((r, v)) = g.load(black_box(q)) {
+                                sum = sum.wrapping_add(*r.start()).wrapping_add(*v);
+                            }
+                        }
+                        black_box(sum)
+                    });
+                },
+            );
+
+            group.bench_with_input(
+                BenchmarkId::new(format!("rangemap/{pattern}"), n),
+                &qs,
+                |b, qs| {
+                    b.iter(|| {
+                        let mut sum = 0u64;
+                        for &q in qs {
+                            if let Some(v) = rmap.get(&black_box(q)) {
+                                sum = sum.wrapping_add(*v);
+                            }
+                        }
+                        black_box(sum)
+                    });
+                },
+            );
+
+            group.bench_with_input(
+                BenchmarkId::new(format!("btreemap/{pattern}"), n),
+                &qs,
+                |b, qs| {
+                    b.iter(|| {
+                        let mut sum = 0u64;
+                        for &q in qs {
+                            let q = black_box(q);
+                            if let Some((&first, &(last, v))) = bmap.range(..=q).next_back()
+                                && q <= last
+                            {
+                                sum = sum.wrapping_add(first).wrapping_add(v);
+                            }
+                        }
+                        black_box(sum)
+                    });
+                },
+            );
+        }
+    }
+    group.finish();
+}
+
+/// Sizes of the `2 * live` allocations that build the fragmented layout:
+/// even positions are kept (1..=64 keys), odd positions become holes
+/// (1..=8 keys).
+///
+/// Layout choice: the allocations pack contiguously from key 0, then every
+/// odd one is erased, leaving `live` ranges separated by `live` holes of
+/// 1..=8 keys. Requests are 16..=64 keys (see [`request_sizes`]), larger
+/// than every hole, so a first-fit allocator must scan all `live` holes
+/// before it reaches the free tail; the range tree's per-subtree gap
+/// bookkeeping skips them.
+fn layout_sizes(live: u64) -> Vec<u64> {
+    let mut rng = SplitMix64(0xA110_C000 ^ live);
+    (0..2 * live)
+        .map(|i| {
+            if i % 2 == 0 {
+                rng.between(1, 64)
+            } else {
+                rng.between(1, 8)
+            }
+        })
+        .collect()
+}
+
+/// Fixed-seed request sizes, 16..=64 keys: never fit in a hole.
+fn request_sizes() -> Vec<u64> {
+    let mut rng = SplitMix64(0x0005_12E5);
+    (0..REQUESTS).map(|_| rng.between(16, 64)).collect()
+}
+
+fn bench_alloc(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mtree_alloc_range");
+    configure(&mut group);
+    group.throughput(Throughput::Elements(1));
+    let requests = request_sizes();
+    for live in LIVE_SIZES {
+        let sizes = layout_sizes(live);
+
+        // RangeTree: build by allocation, then erase every other range.
+        let tree: RangeTree<u64> = RangeTree::new();
+        let starts: Vec<u64> = sizes
+            .iter()
+            .zip(0u64..)
+            .map(|(&size, id)| {
+                tree.alloc_range(size, 1, 0..=u64::MAX, id)
+                    .expect("empty space")
+            })
+            .collect();
+        for &start in starts.iter().skip(1).step_by(2) {
+            tree.erase(start).expect("allocated above");
+        }
+        assert_eq!(tree.len(), usize::try_from(live).expect("fits"));
+
+        // The same layout in a RangeMap (distinct values: nothing coalesces).
+        let mut rmap: RangeMap<u64, u64> = RangeMap::new();
+        for (i, (&start, &size)) in starts.iter().zip(&sizes).enumerate().step_by(2) {
+            rmap.insert(start..start + size, u64::try_from(i).expect("fits"));
+        }
+
+        group.bench_function(BenchmarkId::new("RangeTree", live), |b| {
+            let mut next = requests.iter().copied().cycle();
+            b.iter(|| {
+                let size = next.next().expect("cycle is endless");
+                let start = tree
+                    .alloc_range(black_box(size), 1, 0..=u64::MAX, u64::MAX)
+                    .expect("free tail");
+                black_box(tree.erase(start))
+            });
+        });
+        assert_eq!(tree.len(), usize::try_from(live).expect("fits"));
+
+        let whole = 0..u64::MAX;
+        group.bench_function(BenchmarkId::new("rangemap_first_fit", live), |b| {
+            let mut next = requests.iter().copied().cycle();
+            b.iter(|| {
+                let size = next.next().expect("cycle is endless");
+                let gap = rmap
+                    .gaps(&whole)
+                    .find(|g| g.end - g.start >= black_box(size))
+                    .expect("free tail");
+                let range = gap.start..gap.start + size;
+                rmap.insert(range.clone(), u64::MAX);
+                rmap.remove(range.clone());
+                black_box(range.start)
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_load, bench_alloc);
+criterion_main!(benches);
