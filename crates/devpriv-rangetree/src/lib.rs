@@ -34,16 +34,17 @@
 //!   node visits, like the maple tree's `gap[]` in `maple_arange_64`.
 //! - Readers enter a read-side section ([`RangeTree::read`], an SRCU domain
 //!   from `devpriv_core::srcu`) and then look up without locks and without
-//!   writing shared memory. Writers serialise on a mutex, retire replaced
-//!   roots, and free them only after a grace period.
+//!   writing shared memory. Writers serialise on a mutex; each write
+//!   retires exactly the nodes it replaced, which are recycled only after a
+//!   grace period (no reference counts; see `node.rs`, "Ownership").
 //!
 //! # Differences from the kernel
 //!
 //! - The maple tree is not in RCU mode for `device_private_pgmap_tree`; this
 //!   tree always is (readers never block writers and never see freed nodes).
 //! - Gap search takes an alignment; `align = 1` is the kernel's behaviour.
-//! - Values are owned `T: Clone`s, not `void *`; failed calls hand them back.
-//! - Values are stored in the leaves and cloned when a leaf is copied
+//! - Values are owned `T: Clone`s, not `void *`; failed calls hand them
+//!   back. They are stored in the leaves and cloned when a leaf is copied
 //!   (`T: Clone`; store an `Arc` for large values, as the kernel stores a
 //!   pointer). [`RangeTree::erase`] hands back the removed copy at once;
 //!   copies that older versions hold are dropped after a grace period.
