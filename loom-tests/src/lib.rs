@@ -5,7 +5,7 @@
 //! Each file in `tests/` is one race, named `<op>_vs_<op>.rs`, and starts
 //! with `#![cfg(loom)]`. Every model has a mutant twin that plants a bug
 //! (see `devpriv_core::mutant::Mutant`) and must be caught: the twin calls
-//! [`assert_caught`], so a model that could pass vacuously fails CI.
+//! `assert_caught`, so a model that could pass vacuously fails CI.
 //!
 //! Run with:
 //!

@@ -165,7 +165,7 @@ impl<T> Writer<T> {
 ///
 /// # Invariants
 ///
-/// `root` always holds the current root node (a [`NodePtr`]); the current
+/// `root` always holds the current root node (a `NodePtr`); the current
 /// version owns every node reachable from it, and every node a write
 /// replaced waits in `writer.retired` until a grace period of `srcu` has
 /// passed. `len` equals the number of entries reachable from `root`.
