@@ -12,7 +12,9 @@
 //! to its chunk, the freed middle chunk reused by the next allocation, and a
 //! 2 MiB-aligned allocation after an odd-sized one.
 
-use devpriv::core::{DevicePrivateAddr, DevicePrivateOffset, Errno, PAGE_SIZE, PageCount, PagingMode};
+use devpriv::core::{
+    DevicePrivateAddr, DevicePrivateOffset, Errno, PAGE_SIZE, PageCount, PagingMode,
+};
 use devpriv::rangetree::RangeTree;
 
 fn main() -> Result<(), Errno> {
@@ -23,11 +25,18 @@ fn main() -> Result<(), Errno> {
     let chunk = PageCount::from_bytes_round_up(256 << 20);
     let bytes = chunk.checked_bytes().ok_or(Errno::EINVAL)?;
 
-    println!("MAX_PHYSMEM_BITS = {}, SWP_PFN_BITS = {}", paging.max_physmem_bits(), paging.swp_pfn_bits());
+    println!(
+        "MAX_PHYSMEM_BITS = {}, SWP_PFN_BITS = {}",
+        paging.max_physmem_bits(),
+        paging.swp_pfn_bits()
+    );
     for name in ["dmirror0", "dmirror1", "dmirror2"] {
         let start = tree.alloc_range(bytes, 1, window.clone(), name)?;
         let first = DevicePrivateAddr::new(start).to_offset();
-        println!("{name}: bytes {start:#x}..={:#x}, offsets from {first:?}", start + bytes - 1);
+        println!(
+            "{name}: bytes {start:#x}..={:#x}, offsets from {first:?}",
+            start + bytes - 1
+        );
     }
 
     // device_private_offset_to_page(): offset -> byte key -> owner.

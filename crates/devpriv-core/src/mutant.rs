@@ -8,6 +8,9 @@
 //! loom build runs both the model and its mutant.
 
 /// Which bug to plant.
+///
+/// Kernel: none (model only); each variant names the kernel primitive it
+/// breaks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Mutant {
     /// The correct protocol.

@@ -15,6 +15,8 @@ mod imp {
 
     /// `parking_lot::Mutex`, wrapped so that the rest of the workspace names
     /// only the shim (which `clippy.toml` enforces).
+    ///
+    /// Kernel: `struct mutex` / `spinlock_t` in spirit (model only).
     #[derive(Debug, Default)]
     #[repr(transparent)]
     pub struct Mutex<T>(parking_lot::Mutex<T>);
@@ -40,6 +42,8 @@ mod imp {
     }
 
     /// `parking_lot::RwLock`, wrapped like [`Mutex`].
+    ///
+    /// Kernel: `struct rw_semaphore` in spirit (model only).
     #[derive(Debug, Default)]
     #[repr(transparent)]
     pub struct RwLock<T>(parking_lot::RwLock<T>);
@@ -238,16 +242,22 @@ mod imp {
     }
 
     /// loom's scheduler is not fair: a wait loop must yield to it.
+    ///
+    /// Kernel: `cpu_relax()`.
     pub fn spin_loop() {
         loom::thread::yield_now();
     }
 
     /// See [`spin_loop`].
+    ///
+    /// Kernel: `cond_resched()`.
     pub fn yield_now() {
         loom::thread::yield_now();
     }
 
     /// A shard number derived from loom's thread index.
+    ///
+    /// Kernel: `smp_processor_id()` in spirit.
     ///
     /// The index comes from the id's `Debug` form (`ThreadId(N)`): hashing
     /// the id itself would mix in the execution number and make the model
@@ -260,6 +270,8 @@ mod imp {
     }
 
     /// `parking_lot`-shaped wrapper over `loom::sync::Mutex`.
+    ///
+    /// Kernel: none (model only).
     #[derive(Debug, Default)]
     pub struct Mutex<T>(loom::sync::Mutex<T>);
 
@@ -289,6 +301,8 @@ mod imp {
     }
 
     /// `parking_lot`-shaped wrapper over `loom::sync::RwLock`.
+    ///
+    /// Kernel: none (model only).
     #[derive(Debug, Default)]
     pub struct RwLock<T>(loom::sync::RwLock<T>);
 
