@@ -3,5 +3,50 @@
 //! Kernel: `mm/memremap.c`, `include/linux/memremap.h`, `mm/mm_init.c`,
 //! `lib/percpu-refcount.c`, `include/linux/page-flags.h`,
 //! `include/linux/mm_types.h` (Jordan Niethe's series, v6).
+//!
+//! Device-private pages no longer have pfns. A driver asks a
+//! [`DevicePrivateSpace`] for `nr_pages` pages; the space reserves a range
+//! of its own address space (a range tree keyed by bytes, standing in for
+//! `device_private_pgmap_tree`), builds a pages array and hands back a
+//! [`DevPagemap`]. Offsets are `address >> PAGE_SHIFT`.
+//!
+//! ```
+//! use devpriv_core::{DevicePrivateOffset, Errno, PageCount};
+//! use devpriv_pagemap::{DevicePrivateSpace, DevPagemapOps, Folio, MemoryType, Owner, PagemapParams, VmFault};
+//! use std::sync::Arc;
+//!
+//! struct Driver;
+//! impl DevPagemapOps for Driver {
+//!     fn folio_free(&self, _folio: Folio<'_>) {}
+//!     fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> { Ok(()) }
+//! }
+//!
+//! let space = DevicePrivateSpace::new();
+//! let params = PagemapParams {
+//!     memory_type: MemoryType::Private,
+//!     nr_pages: PageCount::new(512),
+//!     owner: Some(Owner(1)),
+//!     ops: Some(Arc::new(Driver)),
+//! };
+//! let pgmap = space.memremap_device_private_pagemap(params, -1)?;
+//! let guard = space.read(); // rcu_read_lock()
+//! let page = guard.device_private_offset_to_page(DevicePrivateOffset::new(7)).unwrap();
+//! assert_eq!(page.refcount(), 0);
+//! assert_eq!(guard.device_private_page_to_offset(page), Some(DevicePrivateOffset::new(7)));
+//! drop(guard);
+//! space.memunmap_device_private_pagemap(&pgmap)?;
+//! # Ok::<(), Errno>(())
+//! ```
 
+pub mod memremap;
+pub mod mm_types;
+pub mod page_flags;
 pub mod percpu_refcount;
+mod sparse;
+
+pub use memremap::{
+    DevPagemap, DevPagemapOps, DevicePrivateSpace, DevmPagemap, MemoryType, Owner, Packing,
+    PagemapParams, SpaceConfig, SpaceReadGuard, VmFault,
+};
+pub use mm_types::{Folio, Page, PageRef, PgmapCookie, WouldBlock};
+pub use percpu_refcount::{Completion, PercpuRef};

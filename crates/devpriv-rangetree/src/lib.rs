@@ -323,14 +323,55 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
         self.alloc(size, align, window, value, true)
     }
 
-    fn alloc(
+    /// The start [`alloc_range`](Self::alloc_range) would choose, without
+    /// storing anything.
+    ///
+    /// Kernel: `mas_empty_area(mas, min, max, size)`, `lib/maple_tree.c`.
+    ///
+    /// # Differences from the kernel
+    ///
+    /// As for `alloc_range` (alignment). The answer holds only while no
+    /// other writer runs: callers that insert the range afterwards
+    /// serialise their writers (as `mas_empty_area` callers hold the lock).
+    ///
+    /// # Errors
+    ///
+    /// As for [`alloc_range`](Self::alloc_range).
+    pub fn find_gap(
         &self,
         size: u64,
         align: u64,
         window: RangeInclusive<u64>,
-        value: T,
+    ) -> Result<u64, Errno> {
+        let _w = self.writer.lock();
+        self.search(size, align, &window, false)
+    }
+
+    /// As [`find_gap`](Self::find_gap), but the highest fit.
+    ///
+    /// Kernel: `mas_empty_area_rev()`, `lib/maple_tree.c`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`alloc_range`](Self::alloc_range).
+    pub fn find_gap_rev(
+        &self,
+        size: u64,
+        align: u64,
+        window: RangeInclusive<u64>,
+    ) -> Result<u64, Errno> {
+        let _w = self.writer.lock();
+        self.search(size, align, &window, true)
+    }
+
+    /// Validates a request and searches for it. Caller holds the writer lock.
+    fn search(
+        &self,
+        size: u64,
+        align: u64,
+        window: &RangeInclusive<u64>,
         rev: bool,
-    ) -> Result<u64, AllocError<T>> {
+    ) -> Result<u64, Errno> {
         let (min, max) = (*window.start(), *window.end());
         let fit = Fit {
             size,
@@ -339,31 +380,34 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
             max,
         };
         if size == 0 || !align.is_power_of_two() || min > max || max - min < size - 1 {
-            return Err(AllocError {
-                value,
-                cause: Errno::EINVAL,
-            });
+            return Err(Errno::EINVAL);
         }
         // The window must hold `size` aligned keys at all, or the request is
         // malformed rather than unlucky.
         if fit.low(min, max).is_none() {
-            return Err(AllocError {
-                value,
-                cause: Errno::EINVAL,
-            });
+            return Err(Errno::EINVAL);
         }
-        let mut w = self.writer.lock();
         let root = self.root_node();
         let start = if rev {
             Self::search_high(root, &fit)
         } else {
             Self::search_low(root, &fit)
         };
-        let Some(start) = start else {
-            return Err(AllocError {
-                value,
-                cause: Errno::EBUSY,
-            });
+        start.ok_or(Errno::EBUSY)
+    }
+
+    fn alloc(
+        &self,
+        size: u64,
+        align: u64,
+        window: RangeInclusive<u64>,
+        value: T,
+        rev: bool,
+    ) -> Result<u64, AllocError<T>> {
+        let mut w = self.writer.lock();
+        let start = match self.search(size, align, &window, rev) {
+            Ok(s) => s,
+            Err(cause) => return Err(AllocError { value, cause }),
         };
         let e = Entry {
             first: start,

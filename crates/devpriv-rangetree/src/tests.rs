@@ -121,6 +121,17 @@ fn the_top_of_the_key_space_is_usable() {
 }
 
 #[test]
+fn find_gap_answers_what_alloc_would_do_and_stores_nothing() {
+    let t = tree_with(&[2..=3, 7..=7]);
+    assert_eq!(t.find_gap(3, 1, 0..=9), Ok(4));
+    assert_eq!(t.find_gap_rev(2, 1, 0..=9), Ok(8));
+    assert_eq!(t.find_gap(4, 1, 0..=9), Err(Errno::EBUSY));
+    assert_eq!(t.find_gap(0, 1, 0..=9), Err(Errno::EINVAL));
+    assert_eq!(t.len(), 2);
+    assert_eq!(t.alloc_range(3, 1, 0..=9, 5).unwrap(), 4);
+}
+
+#[test]
 fn insert_range_rejects_any_overlap() {
     // 0 1 2 3 4 5 6 7 8 9
     // ◌ ◌ ● ● ● ◌ ◌ ◌ ◌ ◌

@@ -1,0 +1,1065 @@
+//! The device-private address space, `dev_pagemap`, memremap/memunmap, and
+//! offset ↔ page lookups.
+//!
+//! Kernel: `mm/memremap.c`, `include/linux/memremap.h`, `mm/mm_init.c`
+//! (`__init_zone_device_page`), after Jordan Niethe's "Remove device private
+//! pages from physical address space" (v6, 13/13).
+//!
+//! The kernel's global `device_private_pgmap_tree` becomes a
+//! [`DevicePrivateSpace`] value. It owns the range tree (the truth, keyed by
+//! device-private **bytes** like the kernel) and a section index in front of
+//! it (the fast path, `sparse.rs`). Readers enter a [`SpaceReadGuard`] and
+//! then resolve offsets without locks and without writing shared memory.
+//!
+//! # Teardown order (hazard H15)
+//!
+//! The kernel's `memunmap_device_private_pagemap()` frees the pages array
+//! and *then* erases the tree entry, so a lookup in between would index
+//! freed memory. The model does it the other way round: kill the ref, wait
+//! for every allocated page to be freed, unpublish from the index, erase
+//! from the tree, and only then let the pages array go — when the last
+//! `Arc<DevPagemap>` drops, which for the space's own copies is after the
+//! tree's grace period. A reader that found the pagemap before the erase
+//! therefore still holds valid memory.
+
+use crate::mm_types::{Folio, Page, PageRef, PgmapCookie, word};
+use crate::page_flags::{PG_RESERVED, ZONE_DEVICE, page_links};
+use crate::percpu_refcount::{Completion, PercpuRef};
+use crate::sparse::{SectionIndex, Slot};
+use devpriv_core::sync::Mutex;
+use devpriv_core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use devpriv_core::{
+    DevicePrivateAddr, DevicePrivateOffset, Errno, PAGE_SHIFT, PAGE_SIZE, PageCount, PagingMode,
+    warn_on, warn_on_once,
+};
+use devpriv_rangetree::RangeTree;
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What kind of device memory a pagemap describes.
+///
+/// Kernel: `enum memory_type`, `include/linux/memremap.h` (0 is unused,
+/// "catch uninitialised").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum MemoryType {
+    /// CPU cannot access it; mapped only through special swap-like entries.
+    ///
+    /// Kernel: `MEMORY_DEVICE_PRIVATE`.
+    Private = 1,
+    /// CPU-coherent device memory.
+    ///
+    /// Kernel: `MEMORY_DEVICE_COHERENT`.
+    Coherent = 2,
+    /// Kernel: `MEMORY_DEVICE_FS_DAX`.
+    FsDax = 3,
+    /// Kernel: `MEMORY_DEVICE_GENERIC`.
+    Generic = 4,
+    /// Kernel: `MEMORY_DEVICE_PCI_P2PDMA`.
+    PciP2pDma = 5,
+}
+
+/// The driver's opaque owner cookie, compared against
+/// `migrate_vma.pgmap_owner` and `hmm_range.dev_private_owner`.
+///
+/// Kernel: `void *dev_pagemap::owner`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Owner(pub u64);
+
+/// What a CPU fault on a device-private entry hands to `migrate_to_ram`.
+///
+/// Kernel: `struct vm_fault`, `include/linux/mm.h` (the fields the
+/// device-private path uses).
+///
+/// # Differences from the kernel
+///
+/// The page-table context (`vma`, `pte`, `pmd`) belongs to the migrate
+/// crate, which passes it through `ctx`.
+pub struct VmFault<'a> {
+    /// The faulting device-private page (`vmf->page`).
+    pub page: PageRef<'a>,
+    /// The faulting virtual address (`vmf->address`).
+    pub address: u64,
+    /// `true` when the fault came through a PMD entry (`vmf->pte == NULL`).
+    pub pmd: bool,
+    /// Context from the caller (the process address space, in the migrate
+    /// crate).
+    pub ctx: Option<&'a (dyn std::any::Any + Sync)>,
+}
+
+impl fmt::Debug for VmFault<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VmFault")
+            .field("page", &self.page)
+            .field("address", &format_args!("{:#x}", self.address))
+            .field("pmd", &self.pmd)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The driver's callbacks.
+///
+/// Kernel: `struct dev_pagemap_ops`, `include/linux/memremap.h`.
+///
+/// # Differences from the kernel
+///
+/// C marks a missing callback with `NULL`. Here `folio_free` and
+/// `migrate_to_ram` are required methods; [`has_migrate_to_ram`] lets a
+/// test model a table without one (which `memremap` rejects), and the
+/// optional callbacks have defaults that say "not provided".
+///
+/// [`has_migrate_to_ram`]: DevPagemapOps::has_migrate_to_ram
+pub trait DevPagemapOps: Send + Sync {
+    /// Called once per folio when its refcount drops to 0, for the whole
+    /// folio whatever its order; the driver takes the pages back.
+    ///
+    /// Kernel: `dev_pagemap_ops::folio_free`.
+    fn folio_free(&self, folio: Folio<'_>);
+
+    /// Called from the CPU fault path on a device-private entry; must
+    /// migrate the memory back to system RAM.
+    ///
+    /// Kernel: `dev_pagemap_ops::migrate_to_ram`.
+    ///
+    /// # Errors
+    ///
+    /// The driver's failure, reported to the fault path as `VM_FAULT_*`.
+    fn migrate_to_ram(&self, vmf: &VmFault<'_>) -> Result<(), Errno>;
+
+    /// `false` models an ops table whose `migrate_to_ram` is `NULL`.
+    ///
+    /// Kernel: `ops->migrate_to_ram != NULL`.
+    fn has_migrate_to_ram(&self) -> bool {
+        true
+    }
+
+    /// `true` if [`folio_split`](DevPagemapOps::folio_split) is provided.
+    ///
+    /// Kernel: `ops->folio_split != NULL`.
+    fn has_folio_split(&self) -> bool {
+        false
+    }
+
+    /// Called during a split for each new folio, and once with `tail =
+    /// None` at the end.
+    ///
+    /// Kernel: `dev_pagemap_ops::folio_split`.
+    fn folio_split(&self, _head: Folio<'_>, _tail: Option<Folio<'_>>) {}
+
+    /// Memory-failure notification for `nr_pages` pages from `offset`.
+    ///
+    /// Kernel: `dev_pagemap_ops::memory_failure`.
+    ///
+    /// # Errors
+    ///
+    /// `EOPNOTSUPP` (the default): fall back to the generic handler.
+    fn memory_failure(
+        &self,
+        _pgmap: &DevPagemap,
+        _offset: DevicePrivateOffset,
+        _nr_pages: PageCount,
+        _mf_flags: u32,
+    ) -> Result<(), Errno> {
+        Err(Errno::EOPNOTSUPP)
+    }
+}
+
+/// What a driver fills in before `memremap_device_private_pagemap()`.
+///
+/// Kernel: the input fields of `struct dev_pagemap` (`type`, `nr_pages`,
+/// `owner`, `ops`).
+#[derive(Clone)]
+pub struct PagemapParams {
+    /// Must be [`MemoryType::Private`].
+    pub memory_type: MemoryType,
+    /// Device-private pages to create.
+    pub nr_pages: PageCount,
+    /// The driver's owner cookie; `None` models `NULL` (rejected).
+    pub owner: Option<Owner>,
+    /// The callbacks; `None` models `NULL` (rejected).
+    pub ops: Option<Arc<dyn DevPagemapOps>>,
+}
+
+impl fmt::Debug for PagemapParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PagemapParams")
+            .field("memory_type", &self.memory_type)
+            .field("nr_pages", &self.nr_pages)
+            .field("owner", &self.owner)
+            .field("ops", &self.ops.is_some())
+            .finish()
+    }
+}
+
+const LIVE: u32 = 0;
+const DYING: u32 = 1;
+const UNMAPPED: u32 = 2;
+
+/// One device-private pagemap: its pages, its place in the address space,
+/// and the reference that pins it.
+///
+/// Kernel: `struct dev_pagemap`, `include/linux/memremap.h`, with the
+/// series' `nr_pages` and `pages` fields.
+///
+/// # Invariants
+///
+/// `pages.len() == nr_pages`, `range` spans exactly `nr_pages * PAGE_SIZE`
+/// bytes, and every page's word 1 held `cookie()` when it was mapped.
+pub struct DevPagemap {
+    id: u64,
+    memory_type: MemoryType,
+    nr_pages: PageCount,
+    pages: Box<[Page]>,
+    range: RangeInclusive<u64>,
+    first_offset: u64,
+    owner: Owner,
+    ops: Arc<dyn DevPagemapOps>,
+    nid: i32,
+    refs: PercpuRef,
+    done: Arc<Completion>,
+    state: AtomicU32,
+}
+
+impl fmt::Debug for DevPagemap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DevPagemap")
+            .field("id", &self.id)
+            .field(
+                "range",
+                &format_args!("{:#x}..={:#x}", self.range.start(), self.range.end()),
+            )
+            .field("nr_pages", &self.nr_pages)
+            .field("owner", &self.owner)
+            .field("nid", &self.nid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DevPagemap {
+    /// A small number naming this pagemap in reports (creation order).
+    ///
+    /// Kernel: none (model only).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Kernel: `dev_pagemap::type`.
+    pub fn memory_type(&self) -> MemoryType {
+        self.memory_type
+    }
+
+    /// Kernel: `dev_pagemap::nr_pages`.
+    pub fn nr_pages(&self) -> PageCount {
+        self.nr_pages
+    }
+
+    /// The pages array.
+    ///
+    /// Kernel: `dev_pagemap::pages`.
+    pub fn pages(&self) -> &[Page] {
+        &self.pages
+    }
+
+    /// The device-private byte range, inclusive.
+    ///
+    /// Kernel: `dev_pagemap::range` (an output for `MEMORY_DEVICE_PRIVATE`).
+    pub fn range(&self) -> RangeInclusive<DevicePrivateAddr> {
+        DevicePrivateAddr::new(*self.range.start())..=DevicePrivateAddr::new(*self.range.end())
+    }
+
+    /// The offset of page 0.
+    ///
+    /// Kernel: `range.start >> PAGE_SHIFT`.
+    pub fn first_offset(&self) -> DevicePrivateOffset {
+        DevicePrivateOffset::new(self.first_offset)
+    }
+
+    /// Kernel: `dev_pagemap::owner`.
+    pub fn owner(&self) -> Owner {
+        self.owner
+    }
+
+    /// Kernel: `dev_pagemap::ops`.
+    pub fn ops(&self) -> &Arc<dyn DevPagemapOps> {
+        &self.ops
+    }
+
+    /// The NUMA node the pages belong to.
+    ///
+    /// Kernel: the `nid` passed to `memremap_device_private_pagemap()`.
+    pub fn nid(&self) -> i32 {
+        self.nid
+    }
+
+    /// The reference that pins the pagemap: one initial reference plus one
+    /// per allocated device page.
+    ///
+    /// Kernel: `dev_pagemap::ref`.
+    pub fn percpu_ref(&self) -> &PercpuRef {
+        &self.refs
+    }
+
+    /// Completed by the ref's release, when the last allocated page is freed
+    /// after the ref was killed.
+    ///
+    /// Kernel: `dev_pagemap::done`.
+    pub fn done(&self) -> &Completion {
+        &self.done
+    }
+
+    /// What this pagemap writes into its pages' word 1.
+    ///
+    /// Kernel: the `struct dev_pagemap *` in `folio->pgmap`.
+    pub fn cookie(&self) -> PgmapCookie {
+        PgmapCookie(self.pages.as_ptr().addr() as u64)
+    }
+
+    /// `true` once `memunmap` has removed it from its space.
+    ///
+    /// Kernel: none (model only; the kernel frees the pagemap's pages).
+    pub fn is_unmapped(&self) -> bool {
+        self.state.load(Ordering::Acquire) == UNMAPPED
+    }
+
+    /// The page at `offset`, if it is one of this pagemap's.
+    ///
+    /// Kernel: `&pgmap->pages[offset - (range.start >> PAGE_SHIFT)]`.
+    #[inline]
+    pub fn page(&self, offset: DevicePrivateOffset) -> Option<PageRef<'_>> {
+        let i = offset.get().wrapping_sub(self.first_offset);
+        if i < self.nr_pages.get() {
+            PageRef::new(self, usize::try_from(i).ok()?)
+        } else {
+            None
+        }
+    }
+
+    /// Checks this pagemap's own invariants.
+    ///
+    /// Kernel: none (model only).
+    ///
+    /// # Errors
+    ///
+    /// A message naming the broken invariant.
+    pub fn validate(&self) -> Result<(), String> {
+        let n = self.nr_pages.get();
+        if self.pages.len() as u64 != n {
+            return Err(format!(
+                "pagemap {}: {} pages but nr_pages {n}",
+                self.id,
+                self.pages.len()
+            ));
+        }
+        if self.range.end() - self.range.start() + 1 != n * PAGE_SIZE {
+            return Err(format!(
+                "pagemap {}: range {:?} is not {n} pages",
+                self.id, self.range
+            ));
+        }
+        if self.first_offset != self.range.start() >> PAGE_SHIFT {
+            return Err(format!(
+                "pagemap {}: first offset out of step with the range",
+                self.id
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How the space places new pagemaps.
+///
+/// Kernel: none (the kernel has only the exact packing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Packing {
+    /// The kernel's lowest fit with no alignment: pagemaps pack back to back
+    /// (page-aligned only because sizes are page multiples), so a section
+    /// may be shared and fall back to the tree.
+    KernelExact,
+    /// Lowest fit, starting on a section boundary: every section belongs to
+    /// at most one pagemap (the index is exact), and with 2 MiB sections
+    /// every order-9 folio is PMD-aligned.
+    SectionAligned,
+}
+
+/// Settings of a [`DevicePrivateSpace`].
+///
+/// Kernel: none (the kernel's values are compile- or boot-time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpaceConfig {
+    /// Decides `MAX_PHYSMEM_BITS` and so the size of the space.
+    pub paging: PagingMode,
+    /// Where new pagemaps go.
+    pub packing: Packing,
+    /// log2 of the section size in bytes (21 = 2 MiB, 27 = 128 MiB as x86's
+    /// `SECTION_SIZE_BITS`).
+    pub section_shift: u32,
+    /// log2 of the address space's size in bytes; `None` means
+    /// `MAX_PHYSMEM_BITS`, as in the kernel. Smaller spaces (model only) let
+    /// tests and demos run out of address space without 64 TiB of pages.
+    pub space_shift: Option<u32>,
+}
+
+impl SpaceConfig {
+    /// The address space's size in bytes: `1 << space_shift`, by default
+    /// `1 << MAX_PHYSMEM_BITS`.
+    ///
+    /// Kernel: the `max` of `mtree_alloc_range()` in
+    /// `memremap_device_private_pagemap()`.
+    pub fn space_size(&self) -> u64 {
+        1 << self.space_shift.unwrap_or(self.paging.max_physmem_bits())
+    }
+}
+
+impl Default for SpaceConfig {
+    /// Kernel-exact: 4-level paging, exact packing, 2 MiB index sections.
+    fn default() -> Self {
+        SpaceConfig {
+            paging: PagingMode::FourLevel,
+            packing: Packing::KernelExact,
+            section_shift: 21,
+            space_shift: None,
+        }
+    }
+}
+
+/// The device-private address space.
+///
+/// Kernel: `device_private_pgmap_tree` (a global `MT_FLAGS_ALLOC_RANGE`
+/// maple tree) and the functions around it, `mm/memremap.c`.
+///
+/// # Differences from the kernel
+///
+/// A value, not a global; it also owns a section index for fast lookups.
+pub struct DevicePrivateSpace {
+    cfg: SpaceConfig,
+    tree: RangeTree<Arc<DevPagemap>>,
+    index: SectionIndex,
+    writer: Mutex<()>,
+    next_id: AtomicU64,
+}
+
+impl fmt::Debug for DevicePrivateSpace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DevicePrivateSpace")
+            .field("cfg", &self.cfg)
+            .field("pagemaps", &self.tree.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for DevicePrivateSpace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DevicePrivateSpace {
+    /// A space with the kernel-exact defaults (`MAX_PHYSMEM_BITS` 46, exact
+    /// packing).
+    ///
+    /// Kernel: `MTREE_INIT(device_private_pgmap_tree, MT_FLAGS_ALLOC_RANGE)`.
+    pub fn new() -> Self {
+        Self::with_config(SpaceConfig::default())
+    }
+
+    /// A space with `cfg`. `section_shift` and `space_shift` are clamped to
+    /// `PAGE_SHIFT..=MAX_PHYSMEM_BITS`.
+    ///
+    /// Kernel: none (model only).
+    pub fn with_config(mut cfg: SpaceConfig) -> Self {
+        let bits = cfg.paging.max_physmem_bits();
+        cfg.space_shift = Some(cfg.space_shift.unwrap_or(bits).clamp(PAGE_SHIFT, bits));
+        cfg.section_shift = cfg.section_shift.clamp(PAGE_SHIFT, bits);
+        let space_pages = cfg.space_size() >> PAGE_SHIFT;
+        DevicePrivateSpace {
+            cfg,
+            tree: RangeTree::new(),
+            index: SectionIndex::new(space_pages, cfg.section_shift - PAGE_SHIFT),
+            writer: Mutex::new(()),
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    /// The settings.
+    ///
+    /// Kernel: none (model only).
+    pub fn config(&self) -> SpaceConfig {
+        self.cfg
+    }
+
+    /// Number of mapped pagemaps.
+    ///
+    /// Kernel: none (model only).
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    /// `true` if no pagemap is mapped.
+    ///
+    /// Kernel: `mtree_empty(&device_private_pgmap_tree)`.
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+
+    /// Enters a read-side section: lookups through it take no lock and
+    /// write no shared memory.
+    ///
+    /// Kernel: `rcu_read_lock()` (which `mtree_load()` takes internally).
+    pub fn read(&self) -> SpaceReadGuard<'_> {
+        SpaceReadGuard {
+            space: self,
+            tree: self.tree.read(),
+        }
+    }
+
+    /// Creates a device-private pagemap of `params.nr_pages` pages: reserves
+    /// a range of the address space, builds the pages array and initialises
+    /// every page as `__init_zone_device_page` does.
+    ///
+    /// Kernel: `memremap_device_private_pagemap(pgmap, nid)`, `mm/memremap.c`
+    /// (series v6, 13/13).
+    ///
+    /// Each page starts with refcount 0, `PG_reserved`, `ZONE_DEVICE` and
+    /// node `nid` in its flags, the pgmap in word 1, no `zone_device_data`,
+    /// and `_mapcount` −1. A negative `nid` means the current node (node 0
+    /// in the model: `numa_mem_id()`).
+    ///
+    /// # Differences from the kernel
+    ///
+    /// - The kernel allocates the range, then initialises the pages. The
+    ///   model finds the range (`find_gap`), builds and initialises the
+    ///   whole pagemap, and then inserts it, so no reader can see a
+    ///   half-built pagemap. Writers are serialised, so the gap stays free.
+    /// - A request larger than the whole space is rejected (`EINVAL`, as
+    ///   `mtree_alloc_range` would) before the pages array is allocated.
+    /// - With [`Packing::SectionAligned`] the start is section-aligned.
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL` (with a `WARN`): the type is not `MEMORY_DEVICE_PRIVATE`,
+    ///   `ops` is missing or has no `migrate_to_ram`, `owner` is missing;
+    ///   also `nr_pages` is 0 or larger than the space.
+    /// - `ENOMEM`: the pages array cannot be allocated.
+    /// - `EBUSY`: no free range of the address space is large enough.
+    ///
+    /// On every error nothing is reserved and nothing is leaked.
+    pub fn memremap_device_private_pagemap(
+        &self,
+        params: PagemapParams,
+        nid: i32,
+    ) -> Result<Arc<DevPagemap>, Errno> {
+        let PagemapParams {
+            memory_type,
+            nr_pages,
+            owner,
+            ops,
+        } = params;
+        if warn_on!(
+            memory_type != MemoryType::Private,
+            "memremap_device_private_pagemap(): type is not MEMORY_DEVICE_PRIVATE"
+        ) {
+            return Err(Errno::EINVAL);
+        }
+        let Some(ops) = ops.filter(|o| o.has_migrate_to_ram()) else {
+            warn_on!(
+                true,
+                "memremap_device_private_pagemap(): no ops->migrate_to_ram"
+            );
+            return Err(Errno::EINVAL);
+        };
+        let Some(owner) = owner else {
+            warn_on!(true, "memremap_device_private_pagemap(): no owner");
+            return Err(Errno::EINVAL);
+        };
+        let space = self.cfg.space_size();
+        let size = nr_pages
+            .checked_bytes()
+            .filter(|&b| b > 0 && b <= space)
+            .ok_or(Errno::EINVAL)?;
+        let align = match self.cfg.packing {
+            Packing::KernelExact => 1,
+            Packing::SectionAligned => 1 << self.cfg.section_shift,
+        };
+        let nid = if nid < 0 { 0 } else { nid };
+
+        let _w = self.writer.lock();
+        // Inclusive bound, as the kernel passes it (`1ull << MAX_PHYSMEM_BITS`).
+        let start = self.tree.find_gap(size, align, 0..=space)?;
+        let pages = build_pages(nr_pages, nid)?;
+        let (done, refs) = new_ref();
+        let pgmap = Arc::new(DevPagemap {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            memory_type,
+            nr_pages,
+            pages,
+            range: start..=start + (size - 1),
+            first_offset: start >> PAGE_SHIFT,
+            owner,
+            ops,
+            nid,
+            refs,
+            done,
+            state: AtomicU32::new(LIVE),
+        });
+        if let Err(e) = self
+            .tree
+            .insert_range(pgmap.range.clone(), Arc::clone(&pgmap))
+        {
+            // Unreachable while writers are serialised; hand back the errno
+            // rather than panic.
+            return Err(e.cause);
+        }
+        self.publish_sections(&pgmap);
+        Ok(pgmap)
+    }
+
+    /// As [`memremap_device_private_pagemap`], with the pagemap unmapped
+    /// when the returned handle drops.
+    ///
+    /// Kernel: `devm_memremap_device_private_pagemap(dev, pgmap)`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`memremap_device_private_pagemap`].
+    ///
+    /// [`memremap_device_private_pagemap`]: Self::memremap_device_private_pagemap
+    pub fn devm_memremap_device_private_pagemap(
+        &self,
+        params: PagemapParams,
+        nid: i32,
+    ) -> Result<DevmPagemap<'_>, Errno> {
+        let pgmap = self.memremap_device_private_pagemap(params, nid)?;
+        Ok(DevmPagemap {
+            space: self,
+            pgmap: Some(pgmap),
+        })
+    }
+
+    /// Tears a pagemap down: kills its ref, waits until every allocated
+    /// device page has been freed, and removes its range from the space.
+    ///
+    /// Kernel: `memunmap_device_private_pagemap(pgmap)`, `mm/memremap.c`.
+    ///
+    /// # Differences from the kernel
+    ///
+    /// The order of the last steps is reversed (module docs, H15): the
+    /// range is erased first and the pages array goes only after a grace
+    /// period. Bad calls return an errno instead of crashing.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` (with a `WARN`) if `pgmap` is not mapped in this space
+    /// (another space's, or already unmapped). Nothing changes then.
+    pub fn memunmap_device_private_pagemap(&self, pgmap: &Arc<DevPagemap>) -> Result<(), Errno> {
+        self.check_mapped(pgmap)?;
+        kill_once(pgmap);
+        pgmap.done.wait();
+        self.remove(pgmap)
+    }
+
+    /// As [`memunmap_device_private_pagemap`], but gives up after `timeout`
+    /// if pages are still allocated.
+    ///
+    /// Kernel: none (a bounded `wait_for_completion_timeout()` variant).
+    ///
+    /// # Errors
+    ///
+    /// - `EINVAL`: as for [`memunmap_device_private_pagemap`].
+    /// - `EBUSY`: pages are still allocated after `timeout`. The ref stays
+    ///   killed (the kernel has no way back either), the pagemap stays
+    ///   mapped, and a later call finishes the teardown.
+    ///
+    /// [`memunmap_device_private_pagemap`]: Self::memunmap_device_private_pagemap
+    pub fn try_memunmap_device_private_pagemap(
+        &self,
+        pgmap: &Arc<DevPagemap>,
+        timeout: Duration,
+    ) -> Result<(), Errno> {
+        self.check_mapped(pgmap)?;
+        kill_once(pgmap);
+        if !pgmap.done.wait_timeout(timeout) {
+            return Err(Errno::EBUSY);
+        }
+        self.remove(pgmap)
+    }
+
+    /// The old physical-range path, which the series closes to
+    /// device-private memory.
+    ///
+    /// Kernel: `memremap_pages(pgmap, nid)`, `mm/memremap.c`, which with the
+    /// series WARNs `"Use memremap_device_private_pagemap()"` for
+    /// `MEMORY_DEVICE_PRIVATE`.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` for `MEMORY_DEVICE_PRIVATE`; `EOPNOTSUPP` for every other
+    /// type, whose physical ranges the model does not implement.
+    pub fn memremap_pages(&self, params: &PagemapParams, _nid: i32) -> Result<(), Errno> {
+        if warn_on!(
+            params.memory_type == MemoryType::Private,
+            "Use memremap_device_private_pagemap()"
+        ) {
+            return Err(Errno::EINVAL);
+        }
+        Err(Errno::EOPNOTSUPP)
+    }
+
+    /// Checks the tree, the index and every pagemap, and that the index and
+    /// the tree agree on every section.
+    ///
+    /// Kernel: `mt_validate()` plus model-only checks.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the first broken invariant.
+    pub fn validate(&self) -> Result<(), String> {
+        let _w = self.writer.lock();
+        self.tree.validate().map_err(|e| e.to_string())?;
+        let g = self.read();
+        let limit = self.cfg.space_size();
+        for (range, pm) in g.tree.iter() {
+            pm.validate()?;
+            if *range.start() != *pm.range.start() || *range.end() != *pm.range.end() {
+                return Err(format!(
+                    "pagemap {}: tree range {range:?} differs from its own",
+                    pm.id
+                ));
+            }
+            if *range.end() > limit {
+                return Err(format!("pagemap {}: beyond the space", pm.id));
+            }
+            if pm.is_unmapped() {
+                return Err(format!("pagemap {}: unmapped but still in the tree", pm.id));
+            }
+            for s in self.sections_of(pm) {
+                // SAFETY: `g` holds a tree read guard.
+                let have = unsafe { self.index.lookup(s * self.index.section_pages()) };
+                let want = self.expected_slot(&g, s, None);
+                if have != want {
+                    return Err(format!(
+                        "section {s}: index says {have:?}, tree says {want:?}"
+                    ));
+                }
+            }
+        }
+        // SAFETY: `g` holds a tree read guard.
+        for (s, have) in unsafe { self.index.occupied() } {
+            let want = self.expected_slot(&g, s, None);
+            if have != want {
+                return Err(format!(
+                    "section {s}: index says {have:?}, tree says {want:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_mapped(&self, pgmap: &Arc<DevPagemap>) -> Result<(), Errno> {
+        let g = self.tree.read();
+        let mapped = g
+            .load(*pgmap.range.start())
+            .is_some_and(|(_, pm)| Arc::ptr_eq(pm, pgmap));
+        if warn_on!(
+            !mapped,
+            "memunmap_device_private_pagemap(): pagemap not mapped in this space"
+        ) {
+            return Err(Errno::EINVAL);
+        }
+        Ok(())
+    }
+
+    /// Unpublishes and erases `pgmap` after its pages are all free.
+    fn remove(&self, pgmap: &Arc<DevPagemap>) -> Result<(), Errno> {
+        {
+            let _w = self.writer.lock();
+            // Re-check under the lock: a racing unmap may have won.
+            self.check_mapped(pgmap)?;
+            {
+                let g = self.read();
+                for s in self.sections_of(pgmap) {
+                    self.index.set(s, self.expected_slot(&g, s, Some(pgmap)));
+                }
+            }
+            self.tree.erase(*pgmap.range.start());
+            pgmap.state.store(UNMAPPED, Ordering::Release);
+        }
+        // Let the space's copies of the pagemap (and so its pages) go.
+        self.tree.synchronize();
+        Ok(())
+    }
+
+    fn publish_sections(&self, pgmap: &Arc<DevPagemap>) {
+        let g = self.read();
+        for s in self.sections_of(pgmap) {
+            self.index.set(s, self.expected_slot(&g, s, None));
+        }
+    }
+
+    /// The sections `pgmap`'s pages fall in.
+    fn sections_of(&self, pgmap: &DevPagemap) -> RangeInclusive<u64> {
+        let last = pgmap.first_offset + pgmap.nr_pages.get() - 1;
+        self.index.section_of(pgmap.first_offset)..=self.index.section_of(last)
+    }
+
+    /// What section `s`'s slot should say, from the tree, ignoring
+    /// `except`.
+    fn expected_slot<'a>(
+        &self,
+        g: &'a SpaceReadGuard<'_>,
+        s: u64,
+        except: Option<&Arc<DevPagemap>>,
+    ) -> Slot<'a> {
+        let lo = (s * self.index.section_pages()) << PAGE_SHIFT;
+        let hi = lo + (self.index.section_pages() << PAGE_SHIFT) - 1;
+        let mut found = None;
+        let mut key = lo;
+        while let Some((range, pm)) = g.tree.find_from(key) {
+            if *range.start() > hi {
+                break;
+            }
+            if except.is_none_or(|e| !Arc::ptr_eq(e, pm)) {
+                if found.is_some() {
+                    return Slot::Shared;
+                }
+                found = Some(&**pm);
+            }
+            match range.end().checked_add(1) {
+                Some(k) => key = k,
+                None => break,
+            }
+        }
+        found.map_or(Slot::Empty, Slot::One)
+    }
+}
+
+/// Builds `nr_pages` pages, each as `__init_zone_device_page` leaves it, in
+/// one pass (the allocation's address is the pgmap cookie, so it is taken
+/// before the pages are written).
+fn build_pages(nr_pages: PageCount, nid: i32) -> Result<Box<[Page]>, Errno> {
+    let n = usize::try_from(nr_pages.get()).map_err(|_| Errno::ENOMEM)?;
+    let mut v: Vec<Page> = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Errno::ENOMEM)?;
+    let cookie = v.as_ptr().addr() as u64;
+    let flags = page_links(ZONE_DEVICE, nid.unsigned_abs()) | 1 << PG_RESERVED;
+    // `_refcount` 0 in the high half, `_mapcount` −1 in the low half.
+    let counts = u64::from(u32::MAX);
+    let mut w = [0u64; 8];
+    w[word::FLAGS] = flags;
+    w[word::COMPOUND_HEAD] = cookie;
+    w[word::COUNTS] = counts;
+    v.extend((0..n).map(|_| Page::from_words(w)));
+    // `len == capacity`, so this keeps the allocation (and the cookie).
+    Ok(v.into_boxed_slice())
+}
+
+/// A new ref whose release completes the returned completion.
+fn new_ref() -> (Arc<Completion>, PercpuRef) {
+    let (refs, done) = PercpuRef::with_completion();
+    (done, refs)
+}
+
+fn kill_once(pgmap: &DevPagemap) {
+    if pgmap
+        .state
+        .compare_exchange(LIVE, DYING, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
+        pgmap.refs.kill();
+    }
+}
+
+/// A pagemap that is unmapped when this handle drops.
+///
+/// Kernel: the devres action `devm_memremap_device_private_pagemap()`
+/// registers.
+pub struct DevmPagemap<'s> {
+    space: &'s DevicePrivateSpace,
+    pgmap: Option<Arc<DevPagemap>>,
+}
+
+impl fmt::Debug for DevmPagemap<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DevmPagemap").field(&self.pgmap).finish()
+    }
+}
+
+impl DevmPagemap<'_> {
+    /// The pagemap.
+    ///
+    /// Kernel: the `struct dev_pagemap *` the driver keeps.
+    ///
+    /// # Panics
+    ///
+    /// Never: the pagemap is taken only by `release` and `drop`, which
+    /// consume the handle.
+    pub fn pgmap(&self) -> &Arc<DevPagemap> {
+        self.pgmap
+            .as_ref()
+            .expect("a live DevmPagemap holds its pagemap")
+    }
+
+    /// Unmaps now (blocking until every page is freed).
+    ///
+    /// Kernel: `devm_memunmap_device_private_pagemap(dev, pgmap)`.
+    ///
+    /// # Errors
+    ///
+    /// As for `memunmap_device_private_pagemap`.
+    pub fn release(mut self) -> Result<(), Errno> {
+        match self.pgmap.take() {
+            Some(p) => self.space.memunmap_device_private_pagemap(&p),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for DevmPagemap<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.pgmap.take() {
+            // Errors here mean it was already unmapped by hand: nothing to do.
+            let _ = self.space.memunmap_device_private_pagemap(&p);
+        }
+    }
+}
+
+/// A read-side section of a [`DevicePrivateSpace`]. Pages found through it
+/// borrow it: they cannot outlive the section.
+///
+/// Kernel: the `rcu_read_lock()` section of `mtree_load()` in
+/// `device_private_offset_to_page()`, held across many lookups.
+///
+/// # Differences from the kernel
+///
+/// `device_private_offset_to_page()` takes no reference: a caller that
+/// keeps the page after `rcu_read_unlock()` relies on a page reference it
+/// holds. Here the borrow checker ends every `PageRef` with the section.
+pub struct SpaceReadGuard<'g> {
+    space: &'g DevicePrivateSpace,
+    tree: devpriv_rangetree::ReadGuard<'g, Arc<DevPagemap>>,
+}
+
+impl fmt::Debug for SpaceReadGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpaceReadGuard").finish_non_exhaustive()
+    }
+}
+
+impl SpaceReadGuard<'_> {
+    /// The page at `offset`, or `None` (with a `WARN`) if no pagemap holds
+    /// it.
+    ///
+    /// Kernel: `device_private_offset_to_page(offset)`, `mm/memremap.c`.
+    ///
+    /// # Differences from the kernel
+    ///
+    /// The kernel walks the maple tree; the model first reads the section
+    /// index (two dependent loads) and walks the tree only for a section
+    /// shared by two pagemaps. Returns a [`PageRef`].
+    #[inline]
+    pub fn device_private_offset_to_page(
+        &self,
+        offset: DevicePrivateOffset,
+    ) -> Option<PageRef<'_>> {
+        let page = self.lookup(offset);
+        if warn_on_once!(
+            page.is_none(),
+            "device_private_offset_to_page(): no pagemap at this offset"
+        ) {
+            return None;
+        }
+        page
+    }
+
+    #[inline]
+    fn lookup(&self, offset: DevicePrivateOffset) -> Option<PageRef<'_>> {
+        // SAFETY: `self.tree` is a read guard of the space's tree, held for
+        // the borrow of `self` that the result is tied to.
+        match unsafe { self.space.index.lookup(offset.get()) } {
+            Slot::One(pm) => pm.page(offset),
+            Slot::Shared => self.lookup_tree(offset),
+            Slot::Empty => None,
+        }
+    }
+
+    /// The tree walk the kernel does: `mtree_load(offset << PAGE_SHIFT)`.
+    fn lookup_tree(&self, offset: DevicePrivateOffset) -> Option<PageRef<'_>> {
+        let key = offset.to_addr()?.get();
+        let (_, pm) = self.tree.load(key)?;
+        pm.page(offset)
+    }
+
+    /// As [`device_private_offset_to_page`], always through the tree (the
+    /// kernel's path), for fidelity tests and benchmarks.
+    ///
+    /// Kernel: `device_private_offset_to_page(offset)`.
+    ///
+    /// [`device_private_offset_to_page`]: Self::device_private_offset_to_page
+    pub fn device_private_offset_to_page_tree(
+        &self,
+        offset: DevicePrivateOffset,
+    ) -> Option<PageRef<'_>> {
+        let page = self.lookup_tree(offset);
+        if warn_on_once!(
+            page.is_none(),
+            "device_private_offset_to_page(): no pagemap at this offset"
+        ) {
+            return None;
+        }
+        page
+    }
+
+    /// Resolves many offsets under this one read section.
+    ///
+    /// Kernel: none (callers loop over `device_private_offset_to_page()`).
+    pub fn device_private_offsets_to_pages<'a, I>(
+        &'a self,
+        offsets: I,
+    ) -> impl Iterator<Item = Option<PageRef<'a>>> + 'a
+    where
+        I: IntoIterator<Item = DevicePrivateOffset>,
+        I::IntoIter: 'a,
+    {
+        offsets
+            .into_iter()
+            .map(|o| self.device_private_offset_to_page(o))
+    }
+
+    /// The offset of `page`: its pgmap's first offset plus its index.
+    ///
+    /// Kernel: `device_private_page_to_offset(page)`, `mm/memremap.c`.
+    ///
+    /// # Differences from the kernel
+    ///
+    /// Takes a [`PageRef`]. The kernel reads `page_pgmap(page)`; so does the
+    /// model, and when that word does not name the page's pagemap (hazard
+    /// H10) it returns `None` with a `WARN` where the kernel would compute
+    /// from a bad pointer.
+    pub fn device_private_page_to_offset(&self, page: PageRef<'_>) -> Option<DevicePrivateOffset> {
+        let pm = page.pgmap()?;
+        pm.first_offset()
+            .checked_add(PageCount::new(page.index() as u64))
+    }
+
+    /// The offset of the folio's head page.
+    ///
+    /// Kernel: `device_private_folio_to_offset(folio)`, `mm/memremap.c`.
+    pub fn device_private_folio_to_offset(&self, folio: Folio<'_>) -> Option<DevicePrivateOffset> {
+        self.device_private_page_to_offset(folio.page())
+    }
+
+    /// The pagemap whose range holds `addr`, from the tree.
+    ///
+    /// Kernel: `mtree_load(&device_private_pgmap_tree, addr)`.
+    pub fn pagemap_at(&self, addr: DevicePrivateAddr) -> Option<&Arc<DevPagemap>> {
+        self.tree.load(addr.get()).map(|(_, pm)| pm)
+    }
+
+    /// Every mapped pagemap, in address order.
+    ///
+    /// Kernel: `mt_for_each(&device_private_pgmap_tree, ...)`.
+    pub fn pagemaps(&self) -> impl Iterator<Item = &Arc<DevPagemap>> + '_ {
+        self.tree.iter().map(|(_, pm)| pm)
+    }
+}

@@ -1,0 +1,199 @@
+//! The section index: offset → pagemap in two dependent loads.
+//!
+//! Kernel: `mem_section[][]` and `__nr_to_section()` (`mm/sparse.c`,
+//! `include/linux/mmzone.h`, `SPARSEMEM_EXTREME`): a root array of lazily
+//! allocated leaves, one slot per section.
+//!
+//! The series turned `pfn_to_page()` (pointer arithmetic) into a maple-tree
+//! walk; this index is how the model gets most of the arithmetic back. The
+//! range tree stays the truth; the index is derived from it under the
+//! space's writer lock. A slot holds the one pagemap that overlaps its
+//! section, or [`Slot::Shared`] when two or more do (possible under the
+//! kernel's exact, page-aligned packing), in which case the lookup falls
+//! back to the tree.
+//!
+//! # Reclamation
+//!
+//! Leaves are never freed before the index is dropped. Slots hold raw
+//! pointers to pagemaps that the range tree keeps alive: a pagemap removed
+//! from the index and the tree is dropped only when the tree's grace period
+//! ends, and every reader of the index holds a read guard of the tree.
+
+use crate::memremap::DevPagemap;
+use devpriv_core::sync::atomic::{AtomicPtr, Ordering};
+use std::ptr;
+
+/// log2 of the slots in one leaf.
+const LEAF_BITS: u32 = 12;
+const LEAF_SLOTS: usize = 1 << LEAF_BITS;
+
+/// The sentinel for a section shared by several pagemaps. Never
+/// dereferenced; its address (1) is never a real pagemap's.
+fn shared() -> *mut DevPagemap {
+    ptr::without_provenance_mut(1)
+}
+
+struct Leaf {
+    slots: Box<[AtomicPtr<DevPagemap>]>,
+}
+
+impl Leaf {
+    fn new() -> Leaf {
+        Leaf {
+            slots: (0..LEAF_SLOTS)
+                .map(|_| AtomicPtr::new(ptr::null_mut()))
+                .collect(),
+        }
+    }
+}
+
+/// What a section slot says.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Slot<'a> {
+    Empty,
+    One(&'a DevPagemap),
+    Shared,
+}
+
+impl PartialEq for Slot<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Slot::Empty, Slot::Empty) | (Slot::Shared, Slot::Shared) => true,
+            (Slot::One(a), Slot::One(b)) => ptr::eq(*a, *b),
+            _ => false,
+        }
+    }
+}
+
+pub(crate) struct SectionIndex {
+    /// log2 of pages per section.
+    section_pages_shift: u32,
+    root: Box<[AtomicPtr<Leaf>]>,
+}
+
+impl Drop for SectionIndex {
+    fn drop(&mut self) {
+        for l in self.root.iter() {
+            let p = l.load(Ordering::Relaxed);
+            if !p.is_null() {
+                // SAFETY: Leaves come from `Box::into_raw` in `leaf_for` and
+                // are freed only here, with `&mut self` (no reader left).
+                drop(unsafe { Box::from_raw(p) });
+            }
+        }
+    }
+}
+
+impl SectionIndex {
+    /// An empty index for `space_pages` pages in sections of
+    /// `1 << section_pages_shift` pages.
+    pub(crate) fn new(space_pages: u64, section_pages_shift: u32) -> Self {
+        let sections = (space_pages >> section_pages_shift).max(1);
+        let leaves = usize::try_from(sections.div_ceil(LEAF_SLOTS as u64)).unwrap_or(usize::MAX);
+        SectionIndex {
+            section_pages_shift,
+            root: (0..leaves)
+                .map(|_| AtomicPtr::new(ptr::null_mut()))
+                .collect(),
+        }
+    }
+
+    /// The section that holds page `offset`.
+    pub(crate) fn section_of(&self, offset: u64) -> u64 {
+        offset >> self.section_pages_shift
+    }
+
+    /// Pages per section.
+    pub(crate) fn section_pages(&self) -> u64 {
+        1 << self.section_pages_shift
+    }
+
+    /// The slot for page `offset`: two dependent loads (leaf, then slot).
+    ///
+    /// # Safety
+    ///
+    /// - The caller holds a read guard of the space's range tree for `'g`
+    ///   (a pagemap found here is kept alive by the tree's grace period).
+    #[inline]
+    pub(crate) unsafe fn lookup<'g>(&self, offset: u64) -> Slot<'g> {
+        let s = offset >> self.section_pages_shift;
+        let Some(leaf) = usize::try_from(s >> LEAF_BITS)
+            .ok()
+            .and_then(|i| self.root.get(i))
+        else {
+            return Slot::Empty;
+        };
+        let leaf = leaf.load(Ordering::Acquire);
+        if leaf.is_null() {
+            return Slot::Empty;
+        }
+        // SAFETY: Non-null leaves are live until the index drops.
+        let leaf = unsafe { &*leaf };
+        #[expect(clippy::cast_possible_truncation, reason = "masked to LEAF_BITS")]
+        let p = leaf.slots[(s as usize) & (LEAF_SLOTS - 1)].load(Ordering::Acquire);
+        if p.is_null() {
+            Slot::Empty
+        } else if p == shared() {
+            Slot::Shared
+        } else {
+            // SAFETY: A published pagemap stays allocated while the tree's
+            // read guard that the caller holds is live (module docs).
+            Slot::One(unsafe { &*p })
+        }
+    }
+
+    /// Sets the slot of `section`. Caller holds the space's writer lock.
+    pub(crate) fn set(&self, section: u64, slot: Slot<'_>) {
+        let Some(l) = usize::try_from(section >> LEAF_BITS)
+            .ok()
+            .and_then(|i| self.root.get(i))
+        else {
+            return; // Beyond the space: nothing can be published there.
+        };
+        let v = match slot {
+            Slot::Empty => ptr::null_mut(),
+            Slot::Shared => shared(),
+            Slot::One(pm) => ptr::from_ref(pm).cast_mut(),
+        };
+        let mut leaf = l.load(Ordering::Acquire);
+        if leaf.is_null() {
+            if v.is_null() {
+                return;
+            }
+            leaf = Box::into_raw(Box::new(Leaf::new()));
+            // Release: the leaf's (null) slots are initialised before a
+            // reader can reach them.
+            l.store(leaf, Ordering::Release);
+        }
+        // SAFETY: Non-null leaves are live until the index drops.
+        let leaf = unsafe { &*leaf };
+        #[expect(clippy::cast_possible_truncation, reason = "masked to LEAF_BITS")]
+        let i = (section as usize) & (LEAF_SLOTS - 1);
+        // Release: the pagemap is fully built before it is reachable.
+        leaf.slots[i].store(v, Ordering::Release);
+    }
+
+    /// Every section whose slot is not empty, with its slot. Caller holds
+    /// the writer lock (and a tree guard, for `'g`).
+    ///
+    /// # Safety
+    ///
+    /// - As for [`SectionIndex::lookup`].
+    pub(crate) unsafe fn occupied<'g>(&self) -> Vec<(u64, Slot<'g>)> {
+        let mut out = Vec::new();
+        for (li, l) in self.root.iter().enumerate() {
+            if l.load(Ordering::Acquire).is_null() {
+                continue;
+            }
+            for j in 0..LEAF_SLOTS {
+                let s = ((li as u64) << LEAF_BITS) | j as u64;
+                // SAFETY: Caller's contract.
+                match unsafe { self.lookup(s << self.section_pages_shift) } {
+                    Slot::Empty => {}
+                    slot => out.push((s, slot)),
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,491 @@
+//! The device-private address space: memremap/memunmap, lookups, teardown.
+//!
+//! Kernel: `memremap_device_private_pagemap()`,
+//! `memunmap_device_private_pagemap()`, `device_private_offset_to_page()`,
+//! `device_private_page_to_offset()` (`mm/memremap.c`, series v6).
+
+use devpriv_core::warn::capture;
+use devpriv_core::{
+    DevicePrivateAddr, DevicePrivateOffset, Errno, PAGE_SIZE, PageCount, PagingMode,
+};
+use devpriv_pagemap::mm_types::word;
+use devpriv_pagemap::page_flags::{PG_RESERVED, ZONE_DEVICE, flags_node, flags_zone};
+use devpriv_pagemap::{
+    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, Packing,
+    PagemapParams, SpaceConfig, VmFault,
+};
+use proptest::prelude::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Driver;
+impl DevPagemapOps for Driver {
+    fn folio_free(&self, _folio: Folio<'_>) {}
+    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
+        Ok(())
+    }
+}
+
+/// An ops table whose `migrate_to_ram` is "NULL".
+struct NoMigrate;
+impl DevPagemapOps for NoMigrate {
+    fn folio_free(&self, _folio: Folio<'_>) {}
+    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
+        Err(Errno::EINVAL)
+    }
+    fn has_migrate_to_ram(&self) -> bool {
+        false
+    }
+}
+
+fn params(nr: u64) -> PagemapParams {
+    PagemapParams {
+        memory_type: MemoryType::Private,
+        nr_pages: PageCount::new(nr),
+        owner: Some(Owner(0xd00d)),
+        ops: Some(Arc::new(Driver)),
+    }
+}
+
+fn off(o: u64) -> DevicePrivateOffset {
+    DevicePrivateOffset::new(o)
+}
+
+fn small_space(packing: Packing, space_shift: u32) -> DevicePrivateSpace {
+    DevicePrivateSpace::with_config(SpaceConfig {
+        packing,
+        space_shift: Some(space_shift),
+        ..SpaceConfig::default()
+    })
+}
+
+#[test]
+fn memremap_initialises_every_page_like_init_zone_device_page() {
+    let space = DevicePrivateSpace::new();
+    let pm = space
+        .memremap_device_private_pagemap(params(64), 3)
+        .unwrap();
+    assert_eq!(pm.nr_pages(), PageCount::new(64));
+    assert_eq!(pm.nid(), 3);
+    assert_eq!(pm.owner(), Owner(0xd00d));
+    // The first allocation in an empty space starts at 0 (H14).
+    assert_eq!(
+        pm.range(),
+        DevicePrivateAddr::new(0)..=DevicePrivateAddr::new(64 * PAGE_SIZE - 1)
+    );
+    for p in pm.pages() {
+        assert_eq!(p.refcount(), 0);
+        assert_eq!(p.raw_mapcount(), -1);
+        assert!(p.test_flag(PG_RESERVED));
+        assert_eq!(flags_zone(p.flags()), ZONE_DEVICE);
+        assert_eq!(flags_node(p.flags()), 3);
+        assert_eq!(
+            p.raw(word::COMPOUND_HEAD),
+            pm.cookie().get(),
+            "pgmap in word 1"
+        );
+        assert_eq!(p.raw(word::ZONE_DEVICE_DATA), 0);
+        assert!(!p.is_tail());
+    }
+    // percpu_ref: live, one initial reference.
+    assert!(!pm.percpu_ref().is_dying());
+    space.validate().unwrap();
+    space.memunmap_device_private_pagemap(&pm).unwrap();
+    assert!(pm.is_unmapped() && space.is_empty());
+    assert!(pm.done().is_done());
+    space.validate().unwrap();
+}
+
+#[test]
+fn negative_nid_means_the_current_node() {
+    let space = DevicePrivateSpace::new();
+    let pm = space
+        .memremap_device_private_pagemap(params(1), -1)
+        .unwrap();
+    assert_eq!(pm.nid(), 0);
+    assert_eq!(flags_node(pm.pages()[0].flags()), 0);
+}
+
+/// Offsets and pages are exact inverses for every page of every pagemap,
+/// through the index and through the kernel's tree walk (H7d).
+#[test]
+fn offset_and_page_round_trip_across_pagemaps() {
+    for packing in [Packing::KernelExact, Packing::SectionAligned] {
+        let space = DevicePrivateSpace::with_config(SpaceConfig {
+            packing,
+            ..SpaceConfig::default()
+        });
+        let sizes = [1, 511, 512, 513, 3, 1024, 7];
+        let pms: Vec<_> = sizes
+            .iter()
+            .map(|&n| space.memremap_device_private_pagemap(params(n), 0).unwrap())
+            .collect();
+        space.validate().unwrap();
+        let g = space.read();
+        for pm in &pms {
+            let first = pm.first_offset().get();
+            if packing == Packing::SectionAligned {
+                assert_eq!(first % 512, 0, "section-aligned start");
+            }
+            for i in 0..pm.nr_pages().get() {
+                let o = off(first + i);
+                let page = g.device_private_offset_to_page(o).unwrap();
+                assert!(std::ptr::eq(page.owner(), &**pm));
+                assert_eq!(page.index() as u64, i);
+                assert_eq!(g.device_private_page_to_offset(page), Some(o));
+                assert_eq!(g.device_private_folio_to_offset(page.folio()), Some(o));
+                assert_eq!(
+                    g.device_private_offset_to_page_tree(o),
+                    Some(page),
+                    "index and tree agree"
+                );
+            }
+        }
+        if packing == Packing::KernelExact {
+            // Kernel packing is back to back: each starts where the last ended.
+            for w in pms.windows(2) {
+                assert_eq!(
+                    w[1].first_offset().get(),
+                    w[0].first_offset().get() + w[0].nr_pages().get()
+                );
+            }
+        }
+    }
+}
+
+/// Offsets in gaps, beyond the space, and after unmap give `None` and a
+/// `WARN` (H7d, H14, H15).
+#[test]
+fn gaps_and_unmapped_offsets_give_none_and_warn() {
+    let space = DevicePrivateSpace::with_config(SpaceConfig {
+        packing: Packing::SectionAligned,
+        ..SpaceConfig::default()
+    });
+    let a = space
+        .memremap_device_private_pagemap(params(10), 0)
+        .unwrap();
+    let b = space
+        .memremap_device_private_pagemap(params(10), 0)
+        .unwrap();
+    assert_eq!(
+        b.first_offset(),
+        off(512),
+        "the gap after a's 10 pages is in a's section"
+    );
+    {
+        let g = space.read();
+        let (r, w) = capture(|| {
+            [
+                g.device_private_offset_to_page(off(10)),
+                g.device_private_offset_to_page(off(511)),
+                g.device_private_offset_to_page(off(522)),
+                g.device_private_offset_to_page(off(1 << 40)),
+                g.device_private_offset_to_page(off(u64::MAX)),
+            ]
+        });
+        assert!(r.iter().all(Option::is_none));
+        assert_eq!(w.count_matching("no pagemap at this offset"), 5);
+        let (_, w) = capture(|| g.device_private_offset_to_page(off(9)));
+        assert!(w.is_empty(), "a hit does not warn");
+    }
+    space.memunmap_device_private_pagemap(&a).unwrap();
+    let g = space.read();
+    let (r, w) = capture(|| g.device_private_offset_to_page(off(0)));
+    assert!(r.is_none());
+    assert_eq!(w.count(), 1);
+    assert!(
+        g.device_private_offset_to_page(off(512)).is_some(),
+        "b is untouched"
+    );
+    drop(g);
+    space.validate().unwrap();
+}
+
+/// Every rejected request: the errno, a `WARN` where the kernel WARNs, and
+/// nothing reserved.
+#[test]
+fn invalid_params_are_rejected_and_leave_nothing_behind() {
+    let space = DevicePrivateSpace::new();
+    let cases: Vec<(PagemapParams, &str)> = vec![
+        (
+            PagemapParams {
+                memory_type: MemoryType::Coherent,
+                ..params(1)
+            },
+            "not MEMORY_DEVICE_PRIVATE",
+        ),
+        (
+            PagemapParams {
+                memory_type: MemoryType::FsDax,
+                ..params(1)
+            },
+            "not MEMORY_DEVICE_PRIVATE",
+        ),
+        (
+            PagemapParams {
+                ops: None,
+                ..params(1)
+            },
+            "migrate_to_ram",
+        ),
+        (
+            PagemapParams {
+                ops: Some(Arc::new(NoMigrate)),
+                ..params(1)
+            },
+            "migrate_to_ram",
+        ),
+        (
+            PagemapParams {
+                owner: None,
+                ..params(1)
+            },
+            "no owner",
+        ),
+        (params(0), ""),
+        (params(u64::MAX), ""),
+        (params((1 << 34) + 1), ""),
+    ];
+    for (p, warning) in cases {
+        let what = format!("{p:?}");
+        let (r, w) = capture(|| space.memremap_device_private_pagemap(p, 0));
+        assert_eq!(r.unwrap_err(), Errno::EINVAL, "{what}");
+        if !warning.is_empty() {
+            assert_eq!(w.count_matching(warning), 1, "{what}");
+        }
+        assert!(space.is_empty(), "{what}");
+        space.validate().unwrap();
+    }
+    // The old physical path refuses device-private memory.
+    let (r, w) = capture(|| space.memremap_pages(&params(1), 0));
+    assert_eq!(r, Err(Errno::EINVAL));
+    assert_eq!(w.count_matching("Use memremap_device_private_pagemap()"), 1);
+    // Nothing was reserved: the next pagemap still starts at 0.
+    let pm = space.memremap_device_private_pagemap(params(1), 0).unwrap();
+    assert_eq!(pm.first_offset(), off(0));
+}
+
+#[test]
+fn exhaustion_gives_ebusy_and_freed_space_is_reused() {
+    // A 16 MiB space: 4096 pages.
+    let space = small_space(Packing::KernelExact, 24);
+    let a = space
+        .memremap_device_private_pagemap(params(2048), 0)
+        .unwrap();
+    let b = space
+        .memremap_device_private_pagemap(params(2048), 0)
+        .unwrap();
+    assert_eq!(
+        space
+            .memremap_device_private_pagemap(params(1), 0)
+            .unwrap_err(),
+        Errno::EBUSY
+    );
+    assert_eq!(space.len(), 2);
+    space.validate().unwrap();
+    space.memunmap_device_private_pagemap(&a).unwrap();
+    // Lowest fit finds the freed range again.
+    let c = space
+        .memremap_device_private_pagemap(params(1024), 0)
+        .unwrap();
+    assert_eq!(c.first_offset(), off(0));
+    assert_eq!(b.first_offset(), off(2048));
+    // A request larger than the whole space is EINVAL, as in mtree_alloc_range.
+    assert_eq!(
+        space
+            .memremap_device_private_pagemap(params(4097), 0)
+            .unwrap_err(),
+        Errno::EINVAL
+    );
+    space.validate().unwrap();
+}
+
+/// Unmap waits until every allocated page is freed; the bounded variant
+/// gives EBUSY; the range is reusable afterwards (H11).
+#[test]
+fn unmap_waits_for_allocated_pages() {
+    let space = DevicePrivateSpace::new();
+    let pm = space
+        .memremap_device_private_pagemap(params(16), 0)
+        .unwrap();
+    let start = pm.first_offset();
+    // One page allocated: the ref holds one extra reference.
+    assert!(pm.percpu_ref().tryget_many(1));
+    assert_eq!(
+        space.try_memunmap_device_private_pagemap(&pm, Duration::from_millis(20)),
+        Err(Errno::EBUSY)
+    );
+    assert!(pm.percpu_ref().is_dying(), "the ref stays killed");
+    assert!(
+        !pm.is_unmapped() && space.len() == 1,
+        "the pagemap stays mapped"
+    );
+    // tryget_many does not check DEAD: allocation after kill still works
+    // while a page is outstanding (H11).
+    assert!(pm.percpu_ref().tryget_many(1));
+    pm.percpu_ref().put_many(1);
+    std::thread::scope(|s| {
+        let t = s.spawn(|| space.memunmap_device_private_pagemap(&pm));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(
+            !t.is_finished(),
+            "memunmap must block while a page is allocated"
+        );
+        pm.percpu_ref().put_many(1); // The page is freed.
+        assert_eq!(t.join().unwrap(), Ok(()));
+    });
+    assert!(pm.is_unmapped());
+    let again = space
+        .memremap_device_private_pagemap(params(16), 0)
+        .unwrap();
+    assert_eq!(again.first_offset(), start, "the range is reusable");
+    space.validate().unwrap();
+}
+
+#[test]
+fn unmap_twice_or_from_another_space_is_einval_and_changes_nothing() {
+    let space = DevicePrivateSpace::new();
+    let other = DevicePrivateSpace::new();
+    let pm = space.memremap_device_private_pagemap(params(4), 0).unwrap();
+    let foreign = other.memremap_device_private_pagemap(params(4), 0).unwrap();
+    let (r, w) = capture(|| space.memunmap_device_private_pagemap(&foreign));
+    assert_eq!(r, Err(Errno::EINVAL));
+    assert_eq!(w.count_matching("not mapped in this space"), 1);
+    assert!(
+        !foreign.percpu_ref().is_dying(),
+        "the foreign pagemap is untouched"
+    );
+    space.memunmap_device_private_pagemap(&pm).unwrap();
+    assert_eq!(
+        space.memunmap_device_private_pagemap(&pm),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        space.try_memunmap_device_private_pagemap(&pm, Duration::ZERO),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(other.len(), 1);
+    other.validate().unwrap();
+}
+
+#[test]
+fn devm_handle_unmaps_on_drop() {
+    let space = DevicePrivateSpace::new();
+    let pm: Arc<DevPagemap> = {
+        let h = space
+            .devm_memremap_device_private_pagemap(params(8), 0)
+            .unwrap();
+        Arc::clone(h.pgmap())
+    };
+    assert!(pm.is_unmapped() && space.is_empty());
+    let h = space
+        .devm_memremap_device_private_pagemap(params(8), 0)
+        .unwrap();
+    assert_eq!(h.release(), Ok(()));
+    assert!(space.is_empty());
+}
+
+/// Kernel-exact packing shares sections between small pagemaps; the shared
+/// sections fall back to the tree and still resolve exactly.
+#[test]
+fn shared_sections_fall_back_to_the_tree() {
+    let space = DevicePrivateSpace::new();
+    let pms: Vec<_> = (0..40)
+        .map(|_| space.memremap_device_private_pagemap(params(3), 0).unwrap())
+        .collect();
+    space.validate().unwrap();
+    let g = space.read();
+    for pm in &pms {
+        for i in 0..3 {
+            let o = off(pm.first_offset().get() + i);
+            let p = g.device_private_offset_to_page(o).unwrap();
+            assert!(std::ptr::eq(p.owner(), &**pm));
+        }
+    }
+    drop(g);
+    // Unmap every other one: shared sections become single again.
+    for pm in pms.iter().step_by(2) {
+        space.memunmap_device_private_pagemap(pm).unwrap();
+    }
+    space.validate().unwrap();
+}
+
+#[test]
+fn five_level_paging_widens_the_space() {
+    let space = DevicePrivateSpace::with_config(SpaceConfig {
+        paging: PagingMode::FiveLevel,
+        ..SpaceConfig::default()
+    });
+    assert_eq!(space.config().space_size(), 1 << 52);
+    let pm = space.memremap_device_private_pagemap(params(1), 0).unwrap();
+    assert_eq!(pm.first_offset(), off(0));
+}
+
+/// A shadow of the space: (first offset, pages, id) per mapped pagemap.
+#[derive(Clone, Debug)]
+enum Op {
+    Map(u64),
+    Unmap(usize),
+    Lookup(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (1..=600u64).prop_map(Op::Map),
+        2 => any::<usize>().prop_map(Op::Unmap),
+        4 => (0..8192u64).prop_map(Op::Lookup),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn memremap_memunmap_and_lookups_match_an_oracle(
+        ops in prop::collection::vec(op(), 1..60),
+        aligned in any::<bool>(),
+    ) {
+        // 32 MiB: 8192 pages, so the space fills up and gaps get reused.
+        let packing = if aligned { Packing::SectionAligned } else { Packing::KernelExact };
+        let space = small_space(packing, 25);
+        let mut live: Vec<Arc<DevPagemap>> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Map(n) => match space.memremap_device_private_pagemap(params(n), 0) {
+                    Ok(pm) => {
+                        // Lowest fit: nothing free below the new start fits.
+                        for other in &live {
+                            let (s, e) = (other.first_offset().get(), other.first_offset().get() + other.nr_pages().get());
+                            prop_assert!(pm.first_offset().get() >= e || pm.first_offset().get() + n <= s);
+                        }
+                        live.push(pm);
+                    }
+                    Err(e) => prop_assert_eq!(e, Errno::EBUSY),
+                },
+                Op::Unmap(i) if !live.is_empty() => {
+                    let pm = live.remove(i % live.len());
+                    prop_assert_eq!(space.memunmap_device_private_pagemap(&pm), Ok(()));
+                }
+                Op::Unmap(_) => {}
+                Op::Lookup(o) => {
+                    let want = live.iter().find(|pm| {
+                        let s = pm.first_offset().get();
+                        (s..s + pm.nr_pages().get()).contains(&o)
+                    });
+                    let g = space.read();
+                    let (got, _) = capture(|| g.device_private_offset_to_page(off(o)));
+                    match (got, want) {
+                        (None, None) => {}
+                        (Some(p), Some(pm)) => {
+                            prop_assert!(std::ptr::eq(p.owner(), &**pm));
+                            prop_assert_eq!(g.device_private_page_to_offset(p), Some(off(o)));
+                        }
+                        (got, want) => prop_assert!(false, "offset {}: got {:?}, want {:?}", o, got, want.map(|p| p.id())),
+                    }
+                }
+            }
+            prop_assert_eq!(space.validate(), Ok(()));
+            prop_assert_eq!(space.len(), live.len());
+        }
+    }
+}
