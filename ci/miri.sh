@@ -15,3 +15,4 @@ export MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}"
 export CARGO_TARGET_DIR=target/miri
 # Miri runs the same tests; heavy ones shrink themselves under cfg(miri).
 cargo +nightly miri test -p devpriv-core -p devpriv-rangetree --lib
+cargo +nightly miri test -p devpriv-pagemap

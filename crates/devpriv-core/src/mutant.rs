@@ -25,4 +25,10 @@ pub enum Mutant {
     /// `RangeTree` publishes a new root with a `Relaxed` store instead of
     /// `Release`, so a reader can see the pointer before the node contents.
     RangeTreeRelaxedPublish,
+    /// The pagemap section index publishes a pagemap with a `Relaxed`
+    /// store, so a reader can reach a pagemap before it is fully built.
+    SpaceIndexRelaxedPublish,
+    /// `memunmap` erases the tree entry but leaves the section index
+    /// pointing at the pagemap, so lookups reach it after reclamation.
+    SpaceIndexNotUnpublished,
 }

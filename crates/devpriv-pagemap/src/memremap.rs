@@ -220,7 +220,21 @@ pub struct DevPagemap {
     refs: PercpuRef,
     done: Arc<Completion>,
     state: AtomicU32,
+    /// Loom only: `true` until the space lets the pagemap go. Lookups read
+    /// it and `memunmap` writes it after the grace period, so loom reports
+    /// any reader not ordered before the reclamation.
+    #[cfg(loom)]
+    live: Liveness,
 }
+
+/// Loom only: see `DevPagemap::live`.
+#[cfg(loom)]
+struct Liveness(devpriv_core::sync::UnsafeCell<bool>);
+
+// SAFETY: Every access goes through loom's checked cell: a racing access is
+// a reported model failure, which is what the cell is for.
+#[cfg(loom)]
+unsafe impl Sync for Liveness {}
 
 impl fmt::Debug for DevPagemap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -321,6 +335,15 @@ impl DevPagemap {
     /// Kernel: none (model only; the kernel frees the pagemap's pages).
     pub fn is_unmapped(&self) -> bool {
         self.state.load(Ordering::Acquire) == UNMAPPED
+    }
+
+    /// Loom only: asserts (and lets loom check) that the pagemap was not
+    /// reclaimed before this access.
+    #[cfg(loom)]
+    fn touch(&self) {
+        // SAFETY: Loom checks this read against the write in `remove`.
+        let live = self.live.0.with(|p| unsafe { *p });
+        assert!(live, "lookup reached a reclaimed pagemap");
     }
 
     /// The page at `offset`, if it is one of this pagemap's.
@@ -438,6 +461,8 @@ pub struct DevicePrivateSpace {
     index: SectionIndex,
     writer: Mutex<()>,
     next_id: AtomicU64,
+    #[cfg(loom)]
+    mutant: devpriv_core::mutant::Mutant,
 }
 
 impl fmt::Debug for DevicePrivateSpace {
@@ -469,16 +494,34 @@ impl DevicePrivateSpace {
     ///
     /// Kernel: none (model only).
     pub fn with_config(mut cfg: SpaceConfig) -> Self {
+        Self::build(&mut cfg)
+    }
+
+    /// A space with a deliberate bug, for loom mutant tests.
+    ///
+    /// Kernel: none (model only).
+    #[cfg(loom)]
+    pub fn with_mutant(mut cfg: SpaceConfig, mutant: devpriv_core::mutant::Mutant) -> Self {
+        let mut s = Self::build(&mut cfg);
+        s.tree = RangeTree::with_mutant(mutant);
+        s.index.relaxed_publish = mutant == devpriv_core::mutant::Mutant::SpaceIndexRelaxedPublish;
+        s.mutant = mutant;
+        s
+    }
+
+    fn build(cfg: &mut SpaceConfig) -> Self {
         let bits = cfg.paging.max_physmem_bits();
         cfg.space_shift = Some(cfg.space_shift.unwrap_or(bits).clamp(PAGE_SHIFT, bits));
         cfg.section_shift = cfg.section_shift.clamp(PAGE_SHIFT, bits);
         let space_pages = cfg.space_size() >> PAGE_SHIFT;
         DevicePrivateSpace {
-            cfg,
+            cfg: *cfg,
             tree: RangeTree::new(),
             index: SectionIndex::new(space_pages, cfg.section_shift - PAGE_SHIFT),
             writer: Mutex::new(()),
             next_id: AtomicU64::new(0),
+            #[cfg(loom)]
+            mutant: devpriv_core::mutant::Mutant::None,
         }
     }
 
@@ -602,6 +645,8 @@ impl DevicePrivateSpace {
             refs,
             done,
             state: AtomicU32::new(LIVE),
+            #[cfg(loom)]
+            live: Liveness(devpriv_core::sync::UnsafeCell::new(true)),
         });
         if let Err(e) = self
             .tree
@@ -778,8 +823,14 @@ impl DevicePrivateSpace {
             self.check_mapped(pgmap)?;
             {
                 let g = self.read();
-                for s in self.sections_of(pgmap) {
-                    self.index.set(s, self.expected_slot(&g, s, Some(pgmap)));
+                #[cfg(loom)]
+                let skip = self.mutant == devpriv_core::mutant::Mutant::SpaceIndexNotUnpublished;
+                #[cfg(not(loom))]
+                let skip = false;
+                if !skip {
+                    for s in self.sections_of(pgmap) {
+                        self.index.set(s, self.expected_slot(&g, s, Some(pgmap)));
+                    }
                 }
             }
             self.tree.erase(*pgmap.range.start());
@@ -787,6 +838,11 @@ impl DevicePrivateSpace {
         }
         // Let the space's copies of the pagemap (and so its pages) go.
         self.tree.synchronize();
+        #[cfg(loom)]
+        if !std::thread::panicking() {
+            // SAFETY: Loom checks this write against every lookup's read.
+            pgmap.live.0.with_mut(|p| unsafe { *p = false });
+        }
         Ok(())
     }
 
@@ -977,7 +1033,11 @@ impl SpaceReadGuard<'_> {
         // SAFETY: `self.tree` is a read guard of the space's tree, held for
         // the borrow of `self` that the result is tied to.
         match unsafe { self.space.index.lookup(offset.get()) } {
-            Slot::One(pm) => pm.page(offset),
+            Slot::One(pm) => {
+                #[cfg(loom)]
+                pm.touch();
+                pm.page(offset)
+            }
             Slot::Shared => self.lookup_tree(offset),
             Slot::Empty => None,
         }
@@ -987,6 +1047,8 @@ impl SpaceReadGuard<'_> {
     fn lookup_tree(&self, offset: DevicePrivateOffset) -> Option<PageRef<'_>> {
         let key = offset.to_addr()?.get();
         let (_, pm) = self.tree.load(key)?;
+        #[cfg(loom)]
+        pm.touch();
         pm.page(offset)
     }
 

@@ -24,7 +24,11 @@ use devpriv_core::sync::atomic::{AtomicPtr, Ordering};
 use std::ptr;
 
 /// log2 of the slots in one leaf.
+#[cfg(not(loom))]
 const LEAF_BITS: u32 = 12;
+// Every slot is a loom object: keep leaves tiny under loom.
+#[cfg(loom)]
+const LEAF_BITS: u32 = 2;
 const LEAF_SLOTS: usize = 1 << LEAF_BITS;
 
 /// The sentinel for a section shared by several pagemaps. Never
@@ -69,6 +73,9 @@ pub(crate) struct SectionIndex {
     /// log2 of pages per section.
     section_pages_shift: u32,
     root: Box<[AtomicPtr<Leaf>]>,
+    /// Loom mutant: publish with `Relaxed`.
+    #[cfg(loom)]
+    pub(crate) relaxed_publish: bool,
 }
 
 impl Drop for SectionIndex {
@@ -95,6 +102,8 @@ impl SectionIndex {
             root: (0..leaves)
                 .map(|_| AtomicPtr::new(ptr::null_mut()))
                 .collect(),
+            #[cfg(loom)]
+            relaxed_publish: false,
         }
     }
 
@@ -169,8 +178,16 @@ impl SectionIndex {
         let leaf = unsafe { &*leaf };
         #[expect(clippy::cast_possible_truncation, reason = "masked to LEAF_BITS")]
         let i = (section as usize) & (LEAF_SLOTS - 1);
+        #[cfg(loom)]
+        let order = if self.relaxed_publish {
+            Ordering::Relaxed
+        } else {
+            Ordering::Release
+        };
+        #[cfg(not(loom))]
+        let order = Ordering::Release;
         // Release: the pagemap is fully built before it is reachable.
-        leaf.slots[i].store(v, Ordering::Release);
+        leaf.slots[i].store(v, order);
     }
 
     /// Every section whose slot is not empty, with its slot. Caller holds
