@@ -10,10 +10,12 @@
 //! |---|---|---|
 //! | [`core`] | `devpriv-core` | pfn/offset types, errno, RCU, `WARN_ON` |
 //! | [`rangetree`] | `devpriv-rangetree` | `lib/maple_tree.c` (`MT_FLAGS_ALLOC_RANGE`) |
+//! | [`pagemap`] | `devpriv-pagemap` | `mm/memremap.c`, `struct page`, `percpu_ref` |
 
 #![forbid(unsafe_code)]
 
 pub use devpriv_core as core;
+pub use devpriv_pagemap as pagemap;
 pub use devpriv_rangetree as rangetree;
 
 /// The README's examples, compiled and run as doctests.
