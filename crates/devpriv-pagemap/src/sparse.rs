@@ -20,7 +20,7 @@
 //! ends, and every reader of the index holds a read guard of the tree.
 
 use crate::memremap::DevPagemap;
-use devpriv_core::sync::atomic::{AtomicPtr, Ordering};
+use devpriv_core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::ptr;
 
 /// log2 of the slots in one leaf.
@@ -73,6 +73,8 @@ pub(crate) struct SectionIndex {
     /// log2 of pages per section.
     section_pages_shift: u32,
     root: Box<[AtomicPtr<Leaf>]>,
+    /// Non-empty slots (writer-maintained), so `validate` need not scan.
+    occupied: AtomicU64,
     /// Loom mutant: publish with `Relaxed`.
     #[cfg(loom)]
     pub(crate) relaxed_publish: bool,
@@ -102,6 +104,7 @@ impl SectionIndex {
             root: (0..leaves)
                 .map(|_| AtomicPtr::new(ptr::null_mut()))
                 .collect(),
+            occupied: AtomicU64::new(0),
             #[cfg(loom)]
             relaxed_publish: false,
         }
@@ -187,30 +190,16 @@ impl SectionIndex {
         #[cfg(not(loom))]
         let order = Ordering::Release;
         // Release: the pagemap is fully built before it is reachable.
-        leaf.slots[i].store(v, order);
+        let old = leaf.slots[i].swap(v, order);
+        match (old.is_null(), v.is_null()) {
+            (true, false) => self.occupied.fetch_add(1, Ordering::Relaxed),
+            (false, true) => self.occupied.fetch_sub(1, Ordering::Relaxed),
+            _ => 0,
+        };
     }
 
-    /// Every section whose slot is not empty, with its slot. Caller holds
-    /// the writer lock (and a tree guard, for `'g`).
-    ///
-    /// # Safety
-    ///
-    /// - As for [`SectionIndex::lookup`].
-    pub(crate) unsafe fn occupied<'g>(&self) -> Vec<(u64, Slot<'g>)> {
-        let mut out = Vec::new();
-        for (li, l) in self.root.iter().enumerate() {
-            if l.load(Ordering::Acquire).is_null() {
-                continue;
-            }
-            for j in 0..LEAF_SLOTS {
-                let s = ((li as u64) << LEAF_BITS) | j as u64;
-                // SAFETY: Caller's contract.
-                match unsafe { self.lookup(s << self.section_pages_shift) } {
-                    Slot::Empty => {}
-                    slot => out.push((s, slot)),
-                }
-            }
-        }
-        out
+    /// Number of non-empty slots. Exact while the writer lock is held.
+    pub(crate) fn occupied(&self) -> u64 {
+        self.occupied.load(Ordering::Relaxed)
     }
 }

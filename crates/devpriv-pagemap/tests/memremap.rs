@@ -109,7 +109,10 @@ fn negative_nid_means_the_current_node() {
 /// Offsets and pages are exact inverses for every page of every pagemap,
 /// through the index and through the kernel's tree walk (H7d).
 #[test]
-#[cfg_attr(miri, ignore = "slow under Miri (index scans); the logic is covered by the native run")]
+#[cfg_attr(
+    miri,
+    ignore = "slow under Miri (index scans); the logic is covered by the native run"
+)]
 fn offset_and_page_round_trip_across_pagemaps() {
     for packing in [Packing::KernelExact, Packing::SectionAligned] {
         let space = DevicePrivateSpace::with_config(SpaceConfig {
@@ -389,7 +392,10 @@ fn devm_handle_unmaps_on_drop() {
 /// Kernel-exact packing shares sections between small pagemaps; the shared
 /// sections fall back to the tree and still resolve exactly.
 #[test]
-#[cfg_attr(miri, ignore = "slow under Miri (index scans); the logic is covered by the native run")]
+#[cfg_attr(
+    miri,
+    ignore = "slow under Miri (index scans); the logic is covered by the native run"
+)]
 fn shared_sections_fall_back_to_the_tree() {
     let space = DevicePrivateSpace::new();
     let pms: Vec<_> = (0..40)
@@ -413,7 +419,10 @@ fn shared_sections_fall_back_to_the_tree() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "slow under Miri (index scans); the logic is covered by the native run")]
+#[cfg_attr(
+    miri,
+    ignore = "slow under Miri (index scans); the logic is covered by the native run"
+)]
 fn five_level_paging_widens_the_space() {
     let space = DevicePrivateSpace::with_config(SpaceConfig {
         paging: PagingMode::FiveLevel,
