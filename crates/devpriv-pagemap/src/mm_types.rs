@@ -307,21 +307,23 @@ impl std::error::Error for WouldBlock {}
 #[derive(Clone, Copy)]
 pub struct PageRef<'g> {
     pgmap: &'g DevPagemap,
-    index: usize,
+    // The page itself, so that touching it does not go back through the
+    // pagemap (a dependent load on every access).
+    page: &'g Page,
 }
 
 impl fmt::Debug for PageRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PageRef")
             .field("pgmap", &self.pgmap.id())
-            .field("index", &self.index)
+            .field("index", &self.index())
             .finish()
     }
 }
 
 impl PartialEq for PageRef<'_> {
     fn eq(&self, other: &Self) -> bool {
-        std::ptr::eq(self.pgmap, other.pgmap) && self.index == other.index
+        std::ptr::eq(self.page, other.page)
     }
 }
 
@@ -331,7 +333,7 @@ impl Deref for PageRef<'_> {
     type Target = Page;
 
     fn deref(&self) -> &Page {
-        &self.pgmap.pages()[self.index]
+        self.page
     }
 }
 
@@ -339,8 +341,12 @@ impl<'g> PageRef<'g> {
     /// Page `index` of `pgmap`, if it exists.
     ///
     /// Kernel: `&pgmap->pages[index]`.
+    #[inline]
     pub fn new(pgmap: &'g DevPagemap, index: usize) -> Option<Self> {
-        (index < pgmap.pages().len()).then_some(PageRef { pgmap, index })
+        Some(PageRef {
+            pgmap,
+            page: pgmap.pages().get(index)?,
+        })
     }
 
     /// The pagemap whose `pages` array holds this page (whatever word 1
@@ -355,14 +361,17 @@ impl<'g> PageRef<'g> {
     ///
     /// Kernel: `page - pgmap->pages`.
     pub fn index(self) -> usize {
-        self.index
+        // The page lies in the pagemap's array (see `new`), so the byte
+        // distance is a whole number of pages.
+        let bytes = std::ptr::from_ref(self.page).addr() - self.pgmap.pages().as_ptr().addr();
+        bytes / std::mem::size_of::<Page>()
     }
 
     /// The page `n` places further on in the same array.
     ///
     /// Kernel: `page + n` / `folio_page(folio, n)`.
     pub fn nth(self, n: usize) -> Option<Self> {
-        PageRef::new(self.pgmap, self.index.checked_add(n)?)
+        PageRef::new(self.pgmap, self.index().checked_add(n)?)
     }
 
     /// Resolves a head link (head address + 1) inside this page's array.

@@ -37,17 +37,18 @@ fn shared() -> *mut DevPagemap {
     ptr::without_provenance_mut(1)
 }
 
-struct Leaf {
-    slots: Box<[AtomicPtr<DevPagemap>]>,
-}
+/// A leaf: its slots inline, so a lookup goes root → leaf → slot with no
+/// pointer in between.
+type Leaf = [AtomicPtr<DevPagemap>; LEAF_SLOTS];
 
-impl Leaf {
-    fn new() -> Leaf {
-        Leaf {
-            slots: (0..LEAF_SLOTS)
-                .map(|_| AtomicPtr::new(ptr::null_mut()))
-                .collect(),
-        }
+/// A heap leaf of empty slots, built in place (it is 32 KiB).
+fn new_leaf() -> Box<Leaf> {
+    let slots: Box<[AtomicPtr<DevPagemap>]> = (0..LEAF_SLOTS)
+        .map(|_| AtomicPtr::new(ptr::null_mut()))
+        .collect();
+    match slots.try_into() {
+        Ok(leaf) => leaf,
+        Err(_) => unreachable!("built with exactly LEAF_SLOTS slots"),
     }
 }
 
@@ -142,7 +143,7 @@ impl SectionIndex {
         // SAFETY: Non-null leaves are live until the index drops.
         let leaf = unsafe { &*leaf };
         #[expect(clippy::cast_possible_truncation, reason = "masked to LEAF_BITS")]
-        let p = leaf.slots[(s as usize) & (LEAF_SLOTS - 1)].load(Ordering::Acquire);
+        let p = leaf[(s as usize) & (LEAF_SLOTS - 1)].load(Ordering::Acquire);
         if p.is_null() {
             Slot::Empty
         } else if p == shared() {
@@ -172,7 +173,7 @@ impl SectionIndex {
             if v.is_null() {
                 return;
             }
-            leaf = Box::into_raw(Box::new(Leaf::new()));
+            leaf = Box::into_raw(new_leaf());
             // Release: the leaf's (null) slots are initialised before a
             // reader can reach them.
             l.store(leaf, Ordering::Release);
@@ -190,7 +191,7 @@ impl SectionIndex {
         #[cfg(not(loom))]
         let order = Ordering::Release;
         // Release: the pagemap is fully built before it is reachable.
-        let old = leaf.slots[i].swap(v, order);
+        let old = leaf[i].swap(v, order);
         match (old.is_null(), v.is_null()) {
             (true, false) => self.occupied.fetch_add(1, Ordering::Relaxed),
             (false, true) => self.occupied.fetch_sub(1, Ordering::Relaxed),
