@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Prints the docs/perf.md ratio tables from criterion's saved estimates.
 
-Run after `cargo bench -p devpriv-benches --bench range_tree`:
+Run after `cargo bench -p devpriv-benches --bench range_tree` and/or
+`cargo bench -p devpriv-benches --bench pagemap`:
     python3 benches/report.py [target/criterion]
-Every ratio compares results from the same run (medians).
+Prints the tables of every bench whose results are there (range tree
+first, then pagemap). Every ratio compares results from the same run
+(medians).
 """
 import json
 import os
@@ -11,6 +14,13 @@ import sys
 
 ROOT = sys.argv[1] if len(sys.argv) > 1 else "target/criterion"
 QUERIES = 4096  # queries per mtree_load iteration (see range_tree.rs)
+PM_QUERIES = 4096  # lookups per iteration (per thread) in pagemap.rs
+PAGE_BYTES = 64  # size_of::<Page>(), asserted in pagemap.rs
+MEMREMAP_PAGES = 1 << 24  # pages per memremap iteration (see pagemap.rs)
+
+
+def have(*parts):
+    return os.path.isdir(os.path.join(ROOT, *parts))
 
 
 def median_ns(*parts):
@@ -40,7 +50,88 @@ def allocs():
     print(f"| first fit / RangeTree | {f100 / t100:.2f}x | **{f10k / t10k:.1f}x** | |")
 
 
+PM_IMPLS = ["space", "space_tree", "rangemap_index", "sorted_vec", "section_table", "vmemmap"]
+
+
+def pm_lookups():
+    group = "device_private_offset_to_page"
+    # section_table came later than the others: older runs lack it.
+    impls = [i for i in PM_IMPLS if have(group, f"{i}_random_touch")]
+    print(f"| n | pattern | page | {' | '.join(impls)} | rangemap_index / space | space / vmemmap |")
+    print(f"|---:|---|---|{'---:|' * len(impls)}---:|---:|")
+    for n in [1, 8, 64, 1024, 16384]:
+        for pat in ["random", "sequential"]:
+            for touch in ["touch", "notouch"]:
+                ns = {impl: median_ns(group, f"{impl}_{pat}_{touch}", str(n)) / PM_QUERIES
+                      for impl in impls}
+                cells = " | ".join(f"{ns[impl]:.2f}" for impl in impls)
+                bold = "**" if (n, pat) == (1024, "random") else ""
+                rm, vm = ns["rangemap_index"] / ns["space"], ns["space"] / ns["vmemmap"]
+                print(f"| {bold}{n}{bold} | {bold}{pat}{bold} | {touch} | {cells} "
+                      f"| {bold}{rm:.1f}x{bold} | {bold}{vm:.2f}x{bold} |")
+
+
+def pm_threads():
+    group = "device_private_offset_to_page_threads"
+    print("| | 1 thread | 2 threads | 2 threads / 1 thread |")
+    print("|---|---:|---:|---:|")
+    for impl in ["space", "vmemmap"]:
+        # Aggregate lookups per second: T threads each do PM_QUERIES per iteration.
+        rate = {t: PM_QUERIES * t / median_ns(group, impl, str(t)) * 1e3 for t in [1, 2]}
+        bold = "**" if impl == "space" else ""
+        print(f"| {impl} (Mlookups/s) | {rate[1]:.0f} | {rate[2]:.0f} | {bold}{rate[2] / rate[1]:.2f}x{bold} |")
+
+
+def pm_memremap():
+    group = "memremap_device_private_pagemap"
+    m = median_ns(group, "memremap", str(MEMREMAP_PAGES))
+    f = median_ns(group, "alloc_memset", str(MEMREMAP_PAGES))
+    print("| 2^24 pages | time | ns/page | / alloc+memset | metadata per page |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| memremap_device_private_pagemap | {m / 1e6:.0f} ms | {m / MEMREMAP_PAGES:.2f} "
+          f"| **{m / f:.2f}x** | **{PAGE_BYTES} B** |")
+    print(f"| alloc + memset of {MEMREMAP_PAGES * PAGE_BYTES >> 20} MiB | {f / 1e6:.0f} ms "
+          f"| {f / MEMREMAP_PAGES:.2f} | 1.00x | |")
+
+
+def pm_targets():
+    look = "device_private_offset_to_page"
+    ns = lambda impl, touch: median_ns(look, f"{impl}_random_{touch}", "1024")
+    thr = "device_private_offset_to_page_threads"
+    mem = "memremap_device_private_pagemap"
+    rows = [
+        ("1024 pagemaps, random, page touched: rangemap_index / space", ">= 10x",
+         ns("rangemap_index", "touch") / ns("space", "touch"), lambda r: r >= 10),
+        ("1024 pagemaps, random, no touch: rangemap_index / space", ">= 10x",
+         ns("rangemap_index", "notouch") / ns("space", "notouch"), lambda r: r >= 10),
+        ("1024 pagemaps, random, page touched: space / vmemmap", "<= 1.3x",
+         ns("space", "touch") / ns("vmemmap", "touch"), lambda r: r <= 1.3),
+        ("1024 pagemaps, random, no touch: space / vmemmap", "<= 3x",
+         ns("space", "notouch") / ns("vmemmap", "notouch"), lambda r: r <= 3),
+        ("space, 2 threads / 1 thread (throughput)", ">= 1.8x",
+         2 * median_ns(thr, "space", "1") / median_ns(thr, "space", "2"), lambda r: r >= 1.8),
+        ("memremap of 2^24 pages / alloc+memset", "<= 1.5x",
+         median_ns(mem, "memremap", str(MEMREMAP_PAGES))
+         / median_ns(mem, "alloc_memset", str(MEMREMAP_PAGES)), lambda r: r <= 1.5),
+    ]
+    print("| target | wanted | this run | |")
+    print("|---|---:|---:|---|")
+    for name, want, r, ok in rows:
+        print(f"| {name} | {want} | {r:.2f}x | {'met' if ok(r) else '**not met**'} |")
+    print(f"| struct page metadata per page | <= 64 B | {PAGE_BYTES} B | met |")
+
+
 if __name__ == "__main__":
-    lookups()
-    print()
-    allocs()
+    sections = []
+    if have("mtree_load") and have("mtree_alloc_range"):
+        sections += [lookups, allocs]
+    if (have("device_private_offset_to_page")
+            and have("device_private_offset_to_page_threads")
+            and have("memremap_device_private_pagemap")):
+        sections += [pm_lookups, pm_threads, pm_memremap, pm_targets]
+    if not sections:
+        sys.exit(f"no criterion results under {ROOT}: run cargo bench -p devpriv-benches first")
+    for i, section in enumerate(sections):
+        if i:
+            print()
+        section()
