@@ -39,6 +39,10 @@
 //! Every input comes from a fixed-seed PRNG, so runs are comparable.
 //! Results and how to read them: `docs/perf.md`.
 
+#[path = "common.rs"]
+mod common;
+use common::{SplitMix64, configure};
+
 use criterion::measurement::WallTime;
 use criterion::{
     BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group,
@@ -68,31 +72,6 @@ const THREADS: [usize; 2] = [1, 2];
 const SECTION_PAGES: u64 = 512;
 /// Pages in the pagemap that `memremap_device_private_pagemap` creates.
 const MEMREMAP_PAGES: u64 = 1 << 24;
-
-/// splitmix64: a tiny fixed-seed PRNG (no `rand` dependency).
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi` (the modulo bias is irrelevant here).
-    fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
-
-/// Applies the shared timing settings that keep the whole run to minutes.
-fn configure(group: &mut BenchmarkGroup<'_, WallTime>) {
-    group.sample_size(20);
-    group.warm_up_time(Duration::from_millis(500));
-    group.measurement_time(Duration::from_secs(2));
-}
 
 /// A driver whose callbacks do nothing (no page is ever allocated).
 struct Driver;

@@ -84,6 +84,11 @@ fn mutant_no_grace_period_is_caught() {
 fn mutant_index_not_unpublished_is_caught() {
     assert_caught(
         || scenario(Mutant::SpaceIndexNotUnpublished),
-        &["Causality violation", "reclaimed pagemap", "index says", "occupied sections"],
+        &[
+            "Causality violation",
+            "reclaimed pagemap",
+            "index says",
+            "occupied sections",
+        ],
     );
 }
