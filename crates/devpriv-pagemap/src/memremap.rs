@@ -931,6 +931,17 @@ fn kill_once(pgmap: &DevPagemap) {
     }
 }
 
+/// The kernel's `WARN_ON_ONCE(!pgmap)` in `device_private_offset_to_page()`:
+/// one call site for both lookup paths.
+#[inline]
+fn warn_if_missing(page: Option<PageRef<'_>>) -> Option<PageRef<'_>> {
+    warn_on_once!(
+        page.is_none(),
+        "device_private_offset_to_page(): no pagemap at this offset"
+    );
+    page
+}
+
 /// A pagemap that is unmapped when this handle drops.
 ///
 /// Kernel: the devres action `devm_memremap_device_private_pagemap()`
@@ -1023,14 +1034,7 @@ impl SpaceReadGuard<'_> {
         &self,
         offset: DevicePrivateOffset,
     ) -> Option<PageRef<'_>> {
-        let page = self.lookup(offset);
-        if warn_on_once!(
-            page.is_none(),
-            "device_private_offset_to_page(): no pagemap at this offset"
-        ) {
-            return None;
-        }
-        page
+        warn_if_missing(self.lookup(offset))
     }
 
     #[inline]
@@ -1067,14 +1071,7 @@ impl SpaceReadGuard<'_> {
         &self,
         offset: DevicePrivateOffset,
     ) -> Option<PageRef<'_>> {
-        let page = self.lookup_tree(offset);
-        if warn_on_once!(
-            page.is_none(),
-            "device_private_offset_to_page(): no pagemap at this offset"
-        ) {
-            return None;
-        }
-        page
+        warn_if_missing(self.lookup_tree(offset))
     }
 
     /// Resolves many offsets under this one read section.
