@@ -31,4 +31,12 @@ pub enum Mutant {
     /// `memunmap` erases the tree entry but leaves the section index
     /// pointing at the pagemap, so lookups reach it after reclamation.
     SpaceIndexNotUnpublished,
+    /// The section index reader uses a section's memmap base without
+    /// re-checking the slot's pagemap pointer, so a base published for a
+    /// newer pagemap can be paired with an older one.
+    SpaceIndexNoRecheck,
+    /// `free_zone_device_folio` under `ReinitPolicy::AtFree` resets the
+    /// compound metadata with no `smp_wmb()` (Release) before `folio_free`
+    /// hands the pages to the driver's allocator.
+    FolioFreeNoBarrier,
 }

@@ -46,7 +46,7 @@ mod sparse;
 
 pub use memremap::{
     DevPagemap, DevPagemapOps, DevicePrivateSpace, DevmPagemap, MemoryType, Owner, Packing,
-    PagemapParams, SpaceConfig, SpaceReadGuard, VmFault,
+    PagemapParams, ReinitPolicy, SpaceConfig, SpaceReadGuard, VmFault,
 };
 pub use mm_types::{Folio, Page, PageRef, PgmapCookie, WouldBlock};
 pub use percpu_refcount::{Completion, PercpuRef};

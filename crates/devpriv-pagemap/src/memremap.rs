@@ -223,6 +223,7 @@ pub struct DevPagemap {
     refs: PercpuRef,
     done: Arc<Completion>,
     state: AtomicU32,
+    reinit: AtomicU32,
     /// Loom only: `true` until the space lets the pagemap go. Lookups read
     /// it and `memunmap` writes it after the grace period, so loom reports
     /// any reader not ordered before the reclamation.
@@ -333,6 +334,25 @@ impl DevPagemap {
         PgmapCookie(self.pages.as_ptr().addr() as u64)
     }
 
+    /// How this pagemap's large folios are reset for reuse.
+    ///
+    /// Kernel: none (the kernel has one policy; see [`ReinitPolicy`]).
+    pub fn reinit_policy(&self) -> ReinitPolicy {
+        #[expect(clippy::cast_possible_truncation, reason = "stored from a u8")]
+        ReinitPolicy::from_u8(self.reinit.load(Ordering::Relaxed) as u8)
+    }
+
+    /// Chooses this pagemap's reinit policy (the space's setting is only the
+    /// starting value). Change it only while no folio of the pagemap is
+    /// allocated: a folio allocated under one policy and freed under another
+    /// is reset by neither.
+    ///
+    /// Kernel: none (model only).
+    pub fn set_reinit_policy(&self, policy: ReinitPolicy) {
+        self.reinit
+            .store(u32::from(policy.to_u8()), Ordering::Relaxed);
+    }
+
     /// `true` once `memunmap` has removed it from its space.
     ///
     /// Kernel: none (model only; the kernel frees the pagemap's pages).
@@ -409,6 +429,51 @@ pub enum Packing {
     SectionAligned,
 }
 
+/// When a large folio's compound metadata is undone before its pages are
+/// reused at another order.
+///
+/// Kernel: three successive designs (spec §5.1): none before the fix
+/// (6.19-era), a free-time reset with `smp_wmb()` (Matt Brost's Jan 7
+/// sketch, seed 001), and the merged per-page reset inside
+/// `zone_device_page_init(page, pgmap, order)` (seed 000, v6).
+///
+/// # Differences from the kernel
+///
+/// The kernel has exactly one of these at a time; the model lets a space,
+/// or a single pagemap, choose, so the hazards of each can be shown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ReinitPolicy {
+    /// The merged fix: `zone_device_page_init` resets every page it hands
+    /// out; the free path writes no compound metadata.
+    #[default]
+    AtAlloc,
+    /// The rejected free-time reset: `free_zone_device_folio` undoes the
+    /// compound state and publishes it (`smp_wmb()`, a Release fence)
+    /// before `folio_free` gives the pages back to the driver.
+    AtFree,
+    /// Pre-fix: nobody resets anything, so a reused large folio leaves
+    /// stale metadata (hazards H1–H4).
+    None,
+}
+
+impl ReinitPolicy {
+    fn to_u8(self) -> u8 {
+        match self {
+            ReinitPolicy::AtAlloc => 0,
+            ReinitPolicy::AtFree => 1,
+            ReinitPolicy::None => 2,
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => ReinitPolicy::AtFree,
+            2 => ReinitPolicy::None,
+            _ => ReinitPolicy::AtAlloc,
+        }
+    }
+}
+
 /// Settings of a [`DevicePrivateSpace`].
 ///
 /// Kernel: none (the kernel's values are compile- or boot-time).
@@ -425,6 +490,9 @@ pub struct SpaceConfig {
     /// `MAX_PHYSMEM_BITS`, as in the kernel. Smaller spaces (model only) let
     /// tests and demos run out of address space without 64 TiB of pages.
     pub space_shift: Option<u32>,
+    /// The reinit policy new pagemaps start with (each pagemap can change
+    /// its own with [`DevPagemap::set_reinit_policy`]).
+    pub reinit: ReinitPolicy,
 }
 
 impl SpaceConfig {
@@ -446,6 +514,7 @@ impl Default for SpaceConfig {
             packing: Packing::KernelExact,
             section_shift: 21,
             space_shift: None,
+            reinit: ReinitPolicy::AtAlloc,
         }
     }
 }
@@ -648,6 +717,7 @@ impl DevicePrivateSpace {
             refs,
             done,
             state: AtomicU32::new(LIVE),
+            reinit: AtomicU32::new(u32::from(self.cfg.reinit.to_u8())),
             #[cfg(loom)]
             live: Liveness(devpriv_core::sync::UnsafeCell::new(true)),
         });

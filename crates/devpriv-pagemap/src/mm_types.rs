@@ -349,6 +349,16 @@ impl<'g> PageRef<'g> {
         })
     }
 
+    /// A page already resolved by the caller.
+    ///
+    /// The caller guarantees `page` lies in `pgmap`'s `pages` array (the
+    /// section index checks this when it publishes a memmap base).
+    #[inline]
+    pub(crate) fn from_parts(pgmap: &'g DevPagemap, page: &'g Page) -> Self {
+        debug_assert!(pgmap.pages().as_ptr_range().contains(&std::ptr::from_ref(page)));
+        PageRef { pgmap, page }
+    }
+
     /// The pagemap whose `pages` array holds this page (whatever word 1
     /// says).
     ///
