@@ -38,8 +38,10 @@
 //! # Ok::<(), Errno>(())
 //! ```
 
+pub mod huge_memory;
 pub mod memremap;
 pub mod mm_types;
+pub mod page_alloc;
 pub mod page_flags;
 pub mod percpu_refcount;
 mod sparse;

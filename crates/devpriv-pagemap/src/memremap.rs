@@ -22,6 +22,8 @@
 //! tree's grace period. A reader that found the pagemap before the erase
 //! therefore still holds valid memory.
 
+mod folio;
+
 use crate::mm_types::{Folio, Page, PageRef, PgmapCookie, word};
 use crate::page_flags::{PG_RESERVED, ZONE_DEVICE, page_links};
 use crate::percpu_refcount::{Completion, PercpuRef};
