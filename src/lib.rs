@@ -11,10 +11,12 @@
 //! | [`core`] | `devpriv-core` | pfn/offset types, errno, RCU, `WARN_ON` |
 //! | [`rangetree`] | `devpriv-rangetree` | `lib/maple_tree.c` (`MT_FLAGS_ALLOC_RANGE`) |
 //! | [`pagemap`] | `devpriv-pagemap` | `mm/memremap.c`, `struct page`, `percpu_ref` |
+//! | [`migrate`] | `devpriv-migrate` | softleaf/PTE encodings, `page_vma_mapped_walk`, `migrate_vma_*`, `hmm_range_fault` |
 
 #![forbid(unsafe_code)]
 
 pub use devpriv_core as core;
+pub use devpriv_migrate as migrate;
 pub use devpriv_pagemap as pagemap;
 pub use devpriv_rangetree as rangetree;
 
