@@ -76,6 +76,8 @@ impl WarnSite {
 
     /// Records a hit. Used by the macros; not called directly.
     #[doc(hidden)]
+    #[cold]
+    #[inline(never)]
     pub fn hit(&'static self, once: bool) {
         self.hits.fetch_add(1, Ordering::Relaxed);
         TOTAL.fetch_add(1, Ordering::Relaxed);

@@ -46,9 +46,15 @@ pub mod page_flags;
 pub mod percpu_refcount;
 mod sparse;
 
+pub use huge_memory::{folio_split_unmapped, migrate_device_split_page, split_unmapped_folio};
 pub use memremap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, DevmPagemap, MemoryType, Owner, Packing,
-    PagemapParams, ReinitPolicy, SpaceConfig, SpaceReadGuard, VmFault,
+    DevPagemap, DevPagemapOps, DevicePrivateSpace, DevmPagemap, InitError, MemoryType, Owner,
+    Packing, PagemapParams, ReinitPolicy, SpaceConfig, SpaceReadGuard, VmFault, folio_get,
+    folio_put, free_zone_device_folio, zone_device_folio_init, zone_device_page_init,
+    zone_device_private_split_cb,
 };
+#[cfg(loom)]
+pub use memremap::{FolioMutant, folio_put_with_mutant, zone_device_folio_init_with_mutant};
 pub use mm_types::{Folio, Page, PageRef, PgmapCookie, WouldBlock};
+pub use page_alloc::prep_compound_page;
 pub use percpu_refcount::{Completion, PercpuRef};

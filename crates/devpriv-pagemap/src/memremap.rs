@@ -23,11 +23,17 @@
 //! therefore still holds valid memory.
 
 mod folio;
+#[cfg(loom)]
+pub use folio::{FolioMutant, folio_put_with_mutant, zone_device_folio_init_with_mutant};
+pub use folio::{
+    InitError, folio_get, folio_put, free_zone_device_folio, zone_device_folio_init,
+    zone_device_page_init, zone_device_private_split_cb,
+};
 
 use crate::mm_types::{Folio, Page, PageRef, PgmapCookie, word};
 use crate::page_flags::{PG_RESERVED, ZONE_DEVICE, page_links};
 use crate::percpu_refcount::{Completion, PercpuRef};
-use crate::sparse::{SectionIndex, Slot};
+use crate::sparse::{Hit, IndexView, SectionIndex, Slot};
 use devpriv_core::sync::Mutex;
 use devpriv_core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use devpriv_core::{
@@ -365,7 +371,7 @@ impl DevPagemap {
     /// Loom only: asserts (and lets loom check) that the pagemap was not
     /// reclaimed before this access.
     #[cfg(loom)]
-    fn touch(&self) {
+    pub(crate) fn touch(&self) {
         // SAFETY: Loom checks this read against the write in `remove`.
         let live = self.live.0.with(|p| unsafe { *p });
         assert!(live, "lookup reached a reclaimed pagemap");
@@ -427,7 +433,9 @@ pub enum Packing {
     KernelExact,
     /// Lowest fit, starting on a section boundary: every section belongs to
     /// at most one pagemap (the index is exact), and with 2 MiB sections
-    /// every order-9 folio is PMD-aligned.
+    /// every order-9 folio is PMD-aligned. The tree entry covers whole
+    /// sections (the pagemap's own `range` stays exact), so the gap search
+    /// stays O(log n).
     SectionAligned,
 }
 
@@ -579,6 +587,7 @@ impl DevicePrivateSpace {
         let mut s = Self::build(&mut cfg);
         s.tree = RangeTree::with_mutant(mutant);
         s.index.relaxed_publish = mutant == devpriv_core::mutant::Mutant::SpaceIndexRelaxedPublish;
+        s.index.no_recheck = mutant == devpriv_core::mutant::Mutant::SpaceIndexNoRecheck;
         s.mutant = mutant;
         s
     }
@@ -626,7 +635,7 @@ impl DevicePrivateSpace {
     /// Kernel: `rcu_read_lock()` (which `mtree_load()` takes internally).
     pub fn read(&self) -> SpaceReadGuard<'_> {
         SpaceReadGuard {
-            space: self,
+            index: self.index.view(),
             tree: self.tree.read(),
         }
     }
@@ -695,15 +704,12 @@ impl DevicePrivateSpace {
             .checked_bytes()
             .filter(|&b| b > 0 && b <= space)
             .ok_or(Errno::EINVAL)?;
-        let align = match self.cfg.packing {
-            Packing::KernelExact => 1,
-            Packing::SectionAligned => 1 << self.cfg.section_shift,
-        };
+        let (reserved, align) = self.reservation(size);
         let nid = if nid < 0 { 0 } else { nid };
 
         let _w = self.writer.lock();
         // Inclusive bound, as the kernel passes it (`1ull << MAX_PHYSMEM_BITS`).
-        let start = self.tree.find_gap(size, align, 0..=space)?;
+        let start = self.tree.find_gap(reserved, align, 0..=space)?;
         let pages = build_pages(nr_pages, nid)?;
         let (done, refs) = new_ref();
         let pgmap = Arc::new(DevPagemap {
@@ -725,7 +731,7 @@ impl DevicePrivateSpace {
         });
         if let Err(e) = self
             .tree
-            .insert_range(pgmap.range.clone(), Arc::clone(&pgmap))
+            .insert_range(start..=start + (reserved - 1), Arc::clone(&pgmap))
         {
             // Unreachable while writers are serialised; hand back the errno
             // rather than panic.
@@ -842,7 +848,10 @@ impl DevicePrivateSpace {
         let mut covered = std::collections::BTreeSet::new();
         for (range, pm) in g.tree.iter() {
             pm.validate()?;
-            if *range.start() != *pm.range.start() || *range.end() != *pm.range.end() {
+            let reserved = self.reservation(pm.nr_pages.get() << PAGE_SHIFT).0;
+            if *range.start() != *pm.range.start()
+                || *range.end() != *pm.range.start() + (reserved - 1)
+            {
                 return Err(format!(
                     "pagemap {}: tree range {range:?} differs from its own",
                     pm.id
@@ -857,7 +866,7 @@ impl DevicePrivateSpace {
             for s in self.sections_of(pm) {
                 covered.insert(s);
                 // SAFETY: `g` holds a tree read guard.
-                let have = unsafe { self.index.lookup(s * self.index.section_pages()) };
+                let have = unsafe { self.index.peek(s) }?;
                 let want = self.expected_slot(&g, s, None);
                 if have != want {
                     return Err(format!(
@@ -921,6 +930,22 @@ impl DevicePrivateSpace {
             pgmap.live.0.with_mut(|p| unsafe { *p = false });
         }
         Ok(())
+    }
+
+    /// The bytes of the address space a pagemap of `size` bytes reserves in
+    /// the tree, and their alignment. Section-aligned packing reserves
+    /// whole sections (never more than the space), so every gap is a whole
+    /// number of aligned sections and `find_gap` never has to skip gaps
+    /// that are large enough but misaligned.
+    fn reservation(&self, size: u64) -> (u64, u64) {
+        match self.cfg.packing {
+            Packing::KernelExact => (size, 1),
+            Packing::SectionAligned => {
+                let section = 1 << self.cfg.section_shift;
+                let whole = size.div_ceil(section).saturating_mul(section);
+                (whole.min(self.cfg.space_size()).max(size), section)
+            }
+        }
     }
 
     fn publish_sections(&self, pgmap: &Arc<DevPagemap>) {
@@ -1080,7 +1105,7 @@ impl Drop for DevmPagemap<'_> {
 /// keeps the page after `rcu_read_unlock()` relies on a page reference it
 /// holds. Here the borrow checker ends every `PageRef` with the section.
 pub struct SpaceReadGuard<'g> {
-    space: &'g DevicePrivateSpace,
+    index: IndexView<'g>,
     tree: devpriv_rangetree::ReadGuard<'g, Arc<DevPagemap>>,
 }
 
@@ -1113,15 +1138,20 @@ impl SpaceReadGuard<'_> {
     fn lookup(&self, offset: DevicePrivateOffset) -> Option<PageRef<'_>> {
         // SAFETY: `self.tree` is a read guard of the space's tree, held for
         // the borrow of `self` that the result is tied to.
-        match unsafe { self.space.index.lookup(offset.get()) } {
-            Slot::One(pm) => {
-                #[cfg(loom)]
-                pm.touch();
-                pm.page(offset)
-            }
-            Slot::Shared => self.lookup_tree(offset),
-            Slot::Empty => None,
+        match unsafe { self.index.lookup(offset.get()) } {
+            Hit::Page(page) => Some(page),
+            Hit::Partial(pm) => pm.page(offset),
+            Hit::Shared => self.lookup_shared(offset),
+            Hit::Empty => None,
         }
+    }
+
+    /// The tree walk for a shared section, out of line: inlined, its call
+    /// clobbers the registers of the hot loop around every lookup.
+    #[cold]
+    #[inline(never)]
+    fn lookup_shared(&self, offset: DevicePrivateOffset) -> Option<PageRef<'_>> {
+        self.lookup_tree(offset)
     }
 
     /// The tree walk the kernel does: `mtree_load(offset << PAGE_SHIFT)`.
@@ -1189,7 +1219,12 @@ impl SpaceReadGuard<'_> {
     ///
     /// Kernel: `mtree_load(&device_private_pgmap_tree, addr)`.
     pub fn pagemap_at(&self, addr: DevicePrivateAddr) -> Option<&Arc<DevPagemap>> {
-        self.tree.load(addr.get()).map(|(_, pm)| pm)
+        // Under section-aligned packing a tree entry also covers the
+        // padding up to the next section boundary, which is no pagemap's.
+        self.tree
+            .load(addr.get())
+            .map(|(_, pm)| pm)
+            .filter(|pm| pm.range.contains(&addr.get()))
     }
 
     /// Every mapped pagemap, in address order.
@@ -1197,5 +1232,109 @@ impl SpaceReadGuard<'_> {
     /// Kernel: `mt_for_each(&device_private_pgmap_tree, ...)`.
     pub fn pagemaps(&self) -> impl Iterator<Item = &Arc<DevPagemap>> + '_ {
         self.tree.iter().map(|(_, pm)| pm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Driver;
+    impl DevPagemapOps for Driver {
+        fn folio_free(&self, _folio: Folio<'_>) {}
+        fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
+            Ok(())
+        }
+    }
+
+    fn map(space: &DevicePrivateSpace, n: u64) -> Arc<DevPagemap> {
+        let params = PagemapParams {
+            memory_type: MemoryType::Private,
+            nr_pages: PageCount::new(n),
+            owner: Some(Owner(1)),
+            ops: Some(Arc::new(Driver)),
+        };
+        space.memremap_device_private_pagemap(params, 0).unwrap()
+    }
+
+    /// Which path the index takes for page `i` of `pm`.
+    fn hit(space: &DevicePrivateSpace, pm: &DevPagemap, i: u64) -> &'static str {
+        let _g = space.read();
+        // SAFETY: `_g` is a tree read guard held across the lookup.
+        match unsafe { space.index.view().lookup(pm.first_offset + i) } {
+            Hit::Page(p) => {
+                assert!(std::ptr::eq(&*p, &pm.pages()[usize::try_from(i).unwrap()]));
+                "page"
+            }
+            Hit::Partial(p) => {
+                assert!(std::ptr::eq(p, pm));
+                "partial"
+            }
+            Hit::Shared => "shared",
+            Hit::Empty => "empty",
+        }
+    }
+
+    /// Whole sections resolve straight to the page (the memmap base); a
+    /// section the pagemap only partly covers goes through the pagemap; a
+    /// shared one goes to the tree; unmapping clears the base.
+    #[test]
+    fn index_paths_follow_section_coverage() {
+        let space = DevicePrivateSpace::new(); // exact packing, 512-page sections
+        let a = map(&space, 1024 + 10);
+        let b = map(&space, 5);
+        for i in [0, 511, 512, 1023] {
+            assert_eq!(hit(&space, &a, i), "page", "page {i} of a");
+        }
+        assert_eq!(hit(&space, &a, 1024), "shared", "a's tail shares with b");
+        assert_eq!(hit(&space, &b, 0), "shared");
+        space.memunmap_device_private_pagemap(&b).unwrap();
+        assert_eq!(hit(&space, &a, 1033), "partial");
+        space.validate().unwrap();
+        space.memunmap_device_private_pagemap(&a).unwrap();
+        assert_eq!(hit(&space, &a, 0), "empty");
+        // The next pagemap in the same place gets its own base.
+        let c = map(&space, 512);
+        assert_eq!(c.first_offset, a.first_offset);
+        assert_eq!(hit(&space, &c, 7), "page");
+        space.validate().unwrap();
+    }
+
+    /// Section-aligned packing reserves whole sections in the tree, but the
+    /// padding belongs to no pagemap.
+    #[test]
+    fn section_aligned_reserves_whole_sections() {
+        let space = DevicePrivateSpace::with_config(SpaceConfig {
+            packing: Packing::SectionAligned,
+            ..SpaceConfig::default()
+        });
+        let a = map(&space, 10);
+        let b = map(&space, 1);
+        assert_eq!(
+            b.first_offset - a.first_offset,
+            512,
+            "b starts a section on"
+        );
+        let g = space.read();
+        let at = |pages: u64| {
+            g.pagemap_at(DevicePrivateAddr::new(
+                (a.first_offset + pages) << PAGE_SHIFT,
+            ))
+            .map(|pm| pm.id())
+        };
+        assert_eq!(at(9), Some(a.id()));
+        assert_eq!(at(10), None, "padding after a");
+        assert_eq!(at(511), None);
+        assert_eq!(at(512), Some(b.id()));
+        let (have, w) = devpriv_core::warn::capture(|| {
+            g.device_private_offset_to_page(DevicePrivateOffset::new(a.first_offset + 10))
+                .is_none()
+        });
+        assert!(
+            have && w.count() == 1,
+            "a padding offset is a miss with a WARN"
+        );
+        drop(g);
+        space.validate().unwrap();
     }
 }

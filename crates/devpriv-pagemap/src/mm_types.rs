@@ -33,7 +33,9 @@
 //!   to [`Page`]; that is what lets folio code reach page\[1\] safely.
 
 use crate::memremap::DevPagemap;
-use crate::page_flags::{FOLIO_ORDER_MASK, PG_HEAD, PG_LOCKED, ZONE_DEVICE, flags_zone};
+use crate::page_flags::{
+    FOLIO_ORDER_MASK, PG_HEAD, PG_LARGE_RMAPPABLE, PG_LOCKED, ZONE_DEVICE, flags_zone,
+};
 use devpriv_core::sync::atomic::{AtomicU64, Ordering};
 use devpriv_core::{Order, PageCount, Pfn, warn_on, warn_on_once};
 use std::fmt;
@@ -65,6 +67,13 @@ pub mod word {
 ///
 /// Kernel: `TAIL_MAPPING`, `include/linux/poison.h`.
 pub const TAIL_MAPPING: u64 = 0xdead_0000_0000_0400;
+
+/// Bit 0 of `mapping`: the folio is anonymous (`mapping` points at an
+/// `anon_vma`, tagged).
+///
+/// Kernel: `PAGE_MAPPING_ANON` (`FOLIO_MAPPING_ANON`),
+/// `include/linux/page-flags.h`.
+pub const PAGE_MAPPING_ANON: u64 = 0x1;
 
 /// The identity a pagemap writes into its pages' word 1.
 ///
@@ -128,6 +137,22 @@ impl Page {
     /// If `i >= 8`.
     pub fn set_raw(&self, i: usize, v: u64) {
         self.w[i].store(v, Ordering::Release);
+    }
+
+    /// Plain (`Relaxed`) load of word `i`: how C reads `struct page`
+    /// fields on paths where the page is owned by the caller.
+    #[inline]
+    pub(crate) fn load(&self, i: usize) -> u64 {
+        self.w[i].load(Ordering::Relaxed)
+    }
+
+    /// Plain (`Relaxed`) store to word `i`: how C writes `struct page`
+    /// fields (`page->mapping = NULL`, `p->flags.f &= ~0xff`, ...). Callers
+    /// that hand the page to another thread publish it with a barrier or a
+    /// `Release` store of their own.
+    #[inline]
+    pub(crate) fn store(&self, i: usize, v: u64) {
+        self.w[i].store(v, Ordering::Relaxed);
     }
 
     /// All eight words (a racy snapshot), for bit-identity checks.
@@ -355,7 +380,13 @@ impl<'g> PageRef<'g> {
     /// section index checks this when it publishes a memmap base).
     #[inline]
     pub(crate) fn from_parts(pgmap: &'g DevPagemap, page: &'g Page) -> Self {
-        debug_assert!(pgmap.pages().as_ptr_range().contains(&std::ptr::from_ref(page)));
+        debug_assert!(
+            pgmap
+                .pages()
+                .as_ptr_range()
+                .contains(&std::ptr::from_ref(page)),
+            "page paired with a pagemap it is not in"
+        );
         PageRef { pgmap, page }
     }
 
@@ -423,6 +454,41 @@ impl<'g> PageRef<'g> {
     /// Kernel: `page_folio()`, `include/linux/page-flags.h`.
     pub fn folio(self) -> Folio<'g> {
         Folio(self.compound_head())
+    }
+
+    /// The model address of this `struct page`: the pagemap's cookie plus
+    /// 64 bytes per page before it. Head links store this + 1.
+    ///
+    /// Kernel: `(unsigned long)page`.
+    pub fn addr(self) -> u64 {
+        self.pgmap.cookie().get() + (self.index() as u64) * 64
+    }
+
+    /// Makes this page a tail of `head`: word 1 = head address + 1.
+    ///
+    /// Kernel: `set_compound_head()`, `include/linux/page-flags.h`.
+    ///
+    /// # Differences from the kernel
+    ///
+    /// A head in another pagemap's array cannot be encoded (the model
+    /// resolves links only within one array): that takes a `WARN` and
+    /// writes nothing.
+    pub fn set_compound_head(self, head: PageRef<'_>) {
+        if warn_on!(
+            !std::ptr::eq(self.pgmap, head.pgmap),
+            "set_compound_head(): head in another pagemap"
+        ) {
+            return;
+        }
+        self.store(word::COMPOUND_HEAD, head.addr() + 1);
+    }
+
+    /// Clears word 1. For a `ZONE_DEVICE` page this also erases the pgmap
+    /// (hazard H10).
+    ///
+    /// Kernel: `clear_compound_head()`, `include/linux/page-flags.h`.
+    pub fn clear_compound_head(self) {
+        self.store(word::COMPOUND_HEAD, 0);
     }
 
     /// The pgmap recorded in the folio: word 1 of the folio's head, if it is
@@ -537,6 +603,145 @@ impl<'g> Folio<'g> {
         self.0.pgmap()
     }
 
+    /// Sets the order: the low byte of page\[1\]'s flags and `_nr_pages`
+    /// (the low half of page\[1\]'s `memcg_data`). Takes a `WARN` and does
+    /// nothing for order 0 or a folio that is not large.
+    ///
+    /// Kernel: `folio_set_order()`, `mm/internal.h`.
+    pub fn set_order(self, order: Order) {
+        if warn_on!(
+            order == Order::ZERO || !self.is_large(),
+            "folio_set_order(): order 0 or not a large folio"
+        ) {
+            return;
+        }
+        let Some(p1) = self.nth_page(1) else {
+            warn_on!(true, "folio_set_order(): no page[1]");
+            return;
+        };
+        let flags = p1.load(word::FLAGS);
+        p1.store(
+            word::FLAGS,
+            (flags & !FOLIO_ORDER_MASK) | u64::from(order.get()),
+        );
+        let memcg = p1.load(word::MEMCG_DATA);
+        // `_nr_pages` is 32 bits: an order of 32 or more does not fit (no
+        // pages array is that large, so `prep_compound_page` never gets one).
+        let nr = order.nr_pages().get() & 0xffff_ffff;
+        p1.store(word::MEMCG_DATA, (memcg & !0xffff_ffff) | nr);
+    }
+
+    /// Clears the order byte and `_nr_pages` on page\[1\] (for splitting).
+    /// Takes a `WARN` and does nothing if the folio is not large.
+    ///
+    /// Applied to a single page `p` (as if it were a folio) it writes into
+    /// `p + 1`, another page: why the reinit code cannot use it (seed 000,
+    /// hazard H3).
+    ///
+    /// Kernel: `folio_reset_order()`, `include/linux/mm.h`.
+    pub fn reset_order(self) {
+        if warn_on!(!self.is_large(), "folio_reset_order(): not a large folio") {
+            return;
+        }
+        if let Some(p1) = self.nth_page(1) {
+            reset_order_byte_of(&p1);
+        }
+    }
+
+    /// Sets `PG_large_rmappable` (on page\[1\]).
+    ///
+    /// Kernel: `folio_set_large_rmappable()`, `include/linux/page-flags.h`.
+    pub fn set_large_rmappable(self) {
+        if let Some(p1) = self.nth_page(1) {
+            p1.set_flag(PG_LARGE_RMAPPABLE);
+        }
+    }
+
+    /// `true` if the folio is large and `PG_large_rmappable` is set on
+    /// page\[1\].
+    ///
+    /// Kernel: `folio_test_large_rmappable()`.
+    pub fn test_large_rmappable(self) -> bool {
+        self.is_large()
+            && self
+                .nth_page(1)
+                .is_some_and(|p1| p1.test_flag(PG_LARGE_RMAPPABLE))
+    }
+
+    /// `folio->mapping` (word 3 of the head).
+    ///
+    /// Kernel: `folio->mapping`.
+    pub fn mapping(self) -> u64 {
+        self.0.raw(word::MAPPING)
+    }
+
+    /// Sets `folio->mapping`.
+    ///
+    /// Kernel: `folio->mapping = mapping`.
+    pub fn set_mapping(self, mapping: u64) {
+        self.0.set_raw(word::MAPPING, mapping);
+    }
+
+    /// `true` if `mapping` carries [`PAGE_MAPPING_ANON`].
+    ///
+    /// Kernel: `folio_test_anon()`, `include/linux/page-flags.h`.
+    pub fn test_anon(self) -> bool {
+        self.mapping() & PAGE_MAPPING_ANON != 0
+    }
+
+    /// Writes `pgmap` into the head's word 1 (which also makes the head
+    /// not a tail).
+    ///
+    /// Kernel: `folio->pgmap = pgmap`.
+    ///
+    /// # Differences from the kernel
+    ///
+    /// Stores the pagemap's [`PgmapCookie`]; a pagemap other than the one
+    /// holding the page can be written, and [`Folio::pgmap`] then reports
+    /// the mismatch (`None` + `WARN`).
+    pub fn set_pgmap(self, pgmap: &DevPagemap) {
+        self.0.set_raw(word::COMPOUND_HEAD, pgmap.cookie().get());
+    }
+
+    /// `_refcount` of the head.
+    ///
+    /// Kernel: `folio_ref_count()`.
+    pub fn ref_count(self) -> i32 {
+        self.0.refcount()
+    }
+
+    /// `true` if `PG_locked` is set on the head.
+    ///
+    /// Kernel: `folio_test_locked()`.
+    pub fn test_locked(self) -> bool {
+        self.0.test_flag(PG_LOCKED)
+    }
+
+    /// Takes the folio lock if it is free.
+    ///
+    /// Kernel: `folio_trylock()`.
+    pub fn trylock(self) -> bool {
+        self.0.trylock()
+    }
+
+    /// Takes the folio lock, or reports that the caller would block.
+    ///
+    /// Kernel: `folio_lock()`.
+    ///
+    /// # Errors
+    ///
+    /// [`WouldBlock`], as for [`Page::lock`].
+    pub fn lock(self) -> Result<(), WouldBlock> {
+        self.0.lock()
+    }
+
+    /// Releases the folio lock.
+    ///
+    /// Kernel: `folio_unlock()`.
+    pub fn unlock(self) {
+        self.0.unlock();
+    }
+
     /// The folio's pfn. Device-private folios have none: this takes the
     /// `WARN` path and returns `None`.
     ///
@@ -545,6 +750,15 @@ impl<'g> Folio<'g> {
         warn_on!(true, "folio_pfn() of a device-private folio");
         None
     }
+}
+
+/// Clears the order byte and `_nr_pages` of `p1` (the page\[1\] of some
+/// folio): the body of `folio_reset_order()`.
+pub(crate) fn reset_order_byte_of(p1: &Page) {
+    let flags = p1.load(word::FLAGS);
+    p1.store(word::FLAGS, flags & !FOLIO_ORDER_MASK);
+    let memcg = p1.load(word::MEMCG_DATA);
+    p1.store(word::MEMCG_DATA, memcg & !0xffff_ffff);
 }
 
 #[cfg(all(test, not(loom)))]

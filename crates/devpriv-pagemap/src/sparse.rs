@@ -12,6 +12,29 @@
 //! kernel's exact, page-aligned packing), in which case the lookup falls
 //! back to the tree.
 //!
+//! # The memmap base (`section_mem_map`)
+//!
+//! A slot is two words: the pagemap pointer and, when that one pagemap
+//! covers the *whole* section, a biased memmap base (`pages - first_offset`,
+//! as SPARSEMEM encodes `section_mem_map`). Then `base + offset` is the
+//! page, and the lookup never reads the pagemap's header (a separate cache
+//! line, on the critical path). A partially covered section has a null base
+//! and the lookup bounds-checks through the pagemap.
+//!
+//! The two words are not written together, so the reader uses the seqlock
+//! pattern with the pointer as the sequence: load the pointer (Acquire),
+//! the base, `fence(Acquire)`, and the pointer again; the base is used only
+//! if the pointer did not change. The writer, before it changes a base,
+//! stores a null pointer and issues `fence(Release)`. A reader that read
+//! the new base therefore sees at least that null on its re-check, and falls
+//! back to the pagemap it first found (still valid: see below). There is no
+//! ABA: a pagemap's address cannot be reused while a reader that found it
+//! is inside its read section.
+//!
+//! The re-check is needed because `memunmap` drops the writer lock before
+//! its grace period: a concurrent `memremap` can publish a new pagemap (and
+//! base) in the section while a reader still holds the old pointer.
+//!
 //! # Reclamation
 //!
 //! Leaves are never freed before the index is dropped. Slots hold raw
@@ -20,7 +43,8 @@
 //! ends, and every reader of the index holds a read guard of the tree.
 
 use crate::memremap::DevPagemap;
-use devpriv_core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use crate::mm_types::{Page, PageRef};
+use devpriv_core::sync::atomic::{AtomicPtr, AtomicU64, Ordering, fence};
 use std::ptr;
 
 /// log2 of the slots in one leaf.
@@ -37,14 +61,25 @@ fn shared() -> *mut DevPagemap {
     ptr::without_provenance_mut(1)
 }
 
+/// One section's slot: the pagemap, and the biased memmap base when that
+/// pagemap covers the whole section (module docs).
+#[repr(C, align(16))]
+struct SlotCell {
+    pgmap: AtomicPtr<DevPagemap>,
+    base: AtomicPtr<Page>,
+}
+
 /// A leaf: its slots inline, so a lookup goes root → leaf → slot with no
 /// pointer in between.
-type Leaf = [AtomicPtr<DevPagemap>; LEAF_SLOTS];
+type Leaf = [SlotCell; LEAF_SLOTS];
 
-/// A heap leaf of empty slots, built in place (it is 32 KiB).
+/// A heap leaf of empty slots, built in place (it is 64 KiB).
 fn new_leaf() -> Box<Leaf> {
-    let slots: Box<[AtomicPtr<DevPagemap>]> = (0..LEAF_SLOTS)
-        .map(|_| AtomicPtr::new(ptr::null_mut()))
+    let slots: Box<[SlotCell]> = (0..LEAF_SLOTS)
+        .map(|_| SlotCell {
+            pgmap: AtomicPtr::new(ptr::null_mut()),
+            base: AtomicPtr::new(ptr::null_mut()),
+        })
         .collect();
     match slots.try_into() {
         Ok(leaf) => leaf,
@@ -58,6 +93,19 @@ pub(crate) enum Slot<'a> {
     Empty,
     One(&'a DevPagemap),
     Shared,
+}
+
+/// What a lookup found for one offset.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Hit<'a> {
+    /// No pagemap overlaps the offset's section.
+    Empty,
+    /// Several do: ask the tree.
+    Shared,
+    /// One pagemap overlaps the section only in part: it must bounds-check.
+    Partial(&'a DevPagemap),
+    /// The page itself, from the section's memmap base.
+    Page(PageRef<'a>),
 }
 
 impl PartialEq for Slot<'_> {
@@ -79,6 +127,25 @@ pub(crate) struct SectionIndex {
     /// Loom mutant: publish with `Relaxed`.
     #[cfg(loom)]
     pub(crate) relaxed_publish: bool,
+    /// Loom mutant: use the base without re-checking the pointer.
+    #[cfg(loom)]
+    pub(crate) no_recheck: bool,
+}
+
+/// The biased memmap base of `pm` if it covers all of `section`: the address
+/// `base` such that `base + offset` is the page at `offset`.
+fn full_base(pm: &DevPagemap, section: u64, section_pages: u64) -> *mut Page {
+    let first = pm.first_offset().get();
+    let lo = section * section_pages;
+    if first <= lo && lo + section_pages <= first + pm.nr_pages().get() {
+        // Wrapping pointer arithmetic keeps the array's provenance; readers
+        // add back an offset of this section, which lands inside the array.
+        #[expect(clippy::cast_possible_truncation, reason = "64-bit targets only")]
+        let bias = first as usize;
+        pm.pages().as_ptr().cast_mut().wrapping_sub(bias)
+    } else {
+        ptr::null_mut()
+    }
 }
 
 impl Drop for SectionIndex {
@@ -108,6 +175,8 @@ impl SectionIndex {
             occupied: AtomicU64::new(0),
             #[cfg(loom)]
             relaxed_publish: false,
+            #[cfg(loom)]
+            no_recheck: false,
         }
     }
 
@@ -121,40 +190,47 @@ impl SectionIndex {
         1 << self.section_pages_shift
     }
 
-    /// The slot for page `offset`: two dependent loads (leaf, then slot).
-    ///
-    /// # Safety
-    ///
-    /// - The caller holds a read guard of the space's range tree for `'g`
-    ///   (a pagemap found here is kept alive by the tree's grace period).
+    /// A copy of what a lookup needs, for a reader to keep in registers
+    /// across a batch (the index's own fields sit behind `Acquire` loads,
+    /// which the compiler may not hoist them over).
     #[inline]
-    pub(crate) unsafe fn lookup<'g>(&self, offset: u64) -> Slot<'g> {
-        let s = offset >> self.section_pages_shift;
-        let Some(leaf) = usize::try_from(s >> LEAF_BITS)
-            .ok()
-            .and_then(|i| self.root.get(i))
-        else {
-            return Slot::Empty;
-        };
-        let leaf = leaf.load(Ordering::Acquire);
-        if leaf.is_null() {
-            return Slot::Empty;
-        }
-        // SAFETY: Non-null leaves are live until the index drops.
-        let leaf = unsafe { &*leaf };
-        #[expect(clippy::cast_possible_truncation, reason = "masked to LEAF_BITS")]
-        let p = leaf[(s as usize) & (LEAF_SLOTS - 1)].load(Ordering::Acquire);
-        if p.is_null() {
-            Slot::Empty
-        } else if p == shared() {
-            Slot::Shared
-        } else {
-            // SAFETY: A published pagemap stays allocated while the tree's
-            // read guard that the caller holds is live (module docs).
-            Slot::One(unsafe { &*p })
+    pub(crate) fn view(&self) -> IndexView<'_> {
+        IndexView {
+            root: &self.root,
+            shift: self.section_pages_shift,
+            #[cfg(loom)]
+            no_recheck: self.no_recheck,
         }
     }
 
+    /// What the slot of `section` says, for `validate`; also checks that its
+    /// base is the one `set` would write.
+    ///
+    /// # Safety
+    ///
+    /// As for [`IndexView::lookup`].
+    pub(crate) unsafe fn peek<'g>(&self, section: u64) -> Result<Slot<'g>, String> {
+        let Some(cell) = cell(&self.root, section) else {
+            return Ok(Slot::Empty);
+        };
+        let p = cell.pgmap.load(Ordering::Acquire);
+        let base = cell.base.load(Ordering::Acquire);
+        if p.is_null() {
+            return Ok(Slot::Empty);
+        }
+        if p == shared() {
+            return Ok(Slot::Shared);
+        }
+        // SAFETY: As in `lookup`.
+        let pm: &'g DevPagemap = unsafe { &*p };
+        let want = full_base(pm, section, self.section_pages());
+        if base != want {
+            return Err(format!(
+                "section {section}: memmap base {base:p}, expected {want:p}"
+            ));
+        }
+        Ok(Slot::One(pm))
+    }
     /// Sets the slot of `section`. Caller holds the space's writer lock.
     pub(crate) fn set(&self, section: u64, slot: Slot<'_>) {
         let Some(l) = usize::try_from(section >> LEAF_BITS)
@@ -163,10 +239,13 @@ impl SectionIndex {
         else {
             return; // Beyond the space: nothing can be published there.
         };
-        let v = match slot {
-            Slot::Empty => ptr::null_mut(),
-            Slot::Shared => shared(),
-            Slot::One(pm) => ptr::from_ref(pm).cast_mut(),
+        let (v, base) = match slot {
+            Slot::Empty => (ptr::null_mut(), ptr::null_mut()),
+            Slot::Shared => (shared(), ptr::null_mut()),
+            Slot::One(pm) => (
+                ptr::from_ref(pm).cast_mut(),
+                full_base(pm, section, self.section_pages()),
+            ),
         };
         let mut leaf = l.load(Ordering::Acquire);
         if leaf.is_null() {
@@ -181,7 +260,18 @@ impl SectionIndex {
         // SAFETY: Non-null leaves are live until the index drops.
         let leaf = unsafe { &*leaf };
         #[expect(clippy::cast_possible_truncation, reason = "masked to LEAF_BITS")]
-        let i = (section as usize) & (LEAF_SLOTS - 1);
+        let cell = &leaf[(section as usize) & (LEAF_SLOTS - 1)];
+        // Writers are serialised: nobody else changes the slot meanwhile.
+        let old = cell.pgmap.load(Ordering::Relaxed);
+        if cell.base.load(Ordering::Relaxed) != base {
+            // Seqlock write side (module docs): a reader that sees the new
+            // base must see the old pointer gone when it re-checks.
+            if !old.is_null() {
+                cell.pgmap.store(ptr::null_mut(), Ordering::Relaxed);
+            }
+            fence(Ordering::Release);
+            cell.base.store(base, Ordering::Relaxed);
+        }
         #[cfg(loom)]
         let order = if self.relaxed_publish {
             Ordering::Relaxed
@@ -190,8 +280,9 @@ impl SectionIndex {
         };
         #[cfg(not(loom))]
         let order = Ordering::Release;
-        // Release: the pagemap is fully built before it is reachable.
-        let old = leaf[i].swap(v, order);
+        // Release: the pagemap (and the base) are written before the
+        // pointer is reachable.
+        cell.pgmap.store(v, order);
         match (old.is_null(), v.is_null()) {
             (true, false) => self.occupied.fetch_add(1, Ordering::Relaxed),
             (false, true) => self.occupied.fetch_sub(1, Ordering::Relaxed),
@@ -202,5 +293,80 @@ impl SectionIndex {
     /// Number of non-empty slots. Exact while the writer lock is held.
     pub(crate) fn occupied(&self) -> u64 {
         self.occupied.load(Ordering::Relaxed)
+    }
+}
+
+/// A reader's copy of the index's shape (see [`SectionIndex::view`]).
+#[derive(Clone, Copy)]
+pub(crate) struct IndexView<'a> {
+    root: &'a [AtomicPtr<Leaf>],
+    shift: u32,
+    #[cfg(loom)]
+    no_recheck: bool,
+}
+
+/// The slot of `section`, if its leaf exists.
+#[inline]
+fn cell(root: &[AtomicPtr<Leaf>], section: u64) -> Option<&SlotCell> {
+    let leaf = usize::try_from(section >> LEAF_BITS)
+        .ok()
+        .and_then(|i| root.get(i))?
+        .load(Ordering::Acquire);
+    if leaf.is_null() {
+        return None;
+    }
+    // SAFETY: Non-null leaves are live until the index drops, and `root`
+    // borrows the index.
+    let leaf = unsafe { &*leaf };
+    #[expect(clippy::cast_possible_truncation, reason = "masked to LEAF_BITS")]
+    Some(&leaf[(section as usize) & (LEAF_SLOTS - 1)])
+}
+
+impl IndexView<'_> {
+    /// What the index knows about page `offset`: two dependent loads (leaf,
+    /// then slot), and for a fully covered section the page itself.
+    ///
+    /// # Safety
+    ///
+    /// - The caller holds a read guard of the space's range tree for `'g`
+    ///   (a pagemap found here is kept alive by the tree's grace period).
+    #[inline]
+    pub(crate) unsafe fn lookup<'g>(self, offset: u64) -> Hit<'g> {
+        let Some(cell) = cell(self.root, offset >> self.shift) else {
+            return Hit::Empty;
+        };
+        let p = cell.pgmap.load(Ordering::Acquire);
+        if p.is_null() {
+            return Hit::Empty;
+        }
+        if p == shared() {
+            return Hit::Shared;
+        }
+        // SAFETY: A published pagemap stays allocated while the tree's read
+        // guard that the caller holds is live (module docs).
+        let pm: &'g DevPagemap = unsafe { &*p };
+        #[cfg(loom)]
+        pm.touch();
+        let base = cell.base.load(Ordering::Relaxed);
+        if base.is_null() {
+            return Hit::Partial(pm);
+        }
+        // Seqlock re-check (module docs): pairs with the writer's
+        // `fence(Release)` before it changes a base.
+        fence(Ordering::Acquire);
+        #[cfg(loom)]
+        let same = self.no_recheck || cell.pgmap.load(Ordering::Relaxed) == p;
+        #[cfg(not(loom))]
+        let same = cell.pgmap.load(Ordering::Relaxed) == p;
+        if !same {
+            return Hit::Partial(pm);
+        }
+        #[expect(clippy::cast_possible_truncation, reason = "64-bit targets only")]
+        let page = base.wrapping_add(offset as usize);
+        // SAFETY: `base` was published for `pm` (the re-check shows the slot
+        // still held `pm` after the base was read) and `pm` covers the whole
+        // section, so `base + offset` is `&pm.pages[offset - first]`, alive
+        // for `'g` like `pm`.
+        Hit::Page(PageRef::from_parts(pm, unsafe { &*page }))
     }
 }

@@ -1,0 +1,137 @@
+//! `free_zone_device_folio()` under the free-time reset (`ReinitPolicy::AtFree`,
+//! Matt Brost's Jan 7 sketch) racing a reallocation of the freed pages on
+//! another CPU.
+//!
+//! Kernel: `free_zone_device_folio()` with the sketch's reset and
+//! `smp_wmb()` before `ops->folio_free()` (spec §5.4, hazard H6), and the
+//! 6.19 `zone_device_page_init()` that the sketch left in place.
+//!
+//! Thread A drops the last reference to an order-1 folio at page 0: the free
+//! path resets the compound metadata of pages 0 and 1, publishes it with a
+//! `Release` fence, and calls the driver's `folio_free`, which hands the
+//! pages to the driver's allocator with a `Relaxed` store (a free list whose
+//! own ordering the core cannot rely on). The main thread (B) takes old
+//! page\[1\] from the allocator (`Relaxed` load, then an `Acquire` fence:
+//! the `smp_rmb()` pairing), reads its metadata as C would — plain loads —
+//! and reuses it as an order-0 folio.
+//!
+//! Checks: B sees the reset words (no stale order byte, which for order 1
+//! is `PG_locked`, and no stale tail link in word 1), its allocation
+//! succeeds and yields a sane folio, and every pagemap reference comes back.
+//! The mutant `Mutant::FolioFreeNoBarrier` drops the fence; loom must find
+//! an execution where B reads stale words.
+
+#![cfg(loom)]
+
+use devpriv_core::mutant::Mutant;
+use devpriv_core::{Errno, Order, PageCount};
+use devpriv_loom_tests::{assert_caught, model};
+use devpriv_pagemap::mm_types::word;
+use devpriv_pagemap::{
+    DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, Packing, PageRef, PagemapParams,
+    ReinitPolicy, SpaceConfig, VmFault, folio_put, folio_put_with_mutant, zone_device_folio_init,
+    zone_device_page_init,
+};
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicU64, Ordering, fence};
+use loom::thread;
+
+/// The driver's allocator: one slot holding the freed folio's head index
+/// + 1 (0 = empty).
+struct Driver {
+    free: Arc<AtomicU64>,
+}
+
+impl DevPagemapOps for Driver {
+    fn folio_free(&self, folio: Folio<'_>) {
+        // Relaxed: the core's smp_wmb() is what orders the reset before this.
+        self.free
+            .store(folio.page().index() as u64 + 1, Ordering::Relaxed);
+    }
+
+    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
+        Ok(())
+    }
+}
+
+fn scenario(mutant: Mutant) {
+    let cfg = SpaceConfig {
+        packing: Packing::SectionAligned,
+        space_shift: Some(24),
+        reinit: ReinitPolicy::AtFree,
+        ..SpaceConfig::default()
+    };
+    let space = DevicePrivateSpace::with_config(cfg);
+    let free = Arc::new(AtomicU64::new(0));
+    let params = PagemapParams {
+        memory_type: MemoryType::Private,
+        nr_pages: PageCount::new(2),
+        owner: Some(Owner(1)),
+        ops: Some(std::sync::Arc::new(Driver {
+            free: Arc::clone(&free),
+        })),
+    };
+    let pm = space.memremap_device_private_pagemap(params, 0).unwrap();
+    let cookie = pm.cookie().get();
+
+    // An order-1 folio, in use, unlocked: its last reference is A's.
+    let head = PageRef::new(&pm, 0).unwrap();
+    let f = zone_device_folio_init(Folio::from_head(head), &pm, Order::new(1).unwrap()).unwrap();
+    f.unlock();
+
+    let a = {
+        let pm = std::sync::Arc::clone(&pm);
+        thread::spawn(move || {
+            let head = PageRef::new(&pm, 0).unwrap();
+            folio_put_with_mutant(head.folio(), mutant);
+        })
+    };
+
+    // B: take the pages from the driver's allocator.
+    while free.load(Ordering::Relaxed) == 0 {
+        thread::yield_now();
+    }
+    fence(Ordering::Acquire);
+    let p1 = PageRef::new(&pm, 1).unwrap();
+    assert_eq!(
+        p1.raw(word::FLAGS) & 0xff,
+        0,
+        "old page[1] still carries the order byte (PG_locked)"
+    );
+    assert_eq!(
+        p1.raw(word::COMPOUND_HEAD),
+        cookie,
+        "old page[1] still carries the tail link"
+    );
+    assert_eq!(
+        p1.raw(word::MEMCG_DATA) & 0xffff_ffff,
+        0,
+        "old page[1] still carries _nr_pages"
+    );
+    let g = zone_device_page_init(p1, &pm, Order::ZERO).expect("reuse of old page[1]");
+    assert_eq!(g.page(), p1, "page_folio(old page[1]) is not itself");
+    g.unlock();
+    a.join().unwrap();
+    folio_put(g);
+    assert_eq!(pm.percpu_ref().count(), 1, "references leaked or lost");
+}
+
+#[test]
+fn folio_free_vs_realloc() {
+    let runs = model(|| scenario(Mutant::None));
+    eprintln!("folio_free_vs_realloc: {runs} executions");
+}
+
+#[test]
+fn mutant_free_no_barrier_is_caught() {
+    assert_caught(
+        || scenario(Mutant::FolioFreeNoBarrier),
+        &[
+            "order byte",
+            "tail link",
+            "_nr_pages",
+            "reuse of old page[1]",
+            "not itself",
+        ],
+    );
+}

@@ -1,0 +1,101 @@
+//! A section-index lookup racing `memunmap` of the section's pagemap and a
+//! `memremap` that puts a new pagemap in the same section.
+//!
+//! Kernel: `device_private_offset_to_page()` against
+//! `memunmap_device_private_pagemap()` and `memremap_device_private_pagemap()`
+//! (`mm/memremap.c`, series v6); the index's two-word slot models
+//! SPARSEMEM's `section_mem_map` (`mm/sparse.c`).
+//!
+//! `memunmap` drops the writer lock before its grace period, so the second
+//! writer can publish pagemap B (and B's memmap base) in the section while
+//! the reader still holds A's pointer. The reader's seqlock re-check must
+//! then refuse B's base and fall back to A, which the grace period keeps
+//! alive. Checks: the reader gets A's page, B's page or `None`, and a page
+//! always lies in the pagemap it is reported with.
+
+#![cfg(loom)]
+
+use devpriv_core::mutant::Mutant;
+use devpriv_core::{DevicePrivateOffset, Errno, PageCount};
+use devpriv_loom_tests::{assert_caught, model};
+use devpriv_pagemap::page_flags::PG_RESERVED;
+use devpriv_pagemap::{
+    DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, Packing, PagemapParams,
+    SpaceConfig, VmFault,
+};
+use loom::sync::Arc;
+use loom::thread;
+
+struct Driver;
+impl DevPagemapOps for Driver {
+    fn folio_free(&self, _folio: Folio<'_>) {}
+    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
+        Ok(())
+    }
+}
+
+fn params() -> PagemapParams {
+    PagemapParams {
+        memory_type: MemoryType::Private,
+        nr_pages: PageCount::new(2),
+        owner: Some(Owner(1)),
+        ops: Some(std::sync::Arc::new(Driver)),
+    }
+}
+
+fn scenario(mutant: Mutant) {
+    // Two-page sections in a 32 KiB space: each two-page pagemap covers a
+    // whole section, so the index publishes a memmap base for it.
+    let cfg = SpaceConfig {
+        packing: Packing::SectionAligned,
+        section_shift: 13,
+        space_shift: Some(15),
+        ..SpaceConfig::default()
+    };
+    let space = Arc::new(DevicePrivateSpace::with_mutant(cfg, mutant));
+    let a = space.memremap_device_private_pagemap(params(), 0).unwrap();
+    let reader = {
+        let space = Arc::clone(&space);
+        thread::spawn(move || {
+            let g = space.read();
+            let off = DevicePrivateOffset::new(1);
+            if let Some(page) = g.device_private_offset_to_page(off) {
+                let owner = page.owner();
+                assert!(
+                    owner
+                        .pages()
+                        .as_ptr_range()
+                        .contains(&std::ptr::from_ref(&*page)),
+                    "page reported with a pagemap it is not in"
+                );
+                assert!(page.test_flag(PG_RESERVED), "a half-built page");
+                assert_eq!(g.device_private_page_to_offset(page), Some(off));
+            }
+        })
+    };
+    let remapper = {
+        let space = Arc::clone(&space);
+        thread::spawn(move || {
+            // B stays mapped; the space tears it down when it drops.
+            drop(space.memremap_device_private_pagemap(params(), 0).unwrap());
+        })
+    };
+    space.memunmap_device_private_pagemap(&a).unwrap();
+    reader.join().unwrap();
+    remapper.join().unwrap();
+    space.validate().unwrap();
+}
+
+#[test]
+fn index_lookup_vs_unmap_remap() {
+    let runs = model(|| scenario(Mutant::None));
+    eprintln!("index_lookup_vs_unmap_remap: {runs} executions");
+}
+
+#[test]
+fn mutant_no_recheck_is_caught() {
+    assert_caught(
+        || scenario(Mutant::SpaceIndexNoRecheck),
+        &["a pagemap it is not in"],
+    );
+}

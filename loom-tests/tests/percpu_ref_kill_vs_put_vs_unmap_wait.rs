@@ -1,0 +1,214 @@
+//! Pagemap teardown with the waiter on its own thread: `kill` ∥ the last
+//! page free (`put`) and an allocation attempt (`tryget`) ∥ the unmap that
+//! waits for the completion.
+//!
+//! Kernel: `memunmap_device_private_pagemap()` → `percpu_ref_kill()` +
+//! `wait_for_completion(&pgmap->done)` (`mm/memremap.c`), racing
+//! `free_zone_device_folio()` → `ops->folio_free()` then
+//! `percpu_ref_put_many()`, with `dev_pagemap_percpu_release()` →
+//! `complete()` (`lib/percpu-refcount.c`, `kernel/sched/completion.c`).
+//!
+//! `percpu_ref_kill_vs_tryget_put.rs` has the killer wait for the
+//! completion itself. Here the wait is on a third thread, as when
+//! `memunmap` runs on one CPU while another tears down and a third frees:
+//!
+//! - `ref_scenario` (the `PercpuRef` alone): the main thread holds a
+//!   page reference and kills; a freer writes the page and puts it, then
+//!   tries to take another (`tryget_many`, hazard H11) and puts that too; a
+//!   waiter waits on the completion and then reads the page. Checks: the
+//!   release runs exactly once, after the last put (the waiter's read is
+//!   ordered after the freer's writes, or loom reports a causality
+//!   violation), and the waiter returns at all (a lost wakeup or lost put
+//!   leaves it spinning until loom's branch limit). Mutants: the existing
+//!   `RefMutant::KillSkipsSeal` and `RefMutant::RelaxedShardOps`.
+//! - `pagemap_scenario` (the real free path and unmap): one thread drops
+//!   the last reference to an allocated folio (`folio_put` →
+//!   `free_zone_device_folio`: the driver's `folio_free` writes its own
+//!   bookkeeping, then the pgmap reference is put); another runs
+//!   `memunmap_device_private_pagemap` (kill, wait, erase) and then reads
+//!   the driver's bookkeeping, as a driver unloading after `memunmap`
+//!   would. Mutant `FolioMutant::PutBeforeFolioFree` puts the reference
+//!   first, so `memunmap` can return while `folio_free` still runs.
+
+#![cfg(loom)]
+
+use devpriv_core::{Errno, Order, PageCount};
+use devpriv_loom_tests::{assert_caught, model};
+use devpriv_pagemap::percpu_refcount::{Completion, PercpuRef, RefMutant};
+use devpriv_pagemap::{
+    DevPagemapOps, DevicePrivateSpace, Folio, FolioMutant, MemoryType, Owner, Packing, PageRef,
+    PagemapParams, SpaceConfig, VmFault, folio_put_with_mutant, zone_device_page_init,
+};
+use loom::cell::UnsafeCell;
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::thread;
+
+/// Memory that loom tracks: written by whoever holds a reference, read by
+/// the waiter once teardown is over.
+struct Cell(UnsafeCell<u64>);
+
+// SAFETY: All access goes through loom's checked cell: a racing access is
+// a reported model failure, which is the point of the type.
+unsafe impl Sync for Cell {}
+
+impl Cell {
+    fn new() -> Self {
+        Cell(UnsafeCell::new(0))
+    }
+
+    fn write(&self, v: u64) {
+        // SAFETY: Loom reports any access that races with this one.
+        self.0.with_mut(|p| unsafe { *p = v });
+    }
+
+    fn read(&self) -> u64 {
+        // SAFETY: As `write`.
+        self.0.with(|p| unsafe { *p })
+    }
+}
+
+fn ref_scenario(mutant: RefMutant) {
+    let releases = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(Completion::new());
+    let r = {
+        let (releases, done) = (Arc::clone(&releases), Arc::clone(&done));
+        Arc::new(PercpuRef::with_mutant(
+            move || {
+                releases.fetch_add(1, Ordering::Relaxed);
+                done.complete();
+            },
+            mutant,
+        ))
+    };
+    let page = Arc::new(Cell::new());
+    // A page allocated before teardown starts.
+    assert!(r.tryget_many(1));
+
+    let freer = {
+        let (r, page) = (Arc::clone(&r), Arc::clone(&page));
+        thread::spawn(move || {
+            page.write(1);
+            r.put_many(1);
+            // An allocation racing teardown: succeeds only while some
+            // reference is outstanding (here: the initial one, until kill).
+            if r.tryget_many(1) {
+                page.write(2);
+                r.put_many(1);
+            }
+        })
+    };
+    let waiter = {
+        let (releases, done, page) = (Arc::clone(&releases), Arc::clone(&done), Arc::clone(&page));
+        thread::spawn(move || {
+            done.wait();
+            let v = page.read();
+            assert!(v == 1 || v == 2, "page holds {v}");
+            assert_eq!(releases.load(Ordering::Relaxed), 1, "release count");
+        })
+    };
+    r.kill();
+    freer.join().unwrap();
+    waiter.join().unwrap();
+    assert_eq!(
+        releases.load(Ordering::Relaxed),
+        1,
+        "release ran more than once"
+    );
+    assert!(r.is_zero());
+}
+
+struct Driver {
+    freed: Arc<Cell>,
+}
+
+impl DevPagemapOps for Driver {
+    fn folio_free(&self, folio: Folio<'_>) {
+        self.freed.write(folio.page().index() as u64 + 1);
+    }
+
+    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
+        Ok(())
+    }
+}
+
+fn pagemap_scenario(mutant: FolioMutant) {
+    let cfg = SpaceConfig {
+        packing: Packing::SectionAligned,
+        space_shift: Some(24),
+        ..SpaceConfig::default()
+    };
+    let space = std::sync::Arc::new(DevicePrivateSpace::with_config(cfg));
+    let freed = Arc::new(Cell::new());
+    let params = PagemapParams {
+        memory_type: MemoryType::Private,
+        nr_pages: PageCount::new(1),
+        owner: Some(Owner(1)),
+        ops: Some(std::sync::Arc::new(Driver {
+            freed: Arc::clone(&freed),
+        })),
+    };
+    let pm = space.memremap_device_private_pagemap(params, 0).unwrap();
+    let f = zone_device_page_init(PageRef::new(&pm, 0).unwrap(), &pm, Order::ZERO).unwrap();
+    f.unlock();
+
+    let freer = {
+        let pm = std::sync::Arc::clone(&pm);
+        thread::spawn(move || {
+            let p = PageRef::new(&pm, 0).unwrap();
+            folio_put_with_mutant(p.folio(), mutant);
+        })
+    };
+    let unmapper = {
+        let (space, pm, freed) = (
+            std::sync::Arc::clone(&space),
+            std::sync::Arc::clone(&pm),
+            Arc::clone(&freed),
+        );
+        thread::spawn(move || {
+            space.memunmap_device_private_pagemap(&pm).unwrap();
+            // The driver may now free its bookkeeping: folio_free is done.
+            assert_eq!(freed.read(), 1, "memunmap returned before folio_free");
+        })
+    };
+    freer.join().unwrap();
+    unmapper.join().unwrap();
+    assert!(pm.percpu_ref().is_zero() && pm.done().is_done());
+    assert!(space.is_empty());
+}
+
+#[test]
+fn kill_vs_put_vs_wait() {
+    let runs = model(|| ref_scenario(RefMutant::None));
+    eprintln!("kill_vs_put_vs_wait: {runs} executions");
+}
+
+#[test]
+fn folio_put_vs_memunmap() {
+    let runs = model(|| pagemap_scenario(FolioMutant::None));
+    eprintln!("folio_put_vs_memunmap: {runs} executions");
+}
+
+#[test]
+fn mutant_kill_skips_seal_is_caught_with_a_separate_waiter() {
+    assert_caught(
+        || ref_scenario(RefMutant::KillSkipsSeal),
+        &["Causality violation", "maximum number of branches"],
+    );
+}
+
+#[test]
+fn mutant_relaxed_shard_ops_is_caught_with_a_separate_waiter() {
+    assert_caught(
+        || ref_scenario(RefMutant::RelaxedShardOps),
+        &["Causality violation"],
+    );
+}
+
+#[test]
+fn mutant_put_before_folio_free_is_caught() {
+    assert_caught(
+        || pagemap_scenario(FolioMutant::PutBeforeFolioFree),
+        &["Causality violation", "before folio_free"],
+    );
+}
