@@ -1,0 +1,514 @@
+//! Softleaf entries: what a non-present PTE or PMD says, and the predicates
+//! generic mm code asks of it.
+//!
+//! Kernel: `include/linux/leafops.h` (`softleaf_t`, `enum softleaf_type`,
+//! `softleaf_is_*()`, `softleaf_to_pfn()`, `softleaf_to_flags()`), series v6
+//! patches 06/13 and 08/13.
+//!
+//! The series' "is-a" rule (08/13, hazard H18): a device-private migration
+//! entry *is* a migration entry for all generic code, so every
+//! `softleaf_is_migration*()` predicate is true for its
+//! `SWP_MIGRATION_DEVICE_*` counterpart too, and only the
+//! `*_migration_device_private*()` predicates tell them apart.
+//!
+//! | type | `is_migration` | `is_migration_device_private` | `is_device_private` | `has_pfn` | [`Softleaf::to_frame`] |
+//! |---|---|---|---|---|---|
+//! | `SWP_MIGRATION_{READ,READ_EXCLUSIVE,WRITE}` | yes | no | no | yes | `Pfn` |
+//! | `SWP_MIGRATION_DEVICE_{READ,READ_EXCLUSIVE,WRITE}` | yes | yes | no | yes | `DevicePrivate` |
+//! | `SWP_DEVICE_{READ,WRITE}` | no | no | yes | yes | `DevicePrivate` |
+//! | `SWP_DEVICE_EXCLUSIVE` | no | no | no | yes | `Pfn` |
+//! | `SWP_HWPOISON` | no | no | no | yes | `Pfn` |
+//! | swap, marker, none | no | no | no | no | `None` |
+
+use crate::pgtable::{Pmd, Pte};
+use crate::swapops::{
+    MAX_SWAPFILES, SWP_DEVICE_EXCLUSIVE, SWP_DEVICE_READ, SWP_DEVICE_WRITE, SWP_HWPOISON,
+    SWP_MIGRATION_DEVICE_READ, SWP_MIGRATION_DEVICE_READ_EXCLUSIVE, SWP_MIGRATION_DEVICE_WRITE,
+    SWP_MIGRATION_READ, SWP_MIGRATION_READ_EXCLUSIVE, SWP_MIGRATION_WRITE, SWP_OFFSET_MASK,
+    SWP_PTE_MARKER, SWP_TYPE_SHIFT, swp_mig_dirty_bit, swp_mig_young_bit,
+};
+use core::fmt;
+use devpriv_core::{DevicePrivateOffset, Errno, PageFrame, PagingMode, Pfn, warn_on_once};
+use devpriv_pagemap::{PageRef, SpaceReadGuard};
+
+/// An arch-independent swap entry: `type << 58 | offset`, bit 63 clear.
+///
+/// Kernel: `softleaf_t` (= `swp_entry_t`), `include/linux/leafops.h`.
+///
+/// # Invariants
+///
+/// Bit 63 is clear: the value is a valid `XA_VALUE` payload.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Softleaf(u64);
+
+impl fmt::Debug for Softleaf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Softleaf({:?}, type {}, offset {:#x})",
+            self.kind(),
+            self.swp_type(),
+            self.swp_offset()
+        )
+    }
+}
+
+/// What a softleaf entry is.
+///
+/// Kernel: `enum softleaf_type`, `include/linux/leafops.h` (with the
+/// series' three `SOFTLEAF_MIGRATION_DEVICE_PRIVATE_*` values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SoftleafType {
+    /// The empty entry (value 0). Kernel: `SOFTLEAF_NONE`.
+    None,
+    /// A real swap entry (type below `MAX_SWAPFILES`). Kernel: `SOFTLEAF_SWAP`.
+    Swap,
+    /// Kernel: `SOFTLEAF_MIGRATION_READ`.
+    MigrationRead,
+    /// Kernel: `SOFTLEAF_MIGRATION_READ_EXCLUSIVE`.
+    MigrationReadExclusive,
+    /// Kernel: `SOFTLEAF_MIGRATION_WRITE`.
+    MigrationWrite,
+    /// Kernel: `SOFTLEAF_DEVICE_PRIVATE_READ`.
+    DevicePrivateRead,
+    /// Kernel: `SOFTLEAF_DEVICE_PRIVATE_WRITE`.
+    DevicePrivateWrite,
+    /// Kernel: `SOFTLEAF_DEVICE_EXCLUSIVE`.
+    DeviceExclusive,
+    /// Kernel: `SOFTLEAF_MIGRATION_DEVICE_PRIVATE_READ` (series).
+    MigrationDevicePrivateRead,
+    /// Kernel: `SOFTLEAF_MIGRATION_DEVICE_PRIVATE_READ_EXCLUSIVE` (series).
+    MigrationDevicePrivateReadExclusive,
+    /// Kernel: `SOFTLEAF_MIGRATION_DEVICE_PRIVATE_WRITE` (series).
+    MigrationDevicePrivateWrite,
+    /// Kernel: `SOFTLEAF_HWPOISON`.
+    Hwpoison,
+    /// Kernel: `SOFTLEAF_MARKER`.
+    Marker,
+}
+
+/// The young/dirty bits a migration entry carries above its pfn.
+///
+/// Kernel: the value of `softleaf_to_flags()` (series 06/13), i.e. the
+/// `SWP_MIG_YOUNG` / `SWP_MIG_DIRTY` bits of the offset.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SoftleafFlags {
+    /// Kernel: `SWP_MIG_YOUNG`.
+    pub young: bool,
+    /// Kernel: `SWP_MIG_DIRTY`.
+    pub dirty: bool,
+}
+
+impl SoftleafFlags {
+    /// The offset bits these flags occupy for `mode`.
+    ///
+    /// Kernel: `SWP_MIG_YOUNG | SWP_MIG_DIRTY` as returned by
+    /// `softleaf_to_flags()`.
+    pub const fn bits(self, mode: PagingMode) -> u64 {
+        let mut b = 0;
+        if self.young {
+            b |= 1 << swp_mig_young_bit(mode);
+        }
+        if self.dirty {
+            b |= 1 << swp_mig_dirty_bit(mode);
+        }
+        b
+    }
+}
+
+impl Softleaf {
+    /// The empty entry (value 0), what `softleaf_from_pte()` returns for a
+    /// none or present PTE.
+    ///
+    /// Kernel: `softleaf_mk_none()`, `include/linux/leafops.h`.
+    pub const NONE: Softleaf = Softleaf(0);
+
+    /// An entry from its raw value, without checking. Crate-internal: the
+    /// callers have built a value with bit 63 clear.
+    pub(crate) const fn from_raw_unchecked(val: u64) -> Softleaf {
+        Softleaf(val)
+    }
+
+    /// An entry from its raw value.
+    ///
+    /// Kernel: `(softleaf_t){ .val = val }`.
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EINVAL`] if bit 63 is set (no swap entry has it).
+    pub const fn from_raw(val: u64) -> Result<Softleaf, Errno> {
+        if val >> 63 != 0 {
+            Err(Errno::EINVAL)
+        } else {
+            Ok(Softleaf(val))
+        }
+    }
+
+    /// The raw value.
+    ///
+    /// Kernel: `entry.val`.
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// The 5-bit type field.
+    ///
+    /// Kernel: `swp_type(entry)`, `include/linux/swapops.h`.
+    pub const fn swp_type(self) -> u32 {
+        (self.0 >> SWP_TYPE_SHIFT) as u32
+    }
+
+    /// The 58-bit offset field.
+    ///
+    /// Kernel: `swp_offset(entry)`, `include/linux/swapops.h`.
+    pub const fn swp_offset(self) -> u64 {
+        self.0 & SWP_OFFSET_MASK
+    }
+
+    /// `true` for the empty entry.
+    ///
+    /// Kernel: `softleaf_is_none()`.
+    pub const fn is_none(self) -> bool {
+        self.0 == 0
+    }
+
+    /// What the entry is.
+    ///
+    /// Kernel: `softleaf_type(entry)`, `include/linux/leafops.h`.
+    pub fn kind(self) -> SoftleafType {
+        if self.is_none() {
+            return SoftleafType::None;
+        }
+        let ty = self.swp_type();
+        if ty < MAX_SWAPFILES {
+            return SoftleafType::Swap;
+        }
+        match ty {
+            SWP_MIGRATION_READ => SoftleafType::MigrationRead,
+            SWP_MIGRATION_READ_EXCLUSIVE => SoftleafType::MigrationReadExclusive,
+            SWP_MIGRATION_WRITE => SoftleafType::MigrationWrite,
+            SWP_DEVICE_WRITE => SoftleafType::DevicePrivateWrite,
+            SWP_DEVICE_READ => SoftleafType::DevicePrivateRead,
+            SWP_DEVICE_EXCLUSIVE => SoftleafType::DeviceExclusive,
+            SWP_MIGRATION_DEVICE_READ => SoftleafType::MigrationDevicePrivateRead,
+            SWP_MIGRATION_DEVICE_READ_EXCLUSIVE => {
+                SoftleafType::MigrationDevicePrivateReadExclusive
+            }
+            SWP_MIGRATION_DEVICE_WRITE => SoftleafType::MigrationDevicePrivateWrite,
+            SWP_HWPOISON => SoftleafType::Hwpoison,
+            SWP_PTE_MARKER => SoftleafType::Marker,
+            _ => {
+                // Unreachable with the series' numbers (every type 21..=31 is
+                // defined), kept as the kernel's WARN path.
+                warn_on_once!(true, "softleaf_type(): unknown swap type");
+                SoftleafType::None
+            }
+        }
+    }
+
+    /// A real swap entry.
+    ///
+    /// Kernel: `softleaf_is_swap()`.
+    pub fn is_swap(self) -> bool {
+        self.kind() == SoftleafType::Swap
+    }
+
+    /// Any migration entry, **including** the series' device-private
+    /// migration entries (the "is-a" rule).
+    ///
+    /// Kernel: `softleaf_is_migration()`, `include/linux/leafops.h`.
+    pub fn is_migration(self) -> bool {
+        self.is_migration_read() || self.is_migration_read_exclusive() || self.is_migration_write()
+    }
+
+    /// A read migration entry, normal or device-private.
+    ///
+    /// Kernel: `softleaf_is_migration_read()`.
+    pub fn is_migration_read(self) -> bool {
+        matches!(
+            self.kind(),
+            SoftleafType::MigrationRead | SoftleafType::MigrationDevicePrivateRead
+        )
+    }
+
+    /// A read-exclusive migration entry, normal or device-private.
+    ///
+    /// Kernel: `softleaf_is_migration_read_exclusive()`.
+    pub fn is_migration_read_exclusive(self) -> bool {
+        matches!(
+            self.kind(),
+            SoftleafType::MigrationReadExclusive
+                | SoftleafType::MigrationDevicePrivateReadExclusive
+        )
+    }
+
+    /// A write migration entry, normal or device-private.
+    ///
+    /// Kernel: `softleaf_is_migration_write()`.
+    pub fn is_migration_write(self) -> bool {
+        matches!(
+            self.kind(),
+            SoftleafType::MigrationWrite | SoftleafType::MigrationDevicePrivateWrite
+        )
+    }
+
+    /// One of the series' device-private migration entries (and nothing
+    /// else).
+    ///
+    /// Kernel: `softleaf_is_migration_device_private()` (series 08/13).
+    pub fn is_migration_device_private(self) -> bool {
+        matches!(
+            self.kind(),
+            SoftleafType::MigrationDevicePrivateRead
+                | SoftleafType::MigrationDevicePrivateReadExclusive
+                | SoftleafType::MigrationDevicePrivateWrite
+        )
+    }
+
+    /// Kernel: `softleaf_is_migration_device_private_read()` (series).
+    pub fn is_migration_device_private_read(self) -> bool {
+        self.kind() == SoftleafType::MigrationDevicePrivateRead
+    }
+
+    /// Kernel: `softleaf_is_migration_device_private_read_exclusive()` (series).
+    pub fn is_migration_device_private_read_exclusive(self) -> bool {
+        self.kind() == SoftleafType::MigrationDevicePrivateReadExclusive
+    }
+
+    /// Kernel: `softleaf_is_migration_device_private_write()` (series).
+    pub fn is_migration_device_private_write(self) -> bool {
+        self.kind() == SoftleafType::MigrationDevicePrivateWrite
+    }
+
+    /// A device-private entry (`SWP_DEVICE_READ` or `SWP_DEVICE_WRITE`).
+    /// Device-private *migration* entries are not.
+    ///
+    /// Kernel: `softleaf_is_device_private()`.
+    pub fn is_device_private(self) -> bool {
+        matches!(
+            self.kind(),
+            SoftleafType::DevicePrivateRead | SoftleafType::DevicePrivateWrite
+        )
+    }
+
+    /// A writable device-private entry.
+    ///
+    /// Kernel: `softleaf_is_device_private_write()`.
+    pub fn is_device_private_write(self) -> bool {
+        self.kind() == SoftleafType::DevicePrivateWrite
+    }
+
+    /// A device-exclusive entry.
+    ///
+    /// Kernel: `softleaf_is_device_exclusive()`.
+    pub fn is_device_exclusive(self) -> bool {
+        self.kind() == SoftleafType::DeviceExclusive
+    }
+
+    /// A hardware-poison entry.
+    ///
+    /// Kernel: `softleaf_is_hwpoison()`.
+    pub fn is_hwpoison(self) -> bool {
+        self.kind() == SoftleafType::Hwpoison
+    }
+
+    /// A PTE marker.
+    ///
+    /// Kernel: `softleaf_is_marker()`.
+    pub fn is_marker(self) -> bool {
+        self.kind() == SoftleafType::Marker
+    }
+
+    /// The entry carries a pfn (or, for device-private kinds, an offset).
+    ///
+    /// Kernel: `softleaf_has_pfn()`.
+    pub fn has_pfn(self) -> bool {
+        self.is_migration()
+            || self.is_device_private()
+            || self.is_device_exclusive()
+            || self.is_hwpoison()
+    }
+
+    /// The pfn field, masked to `SWP_PFN_BITS`: everything above is
+    /// silently dropped, as in C. Meaningless unless [`has_pfn`] — and a
+    /// device-private offset for device-private kinds.
+    ///
+    /// Kernel: `softleaf_to_pfn()`, `include/linux/leafops.h`.
+    ///
+    /// [`has_pfn`]: Self::has_pfn
+    pub const fn to_pfn(self, mode: PagingMode) -> u64 {
+        self.swp_offset() & mode.swp_pfn_mask()
+    }
+
+    /// The typed frame the entry refers to: a [`Pfn`] or a
+    /// [`DevicePrivateOffset`], or `None` if it carries neither.
+    ///
+    /// Kernel: the `softleaf_to_pfn()` + "is it device private?" pair that
+    /// `check_pte()` computes; `softleaf_to_page()` after the series.
+    pub fn to_frame(self, mode: PagingMode) -> Option<PageFrame> {
+        if !self.has_pfn() {
+            return None;
+        }
+        let raw = self.to_pfn(mode);
+        Some(
+            if self.is_device_private() || self.is_migration_device_private() {
+                PageFrame::DevicePrivate(DevicePrivateOffset::new(raw))
+            } else {
+                PageFrame::Pfn(Pfn::new(raw))
+            },
+        )
+    }
+
+    /// The young/dirty bits of a migration entry.
+    ///
+    /// Kernel: `softleaf_to_flags()` (series 06/13), and
+    /// `softleaf_migration_young()` / `softleaf_migration_dirty()`.
+    pub fn to_flags(self, mode: PagingMode) -> SoftleafFlags {
+        let off = self.swp_offset();
+        SoftleafFlags {
+            young: off >> swp_mig_young_bit(mode) & 1 == 1,
+            dirty: off >> swp_mig_dirty_bit(mode) & 1 == 1,
+        }
+    }
+
+    /// The same migration entry with young/dirty bits from `flags` added
+    /// (how fork, mprotect and the THP split paths copy them across a
+    /// write → read downgrade).
+    ///
+    /// Kernel: `make_migration_entry_young()` / `make_migration_entry_dirty()`,
+    /// and the `flags` argument of the series' `*_migration_entry_from_page()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EINVAL`] if the entry is not a migration entry (the bits
+    /// would be read as part of some other payload).
+    pub fn with_flags(self, flags: SoftleafFlags, mode: PagingMode) -> Result<Softleaf, Errno> {
+        if !self.is_migration() {
+            return Err(Errno::EINVAL);
+        }
+        Ok(Softleaf(self.0 | flags.bits(mode)))
+    }
+
+    /// The entry a non-present PTE holds; [`Softleaf::NONE`] for a none or
+    /// present PTE.
+    ///
+    /// Kernel: `softleaf_from_pte()`, `include/linux/leafops.h`.
+    pub fn from_pte(pte: Pte) -> Softleaf {
+        if pte.is_present() || pte.is_none() {
+            Softleaf::NONE
+        } else {
+            pte.to_swp_entry()
+        }
+    }
+
+    /// The entry a non-present PMD holds; [`Softleaf::NONE`] for a none or
+    /// present PMD.
+    ///
+    /// Kernel: `softleaf_from_pmd()`, `include/linux/leafops.h`.
+    pub fn from_pmd(pmd: Pmd) -> Softleaf {
+        if pmd.is_present() || pmd.is_none() {
+            Softleaf::NONE
+        } else {
+            pmd.to_swp_entry()
+        }
+    }
+}
+
+/// The device-private page a device-private (or device-private migration)
+/// entry names, looked up through the device-private address space — never
+/// through `pfn_to_page()`.
+///
+/// Kernel: `softleaf_to_page()` after series 13/13, which calls
+/// `device_private_offset_to_page()` for these kinds.
+///
+/// # Differences from the kernel
+///
+/// Returns `None` for entries whose frame is a pfn (the model has no global
+/// `struct page` array for system memory here), and for offsets no pagemap
+/// holds (where the lookup also `WARN`s).
+pub fn softleaf_to_device_private_page<'g>(
+    guard: &'g SpaceReadGuard<'_>,
+    entry: Softleaf,
+    mode: PagingMode,
+) -> Option<PageRef<'g>> {
+    match entry.to_frame(mode)? {
+        PageFrame::DevicePrivate(off) => guard.device_private_offset_to_page(off),
+        PageFrame::Pfn(_) => None,
+    }
+}
+
+/// `true` if a PMD holds a migration entry (normal or device-private).
+///
+/// Kernel: `pmd_is_migration_entry()`, `include/linux/leafops.h`.
+pub fn pmd_is_migration_entry(pmd: Pmd) -> bool {
+    Softleaf::from_pmd(pmd).is_migration()
+}
+
+/// `true` if a PMD holds a device-private entry.
+///
+/// Kernel: `pmd_is_device_private_entry()`, `include/linux/leafops.h`.
+pub fn pmd_is_device_private_entry(pmd: Pmd) -> bool {
+    Softleaf::from_pmd(pmd).is_device_private()
+}
+
+/// `true` if a non-present PMD holds an entry that is legal at PMD level:
+/// device-private or migration.
+///
+/// Kernel: `pmd_is_valid_softleaf()`, `include/linux/leafops.h`.
+pub fn pmd_is_valid_softleaf(pmd: Pmd) -> bool {
+    let e = Softleaf::from_pmd(pmd);
+    e.is_device_private() || e.is_migration()
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::swapops::{
+        MigrationKind, make_device_private_entry, make_migration_entry, swp_entry,
+    };
+
+    #[test]
+    fn kind_follows_the_type_number() {
+        let m = PagingMode::FourLevel;
+        assert_eq!(Softleaf::NONE.kind(), SoftleafType::None);
+        assert_eq!(swp_entry(0, 5).unwrap().kind(), SoftleafType::Swap);
+        assert_eq!(swp_entry(20, 5).unwrap().kind(), SoftleafType::Swap);
+        assert_eq!(swp_entry(21, 5).unwrap().kind(), SoftleafType::Hwpoison);
+        let e = make_migration_entry(
+            MigrationKind::ReadExclusive,
+            DevicePrivateOffset::new(9).into(),
+            m,
+        )
+        .unwrap();
+        assert_eq!(e.swp_type(), 29);
+        assert_eq!(e.kind(), SoftleafType::MigrationDevicePrivateReadExclusive);
+        let d = make_device_private_entry(false, DevicePrivateOffset::new(9), m).unwrap();
+        assert_eq!(d.kind(), SoftleafType::DevicePrivateRead);
+        assert_eq!(
+            d.to_frame(m),
+            Some(PageFrame::DevicePrivate(DevicePrivateOffset::new(9)))
+        );
+    }
+
+    #[test]
+    fn to_pfn_masks_to_swp_pfn_bits() {
+        let m = PagingMode::FourLevel;
+        // An offset with bits above SWP_PFN_BITS (as the young/dirty bits are).
+        let e = swp_entry(SWP_MIGRATION_READ, (1 << 40) | (1 << 34) | 77).unwrap();
+        assert_eq!(e.to_pfn(m), 77);
+        assert_eq!(e.to_pfn(PagingMode::FiveLevel), (1 << 34) | 77);
+        assert_eq!(
+            e.to_flags(m),
+            SoftleafFlags {
+                young: true,
+                dirty: false
+            }
+        );
+    }
+
+    #[test]
+    fn from_raw_refuses_bit_63() {
+        assert_eq!(Softleaf::from_raw(1 << 63), Err(Errno::EINVAL));
+        assert_eq!(Softleaf::from_raw(5).map(Softleaf::raw), Ok(5));
+    }
+}

@@ -1,0 +1,155 @@
+//! Property tests: every encoder round-trips what fits and refuses what
+//! does not, with the kernel's bit positions.
+
+use devpriv_core::{DevicePrivateOffset, Errno, Order, PageCount, PageFrame, PagingMode, Pfn};
+use devpriv_migrate::pgtable::{
+    _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_NX, _PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_RW, _PAGE_USER,
+    MAX_PTE_PFN,
+};
+use devpriv_migrate::swapops::{
+    MAX_SWAPFILES, MigrationKind, SWP_OFFSET_MASK, make_device_exclusive_entry,
+    make_device_private_entry, make_hwpoison_entry, make_migration_entry, swp_entry,
+};
+use devpriv_migrate::{HmmPfn, MigratePfn, Pmd, Pte, Softleaf, SoftleafFlags, SoftleafType};
+use proptest::prelude::*;
+
+fn mode() -> impl Strategy<Value = PagingMode> {
+    prop_oneof![Just(PagingMode::FourLevel), Just(PagingMode::FiveLevel)]
+}
+
+fn frame_of(dp: bool, raw: u64) -> PageFrame {
+    if dp {
+        DevicePrivateOffset::new(raw).into()
+    } else {
+        Pfn::new(raw).into()
+    }
+}
+
+proptest! {
+    #[test]
+    fn swp_entry_round_trips(ty in 0u32..32, offset in 0..=SWP_OFFSET_MASK) {
+        let e = swp_entry(ty, offset).unwrap();
+        prop_assert_eq!((e.swp_type(), e.swp_offset()), (ty, offset));
+        prop_assert_eq!(e.raw() >> 63, 0);
+        prop_assert_eq!(Softleaf::from_raw(e.raw()), Ok(e));
+        let kind = e.kind();
+        prop_assert_eq!(kind == SoftleafType::Swap, ty < MAX_SWAPFILES && e.raw() != 0);
+    }
+
+    #[test]
+    fn swap_ptes_round_trip(ty in 0u32..32, offset in 0u64..(1 << 50), sd: bool, ex: bool, wp: bool) {
+        let e = swp_entry(ty, offset).unwrap();
+        match Pte::from_swp_entry(e) {
+            Err(err) => {
+                prop_assert_eq!(err, Errno::EINVAL);
+                prop_assert!(ty == 0 && offset == (1 << 50) - 1, "only the none-colliding value");
+            }
+            Ok(pte) => {
+                prop_assert!(pte.is_swap());
+                prop_assert_eq!(pte.raw() >> 59, u64::from(ty));
+                prop_assert_eq!((pte.raw() >> 9) & ((1 << 50) - 1), !offset & ((1 << 50) - 1));
+                let mut p = pte;
+                if sd { p = p.swp_mksoft_dirty(); }
+                if ex { p = p.swp_mkexclusive(); }
+                if wp { p = p.swp_mkuffd_wp(); }
+                prop_assert_eq!(Softleaf::from_pte(p), e);
+                prop_assert_eq!((p.swp_soft_dirty(), p.swp_exclusive(), p.swp_uffd_wp()), (sd, ex, wp));
+                let pmd = Pmd::from_swp_entry(e).unwrap();
+                prop_assert_eq!(pmd.raw(), pte.raw());
+                prop_assert_eq!(Softleaf::from_pmd(pmd), e);
+            }
+        }
+    }
+
+    #[test]
+    fn swap_pte_offsets_beyond_50_bits_are_refused(ty in 0u32..32, offset in (1u64 << 50)..=SWP_OFFSET_MASK) {
+        prop_assert_eq!(Pte::from_swp_entry(swp_entry(ty, offset).unwrap()), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn present_ptes_round_trip(pfn in 0..=MAX_PTE_PFN, rw: bool, nx: bool, protnone: bool) {
+        let mut prot = if protnone { _PAGE_PROTNONE } else { _PAGE_PRESENT } | _PAGE_USER | _PAGE_ACCESSED;
+        if rw { prot |= _PAGE_RW | _PAGE_DIRTY; }
+        if nx { prot |= _PAGE_NX; }
+        let pte = Pte::pfn_pte(Pfn::new(pfn), prot).unwrap();
+        prop_assert_eq!(pte.pfn(), Pfn::new(pfn));
+        prop_assert_eq!(pte.flags(), prot);
+        prop_assert!(pte.is_present() && !pte.is_swap());
+        prop_assert_eq!(Softleaf::from_pte(pte), Softleaf::NONE);
+        prop_assert_eq!(Pte::pfn_pte(Pfn::new(pfn + MAX_PTE_PFN + 1), prot), Err(Errno::EINVAL));
+        let huge = Pmd::huge(Pfn::new(pfn & !511), prot).unwrap();
+        prop_assert_eq!(huge.pfn(), Pfn::new(pfn & !511));
+        prop_assert!(huge.is_trans_huge() && huge.is_present());
+    }
+
+    #[test]
+    fn typed_entries_round_trip(raw in any::<u64>(), dp: bool, which in 0usize..3, mode in mode()) {
+        let f = frame_of(dp, raw);
+        let fits = raw <= mode.swp_pfn_mask();
+        let kind = MigrationKind::ALL[which];
+        let m = make_migration_entry(kind, f, mode);
+        prop_assert_eq!(m.is_ok(), fits);
+        if let Ok(e) = m {
+            prop_assert_eq!(e.to_frame(mode), Some(f));
+            prop_assert_eq!(e.to_pfn(mode), raw);
+            prop_assert!(e.is_migration());
+            let pte = Pte::from_swp_entry(e).unwrap();
+            prop_assert_eq!(Softleaf::from_pte(pte).to_frame(mode), Some(f));
+            for (young, dirty) in [(false, false), (true, false), (false, true), (true, true)] {
+                let fl = SoftleafFlags { young, dirty };
+                let g = e.with_flags(fl, mode).unwrap();
+                prop_assert_eq!(g.to_flags(mode), fl);
+                prop_assert_eq!(g.to_frame(mode), Some(f));
+                prop_assert_eq!(Softleaf::from_pte(Pte::from_swp_entry(g).unwrap()), g);
+            }
+        }
+        let off = DevicePrivateOffset::new(raw);
+        let d = make_device_private_entry(which == 0, off, mode);
+        prop_assert_eq!(d.is_ok(), fits);
+        if let Ok(d) = d {
+            prop_assert_eq!(d.to_frame(mode), Some(off.into()));
+            prop_assert_eq!(d.is_device_private_write(), which == 0);
+        }
+        let x = make_device_exclusive_entry(Pfn::new(raw), mode);
+        prop_assert_eq!(x.map(|e| e.to_frame(mode)), if fits { Ok(Some(Pfn::new(raw).into())) } else { Err(Errno::EINVAL) });
+        let h = make_hwpoison_entry(Pfn::new(raw), mode);
+        prop_assert_eq!(h.map(|e| e.is_hwpoison()), if fits { Ok(true) } else { Err(Errno::EINVAL) });
+    }
+
+    #[test]
+    fn migrate_pfns_round_trip(raw in any::<u64>(), dp: bool, w: bool) {
+        let f = frame_of(dp, raw);
+        let m = MigratePfn::new(f);
+        prop_assert_eq!(m.is_ok(), raw < 1 << 58);
+        if let Ok(m) = m {
+            let m = if w { m.with(MigratePfn::WRITE | MigratePfn::MIGRATE).unwrap() } else { m };
+            prop_assert_eq!(m.frame(), Some(f));
+            prop_assert_eq!(m.raw() >> 6, raw);
+            prop_assert_eq!(m.contains(MigratePfn::DEVICE_PRIVATE), dp);
+            prop_assert_eq!(m.contains(MigratePfn::WRITE), w);
+            prop_assert_eq!(MigratePfn::from_raw(m.raw()), Ok(m));
+        }
+    }
+
+    #[test]
+    fn hmm_pfns_round_trip(raw in any::<u64>(), dp: bool, order in 0u32..40, w: bool) {
+        let f = frame_of(dp, raw);
+        let o = Order::new(order).unwrap();
+        let h = HmmPfn::new(f, o, w);
+        prop_assert_eq!(h.is_ok(), raw < 1 << 52 && order < 32);
+        if let Ok(h) = h {
+            prop_assert_eq!(h.decode(), Some((f, o, w)));
+            prop_assert_eq!(h.raw() & !HmmPfn::FLAGS, raw);
+            prop_assert_eq!(h.raw() & HmmPfn::DEVICE_PRIVATE != 0, dp);
+            prop_assert_eq!(h.raw() & HmmPfn::VALID, HmmPfn::VALID);
+            prop_assert_eq!(u64::from(h.map_order().get()), (h.raw() >> 52) & 0x1f);
+        }
+    }
+
+    #[test]
+    fn migrate_pfn_ranges_step_within_a_space(start in 0u64..(1 << 40), n in 0u64..4096, dp: bool) {
+        let m = MigratePfn::new(frame_of(dp, start)).unwrap();
+        let next = m.checked_add(PageCount::new(n)).unwrap();
+        prop_assert_eq!(next.frame(), Some(frame_of(dp, start + n)));
+    }
+}

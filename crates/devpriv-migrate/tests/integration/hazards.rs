@@ -1,0 +1,363 @@
+//! Hazards H7, H8, H9, H12, H13, H18 (kernel-semantics.md §10). Each test
+//! also runs the buggy variant and shows it fails.
+
+use crate::naive;
+use crate::walk::{BASE, Kind, frame, matches, mm_with, pte_for};
+use devpriv_core::{
+    DevicePrivateOffset, Errno, Order, PAGE_SIZE, PageCount, PageFrame, PagingMode, Pfn,
+};
+use devpriv_migrate::hmm::HmmPfnLayout;
+use devpriv_migrate::memory::PMD_SIZE;
+use devpriv_migrate::page_vma_mapped::{page_mapped_in_vma, page_mapped_in_vma_as_posted};
+use devpriv_migrate::swapops::{MigrationKind, make_device_private_entry, make_migration_entry};
+use devpriv_migrate::{
+    HmmPfn, PageVmaMappedWalk, Pmd, Pte, PvmwFlags, PvmwPfnV2, PvmwTarget, Softleaf, SoftleafFlags,
+};
+use devpriv_pagemap::{
+    DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, PagemapParams, VmFault,
+};
+use proptest::prelude::*;
+use std::sync::Arc;
+
+const MODE: PagingMode = PagingMode::FourLevel;
+
+fn walk_one(mm: &devpriv_migrate::Mm, target: PageFrame, flags: PvmwFlags) -> bool {
+    let vma = &mm.vmas()[0];
+    let mut w =
+        PageVmaMappedWalk::new(mm, vma, target, PageCount::ONE, vma.pgoff(), BASE, flags).unwrap();
+    let r = w.walk();
+    w.done();
+    r
+}
+
+/// H7 (a), (b): a pfn N and a device-private offset N never match each
+/// other's walks; the mainline `check_pte()` (no device-private
+/// comparison) would.
+#[test]
+fn h7_pfn_and_offset_with_the_same_number_never_match() {
+    const N: u64 = 0x777;
+    let (mm, _) = mm_with(PMD_SIZE);
+    let cases = [
+        // (entry, walk target is device private?, PVMW_MIGRATION, expected)
+        (Kind::DevicePrivate, false, false, false), // (a)
+        (Kind::DevicePrivate, true, false, true),
+        (Kind::Present, true, false, false), // (b)
+        (Kind::Present, false, false, true),
+        (Kind::Migration, true, true, false), // (b)
+        (Kind::Migration, false, true, true),
+        (Kind::DpMigration, true, true, true), // (b)
+        (Kind::DpMigration, false, true, false),
+        (Kind::DeviceExclusive, true, false, false),
+        (Kind::DeviceExclusive, false, false, true),
+    ];
+    let mut buggy_differs = 0;
+    for (kind, dp, migration, expected) in cases {
+        let pte = pte_for(kind, N);
+        mm.set_pte(BASE, pte).unwrap();
+        let flags = if migration {
+            PvmwFlags::MIGRATION
+        } else {
+            PvmwFlags::NONE
+        };
+        assert_eq!(
+            walk_one(&mm, frame(dp, N), flags),
+            expected,
+            "{kind:?} dp={dp}"
+        );
+        // The buggy variant: mainline's check_pte without the comparison.
+        let bits = PvmwTarget::new(frame(dp, N), PageCount::ONE, migration)
+            .unwrap()
+            .flags()
+            .bits();
+        let buggy = naive::check_pte(pte.raw(), 1, N, 1, bits, 34, false);
+        if buggy != expected {
+            buggy_differs += 1;
+            assert!(buggy, "the buggy variant over-matches, never under-matches");
+        }
+    }
+    assert_eq!(
+        buggy_differs, 5,
+        "every cross-kind case fools the mainline check"
+    );
+}
+
+struct Driver;
+impl DevPagemapOps for Driver {
+    fn folio_free(&self, _folio: Folio<'_>) {}
+    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
+        Ok(())
+    }
+}
+
+/// H7 (c): a device-private entry resolves through the device-private
+/// address space, and the page it finds maps back to the same offset.
+#[test]
+fn h7_device_private_entries_resolve_through_the_space() {
+    let space = DevicePrivateSpace::new();
+    let mk = |n| PagemapParams {
+        memory_type: MemoryType::Private,
+        nr_pages: PageCount::new(n),
+        owner: Some(Owner(1)),
+        ops: Some(Arc::new(Driver)),
+    };
+    let a = space.memremap_device_private_pagemap(mk(64), -1).unwrap();
+    let b = space.memremap_device_private_pagemap(mk(64), -1).unwrap();
+    let guard = space.read();
+    for pm in [&a, &b] {
+        let first = pm.first_offset();
+        for off in [first, first.checked_add(PageCount::new(63)).unwrap()] {
+            for entry in [
+                make_device_private_entry(true, off, MODE).unwrap(),
+                make_migration_entry(MigrationKind::Write, off.into(), MODE).unwrap(),
+            ] {
+                let page =
+                    devpriv_migrate::leafops::softleaf_to_device_private_page(&guard, entry, MODE)
+                        .expect("resolved through the space");
+                assert_eq!(guard.device_private_page_to_offset(page), Some(off));
+            }
+        }
+    }
+    // A pfn entry with the same number is never resolved as a device page.
+    let pfn_entry = make_migration_entry(
+        MigrationKind::Write,
+        Pfn::new(a.first_offset().get()).into(),
+        MODE,
+    )
+    .unwrap();
+    assert!(
+        devpriv_migrate::leafops::softleaf_to_device_private_page(&guard, pfn_entry, MODE)
+            .is_none()
+    );
+}
+
+proptest! {
+    /// H8: the v2 encoding `x << 1` loses bit 63, so its encoder refuses
+    /// x >= 2^63; below that it round-trips. The v3+ target keeps x raw and
+    /// carries the kind only in PVMW_DEVICE_PRIVATE: exact for every x.
+    #[test]
+    fn h8_v2_loses_bit_63_and_v3_does_not(x in any::<u64>(), dp in any::<bool>()) {
+        let f = frame(dp, x);
+        let shifted = PvmwPfnV2::page_vma_walk_pfn_unchecked(x);
+        if x >= 1 << 63 {
+            prop_assert_ne!(shifted >> 1, x, "the C macro corrupts it");
+            prop_assert_eq!(PvmwPfnV2::encode(f), Err(Errno::EINVAL));
+        } else {
+            prop_assert_eq!(shifted >> 1, x);
+            prop_assert_eq!(PvmwPfnV2::encode(f).map(PvmwPfnV2::frame), Ok(f));
+        }
+        let t = PvmwTarget::new(f, PageCount::ONE, false).unwrap();
+        prop_assert_eq!(t.frame().raw_index(), x);
+        prop_assert_eq!(t.flags().contains(PvmwFlags::DEVICE_PRIVATE), dp);
+    }
+}
+
+#[test]
+fn h8_the_boundary_exactly() {
+    let top = Pfn::new(1 << 63);
+    assert_eq!(PvmwPfnV2::encode(top.into()), Err(Errno::EINVAL));
+    assert_eq!(
+        PvmwPfnV2::from_raw(PvmwPfnV2::page_vma_walk_pfn_unchecked(top.get())).frame(),
+        Pfn::new(0).into()
+    );
+    let below = Pfn::new((1 << 63) - 1);
+    assert_eq!(
+        PvmwPfnV2::encode(below.into()).map(PvmwPfnV2::frame),
+        Ok(below.into())
+    );
+}
+
+/// H9: every `(order, device_private)` pair round-trips with the series
+/// layout; with the v1 layout (order at bit 53) normal pages break for
+/// order >= 16 and device pages for order < 16.
+#[test]
+fn h9_order_field_and_device_private_bit() {
+    let mut v1_broken = Vec::new();
+    for order in 0..32u32 {
+        for dp in [false, true] {
+            let o = Order::new(order).unwrap();
+            let f = frame(dp, 0x1234);
+            let series = HmmPfnLayout::SERIES;
+            let v = series.encode(f, o, true).unwrap();
+            assert_eq!(
+                series.decode(v),
+                Some((f, o, true)),
+                "series order {order} dp {dp}"
+            );
+            assert_eq!(
+                HmmPfn::new(f, o, true).unwrap().decode(),
+                Some((f, o, true))
+            );
+            let v1 = HmmPfnLayout::V1_COLLIDING;
+            let w = v1.encode(f, o, true).unwrap();
+            if v1.decode(w) != Some((f, o, true)) {
+                v1_broken.push((order, dp));
+            }
+        }
+    }
+    // Bit 57 is both order bit 4 and DEVICE_PRIVATE: a pair decodes wrong
+    // exactly when they disagree — every order >= 16 of a normal page
+    // (reads back as device private) and every order < 16 of a device page
+    // (reads back as order + 16).
+    let expected: Vec<(u32, bool)> = (0..32)
+        .flat_map(|o| [(o, false), (o, true)])
+        .filter(|&(o, dp)| (o >= 16) != dp)
+        .collect();
+    assert_eq!(v1_broken, expected);
+    assert!(
+        v1_broken
+            .iter()
+            .filter(|(_, dp)| !dp)
+            .all(|(o, _)| *o >= 16)
+    );
+}
+
+/// H12: `page_mapped_in_vma()` for a tail page of a PTE-mapped large
+/// folio. Mainline semantics find the tail's address; the series as posted
+/// (head frame, one page) reports "not mapped".
+#[test]
+fn h12_page_mapped_in_vma_tail_pages() {
+    let (mm, mem) = mm_with(PMD_SIZE);
+    let f = mem.alloc_folio(Order::HPAGE_PMD).unwrap();
+    mm.map_folio_ptes(BASE, f, true).unwrap();
+    let vma = &mm.vmas()[0];
+    for n in [0u64, 1, 5, 511] {
+        let page = f.page_pfn(n).unwrap();
+        let pgoff = f.index() + n;
+        let addr = BASE + n * PAGE_SIZE;
+        assert_eq!(page_mapped_in_vma(&mm, vma, page.into(), pgoff), Ok(addr));
+        let posted = page_mapped_in_vma_as_posted(&mm, vma, f.pfn().into(), pgoff);
+        if n == 0 {
+            assert_eq!(posted, Ok(addr));
+        } else {
+            assert_eq!(posted, Err(Errno::EFAULT), "tail {n} reported unmapped");
+        }
+    }
+    assert_eq!(
+        page_mapped_in_vma(&mm, vma, f.pfn().into(), vma.pgoff() + 512),
+        Err(Errno::EFAULT),
+        "outside the VMA"
+    );
+}
+
+/// H13: a device-private PMD of folio Y matches a walk for any X — pfn or
+/// offset, migration or not — with the PMD lock held. A checked variant
+/// (offset + kind, as `check_pmd()` does) would not.
+#[test]
+fn h13_device_private_pmd_matches_unconditionally() {
+    let (mm, _) = mm_with(2 * PMD_SIZE);
+    let vma = &mm.vmas()[0];
+    let y = DevicePrivateOffset::new(0x10_0000);
+    let e = make_device_private_entry(true, y, MODE).unwrap();
+    mm.set_pmd(BASE + PMD_SIZE, Pmd::from_swp_entry(e).unwrap())
+        .unwrap();
+    let x = DevicePrivateOffset::new(0x20_0000);
+    for target in [PageFrame::from(x), Pfn::new(3).into(), y.into()] {
+        for flags in [PvmwFlags::NONE, PvmwFlags::MIGRATION, PvmwFlags::SYNC] {
+            let mut w = PageVmaMappedWalk::new(
+                &mm,
+                vma,
+                target,
+                PageCount::new(512),
+                vma.linear_page_index(BASE + PMD_SIZE),
+                BASE + PMD_SIZE,
+                flags,
+            )
+            .unwrap();
+            assert!(w.walk(), "{target:?} {flags:?}");
+            assert!(w.is_pmd_mapped() && w.ptl_held());
+            assert_eq!(w.pmd(), Some(Pmd::from_swp_entry(e).unwrap()));
+            assert!(!w.walk());
+            // What a check would have said.
+            let checked = PvmwTarget::new(target, PageCount::new(512), false)
+                .unwrap()
+                .check_pmd(y.into());
+            assert_eq!(checked, target == y.into());
+        }
+    }
+}
+
+/// H18: device-private migration entries are migration entries for every
+/// generic predicate, are not "device private", carry a pfn, and keep
+/// young/dirty through a write -> read downgrade via `softleaf_to_flags()`.
+#[test]
+fn h18_device_private_migration_entries_are_migration_entries() {
+    type Pred = fn(Softleaf) -> bool;
+    let preds: [(&str, Pred); 4] = [
+        ("is_migration", Softleaf::is_migration),
+        ("is_migration_read", Softleaf::is_migration_read),
+        (
+            "is_migration_read_exclusive",
+            Softleaf::is_migration_read_exclusive,
+        ),
+        ("is_migration_write", Softleaf::is_migration_write),
+    ];
+    for kind in MigrationKind::ALL {
+        let normal = make_migration_entry(kind, Pfn::new(9).into(), MODE).unwrap();
+        let dev = make_migration_entry(kind, DevicePrivateOffset::new(9).into(), MODE).unwrap();
+        assert_ne!(normal.swp_type(), dev.swp_type());
+        for (name, p) in preds {
+            if p(normal) {
+                assert!(p(dev), "{name} for {kind:?}");
+            }
+        }
+        assert!(dev.has_pfn() && !dev.is_device_private() && dev.is_migration_device_private());
+        assert!(!normal.is_migration_device_private());
+        assert_eq!(dev.to_frame(MODE), Some(DevicePrivateOffset::new(9).into()));
+    }
+    for f in [frame(false, 77), frame(true, 77)] {
+        for (young, dirty) in [(true, false), (false, true), (true, true)] {
+            let flags = SoftleafFlags { young, dirty };
+            let w = make_migration_entry(MigrationKind::Write, f, MODE)
+                .unwrap()
+                .with_flags(flags, MODE)
+                .unwrap();
+            assert_eq!(w.to_frame(MODE), Some(f), "flags do not leak into the pfn");
+            // fork()/mprotect(): downgrade to read, copying the flags.
+            let r = make_migration_entry(MigrationKind::Read, w.to_frame(MODE).unwrap(), MODE)
+                .unwrap()
+                .with_flags(w.to_flags(MODE), MODE)
+                .unwrap();
+            assert!(r.is_migration_read() && r.to_flags(MODE) == flags);
+            assert_eq!(r.is_migration_device_private(), f.is_device_private());
+            // Without softleaf_to_flags() the bits are lost.
+            let lost = make_migration_entry(MigrationKind::Read, f, MODE).unwrap();
+            assert_ne!(lost.to_flags(MODE), flags);
+        }
+    }
+    let d = make_device_private_entry(true, DevicePrivateOffset::new(1), MODE).unwrap();
+    assert_eq!(
+        d.with_flags(SoftleafFlags::default(), MODE),
+        Err(Errno::EINVAL)
+    );
+}
+
+#[test]
+fn walks_ignore_foreign_kinds_in_a_full_table() {
+    // A full table of device-private entries with the same numbers as a
+    // pfn-mapped folio elsewhere: the pfn walk sees only its own PTEs.
+    let (mm, mem) = mm_with(2 * PMD_SIZE);
+    let f = mem.alloc_folio(Order::HPAGE_PMD).unwrap();
+    mm.map_folio_ptes(BASE + PMD_SIZE, f, true).unwrap();
+    for i in 0..512 {
+        let off = DevicePrivateOffset::new(f.pfn().get() + i);
+        let e = make_device_private_entry(false, off, MODE).unwrap();
+        mm.set_pte(BASE + i * PAGE_SIZE, Pte::from_swp_entry(e).unwrap())
+            .unwrap();
+    }
+    let vma = &mm.vmas()[0];
+    let mut w = PageVmaMappedWalk::new(
+        &mm,
+        vma,
+        f.pfn().into(),
+        PageCount::new(512),
+        vma.pgoff(),
+        BASE,
+        PvmwFlags::NONE,
+    )
+    .unwrap();
+    // vma_address_end() bounds this walk to the first 2 MiB: nothing there.
+    assert!(matches(&mut w).is_empty());
+    let m = matches(&mut PageVmaMappedWalk::for_folio(&mm, vma, f, PvmwFlags::NONE).unwrap());
+    assert_eq!(m.len(), 512);
+    assert!(m.iter().all(|(a, _)| *a >= BASE + PMD_SIZE));
+}
