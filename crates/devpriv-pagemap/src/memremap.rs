@@ -571,8 +571,9 @@ impl DevicePrivateSpace {
         Self::with_config(SpaceConfig::default())
     }
 
-    /// A space with `cfg`. `section_shift` and `space_shift` are clamped to
-    /// `PAGE_SHIFT..=MAX_PHYSMEM_BITS`.
+    /// A space with `cfg`. `space_shift` is clamped to
+    /// `PAGE_SHIFT..=MAX_PHYSMEM_BITS`, and `section_shift` to that and to
+    /// at most `PAGE_SHIFT + 31` (8 TiB sections).
     ///
     /// Kernel: none (model only).
     pub fn with_config(mut cfg: SpaceConfig) -> Self {
@@ -595,7 +596,10 @@ impl DevicePrivateSpace {
     fn build(cfg: &mut SpaceConfig) -> Self {
         let bits = cfg.paging.max_physmem_bits();
         cfg.space_shift = Some(cfg.space_shift.unwrap_or(bits).clamp(PAGE_SHIFT, bits));
-        cfg.section_shift = cfg.section_shift.clamp(PAGE_SHIFT, bits);
+        // At most 2^31 pages per section: the index keeps 32-bit bounds.
+        cfg.section_shift = cfg
+            .section_shift
+            .clamp(PAGE_SHIFT, bits.min(PAGE_SHIFT + 31));
         let space_pages = cfg.space_size() >> PAGE_SHIFT;
         DevicePrivateSpace {
             cfg: *cfg,
@@ -1140,7 +1144,8 @@ impl SpaceReadGuard<'_> {
         // the borrow of `self` that the result is tied to.
         match unsafe { self.index.lookup(offset.get()) } {
             Hit::Page(page) => Some(page),
-            Hit::Partial(pm) => pm.page(offset),
+            Hit::Recheck(pm) => pm.page(offset),
+            Hit::Miss => None,
             Hit::Shared => self.lookup_shared(offset),
             Hit::Empty => None,
         }
@@ -1266,18 +1271,16 @@ mod tests {
                 assert!(std::ptr::eq(&*p, &pm.pages()[usize::try_from(i).unwrap()]));
                 "page"
             }
-            Hit::Partial(p) => {
-                assert!(std::ptr::eq(p, pm));
-                "partial"
-            }
+            Hit::Recheck(_) => "recheck",
+            Hit::Miss => "miss",
             Hit::Shared => "shared",
             Hit::Empty => "empty",
         }
     }
 
-    /// Whole sections resolve straight to the page (the memmap base); a
-    /// section the pagemap only partly covers goes through the pagemap; a
-    /// shared one goes to the tree; unmapping clears the base.
+    /// Sections one pagemap covers, wholly or in part, resolve straight to
+    /// the page (memmap base and bounds); an offset of the section outside
+    /// the pagemap is a miss; a shared section goes to the tree.
     #[test]
     fn index_paths_follow_section_coverage() {
         let space = DevicePrivateSpace::new(); // exact packing, 512-page sections
@@ -1289,7 +1292,8 @@ mod tests {
         assert_eq!(hit(&space, &a, 1024), "shared", "a's tail shares with b");
         assert_eq!(hit(&space, &b, 0), "shared");
         space.memunmap_device_private_pagemap(&b).unwrap();
-        assert_eq!(hit(&space, &a, 1033), "partial");
+        assert_eq!(hit(&space, &a, 1033), "page", "a partly covered section");
+        assert_eq!(hit(&space, &a, 1034), "miss", "past a, in a's section");
         space.validate().unwrap();
         space.memunmap_device_private_pagemap(&a).unwrap();
         assert_eq!(hit(&space, &a, 0), "empty");

@@ -14,22 +14,24 @@
 //!
 //! # The memmap base (`section_mem_map`)
 //!
-//! A slot is two words: the pagemap pointer and, when that one pagemap
-//! covers the *whole* section, a biased memmap base (`pages - first_offset`,
-//! as SPARSEMEM encodes `section_mem_map`). Then `base + offset` is the
-//! page, and the lookup never reads the pagemap's header (a separate cache
-//! line, on the critical path). A partially covered section has a null base
-//! and the lookup bounds-checks through the pagemap.
+//! A slot holds the pagemap pointer and a biased memmap base
+//! (`pages - first_offset`, as SPARSEMEM encodes `section_mem_map`), so
+//! `base + offset` is the page and the lookup never reads the pagemap's
+//! header (a separate cache line, on the critical path). Bit 0 of the base
+//! (page structs are 64-byte aligned, so it is free) marks a section the
+//! pagemap covers only in part; its bounds (`lo..hi`, relative to the
+//! section) sit in a parallel array of the leaf, read only then. Slots stay
+//! 16 bytes, so the hot slots of a thousand whole sections fit in L1.
 //!
-//! The two words are not written together, so the reader uses the seqlock
+//! The words are not written together, so the reader uses the seqlock
 //! pattern with the pointer as the sequence: load the pointer (Acquire),
-//! the base, `fence(Acquire)`, and the pointer again; the base is used only
-//! if the pointer did not change. The writer, before it changes a base,
-//! stores a null pointer and issues `fence(Release)`. A reader that read
-//! the new base therefore sees at least that null on its re-check, and falls
-//! back to the pagemap it first found (still valid: see below). There is no
-//! ABA: a pagemap's address cannot be reused while a reader that found it
-//! is inside its read section.
+//! the base (and bounds), `fence(Acquire)`, and the pointer again; base and
+//! bounds are used only if the pointer did not change. The writer, before
+//! it changes them, stores a null pointer and issues `fence(Release)`. A
+//! reader that read a new base therefore sees at least that null on its
+//! re-check, and falls back to the pagemap it first found (still valid: see
+//! below). There is no ABA: a pagemap's address cannot be reused while a
+//! reader that found it is inside its read section.
 //!
 //! The re-check is needed because `memunmap` drops the writer lock before
 //! its grace period: a concurrent `memremap` can publish a new pagemap (and
@@ -61,30 +63,35 @@ fn shared() -> *mut DevPagemap {
     ptr::without_provenance_mut(1)
 }
 
-/// One section's slot: the pagemap, and the biased memmap base when that
-/// pagemap covers the whole section (module docs).
+/// One section's slot: the pagemap and its biased memmap base, tagged in
+/// bit 0 when the pagemap covers the section only in part (module docs).
 #[repr(C, align(16))]
 struct SlotCell {
     pgmap: AtomicPtr<DevPagemap>,
     base: AtomicPtr<Page>,
 }
 
-/// A leaf: its slots inline, so a lookup goes root → leaf → slot with no
-/// pointer in between.
-type Leaf = [SlotCell; LEAF_SLOTS];
+/// Bit 0 of a slot's base: read the section's bounds.
+const PARTIAL: usize = 1;
 
-/// A heap leaf of empty slots, built in place (it is 64 KiB).
+/// A leaf: its slots inline, so a lookup goes root → leaf → slot with no
+/// pointer in between, and the bounds of partly covered sections.
+struct Leaf {
+    slots: [SlotCell; LEAF_SLOTS],
+    /// `lo | hi << 32`: the slot's pagemap covers pages `lo..hi` of the
+    /// section. Meaningful only when the slot's base is tagged `PARTIAL`.
+    bounds: [AtomicU64; LEAF_SLOTS],
+}
+
+/// A heap leaf of empty slots (96 KiB).
 fn new_leaf() -> Box<Leaf> {
-    let slots: Box<[SlotCell]> = (0..LEAF_SLOTS)
-        .map(|_| SlotCell {
+    Box::new(Leaf {
+        slots: std::array::from_fn(|_| SlotCell {
             pgmap: AtomicPtr::new(ptr::null_mut()),
             base: AtomicPtr::new(ptr::null_mut()),
-        })
-        .collect();
-    match slots.try_into() {
-        Ok(leaf) => leaf,
-        Err(_) => unreachable!("built with exactly LEAF_SLOTS slots"),
-    }
+        }),
+        bounds: std::array::from_fn(|_| AtomicU64::new(0)),
+    })
 }
 
 /// What a section slot says.
@@ -102,8 +109,10 @@ pub(crate) enum Hit<'a> {
     Empty,
     /// Several do: ask the tree.
     Shared,
-    /// One pagemap overlaps the section only in part: it must bounds-check.
-    Partial(&'a DevPagemap),
+    /// The slot changed under the reader: ask the pagemap it found.
+    Recheck(&'a DevPagemap),
+    /// The one pagemap in the section does not hold this offset.
+    Miss,
     /// The page itself, from the section's memmap base.
     Page(PageRef<'a>),
 }
@@ -132,19 +141,26 @@ pub(crate) struct SectionIndex {
     pub(crate) no_recheck: bool,
 }
 
-/// The biased memmap base of `pm` if it covers all of `section`: the address
-/// `base` such that `base + offset` is the page at `offset`.
-fn full_base(pm: &DevPagemap, section: u64, section_pages: u64) -> *mut Page {
+/// What a slot holding `pm` says about `section`: the biased memmap base
+/// (`base + offset` is the page at `offset`), tagged `PARTIAL` if `pm`
+/// covers only part of the section, and the bounds word (0 if whole).
+fn slot_data(pm: &DevPagemap, section: u64, section_pages: u64) -> (*mut Page, u64) {
     let first = pm.first_offset().get();
-    let lo = section * section_pages;
-    if first <= lo && lo + section_pages <= first + pm.nr_pages().get() {
-        // Wrapping pointer arithmetic keeps the array's provenance; readers
-        // add back an offset of this section, which lands inside the array.
-        #[expect(clippy::cast_possible_truncation, reason = "64-bit targets only")]
-        let bias = first as usize;
-        pm.pages().as_ptr().cast_mut().wrapping_sub(bias)
+    let end = first + pm.nr_pages().get();
+    let start = section * section_pages;
+    // Both bounds lie in `0..=section_pages`, at most 2^31 (the space
+    // clamps section sizes), so they fit the two halves of one word.
+    let lo = first.saturating_sub(start).min(section_pages);
+    let hi = end.saturating_sub(start).min(section_pages);
+    // Wrapping pointer arithmetic keeps the array's provenance; readers add
+    // back an offset inside `lo..hi`, which lands inside the array.
+    #[expect(clippy::cast_possible_truncation, reason = "64-bit targets only")]
+    let bias = first as usize;
+    let base = pm.pages().as_ptr().cast_mut().wrapping_sub(bias);
+    if lo == 0 && hi == section_pages {
+        (base, 0)
     } else {
-        ptr::null_mut()
+        (base.map_addr(|a| a | PARTIAL), lo | hi << 32)
     }
 }
 
@@ -164,7 +180,13 @@ impl Drop for SectionIndex {
 impl SectionIndex {
     /// An empty index for `space_pages` pages in sections of
     /// `1 << section_pages_shift` pages.
+    ///
+    /// # Panics
+    ///
+    /// If `section_pages_shift > 31` (the space clamps it), since slot
+    /// bounds are 32-bit.
     pub(crate) fn new(space_pages: u64, section_pages_shift: u32) -> Self {
+        assert!(section_pages_shift <= 31, "section bounds are 32-bit");
         let sections = (space_pages >> section_pages_shift).max(1);
         let leaves = usize::try_from(sections.div_ceil(LEAF_SLOTS as u64)).unwrap_or(usize::MAX);
         SectionIndex {
@@ -210,11 +232,14 @@ impl SectionIndex {
     ///
     /// As for [`IndexView::lookup`].
     pub(crate) unsafe fn peek<'g>(&self, section: u64) -> Result<Slot<'g>, String> {
-        let Some(cell) = cell(&self.root, section) else {
+        let Some((cell, bounds)) = cell(&self.root, section) else {
             return Ok(Slot::Empty);
         };
         let p = cell.pgmap.load(Ordering::Acquire);
-        let base = cell.base.load(Ordering::Acquire);
+        let have = (
+            cell.base.load(Ordering::Acquire),
+            bounds.load(Ordering::Acquire),
+        );
         if p.is_null() {
             return Ok(Slot::Empty);
         }
@@ -223,10 +248,10 @@ impl SectionIndex {
         }
         // SAFETY: As in `lookup`.
         let pm: &'g DevPagemap = unsafe { &*p };
-        let want = full_base(pm, section, self.section_pages());
-        if base != want {
+        let want = slot_data(pm, section, self.section_pages());
+        if have != want {
             return Err(format!(
-                "section {section}: memmap base {base:p}, expected {want:p}"
+                "section {section}: memmap base and bounds {have:?}, expected {want:?}"
             ));
         }
         Ok(Slot::One(pm))
@@ -239,12 +264,12 @@ impl SectionIndex {
         else {
             return; // Beyond the space: nothing can be published there.
         };
-        let (v, base) = match slot {
-            Slot::Empty => (ptr::null_mut(), ptr::null_mut()),
-            Slot::Shared => (shared(), ptr::null_mut()),
+        let (v, data) = match slot {
+            Slot::Empty => (ptr::null_mut(), (ptr::null_mut(), 0)),
+            Slot::Shared => (shared(), (ptr::null_mut(), 0)),
             Slot::One(pm) => (
                 ptr::from_ref(pm).cast_mut(),
-                full_base(pm, section, self.section_pages()),
+                slot_data(pm, section, self.section_pages()),
             ),
         };
         let mut leaf = l.load(Ordering::Acquire);
@@ -260,17 +285,24 @@ impl SectionIndex {
         // SAFETY: Non-null leaves are live until the index drops.
         let leaf = unsafe { &*leaf };
         #[expect(clippy::cast_possible_truncation, reason = "masked to LEAF_BITS")]
-        let cell = &leaf[(section as usize) & (LEAF_SLOTS - 1)];
+        let i = (section as usize) & (LEAF_SLOTS - 1);
+        let (cell, bounds) = (&leaf.slots[i], &leaf.bounds[i]);
         // Writers are serialised: nobody else changes the slot meanwhile.
         let old = cell.pgmap.load(Ordering::Relaxed);
-        if cell.base.load(Ordering::Relaxed) != base {
+        let now = (
+            cell.base.load(Ordering::Relaxed),
+            bounds.load(Ordering::Relaxed),
+        );
+        if now != data {
             // Seqlock write side (module docs): a reader that sees the new
-            // base must see the old pointer gone when it re-checks.
+            // base or bounds must see the old pointer gone when it
+            // re-checks.
             if !old.is_null() {
                 cell.pgmap.store(ptr::null_mut(), Ordering::Relaxed);
             }
             fence(Ordering::Release);
-            cell.base.store(base, Ordering::Relaxed);
+            cell.base.store(data.0, Ordering::Relaxed);
+            bounds.store(data.1, Ordering::Relaxed);
         }
         #[cfg(loom)]
         let order = if self.relaxed_publish {
@@ -280,7 +312,7 @@ impl SectionIndex {
         };
         #[cfg(not(loom))]
         let order = Ordering::Release;
-        // Release: the pagemap (and the base) are written before the
+        // Release: the pagemap (and base and bounds) are written before the
         // pointer is reachable.
         cell.pgmap.store(v, order);
         match (old.is_null(), v.is_null()) {
@@ -307,7 +339,7 @@ pub(crate) struct IndexView<'a> {
 
 /// The slot of `section`, if its leaf exists.
 #[inline]
-fn cell(root: &[AtomicPtr<Leaf>], section: u64) -> Option<&SlotCell> {
+fn cell(root: &[AtomicPtr<Leaf>], section: u64) -> Option<(&SlotCell, &AtomicU64)> {
     let leaf = usize::try_from(section >> LEAF_BITS)
         .ok()
         .and_then(|i| root.get(i))?
@@ -319,7 +351,8 @@ fn cell(root: &[AtomicPtr<Leaf>], section: u64) -> Option<&SlotCell> {
     // borrows the index.
     let leaf = unsafe { &*leaf };
     #[expect(clippy::cast_possible_truncation, reason = "masked to LEAF_BITS")]
-    Some(&leaf[(section as usize) & (LEAF_SLOTS - 1)])
+    let i = (section as usize) & (LEAF_SLOTS - 1);
+    Some((&leaf.slots[i], &leaf.bounds[i]))
 }
 
 impl IndexView<'_> {
@@ -332,7 +365,7 @@ impl IndexView<'_> {
     ///   (a pagemap found here is kept alive by the tree's grace period).
     #[inline]
     pub(crate) unsafe fn lookup<'g>(self, offset: u64) -> Hit<'g> {
-        let Some(cell) = cell(self.root, offset >> self.shift) else {
+        let Some((cell, bounds)) = cell(self.root, offset >> self.shift) else {
             return Hit::Empty;
         };
         let p = cell.pgmap.load(Ordering::Acquire);
@@ -348,25 +381,39 @@ impl IndexView<'_> {
         #[cfg(loom)]
         pm.touch();
         let base = cell.base.load(Ordering::Relaxed);
-        if base.is_null() {
-            return Hit::Partial(pm);
-        }
+        let partial = base.addr() & PARTIAL != 0;
+        let bounds = if partial {
+            bounds.load(Ordering::Relaxed)
+        } else {
+            0
+        };
         // Seqlock re-check (module docs): pairs with the writer's
-        // `fence(Release)` before it changes a base.
+        // `fence(Release)` before it changes base or bounds.
         fence(Ordering::Acquire);
         #[cfg(loom)]
         let same = self.no_recheck || cell.pgmap.load(Ordering::Relaxed) == p;
         #[cfg(not(loom))]
         let same = cell.pgmap.load(Ordering::Relaxed) == p;
         if !same {
-            return Hit::Partial(pm);
+            return Hit::Recheck(pm);
+        }
+        if partial {
+            let in_section = offset & ((1 << self.shift) - 1);
+            #[expect(clippy::cast_possible_truncation, reason = "the low half is lo")]
+            let (lo, hi) = (u64::from(bounds as u32), bounds >> 32);
+            if in_section.wrapping_sub(lo) >= hi.wrapping_sub(lo) {
+                return Hit::Miss;
+            }
         }
         #[expect(clippy::cast_possible_truncation, reason = "64-bit targets only")]
-        let page = base.wrapping_add(offset as usize);
-        // SAFETY: `base` was published for `pm` (the re-check shows the slot
-        // still held `pm` after the base was read) and `pm` covers the whole
-        // section, so `base + offset` is `&pm.pages[offset - first]`, alive
-        // for `'g` like `pm`.
+        let page = base
+            .map_addr(|a| a & !PARTIAL)
+            .wrapping_add(offset as usize);
+        // SAFETY: `base` and `bounds` were published for `pm` (the re-check
+        // shows the slot still held `pm` after they were read), and the
+        // offset lies in the part of the section `pm` covers, so
+        // `base + offset` is `&pm.pages[offset - first]`, alive for `'g`
+        // like `pm`.
         Hit::Page(PageRef::from_parts(pm, unsafe { &*page }))
     }
 }
