@@ -1,4 +1,4 @@
-//! `hmm_range_fault()` output encoding: `HMM_PFN_*`.
+//! `hmm_range_fault()` and its output encoding, `HMM_PFN_*`.
 //!
 //! Kernel: `include/linux/hmm.h` (`enum hmm_pfn_flags`, `hmm_pfn_to_page()`,
 //! `hmm_pfn_to_map_order()`), `mm/hmm.c`; series v6 patch 12/13.
@@ -10,8 +10,16 @@
 //! 57; the v1 posting left the order at 53 and the two collided (hazard H9,
 //! [`HmmPfnLayout::V1_COLLIDING`]).
 
+use crate::leafops::Softleaf;
+use crate::memory::{FaultFlags, Mm, VmFaultResult, VmFlags, handle_mm_fault};
+use crate::pgtable::{Pmd, Pte};
+use crate::rmap::Memory;
 use core::fmt;
-use devpriv_core::{DevicePrivateOffset, Errno, Order, PageFrame, Pfn};
+use devpriv_core::{
+    DevicePrivateOffset, Errno, HPAGE_PMD_NR, Order, PAGE_SHIFT, PAGE_SIZE, PageFrame, Pfn,
+};
+use devpriv_pagemap::Owner;
+use std::sync::Arc;
 
 /// A bit layout of HMM pfns: where the order field starts and which bit
 /// (if any) says "device private".
@@ -212,6 +220,268 @@ impl HmmPfn {
             None => Order::ZERO,
         }
     }
+}
+
+/// Sticky bits `hmm_range_fault()` keeps in each entry.
+///
+/// Kernel: `HMM_PFN_INOUT_FLAGS`.
+pub const HMM_PFN_INOUT_FLAGS: u64 = HmmPfn::DMA_MAPPED | HmmPfn::P2PDMA | HmmPfn::P2PDMA_BUS;
+
+/// A range to snapshot (and optionally fault in) with [`hmm_range_fault`].
+///
+/// Kernel: `struct hmm_range`, `include/linux/hmm.h`.
+///
+/// # Differences from the kernel
+///
+/// No `notifier` / `notifier_seq`: the model has no MMU interval notifier,
+/// so a snapshot is never invalidated by a concurrent change (callers that
+/// race with one must re-check themselves).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HmmRange {
+    /// Kernel: `hmm_range::start`.
+    pub start: u64,
+    /// Kernel: `hmm_range::end`.
+    pub end: u64,
+    /// Input request flags (`REQ_FAULT`, `REQ_WRITE`) per page; output
+    /// entries. Kernel: `hmm_range::hmm_pfns`.
+    pub hmm_pfns: Vec<HmmPfn>,
+    /// Request flags applied to every page. Kernel: `hmm_range::default_flags`.
+    pub default_flags: u64,
+    /// Which per-page request bits count. Kernel: `hmm_range::pfn_flags_mask`.
+    pub pfn_flags_mask: u64,
+    /// Device-private pages of this owner are reported, not faulted.
+    /// Kernel: `hmm_range::dev_private_owner`.
+    pub dev_private_owner: Option<Owner>,
+}
+
+impl HmmRange {
+    /// A snapshot-only range (`default_flags = 0`) of `[start, end)`.
+    ///
+    /// Kernel: the caller's initialisation of `struct hmm_range`.
+    pub fn new(start: u64, end: u64, dev_private_owner: Option<Owner>) -> HmmRange {
+        let n = usize::try_from(end.saturating_sub(start) / PAGE_SIZE).unwrap_or(0);
+        HmmRange {
+            start,
+            end,
+            hmm_pfns: vec![HmmPfn::default(); n],
+            default_flags: 0,
+            pfn_flags_mask: 0,
+            dev_private_owner,
+        }
+    }
+}
+
+/// What one page needs: `HMM_NEED_FAULT` / `HMM_NEED_WRITE_FAULT`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    None,
+    Fault,
+    WriteFault,
+}
+
+/// Kernel: `hmm_pte_need_fault()`, `mm/hmm.c`.
+fn need_fault(range: &HmmRange, req: HmmPfn, cpu_flags: u64) -> Need {
+    let req = (req.raw() & range.pfn_flags_mask) | range.default_flags;
+    if req & HmmPfn::REQ_FAULT == 0 {
+        return Need::None;
+    }
+    if req & HmmPfn::REQ_WRITE != 0 && cpu_flags & HmmPfn::WRITE == 0 {
+        return Need::WriteFault;
+    }
+    if cpu_flags & HmmPfn::VALID == 0 {
+        return Need::Fault;
+    }
+    Need::None
+}
+
+/// How one page was found.
+enum Seen {
+    /// Report this entry.
+    Report(u64),
+    /// Fault this page in (write or not), then walk again.
+    Fault(bool),
+}
+
+/// Snapshots the CPU page table over `range`, faulting pages in where the
+/// request flags ask for it. Device-private pages whose pgmap owner is
+/// `range.dev_private_owner` are reported (`VALID | DEVICE_PRIVATE` with
+/// the offset, `WRITE` if writable, order 9 for a device-private PMD);
+/// other device-private pages read as empty, or, if a fault is requested,
+/// are faulted — migrated back to RAM by their owner's `migrate_to_ram`.
+///
+/// Kernel: `hmm_range_fault(range)`, `mm/hmm.c` (`hmm_vma_walk_pmd()`,
+/// `hmm_vma_handle_pte()`, `hmm_vma_handle_pmd()`,
+/// `hmm_vma_handle_absent_pmd()`, `hmm_vma_walk_hole()`,
+/// `hmm_vma_walk_test()`, `hmm_vma_fault()`), series 12/13.
+///
+/// | page | no fault requested | fault requested |
+/// |---|---|---|
+/// | no VMA | `ERROR` | `EFAULT` |
+/// | VMA without `VM_READ` | `ERROR` | `EFAULT` |
+/// | none | 0 | fault (`EPERM` for a write to a read-only VMA) |
+/// | present / huge PMD | pfn `\|VALID [\|WRITE]` (order 9 for a PMD) | fault if `WRITE` is missing |
+/// | device-private, own owner | offset `\|VALID\|DEVICE_PRIVATE [\|WRITE]` | the same |
+/// | device-private, other owner | 0 | fault (migrate to RAM) |
+/// | migration entry | 0 | `EBUSY` |
+/// | other swap entry | 0 | `EFAULT` |
+///
+/// # Differences from the kernel
+///
+/// - The kernel waits on a migration entry and walks again; the model
+///   cannot wait for another thread, so it returns [`Errno::EBUSY`] and the
+///   caller retries (as it does after a notifier invalidation).
+/// - A fault is raised for one page at a time (the kernel faults the rest
+///   of the walk step in one go), then the walk restarts at that page.
+///
+/// # Errors
+///
+/// [`Errno::EINVAL`] if the range is unaligned, empty, or `hmm_pfns` is
+/// shorter than it; [`Errno::EFAULT`] / [`Errno::EPERM`] / [`Errno::EBUSY`]
+/// as in the table; any error of the fault itself.
+pub fn hmm_range_fault(mem: &Memory, mm: &Arc<Mm>, range: &mut HmmRange) -> Result<(), Errno> {
+    if !range.start.is_multiple_of(PAGE_SIZE)
+        || !range.end.is_multiple_of(PAGE_SIZE)
+        || range.end <= range.start
+    {
+        return Err(Errno::EINVAL);
+    }
+    let n = usize::try_from((range.end - range.start) / PAGE_SIZE).map_err(|_| Errno::EINVAL)?;
+    if range.hmm_pfns.len() < n {
+        return Err(Errno::EINVAL);
+    }
+    let mut i = 0;
+    let mut faults = 0u32;
+    while i < n {
+        let addr = range.start + (i as u64) * PAGE_SIZE;
+        match hmm_page(mem, mm, range, addr, range.hmm_pfns[i])? {
+            Seen::Report(v) => {
+                let old = range.hmm_pfns[i].raw();
+                range.hmm_pfns[i] = HmmPfn::from_raw((old & HMM_PFN_INOUT_FLAGS) | v);
+                i += 1;
+            }
+            Seen::Fault(write) => {
+                faults += 1;
+                if faults > 2 * u32::try_from(n).unwrap_or(u32::MAX).saturating_add(8) {
+                    return Err(Errno::EBUSY);
+                }
+                let flags = if write {
+                    FaultFlags::WRITE
+                } else {
+                    FaultFlags::READ
+                };
+                match handle_mm_fault(mem, mm, addr, flags) {
+                    Ok(VmFaultResult::Done) => {}
+                    Ok(VmFaultResult::Retry) => return Err(Errno::EBUSY),
+                    Err(Errno::ENOMEM) => return Err(Errno::ENOMEM),
+                    Err(_) => return Err(Errno::EFAULT),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One page of the walk.
+fn hmm_page(
+    mem: &Memory,
+    mm: &Mm,
+    range: &HmmRange,
+    addr: u64,
+    req: HmmPfn,
+) -> Result<Seen, Errno> {
+    let mode = mm.paging();
+    let Some(vma) = mm.vma_lookup(addr) else {
+        return match need_fault(range, req, 0) {
+            Need::None => Ok(Seen::Report(HmmPfn::ERROR)),
+            _ => Err(Errno::EFAULT),
+        };
+    };
+    if !vma.flags().contains(VmFlags::READ) {
+        return match need_fault(range, req, 0) {
+            Need::None => Ok(Seen::Report(HmmPfn::ERROR)),
+            _ => Err(Errno::EFAULT),
+        };
+    }
+    let fault = |need: Need| -> Result<Seen, Errno> {
+        if need == Need::WriteFault && !vma.flags().contains(VmFlags::WRITE) {
+            return Err(Errno::EPERM);
+        }
+        Ok(Seen::Fault(need == Need::WriteFault))
+    };
+    let pmd = mm.pmdp_get_lockless(addr).unwrap_or(Pmd::NONE);
+    let sub = (addr >> PAGE_SHIFT) & (HPAGE_PMD_NR - 1);
+    if pmd.is_trans_huge() {
+        let cpu = HmmPfn::VALID | if pmd.is_write() { HmmPfn::WRITE } else { 0 };
+        return match need_fault(range, req, cpu) {
+            Need::None => {
+                let pfn = Pfn::new(pmd.pfn().get() + sub);
+                Ok(Seen::Report(
+                    HmmPfn::new(pfn.into(), Order::HPAGE_PMD, pmd.is_write())?.raw(),
+                ))
+            }
+            need => fault(need),
+        };
+    }
+    if !pmd.is_none() && !pmd.is_present() {
+        let entry = Softleaf::from_pmd(pmd);
+        if entry.is_device_private()
+            && let Some(PageFrame::DevicePrivate(off)) = entry.to_frame(mode)
+            && owner_of(mem, off).is_some_and(|o| Some(o) == range.dev_private_owner)
+        {
+            let write = entry.is_device_private_write();
+            let off = DevicePrivateOffset::new(off.get() + sub);
+            return Ok(Seen::Report(
+                HmmPfn::new(off.into(), Order::HPAGE_PMD, write)?.raw(),
+            ));
+        }
+        return match need_fault(range, req, 0) {
+            Need::None => Ok(Seen::Report(0)),
+            _ if entry.is_migration() => Err(Errno::EBUSY),
+            _ if entry.is_device_private() => fault(need_fault(range, req, 0)),
+            _ => Err(Errno::EFAULT),
+        };
+    }
+    let pte = mm.ptep_get_lockless(addr).unwrap_or(Pte::NONE);
+    if pte.is_none() {
+        return match need_fault(range, req, 0) {
+            Need::None => Ok(Seen::Report(0)),
+            need => fault(need),
+        };
+    }
+    if pte.is_present() {
+        let cpu = HmmPfn::VALID | if pte.is_write() { HmmPfn::WRITE } else { 0 };
+        return match need_fault(range, req, cpu) {
+            Need::None => Ok(Seen::Report(
+                HmmPfn::new(pte.pfn().into(), Order::ZERO, pte.is_write())?.raw(),
+            )),
+            need => fault(need),
+        };
+    }
+    let entry = Softleaf::from_pte(pte);
+    if entry.is_device_private()
+        && let Some(PageFrame::DevicePrivate(off)) = entry.to_frame(mode)
+        && owner_of(mem, off).is_some_and(|o| Some(o) == range.dev_private_owner)
+    {
+        let write = entry.is_device_private_write();
+        return Ok(Seen::Report(
+            HmmPfn::new(off.into(), Order::ZERO, write)?.raw(),
+        ));
+    }
+    match need_fault(range, req, 0) {
+        Need::None => Ok(Seen::Report(0)),
+        need if entry.is_device_private() || entry.is_device_exclusive() => fault(need),
+        _ if entry.is_migration() => Err(Errno::EBUSY),
+        _ => Err(Errno::EFAULT),
+    }
+}
+
+/// The owner of the pagemap holding `off`.
+///
+/// Kernel: `page_pgmap(softleaf_to_page(entry))->owner`.
+fn owner_of(mem: &Memory, off: DevicePrivateOffset) -> Option<Owner> {
+    let guard = mem.space().read();
+    let page = guard.device_private_offset_to_page(off)?;
+    page.pgmap().map(|p| p.owner())
 }
 
 #[cfg(all(test, not(loom)))]

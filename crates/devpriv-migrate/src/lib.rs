@@ -21,7 +21,19 @@
 //! - [`memory`] / [`page_alloc`]: an address space with VMAs, page tables
 //!   with a lock per table, and system memory with folios and data;
 //! - [`page_vma_mapped`]: `page_vma_mapped_walk()` with v6 semantics, its
-//!   target typed so that a pfn walk can never match a device-private entry.
+//!   target typed so that a pfn walk can never match a device-private entry;
+//! - [`rmap`] / [`huge_memory`]: `try_to_migrate()`,
+//!   `remove_migration_ptes()`, PMD and folio splits, for system and
+//!   device-private folios alike ([`AnyFolio`]);
+//! - [`migrate_device`]: `migrate_vma_setup/pages/finalize()` and
+//!   `migrate_device_range/pfns/pages/finalize()`, compound (order-9)
+//!   migration and its split fallback;
+//! - [`memory`]'s fault path ([`handle_mm_fault`]): a device-private PTE or
+//!   PMD goes to the pagemap's `migrate_to_ram`, a migration entry retries;
+//!   [`hmm::hmm_range_fault`] reports the caller's own device-private pages
+//!   and faults foreign ones back;
+//! - [`testing`]: a small `lib/test_hmm.c`-style driver for end-to-end
+//!   tests and benchmarks.
 //!
 //! ```
 //! use devpriv_core::{DevicePrivateOffset, Errno, PageCount, Pfn};
@@ -55,19 +67,28 @@
 #![forbid(unsafe_code)]
 
 pub mod hmm;
+pub mod huge_memory;
 pub mod leafops;
 pub mod memory;
 pub mod migrate_device;
 pub mod page_alloc;
 pub mod page_vma_mapped;
 pub mod pgtable;
+pub mod rmap;
 pub mod swapops;
+pub mod testing;
 
 pub use hmm::{HmmPfn, HmmPfnLayout};
 pub use leafops::{Softleaf, SoftleafFlags, SoftleafType};
+pub use memory::{FaultContext, FaultFlags, VmFaultResult, handle_mm_fault};
 pub use memory::{Mm, MmConfig, PmdGuard, PteGuard, VmFlags, Vma};
-pub use migrate_device::MigratePfn;
+pub use migrate_device::{
+    MigratePfn, MigrateVma, MigrateVmaFlags, migrate_device_finalize, migrate_device_pages,
+    migrate_device_pfns, migrate_device_range, migrate_vma_finalize, migrate_vma_pages,
+    migrate_vma_setup,
+};
 pub use page_alloc::{SysFolio, SystemMemory};
 pub use page_vma_mapped::{PageVmaMappedWalk, PvmwFlags, PvmwPfnV2, PvmwTarget};
 pub use pgtable::{Pmd, Pte};
+pub use rmap::{AnyFolio, Memory, remove_migration_ptes, try_to_migrate};
 pub use swapops::MigrationKind;

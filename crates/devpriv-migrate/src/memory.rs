@@ -39,9 +39,13 @@
 //!   [`PagingMode`]; the mode still decides `SWP_PFN_BITS`.
 //! - Every VMA is private anonymous memory; there is no hugetlb.
 
+mod fault;
+pub use fault::{FaultContext, FaultFlags, VmFaultResult, handle_mm_fault};
+
 use crate::leafops::Softleaf;
 use crate::page_alloc::{SysFolio, SystemMemory};
 use crate::pgtable::{_PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, Pmd, Pte};
+use crate::rmap::{AnyFolio, Memory, frame_to_folio};
 use core::fmt;
 use devpriv_core::consts::{PMD_SHIFT, PTRS_PER_PTE};
 use devpriv_core::sync::atomic::{AtomicU64, Ordering};
@@ -487,6 +491,167 @@ impl Mm {
         let pos = self.vmas.partition_point(|v| v.start < start);
         self.vmas.insert(pos, vma);
         Ok(&self.vmas[pos])
+    }
+
+    /// Unmaps `[start, start + len)`: zaps every entry in the range
+    /// (dropping the rmap and reference of each page mapped there; a leaf
+    /// PMD only partly in the range is split into PTEs first) and removes
+    /// the range from the VMAs, splitting a VMA that straddles an end. The
+    /// part of a split VMA after the hole keeps the VMA's id (its anon
+    /// cookie), as both halves keep the kernel's `anon_vma`.
+    ///
+    /// Kernel: `munmap()` → `do_vmi_munmap()` (`__split_vma()`,
+    /// `unmap_region()` → `unmap_vmas()` → `zap_pmd_range()` /
+    /// `zap_pte_range()`), `mm/vma.c` and `mm/memory.c`.
+    ///
+    /// # Differences from the kernel
+    ///
+    /// Page tables are not freed (see the module documentation). Entries
+    /// of a range no VMA covers are zapped too.
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EINVAL`] if `start` or `len` is not page-aligned, `len` is
+    /// zero or the range passes [`TASK_SIZE`]; nothing changes. An
+    /// unmapped range is not an error.
+    pub fn munmap(&mut self, mem: &Memory, start: u64, len: u64) -> Result<(), Errno> {
+        let end = start.checked_add(len).ok_or(Errno::EINVAL)?;
+        if !start.is_multiple_of(PAGE_SIZE)
+            || !len.is_multiple_of(PAGE_SIZE)
+            || len == 0
+            || end > TASK_SIZE
+        {
+            return Err(Errno::EINVAL);
+        }
+        self.zap_page_range(mem, start, end)?;
+        let mut out = Vec::with_capacity(self.vmas.len() + 1);
+        for v in self.vmas.drain(..) {
+            if v.end <= start || v.start >= end {
+                out.push(v);
+                continue;
+            }
+            if v.start < start {
+                out.push(Vma {
+                    end: start,
+                    ..v.clone()
+                });
+            }
+            if v.end > end {
+                out.push(Vma {
+                    start: end,
+                    pgoff: v.pgoff + ((end - v.start) >> PAGE_SHIFT),
+                    ..v
+                });
+            }
+        }
+        self.vmas = out;
+        Ok(())
+    }
+
+    /// Clears every entry in `[start, end)`, dropping the rmap and the
+    /// reference of each mapped page (system or device-private); migration
+    /// entries are just cleared (the migration owns their folios). A leaf
+    /// PMD only partly covered is split first.
+    ///
+    /// Kernel: `zap_page_range_single()` → `zap_pmd_range()`
+    /// (`__split_huge_pmd()`, `zap_huge_pmd()`) and `zap_pte_range()`
+    /// (`zap_present_ptes()`, `zap_nonpresent_ptes()`), `mm/memory.c`.
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EINVAL`] for an unaligned or inverted range, or an entry
+    /// naming a page no folio backs (a broken invariant; zapping stops
+    /// there).
+    pub fn zap_page_range(&self, mem: &Memory, start: u64, end: u64) -> Result<(), Errno> {
+        if !start.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE) || end < start {
+            return Err(Errno::EINVAL);
+        }
+        let mut addr = start;
+        while addr < end {
+            let next = ((addr & !(PMD_SIZE - 1)) + PMD_SIZE).min(end);
+            if let Some(pmd) = self.pmdp_get_lockless(addr) {
+                if !pmd.is_none() && !pmd.is_table() {
+                    if addr.is_multiple_of(PMD_SIZE) && next - addr == PMD_SIZE {
+                        self.zap_huge_pmd(mem, addr)?;
+                    } else {
+                        crate::huge_memory::split_huge_pmd(mem, self, addr)?;
+                    }
+                }
+                self.zap_pte_range(mem, addr, next)?;
+            }
+            addr = next;
+        }
+        Ok(())
+    }
+
+    /// Kernel: `zap_huge_pmd()`, `mm/huge_memory.c`.
+    fn zap_huge_pmd(&self, mem: &Memory, addr: u64) -> Result<(), Errno> {
+        let guard = mem.space().read();
+        let old = {
+            let g = self.pmd_lock(addr)?;
+            if g.get().is_table() {
+                return Ok(());
+            }
+            g.get_and_clear()?
+        };
+        let frame = if old.is_trans_huge() {
+            Some(old.pfn().into())
+        } else {
+            let e = Softleaf::from_pmd(old);
+            if e.is_device_private() {
+                e.to_frame(self.paging())
+            } else {
+                None
+            }
+        };
+        if let Some(frame) = frame {
+            let (folio, _) = frame_to_folio(mem.sys(), &guard, frame).ok_or(Errno::EINVAL)?;
+            folio.remove_rmap_pmd()?;
+            folio.put();
+        }
+        Ok(())
+    }
+
+    /// Kernel: `zap_pte_range()`, `mm/memory.c`.
+    fn zap_pte_range(&self, mem: &Memory, start: u64, end: u64) -> Result<(), Errno> {
+        let guard = mem.space().read();
+        let mut puts: Vec<AnyFolio<'_>> = Vec::new();
+        {
+            let Ok(g) = self.pte_offset_map_lock(start) else {
+                return Ok(());
+            };
+            let mut a = start;
+            while a < end {
+                let pte = g.get_at(a)?;
+                a += PAGE_SIZE;
+                if pte.is_none() {
+                    continue;
+                }
+                let frame = if pte.is_present() {
+                    Some(pte.pfn().into())
+                } else {
+                    let e = Softleaf::from_pte(pte);
+                    if e.is_device_private() {
+                        e.to_frame(self.paging())
+                    } else {
+                        None
+                    }
+                };
+                g.set_at(a - PAGE_SIZE, Pte::NONE)?;
+                if let Some(frame) = frame {
+                    let (folio, n) =
+                        frame_to_folio(mem.sys(), &guard, frame).ok_or(Errno::EINVAL)?;
+                    folio.remove_rmap_ptes(n, 1)?;
+                    puts.push(folio);
+                }
+            }
+        }
+        // Freeing (a device folio's `folio_free`) happens after the PTE lock
+        // is dropped, as the kernel's TLB batching frees after the flush.
+        for f in puts {
+            f.put();
+        }
+        Ok(())
     }
 
     /// The VMAs, in address order.

@@ -490,6 +490,74 @@ impl<'m> SysFolio<'m> {
         Ok(())
     }
 
+    /// Splits a locked, large, not PMD-mapped folio into order-0 folios, in
+    /// place. Every new folio inherits the lock bit, `mapping` and
+    /// `index + j`; its map count is its page's PTE map count. Each new folio
+    /// after the first gets a refcount of its map count plus one (the
+    /// split's temporary reference, which the caller keeps or drops); the
+    /// first keeps everything else: its old count minus the map counts that
+    /// moved to the other pages.
+    ///
+    /// Kernel: `__split_unmapped_folio()` to order 0 plus the refcount
+    /// unfreeze of `__folio_freeze_and_split_unmapped()`, `mm/huge_memory.c`.
+    ///
+    /// # Differences from the kernel
+    ///
+    /// No freeze: the caller checks the refcount (`can_split_folio()`)
+    /// before calling. Splitting a PTE-mapped folio in place needs no
+    /// unmap/remap round trip: the per-page map counts already say which
+    /// new folio each PTE maps.
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EINVAL`] if the folio is not large, not locked, PMD-mapped,
+    /// or its refcount is below the map counts of its tail pages; nothing
+    /// changes.
+    pub fn split_to_order0(&self) -> Result<(), Errno> {
+        let nr = usize::try_from(self.nr_pages().get()).map_err(|_| Errno::EINVAL)?;
+        if nr < 2 || !self.is_locked() || self.entire_mapcount() != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let pages = &self.mem.pages[self.head..self.head + nr];
+        let moved: u64 = pages[1..]
+            .iter()
+            .map(|p| p.mapcount.load(Ordering::Acquire))
+            .sum();
+        let old = self.refcount();
+        if old < moved + 1 {
+            return Err(Errno::EINVAL);
+        }
+        let index = self.index();
+        let mapping = self.mapping();
+        for (j, p) in pages.iter().enumerate().skip(1) {
+            let map = p.mapcount.load(Ordering::Acquire);
+            p.order.store(0, Ordering::Relaxed);
+            p.entire_mapcount.store(0, Ordering::Relaxed);
+            p.large_mapcount.store(map, Ordering::Relaxed);
+            p.locked.store(true, Ordering::Relaxed);
+            p.index
+                .store(index.wrapping_add(j as u64), Ordering::Relaxed);
+            p.mapping.store(mapping, Ordering::Relaxed);
+            p.refcount.store(map + 1, Ordering::Relaxed);
+            p.head.store((self.head + j) as u64 + 1, Ordering::Release);
+        }
+        let h = self.h();
+        h.order.store(0, Ordering::Relaxed);
+        h.large_mapcount
+            .store(h.mapcount.load(Ordering::Acquire), Ordering::Relaxed);
+        h.refcount.store(old - moved, Ordering::Release);
+        Ok(())
+    }
+
+    /// The folio that holds the page `n` pages after this folio's head
+    /// (after a split, the new folio of page `n`).
+    ///
+    /// Kernel: `page_folio(folio_page(folio, n))`.
+    pub fn page_folio(&self, n: u64) -> Option<SysFolio<'m>> {
+        self.mem
+            .pfn_folio(self.pfn().checked_add(PageCount::new(n))?)
+    }
+
     fn page_range(&self, first: u64, nr: u64) -> Result<core::ops::Range<usize>, Errno> {
         let end = first.checked_add(nr).ok_or(Errno::EINVAL)?;
         if nr == 0 || end > self.nr_pages().get() {

@@ -1,0 +1,96 @@
+//! Device migration benchmarks: one PMD-sized THP moved as one order-9
+//! device folio against 512 order-0 pages moved one by one, each to the
+//! device and back, in one group so results read as ratios.
+//!
+//! Group `migrate_vma` (512 pages per iteration, each a full round trip
+//! through the test driver, `devpriv_migrate::testing::TestDevice`):
+//!
+//! - `order9_round_trip`: `migrate_to_device` of a PMD-mapped THP
+//!   (one `MIGRATE_PFN_COMPOUND` entry, a device-private PMD), then
+//!   `migrate_to_system` (one order-9 system folio, a huge PMD again);
+//! - `order0x512_round_trip`: the same 2 MiB as 512 PTE-mapped order-0
+//!   folios, moved as 512 entries each way;
+//! - `order9_fault_back` / `order0x512_fault_back`: to the device as
+//!   above, back by CPU faults (one PMD fault against 512 PTE faults).
+//!
+//! Run: `cargo bench -p devpriv-benches --bench migrate`.
+
+#[path = "common.rs"]
+#[expect(dead_code, reason = "this bench needs no random inputs")]
+mod common;
+use common::configure;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use devpriv_core::{Order, PAGE_SIZE, PageCount, Pfn};
+use devpriv_migrate::memory::{PMD_SIZE, VmFlags};
+use devpriv_migrate::testing::TestDevice;
+use devpriv_migrate::{FaultFlags, Memory, Mm, SystemMemory, handle_mm_fault};
+use devpriv_pagemap::{DevicePrivateSpace, Owner};
+use std::sync::Arc;
+
+const BASE: u64 = 0x7f00_0000_0000;
+
+fn setup(thp: bool) -> (Memory, TestDevice, Arc<Mm>) {
+    let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(2048)).unwrap();
+    let mem = Memory::new(Arc::new(sys), Arc::new(DevicePrivateSpace::new()));
+    let dev = TestDevice::new(&mem, Owner(1), PageCount::new(1024)).unwrap();
+    let mut mm = Mm::default();
+    mm.mmap_anon(BASE, PMD_SIZE, VmFlags::RW).unwrap();
+    if thp {
+        let f = mem.sys().alloc_folio(Order::HPAGE_PMD).unwrap();
+        mm.map_folio_pmd(BASE, f, true).unwrap();
+        f.put().unwrap();
+    } else {
+        for i in 0..512 {
+            let f = mem.sys().alloc_folio(Order::ZERO).unwrap();
+            mm.map_folio_ptes(BASE + i * PAGE_SIZE, f, true).unwrap();
+            f.put().unwrap();
+        }
+    }
+    for i in 0..512 {
+        mm.write_user(mem.sys(), BASE + i * PAGE_SIZE, i).unwrap();
+    }
+    (mem, dev, Arc::new(mm))
+}
+
+fn round_trip(dev: &TestDevice, mm: &Mm) {
+    assert_eq!(dev.migrate_to_device(mm, BASE, BASE + PMD_SIZE), Ok(512));
+    assert_eq!(dev.migrate_to_system(mm, BASE, BASE + PMD_SIZE), Ok(512));
+}
+
+fn fault_back(mem: &Memory, dev: &TestDevice, mm: &Arc<Mm>) {
+    assert_eq!(dev.migrate_to_device(mm, BASE, BASE + PMD_SIZE), Ok(512));
+    for i in 0..512 {
+        let a = BASE + i * PAGE_SIZE;
+        if mm.read_user(mem.sys(), a).is_err() {
+            handle_mm_fault(mem, mm, a, FaultFlags::READ).unwrap();
+        }
+    }
+}
+
+fn bench_migrate(c: &mut Criterion) {
+    let mut g = c.benchmark_group("migrate_vma");
+    configure(&mut g);
+    g.throughput(Throughput::Elements(512));
+    for (name, thp) in [("order9", true), ("order0x512", false)] {
+        let (mem, dev, mm) = setup(thp);
+        g.bench_function(format!("{name}_round_trip"), |b| {
+            b.iter(|| round_trip(&dev, &mm));
+        });
+        g.bench_function(format!("{name}_fault_back"), |b| {
+            b.iter(|| fault_back(&mem, &dev, &mm));
+        });
+        // The state after every iteration is the starting state.
+        assert_eq!(mm.read_user(mem.sys(), BASE + 7 * PAGE_SIZE), Ok(7));
+        assert_eq!(
+            mm.pmdp_get_lockless(BASE).unwrap().is_trans_huge(),
+            thp,
+            "the mapping shape survives the round trips"
+        );
+        dev.check_idle().unwrap();
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_migrate);
+criterion_main!(benches);

@@ -1,0 +1,332 @@
+//! The CPU page-fault path, as far as device-private memory needs it.
+//!
+//! Kernel: `mm/memory.c` (`handle_mm_fault()`, `handle_pte_fault()`,
+//! `do_anonymous_page()`, `do_swap_page()`, `do_wp_page()`),
+//! `mm/huge_memory.c` (`do_huge_pmd_device_private()`).
+//!
+//! A fault on a device-private PTE or PMD locks the page, takes a
+//! reference and calls the owning pagemap's `migrate_to_ram` with a
+//! [`VmFault`]; the driver migrates the data back with `migrate_vma_*`. A
+//! fault on a migration entry means someone is migrating the page: the
+//! kernel waits for the page lock and returns, so that the access faults
+//! again; the model returns [`VmFaultResult::Retry`] at once.
+//!
+//! # Differences from the kernel
+//!
+//! - `VM_FAULT_*` becomes `Result<VmFaultResult, Errno>`: `Ok(Done)` is 0,
+//!   `Ok(Retry)` is a wait-and-refault (or `VM_FAULT_RETRY`),
+//!   [`Errno::EFAULT`] is `VM_FAULT_SIGSEGV`, [`Errno::ENOMEM`] is
+//!   `VM_FAULT_OOM`, and a `migrate_to_ram` error is passed through
+//!   (`VM_FAULT_SIGBUS`).
+//! - No per-VMA locking, no zero page (a read fault on a hole maps a new
+//!   zeroed page), no THP allocation at fault time, no swap, no COW: a
+//!   write fault on a read-only PTE or PMD of a writable VMA just makes it
+//!   writable (`do_wp_page()` reusing an exclusive anon page).
+//! - `VmFault::ctx` carries a [`FaultContext`] (the address space and
+//!   memory), which the kernel's driver finds through `vmf->vma`.
+
+use super::Mm;
+use crate::leafops::Softleaf;
+use crate::pgtable::{_PAGE_DIRTY, _PAGE_RW, Pmd, Pte};
+use crate::rmap::Memory;
+use devpriv_core::{Errno, Order, PAGE_SIZE, PageFrame};
+use devpriv_pagemap::{PageRef, VmFault, folio_get, folio_put};
+use std::sync::Arc;
+
+/// Why the CPU faulted.
+///
+/// Kernel: `enum fault_flag` (the `FAULT_FLAG_WRITE` bit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FaultFlags(u32);
+
+impl FaultFlags {
+    /// A read access.
+    ///
+    /// Kernel: none (no `FAULT_FLAG_WRITE`).
+    pub const READ: FaultFlags = FaultFlags(0);
+    /// A write access.
+    ///
+    /// Kernel: `FAULT_FLAG_WRITE`.
+    pub const WRITE: FaultFlags = FaultFlags(1);
+
+    /// `true` for a write access.
+    ///
+    /// Kernel: `vmf->flags & FAULT_FLAG_WRITE`.
+    pub const fn is_write(self) -> bool {
+        self.0 & 1 != 0
+    }
+}
+
+/// What a fault that did not fail did.
+///
+/// Kernel: the non-error `vm_fault_t` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VmFaultResult {
+    /// The entry was fixed up (or already fine): the access can go ahead.
+    ///
+    /// Kernel: `0`.
+    Done,
+    /// The entry is being migrated, or its page is locked by someone else:
+    /// try the access again later.
+    ///
+    /// Kernel: `migration_entry_wait()` / `softleaf_entry_wait_on_locked()`
+    /// then `0` (the access refaults), or `VM_FAULT_RETRY`.
+    Retry,
+}
+
+/// What the fault path hands a driver's `migrate_to_ram` through
+/// [`VmFault::ctx`]: the faulting address space and the machine's memory.
+///
+/// Kernel: `vmf->vma` (and through it `vma->vm_mm`); memory is global in
+/// the kernel.
+#[derive(Clone, Debug)]
+pub struct FaultContext {
+    /// The faulting address space.
+    pub mm: Arc<Mm>,
+    /// System RAM and the device-private space.
+    pub mem: Memory,
+}
+
+impl FaultContext {
+    /// The context of a fault raised by [`handle_mm_fault`], if `vmf` came
+    /// from there.
+    ///
+    /// Kernel: none (model only).
+    pub fn from_vmf<'v>(vmf: &'v VmFault<'_>) -> Option<&'v FaultContext> {
+        let any: &dyn std::any::Any = vmf.ctx?;
+        any.downcast_ref::<FaultContext>()
+    }
+}
+
+/// Handles a CPU fault at `addr` in `mm`.
+///
+/// Kernel: `handle_mm_fault(vma, address, flags, regs)` →
+/// `__handle_mm_fault()` → `handle_pte_fault()`, `mm/memory.c`.
+///
+/// | entry at `addr` | what happens |
+/// |---|---|
+/// | none | `do_anonymous_page()`: map a new zeroed order-0 page |
+/// | present, or huge PMD | nothing, or make it writable for a write |
+/// | device-private PTE | `do_swap_page()`: lock, get, `migrate_to_ram` |
+/// | device-private PMD | `do_huge_pmd_device_private()` (same, `pmd = true`) |
+/// | migration entry (PTE or PMD) | [`VmFaultResult::Retry`] |
+/// | anything else | [`Errno::EFAULT`] |
+///
+/// # Errors
+///
+/// - [`Errno::EFAULT`] (`VM_FAULT_SIGSEGV`): no VMA at `addr`, the VMA
+///   does not allow the access, or an entry the model cannot handle (swap,
+///   markers, hwpoison).
+/// - [`Errno::ENOMEM`] (`VM_FAULT_OOM`): no system page for a hole.
+/// - Whatever `migrate_to_ram` returns (`VM_FAULT_SIGBUS`).
+pub fn handle_mm_fault(
+    mem: &Memory,
+    mm: &Arc<Mm>,
+    addr: u64,
+    flags: FaultFlags,
+) -> Result<VmFaultResult, Errno> {
+    let addr = addr & !(PAGE_SIZE - 1);
+    let vma = mm.vma_lookup(addr).ok_or(Errno::EFAULT)?;
+    let need = if flags.is_write() {
+        super::VmFlags::WRITE
+    } else {
+        super::VmFlags::READ
+    };
+    if !vma.flags().contains(need) {
+        return Err(Errno::EFAULT);
+    }
+    let writable_vma = vma.flags().contains(super::VmFlags::WRITE);
+    let pmd = mm.pmdp_get_lockless(addr).ok_or(Errno::EFAULT)?;
+    if !pmd.is_none() && !pmd.is_present() {
+        let entry = Softleaf::from_pmd(pmd);
+        if entry.is_device_private() {
+            return do_huge_pmd_device_private(mem, mm, addr, pmd);
+        }
+        if entry.is_migration() {
+            return Ok(VmFaultResult::Retry);
+        }
+        return Err(Errno::EFAULT);
+    }
+    if pmd.is_trans_huge() {
+        if flags.is_write() && !pmd.is_write() {
+            let g = mm.pmd_lock(addr)?;
+            let cur = g.get();
+            if cur == pmd {
+                g.set(Pmd::from_raw(cur.raw() | _PAGE_RW | _PAGE_DIRTY))?;
+            }
+        }
+        return Ok(VmFaultResult::Done);
+    }
+    let pte = mm.ptep_get_lockless(addr).unwrap_or(Pte::NONE);
+    if pte.is_none() {
+        return do_anonymous_page(mem, mm, addr, writable_vma);
+    }
+    if pte.is_present() {
+        if flags.is_write() && !pte.is_write() {
+            let g = mm.pte_offset_map_lock(addr)?;
+            // Lost a race: the access refaults and sees the new entry.
+            let _ = g.replace(pte, Pte::from_raw(pte.raw() | _PAGE_RW | _PAGE_DIRTY));
+        }
+        return Ok(VmFaultResult::Done);
+    }
+    let entry = Softleaf::from_pte(pte);
+    if entry.is_device_private() {
+        return do_swap_page_device_private(mem, mm, addr, pte);
+    }
+    if entry.is_migration() {
+        return Ok(VmFaultResult::Retry);
+    }
+    Err(Errno::EFAULT)
+}
+
+/// Kernel: `do_anonymous_page()`, `mm/memory.c` (without the zero page).
+fn do_anonymous_page(
+    mem: &Memory,
+    mm: &Mm,
+    addr: u64,
+    writable: bool,
+) -> Result<VmFaultResult, Errno> {
+    let folio = mem.sys().alloc_folio(Order::ZERO)?;
+    let r = mm.map_folio_ptes(addr, folio, writable);
+    // The mapping took its own reference; drop the allocation's.
+    let _ = folio.put();
+    match r {
+        Ok(()) => Ok(VmFaultResult::Done),
+        // Someone mapped it first, or a leaf PMD appeared: refault.
+        Err(Errno::EEXIST | Errno::EBUSY) => Ok(VmFaultResult::Retry),
+        Err(e) => Err(e),
+    }
+}
+
+/// Calls the page's pagemap `migrate_to_ram` with the page locked and
+/// referenced, then unlocks and drops the folio that holds the page
+/// afterwards (a split during migration may have changed it).
+fn call_migrate_to_ram(
+    mem: &Memory,
+    mm: &Arc<Mm>,
+    page: PageRef<'_>,
+    addr: u64,
+    pmd: bool,
+) -> Result<VmFaultResult, Errno> {
+    let pgmap = page.pgmap().ok_or(Errno::EFAULT)?;
+    let ops = Arc::clone(pgmap.ops());
+    let ctx = FaultContext {
+        mm: Arc::clone(mm),
+        mem: mem.clone(),
+    };
+    let vmf = VmFault {
+        page,
+        address: addr,
+        pmd,
+        ctx: Some(&ctx),
+    };
+    let ret = ops.migrate_to_ram(&vmf);
+    let folio = page.folio();
+    folio.unlock();
+    folio_put(folio);
+    ret.map(|()| VmFaultResult::Done)
+}
+
+/// The device-private branch of `do_swap_page()`: re-check the PTE under
+/// its lock, `trylock_page()`, get, drop the PTE lock, `migrate_to_ram`,
+/// unlock, put. A contended page lock means someone else is migrating it:
+/// retry.
+///
+/// Kernel: `do_swap_page()`, `mm/memory.c` (the
+/// `softleaf_is_device_private()` case).
+fn do_swap_page_device_private(
+    mem: &Memory,
+    mm: &Arc<Mm>,
+    addr: u64,
+    orig: Pte,
+) -> Result<VmFaultResult, Errno> {
+    let Some(PageFrame::DevicePrivate(off)) = Softleaf::from_pte(orig).to_frame(mm.paging()) else {
+        return Err(Errno::EFAULT);
+    };
+    let guard = mem.space().read();
+    let page = guard
+        .device_private_offset_to_page(off)
+        .ok_or(Errno::EFAULT)?;
+    {
+        let Ok(g) = mm.pte_offset_map_lock(addr) else {
+            return Ok(VmFaultResult::Retry);
+        };
+        if g.get() != orig {
+            return Ok(VmFaultResult::Done);
+        }
+        let folio = page.folio();
+        if !folio.trylock() {
+            return Ok(VmFaultResult::Retry);
+        }
+        folio_get(folio);
+    }
+    call_migrate_to_ram(mem, mm, page, addr, false)
+}
+
+/// The device-private PMD fault: as [`do_swap_page_device_private`] at PMD
+/// level, `vmf->page` the folio's head, `vmf->pte == NULL`.
+///
+/// Kernel: `do_huge_pmd_device_private()`, `mm/huge_memory.c`.
+fn do_huge_pmd_device_private(
+    mem: &Memory,
+    mm: &Arc<Mm>,
+    addr: u64,
+    orig: Pmd,
+) -> Result<VmFaultResult, Errno> {
+    let Some(PageFrame::DevicePrivate(off)) = Softleaf::from_pmd(orig).to_frame(mm.paging()) else {
+        return Err(Errno::EFAULT);
+    };
+    let guard = mem.space().read();
+    let page = guard
+        .device_private_offset_to_page(off)
+        .ok_or(Errno::EFAULT)?;
+    {
+        let g = mm.pmd_lock(addr)?;
+        if g.get() != orig {
+            return Ok(VmFaultResult::Done);
+        }
+        let folio = page.folio();
+        if !folio.trylock() {
+            return Ok(VmFaultResult::Retry);
+        }
+        folio_get(folio);
+    }
+    call_migrate_to_ram(mem, mm, page, addr, true)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::memory::{PMD_SIZE, VmFlags};
+    use crate::page_alloc::SystemMemory;
+    use devpriv_core::{PageCount, Pfn};
+    use devpriv_pagemap::DevicePrivateSpace;
+
+    const BASE: u64 = 0x7f00_0000_0000;
+
+    #[test]
+    fn holes_fault_in_zeroed_pages_and_bad_accesses_fail() {
+        let sys = Arc::new(SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(512)).unwrap());
+        let mem = Memory::new(sys, Arc::new(DevicePrivateSpace::new()));
+        let mut mm = Mm::default();
+        mm.mmap_anon(BASE, PMD_SIZE, VmFlags::RW).unwrap();
+        mm.mmap_anon(BASE + PMD_SIZE, PMD_SIZE, VmFlags::READ)
+            .unwrap();
+        let mm = Arc::new(mm);
+        assert_eq!(
+            handle_mm_fault(&mem, &mm, BASE, FaultFlags::WRITE),
+            Ok(VmFaultResult::Done)
+        );
+        assert_eq!(mm.read_user(mem.sys(), BASE), Ok(0));
+        mm.write_user(mem.sys(), BASE, 5).unwrap();
+        assert_eq!(
+            handle_mm_fault(&mem, &mm, BASE + PMD_SIZE, FaultFlags::WRITE),
+            Err(Errno::EFAULT)
+        );
+        assert_eq!(
+            handle_mm_fault(&mem, &mm, BASE + 2 * PMD_SIZE, FaultFlags::READ),
+            Err(Errno::EFAULT)
+        );
+        assert_eq!(mem.sys().nr_free(), 511);
+    }
+}
