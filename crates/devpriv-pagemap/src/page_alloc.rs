@@ -28,7 +28,7 @@ const MM_ID_MAPCOUNT_INIT: u64 = u64::MAX;
 /// Makes `tail` a tail of the head whose link (address + 1) is `link`.
 ///
 /// Kernel: `prep_compound_tail()`, `mm/internal.h`.
-fn prep_compound_tail(tail: &Page, link: u64) {
+pub(crate) fn prep_compound_tail(tail: &Page, link: u64) {
     tail.store(word::MAPPING, TAIL_MAPPING);
     // set_compound_head()
     tail.store(word::COMPOUND_HEAD, link);
@@ -99,4 +99,14 @@ pub fn prep_compound_page(page: PageRef<'_>, order: Order) -> Result<Folio<'_>, 
     }
     prep_compound_head(page, order);
     Ok(Folio::from_head(page))
+}
+
+/// [`prep_compound_page`] without the tail loop: `PG_head` on the head,
+/// then the folio fields of page\[1\] and page\[2\]. For a caller that has
+/// already written every tail as [`prep_compound_tail`] does, and checked
+/// the range.
+pub(crate) fn prep_compound_head_page(page: PageRef<'_>, order: Order) -> Folio<'_> {
+    page.store(word::FLAGS, page.load(word::FLAGS) | 1 << PG_HEAD);
+    prep_compound_head(page, order);
+    Folio::from_head(page)
 }
