@@ -23,7 +23,6 @@
 //! Results and how to read them: `docs/perf.md`.
 
 #[path = "common.rs"]
-#[expect(dead_code, reason = "this bench needs no random inputs")]
 mod common;
 use common::configure;
 

@@ -41,7 +41,8 @@
 
 #[path = "common.rs"]
 mod common;
-use common::{SplitMix64, configure};
+use common::configure;
+use devpriv_core::random::SplitMix64;
 
 use criterion::measurement::WallTime;
 use criterion::{
@@ -153,7 +154,7 @@ impl Layout {
     /// wrapping.
     fn picks(&self, random: bool, seed: u64) -> Vec<(usize, u64)> {
         let n = self.pms.len() as u64;
-        let mut rng = SplitMix64(0x5EED_0000 ^ n ^ u64::from(random) ^ seed << 8);
+        let mut rng = SplitMix64::new(0x5EED_0000 ^ n ^ u64::from(random) ^ seed << 8);
         let mut i = 0;
         (0..QUERIES)
             .map(|_| {

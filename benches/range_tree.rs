@@ -15,7 +15,8 @@
 
 #[path = "common.rs"]
 mod common;
-use common::{SplitMix64, configure};
+use common::configure;
+use devpriv_core::random::SplitMix64;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use devpriv_rangetree::RangeTree;
@@ -46,7 +47,7 @@ fn range_first(i: u64) -> u64 {
 /// `random`: uniform over ranges and offsets. Sequential: one key per range
 /// (at a random offset), walking the ranges in order and wrapping.
 fn queries(n: u64, random: bool) -> Vec<u64> {
-    let mut rng = SplitMix64(0x5EED_0000 ^ n ^ u64::from(random));
+    let mut rng = SplitMix64::new(0x5EED_0000 ^ n ^ u64::from(random));
     let mut i = 0;
     (0..QUERIES)
         .map(|_| {
@@ -149,7 +150,7 @@ fn bench_load(c: &mut Criterion) {
 /// before it reaches the free tail; the range tree's per-subtree gap
 /// bookkeeping skips them.
 fn layout_sizes(live: u64) -> Vec<u64> {
-    let mut rng = SplitMix64(0xA110_C000 ^ live);
+    let mut rng = SplitMix64::new(0xA110_C000 ^ live);
     (0..2 * live)
         .map(|i| {
             if i % 2 == 0 {
@@ -163,7 +164,7 @@ fn layout_sizes(live: u64) -> Vec<u64> {
 
 /// Fixed-seed request sizes, 16..=64 keys: never fit in a hole.
 fn request_sizes() -> Vec<u64> {
-    let mut rng = SplitMix64(0x0005_12E5);
+    let mut rng = SplitMix64::new(0x0005_12E5);
     (0..REQUESTS).map(|_| rng.between(16, 64)).collect()
 }
 

@@ -21,7 +21,6 @@
 //! Run: `cargo bench -p devpriv-benches --bench walk`.
 
 #[path = "common.rs"]
-#[expect(dead_code, reason = "this bench needs no random inputs")]
 mod common;
 use common::configure;
 

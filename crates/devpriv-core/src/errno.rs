@@ -33,13 +33,17 @@ pub enum Errno {
     EEXIST = 17,
     /// Invalid argument.
     EINVAL = 22,
+    /// No space left on device (a device allocator, such as `drm_buddy`, is full).
+    ENOSPC = 28,
+    /// Math result not representable (`request_free_mem_region()` found no room).
+    ERANGE = 34,
     /// Operation not supported (optional driver ops, such as `memory_failure`).
     EOPNOTSUPP = 95,
 }
 
 impl Errno {
     /// Every errno this model produces, in numeric order.
-    pub const ALL: [Errno; 10] = [
+    pub const ALL: [Errno; 12] = [
         Errno::EPERM,
         Errno::ENOENT,
         Errno::ENXIO,
@@ -49,6 +53,8 @@ impl Errno {
         Errno::EBUSY,
         Errno::EEXIST,
         Errno::EINVAL,
+        Errno::ENOSPC,
+        Errno::ERANGE,
         Errno::EOPNOTSUPP,
     ];
 
@@ -80,6 +86,8 @@ impl Errno {
             Errno::EBUSY => "EBUSY",
             Errno::EEXIST => "EEXIST",
             Errno::EINVAL => "EINVAL",
+            Errno::ENOSPC => "ENOSPC",
+            Errno::ERANGE => "ERANGE",
             Errno::EOPNOTSUPP => "EOPNOTSUPP",
         }
     }
@@ -98,6 +106,8 @@ impl Errno {
             Errno::EBUSY => "Device or resource busy",
             Errno::EEXIST => "File exists",
             Errno::EINVAL => "Invalid argument",
+            Errno::ENOSPC => "No space left on device",
+            Errno::ERANGE => "Math result not representable",
             Errno::EOPNOTSUPP => "Operation not supported",
         }
     }

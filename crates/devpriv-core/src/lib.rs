@@ -23,6 +23,7 @@ pub mod consts;
 pub mod errno;
 #[cfg(loom)]
 pub mod mutant;
+pub mod random;
 pub mod srcu;
 pub mod sync;
 pub mod units;

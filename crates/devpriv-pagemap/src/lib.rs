@@ -44,6 +44,7 @@ pub mod mm_types;
 pub mod page_alloc;
 pub mod page_flags;
 pub mod percpu_refcount;
+pub mod resource;
 mod sparse;
 
 pub use huge_memory::{folio_split_unmapped, migrate_device_split_page, split_unmapped_folio};
