@@ -3,11 +3,12 @@
 //! device and back, in one group so results read as ratios.
 //!
 //! Group `migrate_vma` (512 pages per iteration, each a full round trip
-//! through the test driver, `devpriv_migrate::testing::TestDevice`):
+//! through the dmirror driver, `devpriv_migrate::test_hmm`):
 //!
-//! - `order9_round_trip`: `migrate_to_device` of a PMD-mapped THP
-//!   (one `MIGRATE_PFN_COMPOUND` entry, a device-private PMD), then
-//!   `migrate_to_system` (one order-9 system folio, a huge PMD again);
+//! - `order9_round_trip`: `HMM_DMIRROR_MIGRATE_TO_DEV` of a PMD-mapped
+//!   THP (one `MIGRATE_PFN_COMPOUND` entry, a device-private PMD), then
+//!   `HMM_DMIRROR_MIGRATE_TO_SYS` (one order-9 system folio, a huge PMD
+//!   again);
 //! - `order0x512_round_trip`: the same 2 MiB as 512 PTE-mapped order-0
 //!   folios, moved as 512 entries each way;
 //! - `order9_fault_back` / `order0x512_fault_back`: to the device as
@@ -16,24 +17,24 @@
 //! Run: `cargo bench -p devpriv-benches --bench migrate`.
 
 #[path = "common.rs"]
-#[expect(dead_code, reason = "this bench needs no random inputs")]
 mod common;
 use common::configure;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use devpriv_core::{Order, PAGE_SIZE, PageCount, Pfn};
 use devpriv_migrate::memory::{PMD_SIZE, VmFlags};
-use devpriv_migrate::testing::TestDevice;
+use devpriv_migrate::test_hmm::{Dmirror, DmirrorConfig, DmirrorDevice, HmmDmirrorCmd};
 use devpriv_migrate::{FaultFlags, Memory, Mm, SystemMemory, handle_mm_fault};
 use devpriv_pagemap::{DevicePrivateSpace, Owner};
 use std::sync::Arc;
 
 const BASE: u64 = 0x7f00_0000_0000;
 
-fn setup(thp: bool) -> (Memory, TestDevice, Arc<Mm>) {
+fn setup(thp: bool) -> (Memory, DmirrorDevice, Dmirror, Arc<Mm>) {
     let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(2048)).unwrap();
     let mem = Memory::new(Arc::new(sys), Arc::new(DevicePrivateSpace::new()));
-    let dev = TestDevice::new(&mem, Owner(1), PageCount::new(1024)).unwrap();
+    let config = DmirrorConfig::with_chunk_pages(PageCount::new(1024));
+    let dev = DmirrorDevice::new(&mem, Owner(1), config).unwrap();
     let mut mm = Mm::default();
     mm.mmap_anon(BASE, PMD_SIZE, VmFlags::RW).unwrap();
     if thp {
@@ -50,16 +51,26 @@ fn setup(thp: bool) -> (Memory, TestDevice, Arc<Mm>) {
     for i in 0..512 {
         mm.write_user(mem.sys(), BASE + i * PAGE_SIZE, i).unwrap();
     }
-    (mem, dev, Arc::new(mm))
+    let mm = Arc::new(mm);
+    let mirror = dev.open(&mm);
+    (mem, dev, mirror, mm)
 }
 
-fn round_trip(dev: &TestDevice, mm: &Mm) {
-    assert_eq!(dev.migrate_to_device(mm, BASE, BASE + PMD_SIZE), Ok(512));
-    assert_eq!(dev.migrate_to_system(mm, BASE, BASE + PMD_SIZE), Ok(512));
+fn to_dev(m: &Dmirror, mm: &Arc<Mm>) {
+    let mut cmd = HmmDmirrorCmd::new(BASE, 512);
+    m.migrate_to_dev(mm, &mut cmd).unwrap();
+    assert_eq!(cmd.cpages, 512);
 }
 
-fn fault_back(mem: &Memory, dev: &TestDevice, mm: &Arc<Mm>) {
-    assert_eq!(dev.migrate_to_device(mm, BASE, BASE + PMD_SIZE), Ok(512));
+fn round_trip(m: &Dmirror, mm: &Arc<Mm>) {
+    to_dev(m, mm);
+    let mut cmd = HmmDmirrorCmd::new(BASE, 512);
+    m.migrate_to_sys(mm, &mut cmd).unwrap();
+    assert_eq!(cmd.cpages, 512);
+}
+
+fn fault_back(mem: &Memory, m: &Dmirror, mm: &Arc<Mm>) {
+    to_dev(m, mm);
     for i in 0..512 {
         let a = BASE + i * PAGE_SIZE;
         if mm.read_user(mem.sys(), a).is_err() {
@@ -73,12 +84,12 @@ fn bench_migrate(c: &mut Criterion) {
     configure(&mut g);
     g.throughput(Throughput::Elements(512));
     for (name, thp) in [("order9", true), ("order0x512", false)] {
-        let (mem, dev, mm) = setup(thp);
+        let (mem, dev, mirror, mm) = setup(thp);
         g.bench_function(format!("{name}_round_trip"), |b| {
-            b.iter(|| round_trip(&dev, &mm));
+            b.iter(|| round_trip(&mirror, &mm));
         });
         g.bench_function(format!("{name}_fault_back"), |b| {
-            b.iter(|| fault_back(&mem, &dev, &mm));
+            b.iter(|| fault_back(&mem, &mirror, &mm));
         });
         // The state after every iteration is the starting state.
         assert_eq!(mm.read_user(mem.sys(), BASE + 7 * PAGE_SIZE), Ok(7));

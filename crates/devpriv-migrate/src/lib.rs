@@ -32,8 +32,9 @@
 //!   PMD goes to the pagemap's `migrate_to_ram`, a migration entry retries;
 //!   [`hmm::hmm_range_fault`] reports the caller's own device-private pages
 //!   and faults foreign ones back;
-//! - [`testing`]: a small `lib/test_hmm.c`-style driver for end-to-end
-//!   tests and benchmarks.
+//! - [`test_hmm`]: the `lib/test_hmm.c` (dmirror) driver — devices with
+//!   device-private memory in chunks and mirrors with the HMM test ioctls —
+//!   for end-to-end tests, benchmarks and examples.
 //!
 //! ```
 //! use devpriv_core::{DevicePrivateOffset, Errno, PageCount, Pfn};
@@ -76,7 +77,7 @@ pub mod page_vma_mapped;
 pub mod pgtable;
 pub mod rmap;
 pub mod swapops;
-pub mod testing;
+pub mod test_hmm;
 
 pub use hmm::{HmmPfn, HmmPfnLayout};
 pub use leafops::{Softleaf, SoftleafFlags, SoftleafType};

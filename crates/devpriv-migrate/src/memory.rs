@@ -37,7 +37,9 @@
 //!   would usually have a fresh address. Nothing here relies on it.
 //! - User addresses are limited to 4-level paging (below 2^47) whatever the
 //!   [`PagingMode`]; the mode still decides `SWP_PFN_BITS`.
-//! - Every VMA is private anonymous memory; there is no hugetlb.
+//! - Every VMA is private anonymous memory; there is no hugetlb and no
+//!   huge zero page (the 4 KiB zero page is modelled, see
+//!   [`MmConfig::zero_page`]).
 
 mod fault;
 pub use fault::{FaultContext, FaultFlags, VmFaultResult, handle_mm_fault};
@@ -365,6 +367,11 @@ pub struct MmConfig {
     pub paging: PagingMode,
     /// Kernel: `thp_migration_supported()` (true on x86-64).
     pub thp_migration: bool,
+    /// A read fault on a hole maps the shared zero page read-only
+    /// ([`SystemMemory::zero_pfn`]) instead of a new zeroed page.
+    ///
+    /// Kernel: `!mm_forbids_zeropage(mm)` (true on x86-64).
+    pub zero_page: bool,
 }
 
 impl Default for MmConfig {
@@ -372,6 +379,7 @@ impl Default for MmConfig {
         MmConfig {
             paging: PagingMode::FourLevel,
             thp_migration: true,
+            zero_page: true,
         }
     }
 }
@@ -628,7 +636,8 @@ impl Mm {
                     continue;
                 }
                 let frame = if pte.is_present() {
-                    Some(pte.pfn().into())
+                    // The zero page has no folio, reference or rmap.
+                    (!mem.sys().is_zero_pfn(pte.pfn())).then(|| pte.pfn().into())
                 } else {
                     let e = Softleaf::from_pte(pte);
                     if e.is_device_private() {

@@ -39,8 +39,9 @@
 //! - `folio_lock()` where the kernel sleeps is a trylock that gives up (the
 //!   page is skipped, as for a failed `folio_trylock()`).
 //! - No LRU isolation, swap cache, memcg charge, MMU notifier, TLB flush,
-//!   zero page, `PageAnonExclusive`, soft-dirty or uffd-wp; only anonymous
-//!   private VMAs exist.
+//!   huge zero page, `PageAnonExclusive`, soft-dirty or uffd-wp; only
+//!   anonymous private VMAs exist. The 4 KiB zero page is collected as a
+//!   hole (`MIGRATE` without a page) and replaced on insertion.
 //! - When a compound source is split for small destinations, the kernel
 //!   applies the fault page's extra reference (`extra_cnt`) to all 512
 //!   pieces; the model applies it only to the piece that holds the fault
@@ -600,6 +601,18 @@ fn collect_pmd(mem: &Memory, args: &mut MigrateVma<'_>, start: u64, end: u64) {
                 addr += PAGE_SIZE;
                 continue;
             }
+            if pte.is_present() && mem.sys().is_zero_pfn(pte.pfn()) {
+                // The zero page migrates like a hole and its PTE stays until
+                // `migrate_vma_insert_page()` replaces it.
+                if args.flags.contains(MigrateVmaFlags::SELECT_SYSTEM) {
+                    args.push(flags_only(MigratePfn::MIGRATE));
+                    args.cpages += 1;
+                } else {
+                    args.push(MigratePfn::NONE);
+                }
+                addr += PAGE_SIZE;
+                continue;
+            }
             let frame = if pte.is_present() {
                 Some(PageFrame::Pfn(pte.pfn()))
             } else {
@@ -1140,7 +1153,7 @@ fn migrate_vma_insert_page(
         }
         return;
     }
-    match insert_pte(c, addr, folio) {
+    match insert_pte(mem, c, addr, folio) {
         Ok(()) => src[0] = flags_only(MigratePfn::MIGRATE),
         Err(_) => src[0] = src[0].without(MigratePfn::MIGRATE),
     }
@@ -1162,14 +1175,16 @@ fn present_prot(write: bool) -> u64 {
     _PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED | if write { _PAGE_RW | _PAGE_DIRTY } else { 0 }
 }
 
-fn insert_pte(c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), Errno> {
+fn insert_pte(mem: &Memory, c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), Errno> {
     let pmd = c.mm.pmdp_get_lockless(addr).ok_or(Errno::EFAULT)?;
     if !pmd.is_none() && !pmd.is_table() {
         return Err(Errno::EBUSY);
     }
     let entry = new_pte(c, folio.frame(0).ok_or(Errno::EINVAL)?)?;
     let g = c.mm.pte_alloc_map_lock(addr)?;
-    if !g.get().is_none() {
+    let cur = g.get();
+    // A hole, or the zero page (which holds no reference to drop).
+    if !(cur.is_none() || cur.is_present() && mem.sys().is_zero_pfn(cur.pfn())) {
         return Err(Errno::EEXIST);
     }
     folio.set_anon(c.vma.id(), c.vma.linear_page_index(addr));

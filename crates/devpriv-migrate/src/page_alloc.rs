@@ -78,12 +78,16 @@ impl SystemMemory {
     /// # Errors
     ///
     /// [`Errno::EINVAL`] if `nr_pages` is zero, `base` is not 512-aligned (so
-    /// order-9 folios can be placed), or the range passes the largest pfn a
-    /// PTE can hold.
+    /// order-9 folios can be placed), or the range plus the zero page (the
+    /// frame after it, [`zero_pfn`](Self::zero_pfn)) passes the largest pfn
+    /// a PTE can hold.
     pub fn new(base: Pfn, nr_pages: PageCount) -> Result<SystemMemory, Errno> {
         let n = usize::try_from(nr_pages.get()).map_err(|_| Errno::EINVAL)?;
         let end = base.checked_add(nr_pages).ok_or(Errno::EINVAL)?;
-        if n == 0 || !base.is_aligned(Order::HPAGE_PMD) || end.get() > crate::pgtable::MAX_PTE_PFN {
+        if n == 0
+            || !base.is_aligned(Order::HPAGE_PMD)
+            || end.get() > crate::pgtable::MAX_PTE_PFN - 1
+        {
             return Err(Errno::EINVAL);
         }
         let pages = (0..n).map(|_| SysPage::default()).collect();
@@ -175,6 +179,27 @@ impl SystemMemory {
         Ok(SysFolio { mem: self, head })
     }
 
+    /// The pfn of the shared zero page: the frame just past this memory.
+    /// It is never allocated, has no folio ([`pfn_folio`](Self::pfn_folio)
+    /// is `None`), reads as 0 and cannot be written.
+    ///
+    /// Kernel: `my_zero_pfn()` (`ZERO_PAGE(0)`), `include/linux/pgtable.h`.
+    ///
+    /// # Differences from the kernel
+    ///
+    /// One zero page per [`SystemMemory`], outside its allocatable range
+    /// (the kernel's is a reserved page of the kernel image).
+    pub fn zero_pfn(&self) -> Pfn {
+        self.pfn_of(self.pages.len())
+    }
+
+    /// `true` if `pfn` is the zero page.
+    ///
+    /// Kernel: `is_zero_pfn(pfn)`, `include/linux/pgtable.h`.
+    pub fn is_zero_pfn(&self, pfn: Pfn) -> bool {
+        pfn == self.zero_pfn()
+    }
+
     /// The allocated folio that contains `pfn`, or `None` for a free page or
     /// a pfn outside this memory.
     ///
@@ -192,8 +217,12 @@ impl SystemMemory {
     ///
     /// # Errors
     ///
-    /// [`Errno::EFAULT`] if `pfn` is outside this memory or free.
+    /// [`Errno::EFAULT`] if `pfn` is outside this memory or free (the zero
+    /// page reads as 0).
     pub fn read(&self, pfn: Pfn) -> Result<u64, Errno> {
+        if self.is_zero_pfn(pfn) {
+            return Ok(0);
+        }
         let i = self.allocated_idx(pfn)?;
         Ok(self.pages[i].content.load(Ordering::Acquire))
     }

@@ -18,16 +18,20 @@
 //!   [`Errno::EFAULT`] is `VM_FAULT_SIGSEGV`, [`Errno::ENOMEM`] is
 //!   `VM_FAULT_OOM`, and a `migrate_to_ram` error is passed through
 //!   (`VM_FAULT_SIGBUS`).
-//! - No per-VMA locking, no zero page (a read fault on a hole maps a new
-//!   zeroed page), no THP allocation at fault time, no swap, no COW: a
-//!   write fault on a read-only PTE or PMD of a writable VMA just makes it
-//!   writable (`do_wp_page()` reusing an exclusive anon page).
+//! - No per-VMA locking, no THP allocation at fault time, no swap, no
+//!   COW of shared pages: a write fault on a read-only PTE or PMD of a
+//!   writable VMA just makes it writable (`do_wp_page()` reusing an
+//!   exclusive anon page), except on the zero page, which is replaced by a
+//!   new zeroed page (`wp_page_copy()`). With [`MmConfig::zero_page`] off a
+//!   read fault on a hole maps a new zeroed page too.
+//!
+//! [`MmConfig::zero_page`]: super::MmConfig::zero_page
 //! - `VmFault::ctx` carries a [`FaultContext`] (the address space and
 //!   memory), which the kernel's driver finds through `vmf->vma`.
 
 use super::Mm;
 use crate::leafops::Softleaf;
-use crate::pgtable::{_PAGE_DIRTY, _PAGE_RW, Pmd, Pte};
+use crate::pgtable::{_PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, Pmd, Pte};
 use crate::rmap::Memory;
 use devpriv_core::{Errno, Order, PAGE_SIZE, PageFrame};
 use devpriv_pagemap::{PageRef, VmFault, folio_get, folio_put};
@@ -105,7 +109,8 @@ impl FaultContext {
 ///
 /// | entry at `addr` | what happens |
 /// |---|---|
-/// | none | `do_anonymous_page()`: map a new zeroed order-0 page |
+/// | none | `do_anonymous_page()`: map the zero page read-only for a read, a new zeroed order-0 page for a write |
+/// | present zero page, write | `wp_page_copy()`: a new zeroed page replaces it |
 /// | present, or huge PMD | nothing, or make it writable for a write |
 /// | device-private PTE | `do_swap_page()`: lock, get, `migrate_to_ram` |
 /// | device-private PMD | `do_huge_pmd_device_private()` (same, `pmd = true`) |
@@ -159,7 +164,13 @@ pub fn handle_mm_fault(
     }
     let pte = mm.ptep_get_lockless(addr).unwrap_or(Pte::NONE);
     if pte.is_none() {
+        if !flags.is_write() && mm.config().zero_page {
+            return map_zero_page(mem, mm, addr);
+        }
         return do_anonymous_page(mem, mm, addr, writable_vma);
+    }
+    if pte.is_present() && flags.is_write() && mem.sys().is_zero_pfn(pte.pfn()) {
+        return wp_zero_page(mem, mm, addr, pte);
     }
     if pte.is_present() {
         if flags.is_write() && !pte.is_write() {
@@ -193,6 +204,48 @@ fn do_anonymous_page(
     match r {
         Ok(()) => Ok(VmFaultResult::Done),
         // Someone mapped it first, or a leaf PMD appeared: refault.
+        Err(Errno::EEXIST | Errno::EBUSY) => Ok(VmFaultResult::Retry),
+        Err(e) => Err(e),
+    }
+}
+
+/// The zero-page branch of `do_anonymous_page()`: a special read-only
+/// PTE, no reference and no rmap.
+///
+/// Kernel: `do_anonymous_page()` (`!(vmf->flags & FAULT_FLAG_WRITE) &&
+/// !mm_forbids_zeropage()`), `mm/memory.c`.
+fn map_zero_page(mem: &Memory, mm: &Mm, addr: u64) -> Result<VmFaultResult, Errno> {
+    let entry = Pte::pfn_pte(mem.sys().zero_pfn(), _PAGE_PRESENT | _PAGE_USER)?;
+    let g = match mm.pte_alloc_map_lock(addr) {
+        Ok(g) => g,
+        Err(Errno::EBUSY) => return Ok(VmFaultResult::Retry),
+        Err(e) => return Err(e),
+    };
+    // Someone mapped it first: the access sees their entry.
+    let _ = g.replace(Pte::NONE, entry);
+    Ok(VmFaultResult::Done)
+}
+
+/// A write fault on the zero page: map a new zeroed, writable page in its
+/// place.
+///
+/// Kernel: `do_wp_page()` → `wp_page_copy()` (`is_zero_pfn()` case),
+/// `mm/memory.c`.
+fn wp_zero_page(mem: &Memory, mm: &Mm, addr: u64, orig: Pte) -> Result<VmFaultResult, Errno> {
+    let folio = mem.sys().alloc_folio(Order::ZERO)?;
+    let r = (|| {
+        let g = mm.pte_offset_map_lock(addr)?;
+        if g.get() != orig {
+            return Ok(false);
+        }
+        g.set(Pte::NONE);
+        drop(g);
+        mm.map_folio_ptes(addr, folio, true)?;
+        Ok(true)
+    })();
+    let _ = folio.put();
+    match r {
+        Ok(_) => Ok(VmFaultResult::Done),
         Err(Errno::EEXIST | Errno::EBUSY) => Ok(VmFaultResult::Retry),
         Err(e) => Err(e),
     }

@@ -1,5 +1,5 @@
 //! End-to-end migration between system RAM and device-private memory
-//! through the test driver (`devpriv_migrate::testing`), after
+//! through the dmirror driver (`devpriv_migrate::test_hmm`), after
 //! `tools/testing/selftests/mm/hmm-tests.c` (`hmm.migrate`,
 //! `hmm.migrate_anon_huge_fault`, `hmm.migrate_partial_unmap_fault`,
 //! `hmm.migrate_anon_huge_err`, `hmm.migrate_release`, `hmm2.snapshot`).
@@ -14,7 +14,7 @@ use devpriv_core::{DevicePrivateOffset, Errno, Order, PAGE_SIZE, PageCount, Page
 use devpriv_migrate::hmm::{HmmPfn, HmmRange, hmm_range_fault};
 use devpriv_migrate::leafops::Softleaf;
 use devpriv_migrate::memory::{PMD_SIZE, VmFlags};
-use devpriv_migrate::testing::TestDevice;
+use devpriv_migrate::test_hmm::{Dmirror, DmirrorConfig, DmirrorDevice, HmmDmirrorCmd};
 use devpriv_migrate::{
     AnyFolio, FaultFlags, Memory, MigratePfn, MigrateVma, MigrateVmaFlags, Mm, SystemMemory,
     VmFaultResult, handle_mm_fault, migrate_vma_finalize, migrate_vma_pages, migrate_vma_setup,
@@ -32,6 +32,28 @@ const _: () = assert!(STEP as u64 == PAGE_SIZE);
 fn machine() -> Memory {
     let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(SYS_PAGES)).unwrap();
     Memory::new(Arc::new(sys), Arc::new(DevicePrivateSpace::new()))
+}
+
+/// A dmirror device with chunks of `pages` pages.
+fn device(mem: &Memory, owner: Owner, pages: u64) -> DmirrorDevice {
+    DmirrorDevice::new(
+        mem,
+        owner,
+        DmirrorConfig::with_chunk_pages(PageCount::new(pages)),
+    )
+    .unwrap()
+}
+
+/// `HMM_DMIRROR_MIGRATE_TO_DEV` over `[start, end)`: the pages read back.
+fn to_dev(m: &Dmirror, mm: &Arc<Mm>, start: u64, end: u64) -> Result<u64, Errno> {
+    let mut cmd = HmmDmirrorCmd::new(start, (end - start) / PAGE_SIZE);
+    m.migrate_to_dev(mm, &mut cmd).map(|_| cmd.cpages)
+}
+
+/// `HMM_DMIRROR_MIGRATE_TO_SYS` over `[start, end)`: the pages moved.
+fn to_sys(m: &Dmirror, mm: &Arc<Mm>, start: u64, end: u64) -> Result<u64, Errno> {
+    let mut cmd = HmmDmirrorCmd::new(start, (end - start) / PAGE_SIZE);
+    m.migrate_to_sys(mm, &mut cmd).map(|()| cmd.cpages)
 }
 
 fn value(addr: u64) -> u64 {
@@ -134,22 +156,23 @@ fn check_sys(mem: &Memory, mm: &Mm, start: u64, end: u64, mapped: u64) {
 #[test]
 fn migrate_4mib_to_device_and_back_by_cpu_fault() {
     let mem = machine();
-    let dev = TestDevice::new(&mem, OWNER, PageCount::new(2048)).unwrap();
+    let dev = device(&mem, OWNER, 2048);
     let len = 4 << 20;
     let npages = len / PAGE_SIZE;
     let mm = Arc::new(populated(&mem, len, false));
-    assert_eq!(dev.migrate_to_device(&mm, BASE, BASE + len), Ok(npages));
+    let m = dev.open(&mm);
+    assert_eq!(to_dev(&m, &mm, BASE, BASE + len), Ok(npages));
     // All on the device: system RAM empty, every PTE a writable
     // device-private entry, the device holding the data.
     assert_eq!(mem.sys().nr_free(), SYS_PAGES);
     for a in (BASE..BASE + len).step_by(STEP) {
         let e = mm.softleaf_at(a);
         assert!(e.is_device_private_write(), "{a:#x}: {e:?}");
-        assert_eq!(dev.read(device_offset(&mm, a).unwrap()), Ok(value(a)));
+        assert_eq!(dev.read_page(device_offset(&mm, a).unwrap()), Ok(value(a)));
     }
     assert_eq!(dev.nr_free_pages(), 2048 - npages);
     assert_eq!(
-        dev.pgmap().percpu_ref().count(),
+        dev.chunks()[0].percpu_ref().count(),
         1 + i64::try_from(npages).unwrap(),
         "one pgmap reference per allocated device page"
     );
@@ -164,9 +187,10 @@ fn migrate_4mib_to_device_and_back_by_cpu_fault() {
 #[test]
 fn a_thp_migrates_as_one_order9_device_folio_and_faults_back_whole() {
     let mem = machine();
-    let dev = TestDevice::new(&mem, OWNER, PageCount::new(1024)).unwrap();
+    let dev = device(&mem, OWNER, 1024);
     let mm = Arc::new(populated(&mem, 2 * PMD_SIZE, true));
-    assert_eq!(dev.migrate_to_device(&mm, BASE, BASE + PMD_SIZE), Ok(512));
+    let m = dev.open(&mm);
+    assert_eq!(to_dev(&m, &mm, BASE, BASE + PMD_SIZE), Ok(512));
     // One device-private PMD naming one order-9 device folio.
     let pmd = mm.pmdp_get_lockless(BASE).unwrap();
     let e = Softleaf::from_pmd(pmd);
@@ -203,18 +227,22 @@ fn a_thp_migrates_as_one_order9_device_folio_and_faults_back_whole() {
 
 fn partial_unmap_then_fault(thp: bool, hole_at: u64) {
     let mem = machine();
-    let dev = TestDevice::new(&mem, OWNER, PageCount::new(1024)).unwrap();
-    let mut mm = populated(&mem, PMD_SIZE, thp);
-    assert_eq!(dev.migrate_to_device(&mm, BASE, BASE + PMD_SIZE), Ok(512));
+    let dev = device(&mem, OWNER, 1024);
+    let mut mm = Arc::new(populated(&mem, PMD_SIZE, thp));
+    let m = dev.open(&mm);
+    assert_eq!(to_dev(&m, &mm, BASE, BASE + PMD_SIZE), Ok(512));
     let hole = BASE + hole_at;
     let half = PMD_SIZE / 2;
-    mm.munmap(&mem, hole, half).unwrap();
+    Arc::get_mut(&mut mm)
+        .unwrap()
+        .munmap(&mem, hole, half)
+        .unwrap();
     assert!(mm.vma_lookup(hole).is_none());
     assert!(mm.vma_lookup(hole + half - PAGE_SIZE).is_none());
     if thp {
         // The order-9 device folio stays whole, PTE-mapped by the 256
         // pages left: one reference and one map count per page.
-        assert_eq!(dev.nr_free_pages(), 1024 - 512);
+        assert_eq!(dev.nr_pages() - dev.nr_free_pages(), 512);
         let left = if hole_at == 0 { BASE + half } else { BASE };
         let guard = mem.space().read();
         let off = device_offset(&mm, left).unwrap();
@@ -226,9 +254,12 @@ fn partial_unmap_then_fault(thp: bool, hole_at: u64) {
         );
     } else {
         // The unmapped order-0 device pages went back to the device.
-        assert_eq!(dev.nr_free_pages(), 1024 - 256, "hole={hole_at:#x}");
+        assert_eq!(
+            dev.nr_pages() - dev.nr_free_pages(),
+            256,
+            "hole={hole_at:#x}"
+        );
     }
-    let mm = Arc::new(mm);
     let faults =
         read_all(&mem, &mm, BASE, hole) + read_all(&mem, &mm, hole + half, BASE + PMD_SIZE);
     assert_eq!(faults, 256, "one fault per page left (thp={thp})");
@@ -248,11 +279,13 @@ fn partial_munmap_then_fault_back_the_rest() {
 #[test]
 fn forced_large_allocation_failure_falls_back_to_small_pages() {
     let mem = machine();
-    let dev = TestDevice::new(&mem, OWNER, PageCount::new(1024)).unwrap();
+    let dev = device(&mem, OWNER, 1024);
     let mm = Arc::new(populated(&mem, PMD_SIZE, true));
+    let m = dev.open(&mm);
     // System → device: no order-9 device folio, so 512 order-0 ones.
-    dev.set_fail_alloc(1);
-    assert_eq!(dev.migrate_to_device(&mm, BASE, BASE + PMD_SIZE), Ok(512));
+    m.set_flags(Dmirror::FLAG_FAIL_ALLOC);
+    assert_eq!(to_dev(&m, &mm, BASE, BASE + PMD_SIZE), Ok(512));
+    assert_eq!(m.flags(), 0, "the flag is one-shot");
     assert!(
         mm.pmdp_get_lockless(BASE).unwrap().is_table(),
         "PTE-mapped now"
@@ -264,7 +297,7 @@ fn forced_large_allocation_failure_falls_back_to_small_pages() {
             let folio = guard.device_private_offset_to_page(off).unwrap().folio();
             assert_eq!(folio.order(), Order::ZERO);
             assert_eq!(AnyFolio::Dev(folio).refcount(), 1);
-            assert_eq!(dev.read(off), Ok(value(a)));
+            assert_eq!(dev.read_page(off), Ok(value(a)));
         }
     }
     assert_eq!(
@@ -279,10 +312,11 @@ fn forced_large_allocation_failure_falls_back_to_small_pages() {
     // Device → system: an order-9 device folio, but no order-9 system
     // folio for it: the device folio is split and 512 pages come back.
     let mem = machine();
-    let dev = TestDevice::new(&mem, OWNER, PageCount::new(1024)).unwrap();
+    let dev = device(&mem, OWNER, 1024);
     let mm = Arc::new(populated(&mem, PMD_SIZE, true));
-    assert_eq!(dev.migrate_to_device(&mm, BASE, BASE + PMD_SIZE), Ok(512));
-    dev.set_fail_alloc(1);
+    let m = dev.open(&mm);
+    assert_eq!(to_dev(&m, &mm, BASE, BASE + PMD_SIZE), Ok(512));
+    m.set_flags(Dmirror::FLAG_FAIL_ALLOC);
     assert_eq!(
         handle_mm_fault(&mem, &mm, BASE + 5 * PAGE_SIZE, FaultFlags::READ),
         Ok(VmFaultResult::Done)
@@ -302,7 +336,7 @@ fn forced_large_allocation_failure_falls_back_to_small_pages() {
 #[test]
 fn eviction_brings_everything_back_without_a_vma() {
     let mem = machine();
-    let dev = TestDevice::new(&mem, OWNER, PageCount::new(2048)).unwrap();
+    let dev = device(&mem, OWNER, 2048);
     let mut mm = populated(&mem, 2 * PMD_SIZE, true);
     // Plus 100 small pages in a second VMA.
     let small = BASE + 4 * PMD_SIZE;
@@ -314,15 +348,12 @@ fn eviction_brings_everything_back_without_a_vma() {
         mm.write_user(mem.sys(), a, value(a)).unwrap();
     }
     let mm = Arc::new(mm);
-    assert_eq!(
-        dev.migrate_to_device(&mm, BASE, BASE + 2 * PMD_SIZE),
-        Ok(1024)
-    );
-    assert_eq!(
-        dev.migrate_to_device(&mm, small, small + 100 * PAGE_SIZE),
-        Ok(100)
-    );
-    assert_eq!(dev.evict_all(&mm), Ok(1124));
+    let m = dev.open(&mm);
+    assert_eq!(to_dev(&m, &mm, BASE, BASE + 2 * PMD_SIZE), Ok(1024));
+    assert_eq!(to_dev(&m, &mm, small, small + 100 * PAGE_SIZE), Ok(100));
+    assert_eq!(dev.remove_chunks(&mm), Ok(1124));
+    assert!(dev.chunks().is_empty());
+    assert_eq!(m.nr_pt_entries(), 0, "release erased the mirror");
     assert_eq!(dev.faults(), 0);
     assert_eq!(read_all(&mem, &mm, BASE, BASE + 2 * PMD_SIZE), 0);
     assert_eq!(read_all(&mem, &mm, small, small + 100 * PAGE_SIZE), 0);
@@ -334,14 +365,16 @@ fn eviction_brings_everything_back_without_a_vma() {
 #[test]
 fn explicit_migration_to_system_and_owner_checks() {
     let mem = machine();
-    let dev1 = TestDevice::new(&mem, Owner(1), PageCount::new(1024)).unwrap();
-    let dev2 = TestDevice::new(&mem, Owner(2), PageCount::new(1024)).unwrap();
+    let dev1 = device(&mem, Owner(1), 1024);
+    let dev2 = device(&mem, Owner(2), 1024);
     let mm = Arc::new(populated(&mem, PMD_SIZE, false));
-    assert_eq!(dev1.migrate_to_device(&mm, BASE, BASE + PMD_SIZE), Ok(512));
+    let (m1, m2) = (dev1.open(&mm), dev2.open(&mm));
+    assert_eq!(to_dev(&m1, &mm, BASE, BASE + PMD_SIZE), Ok(512));
     // Another owner selects none of dev1's pages (pgmap_owner check) ...
-    assert_eq!(dev2.migrate_to_system(&mm, BASE, BASE + PMD_SIZE), Ok(0));
+    assert_eq!(to_sys(&m2, &mm, BASE, BASE + PMD_SIZE), Ok(0));
     // ... and cannot move them to its own memory either.
-    assert_eq!(dev2.migrate_to_device(&mm, BASE, BASE + PMD_SIZE), Ok(0));
+    assert_eq!(to_dev(&m2, &mm, BASE, BASE + PMD_SIZE), Err(Errno::ENOENT));
+    assert_eq!(dev2.nr_free_pages(), 1024);
     let vma = mm.vma_lookup(BASE).unwrap();
     let mut args = MigrateVma::new(
         &mm,
@@ -354,7 +387,7 @@ fn explicit_migration_to_system_and_owner_checks() {
     migrate_vma_setup(&mem, &mut args).unwrap();
     assert_eq!((args.npages, args.cpages), (512, 0));
     assert!(args.src.iter().all(|m| *m == MigratePfn::NONE));
-    assert_eq!(dev1.migrate_to_system(&mm, BASE, BASE + PMD_SIZE), Ok(512));
+    assert_eq!(to_sys(&m1, &mm, BASE, BASE + PMD_SIZE), Ok(512));
     assert_eq!(dev1.faults(), 0);
     assert_eq!(read_all(&mem, &mm, BASE, BASE + PMD_SIZE), 0);
     check_sys(&mem, &mm, BASE, BASE + PMD_SIZE, 512);
@@ -402,7 +435,7 @@ fn a_migration_entry_makes_the_fault_retry_and_an_abandoned_migration_restores()
 #[test]
 fn migrate_vma_setup_refuses_bad_arguments() {
     let mem = machine();
-    let dev = TestDevice::new(&mem, OWNER, PageCount::new(512)).unwrap();
+    let dev = device(&mem, OWNER, 512);
     let mm = Arc::new(populated(&mem, PMD_SIZE, false));
     let vma = mm.vma_lookup(BASE).unwrap();
     let flags = MigrateVmaFlags::SELECT_SYSTEM;
@@ -427,13 +460,22 @@ fn migrate_vma_setup_refuses_bad_arguments() {
     a.dst.truncate(3);
     assert_eq!(migrate_vma_setup(&mem, &mut a), Err(Errno::EINVAL));
     // A fault page must be a locked device-private page.
-    let f = dev.alloc_folio(false).unwrap();
-    let off = dev.pgmap().first_offset();
-    f.unlock();
+    let off = dev.alloc_page(false).unwrap();
+    {
+        let guard = mem.space().read();
+        guard
+            .device_private_offset_to_page(off)
+            .unwrap()
+            .folio()
+            .unlock();
+    }
     let mut a = MigrateVma::new(&mm, vma, BASE, BASE + 4 * PAGE_SIZE, flags, None);
     a.fault_page = Some(off);
     assert_eq!(migrate_vma_setup(&mem, &mut a), Err(Errno::EINVAL));
-    devpriv_pagemap::folio_put(f);
+    {
+        let guard = mem.space().read();
+        devpriv_pagemap::folio_put(guard.device_private_offset_to_page(off).unwrap().folio());
+    }
     // A VMA of another address space.
     let mut other = Mm::default();
     other.mmap_anon(BASE, PMD_SIZE, VmFlags::RW).unwrap();
@@ -447,22 +489,17 @@ fn migrate_vma_setup_refuses_bad_arguments() {
 #[test]
 fn hmm_range_fault_reports_local_pages_and_faults_foreign_ones() {
     let mem = machine();
-    let dev1 = TestDevice::new(&mem, Owner(1), PageCount::new(512)).unwrap();
-    let dev2 = TestDevice::new(&mem, Owner(2), PageCount::new(512)).unwrap();
+    let dev1 = device(&mem, Owner(1), 512);
+    let dev2 = device(&mem, Owner(2), 512);
     let mut mm = populated(&mem, 8 * PAGE_SIZE, false);
     // A PROT_NONE VMA after a one-page gap.
     mm.mmap_anon(BASE + 9 * PAGE_SIZE, PAGE_SIZE, VmFlags::default())
         .unwrap();
     let mm = Arc::new(mm);
     let (a_local, a_foreign) = (BASE + PAGE_SIZE, BASE + 2 * PAGE_SIZE);
-    assert_eq!(
-        dev1.migrate_to_device(&mm, a_local, a_local + PAGE_SIZE),
-        Ok(1)
-    );
-    assert_eq!(
-        dev2.migrate_to_device(&mm, a_foreign, a_foreign + PAGE_SIZE),
-        Ok(1)
-    );
+    let (m1, m2) = (dev1.open(&mm), dev2.open(&mm));
+    assert_eq!(to_dev(&m1, &mm, a_local, a_local + PAGE_SIZE), Ok(1));
+    assert_eq!(to_dev(&m2, &mm, a_foreign, a_foreign + PAGE_SIZE), Ok(1));
     let local_off = device_offset(&mm, a_local).unwrap();
 
     // Snapshot through dev1, no faulting.
@@ -509,9 +546,10 @@ fn hmm_range_fault_reports_local_pages_and_faults_foreign_ones() {
 #[test]
 fn hmm_reports_a_device_private_pmd_with_order_9() {
     let mem = machine();
-    let dev = TestDevice::new(&mem, OWNER, PageCount::new(512)).unwrap();
+    let dev = device(&mem, OWNER, 512);
     let mm = Arc::new(populated(&mem, PMD_SIZE, true));
-    assert_eq!(dev.migrate_to_device(&mm, BASE, BASE + PMD_SIZE), Ok(512));
+    let m = dev.open(&mm);
+    assert_eq!(to_dev(&m, &mm, BASE, BASE + PMD_SIZE), Ok(512));
     let mut r = HmmRange::new(BASE, BASE + PMD_SIZE, Some(OWNER));
     hmm_range_fault(&mem, &mm, &mut r).unwrap();
     let head = device_offset(&mm, BASE).unwrap();
