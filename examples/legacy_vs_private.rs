@@ -22,9 +22,7 @@
 //! example exits non-zero if any of these claims fails.
 
 use devpriv::core::{Errno, PAGE_SHIFT, PageCount};
-use devpriv::pagemap::resource::{
-    IomemConfig, IomemResource, MachinePreset, format_size,
-};
+use devpriv::pagemap::resource::{IomemConfig, IomemResource, MachinePreset, format_size};
 use devpriv::pagemap::{
     DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, PagemapParams, SpaceConfig,
     VmFault,

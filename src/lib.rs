@@ -16,6 +16,7 @@
 //! | [`xe_pool`] | (this crate) | an Xe-style shared VRAM pool (`drm_buddy`, `xe_svm.c`) under each reinit policy (seed 001) |
 //! | [`map`] | — | the address-space layout (`devpriv map`) |
 //! | [`quickbench`] | — | a quick lookup comparison (`devpriv bench`) |
+//! | [`simulate`] | — | the end-to-end workload (`devpriv simulate`, the default) |
 
 #![forbid(unsafe_code)]
 
@@ -28,6 +29,7 @@ pub mod xe_pool;
 
 pub mod map;
 pub mod quickbench;
+pub mod simulate;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -9,9 +9,7 @@
 //! Niethe v6).
 
 use devpriv::core::{DevicePrivateOffset, Errno, PAGE_SHIFT, PAGE_SIZE, PageCount, Pfn, PhysAddr};
-use devpriv::pagemap::resource::{
-    IomemConfig, IomemResource, MachinePreset, ResourceKind,
-};
+use devpriv::pagemap::resource::{IomemConfig, IomemResource, MachinePreset, ResourceKind};
 use devpriv::pagemap::{
     DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, PagemapParams, SpaceConfig,
     VmFault,

@@ -345,11 +345,7 @@ impl IomemResource {
     /// - [`Errno::ERANGE`]: no candidate is free — the failure the
     ///   series removes.
     /// - `EINVAL`: `size` is 0 or rounds past 2^64.
-    pub fn request_free_mem_region(
-        &self,
-        size: u64,
-        name: &str,
-    ) -> Result<Arc<Resource>, Errno> {
+    pub fn request_free_mem_region(&self, size: u64, name: &str) -> Result<Arc<Resource>, Errno> {
         let align = self.gfr_align();
         if size == 0 {
             return Err(Errno::EINVAL);
@@ -827,10 +823,7 @@ mod tests {
             .unwrap();
         io.insert_resource("pci", PhysAddr::new(15 * u), u, ResourceKind::PciWindow)
             .unwrap();
-        assert_eq!(
-            io.request_free_mem_region(4 * u, "d"),
-            Err(Errno::ERANGE)
-        );
+        assert_eq!(io.request_free_mem_region(4 * u, "d"), Err(Errno::ERANGE));
         assert_eq!(
             io.region_intersects(PhysAddr::new(10 * u), 4 * u, None),
             RegionIntersects::Disjoint
@@ -844,30 +837,18 @@ mod tests {
     fn candidates_at_or_below_the_size_are_never_tried() {
         let u = PAGE_SIZE;
         let io = small(15); // 8 units
-        assert_eq!(
-            io.request_free_mem_region(4 * u, "a"),
-            Err(Errno::ERANGE)
-        );
+        assert_eq!(io.request_free_mem_region(4 * u, "a"), Err(Errno::ERANGE));
         let r = io.request_free_mem_region(3 * u, "b").unwrap();
         assert_eq!(r.start().get(), 5 * u);
-        assert_eq!(
-            io.request_free_mem_region(3 * u, "c"),
-            Err(Errno::ERANGE)
-        );
+        assert_eq!(io.request_free_mem_region(3 * u, "c"), Err(Errno::ERANGE));
         // A request larger than the space: ERANGE (C would wrap).
-        assert_eq!(
-            io.request_free_mem_region(16 * u, "d"),
-            Err(Errno::ERANGE)
-        );
+        assert_eq!(io.request_free_mem_region(16 * u, "d"), Err(Errno::ERANGE));
     }
 
     #[test]
     fn errors_are_the_documented_ones() {
         let io = small(20);
-        assert_eq!(
-            io.request_free_mem_region(0, "z"),
-            Err(Errno::EINVAL)
-        );
+        assert_eq!(io.request_free_mem_region(0, "z"), Err(Errno::EINVAL));
         assert_eq!(
             io.request_free_mem_region(u64::MAX, "z"),
             Err(Errno::EINVAL)
