@@ -143,6 +143,7 @@ impl From<FolioMutant> for Quirks {
             free_no_barrier: m == FolioMutant::FreeNoBarrier,
             init_resets_next_page: m == FolioMutant::InitResetsNextPage,
             put_before_folio_free: m == FolioMutant::PutBeforeFolioFree,
+            two_pass: false,
         }
     }
 }
