@@ -167,9 +167,11 @@ pub struct Report {
 ///
 /// # Errors
 ///
-/// An errno from setting up memory or devices (the workload's own failures
-/// are violations in the report, not errors).
+/// `EINVAL` if [`SimConfig::check`] refuses the settings; an errno from
+/// setting up memory or devices (the workload's own failures are
+/// violations in the report, not errors).
 pub fn run(cfg: &SimConfig, progress: bool) -> Result<Report, Errno> {
+    cfg.check().map_err(|_| Errno::EINVAL)?;
     let started = Instant::now();
     let per_thread = SMALL_PAGES + THPS * 512;
     let sys_pages = (cfg.threads as u64 * per_thread).next_multiple_of(512) + 1024;

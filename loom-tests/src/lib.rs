@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom -C debug_assertions" \
-//!     LOOM_MAX_PREEMPTIONS=2 cargo test -p devpriv-loom-tests --release
+//!     LOOM_MAX_PREEMPTIONS=3 cargo test -p devpriv-loom-tests --release -- --test-threads=1
 //! ```
 
 #![cfg_attr(

@@ -26,7 +26,9 @@ pub enum Mutant {
     /// `Release`, so a reader can see the pointer before the node contents.
     RangeTreeRelaxedPublish,
     /// The pagemap section index publishes a pagemap with a `Relaxed`
-    /// store, so a reader can reach a pagemap before it is fully built.
+    /// store (`rcu_assign_pointer()` as a plain store). The seqlock's
+    /// earlier `fence(Release)` still orders the pagemap itself; the memmap
+    /// base stored after that fence is what a reader can miss.
     SpaceIndexRelaxedPublish,
     /// `memunmap` erases the tree entry but leaves the section index
     /// pointing at the pagemap, so lookups reach it after reclamation.
@@ -39,4 +41,24 @@ pub enum Mutant {
     /// compound metadata with no `smp_wmb()` (Release) before `folio_free`
     /// hands the pages to the driver's allocator.
     FolioFreeNoBarrier,
+    /// The section index publishes a pagemap with a `Relaxed` pointer store
+    /// *and* without the seqlock write side's `fence(Release)` (the
+    /// `smp_wmb()` before the memmap base is stored), so nothing orders
+    /// the pagemap's construction, nor its memmap base, before the pointer
+    /// a reader finds (`rcu_assign_pointer()` and `smp_wmb()` both gone).
+    SpaceIndexPublishNoBarrier,
+    /// `RangeTree::alloc_range` searches for the gap before taking the
+    /// writer lock (under a read guard only), so two allocators can both
+    /// pick the same gap: `mas_empty_area()` and the store outside one
+    /// `mtree_lock()` section.
+    RangeTreeAllocSearchUnlocked,
+    /// `page_vma_mapped_walk()` reports a match on its lockless `map_pte()`
+    /// read without re-reading the entry under the PTE lock (`check_pte()`
+    /// after `spin_lock(pvmw->ptl)`), so it can return an entry that a
+    /// `ptl` holder has already replaced.
+    PvmwNoPtlRecheck,
+    /// `free_zone_device_folio()` calls `ops->folio_free()` before it clears
+    /// `folio->mapping`, so its late store lands on pages the driver has
+    /// already handed out again.
+    FolioFreeBeforeClear,
 }

@@ -374,6 +374,10 @@ pub struct PageVmaMappedWalk<'a> {
     saved_ptl: Option<&'a Mutex<()>>,
     /// The PMD value `map_pte()` mapped the table through (`pmd_t pmde`).
     pmde: Pmd,
+    /// Loom mutant `PvmwNoPtlRecheck`: the entry `map_pte()` read locklessly,
+    /// which `this_pte` then checks instead of re-reading it under the lock.
+    #[cfg(loom)]
+    no_recheck: Option<Option<Pte>>,
 }
 
 impl fmt::Debug for PageVmaMappedWalk<'_> {
@@ -437,6 +441,8 @@ impl<'a> PageVmaMappedWalk<'a> {
             ptl: None,
             saved_ptl: None,
             pmde: Pmd::NONE,
+            #[cfg(loom)]
+            no_recheck: None,
         })
     }
 
@@ -601,6 +607,18 @@ impl<'a> PageVmaMappedWalk<'a> {
         }
     }
 
+    /// The walk with a deliberate bug, for loom mutant tests
+    /// (`Mutant::PvmwNoPtlRecheck`; any other value leaves it correct).
+    ///
+    /// Kernel: none (model only).
+    #[cfg(loom)]
+    #[must_use]
+    pub fn with_mutant(mut self, mutant: devpriv_core::mutant::Mutant) -> Self {
+        self.no_recheck =
+            (mutant == devpriv_core::mutant::Mutant::PvmwNoPtlRecheck).then_some(None);
+        self
+    }
+
     /// Ends the walk early: unlocks and unmaps.
     ///
     /// Kernel: `page_vma_mapped_walk_done()`.
@@ -643,7 +661,11 @@ impl<'a> PageVmaMappedWalk<'a> {
         }
     }
 
-    fn check_pte_current(&self, pte_nr: u64) -> bool {
+    fn check_pte_current(&mut self, pte_nr: u64) -> bool {
+        #[cfg(loom)]
+        if let Some(Some(pte)) = self.no_recheck.as_mut().map(Option::take) {
+            return self.target.check_pte(pte, pte_nr, self.mm.paging());
+        }
         self.pte()
             .is_some_and(|pte| self.target.check_pte(pte, pte_nr, self.mm.paging()))
     }
@@ -810,6 +832,10 @@ impl<'a> PageVmaMappedWalk<'a> {
             self.pte = Some((table, idx));
             self.saved_ptl = Some(table.ptl());
             let ptent = table.get(idx);
+            #[cfg(loom)]
+            if let Some(saved) = self.no_recheck.as_mut() {
+                *saved = Some(ptent);
+            }
             if ptent.is_none() {
                 return false;
             } else if ptent.is_present() {

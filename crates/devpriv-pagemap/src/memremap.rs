@@ -589,6 +589,8 @@ impl DevicePrivateSpace {
         s.tree = RangeTree::with_mutant(mutant);
         s.index.relaxed_publish = mutant == devpriv_core::mutant::Mutant::SpaceIndexRelaxedPublish;
         s.index.no_recheck = mutant == devpriv_core::mutant::Mutant::SpaceIndexNoRecheck;
+        s.index.no_publish_barrier =
+            mutant == devpriv_core::mutant::Mutant::SpaceIndexPublishNoBarrier;
         s.mutant = mutant;
         s
     }

@@ -27,11 +27,15 @@
 //! pattern with the pointer as the sequence: load the pointer (Acquire),
 //! the base (and bounds), `fence(Acquire)`, and the pointer again; base and
 //! bounds are used only if the pointer did not change. The writer, before
-//! it changes them, stores a null pointer and issues `fence(Release)`. A
-//! reader that read a new base therefore sees at least that null on its
-//! re-check, and falls back to the pagemap it first found (still valid: see
-//! below). There is no ABA: a pagemap's address cannot be reused while a
-//! reader that found it is inside its read section.
+//! it changes them, stores the shared sentinel and issues `fence(Release)`.
+//! A reader that read a new base therefore sees at least that sentinel on
+//! its re-check, and falls back to the pagemap it first found (still valid:
+//! see below). The marker is the shared sentinel, not null: a reader that
+//! loads it first walks the tree, where null would read as "no pagemap"
+//! and make a live pagemap's offset miss while a neighbour in the same
+//! section is mapped or unmapped (found by `devpriv stress`). There is no
+//! ABA: a pagemap's address cannot be reused while a reader that found it
+//! is inside its read section.
 //!
 //! The re-check is needed because `memunmap` drops the writer lock before
 //! its grace period: a concurrent `memremap` can publish a new pagemap (and
@@ -136,6 +140,9 @@ pub(crate) struct SectionIndex {
     /// Loom mutant: publish with `Relaxed`.
     #[cfg(loom)]
     pub(crate) relaxed_publish: bool,
+    /// Loom mutant: publish with `Relaxed` and no seqlock `fence(Release)`.
+    #[cfg(loom)]
+    pub(crate) no_publish_barrier: bool,
     /// Loom mutant: use the base without re-checking the pointer.
     #[cfg(loom)]
     pub(crate) no_recheck: bool,
@@ -197,6 +204,8 @@ impl SectionIndex {
             occupied: AtomicU64::new(0),
             #[cfg(loom)]
             relaxed_publish: false,
+            #[cfg(loom)]
+            no_publish_barrier: false,
             #[cfg(loom)]
             no_recheck: false,
         }
@@ -298,14 +307,22 @@ impl SectionIndex {
             // base or bounds must see the old pointer gone when it
             // re-checks.
             if !old.is_null() {
-                cell.pgmap.store(ptr::null_mut(), Ordering::Relaxed);
+                // The shared sentinel, not null: a reader in the window
+                // walks the tree instead of reporting an empty section.
+                cell.pgmap.store(shared(), Ordering::Relaxed);
             }
-            fence(Ordering::Release);
+            #[cfg(loom)]
+            let barrier = !self.no_publish_barrier;
+            #[cfg(not(loom))]
+            let barrier = true;
+            if barrier {
+                fence(Ordering::Release);
+            }
             cell.base.store(data.0, Ordering::Relaxed);
             bounds.store(data.1, Ordering::Relaxed);
         }
         #[cfg(loom)]
-        let order = if self.relaxed_publish {
+        let order = if self.relaxed_publish || self.no_publish_barrier {
             Ordering::Relaxed
         } else {
             Ordering::Release

@@ -404,6 +404,27 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
         value: T,
         rev: bool,
     ) -> Result<u64, AllocError<T>> {
+        #[cfg(loom)]
+        if self.mutant == devpriv_core::mutant::Mutant::RangeTreeAllocSearchUnlocked {
+            // The gap is chosen under a read guard only: another writer can
+            // take it before this one locks.
+            let found = {
+                let _g = self.read();
+                self.search(size, align, &window, rev)
+            };
+            let start = match found {
+                Ok(s) => s,
+                Err(cause) => return Err(AllocError { value, cause }),
+            };
+            // The store (`mas_insert()`) then finds the range taken.
+            return match self.insert_range(start..=start + (size - 1), value) {
+                Ok(()) => Ok(start),
+                Err(e) => Err(AllocError {
+                    value: e.value,
+                    cause: e.cause,
+                }),
+            };
+        }
         let mut w = self.writer.lock();
         let start = match self.search(size, align, &window, rev) {
             Ok(s) => s,

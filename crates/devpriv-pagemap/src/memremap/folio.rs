@@ -113,6 +113,10 @@ pub enum FolioMutant {
     /// `free_zone_device_folio` drops the pagemap references before calling
     /// `folio_free`, so teardown can finish while the driver callback runs.
     PutBeforeFolioFree,
+    /// `free_zone_device_folio` calls `folio_free` before it clears the
+    /// head's `mapping`, so the clear can land on a folio the driver has
+    /// already reallocated.
+    FolioFreeBeforeClear,
 }
 
 #[cfg(loom)]
@@ -120,6 +124,7 @@ impl From<devpriv_core::mutant::Mutant> for FolioMutant {
     fn from(m: devpriv_core::mutant::Mutant) -> Self {
         match m {
             devpriv_core::mutant::Mutant::FolioFreeNoBarrier => FolioMutant::FreeNoBarrier,
+            devpriv_core::mutant::Mutant::FolioFreeBeforeClear => FolioMutant::FolioFreeBeforeClear,
             _ => FolioMutant::None,
         }
     }
@@ -131,6 +136,7 @@ struct Quirks {
     free_no_barrier: bool,
     init_resets_next_page: bool,
     put_before_folio_free: bool,
+    folio_free_before_clear: bool,
     /// Reset, then `prep_compound_page()`, as the kernel orders them (the
     /// reference the fused pass is tested against).
     two_pass: bool,
@@ -143,6 +149,7 @@ impl From<FolioMutant> for Quirks {
             free_no_barrier: m == FolioMutant::FreeNoBarrier,
             init_resets_next_page: m == FolioMutant::InitResetsNextPage,
             put_before_folio_free: m == FolioMutant::PutBeforeFolioFree,
+            folio_free_before_clear: m == FolioMutant::FolioFreeBeforeClear,
             two_pass: false,
         }
     }
@@ -443,7 +450,9 @@ fn put(folio: Folio<'_>, q: Quirks) {
 /// - Only `MEMORY_DEVICE_PRIVATE` pagemaps exist in the model, so only that
 ///   branch is modelled; `mem_cgroup_uncharge()` is not modelled.
 /// - No pgmap (word 1 of the head does not name the page's pagemap) takes
-///   a `WARN` and returns, as in the kernel.
+///   a `WARN` and returns, as in the kernel. A tail page passed as the
+///   folio counts as having none: the kernel's `folio->pgmap` would read
+///   the tail's word 1, the head link.
 /// - `_nr_pages` pointing past the pages array (corrupt metadata) takes a
 ///   `WARN`; only the pages in the array are touched, and `nr` references
 ///   are still dropped, as the kernel would.
@@ -456,7 +465,7 @@ pub fn free_zone_device_folio(folio: Folio<'_>) {
 }
 
 fn free(folio: Folio<'_>, q: Quirks) {
-    let Some(pgmap) = folio.pgmap() else {
+    let Some(pgmap) = folio.pgmap().filter(|_| !folio.page().is_tail()) else {
         warn_on!(true, "free_zone_device_folio(): folio has no pgmap");
         return;
     };
@@ -481,6 +490,12 @@ fn free(folio: Folio<'_>, q: Quirks) {
             // __ClearPageAnonExclusive(): non-atomic, the folio is ours.
             p.store(word::FLAGS, p.load(word::FLAGS) & !(1 << PG_ANON_EXCLUSIVE));
         }
+    }
+    if q.folio_free_before_clear {
+        pgmap.ops.folio_free(folio);
+        folio.page().store(word::MAPPING, 0);
+        pgmap.refs.put_many(nr);
+        return;
     }
     folio.page().store(word::MAPPING, 0);
     if pgmap.reinit_policy() == ReinitPolicy::AtFree {
