@@ -17,6 +17,7 @@
 //! | [`map`] | — | the address-space layout (`devpriv map`) |
 //! | [`quickbench`] | — | a quick lookup comparison (`devpriv bench`) |
 //! | [`simulate`] | — | the end-to-end workload (`devpriv simulate`, the default) |
+//! | [`stress`] | — | the stress harness: every operation on many threads, invariants checked throughout (`devpriv stress`) |
 
 #![forbid(unsafe_code)]
 
@@ -30,6 +31,7 @@ pub mod xe_pool;
 pub mod map;
 pub mod quickbench;
 pub mod simulate;
+pub mod stress;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

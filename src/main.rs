@@ -4,10 +4,11 @@
 //! devpriv [simulate] [--devices N] [--threads T] [--rounds R] [--json]   (the default)
 //! devpriv bench [--pagemaps N] [--lookups N] [--touch]
 //! devpriv map [--pagemaps N] [--packing exact|section] [--svg FILE]
+//! devpriv stress [--threads T] [--secs S] [--ops N] [--seed N] [--json]
 //! ```
 //!
 //! Bad flags or impossible sizes print one line and exit with status 2; a
-//! simulation that finds a broken invariant exits with status 1.
+//! simulation or stress run that finds a broken invariant exits with status 1.
 
 #![forbid(unsafe_code)]
 
@@ -15,6 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use devpriv::map::Layout;
 use devpriv::quickbench::{self, BenchConfig};
 use devpriv::simulate::{self, SimConfig};
+use devpriv::stress::{self, StressConfig};
 use devpriv_core::random::SplitMix64;
 use devpriv_core::{Errno, PageCount};
 use devpriv_pagemap::{
@@ -46,6 +48,9 @@ enum Command {
     /// Print the layout of a device-private address space (and draw it as
     /// SVG).
     Map(MapArgs),
+    /// Run every operation on many threads for a bounded time, checking
+    /// invariants throughout and at the end.
+    Stress(StressArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -62,6 +67,25 @@ struct SimulateArgs {
     /// Device memory chunk size in MiB (a multiple of 2).
     #[arg(long, default_value_t = 32)]
     chunk_mib: u64,
+    /// Seed of the workload's random choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct StressArgs {
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Run for this many seconds.
+    #[arg(long, default_value_t = 30)]
+    secs: u64,
+    /// Also stop after this many operations (all threads together).
+    #[arg(long)]
+    ops: Option<u64>,
     /// Seed of the workload's random choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -148,6 +172,7 @@ fn main() -> ExitCode {
         Some(Command::Simulate(args)) => run_simulate(&args),
         Some(Command::Bench(args)) => run_bench(&args),
         Some(Command::Map(args)) => run_map(&args),
+        Some(Command::Stress(args)) => run_stress(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -179,6 +204,30 @@ fn run_simulate(args: &SimulateArgs) -> Result<(), Failure> {
     } else {
         Err(Failure {
             message: format!("{} invariant violation(s)", report.violations.len()),
+            code: 1,
+        })
+    }
+}
+
+fn run_stress(args: &StressArgs) -> Result<(), Failure> {
+    let cfg = StressConfig {
+        threads: args.threads,
+        secs: args.secs,
+        ops: args.ops,
+        seed: args.seed,
+    };
+    cfg.check().map_err(Failure::usage)?;
+    let report = stress::run(&cfg)?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    if report.is_clean() {
+        Ok(())
+    } else {
+        Err(Failure {
+            message: format!("{} invariant violation(s)", report.violations_total),
             code: 1,
         })
     }
