@@ -1961,3 +1961,80 @@ fn page_mapped_in_vma_not_mapped() {
         );
     });
 }
+
+/// `pte_offset_map_lock` on a none PMD (`ENOENT`) and on a leaf PMD
+/// (`EBUSY`), `PmdGuard::pte_alloc` on a leaf (`EBUSY`), and a folio walk
+/// whose folio lies outside the VMA (`EFAULT`): errno, no panic, and the
+/// page tables unchanged.
+#[test]
+fn pte_table_access_through_none_and_leaf_pmds() {
+    let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(SYS_PAGES)).unwrap();
+    let mem = Memory::new(Arc::new(sys), Arc::new(small_space()));
+    let mut mm = Mm::new(MmConfig::default());
+    mm.mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW).unwrap();
+    let thp = mem.sys().alloc_folio(Order::HPAGE_PMD).unwrap();
+    mm.map_folio_pmd(BASE + PMD_SIZE, thp, true).unwrap();
+    thp.put().unwrap();
+    let before = mm_snap_of(&mem, &mm);
+    np("table access", || {
+        assert_errno(
+            "pte_offset_map_lock on a none PMD",
+            mm.pte_offset_map_lock(BASE).map(|_| ()),
+            Errno::ENOENT,
+        );
+        assert_errno(
+            "pte_offset_map_lock on a leaf PMD",
+            mm.pte_offset_map_lock(BASE + PMD_SIZE).map(|_| ()),
+            Errno::EBUSY,
+        );
+        let guard = mm.pmd_lock(BASE + PMD_SIZE).unwrap();
+        assert_errno("pte_alloc on a leaf PMD", guard.pte_alloc(), Errno::EBUSY);
+        drop(guard);
+        // A folio whose index puts it past the VMA's end.
+        let stray = mem.sys().alloc_folio(Order::ZERO).unwrap();
+        stray.set_index(BASE / PAGE_SIZE + 4 * 512);
+        let vma = mm.vma_lookup(BASE).unwrap();
+        assert_errno(
+            "for_folio outside the VMA",
+            PageVmaMappedWalk::for_folio(&mm, vma, stray, PvmwFlags::NONE).map(|_| ()),
+            Errno::EFAULT,
+        );
+        stray.put().unwrap();
+    });
+    assert!(before == mm_snap_of(&mem, &mm), "page tables changed");
+}
+
+/// `simulate::run` with settings `SimConfig::check` refuses: `EINVAL`
+/// before anything is built (no overflow on huge thread counts).
+#[test]
+fn simulate_run_refuses_bad_settings() {
+    use devpriv::simulate::{SimConfig, run};
+    let good = SimConfig {
+        devices: 1,
+        threads: 1,
+        rounds: 0,
+        chunk_mib: 2,
+        seed: 0,
+    };
+    for bad in [
+        SimConfig { devices: 0, ..good },
+        SimConfig {
+            threads: usize::MAX,
+            ..good
+        },
+        SimConfig {
+            chunk_mib: 3,
+            ..good
+        },
+        SimConfig {
+            rounds: usize::MAX,
+            ..good
+        },
+    ] {
+        assert_errno(
+            "simulate::run",
+            np("simulate::run", || run(&bad, false)).map(|_| ()),
+            Errno::EINVAL,
+        );
+    }
+}
