@@ -378,7 +378,7 @@ fn worker(
 }
 
 /// The value page `addr` holds after its `gen`th write.
-fn value(addr: u64, generation: u64) -> u64 {
+pub(crate) fn value(addr: u64, generation: u64) -> u64 {
     (addr >> 12) ^ generation << 48
 }
 
@@ -518,7 +518,7 @@ fn process(
 }
 
 /// A CPU store to `a`: on a device-private (or absent) entry, fault first.
-fn cpu_write(mem: &Memory, mm: &Arc<Mm>, a: u64, v: u64) -> Result<(), Errno> {
+pub(crate) fn cpu_write(mem: &Memory, mm: &Arc<Mm>, a: u64, v: u64) -> Result<(), Errno> {
     if mm.write_user(mem.sys(), a, v).is_ok() {
         return Ok(());
     }
@@ -586,22 +586,22 @@ fn note_thp(
 
 /// If `a` is a device-private PTE, `page_vma_mapped_walk()` for that
 /// offset must find exactly `a`, and a walk for the same number as a pfn
-/// must find nothing (hazard H7).
-fn walk_check(st: &mut WorkerStats, t: usize, mm: &Mm, a: u64) {
+/// must find nothing (hazard H7). `None` if `a` is not a device-private
+/// PTE; otherwise the number of checks made and the failures.
+pub(crate) fn walk_findings(mm: &Mm, a: u64) -> Option<(u64, Vec<String>)> {
     let leaf = mm.softleaf_at(a);
     let huge = mm.pmdp_get_lockless(a).is_some_and(|p| !p.is_table());
     if !leaf.is_device_private() || huge {
-        return;
+        return None;
     }
     let Some(PageFrame::DevicePrivate(off)) = leaf.to_frame(mm.paging()) else {
-        st.check(false, || {
-            format!("process {t}: device-private entry at {a:#x} has no offset")
-        });
-        return;
+        return Some((
+            1,
+            vec![format!("device-private entry at {a:#x} has no offset")],
+        ));
     };
     let Some(vma) = mm.vma_lookup(a) else {
-        st.check(false, || format!("process {t}: no VMA at {a:#x}"));
-        return;
+        return Some((1, vec![format!("no VMA at {a:#x}")]));
     };
     let pgoff = vma.linear_page_index(a);
     // The same walk for a device-private offset and for a pfn of the same
@@ -617,17 +617,28 @@ fn walk_check(st: &mut WorkerStats, t: usize, mm: &Mm, a: u64) {
         }
         hits
     };
+    let mut failures = Vec::new();
     let hits = found(PageFrame::DevicePrivate(off));
-    st.check(hits == [a], || {
-        format!("process {t}: walk for offset {off:?} found {hits:?}, not {a:#x}")
-    });
-    let as_pfn = found(PageFrame::Pfn(Pfn::new(off.get())));
-    st.check(as_pfn.is_empty(), || {
-        format!(
-            "process {t}: a pfn walk for {:#x} matched a device-private entry (H7)",
+    if hits != [a] {
+        failures.push(format!(
+            "walk for offset {off:?} found {hits:?}, not {a:#x}"
+        ));
+    }
+    if !found(PageFrame::Pfn(Pfn::new(off.get()))).is_empty() {
+        failures.push(format!(
+            "a pfn walk for {:#x} matched a device-private entry (H7)",
             off.get()
-        )
-    });
+        ));
+    }
+    Some((2, failures))
+}
+
+fn walk_check(st: &mut WorkerStats, t: usize, mm: &Mm, a: u64) {
+    if let Some((n, failures)) = walk_findings(mm, a) {
+        st.verified += n;
+        st.violations
+            .extend(failures.into_iter().map(|f| format!("process {t}: {f}")));
+    }
 }
 
 impl Report {

@@ -83,16 +83,15 @@
 use crate::core::random::SplitMix64;
 use crate::core::sync::Mutex;
 use crate::core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use crate::core::{DevicePrivateOffset, Errno, Order, PAGE_SIZE, PageCount, PageFrame, Pfn, warn};
+use crate::core::{DevicePrivateOffset, Errno, Order, PAGE_SIZE, PageCount, Pfn, warn};
 use crate::migrate::memory::{PMD_SIZE, VmFlags};
 use crate::migrate::test_hmm::{Dmirror, DmirrorConfig, DmirrorDevice, DmirrorProt, HmmDmirrorCmd};
-use crate::migrate::{
-    FaultFlags, Memory, Mm, PageVmaMappedWalk, PvmwFlags, SystemMemory, handle_mm_fault,
-};
+use crate::migrate::{FaultFlags, Memory, Mm, SystemMemory, handle_mm_fault};
 use crate::pagemap::{
     DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, PageRef,
     PagemapParams, VmFault, folio_get, folio_put, zone_device_folio_init,
 };
+use crate::simulate::{cpu_write, value, walk_findings};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -833,11 +832,6 @@ fn region_base(t: usize) -> u64 {
     0x7e00_0000_0000 + t as u64 * (16 << 20)
 }
 
-/// The value page `addr` holds after its `gen`th write.
-fn value(addr: u64, generation: u64) -> u64 {
-    (addr >> 12) ^ generation << 48
-}
-
 impl<'a> Worker<'a> {
     fn new(sh: &'a Shared, t: usize, seed: u64) -> Self {
         Worker {
@@ -1456,56 +1450,14 @@ fn release_proc(mem: &Memory, t: usize, p: Proc, st: &mut Stats) {
     }
 }
 
-/// A CPU store to `a`: on a device-private (or absent) entry, fault first.
-fn cpu_write(mem: &Memory, mm: &Arc<Mm>, a: u64, v: u64) -> Result<(), Errno> {
-    if mm.write_user(mem.sys(), a, v).is_ok() {
-        return Ok(());
-    }
-    handle_mm_fault(mem, mm, a, FaultFlags::WRITE)?;
-    mm.write_user(mem.sys(), a, v)
-}
-
-/// If `a` is a device-private PTE, `page_vma_mapped_walk()` for its offset
-/// must find exactly `a`, and a walk for the same number as a pfn nothing.
+/// The walk checks of `simulate` (`page_vma_mapped_walk()` and H7).
 fn walk_check(st: &mut Stats, t: usize, mm: &Mm, a: u64) {
-    let leaf = mm.softleaf_at(a);
-    let huge = mm.pmdp_get_lockless(a).is_some_and(|p| !p.is_table());
-    if !leaf.is_device_private() || huge {
-        return;
-    }
-    let Some(PageFrame::DevicePrivate(off)) = leaf.to_frame(mm.paging()) else {
-        st.fail(format!(
-            "thread {t}: device-private entry at {a:#x} has no offset"
-        ));
-        return;
-    };
-    let Some(vma) = mm.vma_lookup(a) else {
-        st.fail(format!("thread {t}: no VMA at {a:#x}"));
-        return;
-    };
-    let pgoff = vma.linear_page_index(a);
-    let found = |frame: PageFrame| -> Vec<u64> {
-        let walk =
-            PageVmaMappedWalk::new(mm, vma, frame, PageCount::new(1), pgoff, a, PvmwFlags::NONE);
-        let mut hits = Vec::new();
-        if let Ok(mut w) = walk {
-            while w.walk() {
-                hits.push(w.address());
-            }
+    if let Some((n, failures)) = walk_findings(mm, a) {
+        for f in failures {
+            st.fail(format!("thread {t}: {f}"));
         }
-        hits
-    };
-    let hits = found(PageFrame::DevicePrivate(off));
-    st.check(hits == [a], || {
-        format!("thread {t}: walk for offset {off:?} found {hits:?}, not {a:#x}")
-    });
-    let as_pfn = found(PageFrame::Pfn(Pfn::new(off.get())));
-    st.check(as_pfn.is_empty(), || {
-        format!(
-            "thread {t}: a pfn walk for {:#x} matched a device-private entry (H7)",
-            off.get()
-        )
-    });
+        st.verified += n;
+    }
 }
 
 // ---------------------------------------------------------------------------
