@@ -623,6 +623,10 @@ mod tests {
     /// followed by `prep_compound_page()` leaves, over stale metadata of
     /// several old orders.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "minutes under Miri (whole-array images); logic only, no unsafe"
+    )]
     fn fused_reset_equals_reset_then_prep() {
         let space = DevicePrivateSpace::new();
         let (a, b) = (pagemap(&space), pagemap(&space));
