@@ -1001,7 +1001,13 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 256 }))]
+        // No failure persistence: it reads the working directory, which
+        // Miri's isolation refuses.
+        #![proptest_config(ProptestConfig {
+            cases: if cfg!(miri) { 4 } else { 256 },
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
 
         /// The jumping walk answers exactly as the kernel's literal walk,
         /// and for power-of-two sizes as the tree's highest aligned fit
