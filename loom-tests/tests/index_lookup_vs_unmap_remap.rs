@@ -99,3 +99,14 @@ fn mutant_no_recheck_is_caught() {
         &["a pagemap it is not in"],
     );
 }
+
+/// A poller that reads the flip's state bit must be ordered after the
+/// flips before it: `memremap(B)`'s reclaim frees the root `memunmap(A)`
+/// replaced, while the reader may still be in it.
+#[test]
+fn mutant_relaxed_flip_marker_is_caught() {
+    assert_caught(
+        || scenario(Mutant::SrcuRelaxedFlipMarker),
+        &["Causality violation"],
+    );
+}

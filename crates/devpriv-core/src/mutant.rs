@@ -61,4 +61,25 @@ pub enum Mutant {
     /// `folio->mapping`, so its late store lands on pages the driver has
     /// already handed out again.
     FolioFreeBeforeClear,
+    /// `Srcu::get_state` ignores a flip that another thread has started
+    /// but not finished (the state bit of `seq`), so its cookie counts a
+    /// flip whose counter scan may predate the caller's unpublish: the
+    /// pre-fix code, which read `seq` with no regard for a flip in flight
+    /// (`rcu_seq_snap()` without its rounding up).
+    SrcuStaleGpSnapshot,
+    /// `Srcu::get_state` skips its `SeqCst` fence, so it can read `seq`
+    /// before its own unpublish is visible to a flipper's scan.
+    SrcuNoGetStateFence,
+    /// `Srcu::try_flip` skips its `SeqCst` fence between setting the state
+    /// bit and scanning the reader counters.
+    SrcuNoFlipFence,
+    /// `RangeTree` takes the grace-period cookie for the nodes a write
+    /// replaced *before* it swaps in the new root, so a flip that completes
+    /// between the two counts, although readers may still enter the old
+    /// version after it.
+    RangeTreeCookieBeforePublish,
+    /// `Srcu::try_flip` sets and clears its state bit with `Relaxed`
+    /// stores, so a poller that reads one is not ordered after the flips
+    /// before it, nor after the readers those flips waited for.
+    SrcuRelaxedFlipMarker,
 }

@@ -14,19 +14,42 @@
 //!
 //! # The protocol
 //!
-//! The domain keeps a grace-period sequence number `seq` and, per shard, two
-//! reader counters, one for each parity of `seq`. A reader loads `seq`,
-//! increments `counter[seq & 1]`, then issues a `SeqCst` fence before it
-//! reads any shared pointer. A flip from `s` to `s + 1` is allowed only when
-//! every counter of parity `(s + 1) & 1` is zero (those readers entered at
-//! `s - 1` or earlier and have left); the flipper issues a `SeqCst` fence
-//! before reading the counters. An object unpublished before `get_state`
-//! read `s` is unreachable once `seq >= s + 2`: the two flips drained both
-//! parities, and the fence pair (reader: increment, fence, load pointer;
-//! writer: unpublish, fence, load counters) means that a reader whose
-//! increment the writer missed must see the unpublish. This is the SRCU
-//! "flip and wait for the old index to drain" scheme, done twice.
+//! The domain keeps a grace-period sequence word `seq`, in the kernel's
+//! `rcu_seq` shape: the number of completed flips in the upper bits and a
+//! "flip in progress" state bit at the bottom. Per shard there are two
+//! reader counters, one for each parity of the flip count. A reader loads
+//! `seq`, increments `counter[flips & 1]`, then issues a `SeqCst` fence
+//! before it reads any shared pointer. A flip from `f` to `f + 1` first
+//! sets the state bit, issues a `SeqCst` fence, and then succeeds only if
+//! every counter of parity `(f + 1) & 1` is zero (those readers entered at
+//! `f - 1` or earlier and have left). The bit is cleared when the flip
+//! completes; a refused attempt leaves it set for the next one.
 //!
+//! A writer unpublishes an object, issues a `SeqCst` fence, and reads
+//! `seq` ([`Srcu::get_state`]). The flips that count for its cookie are the
+//! ones whose counter scan comes after that fence:
+//!
+//! - If the writer sees no flip in progress, any flip it did not see
+//!   complete set its state bit after the writer's fence (the two fences
+//!   are a store-buffering pair), so that flip's scan is ordered after the
+//!   unpublish. The cookie asks for two more flips: `f + 2`.
+//! - If it sees the state bit, that flip may have scanned the counters
+//!   before the unpublish, so it cannot count. The cookie asks for two
+//!   flips after it: `f + 3`. This is `rcu_seq_snap()`'s rounding up past a
+//!   grace period in progress.
+//!
+//! After two counted flips both parities have drained since the unpublish,
+//! and the fence pair (reader: increment, fence, load pointer; flipper:
+//! fence, load counters) means a reader whose increment a counted flip
+//! missed must see the unpublish. This is the SRCU "flip and wait for the
+//! old index to drain" scheme, done twice.
+//!
+//! Why a state bit and not the flip mutex in [`Srcu::get_state`]: reading
+//! `seq` under the mutex also closes the race, but makes every writer's
+//! cookie wait behind a flipper's counter scan, and it is not what the
+//! kernel does. The state bit keeps `get_state` lock-free, at the cost of
+//! one extra flip for a writer that races a flip.
+
 //! # Differences from the kernel
 //!
 //! - There is no grace-period kthread: [`Srcu::poll`] and
@@ -45,6 +68,20 @@ use std::fmt;
 #[cfg(not(loom))]
 const SHARDS: usize = 16;
 
+/// The state bit of `seq`: a flip has started its counter scan and not yet
+/// finished. Kernel: `RCU_SEQ_STATE_MASK`, `kernel/rcu/rcu.h`.
+const FLIP_IN_PROGRESS: u64 = 1;
+
+/// Completed flips in a `seq` word. Kernel: `rcu_seq_ctr()`.
+const fn flips(seq: u64) -> u64 {
+    seq >> 1
+}
+
+/// The `seq` word of `flips` completed flips, none in progress.
+const fn flips_to_seq(flips: u64) -> u64 {
+    flips << 1
+}
+
 // Debug builds remember which domains this thread is reading, so that
 // `synchronize` inside a section panics instead of hanging. (Not under
 // loom, whose threads share one OS thread's thread-locals.)
@@ -60,6 +97,10 @@ const SHARDS: usize = 2;
 /// unpublished before it was taken may be freed.
 ///
 /// Kernel: the `unsigned long` returned by `get_state_synchronize_srcu()`.
+///
+/// # Differences from the kernel
+///
+/// It counts completed flips (half grace periods), not `rcu_seq` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GpCookie(u64);
 
@@ -67,6 +108,7 @@ pub struct GpCookie(u64);
 ///
 /// Kernel: `struct srcu_struct`, `include/linux/srcutree.h`.
 pub struct Srcu {
+    // Completed flips << 1 | FLIP_IN_PROGRESS (the `rcu_seq` shape).
     seq: AtomicU64,
     readers: Box<[CachePadded<[AtomicUsize; 2]>]>,
     // Serialises flips; readers never take it.
@@ -123,7 +165,7 @@ impl Srcu {
     #[inline]
     pub fn read_lock(&self) -> SrcuReadGuard<'_> {
         let shard = crate::sync::thread_shard() % SHARDS;
-        let parity = usize::from(self.seq.load(Ordering::Acquire) & 1 == 1);
+        let parity = usize::from(flips(self.seq.load(Ordering::Acquire)) & 1 == 1);
         self.readers[shard][parity].fetch_add(1, Ordering::Relaxed);
         // Pairs with the fence in `try_flip`: either the flipper sees this
         // increment, or this reader sees everything unpublished before it.
@@ -145,10 +187,25 @@ impl Srcu {
 
     /// The cookie for objects unpublished before this call.
     ///
-    /// Kernel: `get_state_synchronize_srcu()`.
+    /// Kernel: `get_state_synchronize_srcu()`, which is `rcu_seq_snap()`:
+    /// a grace period already in progress does not count.
     pub fn get_state(&self) -> GpCookie {
-        fence(Ordering::SeqCst);
-        GpCookie(self.seq.load(Ordering::Acquire) + 2)
+        // Pairs with the fence in `try_flip`: either this load sees the
+        // flip's state bit, or that flip's counter scan sees everything
+        // this thread unpublished before the call.
+        #[cfg(loom)]
+        let skip = self.mutant == crate::mutant::Mutant::SrcuNoGetStateFence;
+        #[cfg(not(loom))]
+        let skip = false;
+        if !skip {
+            fence(Ordering::SeqCst);
+        }
+        let seq = self.seq.load(Ordering::Acquire);
+        #[cfg(loom)]
+        if self.mutant == crate::mutant::Mutant::SrcuStaleGpSnapshot {
+            return GpCookie(flips(seq) + 2);
+        }
+        GpCookie(flips(seq) + 2 + (seq & FLIP_IN_PROGRESS))
     }
 
     /// Drives the grace period as far as it can without waiting, and
@@ -166,7 +223,7 @@ impl Srcu {
             return true;
         }
         loop {
-            if self.seq.load(Ordering::Acquire) >= cookie.0 {
+            if flips(self.seq.load(Ordering::Acquire)) >= cookie.0 {
                 return true;
             }
             if !self.try_flip() {
@@ -225,19 +282,53 @@ impl Srcu {
         std::ptr::from_ref(self) as usize
     }
 
+    /// One flip, if the readers of the parity it would reuse have left.
+    ///
+    /// Kernel: `srcu_gp_start()`'s `rcu_seq_start()`, then
+    /// `try_check_zero()` and `srcu_flip()`, then `rcu_seq_end()`.
     fn try_flip(&self) -> bool {
         let _flip = self.flip.lock();
-        let s = self.seq.load(Ordering::Relaxed);
-        let next = usize::from((s + 1) & 1 == 1);
-        fence(Ordering::SeqCst);
+        let seq = self.seq.load(Ordering::Relaxed);
+        let next = usize::from((flips(seq) + 1) & 1 == 1);
+        if seq & FLIP_IN_PROGRESS == 0 {
+            // Release on every store of `seq`, not only the one that ends
+            // a flip: a poller that reads this value must still be ordered
+            // after the flips before it (and so after the readers they
+            // waited for); a plain store does not continue a release
+            // sequence.
+            #[cfg(loom)]
+            let order = if self.mutant == crate::mutant::Mutant::SrcuRelaxedFlipMarker {
+                Ordering::Relaxed
+            } else {
+                Ordering::Release
+            };
+            #[cfg(not(loom))]
+            let order = Ordering::Release;
+            self.seq.store(seq | FLIP_IN_PROGRESS, order);
+        }
+        // Pairs with the reader's fence in `read_lock` (this scan sees its
+        // increment, or it sees what was unpublished before this flip) and
+        // with the writer's fence in `get_state` (it sees the state bit,
+        // or this scan comes after its unpublish). A bit set by an earlier,
+        // refused attempt happens before this fence through `flip`, which
+        // is enough for the fence pair (C++20 [atomics.order] p4.4).
+        #[cfg(loom)]
+        let skip = self.mutant == crate::mutant::Mutant::SrcuNoFlipFence;
+        #[cfg(not(loom))]
+        let skip = false;
+        if !skip {
+            fence(Ordering::SeqCst);
+        }
         if self
             .readers
             .iter()
             .any(|r| r[next].load(Ordering::Acquire) != 0)
         {
+            // The flip stays in progress, as a kernel grace period does
+            // until its readers drain.
             return false;
         }
-        self.seq.store(s + 1, Ordering::Release);
+        self.seq.store(flips_to_seq(flips(seq) + 1), Ordering::Release);
         true
     }
 }
@@ -324,6 +415,15 @@ impl<T> RetireList<T> {
         self.items.push_back((cookie, item));
     }
 
+    /// Queues `item` under a cookie the caller took earlier: only for
+    /// mutants that take it too early.
+    ///
+    /// Kernel: none (model only).
+    #[cfg(loom)]
+    pub fn retire_at(&mut self, cookie: GpCookie, item: T) {
+        self.items.push_back((cookie, item));
+    }
+
     /// Drops every queued item whose grace period has passed, without
     /// waiting. Returns how many were dropped.
     ///
@@ -385,10 +485,39 @@ mod tests {
         // The reader entered at parity 0; the first flip (to parity 1) is
         // allowed, the second (back to parity 0) must wait for it.
         assert!(!d.poll(cookie));
-        assert_eq!(d.seq.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            d.seq.load(Ordering::Relaxed),
+            2 | FLIP_IN_PROGRESS,
+            "one flip done, the second waiting"
+        );
         drop(g);
         assert!(d.poll(cookie));
         assert_eq!(d.active_readers(), 0);
+    }
+
+    #[test]
+    fn a_flip_in_progress_does_not_count() {
+        let d = Srcu::new();
+        assert_eq!(d.get_state(), GpCookie(2));
+        // Another thread has set the state bit and may already have scanned
+        // the counters: its flip cannot count for this writer.
+        d.seq.store(FLIP_IN_PROGRESS, Ordering::Relaxed);
+        assert_eq!(d.get_state(), GpCookie(3));
+        d.seq.store(2, Ordering::Relaxed);
+        assert_eq!(d.get_state(), GpCookie(3));
+    }
+
+    #[test]
+    fn a_refused_flip_stays_in_progress() {
+        let d = Srcu::new();
+        let g = d.read_lock();
+        assert!(d.try_flip());
+        assert!(!d.try_flip(), "the reader at parity 0 blocks the second flip");
+        assert_eq!(d.seq.load(Ordering::Relaxed), 2 | FLIP_IN_PROGRESS);
+        assert_eq!(d.get_state(), GpCookie(4), "the blocked flip does not count");
+        drop(g);
+        assert!(d.try_flip());
+        assert_eq!(d.seq.load(Ordering::Relaxed), 4);
     }
 
     #[test]

@@ -615,12 +615,23 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
         };
         #[cfg(not(loom))]
         let order = Ordering::Release;
+        #[cfg(loom)]
+        let early = (self.mutant == devpriv_core::mutant::Mutant::RangeTreeCookieBeforePublish)
+            .then(|| self.srcu.get_state());
         // Release: the new nodes are complete before a reader can reach them.
         let old = self.root.swap(new_root.as_ptr(), order);
         debug_assert!(
             replaced.iter().any(|n| n.as_ptr() == old),
             "the old root is replaced"
         );
+        // The cookie is taken after the swap: only flips that scan after
+        // the old root is unreachable may count for its grace period.
+        #[cfg(loom)]
+        if let Some(cookie) = early {
+            w.retired.retire_at(cookie, Replaced(replaced));
+            w.reclaim(&self.srcu);
+            return;
+        }
         w.retired.retire(&self.srcu, Replaced(replaced));
         w.reclaim(&self.srcu);
     }
