@@ -24,8 +24,8 @@
 //! example exits non-zero if `AtAlloc` (or `AtFree`) shows any hazard or if
 //! `None` shows none.
 
+use devpriv::drivers::xe_pool::{XeReport, render_summary, run_workload};
 use devpriv::pagemap::ReinitPolicy;
-use devpriv::xe_pool::{XeReport, render_summary, run_workload};
 use std::process::ExitCode;
 
 const THREADS: usize = 4;

@@ -87,13 +87,6 @@
 //! # Ok::<(), Errno>(())
 //! ```
 
-use devpriv_migrate::pgtable::PUD_SHIFT;
-use devpriv_migrate::{
-    FaultContext, HmmPfn, HmmRange, Memory, MigratePfn, MigrateVma, MigrateVmaFlags, Mm,
-    MmConfig, PMD_SIZE, Softleaf, SysFolio, VmFlags, Vma, hmm_range_fault,
-    migrate_device_finalize, migrate_device_pages, migrate_device_range, migrate_vma_finalize,
-    migrate_vma_pages, migrate_vma_setup,
-};
 use core::fmt;
 use core::ops::BitOr;
 use devpriv_core::sync::Mutex;
@@ -101,6 +94,13 @@ use devpriv_core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use devpriv_core::{
     DevicePrivateOffset, Errno, HPAGE_PMD_NR, Order, PAGE_SHIFT, PAGE_SIZE, PageCount, PageFrame,
     Pfn, warn_on,
+};
+use devpriv_migrate::pgtable::PUD_SHIFT;
+use devpriv_migrate::{
+    FaultContext, HmmPfn, HmmRange, Memory, MigratePfn, MigrateVma, MigrateVmaFlags, Mm, MmConfig,
+    PMD_SIZE, Softleaf, SysFolio, VmFlags, Vma, hmm_range_fault, migrate_device_finalize,
+    migrate_device_pages, migrate_device_range, migrate_vma_finalize, migrate_vma_pages,
+    migrate_vma_setup,
 };
 use devpriv_pagemap::{
     DevPagemap, DevPagemapOps, Folio, MemoryType, Owner, PageRef, PagemapParams, VmFault,

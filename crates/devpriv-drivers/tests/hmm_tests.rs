@@ -272,7 +272,9 @@ fn migrate_multiple() {
     let n = 128;
     for round in 0..10u64 {
         let mm = Mm::new(&mem, MmConfig::default());
-        mm.mmap_write_lock().mmap_anon(BASE, n * PAGE_SIZE, VmFlags::RW).unwrap();
+        mm.mmap_write_lock()
+            .mmap_anon(BASE, n * PAGE_SIZE, VmFlags::RW)
+            .unwrap();
         for i in 0..n {
             cpu_write(&mm, page(i), value(page(i)) + round);
         }
@@ -339,13 +341,13 @@ fn migrate_release() {
 fn migrate_mixed() {
     let Machine { mem, dev0, dev1 } = machine();
     let mm = Mm::new(&mem, MmConfig::default());
-    mm.mmap_write_lock().mmap_anon(BASE, 6 * PAGE_SIZE, VmFlags::default())
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, 6 * PAGE_SIZE, VmFlags::default())
         .unwrap();
     let (m0, m1) = (dev0.open(&mm), dev1.open(&mm));
     assert_eq!(to_dev(&m1, &mm, BASE, 6), Err(Errno::EINVAL));
     // Punch a hole at page 1: the range no longer has one VMA.
-    mm.mmap_write_lock().munmap(page(1), PAGE_SIZE)
-        .unwrap();
+    mm.mmap_write_lock().munmap(page(1), PAGE_SIZE).unwrap();
     assert_eq!(to_dev(&m1, &mm, BASE, 3), Err(Errno::EINVAL));
     // Page 2: readable, read once (the zero page); page 3: read-only data;
     // pages 4-5: writable data.
@@ -389,10 +391,15 @@ fn migrate_mixed() {
 /// page on device 1.
 fn snapshot_layout(m: &Machine) -> (Arc<Mm>, Dmirror, Dmirror) {
     let mm = Mm::new(&m.mem, MmConfig::default());
-    mm.mmap_write_lock().mmap_anon(page(0), PAGE_SIZE, VmFlags::default())
+    mm.mmap_write_lock()
+        .mmap_anon(page(0), PAGE_SIZE, VmFlags::default())
         .unwrap();
-    mm.mmap_write_lock().mmap_anon(page(2), 2 * PAGE_SIZE, VmFlags::READ).unwrap();
-    mm.mmap_write_lock().mmap_anon(page(4), 3 * PAGE_SIZE, VmFlags::RW).unwrap();
+    mm.mmap_write_lock()
+        .mmap_anon(page(2), 2 * PAGE_SIZE, VmFlags::READ)
+        .unwrap();
+    mm.mmap_write_lock()
+        .mmap_anon(page(4), 3 * PAGE_SIZE, VmFlags::RW)
+        .unwrap();
     ro_page(&mm, page(3), 3);
     assert_eq!(cpu_read(&mm, page(2)), 0);
     cpu_write(&mm, page(4), 3);
@@ -474,7 +481,9 @@ fn double_map() {
     let Machine { mem, dev0, dev1 } = machine();
     let n = 6;
     let mm = Mm::new(&mem, MmConfig::default());
-    mm.mmap_write_lock().mmap_anon(BASE, n * PAGE_SIZE, VmFlags::READ).unwrap();
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, n * PAGE_SIZE, VmFlags::READ)
+        .unwrap();
     for i in 0..n {
         ro_page(&mm, page(i), value(page(i)));
     }
@@ -502,7 +511,9 @@ fn double_map() {
 fn migrate_anon_huge_empty() {
     let Machine { mem, dev0, .. } = machine();
     let mm = Mm::new(&mem, MmConfig::default());
-    mm.mmap_write_lock().mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::READ).unwrap();
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::READ)
+        .unwrap();
     let m = dev0.open(&mm);
     let (data, cpages) = to_dev(&m, &mm, BASE, 512).unwrap();
     assert_eq!((cpages, data), (512, vec![0; 512]));
@@ -537,7 +548,9 @@ fn migrate_anon_huge_empty() {
 fn migrate_anon_huge_fault() {
     let Machine { mem, dev0, .. } = machine();
     let mm = Mm::new(&mem, MmConfig::default());
-    mm.mmap_write_lock().mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW).unwrap();
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW)
+        .unwrap();
     thp(&mm, BASE);
     let m = dev0.open(&mm);
     assert_eq!(
@@ -572,7 +585,9 @@ fn migrate_partial_unmap_fault() {
         for offset in [0, PMD_SIZE / 4, PMD_SIZE / 2] {
             let Machine { mem, dev0, .. } = machine();
             let mm = Mm::new(&mem, MmConfig::default());
-            mm.mmap_write_lock().mmap_anon(BASE, PMD_SIZE, VmFlags::RW).unwrap();
+            mm.mmap_write_lock()
+                .mmap_anon(BASE, PMD_SIZE, VmFlags::RW)
+                .unwrap();
             if is_thp {
                 thp(&mm, BASE);
             } else {
@@ -583,8 +598,7 @@ fn migrate_partial_unmap_fault() {
             let m = dev0.open(&mm);
             assert_eq!(to_dev(&m, &mm, BASE, 512).unwrap().1, 512);
             let (hole, half) = (BASE + offset, PMD_SIZE / 2);
-            mm.mmap_write_lock().munmap(hole, half)
-                .unwrap();
+            mm.mmap_write_lock().munmap(hole, half).unwrap();
             let in_use = dev0.nr_pages() - dev0.nr_free_pages();
             assert_eq!(
                 in_use,
@@ -614,7 +628,9 @@ fn migrate_partial_unmap_fault() {
 fn migrate_anon_huge_err() {
     let Machine { mem, dev0, .. } = machine();
     let mm = Mm::new(&mem, MmConfig::default());
-    mm.mmap_write_lock().mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW).unwrap();
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW)
+        .unwrap();
     thp(&mm, BASE);
     let m = dev0.open(&mm);
     m.set_flags(Dmirror::FLAG_FAIL_ALLOC);
@@ -667,7 +683,9 @@ fn anon_write_then_read() {
     let Machine { mem, dev0, .. } = machine();
     let n = 64;
     let mm = Mm::new(&mem, MmConfig::default());
-    mm.mmap_write_lock().mmap_anon(BASE, n * PAGE_SIZE, VmFlags::RW).unwrap();
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, n * PAGE_SIZE, VmFlags::RW)
+        .unwrap();
     let m = dev0.open(&mm);
     let mut cmd = HmmDmirrorCmd::new(BASE, n);
     m.write(&mm, &mut cmd, &expected(BASE, n)).unwrap();

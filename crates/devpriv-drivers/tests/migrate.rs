@@ -15,9 +15,9 @@ use devpriv_drivers::test_hmm::{Dmirror, DmirrorConfig, DmirrorDevice, HmmDmirro
 use devpriv_migrate::hmm::{HmmPfn, HmmRange, hmm_range_fault};
 use devpriv_migrate::leafops::Softleaf;
 use devpriv_migrate::{
-    AnyFolio, FaultFlags, Memory, MigratePfn, MigrateVma, MigrateVmaFlags, Mm, MmConfig,
-    PMD_SIZE, SystemMemory, VmFaultResult, VmFlags, handle_mm_fault, migrate_vma_finalize,
-    migrate_vma_pages, migrate_vma_setup,
+    AnyFolio, FaultFlags, Memory, MigratePfn, MigrateVma, MigrateVmaFlags, Mm, MmConfig, PMD_SIZE,
+    SystemMemory, VmFaultResult, VmFlags, handle_mm_fault, migrate_vma_finalize, migrate_vma_pages,
+    migrate_vma_setup,
 };
 use devpriv_pagemap::{DevicePrivateSpace, Owner};
 use std::sync::Arc;
@@ -152,7 +152,10 @@ fn migrate_4mib_to_device_and_back_by_cpu_fault() {
     for a in (BASE..BASE + len).step_by(STEP) {
         let e = mm.softleaf_at(a);
         assert!(e.is_device_private_write(), "{a:#x}: {e:?}");
-        assert_eq!(dev.read_page(mm.device_private_offset_at(a).unwrap()), Ok(value(a)));
+        assert_eq!(
+            dev.read_page(mm.device_private_offset_at(a).unwrap()),
+            Ok(value(a))
+        );
     }
     assert_eq!(dev.nr_free_pages(), 2048 - npages);
     assert_eq!(
@@ -217,8 +220,7 @@ fn partial_unmap_then_fault(thp: bool, hole_at: u64) {
     assert_eq!(to_dev(&m, &mm, BASE, BASE + PMD_SIZE), Ok(512));
     let hole = BASE + hole_at;
     let half = PMD_SIZE / 2;
-    mm.mmap_write_lock().munmap(hole, half)
-        .unwrap();
+    mm.mmap_write_lock().munmap(hole, half).unwrap();
     assert!(mm.vma_lookup(hole).is_none());
     assert!(mm.vma_lookup(hole + half - PAGE_SIZE).is_none());
     if thp {
@@ -242,8 +244,7 @@ fn partial_unmap_then_fault(thp: bool, hole_at: u64) {
             "hole={hole_at:#x}"
         );
     }
-    let faults =
-        read_all(&mm, BASE, hole) + read_all(&mm, hole + half, BASE + PMD_SIZE);
+    let faults = read_all(&mm, BASE, hole) + read_all(&mm, hole + half, BASE + PMD_SIZE);
     assert_eq!(faults, 256, "one fault per page left (thp={thp})");
     check_sys(&mm, BASE, BASE + PMD_SIZE, 256);
     dev.check_idle().unwrap();
@@ -322,7 +323,9 @@ fn eviction_brings_everything_back_without_a_vma() {
     let mm = populated(&mem, 2 * PMD_SIZE, true);
     // Plus 100 small pages in a second VMA.
     let small = BASE + 4 * PMD_SIZE;
-    mm.mmap_write_lock().mmap_anon(small, 100 * PAGE_SIZE, VmFlags::RW).unwrap();
+    mm.mmap_write_lock()
+        .mmap_anon(small, 100 * PAGE_SIZE, VmFlags::RW)
+        .unwrap();
     for a in (small..small + 100 * PAGE_SIZE).step_by(STEP) {
         let f = mem.sys().alloc_folio(Order::ZERO).unwrap();
         mm.map_folio_ptes(a, f, true).unwrap();
@@ -477,7 +480,8 @@ fn hmm_range_fault_reports_local_pages_and_faults_foreign_ones() {
     let dev2 = device(&mem, Owner(2), 512);
     let mm = populated(&mem, 8 * PAGE_SIZE, false);
     // A PROT_NONE VMA after a one-page gap.
-    mm.mmap_write_lock().mmap_anon(BASE + 9 * PAGE_SIZE, PAGE_SIZE, VmFlags::default())
+    mm.mmap_write_lock()
+        .mmap_anon(BASE + 9 * PAGE_SIZE, PAGE_SIZE, VmFlags::default())
         .unwrap();
     let (a_local, a_foreign) = (BASE + PAGE_SIZE, BASE + 2 * PAGE_SIZE);
     let (m1, m2) = (dev1.open(&mm), dev2.open(&mm));

@@ -11,9 +11,10 @@
 //! [`HmmPfnLayout::V1_COLLIDING`]).
 
 use crate::leafops::Softleaf;
-use crate::memory::{FaultFlags, Mm, VmFaultResult, VmFlags, handle_mm_fault};
+use crate::memory::{FaultFlags, VmFaultResult, handle_mm_fault};
+use crate::memory_model::Memory;
+use crate::mm_types::{Mm, VmFlags};
 use crate::pgtable::{Pmd, Pte};
-use crate::rmap::Memory;
 use core::fmt;
 use devpriv_core::{
     DevicePrivateOffset, Errno, HPAGE_PMD_NR, Order, PAGE_SHIFT, PAGE_SIZE, PageFrame, Pfn,
@@ -338,7 +339,7 @@ enum Seen {
 /// [`Errno::EINVAL`] if the range is unaligned, empty, or `hmm_pfns` is
 /// shorter than it; [`Errno::EFAULT`] / [`Errno::EPERM`] / [`Errno::EBUSY`]
 /// as in the table; any error of the fault itself.
-pub fn hmm_range_fault(mem: &Memory, mm: &Arc<Mm>, range: &mut HmmRange) -> Result<(), Errno> {
+pub fn hmm_range_fault(mm: &Arc<Mm>, range: &mut HmmRange) -> Result<(), Errno> {
     if !range.start.is_multiple_of(PAGE_SIZE)
         || !range.end.is_multiple_of(PAGE_SIZE)
         || range.end <= range.start
@@ -353,7 +354,7 @@ pub fn hmm_range_fault(mem: &Memory, mm: &Arc<Mm>, range: &mut HmmRange) -> Resu
     let mut faults = 0u32;
     while i < n {
         let addr = range.start + (i as u64) * PAGE_SIZE;
-        match hmm_page(mem, mm, range, addr, range.hmm_pfns[i])? {
+        match hmm_page(mm, range, addr, range.hmm_pfns[i])? {
             Seen::Report(v) => {
                 let old = range.hmm_pfns[i].raw();
                 range.hmm_pfns[i] = HmmPfn::from_raw((old & HMM_PFN_INOUT_FLAGS) | v);
@@ -369,7 +370,7 @@ pub fn hmm_range_fault(mem: &Memory, mm: &Arc<Mm>, range: &mut HmmRange) -> Resu
                 } else {
                     FaultFlags::READ
                 };
-                match handle_mm_fault(mem, mm, addr, flags) {
+                match handle_mm_fault(mm, addr, flags) {
                     Ok(VmFaultResult::Done) => {}
                     Ok(VmFaultResult::Retry) => return Err(Errno::EBUSY),
                     Err(Errno::ENOMEM) => return Err(Errno::ENOMEM),
@@ -382,14 +383,9 @@ pub fn hmm_range_fault(mem: &Memory, mm: &Arc<Mm>, range: &mut HmmRange) -> Resu
 }
 
 /// One page of the walk.
-fn hmm_page(
-    mem: &Memory,
-    mm: &Mm,
-    range: &HmmRange,
-    addr: u64,
-    req: HmmPfn,
-) -> Result<Seen, Errno> {
+fn hmm_page(mm: &Mm, range: &HmmRange, addr: u64, req: HmmPfn) -> Result<Seen, Errno> {
     let mode = mm.paging();
+    let mem = mm.memory();
     let Some(vma) = mm.vma_lookup(addr) else {
         return match need_fault(range, req, 0) {
             Need::None => Ok(Seen::Report(HmmPfn::ERROR)),
