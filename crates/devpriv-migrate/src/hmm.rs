@@ -339,6 +339,38 @@ enum Seen {
 /// [`Errno::EINVAL`] if the range is unaligned, empty, or `hmm_pfns` is
 /// shorter than it; [`Errno::EFAULT`] / [`Errno::EPERM`] / [`Errno::EBUSY`]
 /// as in the table; any error of the fault itself.
+///
+/// # Examples
+///
+/// ```
+/// use devpriv_core::{Errno, PAGE_SIZE, PageCount, PageFrame, Pfn};
+/// use devpriv_migrate::{
+///     FaultFlags, HmmPfn, HmmRange, Memory, Mm, MmConfig, SystemMemory, VmFlags,
+///     handle_mm_fault, hmm_range_fault,
+/// };
+/// use devpriv_pagemap::DevicePrivateSpace;
+/// use std::sync::Arc;
+///
+/// let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(512))?;
+/// let mem = Memory::new(Arc::new(sys), Arc::new(DevicePrivateSpace::new()));
+/// let mm = Mm::new(&mem, MmConfig::default());
+/// let base = 0x7f00_0000_0000;
+/// mm.mmap_write_lock().mmap_anon(base, 2 * PAGE_SIZE, VmFlags::RW)?;
+/// handle_mm_fault(&mm, base, FaultFlags::WRITE)?;
+///
+/// // A snapshot: page 0 is present and writable, page 1 is a hole.
+/// let mut range = HmmRange::new(base, base + 2 * PAGE_SIZE, None);
+/// hmm_range_fault(&mm, &mut range)?;
+/// assert!(matches!(range.hmm_pfns[0].frame(), Some(PageFrame::Pfn(_))));
+/// assert_eq!(range.hmm_pfns[0].raw() & HmmPfn::WRITE, HmmPfn::WRITE);
+/// assert_eq!(range.hmm_pfns[1].raw(), 0);
+///
+/// // Asking for a fault fills the hole in.
+/// range.default_flags = HmmPfn::REQ_FAULT | HmmPfn::REQ_WRITE;
+/// hmm_range_fault(&mm, &mut range)?;
+/// assert!(range.hmm_pfns.iter().all(|p| p.frame().is_some()));
+/// # Ok::<(), Errno>(())
+/// ```
 pub fn hmm_range_fault(mm: &Arc<Mm>, range: &mut HmmRange) -> Result<(), Errno> {
     if !range.start.is_multiple_of(PAGE_SIZE)
         || !range.end.is_multiple_of(PAGE_SIZE)

@@ -1,6 +1,6 @@
 //! Page tables seen from the process: mapping folios, zapping ranges,
-//! user loads and stores, what an address maps, and (in [`fault`]'s
-//! [`handle_mm_fault`]) the CPU fault path.
+//! user loads and stores, what an address maps, and the CPU fault path
+//! ([`handle_mm_fault`]).
 //!
 //! Kernel: `mm/memory.c` (`do_anonymous_page()`, `set_ptes()` callers,
 //! `zap_page_range_single()`, `zap_pte_range()`, `handle_mm_fault()`),

@@ -239,7 +239,8 @@ devpriv_core::flags! {
 /// - `mm` stands for `vma->vm_mm`; `vma` must be one of its VMAs.
 /// - `src` and `dst` are owned vectors that [`MigrateVma::new`] sizes to
 ///   the range (the kernel's caller passes arrays); shortening them makes
-///   [`migrate_vma_setup`] fail with `EINVAL`, as a `NULL` array does.
+///   [`migrate_vma_setup`](crate::migrate_vma_setup) fail with `EINVAL`, as a
+///   `NULL` array does.
 /// - `fault_page` is the device-private offset of the page, not a
 ///   `struct page *`; `pgmap_owner` is `None` for `NULL`.
 pub struct MigrateVma<'a> {

@@ -160,6 +160,49 @@ fn fault_folio<'g>(
 /// the page-masked range is empty, starts outside the VMA or ends past it;
 /// `src` or `dst` is shorter than the range; `fault_page` names no
 /// device-private page or one whose folio is not locked.
+///
+/// # Examples
+///
+/// One round, moving a page to a new system page (a device driver does
+/// the same with a device folio from `zone_device_folio_init()`):
+///
+/// ```
+/// use devpriv_core::{Errno, Order, PAGE_SIZE, PageCount, PageFrame, Pfn};
+/// use devpriv_migrate::{
+///     FaultFlags, Memory, MigratePfn, MigrateVma, MigrateVmaFlags, Mm, MmConfig, SystemMemory,
+///     VmFlags, handle_mm_fault, migrate_vma_finalize, migrate_vma_pages, migrate_vma_setup,
+/// };
+/// use devpriv_pagemap::DevicePrivateSpace;
+/// use std::sync::Arc;
+///
+/// let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(512))?;
+/// let mem = Memory::new(Arc::new(sys), Arc::new(DevicePrivateSpace::new()));
+/// let mm = Mm::new(&mem, MmConfig::default());
+/// let base = 0x7f00_0000_0000;
+/// let vma = mm.mmap_write_lock().mmap_anon(base, PAGE_SIZE, VmFlags::RW)?;
+/// handle_mm_fault(&mm, base, FaultFlags::WRITE)?;
+/// mm.write_user(base, 42)?;
+///
+/// let sel = MigrateVmaFlags::SELECT_SYSTEM;
+/// let mut args = MigrateVma::new(&mm, &vma, base, base + PAGE_SIZE, sel, None);
+/// // 1. Collect, lock and unmap.
+/// migrate_vma_setup(&mut args)?;
+/// assert_eq!(args.cpages, 1);
+/// // 2. The driver: a locked destination per migrating entry, data copied.
+/// for (_, src, dst) in args.entries_mut() {
+///     let Some(PageFrame::Pfn(old)) = src.frame() else { continue };
+///     let new = mem.sys().alloc_folio(Order::ZERO)?;
+///     assert!(new.trylock());
+///     mem.sys().write(new.pfn(), mem.sys().read(old)?)?;
+///     *dst = MigratePfn::new(new.pfn().into())?;
+/// }
+/// // 3. Move the anon identity; 4. map the destinations, unlock, put.
+/// migrate_vma_pages(&mut args);
+/// migrate_vma_finalize(&mut args);
+/// assert_eq!(mm.read_user(base), Ok(42));
+/// assert_eq!(mem.sys().nr_free(), 511, "the old page was freed");
+/// # Ok::<(), Errno>(())
+/// ```
 pub fn migrate_vma_setup(args: &mut MigrateVma<'_>) -> Result<(), Errno> {
     let mm = args.mm;
     let nr_pages = (i128::from(args.end) - i128::from(args.start)) >> PAGE_SHIFT;
@@ -650,6 +693,38 @@ struct VmaCtx<'a> {
 ///
 /// See the module documentation (`extra_cnt`); `folio_migrate_flags()` is
 /// not modelled (the model's folios carry no such flags).
+///
+/// # Examples
+///
+/// An entry without a destination does not migrate: `migrate_vma_pages`
+/// clears its `MIGRATE` and [`migrate_vma_finalize`] puts the page back
+/// (the whole round is in [`migrate_vma_setup`]'s example).
+///
+/// ```
+/// # use devpriv_core::{Errno, PAGE_SIZE, PageCount, Pfn};
+/// # use devpriv_migrate::{
+/// #     FaultFlags, Memory, MigratePfn, MigrateVma, MigrateVmaFlags, Mm, MmConfig, SystemMemory,
+/// #     VmFlags, handle_mm_fault, migrate_vma_finalize, migrate_vma_pages, migrate_vma_setup,
+/// # };
+/// # use devpriv_pagemap::DevicePrivateSpace;
+/// # use std::sync::Arc;
+/// # let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(512))?;
+/// # let mem = Memory::new(Arc::new(sys), Arc::new(DevicePrivateSpace::new()));
+/// # let mm = Mm::new(&mem, MmConfig::default());
+/// # let base = 0x7f00_0000_0000;
+/// let vma = mm.mmap_write_lock().mmap_anon(base, PAGE_SIZE, VmFlags::RW)?;
+/// handle_mm_fault(&mm, base, FaultFlags::WRITE)?;
+/// mm.write_user(base, 42)?;
+/// let sel = MigrateVmaFlags::SELECT_SYSTEM;
+/// let mut args = MigrateVma::new(&mm, &vma, base, base + PAGE_SIZE, sel, None);
+/// migrate_vma_setup(&mut args)?;
+/// assert!(mm.read_user(base).is_err(), "a migration entry in the PTE");
+/// migrate_vma_pages(&mut args); // no dst was filled in
+/// assert!(!args.src[0].contains(MigratePfn::MIGRATE));
+/// migrate_vma_finalize(&mut args);
+/// assert_eq!(mm.read_user(base), Ok(42), "restored");
+/// # Ok::<(), Errno>(())
+/// ```
 pub fn migrate_vma_pages(args: &mut MigrateVma<'_>) {
     let n = args.nr_collected();
     let mm = args.mm;
@@ -920,6 +995,37 @@ fn migrate_vma_split_unmapped_folio(
 ///
 /// Kernel: `migrate_vma_finalize(migrate)` → `__migrate_device_finalize()`,
 /// `mm/migrate_device.c`.
+///
+/// # Examples
+///
+/// Finalizing straight after setup (the driver found no destination)
+/// restores every page; the rounds that migrate are in
+/// [`migrate_vma_setup`]'s example.
+///
+/// ```
+/// # use devpriv_core::{Errno, PAGE_SIZE, PageCount, Pfn};
+/// # use devpriv_migrate::{
+/// #     FaultFlags, Memory, MigrateVma, MigrateVmaFlags, Mm, MmConfig, SystemMemory, VmFlags,
+/// #     handle_mm_fault, migrate_vma_finalize, migrate_vma_setup,
+/// # };
+/// # use devpriv_pagemap::DevicePrivateSpace;
+/// # use std::sync::Arc;
+/// # let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(512))?;
+/// # let mem = Memory::new(Arc::new(sys), Arc::new(DevicePrivateSpace::new()));
+/// # let mm = Mm::new(&mem, MmConfig::default());
+/// # let base = 0x7f00_0000_0000;
+/// let vma = mm.mmap_write_lock().mmap_anon(base, 4 * PAGE_SIZE, VmFlags::RW)?;
+/// for i in 0..4 {
+///     handle_mm_fault(&mm, base + i * PAGE_SIZE, FaultFlags::WRITE)?;
+/// }
+/// let sel = MigrateVmaFlags::SELECT_SYSTEM;
+/// let mut args = MigrateVma::new(&mm, &vma, base, base + 4 * PAGE_SIZE, sel, None);
+/// migrate_vma_setup(&mut args)?;
+/// assert_eq!(args.cpages, 4);
+/// migrate_vma_finalize(&mut args);
+/// assert!((0..4).all(|i| mm.read_user(base + i * PAGE_SIZE) == Ok(0)));
+/// # Ok::<(), Errno>(())
+/// ```
 pub fn migrate_vma_finalize(args: &mut MigrateVma<'_>) {
     let n = args.nr_collected();
     finalize_inner(args.mm, &args.src[..n], &args.dst[..n], args.fault_page);

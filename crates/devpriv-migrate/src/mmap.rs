@@ -99,6 +99,27 @@ impl MmapWriteGuard<'_> {
     /// [`Errno::EINVAL`] if `start` or `len` is not page-aligned, `len` is
     /// zero or the range passes [`TASK_SIZE`]; nothing changes. An
     /// unmapped range is not an error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use devpriv_core::{Errno, PAGE_SIZE, PageCount, Pfn};
+    /// # use devpriv_migrate::{FaultFlags, Memory, Mm, MmConfig, SystemMemory, VmFlags, handle_mm_fault};
+    /// # use devpriv_pagemap::DevicePrivateSpace;
+    /// # use std::sync::Arc;
+    /// # let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(512))?;
+    /// # let mem = Memory::new(Arc::new(sys), Arc::new(DevicePrivateSpace::new()));
+    /// # let mm = Mm::new(&mem, MmConfig::default());
+    /// let base = 0x7f00_0000_0000;
+    /// mm.mmap_write_lock().mmap_anon(base, 3 * PAGE_SIZE, VmFlags::RW)?;
+    /// handle_mm_fault(&mm, base + PAGE_SIZE, FaultFlags::WRITE)?;
+    /// assert_eq!(mem.sys().nr_free(), 511);
+    /// // A hole in the middle: the VMA splits and its page is freed.
+    /// mm.mmap_write_lock().munmap(base + PAGE_SIZE, PAGE_SIZE)?;
+    /// assert_eq!(mm.vmas().len(), 2);
+    /// assert_eq!(mem.sys().nr_free(), 512);
+    /// # Ok::<(), Errno>(())
+    /// ```
     pub fn munmap(&mut self, start: u64, len: u64) -> Result<(), Errno> {
         let end = user_range(start, len)?;
         self.zap_page_range(start, end)?;

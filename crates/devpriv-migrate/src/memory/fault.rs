@@ -133,6 +133,33 @@ pub struct FaultContext {
 ///   markers, hwpoison).
 /// - [`Errno::ENOMEM`] (`VM_FAULT_OOM`): no system page for a hole.
 /// - Whatever `migrate_to_ram` returns (`VM_FAULT_SIGBUS`).
+///
+/// # Examples
+///
+/// ```
+/// use devpriv_core::{Errno, PAGE_SIZE, PageCount, Pfn};
+/// use devpriv_migrate::{
+///     FaultFlags, Memory, Mm, MmConfig, SystemMemory, VmFaultResult, VmFlags, handle_mm_fault,
+/// };
+/// use devpriv_pagemap::DevicePrivateSpace;
+/// use std::sync::Arc;
+///
+/// let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(512))?;
+/// let mem = Memory::new(Arc::new(sys), Arc::new(DevicePrivateSpace::new()));
+/// let mm = Mm::new(&mem, MmConfig::default());
+/// let base = 0x7f00_0000_0000;
+/// mm.mmap_write_lock().mmap_anon(base, 2 * PAGE_SIZE, VmFlags::RW)?;
+/// // A store to a hole faults in a zeroed page.
+/// assert_eq!(mm.write_user(base, 1), Err(Errno::EFAULT));
+/// assert_eq!(handle_mm_fault(&mm, base, FaultFlags::WRITE), Ok(VmFaultResult::Done));
+/// mm.write_user(base, 1)?;
+/// // A load maps the shared zero page.
+/// handle_mm_fault(&mm, base + PAGE_SIZE, FaultFlags::READ)?;
+/// assert_eq!(mm.read_user(base + PAGE_SIZE), Ok(0));
+/// // No VMA: SIGSEGV.
+/// assert_eq!(handle_mm_fault(&mm, base + 2 * PAGE_SIZE, FaultFlags::READ), Err(Errno::EFAULT));
+/// # Ok::<(), Errno>(())
+/// ```
 pub fn handle_mm_fault(mm: &Arc<Mm>, addr: u64, flags: FaultFlags) -> Result<VmFaultResult, Errno> {
     let addr = addr & !(PAGE_SIZE - 1);
     let vma = mm.vma_lookup(addr).ok_or(Errno::EFAULT)?;
