@@ -10,7 +10,7 @@
 //! `free_zone_device_folio()` → `folio_free` returns the block to the pool.
 //! The same seeded workload runs under the three reinit policies: `None`
 //! (6.19, before the fix), `AtFree` (Matt Brost's Jan 7 sketch) and
-//! `AtAlloc` (the merged fix). The logic lives in `devpriv::xe_pool`.
+//! `AtAlloc` (the merged fix). The logic lives in `devpriv::drivers::xe_pool`.
 //!
 //! Run: `cargo run --example xe_pool`
 //!

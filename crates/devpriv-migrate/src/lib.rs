@@ -40,10 +40,12 @@
 //!   migration entry retries; [`hmm::hmm_range_fault`] reports the caller's
 //!   own device-private pages and faults foreign ones back.
 //!
-//! Module dependencies point one way (`pgtable`, `swapops` and `leafops`
-//! use each other, as the C headers do): `page_alloc` → `memory_model`,
-//! `mm` → `mm_types` → `pgtable_generic`, `page_vma_mapped` → `rmap`,
-//! `huge_memory` → `memory`, `mmap`, `migrate` → `migrate_device`, `hmm`.
+//! Modules depend on each other one way only (apart from `pgtable`,
+//! `swapops` and `leafops`, which use each other as the C headers do);
+//! each uses only modules listed before it: `pgtable`, `page_alloc`,
+//! `memory_model`, `mm`, `mm_types`, `pgtable_generic`, `page_vma_mapped`,
+//! `rmap`, `huge_memory`, `memory`, `mmap`, `migrate`, `migrate_device`,
+//! `hmm`.
 //!
 //! ```
 //! use devpriv_core::{DevicePrivateOffset, Errno, PageCount, Pfn};
