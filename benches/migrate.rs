@@ -22,21 +22,24 @@ use common::configure;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use devpriv_core::{Order, PAGE_SIZE, PageCount, Pfn};
-use devpriv_migrate::memory::{PMD_SIZE, VmFlags};
-use devpriv_migrate::test_hmm::{Dmirror, DmirrorConfig, DmirrorDevice, HmmDmirrorCmd};
-use devpriv_migrate::{FaultFlags, Memory, Mm, SystemMemory, handle_mm_fault};
+use devpriv_drivers::test_hmm::{Dmirror, DmirrorConfig, DmirrorDevice, HmmDmirrorCmd};
+use devpriv_migrate::{
+    FaultFlags, Memory, Mm, MmConfig, PMD_SIZE, SystemMemory, VmFlags, handle_mm_fault,
+};
 use devpriv_pagemap::{DevicePrivateSpace, Owner};
 use std::sync::Arc;
 
 const BASE: u64 = 0x7f00_0000_0000;
 
-fn setup(thp: bool) -> (Memory, DmirrorDevice, Dmirror, Arc<Mm>) {
+fn setup(thp: bool) -> (DmirrorDevice, Dmirror, Arc<Mm>) {
     let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(2048)).unwrap();
     let mem = Memory::new(Arc::new(sys), Arc::new(DevicePrivateSpace::new()));
     let config = DmirrorConfig::with_chunk_pages(PageCount::new(1024));
     let dev = DmirrorDevice::new(&mem, Owner(1), config).unwrap();
-    let mut mm = Mm::default();
-    mm.mmap_anon(BASE, PMD_SIZE, VmFlags::RW).unwrap();
+    let mm = Mm::new(&mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, PMD_SIZE, VmFlags::RW)
+        .unwrap();
     if thp {
         let f = mem.sys().alloc_folio(Order::HPAGE_PMD).unwrap();
         mm.map_folio_pmd(BASE, f, true).unwrap();
@@ -49,11 +52,10 @@ fn setup(thp: bool) -> (Memory, DmirrorDevice, Dmirror, Arc<Mm>) {
         }
     }
     for i in 0..512 {
-        mm.write_user(mem.sys(), BASE + i * PAGE_SIZE, i).unwrap();
+        mm.write_user(BASE + i * PAGE_SIZE, i).unwrap();
     }
-    let mm = Arc::new(mm);
     let mirror = dev.open(&mm);
-    (mem, dev, mirror, mm)
+    (dev, mirror, mm)
 }
 
 fn to_dev(m: &Dmirror, mm: &Arc<Mm>) {
@@ -69,12 +71,12 @@ fn round_trip(m: &Dmirror, mm: &Arc<Mm>) {
     assert_eq!(cmd.cpages, 512);
 }
 
-fn fault_back(mem: &Memory, m: &Dmirror, mm: &Arc<Mm>) {
+fn fault_back(m: &Dmirror, mm: &Arc<Mm>) {
     to_dev(m, mm);
     for i in 0..512 {
         let a = BASE + i * PAGE_SIZE;
-        if mm.read_user(mem.sys(), a).is_err() {
-            handle_mm_fault(mem, mm, a, FaultFlags::READ).unwrap();
+        if mm.read_user(a).is_err() {
+            handle_mm_fault(mm, a, FaultFlags::READ).unwrap();
         }
     }
 }
@@ -84,15 +86,15 @@ fn bench_migrate(c: &mut Criterion) {
     configure(&mut g);
     g.throughput(Throughput::Elements(512));
     for (name, thp) in [("order9", true), ("order0x512", false)] {
-        let (mem, dev, mirror, mm) = setup(thp);
+        let (dev, mirror, mm) = setup(thp);
         g.bench_function(format!("{name}_round_trip"), |b| {
             b.iter(|| round_trip(&mirror, &mm));
         });
         g.bench_function(format!("{name}_fault_back"), |b| {
-            b.iter(|| fault_back(&mem, &mirror, &mm));
+            b.iter(|| fault_back(&mirror, &mm));
         });
         // The state after every iteration is the starting state.
-        assert_eq!(mm.read_user(mem.sys(), BASE + 7 * PAGE_SIZE), Ok(7));
+        assert_eq!(mm.read_user(BASE + 7 * PAGE_SIZE), Ok(7));
         assert_eq!(
             mm.pmdp_get_lockless(BASE).unwrap().is_trans_huge(),
             thp,

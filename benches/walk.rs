@@ -26,10 +26,13 @@ use common::configure;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use devpriv_core::{DevicePrivateOffset, Order, PAGE_SIZE, PageCount, Pfn};
-use devpriv_migrate::memory::{PMD_SIZE, VmFlags};
 use devpriv_migrate::swapops::make_device_private_entry;
-use devpriv_migrate::{Mm, PageVmaMappedWalk, Pte, PvmwFlags, SystemMemory};
+use devpriv_migrate::{
+    Memory, Mm, MmConfig, PMD_SIZE, PageVmaMappedWalk, Pte, PvmwFlags, SystemMemory, VmFlags,
+};
+use devpriv_pagemap::DevicePrivateSpace;
 use std::hint::black_box;
+use std::sync::Arc;
 
 const BASE: u64 = 0x7f00_0000_0000;
 
@@ -42,10 +45,13 @@ fn count(mut w: PageVmaMappedWalk<'_>) -> u64 {
 }
 
 fn bench_walk(c: &mut Criterion) {
-    let mut mm = Mm::default();
-    mm.mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW).unwrap();
-    let mem = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(1024)).unwrap();
-    let folio = mem.alloc_folio(Order::HPAGE_PMD).unwrap();
+    let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(1024)).unwrap();
+    let mem = Memory::new(Arc::new(sys), Arc::new(DevicePrivateSpace::new()));
+    let mm = Mm::new(&mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW)
+        .unwrap();
+    let folio = mem.sys().alloc_folio(Order::HPAGE_PMD).unwrap();
     mm.map_folio_ptes(BASE, folio, true).unwrap();
     // A second table of device-private entries.
     let dp_base = BASE + PMD_SIZE;

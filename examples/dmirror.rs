@@ -14,11 +14,12 @@
 //! 0; every step is checked with an assertion.
 
 use devpriv::core::{Errno, Order, PAGE_SIZE, PageCount, Pfn};
-use devpriv::migrate::memory::{PMD_SIZE, VmFlags};
-use devpriv::migrate::test_hmm::{
+use devpriv::drivers::test_hmm::{
     Dmirror, DmirrorConfig, DmirrorDevice, DmirrorProt, HmmDmirrorCmd,
 };
-use devpriv::migrate::{FaultFlags, Memory, Mm, SystemMemory, handle_mm_fault};
+use devpriv::migrate::{
+    FaultFlags, Memory, Mm, MmConfig, PMD_SIZE, SystemMemory, VmFlags, handle_mm_fault,
+};
 use devpriv::pagemap::{DevicePrivateSpace, Owner};
 use std::sync::Arc;
 
@@ -70,19 +71,19 @@ fn main() -> Result<(), Errno> {
     report("dev0 at init (one chunk of pages)", &dev0);
 
     // A process: 16 small pages, then a 2 MiB THP.
-    let mut mm = Mm::default();
-    mm.mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW)?;
+    let mm = Mm::new(&mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW)?;
     let f = mem.sys().alloc_folio(Order::HPAGE_PMD)?;
     mm.map_folio_pmd(THP, f, true)?;
     f.put()?;
-    let mm = Arc::new(mm);
     for a in (BASE..BASE + 16 * PAGE_SIZE)
         .chain(THP..THP + PMD_SIZE)
         .step_by(4096)
     {
-        if mm.write_user(mem.sys(), a, value(a)).is_err() {
-            handle_mm_fault(&mem, &mm, a, FaultFlags::WRITE)?;
-            mm.write_user(mem.sys(), a, value(a))?;
+        if mm.write_user(a, value(a)).is_err() {
+            handle_mm_fault(&mm, a, FaultFlags::WRITE)?;
+            mm.write_user(a, value(a))?;
         }
     }
     let (m0, m1): (Dmirror, Dmirror) = (dev0.open(&mm), dev1.open(&mm));
@@ -120,12 +121,12 @@ fn main() -> Result<(), Errno> {
     }
 
     println!("\nCPU faults: read page 5, then one THP page");
-    handle_mm_fault(&mem, &mm, BASE + 5 * PAGE_SIZE, FaultFlags::READ)?;
+    handle_mm_fault(&mm, BASE + 5 * PAGE_SIZE, FaultFlags::READ)?;
     assert_eq!(
-        mm.read_user(mem.sys(), BASE + 5 * PAGE_SIZE),
+        mm.read_user(BASE + 5 * PAGE_SIZE),
         Ok(value(BASE + 5 * PAGE_SIZE))
     );
-    handle_mm_fault(&mem, &mm, THP + 100 * PAGE_SIZE, FaultFlags::READ)?;
+    handle_mm_fault(&mm, THP + 100 * PAGE_SIZE, FaultFlags::READ)?;
     assert!(mm.pmdp_get_lockless(THP).is_some_and(|p| p.is_trans_huge()));
     println!("  page 5 and the whole THP are back in RAM (a THP again)");
     report("dev0 after 2 migrate_to_ram", &dev0);
@@ -137,7 +138,7 @@ fn main() -> Result<(), Errno> {
         .chain(THP..THP + PMD_SIZE)
         .step_by(4096)
     {
-        assert_eq!(mm.read_user(mem.sys(), a), Ok(value(a)));
+        assert_eq!(mm.read_user(a), Ok(value(a)));
     }
     println!(
         "  pagemaps in the space: {spaces} -> {}; all data readable without a fault",

@@ -10,7 +10,7 @@
 //! `free_zone_device_folio()` → `folio_free` returns the block to the pool.
 //! The same seeded workload runs under the three reinit policies: `None`
 //! (6.19, before the fix), `AtFree` (Matt Brost's Jan 7 sketch) and
-//! `AtAlloc` (the merged fix). The logic lives in `devpriv::xe_pool`.
+//! `AtAlloc` (the merged fix). The logic lives in `devpriv::drivers::xe_pool`.
 //!
 //! Run: `cargo run --example xe_pool`
 //!
@@ -24,8 +24,8 @@
 //! example exits non-zero if `AtAlloc` (or `AtFree`) shows any hazard or if
 //! `None` shows none.
 
+use devpriv::drivers::xe_pool::{XeReport, render_summary, run_workload};
 use devpriv::pagemap::ReinitPolicy;
-use devpriv::xe_pool::{XeReport, render_summary, run_workload};
 use std::process::ExitCode;
 
 const THREADS: usize = 4;

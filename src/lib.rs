@@ -3,35 +3,25 @@
 //! Kernel: the device-private address-space series (Jordan Niethe, v6) and
 //! the large zone-device folio work around it; see `docs/kernel-map.md`.
 //!
-//! This crate re-exports the workspace crates under short names, and holds
-//! what the `devpriv` command line runs: the simulation, the quick lookup
-//! benchmark and the address-space map.
+//! This crate is the front door: it re-exports the workspace's library
+//! crates under short names. The `devpriv` command line is the
+//! `devpriv-cli` crate (`cargo run --release` in the repository root).
 //!
 //! | module | crate | kernel counterpart |
 //! |---|---|---|
 //! | [`core`] | `devpriv-core` | pfn/offset types, errno, RCU, `WARN_ON` |
 //! | [`rangetree`] | `devpriv-rangetree` | `lib/maple_tree.c` (`MT_FLAGS_ALLOC_RANGE`) |
 //! | [`pagemap`] | `devpriv-pagemap` | `mm/memremap.c`, `struct page`, `percpu_ref` |
-//! | [`migrate`] | `devpriv-migrate` | softleaf/PTE encodings, `page_vma_mapped_walk`, `migrate_vma_*`, `hmm_range_fault` |
-//! | [`xe_pool`] | (this crate) | an Xe-style shared VRAM pool (`drm_buddy`, `xe_svm.c`) under each reinit policy (seed 001) |
-//! | [`map`] | — | the address-space layout (`devpriv map`) |
-//! | [`quickbench`] | — | a quick lookup comparison (`devpriv bench`) |
-//! | [`simulate`] | — | the end-to-end workload (`devpriv simulate`, the default) |
-//! | [`stress`] | — | the stress harness: every operation on many threads, invariants checked throughout (`devpriv stress`) |
+//! | [`migrate`] | `devpriv-migrate` | softleaf/PTE encodings, `mm_struct`, `page_vma_mapped_walk`, `migrate_vma_*`, `hmm_range_fault` |
+//! | [`drivers`] | `devpriv-drivers` | `lib/test_hmm.c` (dmirror), an Xe-style shared VRAM pool (`drm_buddy`, `xe_svm.c`) |
 
 #![forbid(unsafe_code)]
 
 pub use devpriv_core as core;
+pub use devpriv_drivers as drivers;
 pub use devpriv_migrate as migrate;
 pub use devpriv_pagemap as pagemap;
 pub use devpriv_rangetree as rangetree;
-
-pub mod xe_pool;
-
-pub mod map;
-pub mod quickbench;
-pub mod simulate;
-pub mod stress;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -14,6 +14,7 @@
 //! - the kernel constants ([`consts`]), with `MAX_PHYSMEM_BITS` chosen at run
 //!   time through [`PagingMode`];
 //! - [`Errno`], spelled as the kernel spells it;
+//! - [`flags!`], the one macro behind every flag set (`VM_*`, `PVMW_*`, ...);
 //! - the [`sync`] shim that switches to loom under `--cfg loom`;
 //! - [`srcu`], read-side sections and grace periods (the `rcu_read_lock()`
 //!   analogue every lock-free reader in the workspace uses);
@@ -21,6 +22,7 @@
 
 pub mod consts;
 pub mod errno;
+pub mod flags;
 #[cfg(loom)]
 pub mod mutant;
 pub mod random;

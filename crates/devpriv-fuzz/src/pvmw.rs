@@ -17,13 +17,17 @@
 use crate::naive;
 use arbitrary::Arbitrary;
 use devpriv_core::{DevicePrivateOffset, PageCount, PageFrame, PagingMode, Pfn};
-use devpriv_migrate::memory::{Mm, MmConfig, PMD_SIZE, VmFlags};
 use devpriv_migrate::pgtable::{_PAGE_PRESENT, _PAGE_PROTNONE, _PAGE_RW};
 use devpriv_migrate::swapops::{
     MigrationKind, make_device_exclusive_entry, make_device_private_entry, make_hwpoison_entry,
     make_migration_entry, make_pte_marker_entry, swp_entry,
 };
-use devpriv_migrate::{PageVmaMappedWalk, Pmd, Pte, PvmwFlags, PvmwTarget, Softleaf};
+use devpriv_migrate::{
+    Memory, Mm, MmConfig, PMD_SIZE, PageVmaMappedWalk, Pmd, Pte, PvmwFlags, PvmwTarget, Softleaf,
+    SystemMemory, VmFlags,
+};
+use devpriv_pagemap::DevicePrivateSpace;
+use std::sync::Arc;
 
 /// Where the VMA of the PMD walks starts.
 const BASE: u64 = 0x7f00_0000_0000;
@@ -202,6 +206,26 @@ pub fn run_check_pte_pmd(data: &[u8]) -> Result<(), String> {
     }
 }
 
+/// An address space for PMD walks: 4 PMDs of RW anon memory at `BASE`,
+/// over the smallest machine (the walk reads page tables only).
+fn walk_mm(mode: PagingMode, thp_migration: bool) -> Result<Arc<Mm>, String> {
+    let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(512))
+        .map_err(|e| format!("system memory: {e}"))?;
+    let mem = Memory::new(Arc::new(sys), Arc::new(DevicePrivateSpace::new()));
+    let mm = Mm::new(
+        &mem,
+        MmConfig {
+            paging: mode,
+            thp_migration,
+            ..MmConfig::default()
+        },
+    );
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, 4 * PMD_SIZE, VmFlags::RW)
+        .map_err(|e| format!("mmap: {e}"))?;
+    Ok(mm)
+}
+
 /// As [`run_check_pte_pmd`], on a decoded input.
 ///
 /// Kernel: none (model only).
@@ -235,7 +259,7 @@ pub fn run_input(input: &PvmwInput) -> Result<(), String> {
         || "target flags".to_owned(),
     )?;
     let swp_bits = mode.swp_pfn_bits();
-    let mut mm: Option<Mm> = None;
+    let mut mm: Option<Arc<Mm>> = None;
     for (i, probe) in input.probes.iter().take(crate::MAX_OPS).enumerate() {
         let at = || {
             format!(
@@ -274,23 +298,15 @@ pub fn run_input(input: &PvmwInput) -> Result<(), String> {
                 else {
                     continue;
                 };
-                let mm: &Mm = mm.get_or_insert_with(|| {
-                    let mut mm = Mm::new(MmConfig {
-                        paging: mode,
-                        thp_migration: input.thp_migration,
-                        ..MmConfig::default()
-                    });
-                    // INVARIANT: a fixed, aligned, empty range always maps.
-                    let _ = mm.mmap_anon(BASE, 4 * PMD_SIZE, VmFlags::RW);
-                    mm
-                });
+                let mm: &Mm = match &mut mm {
+                    Some(mm) => mm,
+                    None => mm.insert(walk_mm(mode, input.thp_migration)?),
+                };
                 let addr = BASE + PMD_SIZE;
                 mm.set_pmd(addr, pmd)
                     .map_err(|e| format!("{}: set_pmd({pmd:?}): {e}", at()))?;
-                let vma = mm
-                    .vmas()
-                    .first()
-                    .ok_or_else(|| format!("{}: no VMA", at()))?;
+                let vmas = mm.vmas();
+                let vma = vmas.first().ok_or_else(|| format!("{}: no VMA", at()))?;
                 let mut wflags = if input.migration {
                     PvmwFlags::MIGRATION
                 } else {

@@ -11,9 +11,10 @@
 //! [`HmmPfnLayout::V1_COLLIDING`]).
 
 use crate::leafops::Softleaf;
-use crate::memory::{FaultFlags, Mm, VmFaultResult, VmFlags, handle_mm_fault};
+use crate::memory::{FaultFlags, VmFaultResult, handle_mm_fault};
+use crate::memory_model::Memory;
+use crate::mm_types::{Mm, VmFlags};
 use crate::pgtable::{Pmd, Pte};
-use crate::rmap::Memory;
 use core::fmt;
 use devpriv_core::{
     DevicePrivateOffset, Errno, HPAGE_PMD_NR, Order, PAGE_SHIFT, PAGE_SIZE, PageFrame, Pfn,
@@ -338,7 +339,39 @@ enum Seen {
 /// [`Errno::EINVAL`] if the range is unaligned, empty, or `hmm_pfns` is
 /// shorter than it; [`Errno::EFAULT`] / [`Errno::EPERM`] / [`Errno::EBUSY`]
 /// as in the table; any error of the fault itself.
-pub fn hmm_range_fault(mem: &Memory, mm: &Arc<Mm>, range: &mut HmmRange) -> Result<(), Errno> {
+///
+/// # Examples
+///
+/// ```
+/// use devpriv_core::{Errno, PAGE_SIZE, PageCount, PageFrame, Pfn};
+/// use devpriv_migrate::{
+///     FaultFlags, HmmPfn, HmmRange, Memory, Mm, MmConfig, SystemMemory, VmFlags,
+///     handle_mm_fault, hmm_range_fault,
+/// };
+/// use devpriv_pagemap::DevicePrivateSpace;
+/// use std::sync::Arc;
+///
+/// let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(512))?;
+/// let mem = Memory::new(Arc::new(sys), Arc::new(DevicePrivateSpace::new()));
+/// let mm = Mm::new(&mem, MmConfig::default());
+/// let base = 0x7f00_0000_0000;
+/// mm.mmap_write_lock().mmap_anon(base, 2 * PAGE_SIZE, VmFlags::RW)?;
+/// handle_mm_fault(&mm, base, FaultFlags::WRITE)?;
+///
+/// // A snapshot: page 0 is present and writable, page 1 is a hole.
+/// let mut range = HmmRange::new(base, base + 2 * PAGE_SIZE, None);
+/// hmm_range_fault(&mm, &mut range)?;
+/// assert!(matches!(range.hmm_pfns[0].frame(), Some(PageFrame::Pfn(_))));
+/// assert_eq!(range.hmm_pfns[0].raw() & HmmPfn::WRITE, HmmPfn::WRITE);
+/// assert_eq!(range.hmm_pfns[1].raw(), 0);
+///
+/// // Asking for a fault fills the hole in.
+/// range.default_flags = HmmPfn::REQ_FAULT | HmmPfn::REQ_WRITE;
+/// hmm_range_fault(&mm, &mut range)?;
+/// assert!(range.hmm_pfns.iter().all(|p| p.frame().is_some()));
+/// # Ok::<(), Errno>(())
+/// ```
+pub fn hmm_range_fault(mm: &Arc<Mm>, range: &mut HmmRange) -> Result<(), Errno> {
     if !range.start.is_multiple_of(PAGE_SIZE)
         || !range.end.is_multiple_of(PAGE_SIZE)
         || range.end <= range.start
@@ -353,7 +386,7 @@ pub fn hmm_range_fault(mem: &Memory, mm: &Arc<Mm>, range: &mut HmmRange) -> Resu
     let mut faults = 0u32;
     while i < n {
         let addr = range.start + (i as u64) * PAGE_SIZE;
-        match hmm_page(mem, mm, range, addr, range.hmm_pfns[i])? {
+        match hmm_page(mm, range, addr, range.hmm_pfns[i])? {
             Seen::Report(v) => {
                 let old = range.hmm_pfns[i].raw();
                 range.hmm_pfns[i] = HmmPfn::from_raw((old & HMM_PFN_INOUT_FLAGS) | v);
@@ -369,7 +402,7 @@ pub fn hmm_range_fault(mem: &Memory, mm: &Arc<Mm>, range: &mut HmmRange) -> Resu
                 } else {
                     FaultFlags::READ
                 };
-                match handle_mm_fault(mem, mm, addr, flags) {
+                match handle_mm_fault(mm, addr, flags) {
                     Ok(VmFaultResult::Done) => {}
                     Ok(VmFaultResult::Retry) => return Err(Errno::EBUSY),
                     Err(Errno::ENOMEM) => return Err(Errno::ENOMEM),
@@ -382,14 +415,9 @@ pub fn hmm_range_fault(mem: &Memory, mm: &Arc<Mm>, range: &mut HmmRange) -> Resu
 }
 
 /// One page of the walk.
-fn hmm_page(
-    mem: &Memory,
-    mm: &Mm,
-    range: &HmmRange,
-    addr: u64,
-    req: HmmPfn,
-) -> Result<Seen, Errno> {
+fn hmm_page(mm: &Mm, range: &HmmRange, addr: u64, req: HmmPfn) -> Result<Seen, Errno> {
     let mode = mm.paging();
+    let mem = mm.memory();
     let Some(vma) = mm.vma_lookup(addr) else {
         return match need_fault(range, req, 0) {
             Need::None => Ok(Seen::Report(HmmPfn::ERROR)),

@@ -19,9 +19,12 @@
 //! - Only splits to order 0 (what migration uses).
 
 use crate::leafops::Softleaf;
-use crate::memory::Mm;
-use crate::pgtable::Pte;
-use crate::rmap::{AnyFolio, Memory, frame_to_folio};
+use crate::mm::{AnyFolio, frame_to_folio};
+use crate::mm_types::Mm;
+use crate::pgtable::{
+    _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, PMD_SIZE, Pte,
+};
+use crate::swapops::{MigrationKind, make_device_private_entry, make_migration_entry};
 use devpriv_core::{Errno, HPAGE_PMD_NR, Order, PageCount, PageFrame};
 use devpriv_pagemap::{Folio, split_unmapped_folio, zone_device_private_split_cb};
 
@@ -41,8 +44,9 @@ use devpriv_pagemap::{Folio, split_unmapped_folio, zone_device_private_split_cb}
 /// [`Errno::EFAULT`] if no page table covers `addr`; [`Errno::EINVAL`] if
 /// the PMD names a page no folio backs, or an entry cannot be encoded.
 /// Nothing changes on error.
-pub fn split_huge_pmd(mem: &Memory, mm: &Mm, addr: u64) -> Result<(), Errno> {
+pub fn split_huge_pmd(mm: &Mm, addr: u64) -> Result<(), Errno> {
     let mode = mm.paging();
+    let mem = mm.memory();
     let g = mm.pmd_lock(addr)?;
     let pmd = g.get();
     if pmd.is_none() || pmd.is_table() {
@@ -50,12 +54,8 @@ pub fn split_huge_pmd(mem: &Memory, mm: &Mm, addr: u64) -> Result<(), Errno> {
     }
     let guard = mem.space().read();
     if pmd.is_trans_huge() {
-        let flags = pmd.raw()
-            & (crate::pgtable::_PAGE_RW
-                | crate::pgtable::_PAGE_USER
-                | crate::pgtable::_PAGE_ACCESSED
-                | crate::pgtable::_PAGE_DIRTY
-                | crate::pgtable::_PAGE_PRESENT);
+        let flags =
+            pmd.raw() & (_PAGE_RW | _PAGE_USER | _PAGE_ACCESSED | _PAGE_DIRTY | _PAGE_PRESENT);
         let base = pmd.pfn();
         let (folio, _) = frame_to_folio(mem.sys(), &guard, base.into()).ok_or(Errno::EINVAL)?;
         g.populate(|i| {
@@ -81,17 +81,16 @@ pub fn split_huge_pmd(mem: &Memory, mm: &Mm, addr: u64) -> Result<(), Errno> {
             let PageFrame::DevicePrivate(off) = frame else {
                 return Err(Errno::EINVAL);
             };
-            crate::swapops::make_device_private_entry(entry.is_device_private_write(), off, mode)?
+            make_device_private_entry(entry.is_device_private_write(), off, mode)?
         } else if entry.is_migration() {
             let kind = if entry.is_migration_write() {
-                crate::swapops::MigrationKind::Write
+                MigrationKind::Write
             } else if entry.is_migration_read_exclusive() {
-                crate::swapops::MigrationKind::ReadExclusive
+                MigrationKind::ReadExclusive
             } else {
-                crate::swapops::MigrationKind::Read
+                MigrationKind::Read
             };
-            crate::swapops::make_migration_entry(kind, frame, mode)?
-                .with_flags(entry.to_flags(mode), mode)?
+            make_migration_entry(kind, frame, mode)?.with_flags(entry.to_flags(mode), mode)?
         } else {
             return Err(Errno::EINVAL);
         };
@@ -146,7 +145,7 @@ fn pmd_maps(mm: &Mm, haddr: u64, folio: AnyFolio<'_>) -> bool {
 /// - [`Errno::EAGAIN`]: someone other than the caller and the mappings
 ///   holds a reference (`can_split_folio()` fails); nothing is split (a
 ///   PMD mapping may already have been split into PTEs, as in the kernel).
-pub fn split_folio(mem: &Memory, mm: &Mm, folio: AnyFolio<'_>) -> Result<(), Errno> {
+pub fn split_folio(mm: &Mm, folio: AnyFolio<'_>) -> Result<(), Errno> {
     if !folio.is_large() || !folio.is_locked() {
         return Err(Errno::EINVAL);
     }
@@ -160,9 +159,9 @@ pub fn split_folio(mem: &Memory, mm: &Mm, folio: AnyFolio<'_>) -> Result<(), Err
             let Ok(addr) = vma.vma_address(folio.index(), folio.nr_pages()) else {
                 continue;
             };
-            let haddr = addr & !(crate::memory::PMD_SIZE - 1);
+            let haddr = addr & !(PMD_SIZE - 1);
             if pmd_maps(mm, haddr, folio) {
-                split_huge_pmd(mem, mm, haddr)?;
+                split_huge_pmd(mm, haddr)?;
             }
         }
     }
@@ -175,7 +174,7 @@ pub fn split_folio(mem: &Memory, mm: &Mm, folio: AnyFolio<'_>) -> Result<(), Err
     // Every new folio but the head's: unlock and drop the split's
     // temporary reference.
     for j in 1..nr {
-        if let Some(f) = new_folio(mem, folio, j) {
+        if let Some(f) = new_folio(folio, j) {
             f.unlock();
             f.put();
         }
@@ -209,14 +208,12 @@ pub fn split_unmapped_for_migration(folio: AnyFolio<'_>) -> Result<(), Errno> {
 }
 
 /// The new folio holding page `j` of the (split) `folio`.
-pub(crate) fn new_folio<'a>(mem: &'a Memory, folio: AnyFolio<'a>, j: u64) -> Option<AnyFolio<'a>> {
+fn new_folio(folio: AnyFolio<'_>, j: u64) -> Option<AnyFolio<'_>> {
     match folio {
         AnyFolio::Sys(f) => f.page_folio(j).map(AnyFolio::Sys),
-        AnyFolio::Dev(f) => {
-            let _ = mem;
-            f.nth_page(usize::try_from(j).ok()?)
-                .map(|p| AnyFolio::Dev(p.folio()))
-        }
+        AnyFolio::Dev(f) => f
+            .nth_page(usize::try_from(j).ok()?)
+            .map(|p| AnyFolio::Dev(p.folio())),
     }
 }
 
@@ -256,20 +253,19 @@ fn split_dev_to_order0(f: Folio<'_>) -> Result<(), Errno> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::memory::{PMD_SIZE, VmFlags};
-    use crate::page_alloc::SystemMemory;
-    use devpriv_core::{PAGE_SIZE, Pfn};
-    use devpriv_pagemap::DevicePrivateSpace;
-    use std::sync::Arc;
+    use crate::memory_model::test_memory;
+    use crate::mm_types::{MmConfig, VmFlags};
+    use devpriv_core::PAGE_SIZE;
 
     const BASE: u64 = 0x7f00_0000_0000;
 
     #[test]
     fn a_pmd_mapped_system_folio_splits_in_place() {
-        let sys = Arc::new(SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(1024)).unwrap());
-        let mem = Memory::new(sys, Arc::new(DevicePrivateSpace::new()));
-        let mut mm = Mm::default();
-        mm.mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW).unwrap();
+        let mem = test_memory(1024);
+        let mm = Mm::new(&mem, MmConfig::default());
+        mm.mmap_write_lock()
+            .mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW)
+            .unwrap();
         let f = mem.sys().alloc_folio(Order::HPAGE_PMD).unwrap();
         mm.map_folio_pmd(BASE, f, true).unwrap();
         mem.sys().write(f.page_pfn(7).unwrap(), 77).unwrap();
@@ -277,13 +273,13 @@ mod tests {
         assert!(f.trylock());
         // A stray reference blocks the split.
         f.get_many(1);
-        assert_eq!(split_folio(&mem, &mm, AnyFolio::Sys(f)), Err(Errno::EAGAIN));
+        assert_eq!(split_folio(&mm, AnyFolio::Sys(f)), Err(Errno::EAGAIN));
         assert!(
             mm.pmdp_get_lockless(BASE).unwrap().is_table(),
             "PMD split anyway"
         );
         f.put().unwrap();
-        split_folio(&mem, &mm, AnyFolio::Sys(f)).unwrap();
+        split_folio(&mm, AnyFolio::Sys(f)).unwrap();
         assert_eq!(f.order(), Order::ZERO);
         assert_eq!(f.refcount(), 2, "its mapping plus the caller's reference");
         let t = mem
@@ -297,7 +293,7 @@ mod tests {
             .unwrap();
         assert_eq!((t.refcount(), t.mapcount(), t.is_locked()), (1, 1, false));
         assert_eq!(t.index(), f.index() + 7);
-        assert_eq!(mm.read_user(mem.sys(), BASE + 7 * PAGE_SIZE), Ok(77));
+        assert_eq!(mm.read_user(BASE + 7 * PAGE_SIZE), Ok(77));
         f.unlock().unwrap();
     }
 }

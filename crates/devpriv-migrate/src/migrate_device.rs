@@ -1,17 +1,12 @@
-//! Device migration: the `MIGRATE_PFN_*` encoding of `migrate_vma::src/dst`
-//! and the migration flow between system RAM and device-private memory.
+//! Device migration: the flow that moves pages between system RAM and
+//! device-private memory, filling the [`MigrateVma`] arrays of
+//! [`migrate`](crate::migrate).
 //!
-//! Kernel: `include/linux/migrate.h` (`MIGRATE_PFN_*`, `migrate_pfn()`,
-//! `migrate_pfn_to_page()`, `struct migrate_vma`), series v6 patches 01/13,
-//! 03/13, 04/13; `mm/migrate_device.c` (`migrate_vma_setup()`,
+//! Kernel: `mm/migrate_device.c` (`migrate_vma_setup()`,
 //! `migrate_vma_pages()`, `migrate_vma_finalize()`,
 //! `migrate_device_range()`, `migrate_device_pfns()`,
-//! `migrate_device_pages()`, `migrate_device_finalize()`).
-//!
-//! An mpfn is `index << 6 | flags`. The series adds
-//! `MIGRATE_PFN_DEVICE_PRIVATE` (bit 5): with it, the index is a
-//! device-private offset, not a pfn. [`MigratePfn`] keeps the kernel bits
-//! and decodes to a typed [`PageFrame`].
+//! `migrate_device_pages()`, `migrate_device_finalize()`), series v6
+//! patches 03/13 and 04/13.
 //!
 //! # The flow (kernel-semantics §8)
 //!
@@ -33,9 +28,10 @@
 //!
 //! # Differences from the kernel
 //!
-//! - System memory and the device-private space are passed as a
-//!   [`Memory`]; the rmap walk covers the one [`Mm`] the caller names (a
-//!   `MigrateVma`'s, or an explicit one for `migrate_device_*`).
+//! - The rmap walk covers the one [`Mm`] the caller names (a
+//!   `MigrateVma`'s, or an explicit one for `migrate_device_*`); the
+//!   machine's memory is that `Mm`'s (or, for [`migrate_device_pages`],
+//!   which has no address space, the [`Memory`] passed).
 //! - `folio_lock()` where the kernel sleeps is a trylock that gives up (the
 //!   page is skipped, as for a failed `folio_trylock()`).
 //! - No LRU isolation, swap cache, memcg charge, MMU notifier, TLB flush,
@@ -51,351 +47,25 @@
 
 use crate::huge_memory::{split_folio, split_huge_pmd, split_unmapped_for_migration};
 use crate::leafops::Softleaf;
-use crate::memory::{Mm, PMD_SIZE, PmdGuard, VmFlags, Vma};
-use crate::pgtable::{_PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, Pmd, Pte};
+use crate::memory_model::Memory;
+use crate::migrate::{MigratePfn, MigrateVma, MigrateVmaFlags, PMD_NR, flags_only, or};
+use crate::mm::{AnyFolio, frame_to_folio};
+use crate::mm_types::{Mm, VmFlags, Vma};
+use crate::pgtable::{
+    _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, PMD_SIZE, Pmd, Pte,
+};
+use crate::pgtable_generic::PmdGuard;
 use crate::rmap::{
-    AnyFolio, Memory, frame_to_folio, pmd_to_migration_entry, pte_to_migration_entry,
-    remove_migration_ptes, try_to_migrate,
+    pmd_to_migration_entry, pte_to_migration_entry, remove_migration_ptes, try_to_migrate,
 };
 use crate::swapops::make_device_private_entry;
-use core::fmt;
 use devpriv_core::{
-    DevicePrivateOffset, Errno, HPAGE_PMD_NR, Order, PAGE_SHIFT, PAGE_SIZE, PageCount, PageFrame,
-    Pfn, warn_on,
+    DevicePrivateOffset, Errno, Order, PAGE_SHIFT, PAGE_SIZE, PageCount, PageFrame, warn_on,
 };
-use devpriv_pagemap::{Owner, SpaceReadGuard};
+use devpriv_pagemap::SpaceReadGuard;
 
-/// An entry of `migrate_vma::src` / `dst`: a frame plus `MIGRATE_PFN_*`
-/// flags.
-///
-/// Kernel: `unsigned long` mpfn, `include/linux/migrate.h`.
-///
-/// # Invariants
-///
-/// Bit 2 (unused by the kernel) is clear.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[repr(transparent)]
-pub struct MigratePfn(u64);
-
-impl fmt::Debug for MigratePfn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MigratePfn({:#x}, {:?})", self.0, self.frame())
-    }
-}
-
-impl MigratePfn {
-    /// Kernel: `MIGRATE_PFN_VALID` (bit 0).
-    pub const VALID: u64 = 1 << 0;
-    /// Kernel: `MIGRATE_PFN_MIGRATE` (bit 1).
-    pub const MIGRATE: u64 = 1 << 1;
-    /// Kernel: `MIGRATE_PFN_WRITE` (bit 3).
-    pub const WRITE: u64 = 1 << 3;
-    /// Kernel: `MIGRATE_PFN_COMPOUND` (bit 4).
-    pub const COMPOUND: u64 = 1 << 4;
-    /// The index is a device-private offset.
-    ///
-    /// Kernel: `MIGRATE_PFN_DEVICE_PRIVATE` (bit 5, series 04/13).
-    pub const DEVICE_PRIVATE: u64 = 1 << 5;
-    /// Kernel: `MIGRATE_PFN_SHIFT` (6).
-    pub const SHIFT: u32 = 6;
-    /// Every defined flag bit.
-    ///
-    /// Kernel: none (model only).
-    pub const FLAGS: u64 =
-        Self::VALID | Self::MIGRATE | Self::WRITE | Self::COMPOUND | Self::DEVICE_PRIVATE;
-    /// Largest index an mpfn can hold (2^58 - 1).
-    ///
-    /// Kernel: none (model only).
-    pub const MAX_INDEX: u64 = (1 << (64 - Self::SHIFT)) - 1;
-
-    /// The empty entry (0): not valid, nothing to migrate.
-    ///
-    /// Kernel: none (model only).
-    pub const NONE: MigratePfn = MigratePfn(0);
-
-    /// A valid mpfn for `frame`, with `DEVICE_PRIVATE` set for a
-    /// device-private offset.
-    ///
-    /// Kernel: `migrate_pfn(pfn)` and the series' `migrate_pfn_from_page()`
-    /// (01/13).
-    ///
-    /// # Errors
-    ///
-    /// [`Errno::EINVAL`] if the index is above [`MigratePfn::MAX_INDEX`]
-    /// (C would shift its top bits out).
-    pub const fn new(frame: PageFrame) -> Result<MigratePfn, Errno> {
-        let raw = frame.raw_index();
-        if raw > Self::MAX_INDEX {
-            return Err(Errno::EINVAL);
-        }
-        let dp = if frame.is_device_private() {
-            Self::DEVICE_PRIVATE
-        } else {
-            0
-        };
-        Ok(MigratePfn((raw << Self::SHIFT) | Self::VALID | dp))
-    }
-
-    /// An mpfn from its raw value.
-    ///
-    /// # Errors
-    ///
-    /// [`Errno::EINVAL`] if bit 2 (undefined) is set.
-    ///
-    /// Kernel: none (model only).
-    pub const fn from_raw(val: u64) -> Result<MigratePfn, Errno> {
-        if val & ((1 << Self::SHIFT) - 1) & !Self::FLAGS != 0 {
-            return Err(Errno::EINVAL);
-        }
-        Ok(MigratePfn(val))
-    }
-
-    /// The raw value.
-    ///
-    /// Kernel: none (model only).
-    pub const fn raw(self) -> u64 {
-        self.0
-    }
-
-    /// The flag bits.
-    ///
-    /// Kernel: none (model only).
-    pub const fn flags(self) -> u64 {
-        self.0 & Self::FLAGS
-    }
-
-    /// `true` if every bit of `flags` is set.
-    ///
-    /// Kernel: none (model only).
-    pub const fn contains(self, flags: u64) -> bool {
-        self.0 & flags == flags
-    }
-
-    /// The same mpfn with `flags` set.
-    ///
-    /// # Errors
-    ///
-    /// [`Errno::EINVAL`] if `flags` has bits outside
-    /// `VALID | MIGRATE | WRITE | COMPOUND` (`DEVICE_PRIVATE` comes from the
-    /// frame only).
-    ///
-    /// Kernel: none (model only).
-    pub const fn with(self, flags: u64) -> Result<MigratePfn, Errno> {
-        if flags & !(Self::FLAGS & !Self::DEVICE_PRIVATE) != 0 {
-            return Err(Errno::EINVAL);
-        }
-        Ok(MigratePfn(self.0 | flags))
-    }
-
-    /// The same mpfn with `flags` cleared (`DEVICE_PRIVATE` cannot be
-    /// cleared: it says what the index is).
-    ///
-    /// Kernel: none (model only).
-    #[must_use]
-    pub const fn without(self, flags: u64) -> MigratePfn {
-        MigratePfn(self.0 & !(flags & !Self::DEVICE_PRIVATE))
-    }
-
-    /// The frame, or `None` unless `VALID`.
-    ///
-    /// Kernel: `migrate_pfn_to_page()` after the series (offset lookup when
-    /// `MIGRATE_PFN_DEVICE_PRIVATE`, else `pfn_to_page(mpfn >> 6)`), without
-    /// the page lookup.
-    pub const fn frame(self) -> Option<PageFrame> {
-        if self.0 & Self::VALID == 0 {
-            return None;
-        }
-        let raw = self.0 >> Self::SHIFT;
-        Some(if self.0 & Self::DEVICE_PRIVATE != 0 {
-            PageFrame::DevicePrivate(DevicePrivateOffset::new(raw))
-        } else {
-            PageFrame::Pfn(Pfn::new(raw))
-        })
-    }
-
-    /// The mpfn `n` pages further on, keeping every flag bit: how
-    /// `migrate_device_range()` steps through its range.
-    ///
-    /// Kernel: `start_mpfn + (i << MIGRATE_PFN_SHIFT)` (series 03/13).
-    ///
-    /// # Errors
-    ///
-    /// [`Errno::EINVAL`] if the index would pass [`MigratePfn::MAX_INDEX`].
-    pub const fn checked_add(self, n: PageCount) -> Result<MigratePfn, Errno> {
-        let raw = self.0 >> Self::SHIFT;
-        match raw.checked_add(n.get()) {
-            Some(i) if i <= Self::MAX_INDEX => Ok(MigratePfn(
-                (i << Self::SHIFT) | (self.0 & ((1 << Self::SHIFT) - 1)),
-            )),
-            _ => Err(Errno::EINVAL),
-        }
-    }
-}
-
-/// Pages of a PMD, as `usize`.
-const PMD_NR: usize = 512;
-const _: () = assert!(PMD_NR as u64 == HPAGE_PMD_NR);
-
-/// A `MigratePfn` with only flag bits (no frame): what holes get.
-const fn flags_only(bits: u64) -> MigratePfn {
-    MigratePfn(bits)
-}
-
-/// `mpfn | bits`, for flag bits other than `DEVICE_PRIVATE`.
-fn or(m: MigratePfn, bits: u64) -> MigratePfn {
-    MigratePfn(m.0 | (bits & !MigratePfn::DEVICE_PRIVATE))
-}
-
-/// Which pages [`migrate_vma_setup`] selects.
-///
-/// Kernel: `enum migrate_vma_direction` (`MIGRATE_VMA_SELECT_*`),
-/// `include/linux/migrate.h`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct MigrateVmaFlags(u32);
-
-impl MigrateVmaFlags {
-    /// Nothing selected.
-    ///
-    /// Kernel: none (model only).
-    pub const NONE: MigrateVmaFlags = MigrateVmaFlags(0);
-    /// System RAM pages (and holes, and the zero page).
-    ///
-    /// Kernel: `MIGRATE_VMA_SELECT_SYSTEM`.
-    pub const SELECT_SYSTEM: MigrateVmaFlags = MigrateVmaFlags(1 << 0);
-    /// Device-private pages whose pgmap owner is `pgmap_owner`.
-    ///
-    /// Kernel: `MIGRATE_VMA_SELECT_DEVICE_PRIVATE`.
-    pub const SELECT_DEVICE_PRIVATE: MigrateVmaFlags = MigrateVmaFlags(1 << 1);
-    /// Device-coherent pages (none exist in the model).
-    ///
-    /// Kernel: `MIGRATE_VMA_SELECT_DEVICE_COHERENT`.
-    pub const SELECT_DEVICE_COHERENT: MigrateVmaFlags = MigrateVmaFlags(1 << 2);
-    /// Collect PMD-sized folios and holes as one `MIGRATE_PFN_COMPOUND`
-    /// entry.
-    ///
-    /// Kernel: `MIGRATE_VMA_SELECT_COMPOUND`.
-    pub const SELECT_COMPOUND: MigrateVmaFlags = MigrateVmaFlags(1 << 3);
-
-    /// The raw bits.
-    ///
-    /// Kernel: none (model only).
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-
-    /// Flags from raw bits.
-    ///
-    /// Kernel: none (model only).
-    ///
-    /// # Errors
-    ///
-    /// [`Errno::EINVAL`] for bits the kernel does not define.
-    pub const fn from_bits(bits: u32) -> Result<MigrateVmaFlags, Errno> {
-        if bits & !0xf != 0 {
-            return Err(Errno::EINVAL);
-        }
-        Ok(MigrateVmaFlags(bits))
-    }
-
-    /// `true` if every bit of `other` is set.
-    ///
-    /// Kernel: none (model only).
-    pub const fn contains(self, other: MigrateVmaFlags) -> bool {
-        self.0 & other.0 == other.0
-    }
-}
-
-impl core::ops::BitOr for MigrateVmaFlags {
-    type Output = MigrateVmaFlags;
-    fn bitor(self, rhs: MigrateVmaFlags) -> MigrateVmaFlags {
-        MigrateVmaFlags(self.0 | rhs.0)
-    }
-}
-
-/// The arguments and results of one `migrate_vma_*` round.
-///
-/// Kernel: `struct migrate_vma`, `include/linux/migrate.h`.
-///
-/// # Differences from the kernel
-///
-/// - `mm` stands for `vma->vm_mm`; `vma` must be one of its VMAs.
-/// - `src` and `dst` are owned vectors that [`MigrateVma::new`] sizes to
-///   the range (the kernel's caller passes arrays); shortening them makes
-///   [`migrate_vma_setup`] fail with `EINVAL`, as a `NULL` array does.
-/// - `fault_page` is the device-private offset of the page, not a
-///   `struct page *`; `pgmap_owner` is `None` for `NULL`.
-pub struct MigrateVma<'a> {
-    /// Kernel: `vma->vm_mm`.
-    pub mm: &'a Mm,
-    /// Kernel: `migrate_vma::vma`.
-    pub vma: &'a Vma,
-    /// Kernel: `migrate_vma::start`.
-    pub start: u64,
-    /// Kernel: `migrate_vma::end` (trimmed by collect to what was walked).
-    pub end: u64,
-    /// Kernel: `migrate_vma::src`.
-    pub src: Vec<MigratePfn>,
-    /// Kernel: `migrate_vma::dst`.
-    pub dst: Vec<MigratePfn>,
-    /// Entries still migrating after setup. Kernel: `migrate_vma::cpages`.
-    pub cpages: u64,
-    /// Entries collected. Kernel: `migrate_vma::npages`.
-    pub npages: u64,
-    /// Kernel: `migrate_vma::pgmap_owner`.
-    pub pgmap_owner: Option<Owner>,
-    /// Kernel: `migrate_vma::flags`.
-    pub flags: MigrateVmaFlags,
-    /// The locked device-private page a CPU fault is migrating.
-    ///
-    /// Kernel: `migrate_vma::fault_page`.
-    pub fault_page: Option<DevicePrivateOffset>,
-}
-
-impl fmt::Debug for MigrateVma<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MigrateVma")
-            .field("start", &format_args!("{:#x}", self.start))
-            .field("end", &format_args!("{:#x}", self.end))
-            .field("cpages", &self.cpages)
-            .field("npages", &self.npages)
-            .field("pgmap_owner", &self.pgmap_owner)
-            .field("flags", &self.flags)
-            .field("fault_page", &self.fault_page)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<'a> MigrateVma<'a> {
-    /// Arguments for migrating `[start, end)` of `vma`, with `src`/`dst`
-    /// sized for the part of the range inside the VMA.
-    ///
-    /// Kernel: the caller's initialisation of `struct migrate_vma`.
-    pub fn new(
-        mm: &'a Mm,
-        vma: &'a Vma,
-        start: u64,
-        end: u64,
-        flags: MigrateVmaFlags,
-        pgmap_owner: Option<Owner>,
-    ) -> MigrateVma<'a> {
-        let lo = start.max(vma.start());
-        let hi = end.min(vma.end());
-        let n = usize::try_from(hi.saturating_sub(lo).div_ceil(PAGE_SIZE)).unwrap_or(0);
-        MigrateVma {
-            mm,
-            vma,
-            start,
-            end,
-            src: vec![MigratePfn::NONE; n],
-            dst: vec![MigratePfn::NONE; n],
-            cpages: 0,
-            npages: 0,
-            pgmap_owner,
-            flags,
-            fault_page: None,
-        }
-    }
-
+/// Collection: how `migrate_vma_collect()` fills `src`.
+impl MigrateVma<'_> {
     fn push(&mut self, m: MigratePfn) {
         let Ok(i) = usize::try_from(self.npages) else {
             return;
@@ -490,12 +160,56 @@ fn fault_folio<'g>(
 /// the page-masked range is empty, starts outside the VMA or ends past it;
 /// `src` or `dst` is shorter than the range; `fault_page` names no
 /// device-private page or one whose folio is not locked.
-pub fn migrate_vma_setup(mem: &Memory, args: &mut MigrateVma<'_>) -> Result<(), Errno> {
+///
+/// # Examples
+///
+/// One round, moving a page to a new system page (a device driver does
+/// the same with a device folio from `zone_device_folio_init()`):
+///
+/// ```
+/// use devpriv_core::{Errno, Order, PAGE_SIZE, PageCount, PageFrame, Pfn};
+/// use devpriv_migrate::{
+///     FaultFlags, Memory, MigratePfn, MigrateVma, MigrateVmaFlags, Mm, MmConfig, SystemMemory,
+///     VmFlags, handle_mm_fault, migrate_vma_finalize, migrate_vma_pages, migrate_vma_setup,
+/// };
+/// use devpriv_pagemap::DevicePrivateSpace;
+/// use std::sync::Arc;
+///
+/// let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(512))?;
+/// let mem = Memory::new(Arc::new(sys), Arc::new(DevicePrivateSpace::new()));
+/// let mm = Mm::new(&mem, MmConfig::default());
+/// let base = 0x7f00_0000_0000;
+/// let vma = mm.mmap_write_lock().mmap_anon(base, PAGE_SIZE, VmFlags::RW)?;
+/// handle_mm_fault(&mm, base, FaultFlags::WRITE)?;
+/// mm.write_user(base, 42)?;
+///
+/// let sel = MigrateVmaFlags::SELECT_SYSTEM;
+/// let mut args = MigrateVma::new(&mm, &vma, base, base + PAGE_SIZE, sel, None);
+/// // 1. Collect, lock and unmap.
+/// migrate_vma_setup(&mut args)?;
+/// assert_eq!(args.cpages, 1);
+/// // 2. The driver: a locked destination per migrating entry, data copied.
+/// for (_, src, dst) in args.entries_mut() {
+///     let Some(PageFrame::Pfn(old)) = src.frame() else { continue };
+///     let new = mem.sys().alloc_folio(Order::ZERO)?;
+///     assert!(new.trylock());
+///     mem.sys().write(new.pfn(), mem.sys().read(old)?)?;
+///     *dst = MigratePfn::new(new.pfn().into())?;
+/// }
+/// // 3. Move the anon identity; 4. map the destinations, unlock, put.
+/// migrate_vma_pages(&mut args);
+/// migrate_vma_finalize(&mut args);
+/// assert_eq!(mm.read_user(base), Ok(42));
+/// assert_eq!(mem.sys().nr_free(), 511, "the old page was freed");
+/// # Ok::<(), Errno>(())
+/// ```
+pub fn migrate_vma_setup(args: &mut MigrateVma<'_>) -> Result<(), Errno> {
+    let mm = args.mm;
     let nr_pages = (i128::from(args.end) - i128::from(args.start)) >> PAGE_SHIFT;
     let start = args.start & !(PAGE_SIZE - 1);
     let end = args.end & !(PAGE_SIZE - 1);
     let vma = args.vma;
-    if !args.mm.vmas().iter().any(|v| core::ptr::eq(v, vma)) || nr_pages <= 0 {
+    if !mm.has_vma(vma) || nr_pages <= 0 {
         return Err(Errno::EINVAL);
     }
     if start < vma.start() || start >= vma.end() || end <= vma.start() || end > vma.end() {
@@ -506,7 +220,7 @@ pub fn migrate_vma_setup(mem: &Memory, args: &mut MigrateVma<'_>) -> Result<(), 
         return Err(Errno::EINVAL);
     }
     if let Some(off) = args.fault_page {
-        let guard = mem.space().read();
+        let guard = mm.memory().space().read();
         let page = guard.device_private_offset_to_page(off);
         if page.is_none_or(|p| !p.folio().test_locked()) {
             return Err(Errno::EINVAL);
@@ -518,21 +232,21 @@ pub fn migrate_vma_setup(mem: &Memory, args: &mut MigrateVma<'_>) -> Result<(), 
     args.dst[..walked].fill(MigratePfn::NONE);
     args.cpages = 0;
     args.npages = 0;
-    migrate_vma_collect(mem, args);
+    migrate_vma_collect(args);
     if args.cpages > 0 {
         let n = usize::try_from(args.npages).unwrap_or(0);
-        args.cpages = migrate_device_unmap(mem, args.mm, &mut args.src[..n], args.fault_page);
+        args.cpages = migrate_device_unmap(mm, &mut args.src[..n], args.fault_page);
     }
     Ok(())
 }
 
 /// Kernel: `migrate_vma_collect()`: one `migrate_vma_collect_pmd()` per
 /// PMD-sized window, then `end` trimmed to what was collected.
-fn migrate_vma_collect(mem: &Memory, args: &mut MigrateVma<'_>) {
+fn migrate_vma_collect(args: &mut MigrateVma<'_>) {
     let mut addr = args.start;
     while addr < args.end {
         let next = ((addr & !(PMD_SIZE - 1)) + PMD_SIZE).min(args.end);
-        collect_pmd(mem, args, addr, next);
+        collect_pmd(args, addr, next);
         addr = next;
     }
     args.end = args.start + (args.npages << PAGE_SHIFT);
@@ -554,8 +268,9 @@ enum Huge {
 const MAX_AGAIN: u32 = 16;
 
 /// Kernel: `migrate_vma_collect_pmd()`.
-fn collect_pmd(mem: &Memory, args: &mut MigrateVma<'_>, start: u64, end: u64) {
+fn collect_pmd(args: &mut MigrateVma<'_>, start: u64, end: u64) {
     let mm = args.mm;
+    let mem = mm.memory();
     let mode = mm.paging();
     let mut addr = start;
     let mut tries = 0;
@@ -576,7 +291,7 @@ fn collect_pmd(mem: &Memory, args: &mut MigrateVma<'_>, start: u64, end: u64) {
             return;
         }
         if pmd.is_trans_huge() || !pmd.is_present() {
-            match collect_huge_pmd(mem, &guard, args, addr, end, fault) {
+            match collect_huge_pmd(&guard, args, addr, end, fault) {
                 Huge::Done => return,
                 Huge::Again => continue 'again,
                 Huge::Fallthrough => {}
@@ -643,7 +358,7 @@ fn collect_pmd(mem: &Memory, args: &mut MigrateVma<'_>, start: u64, end: u64) {
             }
             if folio.is_large() {
                 drop(g);
-                if migrate_vma_split_folio(mem, mm, folio, args.fault_page).is_err() {
+                if migrate_vma_split_folio(mm, folio, args.fault_page).is_err() {
                     args.skip(addr, end);
                     return;
                 }
@@ -701,7 +416,6 @@ fn collect_pmd(mem: &Memory, args: &mut MigrateVma<'_>, start: u64, end: u64) {
 
 /// Kernel: `migrate_vma_collect_huge_pmd()`.
 fn collect_huge_pmd(
-    mem: &Memory,
     guard: &SpaceReadGuard<'_>,
     args: &mut MigrateVma<'_>,
     start: u64,
@@ -709,6 +423,7 @@ fn collect_huge_pmd(
     fault: Option<AnyFolio<'_>>,
 ) -> Huge {
     let mm = args.mm;
+    let mem = mm.memory();
     let mode = mm.paging();
     let Ok(g) = mm.pmd_lock(start) else {
         args.skip(start, end);
@@ -789,7 +504,7 @@ fn collect_huge_pmd(
         folio.put();
         return Huge::Fallthrough;
     }
-    let ret = split_folio(mem, mm, folio);
+    let ret = split_folio(mm, folio);
     if !is_fault {
         folio.unlock();
     }
@@ -829,12 +544,11 @@ fn set_pmd_migration_entry(
 ///
 /// Kernel: `migrate_vma_split_folio()`, `mm/migrate_device.c`.
 fn migrate_vma_split_folio(
-    mem: &Memory,
     mm: &Mm,
     folio: AnyFolio<'_>,
     fault_page: Option<DevicePrivateOffset>,
 ) -> Result<(), Errno> {
-    let guard = mem.space().read();
+    let guard = mm.memory().space().read();
     let fault = fault_folio(&guard, fault_page);
     if fault != Some(folio) {
         folio.get();
@@ -843,7 +557,7 @@ fn migrate_vma_split_folio(
             return Err(Errno::EAGAIN);
         }
     }
-    if let Err(e) = split_folio(mem, mm, folio) {
+    if let Err(e) = split_folio(mm, folio) {
         if fault != Some(folio) {
             folio.unlock();
             folio.put();
@@ -892,11 +606,11 @@ fn check_page(folio: AnyFolio<'_>, is_fault_page: bool) -> bool {
 ///
 /// No LRU isolation (system folios keep the reference collect took).
 fn migrate_device_unmap(
-    mem: &Memory,
     mm: &Mm,
     src: &mut [MigratePfn],
     fault_page: Option<DevicePrivateOffset>,
 ) -> u64 {
+    let mem = mm.memory();
     let guard = mem.space().read();
     let fault = fault_folio(&guard, fault_page);
     let fault_frame = fault_page.map(PageFrame::DevicePrivate);
@@ -979,11 +693,42 @@ struct VmaCtx<'a> {
 ///
 /// See the module documentation (`extra_cnt`); `folio_migrate_flags()` is
 /// not modelled (the model's folios carry no such flags).
-pub fn migrate_vma_pages(mem: &Memory, args: &mut MigrateVma<'_>) {
-    let n = usize::try_from(args.npages)
-        .unwrap_or(0)
-        .min(args.src.len())
-        .min(args.dst.len());
+///
+/// # Examples
+///
+/// An entry without a destination does not migrate: `migrate_vma_pages`
+/// clears its `MIGRATE` and [`migrate_vma_finalize`] puts the page back
+/// (the whole round is in [`migrate_vma_setup`]'s example).
+///
+/// ```
+/// # use devpriv_core::{Errno, PAGE_SIZE, PageCount, Pfn};
+/// # use devpriv_migrate::{
+/// #     FaultFlags, Memory, MigratePfn, MigrateVma, MigrateVmaFlags, Mm, MmConfig, SystemMemory,
+/// #     VmFlags, handle_mm_fault, migrate_vma_finalize, migrate_vma_pages, migrate_vma_setup,
+/// # };
+/// # use devpriv_pagemap::DevicePrivateSpace;
+/// # use std::sync::Arc;
+/// # let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(512))?;
+/// # let mem = Memory::new(Arc::new(sys), Arc::new(DevicePrivateSpace::new()));
+/// # let mm = Mm::new(&mem, MmConfig::default());
+/// # let base = 0x7f00_0000_0000;
+/// let vma = mm.mmap_write_lock().mmap_anon(base, PAGE_SIZE, VmFlags::RW)?;
+/// handle_mm_fault(&mm, base, FaultFlags::WRITE)?;
+/// mm.write_user(base, 42)?;
+/// let sel = MigrateVmaFlags::SELECT_SYSTEM;
+/// let mut args = MigrateVma::new(&mm, &vma, base, base + PAGE_SIZE, sel, None);
+/// migrate_vma_setup(&mut args)?;
+/// assert!(mm.read_user(base).is_err(), "a migration entry in the PTE");
+/// migrate_vma_pages(&mut args); // no dst was filled in
+/// assert!(!args.src[0].contains(MigratePfn::MIGRATE));
+/// migrate_vma_finalize(&mut args);
+/// assert_eq!(mm.read_user(base), Ok(42), "restored");
+/// # Ok::<(), Errno>(())
+/// ```
+pub fn migrate_vma_pages(args: &mut MigrateVma<'_>) {
+    let n = args.nr_collected();
+    let mm = args.mm;
+    let mem = mm.memory();
     let ctx = VmaCtx {
         mm: args.mm,
         vma: args.vma,
@@ -1040,7 +785,6 @@ fn migrate_pages_inner(
             while j < nr && i + j < npages {
                 src[i + j] = or(src[i + j], MigratePfn::MIGRATE);
                 migrate_vma_insert_page(
-                    mem,
                     &guard,
                     c,
                     addr + (j as u64) * PAGE_SIZE,
@@ -1064,8 +808,7 @@ fn migrate_pages_inner(
                 };
                 nr = usize::try_from(folio.nr_pages()).unwrap_or(1).max(1);
                 let addr = c.start + (i as u64) * PAGE_SIZE;
-                if migrate_vma_split_unmapped_folio(mem, c.mm, &mut src[i..], addr, folio).is_err()
-                {
+                if migrate_vma_split_unmapped_folio(c.mm, &mut src[i..], addr, folio).is_err() {
                     src[i] = s.without(MigratePfn::MIGRATE | MigratePfn::COMPOUND);
                     i += nr;
                     continue;
@@ -1133,14 +876,13 @@ fn folio_migrate_mapping(
 /// Kernel: `migrate_vma_insert_page()` and
 /// `migrate_vma_insert_huge_pmd_page()`, `mm/migrate_device.c`.
 fn migrate_vma_insert_page(
-    mem: &Memory,
     guard: &SpaceReadGuard<'_>,
     c: VmaCtx<'_>,
     addr: u64,
     dst: MigratePfn,
     src: &mut [MigratePfn],
 ) {
-    let Some((folio, _)) = mpfn_folio(mem, guard, dst) else {
+    let Some((folio, _)) = mpfn_folio(c.mm.memory(), guard, dst) else {
         src[0] = src[0].without(MigratePfn::MIGRATE);
         return;
     };
@@ -1153,7 +895,7 @@ fn migrate_vma_insert_page(
         }
         return;
     }
-    match insert_pte(mem, c, addr, folio) {
+    match insert_pte(c, addr, folio) {
         Ok(()) => src[0] = flags_only(MigratePfn::MIGRATE),
         Err(_) => src[0] = src[0].without(MigratePfn::MIGRATE),
     }
@@ -1175,7 +917,7 @@ fn present_prot(write: bool) -> u64 {
     _PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED | if write { _PAGE_RW | _PAGE_DIRTY } else { 0 }
 }
 
-fn insert_pte(mem: &Memory, c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), Errno> {
+fn insert_pte(c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), Errno> {
     let pmd = c.mm.pmdp_get_lockless(addr).ok_or(Errno::EFAULT)?;
     if !pmd.is_none() && !pmd.is_table() {
         return Err(Errno::EBUSY);
@@ -1184,7 +926,7 @@ fn insert_pte(mem: &Memory, c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Re
     let g = c.mm.pte_alloc_map_lock(addr)?;
     let cur = g.get();
     // A hole, or the zero page (which holds no reference to drop).
-    if !(cur.is_none() || cur.is_present() && mem.sys().is_zero_pfn(cur.pfn())) {
+    if !(cur.is_none() || cur.is_present() && c.mm.memory().sys().is_zero_pfn(cur.pfn())) {
         return Err(Errno::EEXIST);
     }
     folio.set_anon(c.vma.id(), c.vma.linear_page_index(addr));
@@ -1227,13 +969,12 @@ fn insert_huge_pmd(c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), 
 ///
 /// Kernel: `migrate_vma_split_unmapped_folio()`, `mm/migrate_device.c`.
 fn migrate_vma_split_unmapped_folio(
-    mem: &Memory,
     mm: &Mm,
     src: &mut [MigratePfn],
     addr: u64,
     folio: AnyFolio<'_>,
 ) -> Result<(), Errno> {
-    split_huge_pmd(mem, mm, addr & !(PMD_SIZE - 1))?;
+    split_huge_pmd(mm, addr & !(PMD_SIZE - 1))?;
     split_unmapped_for_migration(folio)?;
     src[0] = src[0].without(MigratePfn::COMPOUND);
     let flags = src[0].flags() & !(MigratePfn::VALID | MigratePfn::DEVICE_PRIVATE);
@@ -1254,28 +995,50 @@ fn migrate_vma_split_unmapped_folio(
 ///
 /// Kernel: `migrate_vma_finalize(migrate)` → `__migrate_device_finalize()`,
 /// `mm/migrate_device.c`.
-pub fn migrate_vma_finalize(mem: &Memory, args: &mut MigrateVma<'_>) {
-    let n = usize::try_from(args.npages)
-        .unwrap_or(0)
-        .min(args.src.len())
-        .min(args.dst.len());
-    finalize_inner(
-        mem,
-        args.mm,
-        &args.src[..n],
-        &args.dst[..n],
-        args.fault_page,
-    );
+///
+/// # Examples
+///
+/// Finalizing straight after setup (the driver found no destination)
+/// restores every page; the rounds that migrate are in
+/// [`migrate_vma_setup`]'s example.
+///
+/// ```
+/// # use devpriv_core::{Errno, PAGE_SIZE, PageCount, Pfn};
+/// # use devpriv_migrate::{
+/// #     FaultFlags, Memory, MigrateVma, MigrateVmaFlags, Mm, MmConfig, SystemMemory, VmFlags,
+/// #     handle_mm_fault, migrate_vma_finalize, migrate_vma_setup,
+/// # };
+/// # use devpriv_pagemap::DevicePrivateSpace;
+/// # use std::sync::Arc;
+/// # let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(512))?;
+/// # let mem = Memory::new(Arc::new(sys), Arc::new(DevicePrivateSpace::new()));
+/// # let mm = Mm::new(&mem, MmConfig::default());
+/// # let base = 0x7f00_0000_0000;
+/// let vma = mm.mmap_write_lock().mmap_anon(base, 4 * PAGE_SIZE, VmFlags::RW)?;
+/// for i in 0..4 {
+///     handle_mm_fault(&mm, base + i * PAGE_SIZE, FaultFlags::WRITE)?;
+/// }
+/// let sel = MigrateVmaFlags::SELECT_SYSTEM;
+/// let mut args = MigrateVma::new(&mm, &vma, base, base + 4 * PAGE_SIZE, sel, None);
+/// migrate_vma_setup(&mut args)?;
+/// assert_eq!(args.cpages, 4);
+/// migrate_vma_finalize(&mut args);
+/// assert!((0..4).all(|i| mm.read_user(base + i * PAGE_SIZE) == Ok(0)));
+/// # Ok::<(), Errno>(())
+/// ```
+pub fn migrate_vma_finalize(args: &mut MigrateVma<'_>) {
+    let n = args.nr_collected();
+    finalize_inner(args.mm, &args.src[..n], &args.dst[..n], args.fault_page);
 }
 
 /// Kernel: `__migrate_device_finalize()`.
 fn finalize_inner(
-    mem: &Memory,
     mm: &Mm,
     src: &[MigratePfn],
     dst: &[MigratePfn],
     fault_page: Option<DevicePrivateOffset>,
 ) {
+    let mem = mm.memory();
     let guard = mem.space().read();
     let fault = fault_folio(&guard, fault_page);
     for (s, d) in src.iter().zip(dst) {
@@ -1370,7 +1133,6 @@ fn migrate_device_pfn_lock(guard: &SpaceReadGuard<'_>, m: MigratePfn) -> Migrate
 /// device-private mpfn, `src` is shorter than `npages`, or the range runs
 /// past the largest mpfn index.
 pub fn migrate_device_range(
-    mem: &Memory,
     mm: &Mm,
     src: &mut [MigratePfn],
     start: MigratePfn,
@@ -1383,29 +1145,9 @@ pub fn migrate_device_range(
     if n > 0 {
         start.checked_add(PageCount::new(npages - 1))?;
     }
-    {
-        let guard = mem.space().read();
-        let mut i = 0;
-        while i < n {
-            let m = start.checked_add(PageCount::new(i as u64))?;
-            src[i] = migrate_device_pfn_lock(&guard, m);
-            let nr = m
-                .frame()
-                .and_then(|f| frame_to_folio(mem.sys(), &guard, f))
-                .map_or(1, |(f, _)| {
-                    usize::try_from(f.nr_pages()).unwrap_or(1).max(1)
-                });
-            if nr > 1 {
-                src[i] = MigratePfn(src[i].0 | MigratePfn::COMPOUND);
-                for e in src.iter_mut().take(n).skip(i + 1).take(nr - 1) {
-                    *e = MigratePfn::NONE;
-                }
-            }
-            i += nr;
-        }
-    }
-    migrate_device_unmap(mem, mm, &mut src[..n], None);
-    Ok(())
+    migrate_device_lock_and_unmap(mm, &mut src[..n], |i, _| {
+        start.checked_add(PageCount::new(i as u64))
+    })
 }
 
 /// As [`migrate_device_range`], for a pre-filled array of device-private
@@ -1417,18 +1159,32 @@ pub fn migrate_device_range(
 ///
 /// [`Errno::EINVAL`], nothing changed, if any entry is neither empty nor a
 /// valid device-private mpfn.
-pub fn migrate_device_pfns(mem: &Memory, mm: &Mm, src: &mut [MigratePfn]) -> Result<(), Errno> {
+pub fn migrate_device_pfns(mm: &Mm, src: &mut [MigratePfn]) -> Result<(), Errno> {
     if src.iter().any(|m| {
         *m != MigratePfn::NONE && !m.contains(MigratePfn::VALID | MigratePfn::DEVICE_PRIVATE)
     }) {
         return Err(Errno::EINVAL);
     }
+    migrate_device_lock_and_unmap(mm, src, |_, m| Ok(m))
+}
+
+/// The body `migrate_device_range()` and `migrate_device_pfns()` share:
+/// entry `i` becomes the locked page of `mpfn(i, src[i])` (a large folio:
+/// one `COMPOUND` entry, then empty ones), then everything is unmapped.
+///
+/// Kernel: the `migrate_device_pfn_lock()` loops of both, then
+/// `migrate_device_unmap()`, `mm/migrate_device.c`.
+fn migrate_device_lock_and_unmap(
+    mm: &Mm,
+    src: &mut [MigratePfn],
+    mpfn: impl Fn(usize, MigratePfn) -> Result<MigratePfn, Errno>,
+) -> Result<(), Errno> {
     {
+        let mem = mm.memory();
         let guard = mem.space().read();
-        let n = src.len();
         let mut i = 0;
-        while i < n {
-            let m = src[i];
+        while i < src.len() {
+            let m = mpfn(i, src[i])?;
             src[i] = migrate_device_pfn_lock(&guard, m);
             let nr = m
                 .frame()
@@ -1437,7 +1193,7 @@ pub fn migrate_device_pfns(mem: &Memory, mm: &Mm, src: &mut [MigratePfn]) -> Res
                     usize::try_from(f.nr_pages()).unwrap_or(1).max(1)
                 });
             if nr > 1 {
-                src[i] = MigratePfn(src[i].0 | MigratePfn::COMPOUND);
+                src[i] = or(src[i], MigratePfn::COMPOUND);
                 for e in src.iter_mut().skip(i + 1).take(nr - 1) {
                     *e = MigratePfn::NONE;
                 }
@@ -1445,7 +1201,7 @@ pub fn migrate_device_pfns(mem: &Memory, mm: &Mm, src: &mut [MigratePfn]) -> Res
             i += nr;
         }
     }
-    migrate_device_unmap(mem, mm, src, None);
+    migrate_device_unmap(mm, src, None);
     Ok(())
 }
 
@@ -1480,7 +1236,6 @@ pub fn migrate_device_pages(
 ///
 /// [`Errno::EINVAL`] if `src` and `dst` differ in length; nothing changes.
 pub fn migrate_device_finalize(
-    mem: &Memory,
     mm: &Mm,
     src: &[MigratePfn],
     dst: &[MigratePfn],
@@ -1488,61 +1243,6 @@ pub fn migrate_device_finalize(
     if src.len() != dst.len() {
         return Err(Errno::EINVAL);
     }
-    finalize_inner(mem, mm, src, dst, None);
+    finalize_inner(mm, src, dst, None);
     Ok(())
-}
-
-#[cfg(all(test, not(loom)))]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn constants_match_the_series() {
-        assert_eq!(MigratePfn::DEVICE_PRIVATE, 32);
-        assert_eq!(MigratePfn::SHIFT, 6);
-        let m = MigratePfn::new(DevicePrivateOffset::new(3).into()).unwrap();
-        assert_eq!(m.raw(), (3 << 6) | 1 | 32);
-        let p = MigratePfn::new(Pfn::new(3).into()).unwrap();
-        assert_eq!(p.raw(), (3 << 6) | 1);
-        assert_ne!(m.frame(), p.frame());
-    }
-
-    #[test]
-    fn range_steps_keep_device_private() {
-        let m = MigratePfn::new(DevicePrivateOffset::new(10).into())
-            .unwrap()
-            .with(MigratePfn::MIGRATE)
-            .unwrap();
-        let n = m.checked_add(PageCount::new(5)).unwrap();
-        assert_eq!(
-            n.frame(),
-            Some(PageFrame::DevicePrivate(DevicePrivateOffset::new(15)))
-        );
-        assert!(n.contains(MigratePfn::MIGRATE | MigratePfn::DEVICE_PRIVATE));
-        assert_eq!(
-            MigratePfn::new(Pfn::new(MigratePfn::MAX_INDEX).into())
-                .unwrap()
-                .checked_add(PageCount::ONE),
-            Err(Errno::EINVAL)
-        );
-    }
-
-    #[test]
-    fn bad_input_is_refused() {
-        assert_eq!(
-            MigratePfn::new(Pfn::new(1 << 58).into()),
-            Err(Errno::EINVAL)
-        );
-        assert_eq!(MigratePfn::from_raw(4), Err(Errno::EINVAL));
-        assert_eq!(
-            MigratePfn::NONE.with(MigratePfn::DEVICE_PRIVATE),
-            Err(Errno::EINVAL)
-        );
-        assert_eq!(MigratePfn::NONE.frame(), None);
-        let dp = MigratePfn::new(DevicePrivateOffset::new(1).into()).unwrap();
-        assert!(
-            dp.without(MigratePfn::DEVICE_PRIVATE)
-                .contains(MigratePfn::DEVICE_PRIVATE)
-        );
-    }
 }

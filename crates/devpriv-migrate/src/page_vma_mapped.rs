@@ -45,11 +45,9 @@
 //! [`set_pmd`]: PageVmaMappedWalk::set_pmd
 
 use crate::leafops::{Softleaf, pmd_is_migration_entry};
-use crate::memory::{
-    Mm, PGDIR_SIZE, PMD_SIZE, PUD_SIZE, PmdSlot, PmdTable, PteTable, Vma, pte_index,
-};
+use crate::mm_types::{Mm, PmdSlot, PmdTable, PteTable, Vma};
 use crate::page_alloc::SysFolio;
-use crate::pgtable::{Pmd, Pte};
+use crate::pgtable::{PGDIR_SIZE, PMD_SIZE, PUD_SIZE, Pmd, Pte, pte_index};
 use core::fmt;
 use devpriv_core::sync::{Mutex, MutexGuard};
 use devpriv_core::{
@@ -57,79 +55,33 @@ use devpriv_core::{
     PagingMode, Pfn, ranges_overlap,
 };
 
-/// Flags of a walk: inputs `SYNC`, `MIGRATION`, `DEVICE_PRIVATE`; result
-/// `PGTABLE_CROSSED`.
-///
-/// Kernel: `PVMW_SYNC`, `PVMW_MIGRATION`, `PVMW_DEVICE_PRIVATE`,
-/// `PVMW_PGTABLE_CROSSED`, `include/linux/rmap.h`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct PvmwFlags(u32);
-
-impl PvmwFlags {
-    /// No flags.
+devpriv_core::flags! {
+    /// Flags of a walk: inputs `SYNC`, `MIGRATION`, `DEVICE_PRIVATE`; result
+    /// `PGTABLE_CROSSED`.
     ///
-    /// Kernel: none (model only).
-    pub const NONE: PvmwFlags = PvmwFlags(0);
-    /// Take the PTE lock before looking (no racy lockless checks).
-    ///
-    /// Kernel: `PVMW_SYNC` (1 << 0).
-    pub const SYNC: PvmwFlags = PvmwFlags(1 << 0);
-    /// Look for migration entries instead of present PTEs.
-    ///
-    /// Kernel: `PVMW_MIGRATION` (1 << 1).
-    pub const MIGRATION: PvmwFlags = PvmwFlags(1 << 1);
-    /// The target is a device-private offset. Derived from the target here.
-    ///
-    /// Kernel: `PVMW_DEVICE_PRIVATE` (1 << 2, series v3+).
-    pub const DEVICE_PRIVATE: PvmwFlags = PvmwFlags(1 << 2);
-    /// The walk crossed a PTE-table boundary (never cleared).
-    ///
-    /// Kernel: `PVMW_PGTABLE_CROSSED` (1 << 16).
-    pub const PGTABLE_CROSSED: PvmwFlags = PvmwFlags(1 << 16);
-
-    /// The raw kernel bits.
-    ///
-    /// Kernel: none (model only).
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-
-    /// Flags from raw kernel bits.
-    ///
-    /// # Errors
-    ///
-    /// [`Errno::EINVAL`] if undefined bits are set.
-    ///
-    /// Kernel: none (model only).
-    pub const fn from_bits(bits: u32) -> Result<PvmwFlags, Errno> {
-        let all =
-            Self::SYNC.0 | Self::MIGRATION.0 | Self::DEVICE_PRIVATE.0 | Self::PGTABLE_CROSSED.0;
-        if bits & !all != 0 {
-            return Err(Errno::EINVAL);
-        }
-        Ok(PvmwFlags(bits))
-    }
-
-    /// `true` if all of `other` is set.
-    ///
-    /// Kernel: none (model only).
-    pub const fn contains(self, other: PvmwFlags) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// The union.
-    ///
-    /// Kernel: none (model only).
-    #[must_use]
-    pub const fn union(self, other: PvmwFlags) -> PvmwFlags {
-        PvmwFlags(self.0 | other.0)
-    }
-}
-
-impl core::ops::BitOr for PvmwFlags {
-    type Output = PvmwFlags;
-    fn bitor(self, rhs: PvmwFlags) -> PvmwFlags {
-        self.union(rhs)
+    /// Kernel: `PVMW_SYNC`, `PVMW_MIGRATION`, `PVMW_DEVICE_PRIVATE`,
+    /// `PVMW_PGTABLE_CROSSED`, `include/linux/rmap.h`.
+    pub struct PvmwFlags: u32 {
+        /// No flags.
+        ///
+        /// Kernel: none (model only).
+        const NONE = 0;
+        /// Take the PTE lock before looking (no racy lockless checks).
+        ///
+        /// Kernel: `PVMW_SYNC` (1 << 0).
+        const SYNC = 1 << 0;
+        /// Look for migration entries instead of present PTEs.
+        ///
+        /// Kernel: `PVMW_MIGRATION` (1 << 1).
+        const MIGRATION = 1 << 1;
+        /// The target is a device-private offset. Derived from the target here.
+        ///
+        /// Kernel: `PVMW_DEVICE_PRIVATE` (1 << 2, series v3+).
+        const DEVICE_PRIVATE = 1 << 2;
+        /// The walk crossed a PTE-table boundary (never cleared).
+        ///
+        /// Kernel: `PVMW_PGTABLE_CROSSED` (1 << 16).
+        const PGTABLE_CROSSED = 1 << 16;
     }
 }
 
@@ -418,7 +370,7 @@ impl<'a> PageVmaMappedWalk<'a> {
         flags: PvmwFlags,
     ) -> Result<Self, Errno> {
         if !PvmwFlags::SYNC.union(PvmwFlags::MIGRATION).contains(flags)
-            || !mm.vmas().iter().any(|v| core::ptr::eq(v, vma))
+            || !mm.has_vma(vma)
             || !address.is_multiple_of(PAGE_SIZE)
         {
             return Err(Errno::EINVAL);

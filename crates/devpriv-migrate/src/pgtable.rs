@@ -4,7 +4,9 @@
 //! `arch/x86/include/asm/pgtable.h` (`pte_present()`, `pte_pfn()`,
 //! `pfn_pte()`, protnone inversion), `arch/x86/include/asm/pgtable_64.h`
 //! (`__swp_entry()`, `SWP_OFFSET_FIRST_BIT`), `include/linux/swapops.h`
-//! (`swp_entry_to_pte()`, `pte_to_swp_entry()`).
+//! (`swp_entry_to_pte()`, `pte_to_swp_entry()`); the page-table geometry
+//! of `arch/x86/include/asm/pgtable_64_types.h` (`PMD_SIZE`, `PUD_SHIFT`,
+//! `PGDIR_SHIFT`) and `include/linux/pgtable.h` (`pte_index()`, ...).
 //!
 //! Present entries hold a pfn in bits 12–51 and flags around it. Non-present
 //! ("swap") entries hold the swap type in bits 59–63 and the swap offset
@@ -21,7 +23,63 @@
 
 use crate::leafops::Softleaf;
 use core::fmt;
-use devpriv_core::{Errno, HPAGE_PMD_NR, PAGE_SHIFT, Pfn};
+use devpriv_core::consts::{PMD_SHIFT, PTRS_PER_PTE};
+use devpriv_core::{Errno, HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, Pfn};
+
+/// Bytes mapped by one PMD entry (2 MiB).
+///
+/// Kernel: `PMD_SIZE`, `arch/x86/include/asm/pgtable_64_types.h`.
+pub const PMD_SIZE: u64 = 1 << PMD_SHIFT;
+/// log2 of the bytes mapped by one PUD entry.
+///
+/// Kernel: `PUD_SHIFT` (30), `arch/x86/include/asm/pgtable_64_types.h`.
+pub const PUD_SHIFT: u32 = 30;
+/// Bytes mapped by one PUD entry (1 GiB).
+///
+/// Kernel: `PUD_SIZE`.
+pub const PUD_SIZE: u64 = 1 << PUD_SHIFT;
+/// log2 of the bytes mapped by one PGD entry with 4-level paging.
+///
+/// Kernel: `PGDIR_SHIFT` (39), `arch/x86/include/asm/pgtable_64_types.h`.
+pub const PGDIR_SHIFT: u32 = 39;
+/// Bytes mapped by one PGD entry (512 GiB).
+///
+/// Kernel: `PGDIR_SIZE`.
+pub const PGDIR_SIZE: u64 = 1 << PGDIR_SHIFT;
+/// End of the user address space (4-level paging).
+///
+/// Kernel: `TASK_SIZE_MAX` (`(1 << 47) - PAGE_SIZE`),
+/// `arch/x86/include/asm/page_64.h`.
+pub const TASK_SIZE: u64 = (1 << 47) - PAGE_SIZE;
+
+/// Index of `addr`'s entry in its PTE table.
+///
+/// Kernel: `pte_index(addr)`, `include/linux/pgtable.h`.
+pub const fn pte_index(addr: u64) -> usize {
+    ((addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)) as usize
+}
+
+/// Index of `addr`'s entry in its PMD table.
+///
+/// Kernel: `pmd_index(addr)`, `include/linux/pgtable.h`.
+pub const fn pmd_index(addr: u64) -> usize {
+    ((addr >> PMD_SHIFT) & (PTRS_PER_PTE - 1)) as usize
+}
+
+/// Index of `addr`'s entry in its PUD table.
+///
+/// Kernel: `pud_index(addr)`, `include/linux/pgtable.h`.
+pub const fn pud_index(addr: u64) -> usize {
+    ((addr >> PUD_SHIFT) & (PTRS_PER_PTE - 1)) as usize
+}
+
+/// Index of `addr`'s entry in the PGD (4-level paging; user addresses
+/// only, so at most 255).
+///
+/// Kernel: `pgd_index(addr)`, `include/linux/pgtable.h`.
+pub const fn pgd_index(addr: u64) -> usize {
+    (addr >> PGDIR_SHIFT) as usize
+}
 
 /// Kernel: `_PAGE_PRESENT` (bit 0).
 pub const _PAGE_PRESENT: u64 = 1 << 0;

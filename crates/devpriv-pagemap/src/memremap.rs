@@ -84,7 +84,8 @@ pub struct Owner(pub u64);
 /// # Differences from the kernel
 ///
 /// The page-table context (`vma`, `pte`, `pmd`) belongs to the migrate
-/// crate, which passes it through `ctx`.
+/// crate, which passes it through `ctx`; a driver reads it with
+/// [`VmFault::context`].
 pub struct VmFault<'a> {
     /// The faulting device-private page (`vmf->page`).
     pub page: PageRef<'a>,
@@ -95,6 +96,19 @@ pub struct VmFault<'a> {
     /// Context from the caller (the process address space, in the migrate
     /// crate).
     pub ctx: Option<&'a (dyn std::any::Any + Sync)>,
+}
+
+impl<'a> VmFault<'a> {
+    /// The caller's context, if it is a `T`: for a fault raised by
+    /// `devpriv-migrate`'s `handle_mm_fault()`, its `FaultContext` (the
+    /// address space and the VMA).
+    ///
+    /// Kernel: none (model only): a kernel driver reads `vmf->vma`
+    /// directly.
+    pub fn context<T: std::any::Any>(&self) -> Option<&'a T> {
+        let any: &'a dyn std::any::Any = self.ctx?;
+        any.downcast_ref::<T>()
+    }
 }
 
 impl fmt::Debug for VmFault<'_> {

@@ -25,34 +25,36 @@
 //!   new zeroed page (`wp_page_copy()`). With [`MmConfig::zero_page`] off a
 //!   read fault on a hole maps a new zeroed page too.
 //!
-//! [`MmConfig::zero_page`]: super::MmConfig::zero_page
-//! - `VmFault::ctx` carries a [`FaultContext`] (the address space and
-//!   memory), which the kernel's driver finds through `vmf->vma`.
+//! [`MmConfig::zero_page`]: crate::MmConfig::zero_page
+//! - `VmFault::ctx` carries a [`FaultContext`] (the address space and the
+//!   VMA), which the driver reads with `vmf.context::<FaultContext>()`
+//!   where the kernel's reads `vmf->vma`.
 
-use super::Mm;
 use crate::leafops::Softleaf;
+use crate::mm_types::{Mm, VmFlags, Vma};
 use crate::pgtable::{_PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, Pmd, Pte};
-use crate::rmap::Memory;
 use devpriv_core::{Errno, Order, PAGE_SIZE, PageFrame};
 use devpriv_pagemap::{PageRef, VmFault, folio_get, folio_put};
 use std::sync::Arc;
 
-/// Why the CPU faulted.
-///
-/// Kernel: `enum fault_flag` (the `FAULT_FLAG_WRITE` bit).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct FaultFlags(u32);
+devpriv_core::flags! {
+    /// Why the CPU faulted.
+    ///
+    /// Kernel: `enum fault_flag` (the `FAULT_FLAG_WRITE` bit),
+    /// `include/linux/mm_types.h`.
+    pub struct FaultFlags: u32 {
+        /// A read access.
+        ///
+        /// Kernel: none (no `FAULT_FLAG_WRITE`).
+        const READ = 0;
+        /// A write access.
+        ///
+        /// Kernel: `FAULT_FLAG_WRITE`.
+        const WRITE = 1;
+    }
+}
 
 impl FaultFlags {
-    /// A read access.
-    ///
-    /// Kernel: none (no `FAULT_FLAG_WRITE`).
-    pub const READ: FaultFlags = FaultFlags(0);
-    /// A write access.
-    ///
-    /// Kernel: `FAULT_FLAG_WRITE`.
-    pub const WRITE: FaultFlags = FaultFlags(1);
-
     /// `true` for a write access.
     ///
     /// Kernel: `vmf->flags & FAULT_FLAG_WRITE`.
@@ -79,27 +81,34 @@ pub enum VmFaultResult {
 }
 
 /// What the fault path hands a driver's `migrate_to_ram` through
-/// [`VmFault::ctx`]: the faulting address space and the machine's memory.
+/// [`VmFault::ctx`]: the faulting address space and VMA. A driver reads it
+/// with [`VmFault::context`].
 ///
-/// Kernel: `vmf->vma` (and through it `vma->vm_mm`); memory is global in
-/// the kernel.
+/// Kernel: `vmf->vma` (and through it `vma->vm_mm`).
+///
+/// ```
+/// use devpriv_core::Errno;
+/// use devpriv_migrate::FaultContext;
+/// use devpriv_pagemap::VmFault;
+///
+/// // In a driver's `DevPagemapOps::migrate_to_ram`:
+/// fn migrate_to_ram(vmf: &VmFault<'_>) -> Result<(), Errno> {
+///     let ctx = vmf.context::<FaultContext>().ok_or(Errno::EINVAL)?;
+///     let _range = (ctx.vma.start(), ctx.vma.end());
+///     Ok(())
+/// }
+/// # let _ = migrate_to_ram;
+/// ```
 #[derive(Clone, Debug)]
 pub struct FaultContext {
-    /// The faulting address space.
-    pub mm: Arc<Mm>,
-    /// System RAM and the device-private space.
-    pub mem: Memory,
-}
-
-impl FaultContext {
-    /// The context of a fault raised by [`handle_mm_fault`], if `vmf` came
-    /// from there.
+    /// The faulting address space (and through it, the machine's memory).
     ///
-    /// Kernel: none (model only).
-    pub fn from_vmf<'v>(vmf: &'v VmFault<'_>) -> Option<&'v FaultContext> {
-        let any: &dyn std::any::Any = vmf.ctx?;
-        any.downcast_ref::<FaultContext>()
-    }
+    /// Kernel: `vmf->vma->vm_mm`.
+    pub mm: Arc<Mm>,
+    /// The VMA the fault is in, as the fault path found it.
+    ///
+    /// Kernel: `vmf->vma`.
+    pub vma: Vma,
 }
 
 /// Handles a CPU fault at `addr` in `mm`.
@@ -124,28 +133,50 @@ impl FaultContext {
 ///   markers, hwpoison).
 /// - [`Errno::ENOMEM`] (`VM_FAULT_OOM`): no system page for a hole.
 /// - Whatever `migrate_to_ram` returns (`VM_FAULT_SIGBUS`).
-pub fn handle_mm_fault(
-    mem: &Memory,
-    mm: &Arc<Mm>,
-    addr: u64,
-    flags: FaultFlags,
-) -> Result<VmFaultResult, Errno> {
+///
+/// # Examples
+///
+/// ```
+/// use devpriv_core::{Errno, PAGE_SIZE, PageCount, Pfn};
+/// use devpriv_migrate::{
+///     FaultFlags, Memory, Mm, MmConfig, SystemMemory, VmFaultResult, VmFlags, handle_mm_fault,
+/// };
+/// use devpriv_pagemap::DevicePrivateSpace;
+/// use std::sync::Arc;
+///
+/// let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(512))?;
+/// let mem = Memory::new(Arc::new(sys), Arc::new(DevicePrivateSpace::new()));
+/// let mm = Mm::new(&mem, MmConfig::default());
+/// let base = 0x7f00_0000_0000;
+/// mm.mmap_write_lock().mmap_anon(base, 2 * PAGE_SIZE, VmFlags::RW)?;
+/// // A store to a hole faults in a zeroed page.
+/// assert_eq!(mm.write_user(base, 1), Err(Errno::EFAULT));
+/// assert_eq!(handle_mm_fault(&mm, base, FaultFlags::WRITE), Ok(VmFaultResult::Done));
+/// mm.write_user(base, 1)?;
+/// // A load maps the shared zero page.
+/// handle_mm_fault(&mm, base + PAGE_SIZE, FaultFlags::READ)?;
+/// assert_eq!(mm.read_user(base + PAGE_SIZE), Ok(0));
+/// // No VMA: SIGSEGV.
+/// assert_eq!(handle_mm_fault(&mm, base + 2 * PAGE_SIZE, FaultFlags::READ), Err(Errno::EFAULT));
+/// # Ok::<(), Errno>(())
+/// ```
+pub fn handle_mm_fault(mm: &Arc<Mm>, addr: u64, flags: FaultFlags) -> Result<VmFaultResult, Errno> {
     let addr = addr & !(PAGE_SIZE - 1);
     let vma = mm.vma_lookup(addr).ok_or(Errno::EFAULT)?;
     let need = if flags.is_write() {
-        super::VmFlags::WRITE
+        VmFlags::WRITE
     } else {
-        super::VmFlags::READ
+        VmFlags::READ
     };
     if !vma.flags().contains(need) {
         return Err(Errno::EFAULT);
     }
-    let writable_vma = vma.flags().contains(super::VmFlags::WRITE);
+    let writable_vma = vma.flags().contains(VmFlags::WRITE);
     let pmd = mm.pmdp_get_lockless(addr).ok_or(Errno::EFAULT)?;
     if !pmd.is_none() && !pmd.is_present() {
         let entry = Softleaf::from_pmd(pmd);
         if entry.is_device_private() {
-            return do_huge_pmd_device_private(mem, mm, addr, pmd);
+            return do_huge_pmd_device_private(mm, vma, addr, pmd);
         }
         if entry.is_migration() {
             return Ok(VmFaultResult::Retry);
@@ -165,12 +196,12 @@ pub fn handle_mm_fault(
     let pte = mm.ptep_get_lockless(addr).unwrap_or(Pte::NONE);
     if pte.is_none() {
         if !flags.is_write() && mm.config().zero_page {
-            return map_zero_page(mem, mm, addr);
+            return map_zero_page(mm, addr);
         }
-        return do_anonymous_page(mem, mm, addr, writable_vma);
+        return do_anonymous_page(mm, addr, writable_vma);
     }
-    if pte.is_present() && flags.is_write() && mem.sys().is_zero_pfn(pte.pfn()) {
-        return wp_zero_page(mem, mm, addr, pte);
+    if pte.is_present() && flags.is_write() && mm.memory().sys().is_zero_pfn(pte.pfn()) {
+        return wp_zero_page(mm, addr, pte);
     }
     if pte.is_present() {
         if flags.is_write() && !pte.is_write() {
@@ -182,7 +213,7 @@ pub fn handle_mm_fault(
     }
     let entry = Softleaf::from_pte(pte);
     if entry.is_device_private() {
-        return do_swap_page_device_private(mem, mm, addr, pte);
+        return do_swap_page_device_private(mm, vma, addr, pte);
     }
     if entry.is_migration() {
         return Ok(VmFaultResult::Retry);
@@ -191,13 +222,8 @@ pub fn handle_mm_fault(
 }
 
 /// Kernel: `do_anonymous_page()`, `mm/memory.c` (without the zero page).
-fn do_anonymous_page(
-    mem: &Memory,
-    mm: &Mm,
-    addr: u64,
-    writable: bool,
-) -> Result<VmFaultResult, Errno> {
-    let folio = mem.sys().alloc_folio(Order::ZERO)?;
+fn do_anonymous_page(mm: &Mm, addr: u64, writable: bool) -> Result<VmFaultResult, Errno> {
+    let folio = mm.memory().sys().alloc_folio(Order::ZERO)?;
     let r = mm.map_folio_ptes(addr, folio, writable);
     // The mapping took its own reference; drop the allocation's.
     let _ = folio.put();
@@ -214,8 +240,8 @@ fn do_anonymous_page(
 ///
 /// Kernel: `do_anonymous_page()` (`!(vmf->flags & FAULT_FLAG_WRITE) &&
 /// !mm_forbids_zeropage()`), `mm/memory.c`.
-fn map_zero_page(mem: &Memory, mm: &Mm, addr: u64) -> Result<VmFaultResult, Errno> {
-    let entry = Pte::pfn_pte(mem.sys().zero_pfn(), _PAGE_PRESENT | _PAGE_USER)?;
+fn map_zero_page(mm: &Mm, addr: u64) -> Result<VmFaultResult, Errno> {
+    let entry = Pte::pfn_pte(mm.memory().sys().zero_pfn(), _PAGE_PRESENT | _PAGE_USER)?;
     let g = match mm.pte_alloc_map_lock(addr) {
         Ok(g) => g,
         Err(Errno::EBUSY) => return Ok(VmFaultResult::Retry),
@@ -231,8 +257,8 @@ fn map_zero_page(mem: &Memory, mm: &Mm, addr: u64) -> Result<VmFaultResult, Errn
 ///
 /// Kernel: `do_wp_page()` → `wp_page_copy()` (`is_zero_pfn()` case),
 /// `mm/memory.c`.
-fn wp_zero_page(mem: &Memory, mm: &Mm, addr: u64, orig: Pte) -> Result<VmFaultResult, Errno> {
-    let folio = mem.sys().alloc_folio(Order::ZERO)?;
+fn wp_zero_page(mm: &Mm, addr: u64, orig: Pte) -> Result<VmFaultResult, Errno> {
+    let folio = mm.memory().sys().alloc_folio(Order::ZERO)?;
     let r = (|| {
         let g = mm.pte_offset_map_lock(addr)?;
         if g.get() != orig {
@@ -255,8 +281,8 @@ fn wp_zero_page(mem: &Memory, mm: &Mm, addr: u64, orig: Pte) -> Result<VmFaultRe
 /// referenced, then unlocks and drops the folio that holds the page
 /// afterwards (a split during migration may have changed it).
 fn call_migrate_to_ram(
-    mem: &Memory,
     mm: &Arc<Mm>,
+    vma: Vma,
     page: PageRef<'_>,
     addr: u64,
     pmd: bool,
@@ -265,7 +291,7 @@ fn call_migrate_to_ram(
     let ops = Arc::clone(pgmap.ops());
     let ctx = FaultContext {
         mm: Arc::clone(mm),
-        mem: mem.clone(),
+        vma,
     };
     let vmf = VmFault {
         page,
@@ -288,15 +314,15 @@ fn call_migrate_to_ram(
 /// Kernel: `do_swap_page()`, `mm/memory.c` (the
 /// `softleaf_is_device_private()` case).
 fn do_swap_page_device_private(
-    mem: &Memory,
     mm: &Arc<Mm>,
+    vma: Vma,
     addr: u64,
     orig: Pte,
 ) -> Result<VmFaultResult, Errno> {
     let Some(PageFrame::DevicePrivate(off)) = Softleaf::from_pte(orig).to_frame(mm.paging()) else {
         return Err(Errno::EFAULT);
     };
-    let guard = mem.space().read();
+    let guard = mm.memory().space().read();
     let page = guard
         .device_private_offset_to_page(off)
         .ok_or(Errno::EFAULT)?;
@@ -313,7 +339,7 @@ fn do_swap_page_device_private(
         }
         folio_get(folio);
     }
-    call_migrate_to_ram(mem, mm, page, addr, false)
+    call_migrate_to_ram(mm, vma, page, addr, false)
 }
 
 /// The device-private PMD fault: as [`do_swap_page_device_private`] at PMD
@@ -321,15 +347,15 @@ fn do_swap_page_device_private(
 ///
 /// Kernel: `do_huge_pmd_device_private()`, `mm/huge_memory.c`.
 fn do_huge_pmd_device_private(
-    mem: &Memory,
     mm: &Arc<Mm>,
+    vma: Vma,
     addr: u64,
     orig: Pmd,
 ) -> Result<VmFaultResult, Errno> {
     let Some(PageFrame::DevicePrivate(off)) = Softleaf::from_pmd(orig).to_frame(mm.paging()) else {
         return Err(Errno::EFAULT);
     };
-    let guard = mem.space().read();
+    let guard = mm.memory().space().read();
     let page = guard
         .device_private_offset_to_page(off)
         .ok_or(Errno::EFAULT)?;
@@ -344,14 +370,16 @@ fn do_huge_pmd_device_private(
         }
         folio_get(folio);
     }
-    call_migrate_to_ram(mem, mm, page, addr, true)
+    call_migrate_to_ram(mm, vma, page, addr, true)
 }
 
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::memory::{PMD_SIZE, VmFlags};
+    use crate::memory_model::Memory;
+    use crate::mm_types::MmConfig;
     use crate::page_alloc::SystemMemory;
+    use crate::pgtable::PMD_SIZE;
     use devpriv_core::{PageCount, Pfn};
     use devpriv_pagemap::DevicePrivateSpace;
 
@@ -361,23 +389,25 @@ mod tests {
     fn holes_fault_in_zeroed_pages_and_bad_accesses_fail() {
         let sys = Arc::new(SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(512)).unwrap());
         let mem = Memory::new(sys, Arc::new(DevicePrivateSpace::new()));
-        let mut mm = Mm::default();
-        mm.mmap_anon(BASE, PMD_SIZE, VmFlags::RW).unwrap();
-        mm.mmap_anon(BASE + PMD_SIZE, PMD_SIZE, VmFlags::READ)
-            .unwrap();
-        let mm = Arc::new(mm);
+        let mm = Mm::new(&mem, MmConfig::default());
+        {
+            let mut w = mm.mmap_write_lock();
+            w.mmap_anon(BASE, PMD_SIZE, VmFlags::RW).unwrap();
+            w.mmap_anon(BASE + PMD_SIZE, PMD_SIZE, VmFlags::READ)
+                .unwrap();
+        }
         assert_eq!(
-            handle_mm_fault(&mem, &mm, BASE, FaultFlags::WRITE),
+            handle_mm_fault(&mm, BASE, FaultFlags::WRITE),
             Ok(VmFaultResult::Done)
         );
-        assert_eq!(mm.read_user(mem.sys(), BASE), Ok(0));
-        mm.write_user(mem.sys(), BASE, 5).unwrap();
+        assert_eq!(mm.read_user(BASE), Ok(0));
+        mm.write_user(BASE, 5).unwrap();
         assert_eq!(
-            handle_mm_fault(&mem, &mm, BASE + PMD_SIZE, FaultFlags::WRITE),
+            handle_mm_fault(&mm, BASE + PMD_SIZE, FaultFlags::WRITE),
             Err(Errno::EFAULT)
         );
         assert_eq!(
-            handle_mm_fault(&mem, &mm, BASE + 2 * PMD_SIZE, FaultFlags::READ),
+            handle_mm_fault(&mm, BASE + 2 * PMD_SIZE, FaultFlags::READ),
             Err(Errno::EFAULT)
         );
         assert_eq!(mem.sys().nr_free(), 511);

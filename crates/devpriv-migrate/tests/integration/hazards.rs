@@ -7,11 +7,11 @@ use devpriv_core::{
     DevicePrivateOffset, Errno, Order, PAGE_SIZE, PageCount, PageFrame, PagingMode, Pfn,
 };
 use devpriv_migrate::hmm::HmmPfnLayout;
-use devpriv_migrate::memory::PMD_SIZE;
 use devpriv_migrate::page_vma_mapped::{page_mapped_in_vma, page_mapped_in_vma_as_posted};
 use devpriv_migrate::swapops::{MigrationKind, make_device_private_entry, make_migration_entry};
 use devpriv_migrate::{
-    HmmPfn, PageVmaMappedWalk, Pmd, Pte, PvmwFlags, PvmwPfnV2, PvmwTarget, Softleaf, SoftleafFlags,
+    HmmPfn, PMD_SIZE, PageVmaMappedWalk, Pmd, Pte, PvmwFlags, PvmwPfnV2, PvmwTarget, Softleaf,
+    SoftleafFlags,
 };
 use devpriv_pagemap::{
     DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, PagemapParams, VmFault,
@@ -217,7 +217,7 @@ fn h9_order_field_and_device_private_bit() {
 #[test]
 fn h12_page_mapped_in_vma_tail_pages() {
     let (mm, mem) = mm_with(PMD_SIZE);
-    let f = mem.alloc_folio(Order::HPAGE_PMD).unwrap();
+    let f = mem.sys().alloc_folio(Order::HPAGE_PMD).unwrap();
     mm.map_folio_ptes(BASE, f, true).unwrap();
     let vma = &mm.vmas()[0];
     for n in [0u64, 1, 5, 511] {
@@ -336,7 +336,7 @@ fn walks_ignore_foreign_kinds_in_a_full_table() {
     // A full table of device-private entries with the same numbers as a
     // pfn-mapped folio elsewhere: the pfn walk sees only its own PTEs.
     let (mm, mem) = mm_with(2 * PMD_SIZE);
-    let f = mem.alloc_folio(Order::HPAGE_PMD).unwrap();
+    let f = mem.sys().alloc_folio(Order::HPAGE_PMD).unwrap();
     mm.map_folio_ptes(BASE + PMD_SIZE, f, true).unwrap();
     for i in 0..512 {
         let off = DevicePrivateOffset::new(f.pfn().get() + i);

@@ -5,6 +5,5 @@
 
 mod encodings;
 mod hazards;
-mod migrate;
 mod naive;
 mod walk;

@@ -2,15 +2,16 @@
 
 use crate::naive;
 use devpriv_core::{DevicePrivateOffset, Order, PAGE_SIZE, PageCount, PageFrame, PagingMode, Pfn};
-use devpriv_migrate::memory::{PMD_SIZE, VmFlags};
-use devpriv_migrate::pgtable::{_PAGE_PRESENT, _PAGE_RW};
+use devpriv_migrate::pgtable::{_PAGE_PRESENT, _PAGE_RW, PMD_SIZE};
 use devpriv_migrate::swapops::{
     MigrationKind, make_device_exclusive_entry, make_device_private_entry, make_migration_entry,
 };
 use devpriv_migrate::{
-    Mm, MmConfig, PageVmaMappedWalk, Pmd, Pte, PvmwFlags, PvmwTarget, Softleaf, SysFolio,
-    SystemMemory,
+    Memory, Mm, MmConfig, PageVmaMappedWalk, Pmd, Pte, PvmwFlags, PvmwTarget, Softleaf, SysFolio,
+    SystemMemory, VmFlags, Vma,
 };
+use devpriv_pagemap::DevicePrivateSpace;
+use std::sync::Arc;
 
 pub(crate) const BASE: u64 = 0x7f00_0000_0000;
 const MODE: PagingMode = PagingMode::FourLevel;
@@ -117,8 +118,7 @@ fn overlaps(o: Overlap) -> bool {
 fn check_pte_truth_table() {
     const T: u64 = 1000;
     const N: u64 = 16;
-    let mut mm = Mm::default();
-    mm.mmap_anon(BASE, PMD_SIZE, VmFlags::RW).unwrap();
+    let (mm, _) = mm_with(PMD_SIZE);
     let vma = &mm.vmas()[0];
     let mut trues = 0;
     for migration in [false, true] {
@@ -205,11 +205,16 @@ fn walk_pmd_branches_truth_table() {
     const T: u64 = 5000;
     const N: u64 = 1024;
     for thp_migration in [true, false] {
-        let mut mm = Mm::new(MmConfig {
-            thp_migration,
-            ..MmConfig::default()
-        });
-        mm.mmap_anon(BASE, 4 * PMD_SIZE, VmFlags::RW).unwrap();
+        let mm = Mm::new(
+            &memory(),
+            MmConfig {
+                thp_migration,
+                ..MmConfig::default()
+            },
+        );
+        mm.mmap_write_lock()
+            .mmap_anon(BASE, 4 * PMD_SIZE, VmFlags::RW)
+            .unwrap();
         let vma = &mm.vmas()[0];
         let addr = BASE + PMD_SIZE;
         for migration in [false, true] {
@@ -258,10 +263,20 @@ fn walk_pmd_branches_truth_table() {
     }
 }
 
-pub(crate) fn mm_with(len: u64) -> (Mm, SystemMemory) {
-    let mut mm = Mm::default();
-    mm.mmap_anon(BASE, len, VmFlags::RW).unwrap();
-    let mem = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(4096)).unwrap();
+/// 4096 pages of system memory and an empty device-private space.
+fn memory() -> Memory {
+    let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(4096)).unwrap();
+    Memory::new(Arc::new(sys), Arc::new(DevicePrivateSpace::new()))
+}
+
+/// An address space with `len` bytes of RW anon memory at `BASE`, and its
+/// memory.
+pub(crate) fn mm_with(len: u64) -> (Arc<Mm>, Memory) {
+    let mem = memory();
+    let mm = Mm::new(&mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, len, VmFlags::RW)
+        .unwrap();
     (mm, mem)
 }
 
@@ -276,17 +291,23 @@ pub(crate) fn matches(w: &mut PageVmaMappedWalk<'_>) -> Vec<(u64, Option<Pte>)> 
     v
 }
 
-fn folio_walk<'a>(mm: &'a Mm, f: SysFolio<'_>, flags: PvmwFlags) -> PageVmaMappedWalk<'a> {
-    PageVmaMappedWalk::for_folio(mm, &mm.vmas()[0], f, flags).unwrap()
+fn folio_walk<'a>(
+    mm: &'a Mm,
+    vma: &'a Vma,
+    f: SysFolio<'_>,
+    flags: PvmwFlags,
+) -> PageVmaMappedWalk<'a> {
+    PageVmaMappedWalk::for_folio(mm, vma, f, flags).unwrap()
 }
 
 #[test]
 fn pte_mapped_thp_yields_every_pte() {
     let (mm, mem) = mm_with(4 * PMD_SIZE);
-    let f = mem.alloc_folio(Order::HPAGE_PMD).unwrap();
+    let vma = &mm.vmas()[0];
+    let f = mem.sys().alloc_folio(Order::HPAGE_PMD).unwrap();
     mm.map_folio_ptes(BASE + PMD_SIZE, f, true).unwrap();
     for sync in [PvmwFlags::NONE, PvmwFlags::SYNC] {
-        let mut w = folio_walk(&mm, f, sync);
+        let mut w = folio_walk(&mm, vma, f, sync);
         let m = matches(&mut w);
         assert_eq!(m.len(), 512);
         for (i, (addr, pte)) in m.iter().enumerate() {
@@ -301,10 +322,11 @@ fn pte_mapped_thp_yields_every_pte() {
 #[test]
 fn crossing_a_pte_table_sets_pgtable_crossed() {
     let (mm, mem) = mm_with(4 * PMD_SIZE);
-    let f = mem.alloc_folio(Order::HPAGE_PMD).unwrap();
+    let vma = &mm.vmas()[0];
+    let f = mem.sys().alloc_folio(Order::HPAGE_PMD).unwrap();
     let addr = BASE + 2 * PMD_SIZE - 100 * PAGE_SIZE;
     mm.map_folio_ptes(addr, f, true).unwrap();
-    let mut w = folio_walk(&mm, f, PvmwFlags::NONE);
+    let mut w = folio_walk(&mm, vma, f, PvmwFlags::NONE);
     let mut seen = 0;
     while w.walk() {
         let crossed = w.flags().contains(PvmwFlags::PGTABLE_CROSSED);
@@ -318,10 +340,11 @@ fn crossing_a_pte_table_sets_pgtable_crossed() {
 #[test]
 fn holes_and_foreign_ptes_are_skipped() {
     let (mm, mem) = mm_with(PMD_SIZE);
-    let f = mem.alloc_folio(Order::HPAGE_PMD).unwrap();
+    let vma = &mm.vmas()[0];
+    let f = mem.sys().alloc_folio(Order::HPAGE_PMD).unwrap();
     mm.map_folio_ptes(BASE, f, true).unwrap();
     // Unmap every third PTE and point one at another folio.
-    let other = mem.alloc_folio(Order::ZERO).unwrap();
+    let other = mem.sys().alloc_folio(Order::ZERO).unwrap();
     for i in (0..512).step_by(3) {
         let g = mm.pte_offset_map_lock(BASE + i * PAGE_SIZE).unwrap();
         g.get_and_clear();
@@ -332,7 +355,7 @@ fn holes_and_foreign_ptes_are_skipped() {
     )
     .unwrap();
     for sync in [PvmwFlags::NONE, PvmwFlags::SYNC] {
-        let m = matches(&mut folio_walk(&mm, f, sync));
+        let m = matches(&mut folio_walk(&mm, vma, f, sync));
         let expect: Vec<u64> = (0..512).filter(|i| i % 3 != 0 && *i != 1).collect();
         assert_eq!(
             m.iter()
@@ -346,14 +369,15 @@ fn holes_and_foreign_ptes_are_skipped() {
 #[test]
 fn pmd_mapped_thp_matches_once() {
     let (mm, mem) = mm_with(4 * PMD_SIZE);
-    let f = mem.alloc_folio(Order::HPAGE_PMD).unwrap();
+    let vma = &mm.vmas()[0];
+    let f = mem.sys().alloc_folio(Order::HPAGE_PMD).unwrap();
     mm.map_folio_pmd(BASE + PMD_SIZE, f, true).unwrap();
-    let mut w = folio_walk(&mm, f, PvmwFlags::NONE);
+    let mut w = folio_walk(&mm, vma, f, PvmwFlags::NONE);
     assert!(w.walk());
     assert!(w.is_pmd_mapped());
     assert_eq!(w.address(), BASE + PMD_SIZE);
     assert!(!w.walk());
-    assert!(matches(&mut folio_walk(&mm, f, PvmwFlags::MIGRATION)).is_empty());
+    assert!(matches(&mut folio_walk(&mm, vma, f, PvmwFlags::MIGRATION)).is_empty());
 }
 
 /// `try_to_migrate_one()` / `remove_migration_pte()` in miniature: replace each
@@ -361,20 +385,20 @@ fn pmd_mapped_thp_matches_once() {
 #[test]
 fn migration_entries_round_trip_through_the_walker() {
     let (mm, mem) = mm_with(PMD_SIZE);
-    let f = mem.alloc_folio(Order::HPAGE_PMD).unwrap();
+    let vma = &mm.vmas()[0];
+    let f = mem.sys().alloc_folio(Order::HPAGE_PMD).unwrap();
     mm.map_folio_ptes(BASE, f, true).unwrap();
     for i in 0..512 {
-        mm.write_user(&mem, BASE + i * PAGE_SIZE, 0xd00d + i)
-            .unwrap();
+        mm.write_user(BASE + i * PAGE_SIZE, 0xd00d + i).unwrap();
     }
-    let mut w = folio_walk(&mm, f, PvmwFlags::SYNC);
+    let mut w = folio_walk(&mm, vma, f, PvmwFlags::SYNC);
     while w.walk() {
         let old = w.get_and_clear_pte().unwrap();
         let e = make_migration_entry(MigrationKind::Write, old.pfn().into(), MODE).unwrap();
         w.set_pte(Pte::from_swp_entry(e).unwrap()).unwrap();
     }
-    assert!(matches(&mut folio_walk(&mm, f, PvmwFlags::NONE)).is_empty());
-    let mut w = folio_walk(&mm, f, PvmwFlags::MIGRATION);
+    assert!(matches(&mut folio_walk(&mm, vma, f, PvmwFlags::NONE)).is_empty());
+    let mut w = folio_walk(&mm, vma, f, PvmwFlags::MIGRATION);
     let mut n = 0;
     while w.walk() {
         let e = Softleaf::from_pte(w.pte().unwrap());
@@ -387,7 +411,7 @@ fn migration_entries_round_trip_through_the_walker() {
     }
     assert_eq!(n, 512);
     for i in 0..512 {
-        assert_eq!(mm.read_user(&mem, BASE + i * PAGE_SIZE), Ok(0xd00d + i));
+        assert_eq!(mm.read_user(BASE + i * PAGE_SIZE), Ok(0xd00d + i));
     }
 }
 
@@ -446,9 +470,7 @@ fn constructor_refuses_bad_input() {
         new(Pfn::new(u64::MAX).into(), 2, BASE, PvmwFlags::NONE),
         Some(Errno::EINVAL)
     );
-    let other = Mm::default();
-    let mut other = other;
-    other.mmap_anon(BASE, PMD_SIZE, VmFlags::RW).unwrap();
+    let (other, _) = mm_with(PMD_SIZE);
     assert_eq!(
         PageVmaMappedWalk::new(
             &mm,
@@ -472,7 +494,8 @@ fn constructor_refuses_bad_input() {
 #[test]
 fn walks_race_with_pte_updates() {
     let (mm, mem) = mm_with(PMD_SIZE);
-    let f = mem.alloc_folio(Order::HPAGE_PMD).unwrap();
+    let vma = &mm.vmas()[0];
+    let f = mem.sys().alloc_folio(Order::HPAGE_PMD).unwrap();
     mm.map_folio_ptes(BASE, f, true).unwrap();
     let stop = devpriv_core::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -491,7 +514,7 @@ fn walks_race_with_pte_updates() {
         });
         while !stop.load(devpriv_core::sync::atomic::Ordering::Acquire) {
             for flags in [PvmwFlags::NONE, PvmwFlags::MIGRATION] {
-                let mut w = folio_walk(&mm, f, flags);
+                let mut w = folio_walk(&mm, vma, f, flags);
                 while w.walk() {
                     // Under the lock, every match really is one.
                     let pte = w.pte().unwrap();

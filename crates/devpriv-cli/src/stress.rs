@@ -80,18 +80,21 @@
 //! device is idle (`check_idle()`) and removes its chunks; the space is
 //! empty and `validate()`s; all system memory is free.
 
-use crate::core::random::SplitMix64;
-use crate::core::sync::Mutex;
-use crate::core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use crate::core::{DevicePrivateOffset, Errno, Order, PAGE_SIZE, PageCount, Pfn, warn};
-use crate::migrate::memory::{PMD_SIZE, VmFlags};
-use crate::migrate::test_hmm::{Dmirror, DmirrorConfig, DmirrorDevice, DmirrorProt, HmmDmirrorCmd};
-use crate::migrate::{FaultFlags, Memory, Mm, SystemMemory, handle_mm_fault};
-use crate::pagemap::{
+use crate::simulate::{cpu_write, value, walk_findings};
+use devpriv_core::random::SplitMix64;
+use devpriv_core::sync::Mutex;
+use devpriv_core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use devpriv_core::{DevicePrivateOffset, Errno, Order, PAGE_SIZE, PageCount, Pfn, warn};
+use devpriv_drivers::test_hmm::{
+    Dmirror, DmirrorConfig, DmirrorDevice, DmirrorProt, HmmDmirrorCmd,
+};
+use devpriv_migrate::{
+    FaultFlags, Memory, Mm, MmConfig, PMD_SIZE, SystemMemory, VmFlags, handle_mm_fault,
+};
+use devpriv_pagemap::{
     DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, PageRef,
     PagemapParams, VmFault, folio_get, folio_put, zone_device_folio_init,
 };
-use crate::simulate::{cpu_write, value, walk_findings};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -1230,19 +1233,19 @@ impl<'a> Worker<'a> {
         let thp = (base + SMALL_PAGES * PAGE_SIZE).next_multiple_of(PMD_SIZE);
         let end = thp + PMD_SIZE;
         let mem = &self.sh.mem;
-        let mut mm = Mm::default();
-        mm.mmap_anon(base, end - base, VmFlags::RW)?;
+        let mm = Mm::new(mem, MmConfig::default());
+        mm.mmap_write_lock()
+            .mmap_anon(base, end - base, VmFlags::RW)?;
         let f = mem.sys().alloc_folio(Order::HPAGE_PMD)?;
         mm.map_folio_pmd(thp, f, true)?;
         f.put()?;
-        let mm = Arc::new(mm);
         let pages: Vec<u64> = (base..base + SMALL_PAGES * PAGE_SIZE)
             .chain(thp..end)
             .step_by(4096)
             .collect();
         let mut generation = BTreeMap::new();
         for &a in &pages {
-            cpu_write(mem, &mm, a, value(a, 0))?;
+            cpu_write(&mm, a, value(a, 0))?;
             generation.insert(a, 0);
         }
         let mirror = self.sh.devices[self.t % DEVICES].open(&mm);
@@ -1317,15 +1320,14 @@ impl<'a> Worker<'a> {
 
     fn op_fault_back(&mut self) {
         let t = self.t;
-        let mem = &self.sh.mem;
         let Some(p) = &mut self.proc else { return };
         let a = p.pages[usize::try_from(self.rng.below(p.pages.len() as u64)).unwrap_or(0)];
         let g = p.generation.get(&a).copied().unwrap_or(0) + 1;
         self.st.count("cpu_fault_back", 1);
-        match cpu_write(mem, &p.mm, a, value(a, g)) {
+        match cpu_write(&p.mm, a, value(a, g)) {
             Ok(()) => {
                 p.generation.insert(a, g);
-                let back = p.mm.read_user(mem.sys(), a);
+                let back = p.mm.read_user(a);
                 self.st.check(back == Ok(value(a, g)), || {
                     format!("thread {t}: {a:#x} reads {back:?} after a write")
                 });
@@ -1417,17 +1419,16 @@ impl<'a> Worker<'a> {
 
     fn final_values(&mut self, p: &Proc) {
         let t = self.t;
-        let mem = &self.sh.mem;
         for &a in &p.pages {
             let g = p.generation.get(&a).copied().unwrap_or(0);
-            if p.mm.read_user(mem.sys(), a).is_err()
-                && let Err(e) = handle_mm_fault(mem, &p.mm, a, FaultFlags::READ)
+            if p.mm.read_user(a).is_err()
+                && let Err(e) = handle_mm_fault(&p.mm, a, FaultFlags::READ)
             {
                 self.st
                     .fail(format!("thread {t}: final fault at {a:#x}: {e}"));
                 continue;
             }
-            let v = p.mm.read_user(mem.sys(), a);
+            let v = p.mm.read_user(a);
             self.st.check(v == Ok(value(a, g)), || {
                 format!("thread {t}: {a:#x} holds {v:?} at the end, want generation {g}")
             });
@@ -1437,16 +1438,15 @@ impl<'a> Worker<'a> {
 
 /// `HMM_DMIRROR_RELEASE` on thread `t`'s mirror, then `munmap` of its
 /// whole region.
-fn release_proc(mem: &Memory, t: usize, p: Proc, st: &mut Stats) {
+fn release_proc(t: usize, p: Proc, st: &mut Stats) {
     let r = p.mirror.release(&p.mm);
     st.check(r.is_ok(), || format!("thread {t}: mirror release: {r:?}"));
     drop(p.mirror);
-    match Arc::into_inner(p.mm) {
-        Some(mut mm) => {
-            let r = mm.munmap(mem, p.base, p.end - p.base);
-            st.check(r.is_ok(), || format!("thread {t}: munmap: {r:?}"));
-        }
-        None => st.fail(format!("thread {t}: address space still shared at the end")),
+    if Arc::strong_count(&p.mm) == 1 {
+        let r = p.mm.mmap_write_lock().munmap(p.base, p.end - p.base);
+        st.check(r.is_ok(), || format!("thread {t}: munmap: {r:?}"));
+    } else {
+        st.fail(format!("thread {t}: address space still shared at the end"));
     }
 }
 
@@ -1662,7 +1662,7 @@ fn audit(sh: &Shared, procs: Vec<Option<Proc>>, st: &mut Stats) {
     let space = sh.mem.space();
     for (t, p) in procs.into_iter().enumerate() {
         if let Some(p) = p {
-            release_proc(&sh.mem, t, p, st);
+            release_proc(t, p, st);
         }
     }
     let parked = std::mem::take(&mut *sh.handoff.lock());
@@ -1711,7 +1711,7 @@ fn audit(sh: &Shared, procs: Vec<Option<Proc>>, st: &mut Stats) {
         st.check(idle.is_ok(), || {
             format!("device {owner:?} not idle: {idle:?}")
         });
-        let removed = dev.remove_chunks(&Mm::default());
+        let removed = dev.remove_chunks(&Mm::new(&sh.mem, MmConfig::default()));
         st.check(removed.is_ok(), || {
             format!("device {owner:?} remove: {removed:?}")
         });

@@ -1,7 +1,7 @@
 //! The HMM acceptance suite: scenarios of the kernel's HMM selftests
 //! (`tools/testing/selftests/mm/hmm-tests.c`, kernel-semantics §9.8),
 //! described and written anew, run against the dmirror driver model
-//! (`devpriv::migrate::test_hmm`).
+//! (`devpriv_drivers::test_hmm`).
 //!
 //! Each test is named after the selftest it follows. Every test checks the
 //! data the device and the CPU see, the counts the ioctls report, and ends
@@ -10,18 +10,18 @@
 //! system page is free, every device page is back on its device's free
 //! lists with refcount 0, and every pagemap reference is at its baseline.
 //!
-//! Run: `cargo test -p devpriv --test hmm_tests`.
+//! Run: `cargo test -p devpriv-drivers --test hmm_tests`.
 
-use devpriv::core::{DevicePrivateOffset, Errno, Order, PAGE_SIZE, PageCount, PageFrame, Pfn};
-use devpriv::migrate::leafops::Softleaf;
-use devpriv::migrate::memory::{PMD_SIZE, VmFlags};
-use devpriv::migrate::test_hmm::{
+use devpriv_core::{Errno, Order, PAGE_SIZE, PageCount, Pfn};
+use devpriv_drivers::test_hmm::{
     Dmirror, DmirrorConfig, DmirrorDevice, DmirrorProt, HmmDmirrorCmd,
 };
-use devpriv::migrate::{
-    AnyFolio, FaultFlags, Memory, Mm, SystemMemory, VmFaultResult, handle_mm_fault,
+use devpriv_migrate::leafops::Softleaf;
+use devpriv_migrate::{
+    AnyFolio, FaultFlags, Memory, Mm, MmConfig, PMD_SIZE, SystemMemory, VmFaultResult, VmFlags,
+    handle_mm_fault,
 };
-use devpriv::pagemap::{DevicePrivateSpace, Owner};
+use devpriv_pagemap::{DevicePrivateSpace, Owner};
 use std::sync::Arc;
 
 /// System RAM: 32 MiB.
@@ -66,13 +66,13 @@ fn page(i: u64) -> u64 {
 }
 
 /// A CPU load: faults until the page is present.
-fn cpu_read(mem: &Memory, mm: &Arc<Mm>, addr: u64) -> u64 {
+fn cpu_read(mm: &Arc<Mm>, addr: u64) -> u64 {
     for _ in 0..4 {
-        if let Ok(v) = mm.read_user(mem.sys(), addr) {
+        if let Ok(v) = mm.read_user(addr) {
             return v;
         }
         assert_eq!(
-            handle_mm_fault(mem, mm, addr, FaultFlags::READ),
+            handle_mm_fault(mm, addr, FaultFlags::READ),
             Ok(VmFaultResult::Done),
             "read fault at {addr:#x}"
         );
@@ -81,13 +81,13 @@ fn cpu_read(mem: &Memory, mm: &Arc<Mm>, addr: u64) -> u64 {
 }
 
 /// A CPU store: faults until the page is present and writable.
-fn cpu_write(mem: &Memory, mm: &Arc<Mm>, addr: u64, v: u64) {
+fn cpu_write(mm: &Arc<Mm>, addr: u64, v: u64) {
     for _ in 0..4 {
-        if mm.write_user(mem.sys(), addr, v).is_ok() {
+        if mm.write_user(addr, v).is_ok() {
             return;
         }
         assert_eq!(
-            handle_mm_fault(mem, mm, addr, FaultFlags::WRITE),
+            handle_mm_fault(mm, addr, FaultFlags::WRITE),
             Ok(VmFaultResult::Done),
             "write fault at {addr:#x}"
         );
@@ -97,31 +97,33 @@ fn cpu_write(mem: &Memory, mm: &Arc<Mm>, addr: u64, v: u64) {
 
 /// Maps a 2 MiB THP at `addr` (`MADV_HUGEPAGE` plus a first touch) and
 /// fills it with [`value`].
-fn thp(mem: &Memory, mm: &Mm, addr: u64) {
-    let f = mem.sys().alloc_folio(Order::HPAGE_PMD).unwrap();
+fn thp(mm: &Mm, addr: u64) {
+    let f = mm.memory().sys().alloc_folio(Order::HPAGE_PMD).unwrap();
     mm.map_folio_pmd(addr, f, true).unwrap();
     f.put().unwrap();
     for a in (addr..addr + PMD_SIZE).step_by(STEP) {
-        mm.write_user(mem.sys(), a, value(a)).unwrap();
+        mm.write_user(a, value(a)).unwrap();
     }
 }
 
 /// Maps a read-only page holding `v` at `addr` (what writing a page and
 /// then `mprotect(PROT_READ)` leaves).
-fn ro_page(mem: &Memory, mm: &Mm, addr: u64, v: u64) {
-    let f = mem.sys().alloc_folio(Order::ZERO).unwrap();
-    mem.sys().write(f.pfn(), v).unwrap();
+fn ro_page(mm: &Mm, addr: u64, v: u64) {
+    let mem = mm.memory().sys();
+    let f = mem.alloc_folio(Order::ZERO).unwrap();
+    mem.write(f.pfn(), v).unwrap();
     mm.map_folio_ptes(addr, f, false).unwrap();
     f.put().unwrap();
 }
 
 /// A RW anonymous buffer of `npages` at `BASE`, written by the CPU.
 fn filled(mem: &Memory, npages: u64) -> Arc<Mm> {
-    let mut mm = Mm::default();
-    mm.mmap_anon(BASE, npages * PAGE_SIZE, VmFlags::RW).unwrap();
-    let mm = Arc::new(mm);
+    let mm = Mm::new(mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, npages * PAGE_SIZE, VmFlags::RW)
+        .unwrap();
     for i in 0..npages {
-        cpu_write(mem, &mm, page(i), value(page(i)));
+        cpu_write(&mm, page(i), value(page(i)));
     }
     mm
 }
@@ -142,27 +144,12 @@ fn snap(m: &Dmirror, mm: &Arc<Mm>, start: u64, npages: u64) -> Vec<DmirrorProt> 
     s
 }
 
-/// The device-private offset the CPU maps at `addr` (PTE or PMD).
-fn device_offset(mm: &Mm, addr: u64) -> Option<DevicePrivateOffset> {
-    let e = mm.softleaf_at(addr);
-    let Some(PageFrame::DevicePrivate(off)) =
-        e.to_frame(mm.paging()).filter(|_| e.is_device_private())
-    else {
-        return None;
-    };
-    if mm
-        .pmdp_get_lockless(addr)
-        .is_some_and(|p| !p.is_none() && !p.is_present())
-    {
-        return off.checked_add(PageCount::new((addr % PMD_SIZE) / PAGE_SIZE));
-    }
-    Some(off)
-}
-
 /// The order of the device folio the CPU maps at `addr`.
-fn device_folio_order(mem: &Memory, mm: &Mm, addr: u64) -> Order {
-    let off = device_offset(mm, addr).expect("a device-private entry");
-    let guard = mem.space().read();
+fn device_folio_order(mm: &Mm, addr: u64) -> Order {
+    let off = mm
+        .device_private_offset_at(addr)
+        .expect("a device-private entry");
+    let guard = mm.memory().space().read();
     guard
         .device_private_offset_to_page(off)
         .unwrap()
@@ -171,11 +158,16 @@ fn device_folio_order(mem: &Memory, mm: &Mm, addr: u64) -> Order {
 }
 
 /// The final accounting (see the module documentation).
-fn teardown(mem: &Memory, mut mm: Arc<Mm>, devs: &[&DmirrorDevice]) {
-    let m = Arc::get_mut(&mut mm).expect("no other handle on the address space");
-    for v in m.vmas() {
+fn teardown(mm: Arc<Mm>, devs: &[&DmirrorDevice]) {
+    assert_eq!(
+        Arc::strong_count(&mm),
+        1,
+        "no other handle on the address space"
+    );
+    let (m, mem) = (&*mm, mm.memory());
+    for v in m.vmas().iter() {
         for a in (v.start()..v.end()).step_by(STEP) {
-            if m.read_user(mem.sys(), a).is_err() {
+            if m.read_user(a).is_err() {
                 continue;
             }
             let pmd = m.pmdp_get_lockless(a).unwrap();
@@ -193,9 +185,11 @@ fn teardown(mem: &Memory, mut mm: Arc<Mm>, devs: &[&DmirrorDevice]) {
         }
     }
     let vmas: Vec<(u64, u64)> = m.vmas().iter().map(|v| (v.start(), v.end())).collect();
+    let mut w = m.mmap_write_lock();
     for (s, e) in vmas {
-        m.munmap(mem, s, e - s).unwrap();
+        w.munmap(s, e - s).unwrap();
     }
+    drop(w);
     assert_eq!(mem.sys().nr_free(), SYS_PAGES, "system pages leaked");
     for d in devs {
         d.check_idle().unwrap();
@@ -230,12 +224,12 @@ fn migrate() {
         &prot[..4]
     );
     for a in (BASE..page(BUFFER_PAGES)).step_by(STEP) {
-        assert_eq!(cpu_read(&mem, &mm, a), value(a));
+        assert_eq!(cpu_read(&mm, a), value(a));
     }
     assert_eq!(dev0.faults(), BUFFER_PAGES);
     assert_eq!(dev0.cfree(), BUFFER_PAGES);
     assert_eq!(dev1.calloc(), 0);
-    teardown(&mem, mm, &[&dev0, &dev1]);
+    teardown(mm, &[&dev0, &dev1]);
 }
 
 /// `hmm.migrate_fault`: after moving the buffer to the device the CPU
@@ -250,7 +244,7 @@ fn migrate_fault() {
     let m = dev0.open(&mm);
     assert_eq!(to_dev(&m, &mm, BASE, n).unwrap().1, n);
     for a in (BASE..page(n / 2)).step_by(STEP) {
-        assert_eq!(cpu_read(&mem, &mm, a), value(a));
+        assert_eq!(cpu_read(&mm, a), value(a));
     }
     assert_eq!(dev0.faults(), n / 2);
     let before = dev0.calloc();
@@ -261,12 +255,12 @@ fn migrate_fault() {
         n / 2,
         "only the faulted half moved again"
     );
-    assert!((0..n).all(|i| device_offset(&mm, page(i)).is_some()));
+    assert!((0..n).all(|i| mm.device_private_offset_at(page(i)).is_some()));
     for a in (BASE..page(n)).step_by(STEP) {
-        assert_eq!(cpu_read(&mem, &mm, a), value(a));
+        assert_eq!(cpu_read(&mm, a), value(a));
     }
     assert_eq!(dev0.faults(), n / 2 + n);
-    teardown(&mem, mm, &[&dev0]);
+    teardown(mm, &[&dev0]);
 }
 
 /// `hmm.migrate_multiple`: ten rounds, each on a fresh buffer, of moving
@@ -277,11 +271,12 @@ fn migrate_multiple() {
     let Machine { mem, dev0, .. } = machine();
     let n = 128;
     for round in 0..10u64 {
-        let mut mm = Mm::default();
-        mm.mmap_anon(BASE, n * PAGE_SIZE, VmFlags::RW).unwrap();
-        let mm = Arc::new(mm);
+        let mm = Mm::new(&mem, MmConfig::default());
+        mm.mmap_write_lock()
+            .mmap_anon(BASE, n * PAGE_SIZE, VmFlags::RW)
+            .unwrap();
         for i in 0..n {
-            cpu_write(&mem, &mm, page(i), value(page(i)) + round);
+            cpu_write(&mm, page(i), value(page(i)) + round);
         }
         let m = dev0.open(&mm);
         let (data, cpages) = to_dev(&m, &mm, BASE, n).unwrap();
@@ -292,12 +287,12 @@ fn migrate_multiple() {
                 .all(|(d, e)| *d == e + round)
         );
         for i in 0..n {
-            assert_eq!(cpu_read(&mem, &mm, page(i)), value(page(i)) + round);
+            assert_eq!(cpu_read(&mm, page(i)), value(page(i)) + round);
         }
         assert_eq!(dev0.faults(), (round + 1) * n);
         dev0.check_idle().unwrap();
         drop(m);
-        teardown(&mem, mm, &[&dev0]);
+        teardown(mm, &[&dev0]);
     }
     assert_eq!((dev0.calloc(), dev0.cfree()), (10 * n, 10 * n));
     assert_eq!(dev0.chunks().len(), 1, "freed pages were reused");
@@ -320,7 +315,7 @@ fn migrate_release() {
     assert_eq!(mem.space().len(), pagemaps - 1, "the chunk was unmapped");
     assert_eq!(m.nr_pt_entries(), 0, "no device entry outlives its chunk");
     for a in (BASE..page(n)).step_by(STEP) {
-        assert_eq!(mm.read_user(mem.sys(), a), Ok(value(a)), "{a:#x} is back");
+        assert_eq!(mm.read_user(a), Ok(value(a)), "{a:#x} is back");
     }
     assert_eq!(dev0.faults(), 0);
     assert!(
@@ -332,9 +327,9 @@ fn migrate_release() {
     assert_eq!(to_dev(&m, &mm, BASE, 8).unwrap().1, 8);
     assert_eq!(dev0.chunks().len(), 1);
     for a in (BASE..page(8)).step_by(STEP) {
-        assert_eq!(cpu_read(&mem, &mm, a), value(a));
+        assert_eq!(cpu_read(&mm, a), value(a));
     }
-    teardown(&mem, mm, &[&dev0]);
+    teardown(mm, &[&dev0]);
 }
 
 /// `hmm2.migrate_mixed`: migrating an inaccessible range or one with a
@@ -345,34 +340,31 @@ fn migrate_release() {
 #[test]
 fn migrate_mixed() {
     let Machine { mem, dev0, dev1 } = machine();
-    let mut mm = Mm::default();
-    mm.mmap_anon(BASE, 6 * PAGE_SIZE, VmFlags::default())
+    let mm = Mm::new(&mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, 6 * PAGE_SIZE, VmFlags::default())
         .unwrap();
-    let mut mm = Arc::new(mm);
     let (m0, m1) = (dev0.open(&mm), dev1.open(&mm));
     assert_eq!(to_dev(&m1, &mm, BASE, 6), Err(Errno::EINVAL));
     // Punch a hole at page 1: the range no longer has one VMA.
-    Arc::get_mut(&mut mm)
-        .unwrap()
-        .munmap(&mem, page(1), PAGE_SIZE)
-        .unwrap();
+    mm.mmap_write_lock().munmap(page(1), PAGE_SIZE).unwrap();
     assert_eq!(to_dev(&m1, &mm, BASE, 3), Err(Errno::EINVAL));
     // Page 2: readable, read once (the zero page); page 3: read-only data;
     // pages 4-5: writable data.
     {
-        let w = Arc::get_mut(&mut mm).unwrap();
-        w.munmap(&mem, page(2), 4 * PAGE_SIZE).unwrap();
+        let mut w = mm.mmap_write_lock();
+        w.munmap(page(2), 4 * PAGE_SIZE).unwrap();
         w.mmap_anon(page(2), 2 * PAGE_SIZE, VmFlags::READ).unwrap();
         w.mmap_anon(page(4), 2 * PAGE_SIZE, VmFlags::RW).unwrap();
-        ro_page(&mem, w, page(3), 3);
+        ro_page(&w, page(3), 3);
     }
-    assert_eq!(cpu_read(&mem, &mm, page(2)), 0);
+    assert_eq!(cpu_read(&mm, page(2)), 0);
     assert!(
         mem.sys()
             .is_zero_pfn(mm.ptep_get_lockless(page(2)).unwrap().pfn())
     );
-    cpu_write(&mem, &mm, page(4), 3);
-    cpu_write(&mem, &mm, page(5), 3);
+    cpu_write(&mm, page(4), 3);
+    cpu_write(&mm, page(5), 3);
     let (data, cpages) = to_dev(&m1, &mm, page(2), 4).unwrap();
     assert_eq!((cpages, data), (4, vec![0, 3, 3, 3]));
     assert_eq!(
@@ -388,26 +380,29 @@ fn migrate_mixed() {
     assert_eq!(to_dev(&m0, &mm, page(5), 1), Err(Errno::ENOENT));
     assert_eq!(snap(&m0, &mm, page(5), 1), [DmirrorProt::NONE]);
     assert_eq!(dev0.calloc(), 0);
-    assert!(dev1.owns(device_offset(&mm, page(5)).unwrap()));
-    assert!(!dev0.owns(device_offset(&mm, page(5)).unwrap()));
+    assert!(dev1.owns(mm.device_private_offset_at(page(5)).unwrap()));
+    assert!(!dev0.owns(mm.device_private_offset_at(page(5)).unwrap()));
     drop((m0, m1));
-    teardown(&mem, mm, &[&dev0, &dev1]);
+    teardown(mm, &[&dev0, &dev1]);
 }
 
 /// Builds the seven-page layout of `hmm2.snapshot`: no access, a hole,
 /// the zero page, read-only data, writable data, a page on device 0 and a
 /// page on device 1.
 fn snapshot_layout(m: &Machine) -> (Arc<Mm>, Dmirror, Dmirror) {
-    let mem = &m.mem;
-    let mut mm = Mm::default();
-    mm.mmap_anon(page(0), PAGE_SIZE, VmFlags::default())
+    let mm = Mm::new(&m.mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(page(0), PAGE_SIZE, VmFlags::default())
         .unwrap();
-    mm.mmap_anon(page(2), 2 * PAGE_SIZE, VmFlags::READ).unwrap();
-    mm.mmap_anon(page(4), 3 * PAGE_SIZE, VmFlags::RW).unwrap();
-    ro_page(mem, &mm, page(3), 3);
-    let mm = Arc::new(mm);
-    assert_eq!(cpu_read(mem, &mm, page(2)), 0);
-    cpu_write(mem, &mm, page(4), 3);
+    mm.mmap_write_lock()
+        .mmap_anon(page(2), 2 * PAGE_SIZE, VmFlags::READ)
+        .unwrap();
+    mm.mmap_write_lock()
+        .mmap_anon(page(4), 3 * PAGE_SIZE, VmFlags::RW)
+        .unwrap();
+    ro_page(&mm, page(3), 3);
+    assert_eq!(cpu_read(&mm, page(2)), 0);
+    cpu_write(&mm, page(4), 3);
     let (m0, m1) = (m.dev0.open(&mm), m.dev1.open(&mm));
     assert_eq!(to_dev(&m0, &mm, page(5), 1).unwrap().1, 1);
     assert_eq!(to_dev(&m1, &mm, page(6), 1).unwrap().1, 1);
@@ -457,7 +452,7 @@ fn snapshot() {
         [0xff, 0x11, 0x22, 0x30]
     );
     drop((m0, m1));
-    teardown(&machine.mem, mm, &[&machine.dev0, &machine.dev1]);
+    teardown(mm, &[&machine.dev0, &machine.dev1]);
 }
 
 /// An extra to `hmm2.snapshot`: two devices that share an owner see each
@@ -474,7 +469,7 @@ fn snapshot_same_owner_reports_remote() {
     );
     assert_eq!((s0, s1), (vec![local, remote], vec![remote, local]));
     drop((m0, m1));
-    teardown(&machine.mem, mm, &[&machine.dev0, &machine.dev1]);
+    teardown(mm, &[&machine.dev0, &machine.dev1]);
 }
 
 /// `hmm2.double_map`: both devices read the same read-only memory (one
@@ -485,12 +480,13 @@ fn snapshot_same_owner_reports_remote() {
 fn double_map() {
     let Machine { mem, dev0, dev1 } = machine();
     let n = 6;
-    let mut mm = Mm::default();
-    mm.mmap_anon(BASE, n * PAGE_SIZE, VmFlags::READ).unwrap();
+    let mm = Mm::new(&mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, n * PAGE_SIZE, VmFlags::READ)
+        .unwrap();
     for i in 0..n {
-        ro_page(&mem, &mm, page(i), value(page(i)));
+        ro_page(&mm, page(i), value(page(i)));
     }
-    let mm = Arc::new(mm);
     let (m0, m1) = (dev0.open(&mm), dev1.open(&mm));
     for m in [&m0, &m1] {
         let mut cmd = HmmDmirrorCmd::new(BASE, n);
@@ -503,9 +499,9 @@ fn double_map() {
     assert_eq!(m0.read(&mm, &mut cmd).unwrap(), expected(BASE, n));
     assert_eq!((cmd.cpages, cmd.faults), (n, 1));
     assert_eq!((dev0.faults(), dev1.faults()), (0, n));
-    assert!((0..n).all(|i| device_offset(&mm, page(i)).is_none()));
+    assert!((0..n).all(|i| mm.device_private_offset_at(page(i)).is_none()));
     drop((m0, m1));
-    teardown(&mem, mm, &[&dev0, &dev1]);
+    teardown(mm, &[&dev0, &dev1]);
 }
 
 /// `hmm.migrate_anon_huge_empty`: an untouched, read-only, 2 MiB-aligned
@@ -514,9 +510,10 @@ fn double_map() {
 #[test]
 fn migrate_anon_huge_empty() {
     let Machine { mem, dev0, .. } = machine();
-    let mut mm = Mm::default();
-    mm.mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::READ).unwrap();
-    let mm = Arc::new(mm);
+    let mm = Mm::new(&mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::READ)
+        .unwrap();
     let m = dev0.open(&mm);
     let (data, cpages) = to_dev(&m, &mm, BASE, 512).unwrap();
     assert_eq!((cpages, data), (512, vec![0; 512]));
@@ -526,7 +523,7 @@ fn migrate_anon_huge_empty() {
         "{e:?}"
     );
     assert_eq!(
-        device_folio_order(&mem, &mm, BASE + 77 * PAGE_SIZE),
+        device_folio_order(&mm, BASE + 77 * PAGE_SIZE),
         Order::HPAGE_PMD
     );
     assert!(
@@ -541,7 +538,7 @@ fn migrate_anon_huge_empty() {
     );
     assert_eq!(mem.sys().nr_free(), SYS_PAGES);
     drop(m);
-    teardown(&mem, mm, &[&dev0]);
+    teardown(mm, &[&dev0]);
 }
 
 /// `hmm.migrate_anon_huge_fault`: a written 2 MiB THP moves to the device
@@ -550,30 +547,31 @@ fn migrate_anon_huge_empty() {
 #[test]
 fn migrate_anon_huge_fault() {
     let Machine { mem, dev0, .. } = machine();
-    let mut mm = Mm::default();
-    mm.mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW).unwrap();
-    thp(&mem, &mm, BASE);
-    let mm = Arc::new(mm);
+    let mm = Mm::new(&mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW)
+        .unwrap();
+    thp(&mm, BASE);
     let m = dev0.open(&mm);
     assert_eq!(
         to_dev(&m, &mm, BASE, 512).unwrap(),
         (expected(BASE, 512), 512)
     );
-    assert_eq!(device_folio_order(&mem, &mm, BASE), Order::HPAGE_PMD);
+    assert_eq!(device_folio_order(&mm, BASE), Order::HPAGE_PMD);
     {
-        let off = device_offset(&mm, BASE).unwrap();
+        let off = mm.device_private_offset_at(BASE).unwrap();
         let guard = mem.space().read();
         let f = AnyFolio::Dev(guard.device_private_offset_to_page(off).unwrap().folio());
         assert_eq!((f.refcount(), f.mapcount(), f.entire_mapcount()), (1, 1, 1));
     }
     for a in (BASE..BASE + PMD_SIZE).step_by(STEP) {
-        assert_eq!(cpu_read(&mem, &mm, a), value(a));
+        assert_eq!(cpu_read(&mm, a), value(a));
     }
     assert_eq!(dev0.faults(), 1);
     assert!(mm.pmdp_get_lockless(BASE).unwrap().is_trans_huge());
     assert_eq!(mem.sys().nr_free(), SYS_PAGES - 512);
     drop(m);
-    teardown(&mem, mm, &[&dev0]);
+    teardown(mm, &[&dev0]);
 }
 
 /// `hmm.migrate_partial_unmap_fault`: 2 MiB (a THP or 512 small pages)
@@ -586,23 +584,21 @@ fn migrate_partial_unmap_fault() {
     for is_thp in [false, true] {
         for offset in [0, PMD_SIZE / 4, PMD_SIZE / 2] {
             let Machine { mem, dev0, .. } = machine();
-            let mut mm = Mm::default();
-            mm.mmap_anon(BASE, PMD_SIZE, VmFlags::RW).unwrap();
-            let mut mm = Arc::new(mm);
+            let mm = Mm::new(&mem, MmConfig::default());
+            mm.mmap_write_lock()
+                .mmap_anon(BASE, PMD_SIZE, VmFlags::RW)
+                .unwrap();
             if is_thp {
-                thp(&mem, &mm, BASE);
+                thp(&mm, BASE);
             } else {
                 for i in 0..512 {
-                    cpu_write(&mem, &mm, page(i), value(page(i)));
+                    cpu_write(&mm, page(i), value(page(i)));
                 }
             }
             let m = dev0.open(&mm);
             assert_eq!(to_dev(&m, &mm, BASE, 512).unwrap().1, 512);
             let (hole, half) = (BASE + offset, PMD_SIZE / 2);
-            Arc::get_mut(&mut mm)
-                .unwrap()
-                .munmap(&mem, hole, half)
-                .unwrap();
+            mm.mmap_write_lock().munmap(hole, half).unwrap();
             let in_use = dev0.nr_pages() - dev0.nr_free_pages();
             assert_eq!(
                 in_use,
@@ -614,11 +610,11 @@ fn migrate_partial_unmap_fault() {
                     assert!(mm.softleaf_at(a).is_none());
                     continue;
                 }
-                assert_eq!(cpu_read(&mem, &mm, a), value(a));
+                assert_eq!(cpu_read(&mm, a), value(a));
             }
             assert_eq!(dev0.faults(), 256);
             drop(m);
-            teardown(&mem, mm, &[&dev0]);
+            teardown(mm, &[&dev0]);
         }
     }
 }
@@ -631,10 +627,11 @@ fn migrate_partial_unmap_fault() {
 #[test]
 fn migrate_anon_huge_err() {
     let Machine { mem, dev0, .. } = machine();
-    let mut mm = Mm::default();
-    mm.mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW).unwrap();
-    thp(&mem, &mm, BASE);
-    let mut mm = Arc::new(mm);
+    let mm = Mm::new(&mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW)
+        .unwrap();
+    thp(&mm, BASE);
     let m = dev0.open(&mm);
     m.set_flags(Dmirror::FLAG_FAIL_ALLOC);
     assert_eq!(
@@ -642,24 +639,24 @@ fn migrate_anon_huge_err() {
         (expected(BASE, 512), 512)
     );
     assert_eq!(m.flags(), 0, "the flag is used up");
-    assert!((0..512).all(|i| device_folio_order(&mem, &mm, page(i)) == Order::ZERO));
+    assert!((0..512).all(|i| device_folio_order(&mm, page(i)) == Order::ZERO));
     assert_eq!(dev0.nr_free_folios(), 0, "no large device folio was taken");
-    assert_eq!(cpu_read(&mem, &mm, page(2)), value(page(2)));
+    assert_eq!(cpu_read(&mm, page(2)), value(page(2)));
     assert_eq!(dev0.faults(), 1);
     assert!(
-        device_offset(&mm, page(3)).is_some(),
+        mm.device_private_offset_at(page(3)).is_some(),
         "only one page came back"
     );
 
     // Unmap and start again with a THP.
     {
-        let w = Arc::get_mut(&mut mm).unwrap();
-        w.munmap(&mem, BASE, 2 * PMD_SIZE).unwrap();
+        let mut w = mm.mmap_write_lock();
+        w.munmap(BASE, 2 * PMD_SIZE).unwrap();
         w.mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW).unwrap();
-        thp(&mem, w, BASE);
+        thp(&w, BASE);
     }
     assert_eq!(to_dev(&m, &mm, BASE, 512).unwrap().1, 512);
-    assert_eq!(device_folio_order(&mem, &mm, BASE), Order::HPAGE_PMD);
+    assert_eq!(device_folio_order(&mm, BASE), Order::HPAGE_PMD);
     m.set_flags(Dmirror::FLAG_FAIL_ALLOC);
     let mut cmd = HmmDmirrorCmd::new(BASE, 512);
     m.migrate_to_sys(&mm, &mut cmd).unwrap();
@@ -668,13 +665,13 @@ fn migrate_anon_huge_err() {
         mm.pmdp_get_lockless(BASE).unwrap().is_table(),
         "small pages"
     );
-    assert_eq!(mm.read_user(mem.sys(), page(2)), Ok(value(page(2))));
+    assert_eq!(mm.read_user(page(2)), Ok(value(page(2))));
     for a in (BASE..BASE + PMD_SIZE).step_by(STEP) {
-        assert_eq!(mm.read_user(mem.sys(), a), Ok(value(a)));
+        assert_eq!(mm.read_user(a), Ok(value(a)));
     }
     assert_eq!(dev0.faults(), 1, "no CPU fault was needed");
     drop(m);
-    teardown(&mem, mm, &[&dev0]);
+    teardown(mm, &[&dev0]);
 }
 
 /// An extra, after `hmm.anon_read` and `hmm.anon_write`: the device writes
@@ -685,21 +682,22 @@ fn migrate_anon_huge_err() {
 fn anon_write_then_read() {
     let Machine { mem, dev0, .. } = machine();
     let n = 64;
-    let mut mm = Mm::default();
-    mm.mmap_anon(BASE, n * PAGE_SIZE, VmFlags::RW).unwrap();
-    let mm = Arc::new(mm);
+    let mm = Mm::new(&mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, n * PAGE_SIZE, VmFlags::RW)
+        .unwrap();
     let m = dev0.open(&mm);
     let mut cmd = HmmDmirrorCmd::new(BASE, n);
     m.write(&mm, &mut cmd, &expected(BASE, n)).unwrap();
     assert_eq!((cmd.cpages, cmd.faults), (n, 1));
     for i in 0..n {
-        assert_eq!(mm.read_user(mem.sys(), page(i)), Ok(value(page(i))));
+        assert_eq!(mm.read_user(page(i)), Ok(value(page(i))));
     }
     let mut cmd = HmmDmirrorCmd::new(BASE, n);
     assert_eq!(m.read(&mm, &mut cmd).unwrap(), expected(BASE, n));
     assert_eq!((cmd.cpages, cmd.faults), (n, 0));
     drop(m);
-    teardown(&mem, mm, &[&dev0]);
+    teardown(mm, &[&dev0]);
 }
 
 /// An extra: bad commands are refused with `EINVAL` and change nothing
@@ -710,7 +708,7 @@ fn bad_commands_change_nothing() {
     let Machine { mem, dev0, .. } = machine();
     let mm = filled(&mem, 4);
     let m = dev0.open(&mm);
-    let other = Arc::new(Mm::default());
+    let other = Mm::new(&mem, MmConfig::default());
     for (addr, npages) in [(BASE + 1, 1), (BASE, 0), (!(PAGE_SIZE - 1), 2)] {
         let mut cmd = HmmDmirrorCmd::new(addr, npages);
         assert_eq!(m.migrate_to_dev(&mm, &mut cmd), Err(Errno::EINVAL));
@@ -722,7 +720,7 @@ fn bad_commands_change_nothing() {
     assert_eq!((dev0.calloc(), m.nr_pt_entries()), (0, 0));
     assert_eq!(mem.sys().nr_free(), SYS_PAGES - 4);
     drop(m);
-    teardown(&mem, mm, &[&dev0]);
+    teardown(mm, &[&dev0]);
 }
 
 /// An extra, after `dmirror_allocate_chunk()`: a device adds chunks as its
@@ -742,10 +740,10 @@ fn chunks_are_added_on_demand() {
     assert_eq!(to_dev(&m, &mm, BASE, 1024).unwrap().1, 1024);
     assert_eq!(dev.chunks().len(), 2);
     assert_eq!(to_dev(&m, &mm, page(1024), 76), Err(Errno::ENOENT));
-    assert!(device_offset(&mm, page(1024)).is_none());
+    assert!(mm.device_private_offset_at(page(1024)).is_none());
     for a in (BASE..page(1100)).step_by(STEP) {
-        assert_eq!(cpu_read(&mem, &mm, a), value(a));
+        assert_eq!(cpu_read(&mm, a), value(a));
     }
     drop(m);
-    teardown(&mem, mm, &[&dev]);
+    teardown(mm, &[&dev]);
 }

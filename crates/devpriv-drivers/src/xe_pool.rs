@@ -47,12 +47,12 @@
 //! reproducible; with several the interleaving (and so the counts) varies,
 //! but the fixed policies stay at zero hazards.
 
-use crate::core::random::SplitMix64;
-use crate::core::sync::Mutex;
-use crate::core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use crate::core::{Errno, Order, PageCount, warn};
-use crate::pagemap::mm_types::word;
-use crate::pagemap::{
+use devpriv_core::random::SplitMix64;
+use devpriv_core::sync::Mutex;
+use devpriv_core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use devpriv_core::{Errno, Order, PageCount, warn};
+use devpriv_pagemap::mm_types::word;
+use devpriv_pagemap::{
     DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, InitError, MemoryType, Owner, PageRef,
     PagemapParams, ReinitPolicy, SpaceConfig, VmFault, folio_put, zone_device_folio_init,
 };

@@ -7,8 +7,10 @@
 //! (`mm/memremap.c`), with a DRM-buddy pool after `drivers/gpu/drm/drm_buddy.c`
 //! and `drivers/gpu/drm/xe/xe_svm.c`.
 
-use devpriv::pagemap::ReinitPolicy;
-use devpriv::xe_pool::{HandlerStats, XeConfig, XeReport, render_summary, run, run_workload};
+use devpriv_drivers::xe_pool::{
+    HandlerStats, XeConfig, XeReport, render_summary, run, run_workload,
+};
+use devpriv_pagemap::ReinitPolicy;
 
 /// Asserts that a run under a fixed policy saw nothing wrong, and that it
 /// did exercise the scenario (2 MiB blocks reused for smaller folios).

@@ -42,11 +42,11 @@
 //!   stale (the entry no longer names what the CPU maps there, or is
 //!   writable where the CPU entry is not). The driver still erases entries
 //!   itself where the kernel driver does (migration back to RAM, release).
-//! - The mirror does not own the address space: every call takes the
-//!   [`Mm`] (so tests can still `munmap` it), and refuses (`EINVAL`) an
+//! - The mirror does not hold the address space (the kernel's keeps it in
+//!   its notifier): every call takes the [`Mm`], and refuses (`EINVAL`) an
 //!   address space other than the one the mirror was opened on.
 //! - Backing pages are data words inside the driver, not pages of
-//!   [`SystemMemory`](crate::SystemMemory): system-memory accounting in a
+//!   [`SystemMemory`](devpriv_migrate::SystemMemory): system-memory accounting in a
 //!   test sees only what the CPU maps.
 //! - The kernel's `cpages` of `MIGRATE_TO_SYS` counts migrated entries (a
 //!   THP counts once); the model counts pages.
@@ -58,9 +58,8 @@
 //!
 //! ```
 //! use devpriv_core::{Errno, PageCount, Pfn, PAGE_SIZE};
-//! use devpriv_migrate::memory::{PMD_SIZE, VmFlags};
-//! use devpriv_migrate::test_hmm::{DmirrorConfig, DmirrorDevice, DmirrorProt, HmmDmirrorCmd};
-//! use devpriv_migrate::{handle_mm_fault, FaultFlags, Memory, Mm, SystemMemory};
+//! use devpriv_drivers::test_hmm::{DmirrorConfig, DmirrorDevice, DmirrorProt, HmmDmirrorCmd};
+//! use devpriv_migrate::{handle_mm_fault, FaultFlags, Memory, Mm, MmConfig, SystemMemory, VmFlags, PMD_SIZE};
 //! use devpriv_pagemap::{DevicePrivateSpace, Owner};
 //! use std::sync::Arc;
 //!
@@ -68,9 +67,8 @@
 //! let mem = Memory::new(sys, Arc::new(DevicePrivateSpace::new()));
 //! let dev = DmirrorDevice::new(&mem, Owner(1), DmirrorConfig::with_chunk_pages(PageCount::new(512)))?;
 //! let base = 0x7f00_0000_0000;
-//! let mut mm = Mm::default();
-//! mm.mmap_anon(base, PMD_SIZE, VmFlags::RW)?;
-//! let mm = Arc::new(mm);
+//! let mm = Mm::new(&mem, MmConfig::default());
+//! mm.mmap_write_lock().mmap_anon(base, PMD_SIZE, VmFlags::RW)?;
 //! let mirror = dev.open(&mm);
 //!
 //! // The device writes 4 pages (faulting them in), then takes them over.
@@ -83,21 +81,12 @@
 //! assert_eq!(prot, [DmirrorProt::DEV_PRIVATE_LOCAL | DmirrorProt::WRITE]);
 //!
 //! // A CPU access faults a page back through the device's migrate_to_ram.
-//! handle_mm_fault(&mem, &mm, base + PAGE_SIZE, FaultFlags::READ)?;
-//! assert_eq!(mm.read_user(mem.sys(), base + PAGE_SIZE), Ok(11));
+//! handle_mm_fault(&mm, base + PAGE_SIZE, FaultFlags::READ)?;
+//! assert_eq!(mm.read_user(base + PAGE_SIZE), Ok(11));
 //! assert_eq!(dev.faults(), 1);
 //! # Ok::<(), Errno>(())
 //! ```
 
-use crate::hmm::{HmmPfn, HmmRange, hmm_range_fault};
-use crate::leafops::Softleaf;
-use crate::memory::{FaultContext, Mm, PMD_SIZE, VmFlags, Vma};
-use crate::migrate_device::{
-    MigratePfn, MigrateVma, MigrateVmaFlags, migrate_device_finalize, migrate_device_pages,
-    migrate_device_range, migrate_vma_finalize, migrate_vma_pages, migrate_vma_setup,
-};
-use crate::page_alloc::SysFolio;
-use crate::rmap::Memory;
 use core::fmt;
 use core::ops::BitOr;
 use devpriv_core::sync::Mutex;
@@ -105,6 +94,13 @@ use devpriv_core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use devpriv_core::{
     DevicePrivateOffset, Errno, HPAGE_PMD_NR, Order, PAGE_SHIFT, PAGE_SIZE, PageCount, PageFrame,
     Pfn, warn_on,
+};
+use devpriv_migrate::pgtable::PUD_SHIFT;
+use devpriv_migrate::{
+    FaultContext, HmmPfn, HmmRange, Memory, MigratePfn, MigrateVma, MigrateVmaFlags, Mm, MmConfig,
+    PMD_SIZE, Softleaf, SysFolio, VmFlags, Vma, hmm_range_fault, migrate_device_finalize,
+    migrate_device_pages, migrate_device_range, migrate_vma_finalize, migrate_vma_pages,
+    migrate_vma_setup,
 };
 use devpriv_pagemap::{
     DevPagemap, DevPagemapOps, Folio, MemoryType, Owner, PageRef, PagemapParams, VmFault,
@@ -625,7 +621,7 @@ impl DevPagemapOps for ChunkOps {
     ///
     /// Kernel: `dmirror_devmem_fault()`.
     fn migrate_to_ram(&self, vmf: &VmFault<'_>) -> Result<(), Errno> {
-        let ctx = FaultContext::from_vmf(vmf).ok_or(Errno::EINVAL)?;
+        let ctx = vmf.context::<FaultContext>().ok_or(Errno::EINVAL)?;
         let dev = self.dev.upgrade().ok_or(Errno::EINVAL)?;
         dev.faults.fetch_add(1, Ordering::Relaxed);
         let order = if vmf.pmd {
@@ -635,7 +631,6 @@ impl DevPagemapOps for ChunkOps {
         };
         let size = PAGE_SIZE << order.get();
         let start = vmf.address & !(size - 1);
-        let vma = ctx.mm.vma_lookup(vmf.address).ok_or(Errno::EFAULT)?;
         let mut flags = MigrateVmaFlags::SELECT_DEVICE_PRIVATE;
         if order != Order::ZERO {
             flags = flags | MigrateVmaFlags::SELECT_COMPOUND;
@@ -649,17 +644,24 @@ impl DevPagemapOps for ChunkOps {
             .get(vmf.page.index())
             .map_or(0, |m| m.load(Ordering::Acquire));
         let mirror = dev.mirror(mirror_id);
-        let mut args = MigrateVma::new(&ctx.mm, vma, start, start + size, flags, Some(dev.owner));
+        let mut args = MigrateVma::new(
+            &ctx.mm,
+            &ctx.vma,
+            start,
+            start + size,
+            flags,
+            Some(dev.owner),
+        );
         args.fault_page = Some(fault_page);
-        migrate_vma_setup(&ctx.mem, &mut args)?;
+        migrate_vma_setup(&mut args)?;
         let n = usize::try_from(args.npages).unwrap_or(0);
         let (src, dst) = (&args.src[..n], &mut args.dst[..n]);
         if let Err(e) = alloc_and_copy_to_sys(&dev, mirror.as_deref(), start, src, dst, false) {
-            migrate_vma_finalize(&ctx.mem, &mut args);
+            migrate_vma_finalize(&mut args);
             return Err(e);
         }
-        migrate_vma_pages(&ctx.mem, &mut args);
-        migrate_vma_finalize(&ctx.mem, &mut args);
+        migrate_vma_pages(&mut args);
+        migrate_vma_finalize(&mut args);
         Ok(())
     }
 }
@@ -793,11 +795,11 @@ impl DeviceInner {
         let mut src = vec![MigratePfn::NONE; n];
         let mut dst = vec![MigratePfn::NONE; n];
         let start = MigratePfn::new(chunk.pgmap.first_offset().into())?;
-        migrate_device_range(&self.mem, mm, &mut src, start, n as u64)?;
+        migrate_device_range(mm, &mut src, start, n as u64)?;
         let r = alloc_and_copy_to_sys(self, None, 0, &src, &mut dst, true);
         migrate_device_pages(&self.mem, &mut src, &mut dst)?;
         let done = migrated(&src, &dst);
-        migrate_device_finalize(&self.mem, mm, &src, &dst)?;
+        migrate_device_finalize(mm, &src, &dst)?;
         r.map(|()| done)
     }
 }
@@ -1079,7 +1081,8 @@ impl DmirrorDevice {
     ///
     /// As [`remove_chunks`](Self::remove_chunks).
     pub fn remove(self) -> Result<(), Errno> {
-        self.remove_chunks(&Mm::default()).map(|_| ())
+        let empty = Mm::new(&self.inner.mem, MmConfig::default());
+        self.remove_chunks(&empty).map(|_| ())
     }
 }
 
@@ -1285,7 +1288,7 @@ impl Dmirror {
     fn range_fault(&self, mm: &Arc<Mm>, range: &mut HmmRange) -> Result<(), Errno> {
         let mut tries = 0;
         loop {
-            match hmm_range_fault(self.mem(), mm, range) {
+            match hmm_range_fault(mm, range) {
                 Err(Errno::EBUSY) if tries < 16 => tries += 1,
                 r => return r,
             }
@@ -1364,7 +1367,7 @@ impl Dmirror {
                 return Err(Errno::EINVAL);
             }
             let next = end.min(a + PMD_SIZE).min(vma.end());
-            f(vma, a, next)?;
+            f(&vma, a, next)?;
             a = next;
         }
         Ok(())
@@ -1462,11 +1465,8 @@ impl Dmirror {
     ///
     /// Kernel: `dmirror_migrate_finalize_and_map()`.
     fn finalize_and_map(&self, args: &MigrateVma<'_>) {
-        let n = usize::try_from(args.npages).unwrap_or(0);
-        let first = args.start >> PAGE_SHIFT;
         let mut pt = self.state.pt.lock();
-        for i in 0..n {
-            let (s, d) = (args.src[i], args.dst[i]);
+        for (addr, s, d) in args.entries() {
             if !s.contains(MigratePfn::MIGRATE) {
                 continue;
             }
@@ -1483,7 +1483,7 @@ impl Dmirror {
                     continue;
                 };
                 pt.insert(
-                    first + i as u64 + j,
+                    (addr >> PAGE_SHIFT) + j,
                     DptEntry {
                         frame: o.into(),
                         write: d.contains(MigratePfn::WRITE),
@@ -1510,15 +1510,14 @@ impl Dmirror {
     pub fn migrate_to_dev(&self, mm: &Arc<Mm>, cmd: &mut HmmDmirrorCmd) -> Result<Vec<u64>, Errno> {
         self.check_mm(mm)?;
         let (start, end) = cmd.start()?;
-        let mem = self.mem();
         Self::windows(mm, start, end, |vma, a, next| {
             let flags = MigrateVmaFlags::SELECT_SYSTEM | MigrateVmaFlags::SELECT_COMPOUND;
             let mut args = MigrateVma::new(mm, vma, a, next, flags, Some(self.dev.owner()));
-            migrate_vma_setup(mem, &mut args)?;
+            migrate_vma_setup(&mut args)?;
             self.alloc_and_copy_to_dev(&mut args);
-            migrate_vma_pages(mem, &mut args);
+            migrate_vma_pages(&mut args);
             self.finalize_and_map(&args);
-            migrate_vma_finalize(mem, &mut args);
+            migrate_vma_finalize(&mut args);
             Ok(())
         })?;
         let mut out = vec![0; usize::try_from(cmd.npages).map_err(|_| Errno::EINVAL)?];
@@ -1539,23 +1538,22 @@ impl Dmirror {
     pub fn migrate_to_sys(&self, mm: &Arc<Mm>, cmd: &mut HmmDmirrorCmd) -> Result<(), Errno> {
         self.check_mm(mm)?;
         let (start, end) = cmd.start()?;
-        let mem = self.mem();
         let mut done = 0;
         let r = Self::windows(mm, start, end, |vma, a, next| {
             let flags = MigrateVmaFlags::SELECT_DEVICE_PRIVATE | MigrateVmaFlags::SELECT_COMPOUND;
             let mut args = MigrateVma::new(mm, vma, a, next, flags, Some(self.dev.owner()));
-            migrate_vma_setup(mem, &mut args)?;
+            migrate_vma_setup(&mut args)?;
             let n = usize::try_from(args.npages).unwrap_or(0);
             let (src, dst) = (&args.src[..n], &mut args.dst[..n]);
             if let Err(e) =
                 alloc_and_copy_to_sys(&self.dev.inner, Some(&self.state), a, src, dst, false)
             {
-                migrate_vma_finalize(mem, &mut args);
+                migrate_vma_finalize(&mut args);
                 return Err(e);
             }
-            migrate_vma_pages(mem, &mut args);
+            migrate_vma_pages(&mut args);
             done += migrated(&args.src[..n], &args.dst[..n]);
-            migrate_vma_finalize(mem, &mut args);
+            migrate_vma_finalize(&mut args);
             Ok(())
         });
         cmd.cpages = done;
@@ -1625,7 +1623,7 @@ impl Dmirror {
         let order = h.map_order().get();
         let size = if order + PAGE_SHIFT == devpriv_core::consts::PMD_SHIFT {
             DmirrorProt::PMD
-        } else if order + PAGE_SHIFT == crate::memory::PUD_SHIFT {
+        } else if order + PAGE_SHIFT == PUD_SHIFT {
             DmirrorProt::PUD
         } else {
             DmirrorProt::NONE

@@ -16,7 +16,7 @@
 //!    `page_vma_mapped_walk()` (`PVMW_DEVICE_PRIVATE`). Every page holds a
 //!    known value, checked after every move.
 //! 3. **Reuse at another order.** The seed-001 Xe workload
-//!    ([`crate::xe_pool`]) under the merged reinit policy: freed 2 MiB
+//!    ([`devpriv_drivers::xe_pool`]) under the merged reinit policy: freed 2 MiB
 //!    folios reused as 4 KiB and 64 KiB folios by concurrent fault
 //!    handlers, which must see no stale metadata.
 //! 4. **Teardown and audit.** Every mirror releases (evict every chunk,
@@ -29,15 +29,15 @@
 //! as a violation with a message, and `devpriv` exits non-zero.
 
 use crate::map::Layout;
-use crate::xe_pool::{self, XeConfig};
 use devpriv_core::random::SplitMix64;
 use devpriv_core::{Errno, Order, PAGE_SIZE, PageCount, PageFrame, Pfn};
-use devpriv_migrate::memory::{PMD_SIZE, VmFlags};
-use devpriv_migrate::test_hmm::{
+use devpriv_drivers::test_hmm::{
     Dmirror, DmirrorConfig, DmirrorDevice, DmirrorProt, HmmDmirrorCmd,
 };
+use devpriv_drivers::xe_pool::{self, XeConfig};
 use devpriv_migrate::{
-    FaultFlags, Memory, Mm, PageVmaMappedWalk, PvmwFlags, SystemMemory, handle_mm_fault,
+    FaultFlags, Memory, Mm, MmConfig, PMD_SIZE, PageVmaMappedWalk, PvmwFlags, SystemMemory,
+    VmFlags, handle_mm_fault,
 };
 use devpriv_pagemap::{DevicePrivateSpace, Owner, ReinitPolicy};
 use std::collections::BTreeMap;
@@ -208,7 +208,7 @@ pub fn run(cfg: &SimConfig, progress: bool) -> Result<Report, Errno> {
     let map = Layout::of(mem.space()).to_text();
     for (t, p) in procs.into_iter().enumerate() {
         if let Some(p) = p
-            && let Err(e) = p.teardown(&mem)
+            && let Err(e) = p.teardown()
         {
             stats[t]
                 .violations
@@ -349,12 +349,16 @@ struct Process {
 
 impl Process {
     /// `RELEASE` on the mirror (evict and unmap the device's chunks), then
-    /// `munmap` of the whole region.
-    fn teardown(self, mem: &Memory) -> Result<(), Errno> {
+    /// `munmap` of the whole region, which nothing else may still hold.
+    fn teardown(self) -> Result<(), Errno> {
         self.mirror.release(&self.mm)?;
         drop(self.mirror);
-        let mut mm = Arc::into_inner(self.mm).ok_or(Errno::EBUSY)?;
-        mm.munmap(mem, self.start, self.end - self.start)
+        if Arc::strong_count(&self.mm) != 1 {
+            return Err(Errno::EBUSY);
+        }
+        self.mm
+            .mmap_write_lock()
+            .munmap(self.start, self.end - self.start)
     }
 }
 
@@ -393,21 +397,21 @@ fn process(
     let base = region_base(t);
     let thp_base = (base + SMALL_PAGES * PAGE_SIZE).next_multiple_of(PMD_SIZE);
     let end = thp_base + THPS * PMD_SIZE;
-    let mut mm = Mm::default();
-    mm.mmap_anon(base, end - base, VmFlags::RW)?;
+    let mm = Mm::new(mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(base, end - base, VmFlags::RW)?;
     for i in 0..THPS {
         let f = mem.sys().alloc_folio(Order::HPAGE_PMD)?;
         mm.map_folio_pmd(thp_base + i * PMD_SIZE, f, true)?;
         f.put()?;
     }
-    let mm = Arc::new(mm);
     let pages: Vec<u64> = (base..base + SMALL_PAGES * PAGE_SIZE)
         .chain(thp_base..end)
         .step_by(4096)
         .collect();
     let mut generation: BTreeMap<u64, u64> = BTreeMap::new();
     for &a in &pages {
-        cpu_write(mem, &mm, a, value(a, 0))?;
+        cpu_write(&mm, a, value(a, 0))?;
         generation.insert(a, 0);
     }
     let dev = &devices[t % devices.len()];
@@ -449,9 +453,9 @@ fn process(
                 // CPU write: faults device pages back, then writes.
                 let a = pages[usize::try_from(rng.below(pages.len() as u64)).unwrap_or(0)];
                 let g = generation.get(&a).copied().unwrap_or(0) + 1;
-                st.timed("cpu_fault_back", || cpu_write(mem, &mm, a, value(a, g)))?;
+                st.timed("cpu_fault_back", || cpu_write(&mm, a, value(a, g)))?;
                 generation.insert(a, g);
-                let back = mm.read_user(mem.sys(), a);
+                let back = mm.read_user(a);
                 st.check(back == Ok(value(a, g)), || {
                     format!("process {t}: {a:#x} reads {back:?} after a write")
                 });
@@ -501,10 +505,10 @@ fn process(
     // Every page still holds its last value, wherever it is now.
     for &a in &pages {
         let g = generation.get(&a).copied().unwrap_or(0);
-        if mm.read_user(mem.sys(), a).is_err() {
-            handle_mm_fault(mem, &mm, a, FaultFlags::READ)?;
+        if mm.read_user(a).is_err() {
+            handle_mm_fault(&mm, a, FaultFlags::READ)?;
         }
-        let v = mm.read_user(mem.sys(), a);
+        let v = mm.read_user(a);
         st.check(v == Ok(value(a, g)), || {
             format!("process {t}: {a:#x} holds {v:?} at the end")
         });
@@ -518,12 +522,12 @@ fn process(
 }
 
 /// A CPU store to `a`: on a device-private (or absent) entry, fault first.
-pub(crate) fn cpu_write(mem: &Memory, mm: &Arc<Mm>, a: u64, v: u64) -> Result<(), Errno> {
-    if mm.write_user(mem.sys(), a, v).is_ok() {
+pub(crate) fn cpu_write(mm: &Arc<Mm>, a: u64, v: u64) -> Result<(), Errno> {
+    if mm.write_user(a, v).is_ok() {
         return Ok(());
     }
-    handle_mm_fault(mem, mm, a, FaultFlags::WRITE)?;
-    mm.write_user(mem.sys(), a, v)
+    handle_mm_fault(mm, a, FaultFlags::WRITE)?;
+    mm.write_user(a, v)
 }
 
 /// A migration's read-back data must be the pages' current values.
@@ -607,8 +611,15 @@ pub(crate) fn walk_findings(mm: &Mm, a: u64) -> Option<(u64, Vec<String>)> {
     // The same walk for a device-private offset and for a pfn of the same
     // number: only the kind differs.
     let found = |frame: PageFrame| -> Vec<u64> {
-        let walk =
-            PageVmaMappedWalk::new(mm, vma, frame, PageCount::new(1), pgoff, a, PvmwFlags::NONE);
+        let walk = PageVmaMappedWalk::new(
+            mm,
+            &vma,
+            frame,
+            PageCount::new(1),
+            pgoff,
+            a,
+            PvmwFlags::NONE,
+        );
         let mut hits = Vec::new();
         if let Ok(mut w) = walk {
             while w.walk() {

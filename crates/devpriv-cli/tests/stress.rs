@@ -1,7 +1,7 @@
 //! `devpriv stress` (issue 7): a short run of the harness through the
 //! library and through the binary, and its bad-input handling.
 
-use devpriv::stress::{self, StressConfig};
+use devpriv_cli::stress::{self, StressConfig};
 use std::process::{Command, Output};
 
 fn devpriv(args: &[&str]) -> Output {

@@ -13,10 +13,10 @@
 #![forbid(unsafe_code)]
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use devpriv::map::Layout;
-use devpriv::quickbench::{self, BenchConfig};
-use devpriv::simulate::{self, SimConfig};
-use devpriv::stress::{self, StressConfig};
+use devpriv_cli::map::Layout;
+use devpriv_cli::quickbench::{self, BenchConfig};
+use devpriv_cli::simulate::{self, SimConfig};
+use devpriv_cli::stress::{self, StressConfig};
 use devpriv_core::random::SplitMix64;
 use devpriv_core::{Errno, PageCount};
 use devpriv_pagemap::{

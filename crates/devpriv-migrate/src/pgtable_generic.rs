@@ -1,0 +1,421 @@
+//! Reading and locking page-table entries: lockless reads, and the locked
+//! PTE and PMD guards every writer goes through.
+//!
+//! Kernel: `mm/pgtable-generic.c` (`__pte_offset_map()`,
+//! `__pte_offset_map_lock()`), `include/linux/mm.h` (`pte_offset_map_lock()`,
+//! `pte_alloc_map_lock()`, `pmd_lock()`, `pte_lockptr()`),
+//! `include/linux/pgtable.h` (`ptep_get()`, `pmdp_get_lockless()`,
+//! `set_pte_at()`, `set_pmd_at()`).
+//!
+//! Entries are written only under the table's lock: through a [`PteGuard`]
+//! (from [`Mm::pte_offset_map_lock`] / [`Mm::pte_alloc_map_lock`]), a
+//! [`PmdGuard`] (from [`Mm::pmd_lock`]), or the walker's accessors while it
+//! holds the lock. Reads may be lockless ([`Mm::ptep_get_lockless`],
+//! [`Mm::pmdp_get_lockless`]). Lock order: a PMD table's lock before a PTE
+//! table's.
+
+use crate::mm_types::{ENTRIES, Mm, PmdSlot, PteTable};
+use crate::pgtable::{PMD_SIZE, Pmd, Pte, pte_index};
+use core::fmt;
+use devpriv_core::consts::PMD_SHIFT;
+use devpriv_core::sync::MutexGuard;
+use devpriv_core::{Errno, PAGE_SIZE};
+
+impl Mm {
+    /// Reads the PMD covering `addr` without a lock; `None` if no PMD table
+    /// covers it.
+    ///
+    /// Kernel: `pmdp_get_lockless(pmd_offset(...))`.
+    pub fn pmdp_get_lockless(&self, addr: u64) -> Option<Pmd> {
+        Some(self.pmd_table(addr)?.slot(addr).get())
+    }
+
+    /// Reads the PTE for `addr` without a lock; `None` if the PMD does not
+    /// point to a PTE table.
+    ///
+    /// Kernel: `pte_offset_map()` + `ptep_get()`.
+    pub fn ptep_get_lockless(&self, addr: u64) -> Option<Pte> {
+        let slot = self.pmd_table(addr)?.slot(addr);
+        Some(slot.table_if(slot.get())?.get(pte_index(addr)))
+    }
+
+    /// Maps and locks the PTE for `addr`.
+    ///
+    /// Kernel: `pte_offset_map_lock(mm, pmd, addr, &ptl)`: the PMD is
+    /// re-checked under the lock and the lookup retried if it changed.
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EFAULT`] if no page table covers `addr`; [`Errno::ENOENT`]
+    /// if the PMD is none; [`Errno::EBUSY`] if it is a leaf (huge,
+    /// migration or device-private), where the kernel returns `NULL`.
+    pub fn pte_offset_map_lock(&self, addr: u64) -> Result<PteGuard<'_>, Errno> {
+        let slot = self.pmd_table(addr).ok_or(Errno::EFAULT)?.slot(addr);
+        loop {
+            let pmd = slot.get();
+            let Some(table) = slot.table_if(pmd) else {
+                return Err(if pmd.is_none() {
+                    Errno::ENOENT
+                } else {
+                    Errno::EBUSY
+                });
+            };
+            let guard = table.ptl().lock();
+            if slot.get() == pmd {
+                return Ok(PteGuard {
+                    table,
+                    _ptl: guard,
+                    addr: addr & !(PAGE_SIZE - 1),
+                });
+            }
+        }
+    }
+
+    /// Allocates the PTE table for `addr` if the PMD is none, then maps and
+    /// locks the PTE.
+    ///
+    /// Kernel: `pte_alloc_map_lock()` (`__pte_alloc()` + `pmd_install()`
+    /// under `pmd_lock()`).
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EFAULT`] if `addr` is in no VMA; [`Errno::EBUSY`] if the PMD
+    /// is a leaf.
+    pub fn pte_alloc_map_lock(&self, addr: u64) -> Result<PteGuard<'_>, Errno> {
+        if self.vma_lookup(addr).is_none() {
+            return Err(Errno::EFAULT);
+        }
+        self.pmd_lock(addr)?.pte_alloc()?;
+        self.pte_offset_map_lock(addr)
+    }
+
+    /// Locks the PMD table covering `addr`.
+    ///
+    /// Kernel: `pmd_lock(mm, pmd)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EFAULT`] if no page table covers `addr`.
+    pub fn pmd_lock(&self, addr: u64) -> Result<PmdGuard<'_>, Errno> {
+        let table = self.pmd_table(addr).ok_or(Errno::EFAULT)?;
+        let slot = table.slot(addr);
+        if slot.table().is_none() {
+            return Err(Errno::EFAULT);
+        }
+        Ok(PmdGuard {
+            slot,
+            _ptl: table.ptl().lock(),
+            addr: addr & !(PMD_SIZE - 1),
+        })
+    }
+
+    /// Sets the PTE for `addr` under its lock, allocating the table if the
+    /// PMD is none. Returns the old value.
+    ///
+    /// Kernel: `pte_alloc_map_lock()` + `set_pte_at()` + `pte_unmap_unlock()`.
+    ///
+    /// # Errors
+    ///
+    /// As [`pte_alloc_map_lock`](Self::pte_alloc_map_lock).
+    pub fn set_pte(&self, addr: u64, pte: Pte) -> Result<Pte, Errno> {
+        let g = self.pte_alloc_map_lock(addr)?;
+        let old = g.get();
+        g.set(pte);
+        Ok(old)
+    }
+
+    /// Sets the PMD for `addr` to a leaf value under `pmd_lock()`. Returns
+    /// the old value.
+    ///
+    /// Kernel: `set_pmd_at()`.
+    ///
+    /// # Errors
+    ///
+    /// As [`pmd_lock`](Self::pmd_lock) and [`PmdGuard::set`].
+    pub fn set_pmd(&self, addr: u64, pmd: Pmd) -> Result<Pmd, Errno> {
+        let g = self.pmd_lock(addr)?;
+        let old = g.get();
+        g.set(pmd)?;
+        Ok(old)
+    }
+}
+
+/// A locked PTE table, positioned at one address.
+///
+/// Kernel: the `(pte_t *pte, spinlock_t *ptl)` pair returned by
+/// `pte_offset_map_lock()`; dropping it is `pte_unmap_unlock()`.
+pub struct PteGuard<'a> {
+    table: &'a PteTable,
+    _ptl: MutexGuard<'a, ()>,
+    addr: u64,
+}
+
+impl fmt::Debug for PteGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PteGuard")
+            .field("addr", &format_args!("{:#x}", self.addr))
+            .field("pte", &self.get())
+            .finish()
+    }
+}
+
+impl PteGuard<'_> {
+    /// The (page-aligned) address the guard is positioned at.
+    ///
+    /// Kernel: none (model only).
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+
+    /// The PTE at the guard's address.
+    ///
+    /// Kernel: `ptep_get(pte)`.
+    pub fn get(&self) -> Pte {
+        self.table.get(pte_index(self.addr))
+    }
+
+    /// Sets the PTE at the guard's address.
+    ///
+    /// Kernel: `set_pte_at()`.
+    pub fn set(&self, pte: Pte) {
+        self.table.set(pte_index(self.addr), pte);
+    }
+
+    /// Clears the PTE at the guard's address, returning the old value.
+    ///
+    /// Kernel: `ptep_get_and_clear()` / `ptep_clear_flush()`.
+    pub fn get_and_clear(&self) -> Pte {
+        let old = self.get();
+        self.set(Pte::NONE);
+        old
+    }
+
+    /// Replaces `old` with `new` if the PTE still holds `old`.
+    ///
+    /// Kernel: the `pte_same()` re-check after re-taking the lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EAGAIN`] if the PTE is not `old`; nothing changes.
+    pub fn replace(&self, old: Pte, new: Pte) -> Result<(), Errno> {
+        if self.get() != old {
+            return Err(Errno::EAGAIN);
+        }
+        self.set(new);
+        Ok(())
+    }
+
+    fn index_of(&self, addr: u64) -> Result<usize, Errno> {
+        if addr >> PMD_SHIFT != self.addr >> PMD_SHIFT {
+            return Err(Errno::EINVAL);
+        }
+        Ok(pte_index(addr))
+    }
+
+    /// The PTE for another address covered by the same (locked) table.
+    ///
+    /// Kernel: `ptep_get(pte + n)` while holding the ptl.
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EINVAL`] if `addr` lies in another PTE table.
+    pub fn get_at(&self, addr: u64) -> Result<Pte, Errno> {
+        Ok(self.table.get(self.index_of(addr)?))
+    }
+
+    /// Sets the PTE for another address covered by the same table.
+    ///
+    /// Kernel: `set_pte_at(mm, addr, pte + n, val)` while holding the ptl.
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EINVAL`] if `addr` lies in another PTE table.
+    pub fn set_at(&self, addr: u64, pte: Pte) -> Result<(), Errno> {
+        self.table.set(self.index_of(addr)?, pte);
+        Ok(())
+    }
+}
+
+/// A locked PMD table, positioned at one PMD entry.
+///
+/// Kernel: `pmd_lock()`'s `spinlock_t *` plus the `pmd_t *`; dropping it is
+/// `spin_unlock()`.
+pub struct PmdGuard<'a> {
+    slot: &'a PmdSlot,
+    _ptl: MutexGuard<'a, ()>,
+    addr: u64,
+}
+
+impl fmt::Debug for PmdGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PmdGuard")
+            .field("addr", &format_args!("{:#x}", self.addr))
+            .field("pmd", &self.get())
+            .finish()
+    }
+}
+
+impl PmdGuard<'_> {
+    /// The 2 MiB-aligned address of this PMD entry.
+    ///
+    /// Kernel: none (model only).
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+
+    /// The PMD value.
+    ///
+    /// Kernel: `pmdp_get(pmd)` / `*pmd`.
+    pub fn get(&self) -> Pmd {
+        self.slot.get()
+    }
+
+    /// `true` if the slot's PTE table has no entries (or there is none).
+    pub(crate) fn table_is_empty(&self) -> bool {
+        self.slot.table().is_none_or(|t| {
+            let _ptl = t.ptl().lock();
+            t.is_empty()
+        })
+    }
+
+    /// Sets the PMD to a leaf value (none, huge, or a swap entry). Replacing
+    /// a PTE table is allowed only when every PTE in it is none (the table
+    /// is then idle, as after `pte_free()` / deposit).
+    ///
+    /// Kernel: `set_pmd_at()` / `pmd_clear()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EINVAL`] if `pmd` is a table pointer (use
+    /// [`pte_alloc`](Self::pte_alloc) or [`populate`](Self::populate));
+    /// [`Errno::EBUSY`] if the current PTE table still has entries. Nothing
+    /// changes on error.
+    pub fn set(&self, pmd: Pmd) -> Result<(), Errno> {
+        if pmd.is_table() {
+            return Err(Errno::EINVAL);
+        }
+        if self.get().is_table() {
+            // Retiring a table: hold its lock too, so no PTE writer is
+            // inside it (lock order: PMD lock, then PTE lock).
+            let table = self.slot.table().ok_or(Errno::EFAULT)?;
+            let _ptl = table.ptl().lock();
+            if !table.is_empty() {
+                return Err(Errno::EBUSY);
+            }
+            self.slot.set_locked(pmd);
+            return Ok(());
+        }
+        self.slot.set_locked(pmd);
+        Ok(())
+    }
+
+    /// Clears a leaf PMD, returning the old value.
+    ///
+    /// Kernel: `pmdp_huge_get_and_clear()` / `pmdp_huge_clear_flush()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EINVAL`] if the PMD points to a PTE table.
+    pub fn get_and_clear(&self) -> Result<Pmd, Errno> {
+        let old = self.get();
+        if old.is_table() {
+            return Err(Errno::EINVAL);
+        }
+        self.slot.set_locked(Pmd::NONE);
+        Ok(old)
+    }
+
+    /// Points a none PMD at its (empty) PTE table. Does nothing if it
+    /// already points to it.
+    ///
+    /// Kernel: `pmd_install()` (`pmd_populate()` if `pmd_none()`).
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EBUSY`] if the PMD is a leaf.
+    pub fn pte_alloc(&self) -> Result<(), Errno> {
+        let cur = self.get();
+        if cur.is_table() {
+            return Ok(());
+        }
+        if !cur.is_none() {
+            return Err(Errno::EBUSY);
+        }
+        let table = self.slot.table().ok_or(Errno::EFAULT)?;
+        self.slot.set_locked(Pmd::table(table.frame())?);
+        Ok(())
+    }
+
+    /// Fills the PTE table with `pte(i)` for `i` in `0..512` (under the
+    /// table's own lock) and then points the PMD at it: how a leaf PMD is
+    /// split into PTEs.
+    ///
+    /// Kernel: `__split_huge_pmd_locked()` (`pmd_populate()` of the
+    /// deposited table after `set_ptes()`), and the device-private/migration
+    /// PMD split paths.
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EEXIST`] if the PMD already points to a PTE table;
+    /// [`Errno::EINVAL`] if `pte` returns an error (nothing changes).
+    pub fn populate(&self, mut pte: impl FnMut(usize) -> Result<Pte, Errno>) -> Result<(), Errno> {
+        if self.get().is_table() {
+            return Err(Errno::EEXIST);
+        }
+        let table = self.slot.table().ok_or(Errno::EFAULT)?;
+        let values = (0..ENTRIES).map(&mut pte).collect::<Result<Vec<_>, _>>()?;
+        let _ptl = table.ptl().lock();
+        for (i, v) in values.into_iter().enumerate() {
+            table.set(i, v);
+        }
+        self.slot.set_locked(Pmd::table(table.frame())?);
+        Ok(())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::memory_model::test_memory;
+    use crate::mm_types::{Mm, MmConfig, VmFlags};
+    use crate::pgtable::{_PAGE_PRESENT, PMD_SIZE, Pmd, Pte};
+    use devpriv_core::{Errno, PAGE_SIZE, Pfn};
+
+    const BASE: u64 = 0x7f00_0000_0000;
+
+    #[test]
+    fn pte_and_pmd_updates_under_the_lock() {
+        let mm = Mm::new(&test_memory(512), MmConfig::default());
+        mm.mmap_write_lock()
+            .mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW)
+            .unwrap();
+        assert_eq!(mm.pte_offset_map_lock(BASE).err(), Some(Errno::ENOENT));
+        let pte = Pte::pfn_pte(Pfn::new(5), _PAGE_PRESENT).unwrap();
+        assert_eq!(mm.set_pte(BASE + PAGE_SIZE, pte), Ok(Pte::NONE));
+        assert_eq!(mm.ptep_get_lockless(BASE + PAGE_SIZE), Some(pte));
+        assert!(mm.pmdp_get_lockless(BASE).unwrap().is_table());
+        // A table in use cannot be replaced by a leaf.
+        let huge = Pmd::huge(Pfn::new(512), _PAGE_PRESENT).unwrap();
+        assert_eq!(mm.set_pmd(BASE, huge), Err(Errno::EBUSY));
+        {
+            let g = mm.pte_offset_map_lock(BASE + PAGE_SIZE).unwrap();
+            assert_eq!(g.replace(Pte::NONE, Pte::NONE), Err(Errno::EAGAIN));
+            assert_eq!(g.get_and_clear(), pte);
+            assert_eq!(g.get_at(BASE + PMD_SIZE), Err(Errno::EINVAL));
+        }
+        assert!(
+            mm.set_pmd(BASE, huge).unwrap().is_table(),
+            "the idle table is retired"
+        );
+        assert!(mm.pmdp_get_lockless(BASE).unwrap().is_trans_huge());
+        assert_eq!(mm.pte_offset_map_lock(BASE).err(), Some(Errno::EBUSY));
+        // Split it back into PTEs.
+        mm.pmd_lock(BASE)
+            .unwrap()
+            .populate(|i| Pte::pfn_pte(Pfn::new(512 + i as u64), _PAGE_PRESENT))
+            .unwrap();
+        assert_eq!(
+            mm.ptep_get_lockless(BASE + 3 * PAGE_SIZE).map(Pte::pfn),
+            Some(Pfn::new(515))
+        );
+    }
+}
