@@ -23,7 +23,6 @@ use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-
 const MISSING: &str = "devpriv_kernel_oracle_missing";
 
 /// The kernel files the build reads: a change to any rebuilds the tree.
@@ -69,7 +68,9 @@ fn main() {
         return missing("no kernel source (run ci/kernel-src.sh)");
     }
     if !have_header("urcu.h") {
-        return missing("no liburcu headers (run ci/kernel-src.sh, or apt-get install liburcu-dev)");
+        return missing(
+            "no liburcu headers (run ci/kernel-src.sh, or apt-get install liburcu-dev)",
+        );
     }
     for f in KERNEL_FILES {
         println!("cargo::rerun-if-changed={}", ksrc.join(f).display());
@@ -123,7 +124,10 @@ fn build(ksrc: &Path) {
         .include(ksrc.join("tools/testing/shared"))
         .include(ksrc.join("tools/include"))
         .define("_LGPL_SOURCE", None)
-        .define("DP_MAPLE_TREE_C", format!("\"{}\"", maple_c.display()).as_str())
+        .define(
+            "DP_MAPLE_TREE_C",
+            format!("\"{}\"", maple_c.display()).as_str(),
+        )
         // The kernel is built with these; its code relies on them.
         .flag("-fno-strict-aliasing")
         .flag("-fno-strict-overflow")
@@ -155,5 +159,8 @@ fn build(ksrc: &Path) {
     b.compile("devpriv_maple");
     println!("cargo::rustc-link-lib=urcu");
     println!("cargo::rustc-link-lib=pthread");
-    println!("cargo::rustc-env=DEVPRIV_KERNEL_ORACLE_SRC={}", ksrc.display());
+    println!(
+        "cargo::rustc-env=DEVPRIV_KERNEL_ORACLE_SRC={}",
+        ksrc.display()
+    );
 }

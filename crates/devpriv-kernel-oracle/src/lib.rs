@@ -326,7 +326,12 @@ impl MapleTree {
     /// # Errors
     ///
     /// As for [`alloc_range`](Self::alloc_range).
-    pub fn find_gap(&self, size: u64, window: RangeInclusive<u64>, rev: bool) -> Result<u64, Errno> {
+    pub fn find_gap(
+        &self,
+        size: u64,
+        window: RangeInclusive<u64>,
+        rev: bool,
+    ) -> Result<u64, Errno> {
         let mut start: c_ulong = 0;
         // SAFETY: `ptr()` is a live tree; the call takes the tree's lock
         // and does not modify it; `start` is a valid out pointer.
@@ -390,7 +395,8 @@ impl MapleTree {
         let (mut first, mut last, mut value): (c_ulong, c_ulong, c_ulong) = (0, 0, 0);
         // SAFETY: `ptr()` is a live tree; no writer runs (`&self`); the
         // out pointers are valid.
-        let found = unsafe { ffi::dp_mt_walk(self.ptr(), index, &mut first, &mut last, &mut value) };
+        let found =
+            unsafe { ffi::dp_mt_walk(self.ptr(), index, &mut first, &mut last, &mut value) };
         (first..=last, (found != 0).then_some(value))
     }
 
@@ -403,7 +409,8 @@ impl MapleTree {
         let (mut first, mut last, mut value): (c_ulong, c_ulong, c_ulong) = (0, 0, 0);
         // SAFETY: `ptr()` is a live tree; no writer runs (`&self`); the
         // out pointers are valid.
-        let found = unsafe { ffi::dp_mt_find(self.ptr(), index, &mut first, &mut last, &mut value) };
+        let found =
+            unsafe { ffi::dp_mt_find(self.ptr(), index, &mut first, &mut last, &mut value) };
         (found != 0).then_some((first..=last, value))
     }
 
