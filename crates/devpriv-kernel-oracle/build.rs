@@ -146,8 +146,11 @@ fn build(ksrc: &Path) {
                 .flag("-fno-omit-frame-pointer")
                 .define("DP_ASAN", None)
                 .define("DP_UBSAN", None);
-            // The runtime goes into this package's test binaries.
-            println!("cargo::rustc-link-arg=-fsanitize=address,undefined");
+            // The runtimes, first among the dynamic libraries (ASan
+            // insists on being loaded first); rustc links with
+            // -nodefaultlibs, so -fsanitize alone would not add them.
+            println!("cargo::rustc-link-lib=dylib=asan");
+            println!("cargo::rustc-link-lib=dylib=ubsan");
         } else {
             b.flag("-fsanitize=undefined")
                 .flag("-fsanitize-undefined-trap-on-error")
