@@ -12,9 +12,9 @@
 //!
 //! Flavours: debug builds (`opt-level` 0, as `cargo test`) compile the
 //! check flavour: `-O1`, `CONFIG_DEBUG_MAPLE_TREE` (the kernel's own
-//! `MT_BUG_ON` checks and `mt_validate()`), and UBSan trapping on the first
+//! `MT_BUG_ON` checks and `mt_validate()`), and `UBSan` trapping on the first
 //! undefined behaviour (no runtime needed). `DEVPRIV_KERNEL_ASAN=1` adds
-//! AddressSanitizer and UBSan's runtime (messages instead of a bare trap);
+//! `AddressSanitizer` and `UBSan`'s runtime (messages instead of a bare trap);
 //! it links the sanitizer runtime into this package's tests only, so use it
 //! with `cargo test -p devpriv-kernel-oracle`. Optimised builds (release,
 //! bench) compile the production configuration at `-O2`, no sanitizers.

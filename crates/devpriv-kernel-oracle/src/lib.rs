@@ -28,9 +28,9 @@
 //!
 //! - Debug builds (`cargo test`): the check flavour: `-O1`,
 //!   `CONFIG_DEBUG_MAPLE_TREE` (the kernel's `MT_BUG_ON` checks run, and
-//!   [`MapleTree::validate`] calls `mt_validate()`), UBSan trapping on the
+//!   [`MapleTree::validate`] calls `mt_validate()`), `UBSan` trapping on the
 //!   first undefined behaviour. `DEVPRIV_KERNEL_ASAN=1` at build time adds
-//!   AddressSanitizer (`ci/kernel-oracle.sh` does this).
+//!   `AddressSanitizer` (`ci/kernel-oracle.sh` does this).
 //! - Optimised builds (`cargo bench`, `--release`): the production
 //!   configuration, `-O2`, no sanitizers: the benchmark anchor.
 //!
@@ -102,9 +102,9 @@ pub fn available() -> Result<&'static str, Unavailable> {
 pub struct Flavour {
     /// `CONFIG_DEBUG_MAPLE_TREE` (the kernel's own checks, `mt_validate()`).
     pub check: bool,
-    /// AddressSanitizer.
+    /// `AddressSanitizer`.
     pub asan: bool,
-    /// UndefinedBehaviorSanitizer.
+    /// `UndefinedBehaviorSanitizer`.
     pub ubsan: bool,
 }
 
