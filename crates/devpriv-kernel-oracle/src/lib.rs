@@ -441,3 +441,83 @@ impl MapleTree {
         unsafe { ffi::dp_mt_validate(self.ptr()) != 0 }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapper_answers_as_the_kernel() {
+        if !oracle_or_skip() {
+            return;
+        }
+        let mut t = MapleTree::new().expect("available");
+        // The Rust binding's example: three allocations of 100 at 0, 100, 200.
+        for want in [0, 100, 200] {
+            assert_eq!(t.alloc_range(100, 0..=999, want), Ok(want));
+        }
+        assert_eq!(t.load(150), Some(100));
+        assert_eq!(t.walk(150), (100..=199, Some(100)));
+        assert_eq!(t.walk(300), (300..=u64::MAX, None));
+        assert_eq!(t.find_from(250), Some((200..=299, 200)));
+        assert_eq!(t.alloc_rrange(10, 0..=999, 7), Ok(990));
+        assert_eq!(t.find_gap(700, 0..=999, false), Err(Errno::EBUSY));
+        assert_eq!(t.find_gap(0, 0..=999, false), Err(Errno::EINVAL));
+        assert_eq!(t.insert_range(5..=5, 9), Err(Errno::EEXIST));
+        assert_eq!(t.insert_range(9..=5, 9), Err(Errno::EINVAL));
+        assert_eq!(t.erase(150), Some(100));
+        assert_eq!(t.erase(150), None);
+        assert_eq!(
+            t.entries(),
+            vec![(0..=99, 0), (200..=299, 200), (990..=999, 7)]
+        );
+        assert_eq!(t.validate(), flavour().check);
+    }
+
+    #[test]
+    fn values_above_max_value_are_refused_before_the_kernel() {
+        if !oracle_or_skip() {
+            return;
+        }
+        let mut t = MapleTree::new().expect("available");
+        assert_eq!(t.insert_range(0..=0, MAX_VALUE + 1), Err(Errno::EINVAL));
+        assert_eq!(t.alloc_range(1, 0..=9, u64::MAX), Err(Errno::EINVAL));
+        assert!(t.entries().is_empty());
+        assert_eq!(t.insert_range(0..=0, MAX_VALUE), Ok(()));
+        assert_eq!(t.load(0), Some(MAX_VALUE));
+    }
+
+    #[test]
+    fn entries_grow_their_buffer() {
+        if !oracle_or_skip() {
+            return;
+        }
+        let mut t = MapleTree::new().expect("available");
+        for i in 0..1000 {
+            t.insert_range(3 * i..=3 * i + 1, i).expect("disjoint");
+        }
+        let all = t.entries();
+        assert_eq!(all.len(), 1000);
+        assert!(
+            all.iter()
+                .zip(0..)
+                .all(|((r, v), i)| *v == i && *r == (3 * i..=3 * i + 1))
+        );
+        // A tree moved to another thread still works (liburcu registration).
+        let n = std::thread::spawn(move || t.entries().len())
+            .join()
+            .expect("no panic");
+        assert_eq!(n, 1000);
+    }
+
+    #[test]
+    fn flavour_names_its_build() {
+        let f = Flavour {
+            check: true,
+            asan: true,
+            ubsan: true,
+        };
+        assert_eq!(f.to_string(), "-O1, CONFIG_DEBUG_MAPLE_TREE, ASan, UBSan");
+        assert!(Flavour::default().to_string().starts_with("-O2"));
+    }
+}

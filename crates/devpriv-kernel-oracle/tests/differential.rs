@@ -76,6 +76,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 use devpriv_core::Errno;
 use devpriv_core::random::SplitMix64;
+use devpriv_core::sync::Mutex;
 use devpriv_fuzz::rangetree::{Align, Key, RangeOp, Size};
 use devpriv_kernel_oracle::{MapleTree, flavour, oracle_or_skip};
 use devpriv_rangetree::RangeTree;
@@ -83,7 +84,6 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io::Write;
 use std::ops::RangeInclusive;
-use devpriv_core::sync::Mutex;
 
 /// A deliberate difference between the model and the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
