@@ -60,7 +60,7 @@
 //!
 //! # Run length
 //!
-//! `DEVPRIV_ORACLE_OPS` operations (default 200 000; `ci/kernel-oracle.sh`
+//! `DEVPRIV_ORACLE_OPS` operations (default 100 000; `ci/kernel-oracle.sh`
 //! runs 1 000 000) in sequences of `DEVPRIV_ORACLE_SEQ_LEN` (default 256),
 //! on two threads, from `DEVPRIV_ORACLE_SEED` (default fixed). A longer run
 //! for people:
@@ -765,7 +765,7 @@ fn rangetree_matches_the_kernels_maple_tree() {
     if !oracle_or_skip() {
         return;
     }
-    let total = env_u64("DEVPRIV_ORACLE_OPS", 200_000);
+    let total = env_u64("DEVPRIV_ORACLE_OPS", 100_000);
     let len = env_u64("DEVPRIV_ORACLE_SEQ_LEN", 256).max(1);
     let seed = env_u64("DEVPRIV_ORACLE_SEED", 0xD1FF_0000);
     let len = usize::try_from(len).expect("fits");
