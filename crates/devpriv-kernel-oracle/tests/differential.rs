@@ -1,14 +1,17 @@
 //! Differential tests: `devpriv_rangetree::RangeTree` against the kernel's
 //! own maple tree (`lib/maple_tree.c`), operation by operation.
 //!
-//! Operations are `devpriv-fuzz`'s [`RangeOp`]s, from two generators:
+//! Operations are `devpriv-fuzz`'s [`RangeOp`]s, from two generators, in
+//! turn:
 //!
-//! - `fuzz`: random bytes decoded with `arbitrary`, exactly as the
+//! - `Fuzz`: random bytes decoded with `arbitrary`, exactly as the
 //!   `rangetree_ops` fuzz target decodes its input;
-//! - `weighted`: the same op enum, drawn with weights that keep trees
+//! - `Weighted`: the same op enum, drawn with weights that keep trees
 //!   populated: mostly small sizes, window edges at 0 and `u64::MAX`,
 //!   erases and loads aimed at the first, middle and last key of stored
-//!   ranges, and their neighbours.
+//!   ranges, and their neighbours; in a `Balanced` profile (tens of
+//!   ranges) and, in sequences 16 times longer, a `Dense` one (hundreds of
+//!   ranges, a maple tree several levels deep).
 //!
 //! After every operation the results (start, value, range) and errnos must
 //! be equal, and so must the full contents (`mas_for_each` against
@@ -28,7 +31,6 @@
 //!   sections and grace periods; the kernel tree here is not in RCU mode
 //!   and has no such calls. They are dropped from the sequence
 //!   (`devpriv-fuzz` covers them against its own oracle).
-//!
 //! - [`Exclusion::KernelRevWrap`]: a kernel quirk this oracle found. The
 //!   reverse gap search (`mas_rev_awalk()`, behind `mtree_alloc_rrange()`
 //!   and `mas_empty_area_rev()`) tests `size <= mas->last - min + 1`, which
@@ -41,7 +43,6 @@
 //!   `RangeTree` found a start, and the kernel itself finds that same start
 //!   in the window ending at `u64::MAX - 1` (where it does not wrap); the
 //!   model's allocation is then undone so both trees stay equal.
-//!
 //! - [`Exclusion::KernelInsertWholeRange`]: a kernel bug this oracle
 //!   found. `mtree_insert_range(mt, 0, ULONG_MAX, entry, gfp)` on a
 //!   non-empty tree returns 0 and replaces every stored entry (which is
@@ -54,9 +55,10 @@
 //!   right); on a non-empty one the generator drops them.
 //!
 //! Nothing else is excluded: no errno, key range or size is filtered out.
-//! (`RangeTree` refuses nothing that the kernel accepts here: both reject
-//! size 0, inverted windows and ranges, and windows smaller than the size
-//! with `EINVAL`; values are step numbers, far below `MAX_VALUE`.)
+//! Apart from `KernelInsertWholeRange` (where the model refuses what the
+//! kernel gets wrong), `RangeTree` refuses nothing the kernel accepts: both
+//! reject size 0, inverted windows and ranges, and windows smaller than the
+//! size with `EINVAL`; values are step numbers, far below `MAX_VALUE`.
 //!
 //! # Run length
 //!
