@@ -328,8 +328,7 @@ impl Srcu {
             // until its readers drain.
             return false;
         }
-        self.seq
-            .store(flips_to_seq(flips(seq) + 1), Ordering::Release);
+        self.seq.store(flips_to_seq(flips(seq) + 1), Ordering::Release);
         true
     }
 }
@@ -513,16 +512,9 @@ mod tests {
         let d = Srcu::new();
         let g = d.read_lock();
         assert!(d.try_flip());
-        assert!(
-            !d.try_flip(),
-            "the reader at parity 0 blocks the second flip"
-        );
+        assert!(!d.try_flip(), "the reader at parity 0 blocks the second flip");
         assert_eq!(d.seq.load(Ordering::Relaxed), 2 | FLIP_IN_PROGRESS);
-        assert_eq!(
-            d.get_state(),
-            GpCookie(4),
-            "the blocked flip does not count"
-        );
+        assert_eq!(d.get_state(), GpCookie(4), "the blocked flip does not count");
         drop(g);
         assert!(d.try_flip());
         assert_eq!(d.seq.load(Ordering::Relaxed), 4);
