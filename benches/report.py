@@ -5,7 +5,7 @@ Run after any of the benches (`cargo bench -p devpriv-benches`, or one
 `--bench NAME`):
     python3 benches/report.py [target/criterion]
 Prints the tables of every bench whose results are there (range tree,
-pagemap, folio, walk, migrate). Every ratio compares results from the same
+maple tree vs the kernel's, pagemap, folio, walk, migrate). Every ratio compares results from the same
 run (medians).
 """
 import json
@@ -48,6 +48,42 @@ def allocs():
     print(f"| RangeTree alloc+erase | {t100:.0f} ns | {t10k:.0f} ns | **{t10k / t100:.2f}x** |")
     print(f"| first fit over rangemap gaps | {f100:.0f} ns | {f10k:.0f} ns | {f10k / f100:.1f}x |")
     print(f"| first fit / RangeTree | {f100 / t100:.2f}x | **{f10k / t10k:.1f}x** | |")
+
+
+KERNEL_SIZES = [1, 64, 1024, 16384]  # range / pagemap counts in maple_tree.rs
+
+
+def kernel_lookups():
+    group = "kernel_mtree_load"
+    print("| n | pattern | RangeTree ns/lookup | RangeTree, guard per lookup | kernel mtree_load | kernel / RangeTree | kernel / RangeTree (guard per lookup) |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for n in KERNEL_SIZES:
+        for pat in ["random", "sequential"]:
+            t, g, k = (median_ns(group, f"{impl}_{pat}", str(n)) / QUERIES
+                       for impl in ["RangeTree", "RangeTree_guard_each", "maple_tree"])
+            print(f"| {n} | {pat} | {t:.1f} | {g:.1f} | {k:.1f} | **{k / t:.2f}x** | {k / g:.2f}x |")
+
+
+def kernel_allocs():
+    group = "kernel_mtree_alloc_range"
+    print("| layout | n | RangeTree alloc+erase | kernel mtree_alloc_range+mtree_erase | RangeTree / kernel |")
+    print("|---|---:|---:|---:|---:|")
+    for layout, sizes in [("gapped", KERNEL_SIZES), ("fragmented", [100, 10000])]:
+        for n in sizes:
+            t, k = (median_ns(group, f"{impl}_{layout}", str(n))
+                    for impl in ["RangeTree", "maple_tree"])
+            print(f"| {layout} | {n} | {t:.0f} ns | {k:.0f} ns | **{t / k:.2f}x** |")
+
+
+def kernel_offset_to_page():
+    group = "kernel_device_private_offset_to_page"
+    print("| n | pattern | page | space (index) | space_tree (RangeTree) | kernel mtree_load + pages[] | kernel / space | kernel / space_tree |")
+    print("|---:|---|---|---:|---:|---:|---:|---:|")
+    for n in KERNEL_SIZES:
+        for pat, touch in [("random", "notouch"), ("random", "touch"), ("sequential", "notouch")]:
+            s, t, k = (median_ns(group, f"{impl}_{pat}_{touch}", str(n)) / PM_QUERIES
+                       for impl in ["space", "space_tree", "maple_tree"])
+            print(f"| {n} | {pat} | {touch} | {s:.2f} | {t:.2f} | {k:.2f} | **{k / s:.1f}x** | {k / t:.2f}x |")
 
 
 PM_IMPLS = ["space", "space_tree", "rangemap_index", "sorted_vec", "section_table", "vmemmap"]
@@ -166,6 +202,9 @@ if __name__ == "__main__":
     sections = []
     if have("mtree_load") and have("mtree_alloc_range"):
         sections += [lookups, allocs]
+    # The kernel's side is absent when the bench ran without kernel source.
+    if have("kernel_mtree_load", "maple_tree_random"):
+        sections += [kernel_lookups, kernel_allocs, kernel_offset_to_page]
     if (have("device_private_offset_to_page")
             and have("device_private_offset_to_page_threads")
             and have("memremap_device_private_pagemap")):
