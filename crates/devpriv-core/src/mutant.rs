@@ -181,20 +181,20 @@ pub struct Mutants(imp::Set);
 
 impl Mutants {
     /// The correct protocol: no bug planted.
-    pub const NONE: Mutants = Mutants(imp::EMPTY);
+    pub const NONE: Mutants = Mutants(imp::Set::EMPTY);
 
     /// This set plus `m` (under loom; elsewhere the empty set).
     #[must_use]
     #[inline(always)]
     pub const fn with(self, m: Mutant) -> Mutants {
-        Mutants(imp::with(self.0, m))
+        Mutants(self.0.with(m))
     }
 
     /// Whether `m` is planted: always `false` outside loom, as a constant
     /// the optimiser folds away.
     #[inline(always)]
     pub const fn has(self, m: Mutant) -> bool {
-        imp::has(self.0, m)
+        self.0.has(m)
     }
 }
 
@@ -217,15 +217,20 @@ impl fmt::Debug for Mutants {
 mod imp {
     use super::Mutant;
 
-    pub(super) type Set = u64;
-    pub(super) const EMPTY: Set = 0;
+    /// One bit per planted variant.
+    #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+    pub(super) struct Set(u64);
 
-    pub(super) const fn with(s: Set, m: Mutant) -> Set {
-        s | 1 << m as u8
-    }
+    impl Set {
+        pub(super) const EMPTY: Set = Set(0);
 
-    pub(super) const fn has(s: Set, m: Mutant) -> bool {
-        s & 1 << m as u8 != 0
+        pub(super) const fn with(self, m: Mutant) -> Set {
+            Set(self.0 | 1 << m as u8)
+        }
+
+        pub(super) const fn has(self, m: Mutant) -> bool {
+            self.0 & 1 << m as u8 != 0
+        }
     }
 }
 
@@ -233,17 +238,22 @@ mod imp {
 mod imp {
     use super::Mutant;
 
-    pub(super) type Set = ();
-    pub(super) const EMPTY: Set = ();
+    /// Nothing: no bug can be planted outside loom.
+    #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+    pub(super) struct Set;
 
-    #[inline(always)]
-    pub(super) const fn with(s: Set, _m: Mutant) -> Set {
-        s
-    }
+    impl Set {
+        pub(super) const EMPTY: Set = Set;
 
-    #[inline(always)]
-    pub(super) const fn has(_s: Set, _m: Mutant) -> bool {
-        false
+        #[inline(always)]
+        pub(super) const fn with(self, _m: Mutant) -> Set {
+            self
+        }
+
+        #[inline(always)]
+        pub(super) const fn has(self, _m: Mutant) -> bool {
+            false
+        }
     }
 }
 

@@ -49,6 +49,12 @@
 //!   pointer). [`RangeTree::erase`] hands back the removed copy at once;
 //!   copies that older versions hold are dropped after a grace period.
 //! - Node allocation never fails, so `ENOMEM` is never returned.
+//!
+//! `unsafe` is denied except in `node.rs` (the nodes and their raw
+//! pointers) and the six functions here that free, recycle or dereference
+//! them, each marked with its reason.
+
+#![deny(unsafe_code)]
 
 use devpriv_core::Errno;
 use devpriv_core::mutant::{Mutant, Mutants};
@@ -59,6 +65,10 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::RangeInclusive;
 
+#[allow(
+    unsafe_code,
+    reason = "immutable nodes behind raw pointers, freed after a grace period"
+)]
 mod node;
 
 use node::{ChildSlot, Entry, Fit, Grown, Node, NodeCache, NodePtr, Scratch};
@@ -283,6 +293,7 @@ impl std::error::Error for ValidateError {}
 struct Replaced<T>(Vec<NodePtr<T>>);
 
 impl<T> Drop for Replaced<T> {
+    #[allow(unsafe_code, reason = "frees nodes whose grace period is over")]
     fn drop(&mut self) {
         for n in self.0.drain(..) {
             // SAFETY: Each node here was replaced by a write, so no version
@@ -301,6 +312,7 @@ struct Writer<T> {
 
 impl<T> Writer<T> {
     /// Recycles every batch of replaced nodes whose grace period is over.
+    #[allow(unsafe_code, reason = "recycles nodes whose grace period is over")]
     fn reclaim(&mut self, srcu: &Srcu) {
         let Writer { retired, cache } = self;
         retired.reclaim_with(srcu, |mut batch| {
@@ -350,6 +362,7 @@ impl<T: Clone + Send + Sync> Default for RangeTree<T> {
 }
 
 impl<T> Drop for RangeTree<T> {
+    #[allow(unsafe_code, reason = "frees the current version, with no reader left")]
     fn drop(&mut self) {
         // SAFETY: `root` holds the current root (type invariant); `&mut self`
         // means no reader holds a guard, and the current version owns every
@@ -631,6 +644,7 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
     /// the copies that readers of older versions may still be looking at
     /// are dropped only after a grace period (on a later write, or in
     /// [`RangeTree::synchronize`]).
+    #[allow(unsafe_code, reason = "reads the new root under the writer lock")]
     pub fn erase(&self, index: u64) -> Option<T> {
         let mut w = self.writer.lock();
         let first = node::lower_bound(self.root_node(), index)
@@ -700,12 +714,14 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
     }
 
     /// The current root. Callers hold the writer lock or a read guard.
+    #[allow(unsafe_code, reason = "rebuilds the root pointer (type invariant)")]
     fn root_ptr(&self) -> NodePtr<T> {
         // SAFETY: `root` always holds a live root (type invariant).
         unsafe { NodePtr::from_ptr(self.root.load(Ordering::Acquire)) }
     }
 
     /// The current root node. Callers hold the writer lock or a read guard.
+    #[allow(unsafe_code, reason = "dereferences the live root")]
     fn root_node(&self) -> &Node<T> {
         // SAFETY: A replaced root is freed only after a grace period, and
         // every caller holds either the writer lock (no replacement can
