@@ -1470,6 +1470,35 @@ mod tests {
         space.validate().unwrap();
     }
 
+    /// `validate` names the section and both sides when the index and the
+    /// tree disagree.
+    #[test]
+    fn validate_reports_a_stale_index_slot() {
+        let space = DevicePrivateSpace::new();
+        let a = map(&space, 10);
+        let s = space.index.section_of(a.first_offset);
+        space.index.set(s, Slot::Empty);
+        let e = space.validate().unwrap_err();
+        assert_eq!(
+            e,
+            ValidateError::IndexSlot {
+                section: s,
+                index: SectionSlot::Empty,
+                tree: SectionSlot::One(a.id()),
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "section {s}: index says empty, tree says pagemap {}",
+                a.id()
+            )
+        );
+        space.index.set(s, Slot::One(&a));
+        space.validate().unwrap();
+        space.memunmap_device_private_pagemap(&a).unwrap();
+    }
+
     /// Section-aligned packing reserves whole sections in the tree, but the
     /// padding belongs to no pagemap.
     #[test]
