@@ -22,6 +22,8 @@
 //!
 //! Results and how to read them: `docs/perf.md`.
 
+#![forbid(unsafe_code)]
+
 #[path = "common.rs"]
 mod common;
 use common::configure;

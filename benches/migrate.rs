@@ -16,6 +16,8 @@
 //!
 //! Run: `cargo bench -p devpriv-benches --bench migrate`.
 
+#![forbid(unsafe_code)]
+
 #[path = "common.rs"]
 mod common;
 use common::configure;

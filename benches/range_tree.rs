@@ -13,6 +13,8 @@
 //! Every input comes from a fixed-seed PRNG, so runs are comparable.
 //! Results and how to read them: `docs/perf.md`.
 
+#![forbid(unsafe_code)]
+
 #[path = "common.rs"]
 mod common;
 use common::configure;

@@ -20,6 +20,8 @@
 //!
 //! Run: `cargo bench -p devpriv-benches --bench walk`.
 
+#![forbid(unsafe_code)]
+
 #[path = "common.rs"]
 mod common;
 use common::configure;

@@ -1,11 +1,12 @@
-//! Helpers for devpriv's loom models.
+//! Helpers and fixtures for devpriv's loom models.
 //!
 //! Kernel: none (model only).
 //!
 //! Each file in `tests/` is one race, named `<op>_vs_<op>.rs`, and starts
 //! with `#![cfg(loom)]`. Every model has a mutant twin that plants a bug
 //! (see `devpriv_core::mutant::Mutant`) and must be caught: the twin calls
-//! `assert_caught`, so a model that could pass vacuously fails CI.
+//! `assert_caught`, so a model that could pass vacuously fails CI. Every
+//! model that builds a space ends with [`assert_valid`].
 //!
 //! Run with:
 //!
@@ -14,10 +15,85 @@
 //!     LOOM_MAX_PREEMPTIONS=3 cargo test -p devpriv-loom-tests --release -- --test-threads=1
 //! ```
 
-#![cfg_attr(
-    not(loom),
-    allow(unused_imports, reason = "everything here is loom-only")
-)]
+#![forbid(unsafe_code)]
+
+use devpriv_core::PageCount;
+use devpriv_core::sync::TrackedCell;
+use devpriv_pagemap::{DevicePrivateSpace, NoopOps, Owner, Packing, PagemapParams, SpaceConfig};
+use std::sync::Arc;
+
+#[cfg(loom)]
+pub use imp::*;
+
+/// The parameters of a pagemap of `nr_pages` pages with the no-op driver
+/// ([`NoopOps`]) and owner 1.
+pub fn params(nr_pages: u64) -> PagemapParams {
+    PagemapParams::private(PageCount::new(nr_pages), Owner(1), Arc::new(NoopOps))
+}
+
+/// A 16 MiB space in 2 MiB sections with section-aligned packing: every
+/// small pagemap gets a section of its own, and the index stays a handful
+/// of loom objects.
+pub fn small_space() -> SpaceConfig {
+    SpaceConfig {
+        packing: Packing::SectionAligned,
+        space_shift: Some(24),
+        ..SpaceConfig::default()
+    }
+}
+
+/// Asserts that `space` is valid, with the broken invariant in the panic
+/// message.
+///
+/// # Panics
+///
+/// If `space.validate()` fails.
+#[track_caller]
+pub fn assert_valid(space: &DevicePrivateSpace) {
+    if let Err(e) = space.validate() {
+        panic!("validate: {e}");
+    }
+}
+
+/// A value whose contents loom tracks: created with a tag, checked by
+/// readers, poisoned on drop. A reader that is not ordered after its
+/// creation, or not ordered before its drop, is a causality violation.
+#[derive(Debug)]
+pub struct Payload {
+    cell: TrackedCell<u64>,
+}
+
+/// What a dropped payload holds.
+pub const POISON: u64 = 0xdead_dead;
+
+impl Payload {
+    /// A payload holding `tag`.
+    pub fn new(tag: u64) -> Self {
+        Payload {
+            cell: TrackedCell::new(tag),
+        }
+    }
+
+    /// Reads the tag (a tracked read) and asserts it is `want` (under loom;
+    /// elsewhere nothing is stored to check).
+    ///
+    /// # Panics
+    ///
+    /// If the payload was poisoned or holds another tag.
+    pub fn check(&self, want: u64) {
+        if let Some(got) = self.cell.get() {
+            assert_ne!(got, POISON, "read a freed payload");
+            assert_eq!(got, want, "payload holds the wrong tag");
+        }
+    }
+}
+
+impl Drop for Payload {
+    fn drop(&mut self) {
+        // A tracked write: loom reports a reader that races with it.
+        self.cell.set(POISON);
+    }
+}
 
 #[cfg(loom)]
 mod imp {
@@ -98,56 +174,4 @@ mod imp {
             "mutant failed for an unexpected reason: {msg}"
         );
     }
-
-    /// A value whose contents loom tracks: created with a tag, checked by
-    /// readers, poisoned on drop. A reader that is not ordered after its
-    /// creation, or not ordered before its drop, is a causality violation.
-    #[derive(Debug)]
-    pub struct Payload {
-        cell: loom::cell::UnsafeCell<u64>,
-    }
-
-    // SAFETY: All access goes through loom's checked cell: a racing access
-    // is a reported model failure, which is the point of the type.
-    unsafe impl Sync for Payload {}
-
-    /// What a dropped payload holds.
-    pub const POISON: u64 = 0xdead_dead;
-
-    impl Payload {
-        /// A payload holding `tag`.
-        pub fn new(tag: u64) -> Self {
-            Payload {
-                cell: loom::cell::UnsafeCell::new(tag),
-            }
-        }
-
-        /// Reads the tag (a tracked read) and asserts it is `want`.
-        ///
-        /// # Panics
-        ///
-        /// If the payload was poisoned or holds another tag.
-        pub fn check(&self, want: u64) {
-            // SAFETY: The cell is only written by `new` and `drop`; loom
-            // reports any read that races with either.
-            let got = self.cell.with(|p| unsafe { *p });
-            assert_ne!(got, POISON, "read a freed payload");
-            assert_eq!(got, want, "payload holds the wrong tag");
-        }
-    }
-
-    impl Drop for Payload {
-        fn drop(&mut self) {
-            // A second report while unwinding would abort the process.
-            if std::thread::panicking() {
-                return;
-            }
-            // SAFETY: `&mut self`: no other access exists in this thread;
-            // loom checks the other threads.
-            self.cell.with_mut(|p| unsafe { *p = POISON });
-        }
-    }
 }
-
-#[cfg(loom)]
-pub use imp::*;

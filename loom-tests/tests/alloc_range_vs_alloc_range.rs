@@ -17,16 +17,17 @@
 //! window has room.
 
 #![cfg(loom)]
+#![forbid(unsafe_code)]
 
-use devpriv_core::mutant::Mutant;
+use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_loom_tests::{Payload, assert_caught, model};
 use devpriv_rangetree::RangeTree;
 use loom::sync::Arc;
 use loom::thread;
 
-fn scenario(mutant: Mutant) {
+fn scenario(mutants: Mutants) {
     let payload = |tag| -> &'static Payload { Box::leak(Box::new(Payload::new(tag))) };
-    let tree = Arc::new(RangeTree::with_mutant(mutant));
+    let tree = Arc::new(RangeTree::with_mutants(mutants));
     // An entry in the way: the lowest gap of 4 keys starts at 10.
     tree.insert_range(0..=9, payload(0)).unwrap();
     let other = {
@@ -55,14 +56,14 @@ fn scenario(mutant: Mutant) {
 
 #[test]
 fn alloc_range_vs_alloc_range() {
-    let runs = model(|| scenario(Mutant::None));
+    let runs = model(|| scenario(Mutants::NONE));
     eprintln!("alloc_range_vs_alloc_range: {runs} executions");
 }
 
 #[test]
 fn mutant_search_unlocked_is_caught() {
     assert_caught(
-        || scenario(Mutant::RangeTreeAllocSearchUnlocked),
+        || scenario(Mutant::RangeTreeAllocSearchUnlocked.into()),
         &["failed with room to spare", "overlapping allocations"],
     );
 }

@@ -22,15 +22,15 @@
 //! an execution where B reads stale words.
 
 #![cfg(loom)]
+#![forbid(unsafe_code)]
 
-use devpriv_core::mutant::Mutant;
+use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_core::{Errno, Order, PageCount};
-use devpriv_loom_tests::{assert_caught, model};
+use devpriv_loom_tests::{assert_caught, assert_valid, model, small_space};
 use devpriv_pagemap::mm_types::word;
 use devpriv_pagemap::{
-    DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, Packing, PageRef, PagemapParams,
-    ReinitPolicy, SpaceConfig, VmFault, folio_put, folio_put_with_mutant, zone_device_folio_init,
-    zone_device_page_init,
+    DevPagemapOps, DevicePrivateSpace, Folio, Owner, PageRef, PagemapParams, ReinitPolicy,
+    SpaceConfig, VmFault, folio_put, zone_device_folio_init, zone_device_page_init,
 };
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU64, Ordering, fence};
@@ -54,23 +54,18 @@ impl DevPagemapOps for Driver {
     }
 }
 
-fn scenario(mutant: Mutant) {
+fn scenario(mutants: Mutants) {
     let cfg = SpaceConfig {
-        packing: Packing::SectionAligned,
-        space_shift: Some(24),
         reinit: ReinitPolicy::AtFree,
-        ..SpaceConfig::default()
+        ..small_space()
     };
-    let space = DevicePrivateSpace::with_config(cfg);
+    // The space hands `mutants` on to its pagemaps' folio paths.
+    let space = DevicePrivateSpace::with_mutants(cfg, mutants);
     let free = Arc::new(AtomicU64::new(0));
-    let params = PagemapParams {
-        memory_type: MemoryType::Private,
-        nr_pages: PageCount::new(2),
-        owner: Some(Owner(1)),
-        ops: Some(std::sync::Arc::new(Driver {
-            free: Arc::clone(&free),
-        })),
-    };
+    let driver = std::sync::Arc::new(Driver {
+        free: Arc::clone(&free),
+    });
+    let params = PagemapParams::private(PageCount::new(2), Owner(1), driver);
     let pm = space.memremap_device_private_pagemap(params, 0).unwrap();
     let cookie = pm.cookie().get();
 
@@ -83,7 +78,7 @@ fn scenario(mutant: Mutant) {
         let pm = std::sync::Arc::clone(&pm);
         thread::spawn(move || {
             let head = PageRef::new(&pm, 0).unwrap();
-            folio_put_with_mutant(head.folio(), mutant);
+            folio_put(head.folio());
         })
     };
 
@@ -114,18 +109,19 @@ fn scenario(mutant: Mutant) {
     a.join().unwrap();
     folio_put(g);
     assert_eq!(pm.percpu_ref().count(), 1, "references leaked or lost");
+    assert_valid(&space);
 }
 
 #[test]
 fn folio_free_vs_realloc() {
-    let runs = model(|| scenario(Mutant::None));
+    let runs = model(|| scenario(Mutants::NONE));
     eprintln!("folio_free_vs_realloc: {runs} executions");
 }
 
 #[test]
 fn mutant_free_no_barrier_is_caught() {
     assert_caught(
-        || scenario(Mutant::FolioFreeNoBarrier),
+        || scenario(Mutant::FolioFreeNoBarrier.into()),
         &[
             "order byte",
             "tail link",

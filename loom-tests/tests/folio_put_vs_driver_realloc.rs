@@ -18,20 +18,21 @@
 //! B's `mapping` intact), and after they are put every pagemap reference
 //! is back.
 //!
-//! Mutant `Mutant::FolioFreeBeforeClear` (`FolioMutant::FolioFreeBeforeClear`):
+//! Mutant `Mutant::FolioFreeBeforeClear`:
 //! `free_zone_device_folio` calls `folio_free` before it clears `mapping`,
 //! so its late store lands on the folio B has already reallocated; loom
 //! finds the execution where B's mapping is lost.
 
 #![cfg(loom)]
+#![forbid(unsafe_code)]
 
-use devpriv_core::mutant::Mutant;
+use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_core::sync::Mutex;
 use devpriv_core::{Errno, Order, PageCount};
-use devpriv_loom_tests::{assert_caught, model};
+use devpriv_loom_tests::{assert_caught, assert_valid, model, small_space};
 use devpriv_pagemap::{
-    DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, Packing, PageRef, PagemapParams,
-    ReinitPolicy, SpaceConfig, VmFault, folio_put, folio_put_with_mutant, zone_device_folio_init,
+    DevPagemapOps, DevicePrivateSpace, Folio, Owner, PageRef, PagemapParams, ReinitPolicy,
+    SpaceConfig, VmFault, folio_put, zone_device_folio_init,
 };
 use loom::sync::Arc;
 use loom::thread;
@@ -57,23 +58,18 @@ impl DevPagemapOps for Driver {
     }
 }
 
-fn scenario(mutant: Mutant) {
+fn scenario(mutants: Mutants) {
     let cfg = SpaceConfig {
-        packing: Packing::SectionAligned,
-        space_shift: Some(24),
         reinit: ReinitPolicy::AtAlloc,
-        ..SpaceConfig::default()
+        ..small_space()
     };
-    let space = DevicePrivateSpace::with_config(cfg);
+    // The space hands `mutants` on to its pagemaps' folio paths.
+    let space = DevicePrivateSpace::with_mutants(cfg, mutants);
     let free = Arc::new(Mutex::new(Vec::new()));
-    let params = PagemapParams {
-        memory_type: MemoryType::Private,
-        nr_pages: PageCount::new(2),
-        owner: Some(Owner(1)),
-        ops: Some(std::sync::Arc::new(Driver {
-            free: Arc::clone(&free),
-        })),
-    };
+    let driver = std::sync::Arc::new(Driver {
+        free: Arc::clone(&free),
+    });
+    let params = PagemapParams::private(PageCount::new(2), Owner(1), driver);
     let pm = space.memremap_device_private_pagemap(params, 0).unwrap();
 
     // An order-1 folio, in use, unlocked, with a mapping: A holds its last
@@ -87,7 +83,7 @@ fn scenario(mutant: Mutant) {
         let pm = std::sync::Arc::clone(&pm);
         thread::spawn(move || {
             let head = PageRef::new(&pm, 0).unwrap();
-            folio_put_with_mutant(head.folio(), mutant);
+            folio_put(head.folio());
         })
     };
 
@@ -128,18 +124,19 @@ fn scenario(mutant: Mutant) {
     }
     assert_eq!(free.lock().len(), 2, "folio_free not called once per folio");
     assert_eq!(pm.percpu_ref().count(), 1, "references leaked or lost");
+    assert_valid(&space);
 }
 
 #[test]
 fn folio_put_vs_driver_realloc() {
-    let runs = model(|| scenario(Mutant::None));
+    let runs = model(|| scenario(Mutants::NONE));
     eprintln!("folio_put_vs_driver_realloc: {runs} executions");
 }
 
 #[test]
 fn mutant_folio_free_before_clear_is_caught() {
     assert_caught(
-        || scenario(Mutant::FolioFreeBeforeClear),
+        || scenario(Mutant::FolioFreeBeforeClear.into()),
         &["lost its mapping"],
     );
 }

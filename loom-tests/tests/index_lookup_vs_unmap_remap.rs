@@ -14,36 +14,17 @@
 //! always lies in the pagemap it is reported with.
 
 #![cfg(loom)]
+#![forbid(unsafe_code)]
 
-use devpriv_core::mutant::Mutant;
-use devpriv_core::{DevicePrivateOffset, Errno, PageCount};
-use devpriv_loom_tests::{assert_caught, model};
+use devpriv_core::DevicePrivateOffset;
+use devpriv_core::mutant::{Mutant, Mutants};
+use devpriv_loom_tests::{assert_caught, assert_valid, model, params};
 use devpriv_pagemap::page_flags::PG_RESERVED;
-use devpriv_pagemap::{
-    DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, Packing, PagemapParams,
-    SpaceConfig, VmFault,
-};
+use devpriv_pagemap::{DevicePrivateSpace, Packing, SpaceConfig};
 use loom::sync::Arc;
 use loom::thread;
 
-struct Driver;
-impl DevPagemapOps for Driver {
-    fn folio_free(&self, _folio: Folio<'_>) {}
-    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
-        Ok(())
-    }
-}
-
-fn params() -> PagemapParams {
-    PagemapParams {
-        memory_type: MemoryType::Private,
-        nr_pages: PageCount::new(2),
-        owner: Some(Owner(1)),
-        ops: Some(std::sync::Arc::new(Driver)),
-    }
-}
-
-fn scenario(mutant: Mutant) {
+fn scenario(mutants: Mutants) {
     // Two-page sections in a 32 KiB space: each two-page pagemap covers a
     // whole section, so the index publishes a memmap base for it.
     let cfg = SpaceConfig {
@@ -52,8 +33,8 @@ fn scenario(mutant: Mutant) {
         space_shift: Some(15),
         ..SpaceConfig::default()
     };
-    let space = Arc::new(DevicePrivateSpace::with_mutant(cfg, mutant));
-    let a = space.memremap_device_private_pagemap(params(), 0).unwrap();
+    let space = Arc::new(DevicePrivateSpace::with_mutants(cfg, mutants));
+    let a = space.memremap_device_private_pagemap(params(2), 0).unwrap();
     let reader = {
         let space = Arc::clone(&space);
         thread::spawn(move || {
@@ -77,25 +58,25 @@ fn scenario(mutant: Mutant) {
         let space = Arc::clone(&space);
         thread::spawn(move || {
             // B stays mapped; the space tears it down when it drops.
-            drop(space.memremap_device_private_pagemap(params(), 0).unwrap());
+            drop(space.memremap_device_private_pagemap(params(2), 0).unwrap());
         })
     };
     space.memunmap_device_private_pagemap(&a).unwrap();
     reader.join().unwrap();
     remapper.join().unwrap();
-    space.validate().unwrap();
+    assert_valid(&space);
 }
 
 #[test]
 fn index_lookup_vs_unmap_remap() {
-    let runs = model(|| scenario(Mutant::None));
+    let runs = model(|| scenario(Mutants::NONE));
     eprintln!("index_lookup_vs_unmap_remap: {runs} executions");
 }
 
 #[test]
 fn mutant_no_recheck_is_caught() {
     assert_caught(
-        || scenario(Mutant::SpaceIndexNoRecheck),
+        || scenario(Mutant::SpaceIndexNoRecheck.into()),
         &["a pagemap it is not in"],
     );
 }
@@ -106,7 +87,7 @@ fn mutant_no_recheck_is_caught() {
 #[test]
 fn mutant_relaxed_flip_marker_is_caught() {
     assert_caught(
-        || scenario(Mutant::SrcuRelaxedFlipMarker),
+        || scenario(Mutant::SrcuRelaxedFlipMarker.into()),
         &["Causality violation"],
     );
 }

@@ -12,16 +12,17 @@
 //! flipper, which is also the unpublisher, and cannot see this.
 
 #![cfg(loom)]
+#![forbid(unsafe_code)]
 
-use devpriv_core::mutant::Mutant;
+use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_loom_tests::{Payload, assert_caught, model};
 use devpriv_rangetree::RangeTree;
 use loom::sync::Arc;
 use loom::thread;
 
-fn scenario(mutant: Mutant) {
+fn scenario(mutants: Mutants) {
     let payload = |tag| -> &'static Payload { Box::leak(Box::new(Payload::new(tag))) };
-    let tree = Arc::new(RangeTree::with_mutant(mutant));
+    let tree = Arc::new(RangeTree::with_mutants(mutants));
     tree.insert_range(0..=9, payload(0)).unwrap();
     let reader = {
         let tree = Arc::clone(&tree);
@@ -48,7 +49,7 @@ fn scenario(mutant: Mutant) {
 
 #[test]
 fn load_vs_erase_vs_synchronize() {
-    let runs = model(|| scenario(Mutant::None));
+    let runs = model(|| scenario(Mutants::NONE));
     eprintln!("load_vs_erase_vs_synchronize: {runs} executions");
 }
 
@@ -56,7 +57,7 @@ fn load_vs_erase_vs_synchronize() {
 #[test]
 fn mutant_stale_gp_snapshot_is_caught() {
     assert_caught(
-        || scenario(Mutant::SrcuStaleGpSnapshot),
+        || scenario(Mutant::SrcuStaleGpSnapshot.into()),
         &["Causality violation"],
     );
 }
@@ -66,7 +67,7 @@ fn mutant_stale_gp_snapshot_is_caught() {
 #[test]
 fn mutant_cookie_before_publish_is_caught() {
     assert_caught(
-        || scenario(Mutant::RangeTreeCookieBeforePublish),
+        || scenario(Mutant::RangeTreeCookieBeforePublish.into()),
         &["Causality violation"],
     );
 }
@@ -76,7 +77,7 @@ fn mutant_cookie_before_publish_is_caught() {
 #[test]
 fn mutant_no_get_state_fence_is_caught() {
     assert_caught(
-        || scenario(Mutant::SrcuNoGetStateFence),
+        || scenario(Mutant::SrcuNoGetStateFence.into()),
         &["Causality violation"],
     );
 }
@@ -84,7 +85,7 @@ fn mutant_no_get_state_fence_is_caught() {
 #[test]
 fn mutant_no_flip_fence_is_caught() {
     assert_caught(
-        || scenario(Mutant::SrcuNoFlipFence),
+        || scenario(Mutant::SrcuNoFlipFence.into()),
         &["Causality violation"],
     );
 }

@@ -30,44 +30,20 @@
 //! (`Relaxed` and no fence) is caught the same way.
 
 #![cfg(loom)]
+#![forbid(unsafe_code)]
 
-use devpriv_core::mutant::Mutant;
-use devpriv_core::{DevicePrivateOffset, Errno, PageCount};
-use devpriv_loom_tests::{assert_caught, model};
+use devpriv_core::DevicePrivateOffset;
+use devpriv_core::mutant::{Mutant, Mutants};
+use devpriv_loom_tests::{assert_caught, assert_valid, model, params, small_space};
+use devpriv_pagemap::DevicePrivateSpace;
 use devpriv_pagemap::page_flags::PG_RESERVED;
-use devpriv_pagemap::{
-    DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, Packing, PagemapParams,
-    SpaceConfig, VmFault,
-};
 use loom::sync::Arc;
 use loom::thread;
 
-struct Driver;
-impl DevPagemapOps for Driver {
-    fn folio_free(&self, _folio: Folio<'_>) {}
-    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
-        Ok(())
-    }
-}
-
-fn params() -> PagemapParams {
-    PagemapParams {
-        memory_type: MemoryType::Private,
-        nr_pages: PageCount::new(2),
-        owner: Some(Owner(1)),
-        ops: Some(std::sync::Arc::new(Driver)),
-    }
-}
-
-fn scenario(mutant: Mutant) {
+fn scenario(mutants: Mutants) {
     // A 16 MiB space in 2 MiB (512-page) sections.
-    let cfg = SpaceConfig {
-        packing: Packing::SectionAligned,
-        space_shift: Some(24),
-        ..SpaceConfig::default()
-    };
-    let space = Arc::new(DevicePrivateSpace::with_mutant(cfg, mutant));
-    let a = space.memremap_device_private_pagemap(params(), 0).unwrap();
+    let space = Arc::new(DevicePrivateSpace::with_mutants(small_space(), mutants));
+    let a = space.memremap_device_private_pagemap(params(2), 0).unwrap();
     assert_eq!(a.first_offset().get(), 0);
     // B's first page: the lowest free section is section 1.
     let off = DevicePrivateOffset::new(512);
@@ -86,22 +62,22 @@ fn scenario(mutant: Mutant) {
             }
         })
     };
-    let b = space.memremap_device_private_pagemap(params(), 0).unwrap();
+    let b = space.memremap_device_private_pagemap(params(2), 0).unwrap();
     assert_eq!(b.first_offset(), off);
     reader.join().unwrap();
-    space.validate().unwrap();
+    assert_valid(&space);
 }
 
 #[test]
 fn memremap_vs_lookup() {
-    let runs = model(|| scenario(Mutant::None));
+    let runs = model(|| scenario(Mutants::NONE));
     eprintln!("memremap_vs_lookup: {runs} executions");
 }
 
 #[test]
 fn mutant_publish_no_barrier_is_caught() {
     assert_caught(
-        || scenario(Mutant::SpaceIndexPublishNoBarrier),
+        || scenario(Mutant::SpaceIndexPublishNoBarrier.into()),
         &[
             "Causality violation",
             "page paired with a pagemap it is not in",
@@ -112,7 +88,7 @@ fn mutant_publish_no_barrier_is_caught() {
 #[test]
 fn mutant_relaxed_publish_is_caught() {
     assert_caught(
-        || scenario(Mutant::SpaceIndexRelaxedPublish),
+        || scenario(Mutant::SpaceIndexRelaxedPublish.into()),
         &["page paired with a pagemap it is not in"],
     );
 }

@@ -12,41 +12,20 @@
 //! a reader not ordered before the reclamation is a causality violation.
 
 #![cfg(loom)]
+#![forbid(unsafe_code)]
 
-use devpriv_core::mutant::Mutant;
-use devpriv_core::{DevicePrivateOffset, Errno, PageCount};
-use devpriv_loom_tests::{assert_caught, model};
+use devpriv_core::DevicePrivateOffset;
+use devpriv_core::mutant::{Mutant, Mutants};
+use devpriv_loom_tests::{assert_caught, assert_valid, model, params, small_space};
+use devpriv_pagemap::DevicePrivateSpace;
 use devpriv_pagemap::page_flags::PG_RESERVED;
-use devpriv_pagemap::{
-    DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, Packing, PagemapParams,
-    SpaceConfig, VmFault,
-};
 use loom::sync::Arc;
 use loom::thread;
 
-struct Driver;
-impl DevPagemapOps for Driver {
-    fn folio_free(&self, _folio: Folio<'_>) {}
-    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
-        Ok(())
-    }
-}
-
-fn scenario(mutant: Mutant) {
+fn scenario(mutants: Mutants) {
     // A 16 MiB space in 2 MiB sections: a handful of loom objects.
-    let cfg = SpaceConfig {
-        packing: Packing::SectionAligned,
-        space_shift: Some(24),
-        ..SpaceConfig::default()
-    };
-    let space = Arc::new(DevicePrivateSpace::with_mutant(cfg, mutant));
-    let params = PagemapParams {
-        memory_type: MemoryType::Private,
-        nr_pages: PageCount::new(2),
-        owner: Some(Owner(1)),
-        ops: Some(std::sync::Arc::new(Driver)),
-    };
-    let pm = space.memremap_device_private_pagemap(params, 0).unwrap();
+    let space = Arc::new(DevicePrivateSpace::with_mutants(small_space(), mutants));
+    let pm = space.memremap_device_private_pagemap(params(2), 0).unwrap();
     let reader = {
         let space = Arc::clone(&space);
         thread::spawn(move || {
@@ -63,19 +42,19 @@ fn scenario(mutant: Mutant) {
     };
     space.memunmap_device_private_pagemap(&pm).unwrap();
     reader.join().unwrap();
-    space.validate().unwrap();
+    assert_valid(&space);
 }
 
 #[test]
 fn offset_to_page_vs_memunmap() {
-    let runs = model(|| scenario(Mutant::None));
+    let runs = model(|| scenario(Mutants::NONE));
     eprintln!("offset_to_page_vs_memunmap: {runs} executions");
 }
 
 #[test]
 fn mutant_no_grace_period_is_caught() {
     assert_caught(
-        || scenario(Mutant::SrcuNoGracePeriod),
+        || scenario(Mutant::SrcuNoGracePeriod.into()),
         &["Causality violation"],
     );
 }
@@ -83,7 +62,7 @@ fn mutant_no_grace_period_is_caught() {
 #[test]
 fn mutant_index_not_unpublished_is_caught() {
     assert_caught(
-        || scenario(Mutant::SpaceIndexNotUnpublished),
+        || scenario(Mutant::SpaceIndexNotUnpublished.into()),
         &[
             "Causality violation",
             "reclaimed pagemap",

@@ -28,41 +28,33 @@
 //! `PG_head` and `PG_locked` set, order 1 on page\[1\], tail linked,
 //! refcount 1) and every reference comes back after both are freed.
 //!
-//! Mutant `FolioMutant::InitResetsNextPage`: the reset clears each page's
+//! Mutant `Mutant::FolioInitResetsNextPage`: the reset clears each page's
 //! `_nr_pages` alias with `folio_reset_order()`, as first tried in seed
 //! 000, which writes the *next* page; A's last write lands on the main
 //! thread's head and, in some interleavings, wipes its `PG_head` and
 //! `PG_locked` after that thread set them.
 
 #![cfg(loom)]
+#![forbid(unsafe_code)]
 
-use devpriv_core::{Errno, Order, PageCount};
-use devpriv_loom_tests::{assert_caught, model};
+use devpriv_core::Order;
+use devpriv_core::mutant::{Mutant, Mutants};
+use devpriv_loom_tests::{assert_caught, assert_valid, model, params, small_space};
 use devpriv_pagemap::mm_types::word;
 use devpriv_pagemap::page_flags::{PG_HEAD, PG_LOCKED};
 use devpriv_pagemap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, FolioMutant, MemoryType, Owner, Packing,
-    PageRef, PagemapParams, SpaceConfig, VmFault, folio_put, zone_device_folio_init,
-    zone_device_folio_init_with_mutant,
+    DevPagemap, DevicePrivateSpace, Folio, PageRef, folio_put, zone_device_folio_init,
 };
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 
-struct Driver;
-impl DevPagemapOps for Driver {
-    fn folio_free(&self, _folio: Folio<'_>) {}
-    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
-        Ok(())
-    }
-}
-
 /// Takes the next order-1 block from the driver's allocator and
 /// initialises it; returns its head index.
-fn alloc(pm: &DevPagemap, cursor: &AtomicUsize, mutant: FolioMutant) -> usize {
+fn alloc(pm: &DevPagemap, cursor: &AtomicUsize) -> usize {
     let i = cursor.fetch_add(2, Ordering::AcqRel);
     let head = Folio::from_head(PageRef::new(pm, i).unwrap());
-    zone_device_folio_init_with_mutant(head, pm, Order::new(1).unwrap(), mutant)
+    zone_device_folio_init(head, pm, Order::new(1).unwrap())
         .expect("allocation")
         .page()
         .index()
@@ -80,20 +72,10 @@ fn check(pm: &DevPagemap, i: usize) {
     assert_eq!(head.refcount(), 1);
 }
 
-fn scenario(mutant: FolioMutant) {
-    let cfg = SpaceConfig {
-        packing: Packing::SectionAligned,
-        space_shift: Some(24),
-        ..SpaceConfig::default()
-    };
-    let space = DevicePrivateSpace::with_config(cfg);
-    let params = PagemapParams {
-        memory_type: MemoryType::Private,
-        nr_pages: PageCount::new(4),
-        owner: Some(Owner(1)),
-        ops: Some(std::sync::Arc::new(Driver)),
-    };
-    let pm = space.memremap_device_private_pagemap(params, 0).unwrap();
+fn scenario(mutants: Mutants) {
+    // The space hands `mutants` on to its pagemaps' folio paths.
+    let space = DevicePrivateSpace::with_mutants(small_space(), mutants);
+    let pm = space.memremap_device_private_pagemap(params(4), 0).unwrap();
 
     // The old order-2 folio, allocated and freed: still compound in memory.
     let old = zone_device_folio_init(
@@ -108,9 +90,9 @@ fn scenario(mutant: FolioMutant) {
     let cursor = Arc::new(AtomicUsize::new(0));
     let a = {
         let (pm, cursor) = (std::sync::Arc::clone(&pm), Arc::clone(&cursor));
-        thread::spawn(move || alloc(&pm, &cursor, mutant))
+        thread::spawn(move || alloc(&pm, &cursor))
     };
-    let c = alloc(&pm, &cursor, mutant);
+    let c = alloc(&pm, &cursor);
     let a = a.join().unwrap();
     assert_eq!(a.min(c), 0);
     assert_eq!(a.max(c), 2);
@@ -122,18 +104,19 @@ fn scenario(mutant: FolioMutant) {
         folio_put(f);
     }
     assert_eq!(pm.percpu_ref().count(), 1, "references leaked or lost");
+    assert_valid(&space);
 }
 
 #[test]
 fn page_init_vs_page_init() {
-    let runs = model(|| scenario(FolioMutant::None));
+    let runs = model(|| scenario(Mutants::NONE));
     eprintln!("page_init_vs_page_init: {runs} executions");
 }
 
 #[test]
 fn mutant_init_resets_next_page_is_caught() {
     assert_caught(
-        || scenario(FolioMutant::InitResetsNextPage),
+        || scenario(Mutant::FolioInitResetsNextPage.into()),
         &["lost PG_head", "lost PG_locked", "order byte", "_nr_pages"],
     );
 }

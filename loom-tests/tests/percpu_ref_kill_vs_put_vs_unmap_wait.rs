@@ -20,80 +20,62 @@
 //!   ordered after the freer's writes, or loom reports a causality
 //!   violation), and the waiter returns at all (a lost wakeup or lost put
 //!   leaves it spinning until loom's branch limit). Mutants: the existing
-//!   `RefMutant::KillSkipsSeal` and `RefMutant::RelaxedShardOps`.
+//!   `Mutant::PercpuRefKillSkipsSeal` and `Mutant::PercpuRefRelaxedShardOps`.
 //! - `pagemap_scenario` (the real free path and unmap): one thread drops
 //!   the last reference to an allocated folio (`folio_put` →
 //!   `free_zone_device_folio`: the driver's `folio_free` writes its own
 //!   bookkeeping, then the pgmap reference is put); another runs
 //!   `memunmap_device_private_pagemap` (kill, wait, erase) and then reads
 //!   the driver's bookkeeping, as a driver unloading after `memunmap`
-//!   would. Mutant `FolioMutant::PutBeforeFolioFree` puts the reference
+//!   would. Mutant `Mutant::FolioPutBeforeFolioFree` puts the reference
 //!   first, so `memunmap` can return while `folio_free` still runs.
 
 #![cfg(loom)]
+#![forbid(unsafe_code)]
 
+use devpriv_core::mutant::{Mutant, Mutants};
+use devpriv_core::sync::TrackedCell;
 use devpriv_core::{Errno, Order, PageCount};
-use devpriv_loom_tests::{assert_caught, model};
-use devpriv_pagemap::percpu_refcount::{Completion, PercpuRef, RefMutant};
+use devpriv_loom_tests::{assert_caught, assert_valid, model, small_space};
+use devpriv_pagemap::percpu_refcount::{Completion, PercpuRef};
 use devpriv_pagemap::{
-    DevPagemapOps, DevicePrivateSpace, Folio, FolioMutant, MemoryType, Owner, Packing, PageRef,
-    PagemapParams, SpaceConfig, VmFault, folio_put_with_mutant, zone_device_page_init,
+    DevPagemapOps, DevicePrivateSpace, Folio, Owner, PageRef, PagemapParams, VmFault, folio_put,
+    zone_device_page_init,
 };
-use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 
 /// Memory that loom tracks: written by whoever holds a reference, read by
 /// the waiter once teardown is over.
-struct Cell(UnsafeCell<u64>);
+type Cell = TrackedCell<u64>;
 
-// SAFETY: All access goes through loom's checked cell: a racing access is
-// a reported model failure, which is the point of the type.
-unsafe impl Sync for Cell {}
-
-impl Cell {
-    fn new() -> Self {
-        Cell(UnsafeCell::new(0))
-    }
-
-    fn write(&self, v: u64) {
-        // SAFETY: Loom reports any access that races with this one.
-        self.0.with_mut(|p| unsafe { *p = v });
-    }
-
-    fn read(&self) -> u64 {
-        // SAFETY: As `write`.
-        self.0.with(|p| unsafe { *p })
-    }
-}
-
-fn ref_scenario(mutant: RefMutant) {
+fn ref_scenario(mutants: Mutants) {
     let releases = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(Completion::new());
     let r = {
         let (releases, done) = (Arc::clone(&releases), Arc::clone(&done));
-        Arc::new(PercpuRef::with_mutant(
+        Arc::new(PercpuRef::with_mutants(
             move || {
                 releases.fetch_add(1, Ordering::Relaxed);
                 done.complete();
             },
-            mutant,
+            mutants,
         ))
     };
-    let page = Arc::new(Cell::new());
+    let page = Arc::new(Cell::new(0));
     // A page allocated before teardown starts.
     assert!(r.tryget_many(1));
 
     let freer = {
         let (r, page) = (Arc::clone(&r), Arc::clone(&page));
         thread::spawn(move || {
-            page.write(1);
+            page.set(1);
             r.put_many(1);
             // An allocation racing teardown: succeeds only while some
             // reference is outstanding (here: the initial one, until kill).
             if r.tryget_many(1) {
-                page.write(2);
+                page.set(2);
                 r.put_many(1);
             }
         })
@@ -102,8 +84,8 @@ fn ref_scenario(mutant: RefMutant) {
         let (releases, done, page) = (Arc::clone(&releases), Arc::clone(&done), Arc::clone(&page));
         thread::spawn(move || {
             done.wait();
-            let v = page.read();
-            assert!(v == 1 || v == 2, "page holds {v}");
+            let v = page.get();
+            assert!(v == Some(1) || v == Some(2), "page holds {v:?}");
             assert_eq!(releases.load(Ordering::Relaxed), 1, "release count");
         })
     };
@@ -124,7 +106,7 @@ struct Driver {
 
 impl DevPagemapOps for Driver {
     fn folio_free(&self, folio: Folio<'_>) {
-        self.freed.write(folio.page().index() as u64 + 1);
+        self.freed.set(folio.page().index() as u64 + 1);
     }
 
     fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
@@ -132,22 +114,14 @@ impl DevPagemapOps for Driver {
     }
 }
 
-fn pagemap_scenario(mutant: FolioMutant) {
-    let cfg = SpaceConfig {
-        packing: Packing::SectionAligned,
-        space_shift: Some(24),
-        ..SpaceConfig::default()
-    };
-    let space = std::sync::Arc::new(DevicePrivateSpace::with_config(cfg));
-    let freed = Arc::new(Cell::new());
-    let params = PagemapParams {
-        memory_type: MemoryType::Private,
-        nr_pages: PageCount::new(1),
-        owner: Some(Owner(1)),
-        ops: Some(std::sync::Arc::new(Driver {
-            freed: Arc::clone(&freed),
-        })),
-    };
+fn pagemap_scenario(mutants: Mutants) {
+    // The space hands `mutants` on to its pagemaps' folio paths.
+    let space = std::sync::Arc::new(DevicePrivateSpace::with_mutants(small_space(), mutants));
+    let freed = Arc::new(Cell::new(0));
+    let driver = std::sync::Arc::new(Driver {
+        freed: Arc::clone(&freed),
+    });
+    let params = PagemapParams::private(PageCount::new(1), Owner(1), driver);
     let pm = space.memremap_device_private_pagemap(params, 0).unwrap();
     let f = zone_device_page_init(PageRef::new(&pm, 0).unwrap(), &pm, Order::ZERO).unwrap();
     f.unlock();
@@ -156,7 +130,7 @@ fn pagemap_scenario(mutant: FolioMutant) {
         let pm = std::sync::Arc::clone(&pm);
         thread::spawn(move || {
             let p = PageRef::new(&pm, 0).unwrap();
-            folio_put_with_mutant(p.folio(), mutant);
+            folio_put(p.folio());
         })
     };
     let unmapper = {
@@ -168,31 +142,32 @@ fn pagemap_scenario(mutant: FolioMutant) {
         thread::spawn(move || {
             space.memunmap_device_private_pagemap(&pm).unwrap();
             // The driver may now free its bookkeeping: folio_free is done.
-            assert_eq!(freed.read(), 1, "memunmap returned before folio_free");
+            assert_eq!(freed.get(), Some(1), "memunmap returned before folio_free");
         })
     };
     freer.join().unwrap();
     unmapper.join().unwrap();
     assert!(pm.percpu_ref().is_zero() && pm.done().is_done());
     assert!(space.is_empty());
+    assert_valid(&space);
 }
 
 #[test]
 fn kill_vs_put_vs_wait() {
-    let runs = model(|| ref_scenario(RefMutant::None));
+    let runs = model(|| ref_scenario(Mutants::NONE));
     eprintln!("kill_vs_put_vs_wait: {runs} executions");
 }
 
 #[test]
 fn folio_put_vs_memunmap() {
-    let runs = model(|| pagemap_scenario(FolioMutant::None));
+    let runs = model(|| pagemap_scenario(Mutants::NONE));
     eprintln!("folio_put_vs_memunmap: {runs} executions");
 }
 
 #[test]
 fn mutant_kill_skips_seal_is_caught_with_a_separate_waiter() {
     assert_caught(
-        || ref_scenario(RefMutant::KillSkipsSeal),
+        || ref_scenario(Mutant::PercpuRefKillSkipsSeal.into()),
         &["Causality violation", "maximum number of branches"],
     );
 }
@@ -200,7 +175,7 @@ fn mutant_kill_skips_seal_is_caught_with_a_separate_waiter() {
 #[test]
 fn mutant_relaxed_shard_ops_is_caught_with_a_separate_waiter() {
     assert_caught(
-        || ref_scenario(RefMutant::RelaxedShardOps),
+        || ref_scenario(Mutant::PercpuRefRelaxedShardOps.into()),
         &["Causality violation"],
     );
 }
@@ -208,7 +183,7 @@ fn mutant_relaxed_shard_ops_is_caught_with_a_separate_waiter() {
 #[test]
 fn mutant_put_before_folio_free_is_caught() {
     assert_caught(
-        || pagemap_scenario(FolioMutant::PutBeforeFolioFree),
+        || pagemap_scenario(Mutant::FolioPutBeforeFolioFree.into()),
         &["Causality violation", "before folio_free"],
     );
 }

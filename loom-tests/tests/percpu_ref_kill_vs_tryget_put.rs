@@ -22,49 +22,34 @@
 //! `kill()`; the count ends at zero.
 
 #![cfg(loom)]
+#![forbid(unsafe_code)]
 
+use devpriv_core::mutant::{Mutant, Mutants};
+use devpriv_core::sync::TrackedCell;
 use devpriv_loom_tests::{assert_caught, model};
-use devpriv_pagemap::percpu_refcount::{Completion, PercpuRef, RefMutant};
-use loom::cell::UnsafeCell;
+use devpriv_pagemap::percpu_refcount::{Completion, PercpuRef};
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 
 /// The contents of a device page: written by whoever holds a reference,
-/// read by the driver after teardown.
-struct Page(UnsafeCell<u64>);
+/// read by the driver after teardown (loom reports an access that races).
+type Page = TrackedCell<u64>;
 
-// SAFETY: All access goes through loom's checked cell: a racing access is
-// a reported model failure, which is the point of the type.
-unsafe impl Sync for Page {}
-
-impl Page {
-    fn write(&self, v: u64) {
-        // SAFETY: The writer holds a page reference; loom reports any
-        // access that races with this one.
-        self.0.with_mut(|p| unsafe { *p = v });
-    }
-
-    fn read(&self) -> u64 {
-        // SAFETY: As `write`: loom reports a racing access.
-        self.0.with(|p| unsafe { *p })
-    }
-}
-
-fn scenario(mutant: RefMutant) {
+fn scenario(mutants: Mutants) {
     let releases = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(Completion::new());
     let r = {
         let (releases, done) = (Arc::clone(&releases), Arc::clone(&done));
-        Arc::new(PercpuRef::with_mutant(
+        Arc::new(PercpuRef::with_mutants(
             move || {
                 releases.fetch_add(1, Ordering::Relaxed);
                 done.complete();
             },
-            mutant,
+            mutants,
         ))
     };
-    let page = Arc::new(Page(UnsafeCell::new(0)));
+    let page = Arc::new(Page::new(0));
 
     // zone_device_page_init(): the driver allocates a page.
     assert!(r.tryget_many(1));
@@ -73,18 +58,18 @@ fn scenario(mutant: RefMutant) {
         let (r, page) = (Arc::clone(&r), Arc::clone(&page));
         thread::spawn(move || {
             // The page's last use, then free_zone_device_folio().
-            page.write(1);
+            page.set(1);
             r.put_many(1);
             // An allocation racing the teardown (H11): succeeds while any
             // reference is outstanding, even after kill.
             if r.tryget_many(1) {
-                page.write(2);
+                page.set(2);
                 r.put_many(1);
             }
             // A lookup that needs a live pagemap: fails once kill has begun
             // to take effect.
             if r.tryget_live() {
-                page.write(3);
+                page.set(3);
                 r.put_many(1);
             }
         })
@@ -107,8 +92,8 @@ fn scenario(mutant: RefMutant) {
     );
     // Every put happened before the release, so every write to the page
     // happened before this read.
-    let v = page.read();
-    assert!((1..=3).contains(&v), "page holds {v}");
+    let v = page.get();
+    assert!(matches!(v, Some(1..=3)), "page holds {v:?}");
 
     holder.join().unwrap();
     assert!(!live_after_kill, "tryget_live succeeded after kill");
@@ -119,17 +104,14 @@ fn scenario(mutant: RefMutant) {
 
 /// Two pages freed by two threads, one of them on the killer's shard (loom
 /// runs with two shards), while the killer waits.
-fn scenario_two_freers(mutant: RefMutant) {
+fn scenario_two_freers(mutants: Mutants) {
     let (r, done) = {
         let done = Arc::new(Completion::new());
         let d = Arc::clone(&done);
-        let r = PercpuRef::with_mutant(move || d.complete(), mutant);
+        let r = PercpuRef::with_mutants(move || d.complete(), mutants);
         (Arc::new(r), done)
     };
-    let pages = [
-        Arc::new(Page(UnsafeCell::new(0))),
-        Arc::new(Page(UnsafeCell::new(0))),
-    ];
+    let pages = [Arc::new(Page::new(0)), Arc::new(Page::new(0))];
     let freers: Vec<_> = pages
         .iter()
         .enumerate()
@@ -138,7 +120,7 @@ fn scenario_two_freers(mutant: RefMutant) {
             assert!(r.tryget_many(1));
             let (r, page) = (Arc::clone(&r), Arc::clone(page));
             thread::spawn(move || {
-                page.write(i as u64 + 1);
+                page.set(i as u64 + 1);
                 r.put_many(1);
             })
         })
@@ -146,7 +128,7 @@ fn scenario_two_freers(mutant: RefMutant) {
     r.kill();
     done.wait();
     for (i, page) in pages.iter().enumerate() {
-        assert_eq!(page.read(), i as u64 + 1);
+        assert_eq!(page.get(), Some(i as u64 + 1));
     }
     for f in freers {
         f.join().unwrap();
@@ -156,13 +138,13 @@ fn scenario_two_freers(mutant: RefMutant) {
 
 #[test]
 fn kill_vs_tryget_put() {
-    let runs = model(|| scenario(RefMutant::None));
+    let runs = model(|| scenario(Mutants::NONE));
     eprintln!("kill_vs_tryget_put: {runs} executions");
 }
 
 #[test]
 fn kill_vs_two_freers() {
-    let runs = model(|| scenario_two_freers(RefMutant::None));
+    let runs = model(|| scenario_two_freers(Mutants::NONE));
     eprintln!("kill_vs_two_freers: {runs} executions");
 }
 
@@ -173,22 +155,31 @@ fn mutant_kill_skips_seal_is_caught() {
     // races the freer's write) or the count never reaches zero (the wait
     // spins until loom's branch limit).
     let expect = ["Causality violation", "maximum number of branches"];
-    assert_caught(|| scenario(RefMutant::KillSkipsSeal), &expect);
-    assert_caught(|| scenario_two_freers(RefMutant::KillSkipsSeal), &expect);
+    assert_caught(|| scenario(Mutant::PercpuRefKillSkipsSeal.into()), &expect);
+    assert_caught(
+        || scenario_two_freers(Mutant::PercpuRefKillSkipsSeal.into()),
+        &expect,
+    );
 }
 
 #[test]
 fn mutant_relaxed_shard_ops_is_caught() {
     // A put on a shard no longer happens before the release.
     let expect = ["Causality violation"];
-    assert_caught(|| scenario(RefMutant::RelaxedShardOps), &expect);
-    assert_caught(|| scenario_two_freers(RefMutant::RelaxedShardOps), &expect);
+    assert_caught(
+        || scenario(Mutant::PercpuRefRelaxedShardOps.into()),
+        &expect,
+    );
+    assert_caught(
+        || scenario_two_freers(Mutant::PercpuRefRelaxedShardOps.into()),
+        &expect,
+    );
 }
 
 #[test]
 fn mutant_tryget_live_ignores_dead_is_caught() {
     assert_caught(
-        || scenario(RefMutant::TrygetLiveIgnoresDead),
+        || scenario(Mutant::PercpuRefTrygetLiveIgnoresDead.into()),
         &["tryget_live succeeded after kill"],
     );
 }

@@ -23,8 +23,9 @@
 //! the walker's lockless read and its lock.
 
 #![cfg(loom)]
+#![forbid(unsafe_code)]
 
-use devpriv_core::mutant::Mutant;
+use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_core::{DevicePrivateOffset, PAGE_SIZE, PageCount, PageFrame, Pfn};
 use devpriv_loom_tests::{assert_caught, model};
 use devpriv_migrate::pgtable::{_PAGE_PRESENT, _PAGE_RW, _PAGE_USER};
@@ -39,7 +40,7 @@ use std::sync::Arc;
 /// The user address (PMD-aligned: one PTE table).
 const ADDR: u64 = 0x4000_0000;
 
-fn scenario(mutant: Mutant) {
+fn scenario(mutants: Mutants) {
     let mode = MmConfig::default().paging;
     let off = DevicePrivateOffset::new(7);
     let target = PageFrame::DevicePrivate(off);
@@ -67,7 +68,7 @@ fn scenario(mutant: Mutant) {
     // another CPU.
     let walker = {
         let mm = Arc::clone(&mm);
-        thread::spawn(move || walk(&mm, target, migration, mutant))
+        thread::spawn(move || walk(&mm, target, migration, mutants))
     };
 
     // The migration: install the migration entry, then remove it (the copy
@@ -86,7 +87,7 @@ fn scenario(mutant: Mutant) {
 }
 
 /// One `page_vma_mapped_walk()` over the target's single page.
-fn walk(mm: &Mm, target: PageFrame, migration: Pte, mutant: Mutant) {
+fn walk(mm: &Mm, target: PageFrame, migration: Pte, mutants: Mutants) {
     let vma = &mm.vmas()[0];
     let mut pvmw = PageVmaMappedWalk::new(
         mm,
@@ -98,7 +99,7 @@ fn walk(mm: &Mm, target: PageFrame, migration: Pte, mutant: Mutant) {
         PvmwFlags::MIGRATION,
     )
     .unwrap()
-    .with_mutant(mutant);
+    .with_mutants(mutants);
     if pvmw.walk() {
         assert!(pvmw.ptl_held(), "a match without the ptl");
         let pte = pvmw.pte().expect("a PTE-level match");
@@ -116,14 +117,14 @@ fn walk(mm: &Mm, target: PageFrame, migration: Pte, mutant: Mutant) {
 
 #[test]
 fn pvmw_walk_vs_migration_entry() {
-    let runs = model(|| scenario(Mutant::None));
+    let runs = model(|| scenario(Mutants::NONE));
     eprintln!("pvmw_walk_vs_migration_entry: {runs} executions");
 }
 
 #[test]
 fn mutant_no_ptl_recheck_is_caught() {
     assert_caught(
-        || scenario(Mutant::PvmwNoPtlRecheck),
+        || scenario(Mutant::PvmwNoPtlRecheck.into()),
         &["did not re-check under the ptl"],
     );
 }

@@ -10,20 +10,21 @@
 //! a range that contains the key, with the right value.
 
 #![cfg(loom)]
+#![forbid(unsafe_code)]
 
-use devpriv_core::mutant::Mutant;
+use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_loom_tests::{Payload, assert_caught, model};
 use devpriv_rangetree::RangeTree;
 use loom::sync::Arc;
 use loom::thread;
 
-fn scenario(mutant: Mutant) {
+fn scenario(mutants: Mutants) {
     // Values are leaked `&'static Payload`s: their creation is tracked (a
     // reader not ordered after it is reported), and they can never dangle,
     // so a grace-period bug shows up as a read of a freed node, which the
     // tree's loom build reports.
     let payload = |tag| -> &'static Payload { Box::leak(Box::new(Payload::new(tag))) };
-    let tree = Arc::new(RangeTree::with_mutant(mutant));
+    let tree = Arc::new(RangeTree::with_mutants(mutants));
     tree.insert_range(0..=9, payload(0)).unwrap();
     let reader = {
         let tree = Arc::clone(&tree);
@@ -48,14 +49,14 @@ fn scenario(mutant: Mutant) {
 
 #[test]
 fn load_vs_alloc_erase() {
-    let runs = model(|| scenario(Mutant::None));
+    let runs = model(|| scenario(Mutants::NONE));
     eprintln!("load_vs_alloc_erase: {runs} executions");
 }
 
 #[test]
 fn mutant_relaxed_root_publish_is_caught() {
     assert_caught(
-        || scenario(Mutant::RangeTreeRelaxedPublish),
+        || scenario(Mutant::RangeTreeRelaxedPublish.into()),
         &["Causality violation"],
     );
 }
@@ -63,7 +64,7 @@ fn mutant_relaxed_root_publish_is_caught() {
 #[test]
 fn mutant_no_grace_period_is_caught() {
     assert_caught(
-        || scenario(Mutant::SrcuNoGracePeriod),
+        || scenario(Mutant::SrcuNoGracePeriod.into()),
         &["Causality violation"],
     );
 }
@@ -71,7 +72,7 @@ fn mutant_no_grace_period_is_caught() {
 #[test]
 fn mutant_no_reader_fence_is_caught() {
     assert_caught(
-        || scenario(Mutant::SrcuNoReaderFence),
+        || scenario(Mutant::SrcuNoReaderFence.into()),
         &["Causality violation"],
     );
 }

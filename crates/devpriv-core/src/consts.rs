@@ -24,6 +24,48 @@ pub const PAGE_MASK: u64 = !(PAGE_SIZE - 1);
 /// Kernel: `PMD_SHIFT`, `arch/x86/include/asm/pgtable_64_types.h`.
 pub const PMD_SHIFT: u32 = 21;
 
+/// Bytes a PMD entry maps (2 MiB).
+///
+/// Kernel: `PMD_SIZE`, `arch/x86/include/asm/pgtable_64_types.h`.
+pub const PMD_SIZE: u64 = 1 << PMD_SHIFT;
+
+/// Mask that clears the offset within a PMD-mapped range.
+///
+/// Kernel: `PMD_MASK`, `arch/x86/include/asm/pgtable_64_types.h`.
+pub const PMD_MASK: u64 = !(PMD_SIZE - 1);
+
+/// log2 of the bytes a PUD entry maps (1 GiB).
+///
+/// Kernel: `PUD_SHIFT`, `arch/x86/include/asm/pgtable_64_types.h`.
+pub const PUD_SHIFT: u32 = 30;
+
+/// Bytes a PUD entry maps (1 GiB).
+///
+/// Kernel: `PUD_SIZE`, `arch/x86/include/asm/pgtable_64_types.h`.
+pub const PUD_SIZE: u64 = 1 << PUD_SHIFT;
+
+/// Mask that clears the offset within a PUD-mapped range.
+///
+/// Kernel: `PUD_MASK`, `arch/x86/include/asm/pgtable_64_types.h`.
+pub const PUD_MASK: u64 = !(PUD_SIZE - 1);
+
+/// log2 of the bytes a top-level (PGD) entry maps with 4-level paging
+/// (512 GiB).
+///
+/// Kernel: `PGDIR_SHIFT`, `arch/x86/include/asm/pgtable_64_types.h`.
+///
+/// # Differences from the kernel
+///
+/// The 4-level value only; with 5-level paging the kernel's is 48 (and
+/// `P4D_SHIFT` is 39).
+pub const PGDIR_SHIFT: u32 = 39;
+
+/// Bytes a top-level (PGD) entry maps with 4-level paging (512 GiB).
+///
+/// Kernel: `PGDIR_SIZE`, `arch/x86/include/asm/pgtable_64_types.h` (see
+/// [`PGDIR_SHIFT`]).
+pub const PGDIR_SIZE: u64 = 1 << PGDIR_SHIFT;
+
 /// Order of a PMD-sized (transparent huge) folio.
 ///
 /// Kernel: `HPAGE_PMD_ORDER`, `include/linux/huge_mm.h`.
@@ -140,6 +182,14 @@ mod tests {
         assert_eq!(HPAGE_PMD_SIZE, 2 << 20);
         assert_eq!(MAX_ORDER_NR_PAGES, 1024);
         assert_eq!(PAGE_MASK, 0xffff_ffff_ffff_f000);
+        assert_eq!(PMD_SIZE, 2 << 20);
+        assert_eq!(PMD_MASK, 0xffff_ffff_ffe0_0000);
+        assert_eq!(PUD_SIZE, 1 << 30);
+        assert_eq!(PUD_MASK, 0xffff_ffff_c000_0000);
+        assert_eq!(PGDIR_SIZE, 512 << 30);
+        assert_eq!(PMD_SIZE, HPAGE_PMD_SIZE);
+        assert_eq!(PTRS_PER_PTE * PAGE_SIZE, PMD_SIZE);
+        assert_eq!(PTRS_PER_PTE * PMD_SIZE, PUD_SIZE);
     }
 
     #[test]

@@ -18,12 +18,18 @@
 //! - the [`sync`] shim that switches to loom under `--cfg loom`;
 //! - [`srcu`], read-side sections and grace periods (the `rcu_read_lock()`
 //!   analogue every lock-free reader in the workspace uses);
-//! - [`warn_on!`] / [`warn_on_once!`], `WARN_ON` paths that tests can count.
+//! - [`warn_on!`] / [`warn_on_once!`], `WARN_ON` paths that tests can count;
+//! - [`mutant`], the bugs loom models plant (a zero-sized no-op outside
+//!   loom).
+//!
+//! No `unsafe` outside loom builds: the only block is loom's checked cell
+//! behind [`sync::TrackedCell`].
+
+#![deny(unsafe_code)]
 
 pub mod consts;
 pub mod errno;
 pub mod flags;
-#[cfg(loom)]
 pub mod mutant;
 pub mod random;
 pub mod srcu;
@@ -33,7 +39,7 @@ pub mod warn;
 
 pub use consts::{
     HPAGE_PMD_NR, HPAGE_PMD_ORDER, HPAGE_PMD_SIZE, MAX_ORDER_NR_PAGES, MAX_PAGE_ORDER, PAGE_SHIFT,
-    PAGE_SIZE, PagingMode,
+    PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PUD_SHIFT, PUD_SIZE, PagingMode,
 };
 pub use errno::{Errno, Result};
 pub use units::{

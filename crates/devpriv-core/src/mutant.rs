@@ -1,29 +1,85 @@
 //! Deliberately broken protocol variants, for loom mutant tests.
 //!
-//! Kernel: none (model only). Exists only under `--cfg loom`.
+//! Kernel: none (model only).
 //!
-//! Every loom model in `loom-tests/` has a twin that switches one of these
-//! on and expects loom to fail, so that no model can pass vacuously. The
-//! switch is a value carried by the object under test, not a cfg, so one
-//! loom build runs both the model and its mutant.
+//! Every loom model in `loom-tests/` has twins that switch one of these on
+//! and expect loom to fail, so that no model can pass vacuously. The switch
+//! is a value carried by the object under test, not a cfg, so one loom
+//! build runs both the model and its mutants.
+//!
+//! # The mechanism
+//!
+//! An object under test is built with a [`Mutants`] set
+//! (`Srcu::with_mutants`, `RangeTree::with_mutants`,
+//! `DevicePrivateSpace::with_mutants`, `PercpuRef::with_mutants`,
+//! `PageVmaMappedWalk::with_mutants`), hands it on to the parts it builds
+//! (a space to its tree, index, pagemaps and their refs), and protocol code
+//! asks where the bug would go:
+//!
+//! ```
+//! # use devpriv_core::mutant::{Mutant, Mutants};
+//! # use devpriv_core::sync::atomic::Ordering;
+//! # let mutants = Mutants::NONE;
+//! let order = if mutants.has(Mutant::RangeTreeRelaxedPublish) {
+//!     Ordering::Relaxed
+//! } else {
+//!     Ordering::Release
+//! };
+//! # assert_eq!(order, Ordering::Release);
+//! ```
+//!
+//! # Why the enum is cfg-free and only the set is not
+//!
+//! - [`Mutant`] is only names. It exists in every build, so code that names
+//!   a variant compiles the same with and without `--cfg loom`: the planted
+//!   branches are type-checked, linted and documented by the ordinary
+//!   build, and protocol code carries no `#[cfg(loom)]`.
+//! - [`Mutants`] is the one thing that changes. Under `--cfg loom` it is a
+//!   bit set (one `u64`); otherwise it is zero-sized and
+//!   [`Mutants::has`] is a `const fn` that returns `false`, so the
+//!   optimiser deletes every planted branch and the field takes no space:
+//!   ordinary builds run the same machine code as if the mechanism did not
+//!   exist (the `pagemap` benches compare).
+//! - A cfg'd enum, the alternative, would put `#[cfg(loom)]` back at every
+//!   construction and call site; a cfg'd *set* keeps the switch in this
+//!   module, next to the [`sync`](crate::sync) shim (tokio's layout).
+//!
+//! Outside loom, [`Mutants::with`] and `From<Mutant>` return the empty set:
+//! a mutant can only be planted in a loom build.
 
-/// Which bug to plant.
-///
-/// Kernel: none (model only); each variant names the kernel primitive it
-/// breaks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Mutant {
-    /// The correct protocol.
-    #[default]
-    None,
+use std::fmt;
+
+macro_rules! mutants {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// Which bug to plant.
+        ///
+        /// Kernel: none (model only); each variant names the kernel
+        /// primitive it breaks.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum Mutant {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl Mutant {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [Mutant] = &[$(Mutant::$name,)*];
+        }
+    };
+}
+
+mutants! {
     /// `Srcu::read_lock` skips its `SeqCst` fence, so a flipper can miss a
-    /// reader that is about to load an old pointer.
+    /// reader that is about to load an old pointer (`srcu_read_lock()`'s
+    /// `smp_mb()`).
     SrcuNoReaderFence,
     /// `Srcu::poll` reports every grace period as already over, so
-    /// unpublished objects are freed under live readers.
+    /// unpublished objects are freed under live readers
+    /// (`poll_state_synchronize_srcu()` always true).
     SrcuNoGracePeriod,
     /// `RangeTree` publishes a new root with a `Relaxed` store instead of
-    /// `Release`, so a reader can see the pointer before the node contents.
+    /// `Release`, so a reader can see the pointer before the node contents
+    /// (`rcu_assign_pointer()` as a plain store).
     RangeTreeRelaxedPublish,
     /// The pagemap section index publishes a pagemap with a `Relaxed`
     /// store (`rcu_assign_pointer()` as a plain store). The seqlock's
@@ -31,11 +87,14 @@ pub enum Mutant {
     /// base stored after that fence is what a reader can miss.
     SpaceIndexRelaxedPublish,
     /// `memunmap` erases the tree entry but leaves the section index
-    /// pointing at the pagemap, so lookups reach it after reclamation.
+    /// pointing at the pagemap, so lookups reach it after reclamation
+    /// (`memunmap_device_private_pagemap()` without clearing
+    /// `section_mem_map`).
     SpaceIndexNotUnpublished,
     /// The section index reader uses a section's memmap base without
     /// re-checking the slot's pagemap pointer, so a base published for a
-    /// newer pagemap can be paired with an older one.
+    /// newer pagemap can be paired with an older one (`read_seqretry()`
+    /// left out).
     SpaceIndexNoRecheck,
     /// `free_zone_device_folio` under `ReinitPolicy::AtFree` resets the
     /// compound metadata with no `smp_wmb()` (Release) before `folio_free`
@@ -68,18 +127,146 @@ pub enum Mutant {
     /// (`rcu_seq_snap()` without its rounding up).
     SrcuStaleGpSnapshot,
     /// `Srcu::get_state` skips its `SeqCst` fence, so it can read `seq`
-    /// before its own unpublish is visible to a flipper's scan.
+    /// before its own unpublish is visible to a flipper's scan
+    /// (`get_state_synchronize_srcu()`'s `smp_mb()`).
     SrcuNoGetStateFence,
     /// `Srcu::try_flip` skips its `SeqCst` fence between setting the state
-    /// bit and scanning the reader counters.
+    /// bit and scanning the reader counters (`srcu_flip()`'s `smp_mb()`).
     SrcuNoFlipFence,
     /// `RangeTree` takes the grace-period cookie for the nodes a write
     /// replaced *before* it swaps in the new root, so a flip that completes
     /// between the two counts, although readers may still enter the old
-    /// version after it.
+    /// version after it (`call_rcu()` before `rcu_assign_pointer()`).
     RangeTreeCookieBeforePublish,
     /// `Srcu::try_flip` sets and clears its state bit with `Relaxed`
     /// stores, so a poller that reads one is not ordered after the flips
-    /// before it, nor after the readers those flips waited for.
+    /// before it, nor after the readers those flips waited for
+    /// (`rcu_seq_start()`/`rcu_seq_end()` without their barriers).
     SrcuRelaxedFlipMarker,
+    /// `zone_device_page_init` clears `_nr_pages` the way seed 000 first
+    /// tried, with `folio_reset_order()` on each page, which writes the
+    /// *next* page's order byte and `_nr_pages` (hazard H3): the last
+    /// page's write lands outside the allocation.
+    FolioInitResetsNextPage,
+    /// `free_zone_device_folio` drops the pagemap references
+    /// (`percpu_ref_put_many()`) before calling `ops->folio_free()`, so
+    /// teardown can finish while the driver callback runs.
+    FolioPutBeforeFolioFree,
+    /// `percpu_ref_kill()` reads the shards with plain loads instead of
+    /// sealing them, so a fast-path op that read `state` before `kill`
+    /// lands in a shard that has already been summed and is lost (the
+    /// kernel bug this rules out: summing the per-CPU counters without
+    /// waiting for a grace period in `percpu_ref_switch_to_atomic_rcu()`).
+    PercpuRefKillSkipsSeal,
+    /// `PercpuRef`'s fast-path shard RMWs are `Relaxed`, so a put on a
+    /// shard is not ordered before `release` (and a redirected op can miss
+    /// `DEAD`): `this_cpu_sub()` without the release the kernel gets from
+    /// its RCU-sched section.
+    PercpuRefRelaxedShardOps,
+    /// `percpu_ref_tryget_live()` on the atomic path ignores
+    /// `__PERCPU_REF_DEAD`, so it succeeds after `kill` while references
+    /// are outstanding.
+    PercpuRefTrygetLiveIgnoresDead,
+}
+
+// One bit per variant in the loom build's set.
+const _: () = assert!(Mutant::ALL.len() <= 64);
+
+/// The bugs an object under test was built with: none, outside loom.
+///
+/// Kernel: none (model only). Zero-sized unless built with `--cfg loom`
+/// (module docs).
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Mutants(imp::Set);
+
+impl Mutants {
+    /// The correct protocol: no bug planted.
+    pub const NONE: Mutants = Mutants(imp::Set::EMPTY);
+
+    /// This set plus `m` (under loom; elsewhere the empty set).
+    #[must_use]
+    #[inline(always)]
+    pub const fn with(self, m: Mutant) -> Mutants {
+        Mutants(self.0.with(m))
+    }
+
+    /// Whether `m` is planted: always `false` outside loom, as a constant
+    /// the optimiser folds away.
+    #[inline(always)]
+    pub const fn has(self, m: Mutant) -> bool {
+        self.0.has(m)
+    }
+}
+
+impl From<Mutant> for Mutants {
+    fn from(m: Mutant) -> Self {
+        Mutants::NONE.with(m)
+    }
+}
+
+impl fmt::Debug for Mutants {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set()
+            .entries(Mutant::ALL.iter().filter(|&&m| self.has(m)))
+            .finish()
+    }
+}
+
+/// The storage: the only cfg switch of the mechanism.
+#[cfg(loom)]
+mod imp {
+    use super::Mutant;
+
+    /// One bit per planted variant.
+    #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+    pub(super) struct Set(u64);
+
+    impl Set {
+        pub(super) const EMPTY: Set = Set(0);
+
+        pub(super) const fn with(self, m: Mutant) -> Set {
+            Set(self.0 | 1 << m as u8)
+        }
+
+        pub(super) const fn has(self, m: Mutant) -> bool {
+            self.0 & 1 << m as u8 != 0
+        }
+    }
+}
+
+#[cfg(not(loom))]
+mod imp {
+    use super::Mutant;
+
+    /// Nothing: no bug can be planted outside loom.
+    #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+    pub(super) struct Set;
+
+    impl Set {
+        pub(super) const EMPTY: Set = Set;
+
+        #[inline(always)]
+        pub(super) const fn with(self, _m: Mutant) -> Set {
+            self
+        }
+
+        #[inline(always)]
+        pub(super) const fn has(self, _m: Mutant) -> bool {
+            false
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_loom_nothing_is_planted_and_nothing_is_stored() {
+        assert_eq!(size_of::<Mutants>(), 0);
+        for &m in Mutant::ALL {
+            assert!(!Mutants::from(m).has(m), "{m:?}");
+        }
+        assert_eq!(format!("{:?}", Mutants::NONE), "{}");
+    }
 }

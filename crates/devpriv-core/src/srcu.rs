@@ -59,14 +59,12 @@
 //!   of the same domain deadlocks, exactly as `synchronize_srcu()` inside
 //!   `srcu_read_lock()` does in the kernel.
 
+use crate::mutant::{Mutant, Mutants};
 use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
-use crate::sync::{Mutex, spin_loop, yield_now};
+use crate::sync::{Mutex, SHARDS, spin_loop, yield_now};
 use crossbeam_utils::CachePadded;
 use std::collections::VecDeque;
 use std::fmt;
-
-#[cfg(not(loom))]
-const SHARDS: usize = 16;
 
 /// The state bit of `seq`: a flip has started its counter scan and not yet
 /// finished. Kernel: `RCU_SEQ_STATE_MASK`, `kernel/rcu/rcu.h`.
@@ -89,9 +87,6 @@ const fn flips_to_seq(flips: u64) -> u64 {
 thread_local! {
     static HELD: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
 }
-// Two shards keep the loom state space small and still exercise the sum.
-#[cfg(loom)]
-const SHARDS: usize = 2;
 
 /// A grace-period cookie: the value `seq` must reach before objects
 /// unpublished before it was taken may be freed.
@@ -113,8 +108,7 @@ pub struct Srcu {
     readers: Box<[CachePadded<[AtomicUsize; 2]>]>,
     // Serialises flips; readers never take it.
     flip: Mutex<()>,
-    #[cfg(loom)]
-    mutant: crate::mutant::Mutant,
+    mutants: Mutants,
 }
 
 impl fmt::Debug for Srcu {
@@ -137,25 +131,29 @@ impl Srcu {
     ///
     /// Kernel: `init_srcu_struct()`.
     pub fn new() -> Self {
+        Self::with_mutants(Mutants::NONE)
+    }
+
+    /// A domain with deliberate bugs, for loom mutant tests (outside loom
+    /// `mutants` is empty and this is [`Srcu::new`]).
+    ///
+    /// Kernel: none (model only).
+    pub fn with_mutants(mutants: Mutants) -> Self {
         Srcu {
             seq: AtomicU64::new(0),
             readers: (0..SHARDS)
                 .map(|_| CachePadded::new([AtomicUsize::new(0), AtomicUsize::new(0)]))
                 .collect(),
             flip: Mutex::new(()),
-            #[cfg(loom)]
-            mutant: crate::mutant::Mutant::None,
+            mutants,
         }
     }
 
-    /// A domain with a deliberate bug, for loom mutant tests.
+    /// The bugs this domain was built with.
     ///
     /// Kernel: none (model only).
-    #[cfg(loom)]
-    pub fn with_mutant(mutant: crate::mutant::Mutant) -> Self {
-        let mut s = Srcu::new();
-        s.mutant = mutant;
-        s
+    pub fn mutants(&self) -> Mutants {
+        self.mutants
     }
 
     /// Enters a read-side section. Everything reachable from a pointer
@@ -169,11 +167,7 @@ impl Srcu {
         self.readers[shard][parity].fetch_add(1, Ordering::Relaxed);
         // Pairs with the fence in `try_flip`: either the flipper sees this
         // increment, or this reader sees everything unpublished before it.
-        #[cfg(loom)]
-        let skip = self.mutant == crate::mutant::Mutant::SrcuNoReaderFence;
-        #[cfg(not(loom))]
-        let skip = false;
-        if !skip {
+        if !self.mutants.has(Mutant::SrcuNoReaderFence) {
             fence(Ordering::SeqCst);
         }
         #[cfg(all(debug_assertions, not(loom)))]
@@ -193,16 +187,11 @@ impl Srcu {
         // Pairs with the fence in `try_flip`: either this load sees the
         // flip's state bit, or that flip's counter scan sees everything
         // this thread unpublished before the call.
-        #[cfg(loom)]
-        let skip = self.mutant == crate::mutant::Mutant::SrcuNoGetStateFence;
-        #[cfg(not(loom))]
-        let skip = false;
-        if !skip {
+        if !self.mutants.has(Mutant::SrcuNoGetStateFence) {
             fence(Ordering::SeqCst);
         }
         let seq = self.seq.load(Ordering::Acquire);
-        #[cfg(loom)]
-        if self.mutant == crate::mutant::Mutant::SrcuStaleGpSnapshot {
+        if self.mutants.has(Mutant::SrcuStaleGpSnapshot) {
             return GpCookie(flips(seq) + 2);
         }
         GpCookie(flips(seq) + 2 + (seq & FLIP_IN_PROGRESS))
@@ -218,8 +207,7 @@ impl Srcu {
     /// The kernel's poll only looks; this one also flips the domain when the
     /// old readers have drained, since there is no kthread to do it.
     pub fn poll(&self, cookie: GpCookie) -> bool {
-        #[cfg(loom)]
-        if self.mutant == crate::mutant::Mutant::SrcuNoGracePeriod {
+        if self.mutants.has(Mutant::SrcuNoGracePeriod) {
             return true;
         }
         loop {
@@ -296,14 +284,11 @@ impl Srcu {
             // after the flips before it (and so after the readers they
             // waited for); a plain store does not continue a release
             // sequence.
-            #[cfg(loom)]
-            let order = if self.mutant == crate::mutant::Mutant::SrcuRelaxedFlipMarker {
+            let order = if self.mutants.has(Mutant::SrcuRelaxedFlipMarker) {
                 Ordering::Relaxed
             } else {
                 Ordering::Release
             };
-            #[cfg(not(loom))]
-            let order = Ordering::Release;
             self.seq.store(seq | FLIP_IN_PROGRESS, order);
         }
         // Pairs with the reader's fence in `read_lock` (this scan sees its
@@ -312,11 +297,7 @@ impl Srcu {
         // or this scan comes after its unpublish). A bit set by an earlier,
         // refused attempt happens before this fence through `flip`, which
         // is enough for the fence pair (C++20 [atomics.order] p4.4).
-        #[cfg(loom)]
-        let skip = self.mutant == crate::mutant::Mutant::SrcuNoFlipFence;
-        #[cfg(not(loom))]
-        let skip = false;
-        if !skip {
+        if !self.mutants.has(Mutant::SrcuNoFlipFence) {
             fence(Ordering::SeqCst);
         }
         if self
@@ -416,11 +397,15 @@ impl<T> RetireList<T> {
         self.items.push_back((cookie, item));
     }
 
-    /// Queues `item` under a cookie the caller took earlier: only for
-    /// mutants that take it too early.
+    /// Queues `item` under a cookie the caller took with
+    /// [`Srcu::get_state`] after it unpublished `item` ([`retire`] takes
+    /// it itself; a cookie taken before the unpublish is the bug of
+    /// [`Mutant::RangeTreeCookieBeforePublish`]).
     ///
-    /// Kernel: none (model only).
-    #[cfg(loom)]
+    /// Kernel: `call_srcu()` with the state from
+    /// `get_state_synchronize_srcu()` (model only).
+    ///
+    /// [`retire`]: RetireList::retire
     pub fn retire_at(&mut self, cookie: GpCookie, item: T) {
         self.items.push_back((cookie, item));
     }

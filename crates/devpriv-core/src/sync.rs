@@ -7,6 +7,19 @@
 //! types everywhere else.
 //!
 //! Both sides expose one `parking_lot`-shaped API (no lock poisoning).
+//!
+//! Besides locks and atomics, this is where everything else that differs
+//! under loom lives, so protocol code carries no `#[cfg(loom)]` (tokio's
+//! layout; the planted bugs have their own switch, [`crate::mutant`]):
+//!
+//! - [`SHARDS`], the width of a sharded counter (2 under loom, where every
+//!   shard multiplies the state space);
+//! - [`TrackedCell`], a value only loom sees (zero-sized otherwise), for
+//!   "this access must be ordered after that one" checks;
+//! - [`free_reachable`], which frees memory lock-free readers may have
+//!   reached, or under loom poisons it through a checked write instead;
+//! - [`Backoff`] and [`Deadline`] for wait loops (loom has no time and an
+//!   unfair scheduler).
 
 #[cfg(not(loom))]
 #[expect(clippy::disallowed_types, reason = "this is the sync shim")]
@@ -227,9 +240,122 @@ mod imp {
             self.0.into_inner()
         }
     }
+
+    /// Shards of a sharded counter (SRCU's reader counters, `PercpuRef`'s
+    /// live counts): a thread uses shard `thread_shard() % SHARDS`.
+    ///
+    /// Kernel: one per CPU (`nr_cpu_ids`) in spirit.
+    pub const SHARDS: usize = 16;
+
+    /// A value that only loom sees: under `--cfg loom` a checked cell, so
+    /// that loom reports an access not ordered with a conflicting one;
+    /// otherwise zero-sized, and every access is free.
+    ///
+    /// Kernel: none (model only). It stands for memory whose lifetime a
+    /// protocol guards (a pagemap that reclamation will free, a driver's
+    /// bookkeeping that teardown hands back): the write at reclamation and
+    /// the read in each user let loom check the ordering the kernel relies
+    /// on, with no cost outside loom.
+    #[derive(Default)]
+    pub struct TrackedCell<T>(std::marker::PhantomData<T>);
+
+    impl<T: Copy> TrackedCell<T> {
+        /// A cell holding `v` (under loom).
+        #[inline(always)]
+        pub const fn new(v: T) -> Self {
+            let _ = v;
+            TrackedCell(std::marker::PhantomData)
+        }
+
+        /// Reads the value, a read loom checks; `None` outside loom, where
+        /// nothing is stored.
+        #[inline(always)]
+        pub const fn get(&self) -> Option<T> {
+            None
+        }
+
+        /// Writes `v`, a write loom checks (skipped while the thread is
+        /// already panicking: a second loom report would abort); nothing
+        /// outside loom.
+        #[inline(always)]
+        pub fn set(&self, v: T) {
+            let _ = v;
+        }
+    }
+
+    /// Frees `b`, which lock-free readers may have reached before it was
+    /// unpublished. Under loom the memory is kept and `poison` runs
+    /// instead, to overwrite the contents through a checked cell: a reader
+    /// not ordered before the free is then a reported causality violation
+    /// rather than a read of freed memory.
+    ///
+    /// Kernel: `kfree()` after a grace period (model only).
+    #[inline]
+    pub fn free_reachable<T>(b: Box<T>, poison: impl FnOnce(&T)) {
+        let _ = poison;
+        drop(b);
+    }
+
+    /// Backoff for a wait loop that may last as long as some other thread
+    /// holds a resource: spin briefly, then yield, then sleep in 50 µs
+    /// naps. Under loom it always yields.
+    ///
+    /// Kernel: none (the kernel sleeps on a wait queue).
+    #[derive(Debug, Default)]
+    pub struct Backoff {
+        step: u32,
+    }
+
+    impl Backoff {
+        const SPINS: u32 = 64;
+        const YIELDS: u32 = 1024;
+
+        /// A fresh backoff (starts by spinning).
+        pub fn new() -> Self {
+            Backoff { step: 0 }
+        }
+
+        /// Waits a little, longer each call.
+        pub fn snooze(&mut self) {
+            if self.step < Self::SPINS {
+                spin_loop();
+            } else {
+                if self.step >= Self::SPINS + Self::YIELDS {
+                    std::thread::sleep(std::time::Duration::from_micros(50));
+                    return;
+                }
+                yield_now();
+            }
+            self.step += 1;
+        }
+    }
+
+    /// When a bounded wait gives up.
+    ///
+    /// Kernel: the `timeout` of `wait_for_completion_timeout()`.
+    #[derive(Debug)]
+    pub struct Deadline(Option<std::time::Instant>);
+
+    impl Deadline {
+        /// `timeout` from now (never, if that overflows `Instant`).
+        pub fn after(timeout: std::time::Duration) -> Self {
+            Deadline(std::time::Instant::now().checked_add(timeout))
+        }
+
+        /// Whether the deadline has passed. Under loom, where time does not
+        /// exist, a zero timeout passes at the first call and any other at
+        /// the third (so a wait checks up to three times).
+        pub fn passed(&mut self) -> bool {
+            self.0.is_some_and(|d| std::time::Instant::now() >= d)
+        }
+    }
 }
 
 #[cfg(loom)]
+#[allow(
+    unsafe_code,
+    reason = "TrackedCell: loom's checked cell (loom builds only)"
+)]
 mod imp {
     pub use loom::cell::UnsafeCell;
     pub use loom::sync::{MutexGuard, RwLockReadGuard, RwLockWriteGuard};
@@ -267,6 +393,94 @@ mod imp {
         id.bytes().filter(u8::is_ascii_digit).fold(0usize, |n, d| {
             n.wrapping_mul(10).wrapping_add(usize::from(d - b'0'))
         })
+    }
+
+    /// Two shards: each one multiplies loom's state space, and two still
+    /// exercise the sum.
+    pub const SHARDS: usize = 2;
+
+    /// The loom side of `TrackedCell`: `loom::cell::UnsafeCell`.
+    ///
+    /// Kernel: none (model only).
+    pub struct TrackedCell<T>(loom::cell::UnsafeCell<T>);
+
+    // SAFETY: Every access goes through loom's checked cell. loom runs one
+    // thread at a time and fails the model, before the access, when it is
+    // not ordered with a conflicting one; that report is the point.
+    unsafe impl<T: Send + Sync> Sync for TrackedCell<T> {}
+
+    impl<T: Copy> TrackedCell<T> {
+        /// A cell holding `v`.
+        pub fn new(v: T) -> Self {
+            TrackedCell(loom::cell::UnsafeCell::new(v))
+        }
+
+        /// Reads the value (a checked read).
+        pub fn get(&self) -> Option<T> {
+            // SAFETY: loom checks this read against every write first.
+            Some(self.0.with(|p| unsafe { *p }))
+        }
+
+        /// Writes `v` (a checked write), unless the thread is panicking.
+        pub fn set(&self, v: T) {
+            // A second report while unwinding from the first would abort.
+            if std::thread::panicking() {
+                return;
+            }
+            // SAFETY: loom checks this write against every other access
+            // first.
+            self.0.with_mut(|p| unsafe { *p = v });
+        }
+    }
+
+    impl<T: Copy + Default> Default for TrackedCell<T> {
+        fn default() -> Self {
+            TrackedCell::new(T::default())
+        }
+    }
+
+    /// Poisons `b` through `poison` and keeps its memory (see the
+    /// non-loom docs); does nothing while panicking.
+    pub fn free_reachable<T>(b: Box<T>, poison: impl FnOnce(&T)) {
+        // A second report while unwinding from the first would abort.
+        if !std::thread::panicking() {
+            poison(&b);
+        }
+        // Leaked: a late reader must find the poison, not freed memory.
+        Box::leak(b);
+    }
+
+    /// Backoff for a wait loop: under loom, always a yield.
+    #[derive(Debug, Default)]
+    pub struct Backoff;
+
+    impl Backoff {
+        /// A fresh backoff.
+        pub fn new() -> Self {
+            Backoff
+        }
+
+        /// Yields to loom's scheduler.
+        pub fn snooze(&mut self) {
+            loom::thread::yield_now();
+        }
+    }
+
+    /// A bounded wait under loom: a number of checks, not a time.
+    #[derive(Debug)]
+    pub struct Deadline(u32);
+
+    impl Deadline {
+        /// One check for a zero timeout, three for any other.
+        pub fn after(timeout: std::time::Duration) -> Self {
+            Deadline(if timeout.is_zero() { 1 } else { 3 })
+        }
+
+        /// `true` at the last allowed check.
+        pub fn passed(&mut self) -> bool {
+            self.0 = self.0.saturating_sub(1);
+            self.0 == 0
+        }
     }
 
     /// `parking_lot`-shaped wrapper over `loom::sync::Mutex`.
@@ -339,3 +553,9 @@ mod imp {
 }
 
 pub use imp::*;
+
+impl<T> std::fmt::Debug for TrackedCell<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TrackedCell")
+    }
+}

@@ -27,6 +27,8 @@
 //! and small pagemaps, so that one input runs in well under a millisecond
 //! to a few milliseconds.
 
+#![forbid(unsafe_code)]
+
 pub mod encodings;
 pub mod lifecycle;
 pub mod naive;

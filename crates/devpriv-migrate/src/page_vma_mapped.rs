@@ -49,6 +49,7 @@ use crate::mm_types::{Mm, PmdSlot, PmdTable, PteTable, Vma};
 use crate::page_alloc::SysFolio;
 use crate::pgtable::{PGDIR_SIZE, PMD_SIZE, PUD_SIZE, Pmd, Pte, pte_index};
 use core::fmt;
+use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_core::sync::{Mutex, MutexGuard};
 use devpriv_core::{
     DevicePrivateOffset, Errno, HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, PageCount, PageFrame,
@@ -326,10 +327,11 @@ pub struct PageVmaMappedWalk<'a> {
     saved_ptl: Option<&'a Mutex<()>>,
     /// The PMD value `map_pte()` mapped the table through (`pmd_t pmde`).
     pmde: Pmd,
-    /// Loom mutant `PvmwNoPtlRecheck`: the entry `map_pte()` read locklessly,
+    /// Planted bugs (`PvmwNoPtlRecheck`); none outside loom.
+    mutants: Mutants,
+    /// Under `PvmwNoPtlRecheck`: the entry `map_pte()` read locklessly,
     /// which `this_pte` then checks instead of re-reading it under the lock.
-    #[cfg(loom)]
-    no_recheck: Option<Option<Pte>>,
+    lockless: Option<Pte>,
 }
 
 impl fmt::Debug for PageVmaMappedWalk<'_> {
@@ -393,8 +395,8 @@ impl<'a> PageVmaMappedWalk<'a> {
             ptl: None,
             saved_ptl: None,
             pmde: Pmd::NONE,
-            #[cfg(loom)]
-            no_recheck: None,
+            mutants: Mutants::NONE,
+            lockless: None,
         })
     }
 
@@ -559,15 +561,14 @@ impl<'a> PageVmaMappedWalk<'a> {
         }
     }
 
-    /// The walk with a deliberate bug, for loom mutant tests
-    /// (`Mutant::PvmwNoPtlRecheck`; any other value leaves it correct).
+    /// The walk with deliberate bugs, for loom mutant tests
+    /// (`Mutant::PvmwNoPtlRecheck`; the others leave it correct, and
+    /// outside loom `mutants` is empty).
     ///
     /// Kernel: none (model only).
-    #[cfg(loom)]
     #[must_use]
-    pub fn with_mutant(mut self, mutant: devpriv_core::mutant::Mutant) -> Self {
-        self.no_recheck =
-            (mutant == devpriv_core::mutant::Mutant::PvmwNoPtlRecheck).then_some(None);
+    pub fn with_mutants(mut self, mutants: Mutants) -> Self {
+        self.mutants = mutants;
         self
     }
 
@@ -614,8 +615,9 @@ impl<'a> PageVmaMappedWalk<'a> {
     }
 
     fn check_pte_current(&mut self, pte_nr: u64) -> bool {
-        #[cfg(loom)]
-        if let Some(Some(pte)) = self.no_recheck.as_mut().map(Option::take) {
+        if self.mutants.has(Mutant::PvmwNoPtlRecheck)
+            && let Some(pte) = self.lockless.take()
+        {
             return self.target.check_pte(pte, pte_nr, self.mm.paging());
         }
         self.pte()
@@ -784,9 +786,8 @@ impl<'a> PageVmaMappedWalk<'a> {
             self.pte = Some((table, idx));
             self.saved_ptl = Some(table.ptl());
             let ptent = table.get(idx);
-            #[cfg(loom)]
-            if let Some(saved) = self.no_recheck.as_mut() {
-                *saved = Some(ptent);
+            if self.mutants.has(Mutant::PvmwNoPtlRecheck) {
+                self.lockless = Some(ptent);
             }
             if ptent.is_none() {
                 return false;

@@ -12,31 +12,28 @@
 //!
 //! ```
 //! use devpriv_core::{DevicePrivateOffset, Errno, PageCount};
-//! use devpriv_pagemap::{DevicePrivateSpace, DevPagemapOps, Folio, MemoryType, Owner, PagemapParams, VmFault};
+//! use devpriv_pagemap::{DevicePrivateSpace, NoopOps, Owner, PagemapParams};
 //! use std::sync::Arc;
 //!
-//! struct Driver;
-//! impl DevPagemapOps for Driver {
-//!     fn folio_free(&self, _folio: Folio<'_>) {}
-//!     fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> { Ok(()) }
-//! }
-//!
 //! let space = DevicePrivateSpace::new();
-//! let params = PagemapParams {
-//!     memory_type: MemoryType::Private,
-//!     nr_pages: PageCount::new(512),
-//!     owner: Some(Owner(1)),
-//!     ops: Some(Arc::new(Driver)),
-//! };
+//! // A real driver passes its own `DevPagemapOps` (see `NoopOps`' docs).
+//! let params = PagemapParams::private(PageCount::new(512), Owner(1), Arc::new(NoopOps));
 //! let pgmap = space.memremap_device_private_pagemap(params, -1)?;
 //! let guard = space.read(); // rcu_read_lock()
 //! let page = guard.device_private_offset_to_page(DevicePrivateOffset::new(7)).unwrap();
 //! assert_eq!(page.refcount(), 0);
 //! assert_eq!(guard.device_private_page_to_offset(page), Some(DevicePrivateOffset::new(7)));
+//! assert_eq!(page.offset(), DevicePrivateOffset::new(7));
 //! drop(guard);
 //! space.memunmap_device_private_pagemap(&pgmap)?;
 //! # Ok::<(), Errno>(())
 //! ```
+//!
+//! `unsafe` is denied except in the section index (`sparse.rs`, raw slot
+//! pointers) and the two `memremap` functions that read it under a tree
+//! read guard.
+
+#![deny(unsafe_code)]
 
 pub mod huge_memory;
 pub mod memremap;
@@ -45,17 +42,16 @@ pub mod page_alloc;
 pub mod page_flags;
 pub mod percpu_refcount;
 pub mod resource;
+#[allow(unsafe_code, reason = "raw pointers in the section index's slots")]
 mod sparse;
 
 pub use huge_memory::{folio_split_unmapped, migrate_device_split_page, split_unmapped_folio};
 pub use memremap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, DevmPagemap, InitError, MemoryType, Owner,
-    Packing, PagemapParams, ReinitPolicy, SpaceConfig, SpaceReadGuard, VmFault, folio_get,
-    folio_put, free_zone_device_folio, zone_device_folio_init, zone_device_page_init,
-    zone_device_private_split_cb,
+    DevPagemap, DevPagemapOps, DevicePrivateSpace, DevmPagemap, InitError, MemoryType, NoopOps,
+    Owner, Packing, PagemapParams, ReinitPolicy, SectionSlot, SpaceConfig, SpaceReadGuard,
+    ValidateError, VmFault, folio_get, folio_put, free_zone_device_folio, zone_device_folio_init,
+    zone_device_page_init, zone_device_private_split_cb,
 };
-#[cfg(loom)]
-pub use memremap::{FolioMutant, folio_put_with_mutant, zone_device_folio_init_with_mutant};
 pub use mm_types::{Folio, Page, PageRef, PgmapCookie, WouldBlock};
 pub use page_alloc::prep_compound_page;
 pub use percpu_refcount::{Completion, PercpuRef};

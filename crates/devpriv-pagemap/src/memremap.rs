@@ -23,19 +23,20 @@
 //! therefore still holds valid memory.
 
 mod folio;
-#[cfg(loom)]
-pub use folio::{FolioMutant, folio_put_with_mutant, zone_device_folio_init_with_mutant};
+mod validate;
 pub use folio::{
     InitError, folio_get, folio_put, free_zone_device_folio, zone_device_folio_init,
     zone_device_page_init, zone_device_private_split_cb,
 };
+pub use validate::{SectionSlot, ValidateError};
 
 use crate::mm_types::{Folio, Page, PageRef, PgmapCookie, word};
 use crate::page_flags::{PG_RESERVED, ZONE_DEVICE, page_links};
 use crate::percpu_refcount::{Completion, PercpuRef};
-use crate::sparse::{Hit, IndexView, SectionIndex, Slot};
-use devpriv_core::sync::Mutex;
+use crate::sparse::{Hit, IndexView, SectionIndex, Slot, StaleBase};
+use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use devpriv_core::sync::{Mutex, TrackedCell};
 use devpriv_core::{
     DevicePrivateAddr, DevicePrivateOffset, Errno, PAGE_SHIFT, PAGE_SIZE, PageCount, PagingMode,
     warn_on, warn_on_once,
@@ -204,6 +205,93 @@ pub struct PagemapParams {
     pub ops: Option<Arc<dyn DevPagemapOps>>,
 }
 
+impl PagemapParams {
+    /// The parameters of a `MEMORY_DEVICE_PRIVATE` pagemap of `nr_pages`
+    /// pages, the only kind
+    /// [`memremap_device_private_pagemap`](DevicePrivateSpace::memremap_device_private_pagemap)
+    /// accepts.
+    ///
+    /// Kernel: a driver filling in `pgmap->type = MEMORY_DEVICE_PRIVATE`,
+    /// `pgmap->nr_pages`, `pgmap->owner` and `pgmap->ops` before
+    /// `memremap_device_private_pagemap()` (`dmirror_allocate_chunk()`,
+    /// `lib/test_hmm.c`, v6 proposal).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use devpriv_core::PageCount;
+    /// use devpriv_pagemap::{MemoryType, NoopOps, Owner, PagemapParams};
+    /// use std::sync::Arc;
+    ///
+    /// let params = PagemapParams::private(PageCount::new(512), Owner(1), Arc::new(NoopOps));
+    /// assert_eq!(params.memory_type, MemoryType::Private);
+    /// assert_eq!(params.owner, Some(Owner(1)));
+    /// ```
+    pub fn private(nr_pages: PageCount, owner: Owner, ops: Arc<dyn DevPagemapOps>) -> Self {
+        PagemapParams {
+            memory_type: MemoryType::Private,
+            nr_pages,
+            owner: Some(owner),
+            ops: Some(ops),
+        }
+    }
+}
+
+/// A driver that does nothing: `folio_free` keeps no free list and
+/// `migrate_to_ram` moves nothing. For pagemaps whose pages are only
+/// looked up, allocated and freed, never faulted on from the CPU.
+///
+/// Kernel: none (model only). What a real driver does in each callback
+/// (`lib/test_hmm.c`'s dmirror, nouveau's `nouveau_dmem.c`, Xe's
+/// `drm_pagemap`):
+///
+/// - `folio_free`: takes the folio's pages back into its allocator (dmirror
+///   pushes the page onto its free list under `mdevice->lock`;
+///   `drm_pagemap_folio_free()` drops the folio's reference on its
+///   allocation, the last of which gives the block back), the whole folio
+///   at its order. The core then drops the folio's pagemap references,
+///   after which teardown may finish.
+/// - `migrate_to_ram`: on a CPU fault on one of its device-private entries,
+///   allocates system pages, calls `migrate_vma_setup()` for the range
+///   around `vmf->address` with its `pgmap_owner`, copies the data back
+///   from the device, then `migrate_vma_pages()` and
+///   `migrate_vma_finalize()` (`dmirror_devmem_fault()`,
+///   `nouveau_dmem_migrate_to_ram()`); `VM_FAULT_SIGBUS` if it cannot.
+///   `NoopOps` reports success and moves nothing, so the entry stays
+///   device-private.
+/// - `folio_split` (optional): updates the driver's per-folio state when
+///   the core splits a large device folio; `NoopOps` does not provide it,
+///   so the core copies pgmap and mapping itself
+///   ([`zone_device_private_split_cb`]).
+/// - `memory_failure` (optional): `EOPNOTSUPP`, the generic handler.
+///
+/// # Examples
+///
+/// ```
+/// use devpriv_core::PageCount;
+/// use devpriv_pagemap::{DevicePrivateSpace, NoopOps, Owner, PagemapParams};
+/// use std::sync::Arc;
+///
+/// let space = DevicePrivateSpace::new();
+/// let params = PagemapParams::private(PageCount::new(16), Owner(7), Arc::new(NoopOps));
+/// let pgmap = space.memremap_device_private_pagemap(params, 0)?;
+/// assert_eq!(pgmap.owner(), Owner(7));
+/// space.memunmap_device_private_pagemap(&pgmap)?;
+/// # Ok::<(), devpriv_core::Errno>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NoopOps;
+
+impl DevPagemapOps for NoopOps {
+    /// Nothing to take back: `NoopOps` keeps no free list.
+    fn folio_free(&self, _folio: Folio<'_>) {}
+
+    /// Succeeds without migrating anything.
+    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
+        Ok(())
+    }
+}
+
 impl fmt::Debug for PagemapParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PagemapParams")
@@ -246,21 +334,14 @@ pub struct DevPagemap {
     done: Arc<Completion>,
     state: AtomicU32,
     reinit: AtomicU32,
-    /// Loom only: `true` until the space lets the pagemap go. Lookups read
-    /// it and `memunmap` writes it after the grace period, so loom reports
-    /// any reader not ordered before the reclamation.
-    #[cfg(loom)]
-    live: Liveness,
+    /// `true` until the space lets the pagemap go (seen by loom only).
+    /// Lookups read it and `memunmap` writes it after the grace period, so
+    /// loom reports any reader not ordered before the reclamation.
+    live: TrackedCell<bool>,
+    /// The space's planted bugs (the `Folio*` ones act here); none outside
+    /// loom.
+    mutants: Mutants,
 }
-
-/// Loom only: see `DevPagemap::live`.
-#[cfg(loom)]
-struct Liveness(devpriv_core::sync::UnsafeCell<bool>);
-
-// SAFETY: Every access goes through loom's checked cell: a racing access is
-// a reported model failure, which is what the cell is for.
-#[cfg(loom)]
-unsafe impl Sync for Liveness {}
 
 impl fmt::Debug for DevPagemap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -382,13 +463,14 @@ impl DevPagemap {
         self.state.load(Ordering::Acquire) == UNMAPPED
     }
 
-    /// Loom only: asserts (and lets loom check) that the pagemap was not
-    /// reclaimed before this access.
-    #[cfg(loom)]
+    /// Asserts (and lets loom check) that the pagemap was not reclaimed
+    /// before this access; nothing outside loom.
+    #[inline(always)]
     pub(crate) fn touch(&self) {
-        // SAFETY: Loom checks this read against the write in `remove`.
-        let live = self.live.0.with(|p| unsafe { *p });
-        assert!(live, "lookup reached a reclaimed pagemap");
+        assert!(
+            self.live.get() != Some(false),
+            "lookup reached a reclaimed pagemap"
+        );
     }
 
     /// The page at `offset`, if it is one of this pagemap's.
@@ -410,27 +492,28 @@ impl DevPagemap {
     ///
     /// # Errors
     ///
-    /// A message naming the broken invariant.
-    pub fn validate(&self) -> Result<(), String> {
-        let n = self.nr_pages.get();
-        if self.pages.len() as u64 != n {
-            return Err(format!(
-                "pagemap {}: {} pages but nr_pages {n}",
-                self.id,
-                self.pages.len()
-            ));
+    /// The broken invariant: [`ValidateError::PagesLen`],
+    /// [`ValidateError::RangeLen`] or [`ValidateError::FirstOffset`].
+    pub fn validate(&self) -> Result<(), ValidateError> {
+        let (pgmap, nr_pages) = (self.id, self.nr_pages.get());
+        if self.pages.len() as u64 != nr_pages {
+            let pages = self.pages.len();
+            return Err(ValidateError::PagesLen {
+                pgmap,
+                pages,
+                nr_pages,
+            });
         }
-        if self.range.end() - self.range.start() + 1 != n * PAGE_SIZE {
-            return Err(format!(
-                "pagemap {}: range {:?} is not {n} pages",
-                self.id, self.range
-            ));
+        if self.range.end() - self.range.start() + 1 != nr_pages * PAGE_SIZE {
+            let range = self.range.clone();
+            return Err(ValidateError::RangeLen {
+                pgmap,
+                range,
+                nr_pages,
+            });
         }
         if self.first_offset != self.range.start() >> PAGE_SHIFT {
-            return Err(format!(
-                "pagemap {}: first offset out of step with the range",
-                self.id
-            ));
+            return Err(ValidateError::FirstOffset { pgmap });
         }
         Ok(())
     }
@@ -557,8 +640,7 @@ pub struct DevicePrivateSpace {
     index: SectionIndex,
     writer: Mutex<()>,
     next_id: AtomicU64,
-    #[cfg(loom)]
-    mutant: devpriv_core::mutant::Mutant,
+    mutants: Mutants,
 }
 
 impl fmt::Debug for DevicePrivateSpace {
@@ -590,26 +672,18 @@ impl DevicePrivateSpace {
     /// at most `PAGE_SHIFT + 31` (8 TiB sections).
     ///
     /// Kernel: none (model only).
-    pub fn with_config(mut cfg: SpaceConfig) -> Self {
-        Self::build(&mut cfg)
+    pub fn with_config(cfg: SpaceConfig) -> Self {
+        Self::with_mutants(cfg, Mutants::NONE)
     }
 
-    /// A space with a deliberate bug, for loom mutant tests.
+    /// As [`with_config`](Self::with_config), with deliberate bugs for
+    /// loom mutant tests. The space hands `mutants` on to its range tree
+    /// (and its SRCU domain), its section index and every pagemap it maps
+    /// (for the folio lifecycle). Outside loom `mutants` is empty and this
+    /// is `with_config`.
     ///
     /// Kernel: none (model only).
-    #[cfg(loom)]
-    pub fn with_mutant(mut cfg: SpaceConfig, mutant: devpriv_core::mutant::Mutant) -> Self {
-        let mut s = Self::build(&mut cfg);
-        s.tree = RangeTree::with_mutant(mutant);
-        s.index.relaxed_publish = mutant == devpriv_core::mutant::Mutant::SpaceIndexRelaxedPublish;
-        s.index.no_recheck = mutant == devpriv_core::mutant::Mutant::SpaceIndexNoRecheck;
-        s.index.no_publish_barrier =
-            mutant == devpriv_core::mutant::Mutant::SpaceIndexPublishNoBarrier;
-        s.mutant = mutant;
-        s
-    }
-
-    fn build(cfg: &mut SpaceConfig) -> Self {
+    pub fn with_mutants(mut cfg: SpaceConfig, mutants: Mutants) -> Self {
         let bits = cfg.paging.max_physmem_bits();
         cfg.space_shift = Some(cfg.space_shift.unwrap_or(bits).clamp(PAGE_SHIFT, bits));
         // At most 2^31 pages per section: the index keeps 32-bit bounds.
@@ -618,13 +692,12 @@ impl DevicePrivateSpace {
             .clamp(PAGE_SHIFT, bits.min(PAGE_SHIFT + 31));
         let space_pages = cfg.space_size() >> PAGE_SHIFT;
         DevicePrivateSpace {
-            cfg: *cfg,
-            tree: RangeTree::new(),
-            index: SectionIndex::new(space_pages, cfg.section_shift - PAGE_SHIFT),
+            cfg,
+            tree: RangeTree::with_mutants(mutants),
+            index: SectionIndex::new(space_pages, cfg.section_shift - PAGE_SHIFT, mutants),
             writer: Mutex::new(()),
             next_id: AtomicU64::new(0),
-            #[cfg(loom)]
-            mutant: devpriv_core::mutant::Mutant::None,
+            mutants,
         }
     }
 
@@ -691,6 +764,26 @@ impl DevicePrivateSpace {
     /// - `EBUSY`: no free range of the address space is large enough.
     ///
     /// On every error nothing is reserved and nothing is leaked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use devpriv_core::{DevicePrivateOffset, Errno, PageCount};
+    /// use devpriv_pagemap::{DevicePrivateSpace, NoopOps, Owner, PagemapParams};
+    /// use std::sync::Arc;
+    ///
+    /// let space = DevicePrivateSpace::new();
+    /// let params = PagemapParams::private(PageCount::new(512), Owner(1), Arc::new(NoopOps));
+    /// let pgmap = space.memremap_device_private_pagemap(params, -1)?;
+    /// assert_eq!(pgmap.first_offset(), DevicePrivateOffset::new(0));
+    /// assert_eq!(pgmap.pages().len(), 512);
+    /// // A missing owner is rejected (with a WARN), as in the kernel.
+    /// let mut bad = PagemapParams::private(PageCount::new(1), Owner(1), Arc::new(NoopOps));
+    /// bad.owner = None;
+    /// assert_eq!(space.memremap_device_private_pagemap(bad, 0).unwrap_err(), Errno::EINVAL);
+    /// space.memunmap_device_private_pagemap(&pgmap)?;
+    /// # Ok::<(), Errno>(())
+    /// ```
     pub fn memremap_device_private_pagemap(
         &self,
         params: PagemapParams,
@@ -746,8 +839,8 @@ impl DevicePrivateSpace {
             done,
             state: AtomicU32::new(LIVE),
             reinit: AtomicU32::new(u32::from(self.cfg.reinit.to_u8())),
-            #[cfg(loom)]
-            live: Liveness(devpriv_core::sync::UnsafeCell::new(true)),
+            live: TrackedCell::new(true),
+            mutants: self.mutants,
         });
         if let Err(e) = self
             .tree
@@ -769,6 +862,24 @@ impl DevicePrivateSpace {
     /// # Errors
     ///
     /// As for [`memremap_device_private_pagemap`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use devpriv_core::PageCount;
+    /// use devpriv_pagemap::{DevicePrivateSpace, NoopOps, Owner, PagemapParams};
+    /// use std::sync::Arc;
+    ///
+    /// let space = DevicePrivateSpace::new();
+    /// let params = PagemapParams::private(PageCount::new(64), Owner(1), Arc::new(NoopOps));
+    /// {
+    ///     let devm = space.devm_memremap_device_private_pagemap(params, 0)?;
+    ///     assert_eq!(devm.pgmap().nr_pages(), PageCount::new(64));
+    ///     assert_eq!(space.len(), 1);
+    /// } // The driver detaches: the pagemap is unmapped.
+    /// assert!(space.is_empty());
+    /// # Ok::<(), devpriv_core::Errno>(())
+    /// ```
     ///
     /// [`memremap_device_private_pagemap`]: Self::memremap_device_private_pagemap
     pub fn devm_memremap_device_private_pagemap(
@@ -798,6 +909,30 @@ impl DevicePrivateSpace {
     ///
     /// `EINVAL` (with a `WARN`) if `pgmap` is not mapped in this space
     /// (another space's, or already unmapped). Nothing changes then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use devpriv_core::{Errno, Order, PageCount};
+    /// use devpriv_pagemap::{
+    ///     DevicePrivateSpace, NoopOps, Owner, PageRef, PagemapParams, folio_put,
+    ///     zone_device_page_init,
+    /// };
+    /// use std::sync::Arc;
+    ///
+    /// let space = DevicePrivateSpace::new();
+    /// let params = PagemapParams::private(PageCount::new(4), Owner(1), Arc::new(NoopOps));
+    /// let pgmap = space.memremap_device_private_pagemap(params, 0)?;
+    /// let folio = zone_device_page_init(PageRef::new(&pgmap, 0).unwrap(), &pgmap, Order::ZERO)?;
+    /// folio.unlock();
+    /// // Every allocated page must be freed first: memunmap waits for them.
+    /// folio_put(folio);
+    /// space.memunmap_device_private_pagemap(&pgmap)?;
+    /// assert!(pgmap.is_unmapped() && space.is_empty());
+    /// // A second unmap is a bad call: EINVAL (with a WARN), nothing changes.
+    /// assert_eq!(space.memunmap_device_private_pagemap(&pgmap), Err(Errno::EINVAL));
+    /// # Ok::<(), Errno>(())
+    /// ```
     pub fn memunmap_device_private_pagemap(&self, pgmap: &Arc<DevPagemap>) -> Result<(), Errno> {
         self.check_mapped(pgmap)?;
         kill_once(pgmap);
@@ -859,50 +994,55 @@ impl DevicePrivateSpace {
     ///
     /// # Errors
     ///
-    /// A message naming the first broken invariant.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The first broken invariant found (see [`ValidateError`]).
+    #[allow(unsafe_code, reason = "reads index slots under a tree read guard")]
+    pub fn validate(&self) -> Result<(), ValidateError> {
         let _w = self.writer.lock();
-        self.tree.validate().map_err(|e| e.to_string())?;
+        self.tree.validate()?;
         let g = self.read();
         let limit = self.cfg.space_size();
         let mut covered = std::collections::BTreeSet::new();
         for (range, pm) in g.tree.iter() {
             pm.validate()?;
+            let pgmap = pm.id;
             let reserved = self.reservation(pm.nr_pages.get() << PAGE_SHIFT).0;
             if *range.start() != *pm.range.start()
                 || *range.end() != *pm.range.start() + (reserved - 1)
             {
-                return Err(format!(
-                    "pagemap {}: tree range {range:?} differs from its own",
-                    pm.id
-                ));
+                return Err(ValidateError::TreeRange { pgmap, tree: range });
             }
             if *range.end() > limit {
-                return Err(format!("pagemap {}: beyond the space", pm.id));
+                return Err(ValidateError::BeyondSpace { pgmap });
             }
             if pm.is_unmapped() {
-                return Err(format!("pagemap {}: unmapped but still in the tree", pm.id));
+                return Err(ValidateError::UnmappedInTree { pgmap });
             }
-            for s in self.sections_of(pm) {
-                covered.insert(s);
-                // SAFETY: `g` holds a tree read guard.
-                let have = unsafe { self.index.peek(s) }?;
-                let want = self.expected_slot(&g, s, None);
+            for section in self.sections_of(pm) {
+                covered.insert(section);
+                // SAFETY: `g.tree` reads this space's tree.
+                let have = unsafe { self.index.peek(&g.tree, section) }.map_err(
+                    |StaleBase { pgmap, have, want }| ValidateError::StaleBase {
+                        section,
+                        pgmap: pgmap.id,
+                        have,
+                        want,
+                    },
+                )?;
+                let want = self.expected_slot(&g, section, None);
                 if have != want {
-                    return Err(format!(
-                        "section {s}: index says {have:?}, tree says {want:?}"
-                    ));
+                    return Err(ValidateError::IndexSlot {
+                        section,
+                        index: SectionSlot::of(have),
+                        tree: SectionSlot::of(want),
+                    });
                 }
             }
         }
         // Every occupied slot is one of the sections checked above: no slot
         // outlives its pagemaps.
-        if self.index.occupied() != covered.len() as u64 {
-            return Err(format!(
-                "index has {} occupied sections, the tree covers {}",
-                self.index.occupied(),
-                covered.len()
-            ));
+        let (index, covered) = (self.index.occupied(), covered.len() as u64);
+        if index != covered {
+            return Err(ValidateError::Occupied { index, covered });
         }
         Ok(())
     }
@@ -929,11 +1069,7 @@ impl DevicePrivateSpace {
             self.check_mapped(pgmap)?;
             {
                 let g = self.read();
-                #[cfg(loom)]
-                let skip = self.mutant == devpriv_core::mutant::Mutant::SpaceIndexNotUnpublished;
-                #[cfg(not(loom))]
-                let skip = false;
-                if !skip {
+                if !self.mutants.has(Mutant::SpaceIndexNotUnpublished) {
                     for s in self.sections_of(pgmap) {
                         self.index.set(s, self.expected_slot(&g, s, Some(pgmap)));
                     }
@@ -944,11 +1080,8 @@ impl DevicePrivateSpace {
         }
         // Let the space's copies of the pagemap (and so its pages) go.
         self.tree.synchronize();
-        #[cfg(loom)]
-        if !std::thread::panicking() {
-            // SAFETY: Loom checks this write against every lookup's read.
-            pgmap.live.0.with_mut(|p| unsafe { *p = false });
-        }
+        // Loom checks this write against every lookup's read.
+        pgmap.live.set(false);
         Ok(())
     }
 
@@ -1146,6 +1279,26 @@ impl SpaceReadGuard<'_> {
     /// The kernel walks the maple tree; the model first reads the section
     /// index (two dependent loads) and walks the tree only for a section
     /// shared by two pagemaps. Returns a [`PageRef`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use devpriv_core::{DevicePrivateOffset, PageCount};
+    /// use devpriv_pagemap::{DevicePrivateSpace, NoopOps, Owner, PagemapParams};
+    /// use std::sync::Arc;
+    ///
+    /// let space = DevicePrivateSpace::new();
+    /// let params = PagemapParams::private(PageCount::new(16), Owner(1), Arc::new(NoopOps));
+    /// let pgmap = space.memremap_device_private_pagemap(params, 0)?;
+    /// let guard = space.read(); // rcu_read_lock()
+    /// let page = guard.device_private_offset_to_page(DevicePrivateOffset::new(5)).unwrap();
+    /// assert_eq!((page.owner().id(), page.index()), (pgmap.id(), 5));
+    /// // No pagemap holds offset 16: `None`, with the kernel's WARN.
+    /// assert!(guard.device_private_offset_to_page(DevicePrivateOffset::new(16)).is_none());
+    /// drop(guard); // rcu_read_unlock(): `page` cannot outlive it.
+    /// space.memunmap_device_private_pagemap(&pgmap)?;
+    /// # Ok::<(), devpriv_core::Errno>(())
+    /// ```
     #[inline]
     pub fn device_private_offset_to_page(
         &self,
@@ -1155,10 +1308,11 @@ impl SpaceReadGuard<'_> {
     }
 
     #[inline]
+    #[allow(unsafe_code, reason = "the section index's lookup")]
     fn lookup(&self, offset: DevicePrivateOffset) -> Option<PageRef<'_>> {
-        // SAFETY: `self.tree` is a read guard of the space's tree, held for
-        // the borrow of `self` that the result is tied to.
-        match unsafe { self.index.lookup(offset.get()) } {
+        // SAFETY: `self.tree` reads the tree of the space `self.index`
+        // belongs to (both come from `DevicePrivateSpace::read`).
+        match unsafe { self.index.lookup(&self.tree, offset.get()) } {
             Hit::Page(page) => Some(page),
             Hit::Recheck(pm) => pm.page(offset),
             Hit::Miss => None,
@@ -1179,7 +1333,6 @@ impl SpaceReadGuard<'_> {
     fn lookup_tree(&self, offset: DevicePrivateOffset) -> Option<PageRef<'_>> {
         let key = offset.to_addr()?.get();
         let (_, pm) = self.tree.load(key)?;
-        #[cfg(loom)]
         pm.touch();
         pm.page(offset)
     }
@@ -1222,11 +1375,34 @@ impl SpaceReadGuard<'_> {
     /// Takes a [`PageRef`]. The kernel reads `page_pgmap(page)`; so does the
     /// model, and when that word does not name the page's pagemap (hazard
     /// H10) it returns `None` with a `WARN` where the kernel would compute
-    /// from a bad pointer.
+    /// from a bad pointer. [`PageRef::offset`] is the same without the
+    /// detour through word 1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use devpriv_core::{DevicePrivateOffset, PageCount};
+    /// use devpriv_pagemap::{DevicePrivateSpace, NoopOps, Owner, PageRef, PagemapParams};
+    /// use std::sync::Arc;
+    ///
+    /// let space = DevicePrivateSpace::new();
+    /// let params = PagemapParams::private(PageCount::new(16), Owner(1), Arc::new(NoopOps));
+    /// let pgmap = space.memremap_device_private_pagemap(params, 0)?;
+    /// let page = PageRef::new(&pgmap, 9).unwrap();
+    /// let guard = space.read();
+    /// assert_eq!(guard.device_private_page_to_offset(page), Some(DevicePrivateOffset::new(9)));
+    /// // H10: once word 1 no longer names the pagemap, the kernel's reading
+    /// // fails (a WARN here, a bad pointer there); `PageRef::offset` does not.
+    /// page.clear_compound_head();
+    /// assert_eq!(guard.device_private_page_to_offset(page), None);
+    /// assert_eq!(page.offset(), DevicePrivateOffset::new(9));
+    /// # drop(guard);
+    /// # page.folio().set_pgmap(&pgmap);
+    /// # space.memunmap_device_private_pagemap(&pgmap)?;
+    /// # Ok::<(), devpriv_core::Errno>(())
+    /// ```
     pub fn device_private_page_to_offset(&self, page: PageRef<'_>) -> Option<DevicePrivateOffset> {
-        let pm = page.pgmap()?;
-        pm.first_offset()
-            .checked_add(PageCount::new(page.index() as u64))
+        page.pgmap().map(|_| page.offset())
     }
 
     /// The offset of the folio's head page.
@@ -1260,29 +1436,17 @@ impl SpaceReadGuard<'_> {
 mod tests {
     use super::*;
 
-    struct Driver;
-    impl DevPagemapOps for Driver {
-        fn folio_free(&self, _folio: Folio<'_>) {}
-        fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
-            Ok(())
-        }
-    }
-
     fn map(space: &DevicePrivateSpace, n: u64) -> Arc<DevPagemap> {
-        let params = PagemapParams {
-            memory_type: MemoryType::Private,
-            nr_pages: PageCount::new(n),
-            owner: Some(Owner(1)),
-            ops: Some(Arc::new(Driver)),
-        };
+        let params = PagemapParams::private(PageCount::new(n), Owner(1), Arc::new(NoopOps));
         space.memremap_device_private_pagemap(params, 0).unwrap()
     }
 
     /// Which path the index takes for page `i` of `pm`.
+    #[allow(unsafe_code, reason = "the section index's lookup")]
     fn hit(space: &DevicePrivateSpace, pm: &DevPagemap, i: u64) -> &'static str {
-        let _g = space.read();
-        // SAFETY: `_g` is a tree read guard held across the lookup.
-        match unsafe { space.index.view().lookup(pm.first_offset + i) } {
+        let g = space.tree.read();
+        // SAFETY: `g` reads the tree of `space`, whose index this is.
+        match unsafe { space.index.view().lookup(&g, pm.first_offset + i) } {
             Hit::Page(p) => {
                 assert!(std::ptr::eq(&*p, &pm.pages()[usize::try_from(i).unwrap()]));
                 "page"
@@ -1318,6 +1482,35 @@ mod tests {
         assert_eq!(c.first_offset, a.first_offset);
         assert_eq!(hit(&space, &c, 7), "page");
         space.validate().unwrap();
+    }
+
+    /// `validate` names the section and both sides when the index and the
+    /// tree disagree.
+    #[test]
+    fn validate_reports_a_stale_index_slot() {
+        let space = DevicePrivateSpace::new();
+        let a = map(&space, 10);
+        let s = space.index.section_of(a.first_offset);
+        space.index.set(s, Slot::Empty);
+        let e = space.validate().unwrap_err();
+        assert_eq!(
+            e,
+            ValidateError::IndexSlot {
+                section: s,
+                index: SectionSlot::Empty,
+                tree: SectionSlot::One(a.id()),
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "section {s}: index says empty, tree says pagemap {}",
+                a.id()
+            )
+        );
+        space.index.set(s, Slot::One(&a));
+        space.validate().unwrap();
+        space.memunmap_device_private_pagemap(&a).unwrap();
     }
 
     /// Section-aligned packing reserves whole sections in the tree, but the

@@ -37,7 +37,7 @@ use crate::page_flags::{
     FOLIO_ORDER_MASK, PG_HEAD, PG_LARGE_RMAPPABLE, PG_LOCKED, ZONE_DEVICE, flags_zone,
 };
 use devpriv_core::sync::atomic::{AtomicU64, Ordering};
-use devpriv_core::{Order, PageCount, Pfn, warn_on, warn_on_once};
+use devpriv_core::{DevicePrivateOffset, Order, PageCount, Pfn, warn_on, warn_on_once};
 use std::fmt;
 use std::ops::Deref;
 
@@ -408,6 +408,45 @@ impl<'g> PageRef<'g> {
         bytes / std::mem::size_of::<Page>()
     }
 
+    /// This page's offset in the device-private address space: its
+    /// pagemap's first offset plus its index in the pages array.
+    ///
+    /// Kernel: `device_private_page_to_offset(page)`, `mm/memremap.c` (v6
+    /// proposal).
+    ///
+    /// # Differences from the kernel
+    ///
+    /// The kernel finds the pagemap through `page_pgmap(page)` (word 1 of
+    /// the folio's head), which a cleared word 1 breaks (hazard H10). A
+    /// `PageRef` knows its pagemap, so this cannot fail; the kernel's
+    /// reading, with its `WARN`, is
+    /// [`SpaceReadGuard::device_private_page_to_offset`](crate::SpaceReadGuard::device_private_page_to_offset).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use devpriv_core::{DevicePrivateOffset, PageCount};
+    /// use devpriv_pagemap::{DevicePrivateSpace, NoopOps, Owner, PagemapParams};
+    /// use std::sync::Arc;
+    ///
+    /// let space = DevicePrivateSpace::new();
+    /// let params = PagemapParams::private(PageCount::new(8), Owner(1), Arc::new(NoopOps));
+    /// let a = space.memremap_device_private_pagemap(params.clone(), 0)?;
+    /// let b = space.memremap_device_private_pagemap(params, 0)?;
+    /// // b's pages come right after a's 8 (the kernel's exact packing).
+    /// let page = b.page(DevicePrivateOffset::new(10)).unwrap();
+    /// assert_eq!(page.index(), 2);
+    /// assert_eq!(page.offset(), DevicePrivateOffset::new(10));
+    /// # space.memunmap_device_private_pagemap(&a)?;
+    /// # space.memunmap_device_private_pagemap(&b)?;
+    /// # Ok::<(), devpriv_core::Errno>(())
+    /// ```
+    #[inline]
+    pub fn offset(self) -> DevicePrivateOffset {
+        // No overflow: the pagemap's offsets end below `1 << 52`.
+        DevicePrivateOffset::new(self.pgmap.first_offset().get() + self.index() as u64)
+    }
+
     /// The page `n` places further on in the same array.
     ///
     /// Kernel: `page + n` / `folio_page(folio, n)`.
@@ -740,6 +779,16 @@ impl<'g> Folio<'g> {
     /// Kernel: `folio_unlock()`.
     pub fn unlock(self) {
         self.0.unlock();
+    }
+
+    /// The device-private offset of the folio's head page (see
+    /// [`PageRef::offset`]).
+    ///
+    /// Kernel: `device_private_folio_to_offset(folio)`, `mm/memremap.c` (v6
+    /// proposal).
+    #[inline]
+    pub fn offset(self) -> DevicePrivateOffset {
+        self.0.offset()
     }
 
     /// The folio's pfn. Device-private folios have none: this takes the

@@ -104,25 +104,17 @@
 //!
 //! # loom mutants
 //!
-//! Under `--cfg loom`, `PercpuRef::with_mutant` plants one of the bugs of
-//! `RefMutant`. The enum lives here rather than in
-//! `devpriv_core::mutant::Mutant` only because this module was written
-//! without touching `devpriv-core`; it can be folded in later.
+//! Under `--cfg loom`, [`PercpuRef::with_mutants`] plants the `PercpuRef*`
+//! bugs of [`devpriv_core::mutant::Mutant`].
 
 use crossbeam_utils::CachePadded;
+use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use devpriv_core::sync::{spin_loop, thread_shard, yield_now};
+use devpriv_core::sync::{Backoff, Deadline, SHARDS, thread_shard};
 use devpriv_core::warn_on_once;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Shard counters per reference count.
-#[cfg(not(loom))]
-const SHARDS: usize = 16;
-// Two shards keep the loom state space small and still exercise the sum.
-#[cfg(loom)]
-const SHARDS: usize = 2;
 
 /// `state` bit: the count lives in `central` (kernel `__PERCPU_REF_ATOMIC`).
 const ATOMIC: u32 = 1;
@@ -141,78 +133,8 @@ const SEAL: u64 = 1 << 62;
 /// or above it still carry [`BIAS`].
 const HIGH: i64 = 1 << 61;
 
-/// Polls of [`Completion::wait_timeout`] under loom, where time does not
-/// exist.
-#[cfg(loom)]
-const LOOM_TIMEOUT_POLLS: u32 = 3;
-
 fn is_high(v: u64) -> bool {
     v.cast_signed() >= HIGH
-}
-
-/// A deliberately broken variant of the protocol, for loom mutant tests.
-///
-/// Kernel: none (model only). May be folded into
-/// `devpriv_core::mutant::Mutant` later.
-#[cfg(loom)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum RefMutant {
-    /// The correct protocol.
-    #[default]
-    None,
-    /// `kill` reads the shards with plain loads instead of sealing them, so
-    /// a fast-path op that read `state` before `kill` lands in a shard that
-    /// has already been summed and is lost (the kernel bug this rules out:
-    /// summing the per-CPU counters without waiting for a grace period).
-    KillSkipsSeal,
-    /// Fast-path shard RMWs are `Relaxed`, so a put on a shard is not
-    /// ordered before `release` (and a redirected op can miss `DEAD`).
-    RelaxedShardOps,
-    /// `tryget_live` on the atomic path ignores `DEAD`, so it succeeds
-    /// after `kill` while references are outstanding.
-    TrygetLiveIgnoresDead,
-}
-
-/// Whether `$r` was built with mutant `$m`; always `false` outside loom.
-macro_rules! mutant {
-    ($r:expr, $m:ident) => {{
-        #[cfg(loom)]
-        let hit = $r.mutant == RefMutant::$m;
-        #[cfg(not(loom))]
-        let hit = false;
-        hit
-    }};
-}
-
-/// Backoff for a wait loop: spin briefly, then yield, then (outside loom)
-/// sleep in short naps, since the wait may last as long as a device page
-/// stays allocated.
-struct Backoff {
-    step: u32,
-}
-
-impl Backoff {
-    const SPINS: u32 = 64;
-    #[cfg(not(loom))]
-    const YIELDS: u32 = 1024;
-
-    fn new() -> Self {
-        Backoff { step: 0 }
-    }
-
-    fn snooze(&mut self) {
-        if self.step < Self::SPINS {
-            spin_loop();
-        } else {
-            #[cfg(not(loom))]
-            if self.step >= Self::SPINS + Self::YIELDS {
-                std::thread::sleep(Duration::from_micros(50));
-                return;
-            }
-            yield_now();
-        }
-        self.step += 1;
-    }
 }
 
 /// A one-shot event that threads can wait for.
@@ -301,36 +223,16 @@ impl Completion {
     /// time does not exist, a non-zero `timeout` means "check up to three
     /// times, yielding in between", whatever its length.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        #[cfg(not(loom))]
-        {
-            let deadline = std::time::Instant::now().checked_add(timeout);
-            let mut backoff = Backoff::new();
-            loop {
-                if self.is_done() {
-                    return true;
-                }
-                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                    return false;
-                }
-                backoff.snooze();
+        let mut deadline = Deadline::after(timeout);
+        let mut backoff = Backoff::new();
+        loop {
+            if self.is_done() {
+                return true;
             }
-        }
-        #[cfg(loom)]
-        {
-            let polls = if timeout.is_zero() {
-                1
-            } else {
-                LOOM_TIMEOUT_POLLS
-            };
-            for i in 0..polls {
-                if self.is_done() {
-                    return true;
-                }
-                if i + 1 < polls {
-                    yield_now();
-                }
+            if deadline.passed() {
+                return false;
             }
-            false
+            backoff.snooze();
         }
     }
 }
@@ -349,8 +251,7 @@ pub struct PercpuRef {
     /// The count in atomic mode; `BIAS + 1` while live.
     central: CachePadded<AtomicU64>,
     release: Box<dyn Fn() + Send + Sync>,
-    #[cfg(loom)]
-    mutant: RefMutant,
+    mutants: Mutants,
 }
 
 impl fmt::Debug for PercpuRef {
@@ -384,6 +285,15 @@ impl PercpuRef {
     /// `release` is a closure and receives nothing; it cannot fail
     /// (no `-ENOMEM`).
     pub fn new(release: impl Fn() + Send + Sync + 'static) -> Self {
+        Self::with_mutants(release, Mutants::NONE)
+    }
+
+    /// As [`PercpuRef::new`], with the `PercpuRef*` bugs of `mutants`
+    /// planted, for loom mutant tests (outside loom `mutants` is empty and
+    /// this is [`PercpuRef::new`]).
+    ///
+    /// Kernel: none (model only).
+    pub fn with_mutants(release: impl Fn() + Send + Sync + 'static, mutants: Mutants) -> Self {
         PercpuRef {
             state: AtomicU32::new(0),
             shards: (0..SHARDS)
@@ -391,8 +301,7 @@ impl PercpuRef {
                 .collect(),
             central: CachePadded::new(AtomicU64::new(BIAS + 1)),
             release: Box::new(release),
-            #[cfg(loom)]
-            mutant: RefMutant::None,
+            mutants,
         }
     }
 
@@ -405,16 +314,6 @@ impl PercpuRef {
         let done = Arc::new(Completion::new());
         let d = Arc::clone(&done);
         (PercpuRef::new(move || d.complete()), done)
-    }
-
-    /// As [`PercpuRef::new`], with a deliberate bug, for loom mutant tests.
-    ///
-    /// Kernel: none (model only).
-    #[cfg(loom)]
-    pub fn with_mutant(release: impl Fn() + Send + Sync + 'static, mutant: RefMutant) -> Self {
-        let mut r = PercpuRef::new(release);
-        r.mutant = mutant;
-        r
     }
 
     /// The live fast path: adds `delta` to the caller's shard if the count
@@ -432,7 +331,7 @@ impl PercpuRef {
     /// The shard half of [`PercpuRef::try_shard_add`]; `false` if sealed.
     #[inline]
     fn shard_rmw(&self, delta: u64) -> bool {
-        let order = if mutant!(self, RelaxedShardOps) {
+        let order = if self.mutants.has(Mutant::PercpuRefRelaxedShardOps) {
             Ordering::Relaxed
         } else {
             Ordering::AcqRel
@@ -532,7 +431,9 @@ impl PercpuRef {
         if self.try_shard_add(1) {
             return true;
         }
-        if self.state.load(Ordering::Acquire) & DEAD != 0 && !mutant!(self, TrygetLiveIgnoresDead) {
+        if self.state.load(Ordering::Acquire) & DEAD != 0
+            && !self.mutants.has(Mutant::PercpuRefTrygetLiveIgnoresDead)
+        {
             return false;
         }
         self.atomic_add_unless_zero(1)
@@ -558,7 +459,7 @@ impl PercpuRef {
         if warn_on_once!(old & DEAD != 0, "percpu_ref_kill() called more than once") {
             return;
         }
-        let skip_seal = mutant!(self, KillSkipsSeal);
+        let skip_seal = self.mutants.has(Mutant::PercpuRefKillSkipsSeal);
         let mut sum = 0u64;
         for shard in &*self.shards {
             let v = if skip_seal {

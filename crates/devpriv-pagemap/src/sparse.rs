@@ -50,8 +50,15 @@
 
 use crate::memremap::DevPagemap;
 use crate::mm_types::{Page, PageRef};
+use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_core::sync::atomic::{AtomicPtr, AtomicU64, Ordering, fence};
+use devpriv_rangetree::ReadGuard;
 use std::ptr;
+use std::sync::Arc;
+
+/// A read guard of the space's range tree: what keeps a pagemap found in
+/// the index alive (module docs, "Reclamation").
+pub(crate) type TreeGuard<'g> = ReadGuard<'g, Arc<DevPagemap>>;
 
 /// log2 of the slots in one leaf.
 #[cfg(not(loom))]
@@ -131,21 +138,23 @@ impl PartialEq for Slot<'_> {
     }
 }
 
+/// A slot whose memmap base or bounds are not what [`SectionIndex::set`]
+/// writes for its pagemap (both as `(base address, bounds word)`).
+#[derive(Debug)]
+pub(crate) struct StaleBase<'g> {
+    pub(crate) pgmap: &'g DevPagemap,
+    pub(crate) have: (usize, u64),
+    pub(crate) want: (usize, u64),
+}
+
 pub(crate) struct SectionIndex {
     /// log2 of pages per section.
     section_pages_shift: u32,
     root: Box<[AtomicPtr<Leaf>]>,
     /// Non-empty slots (writer-maintained), so `validate` need not scan.
     occupied: AtomicU64,
-    /// Loom mutant: publish with `Relaxed`.
-    #[cfg(loom)]
-    pub(crate) relaxed_publish: bool,
-    /// Loom mutant: publish with `Relaxed` and no seqlock `fence(Release)`.
-    #[cfg(loom)]
-    pub(crate) no_publish_barrier: bool,
-    /// Loom mutant: use the base without re-checking the pointer.
-    #[cfg(loom)]
-    pub(crate) no_recheck: bool,
+    /// Planted bugs (`SpaceIndex*`); none outside loom.
+    mutants: Mutants,
 }
 
 /// What a slot holding `pm` says about `section`: the biased memmap base
@@ -186,13 +195,14 @@ impl Drop for SectionIndex {
 
 impl SectionIndex {
     /// An empty index for `space_pages` pages in sections of
-    /// `1 << section_pages_shift` pages.
+    /// `1 << section_pages_shift` pages, with the `SpaceIndex*` bugs of
+    /// `mutants` planted.
     ///
     /// # Panics
     ///
     /// If `section_pages_shift > 31` (the space clamps it), since slot
     /// bounds are 32-bit.
-    pub(crate) fn new(space_pages: u64, section_pages_shift: u32) -> Self {
+    pub(crate) fn new(space_pages: u64, section_pages_shift: u32, mutants: Mutants) -> Self {
         assert!(section_pages_shift <= 31, "section bounds are 32-bit");
         let sections = (space_pages >> section_pages_shift).max(1);
         let leaves = usize::try_from(sections.div_ceil(LEAF_SLOTS as u64)).unwrap_or(usize::MAX);
@@ -202,12 +212,7 @@ impl SectionIndex {
                 .map(|_| AtomicPtr::new(ptr::null_mut()))
                 .collect(),
             occupied: AtomicU64::new(0),
-            #[cfg(loom)]
-            relaxed_publish: false,
-            #[cfg(loom)]
-            no_publish_barrier: false,
-            #[cfg(loom)]
-            no_recheck: false,
+            mutants,
         }
     }
 
@@ -229,8 +234,7 @@ impl SectionIndex {
         IndexView {
             root: &self.root,
             shift: self.section_pages_shift,
-            #[cfg(loom)]
-            no_recheck: self.no_recheck,
+            mutants: self.mutants,
         }
     }
 
@@ -240,7 +244,11 @@ impl SectionIndex {
     /// # Safety
     ///
     /// As for [`IndexView::lookup`].
-    pub(crate) unsafe fn peek<'g>(&self, section: u64) -> Result<Slot<'g>, String> {
+    pub(crate) unsafe fn peek<'g>(
+        &self,
+        _guard: &'g TreeGuard<'_>,
+        section: u64,
+    ) -> Result<Slot<'g>, StaleBase<'g>> {
         let Some((cell, bounds)) = cell(&self.root, section) else {
             return Ok(Slot::Empty);
         };
@@ -259,9 +267,11 @@ impl SectionIndex {
         let pm: &'g DevPagemap = unsafe { &*p };
         let want = slot_data(pm, section, self.section_pages());
         if have != want {
-            return Err(format!(
-                "section {section}: memmap base and bounds {have:?}, expected {want:?}"
-            ));
+            return Err(StaleBase {
+                pgmap: pm,
+                have: (have.0.addr(), have.1),
+                want: (want.0.addr(), want.1),
+            });
         }
         Ok(Slot::One(pm))
     }
@@ -311,24 +321,19 @@ impl SectionIndex {
                 // walks the tree instead of reporting an empty section.
                 cell.pgmap.store(shared(), Ordering::Relaxed);
             }
-            #[cfg(loom)]
-            let barrier = !self.no_publish_barrier;
-            #[cfg(not(loom))]
-            let barrier = true;
-            if barrier {
+            if !self.mutants.has(Mutant::SpaceIndexPublishNoBarrier) {
                 fence(Ordering::Release);
             }
             cell.base.store(data.0, Ordering::Relaxed);
             bounds.store(data.1, Ordering::Relaxed);
         }
-        #[cfg(loom)]
-        let order = if self.relaxed_publish || self.no_publish_barrier {
+        let order = if self.mutants.has(Mutant::SpaceIndexRelaxedPublish)
+            || self.mutants.has(Mutant::SpaceIndexPublishNoBarrier)
+        {
             Ordering::Relaxed
         } else {
             Ordering::Release
         };
-        #[cfg(not(loom))]
-        let order = Ordering::Release;
         // Release: the pagemap (and base and bounds) are written before the
         // pointer is reachable.
         cell.pgmap.store(v, order);
@@ -350,8 +355,7 @@ impl SectionIndex {
 pub(crate) struct IndexView<'a> {
     root: &'a [AtomicPtr<Leaf>],
     shift: u32,
-    #[cfg(loom)]
-    no_recheck: bool,
+    mutants: Mutants,
 }
 
 /// The slot of `section`, if its leaf exists.
@@ -374,14 +378,15 @@ fn cell(root: &[AtomicPtr<Leaf>], section: u64) -> Option<(&SlotCell, &AtomicU64
 
 impl IndexView<'_> {
     /// What the index knows about page `offset`: two dependent loads (leaf,
-    /// then slot), and for a fully covered section the page itself.
+    /// then slot), and for a fully covered section the page itself. What it
+    /// finds lives as long as the borrow of `guard`.
     ///
     /// # Safety
     ///
-    /// - The caller holds a read guard of the space's range tree for `'g`
-    ///   (a pagemap found here is kept alive by the tree's grace period).
+    /// - `guard` reads the range tree of the space this index belongs to
+    ///   (whose grace period keeps a pagemap found here alive).
     #[inline]
-    pub(crate) unsafe fn lookup<'g>(self, offset: u64) -> Hit<'g> {
+    pub(crate) unsafe fn lookup<'g>(self, _guard: &'g TreeGuard<'_>, offset: u64) -> Hit<'g> {
         let Some((cell, bounds)) = cell(self.root, offset >> self.shift) else {
             return Hit::Empty;
         };
@@ -393,9 +398,8 @@ impl IndexView<'_> {
             return Hit::Shared;
         }
         // SAFETY: A published pagemap stays allocated while the tree's read
-        // guard that the caller holds is live (module docs).
+        // guard that the caller lends for `'g` is live (module docs).
         let pm: &'g DevPagemap = unsafe { &*p };
-        #[cfg(loom)]
         pm.touch();
         let base = cell.base.load(Ordering::Relaxed);
         let partial = base.addr() & PARTIAL != 0;
@@ -407,10 +411,8 @@ impl IndexView<'_> {
         // Seqlock re-check (module docs): pairs with the writer's
         // `fence(Release)` before it changes base or bounds.
         fence(Ordering::Acquire);
-        #[cfg(loom)]
-        let same = self.no_recheck || cell.pgmap.load(Ordering::Relaxed) == p;
-        #[cfg(not(loom))]
-        let same = cell.pgmap.load(Ordering::Relaxed) == p;
+        let same = self.mutants.has(Mutant::SpaceIndexNoRecheck)
+            || cell.pgmap.load(Ordering::Relaxed) == p;
         if !same {
             return Hit::Recheck(pm);
         }

@@ -22,8 +22,8 @@ use devpriv_pagemap::page_flags::{
     PG_PARTIALLY_MAPPED, PG_RESERVED, PG_UPTODATE,
 };
 use devpriv_pagemap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, InitError, MemoryType, Owner, PageRef,
-    PagemapParams, ReinitPolicy, SpaceConfig, VmFault, folio_get, folio_put, folio_split_unmapped,
+    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, InitError, Owner, PageRef, PagemapParams,
+    ReinitPolicy, SpaceConfig, VmFault, folio_get, folio_put, folio_split_unmapped,
     free_zone_device_folio, migrate_device_split_page, split_unmapped_folio,
     zone_device_folio_init, zone_device_page_init,
 };
@@ -115,12 +115,7 @@ fn fixture_with(policy: ReinitPolicy, nr: u64, drv: Driver) -> Fx {
     }));
     *drv.space.lock() = Arc::downgrade(&space);
     let drv = Arc::new(drv);
-    let params = PagemapParams {
-        memory_type: MemoryType::Private,
-        nr_pages: PageCount::new(nr),
-        owner: Some(Owner(7)),
-        ops: Some(Arc::clone(&drv) as Arc<dyn DevPagemapOps>),
-    };
+    let params = PagemapParams::private(PageCount::new(nr), Owner(7), drv.clone());
     let pm = space.memremap_device_private_pagemap(params, 0).unwrap();
     if !via_space {
         pm.set_reinit_policy(policy);

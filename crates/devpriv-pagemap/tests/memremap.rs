@@ -11,20 +11,12 @@ use devpriv_core::{
 use devpriv_pagemap::mm_types::word;
 use devpriv_pagemap::page_flags::{PG_RESERVED, ZONE_DEVICE, flags_node, flags_zone};
 use devpriv_pagemap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, Packing,
+    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, NoopOps, Owner, Packing,
     PagemapParams, SpaceConfig, VmFault,
 };
 use proptest::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
-
-struct Driver;
-impl DevPagemapOps for Driver {
-    fn folio_free(&self, _folio: Folio<'_>) {}
-    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
-        Ok(())
-    }
-}
 
 /// An ops table whose `migrate_to_ram` is "NULL".
 struct NoMigrate;
@@ -39,12 +31,7 @@ impl DevPagemapOps for NoMigrate {
 }
 
 fn params(nr: u64) -> PagemapParams {
-    PagemapParams {
-        memory_type: MemoryType::Private,
-        nr_pages: PageCount::new(nr),
-        owner: Some(Owner(0xd00d)),
-        ops: Some(Arc::new(Driver)),
-    }
+    PagemapParams::private(PageCount::new(nr), Owner(0xd00d), Arc::new(NoopOps))
 }
 
 fn off(o: u64) -> DevicePrivateOffset {

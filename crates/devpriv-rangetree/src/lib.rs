@@ -49,8 +49,15 @@
 //!   pointer). [`RangeTree::erase`] hands back the removed copy at once;
 //!   copies that older versions hold are dropped after a grace period.
 //! - Node allocation never fails, so `ENOMEM` is never returned.
+//!
+//! `unsafe` is denied except in `node.rs` (the nodes and their raw
+//! pointers) and the six functions here that free, recycle or dereference
+//! them, each marked with its reason.
+
+#![deny(unsafe_code)]
 
 use devpriv_core::Errno;
+use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_core::srcu::{RetireList, Srcu, SrcuReadGuard};
 use devpriv_core::sync::Mutex;
 use devpriv_core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -58,6 +65,10 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::RangeInclusive;
 
+#[allow(
+    unsafe_code,
+    reason = "immutable nodes behind raw pointers, freed after a grace period"
+)]
 mod node;
 
 use node::{ChildSlot, Entry, Fit, Grown, Node, NodeCache, NodePtr, Scratch};
@@ -111,13 +122,168 @@ value_error!(InsertError, "range insertion");
 
 /// What [`RangeTree::validate`] found wrong.
 ///
-/// Kernel: the messages `mt_validate()` prints before `MT_BUG_ON`.
+/// Kernel: the checks `mt_validate()` makes before `MT_BUG_ON` (its
+/// messages, typed).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ValidateError(pub String);
+pub enum ValidateError {
+    /// A node breaks a rule.
+    Node {
+        /// Where: the child index taken at each level from the root (empty
+        /// for the root).
+        path: Vec<usize>,
+        /// Which rule.
+        fault: NodeFault,
+    },
+    /// The entry count disagrees with the entries the root reaches.
+    Len {
+        /// What [`RangeTree::len`] says.
+        len: usize,
+        /// Entries reachable from the root.
+        held: usize,
+    },
+}
+
+/// A rule of the tree's shape that one node breaks.
+///
+/// Kernel: the `mt_validate()` checks (`mas_validate_limits()`,
+/// `mas_validate_gaps()`, `mt_validate_nulls()`, `mas_validate_child_slot()`
+/// in spirit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeFault {
+    /// More slots used than a node has.
+    Overfull {
+        /// Slots in use.
+        len: usize,
+    },
+    /// A node other than the root below the minimum fill.
+    Underfull {
+        /// Slots in use.
+        len: usize,
+    },
+    /// An internal root with fewer than two children.
+    LoneRootChild {
+        /// Slots in use.
+        len: usize,
+    },
+    /// An unused slot whose `last` is not `u64::MAX`.
+    StaleUnusedSlot {
+        /// The slot.
+        slot: usize,
+        /// Its `last`.
+        last: u64,
+    },
+    /// A slot whose first key lies above its last.
+    InvertedSlot {
+        /// The slot.
+        slot: usize,
+        /// Its first key.
+        first: u64,
+        /// Its last key.
+        last: u64,
+    },
+    /// A slot that overlaps or precedes the one before it.
+    Unordered {
+        /// The later of the two slots.
+        slot: usize,
+    },
+    /// Leaf value slots that do not match the slot count.
+    ValueSlots {
+        /// Slots in use.
+        len: usize,
+    },
+    /// An internal node with a child beyond its slot count.
+    ChildBeyondLen,
+    /// An internal slot without a child.
+    MissingChild {
+        /// The slot.
+        slot: usize,
+    },
+    /// An internal slot whose child is empty.
+    EmptyChild {
+        /// The slot.
+        slot: usize,
+    },
+    /// An internal slot whose span is not its child's.
+    SpanMismatch {
+        /// The slot.
+        slot: usize,
+        /// The slot's `(first, last)`.
+        slot_span: (u64, u64),
+        /// The child's.
+        child_span: (u64, u64),
+    },
+    /// An internal slot whose recorded gap is not its child's `max_gap`.
+    GapMismatch {
+        /// The slot.
+        slot: usize,
+        /// The gap the slot records.
+        slot_gap: u64,
+        /// The child's `max_gap`.
+        child_gap: u64,
+    },
+    /// Leaves at different depths below this node.
+    UnevenDepth,
+    /// A `max_gap` that is not the largest gap the node's slots give.
+    MaxGap {
+        /// The node's `max_gap`.
+        stored: u64,
+        /// The largest gap found.
+        computed: u64,
+    },
+}
 
 impl fmt::Display for ValidateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "range tree invariant broken: {}", self.0)
+        f.write_str("range tree invariant broken: ")?;
+        match self {
+            ValidateError::Node { path, fault } => write!(f, "node at path {path:?}: {fault}"),
+            ValidateError::Len { len, held } => {
+                write!(f, "len says {len} but the tree holds {held}")
+            }
+        }
+    }
+}
+
+impl fmt::Display for NodeFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use node::{B, MIN};
+        match *self {
+            NodeFault::Overfull { len } => write!(f, "{len} slots, more than {B}"),
+            NodeFault::Underfull { len } => write!(f, "{len} slots, fewer than {MIN}"),
+            NodeFault::LoneRootChild { len } => write!(f, "internal root with {len} child"),
+            NodeFault::StaleUnusedSlot { slot, last } => {
+                write!(f, "unused slot {slot} has last {last:#x}, not u64::MAX")
+            }
+            NodeFault::InvertedSlot { slot, first, last } => {
+                write!(f, "slot {slot} is inverted [{first:#x}, {last:#x}]")
+            }
+            NodeFault::Unordered { slot } => write!(
+                f,
+                "slots {} and {slot} overlap or are out of order",
+                slot.wrapping_sub(1)
+            ),
+            NodeFault::ValueSlots { len } => write!(f, "value slots do not match len {len}"),
+            NodeFault::ChildBeyondLen => f.write_str("child beyond len"),
+            NodeFault::MissingChild { slot } => write!(f, "missing child {slot}"),
+            NodeFault::EmptyChild { slot } => write!(f, "child {slot} is empty"),
+            NodeFault::SpanMismatch {
+                slot,
+                slot_span,
+                child_span,
+            } => write!(
+                f,
+                "slot {slot} span {slot_span:?} != child span {child_span:?}"
+            ),
+            NodeFault::GapMismatch {
+                slot,
+                slot_gap,
+                child_gap,
+            } => write!(f, "slot {slot} gap {slot_gap} != child max_gap {child_gap}"),
+            NodeFault::UnevenDepth => f.write_str("leaves at different depths"),
+            NodeFault::MaxGap { stored, computed } => {
+                write!(f, "max_gap {stored} but gaps say {computed}")
+            }
+        }
     }
 }
 
@@ -127,6 +293,7 @@ impl std::error::Error for ValidateError {}
 struct Replaced<T>(Vec<NodePtr<T>>);
 
 impl<T> Drop for Replaced<T> {
+    #[allow(unsafe_code, reason = "frees nodes whose grace period is over")]
     fn drop(&mut self) {
         for n in self.0.drain(..) {
             // SAFETY: Each node here was replaced by a write, so no version
@@ -145,6 +312,7 @@ struct Writer<T> {
 
 impl<T> Writer<T> {
     /// Recycles every batch of replaced nodes whose grace period is over.
+    #[allow(unsafe_code, reason = "recycles nodes whose grace period is over")]
     fn reclaim(&mut self, srcu: &Srcu) {
         let Writer { retired, cache } = self;
         retired.reclaim_with(srcu, |mut batch| {
@@ -174,8 +342,6 @@ pub struct RangeTree<T> {
     len: AtomicUsize,
     srcu: Srcu,
     writer: Mutex<Writer<T>>,
-    #[cfg(loom)]
-    mutant: devpriv_core::mutant::Mutant,
     // The tree owns nodes (and so `T`s) through `root`; inherit the auto
     // traits of `NodePtr<T>` (`Send + Sync` iff `T: Send + Sync`).
     _owns: PhantomData<NodePtr<T>>,
@@ -196,6 +362,7 @@ impl<T: Clone + Send + Sync> Default for RangeTree<T> {
 }
 
 impl<T> Drop for RangeTree<T> {
+    #[allow(unsafe_code, reason = "frees the current version, with no reader left")]
     fn drop(&mut self) {
         // SAFETY: `root` holds the current root (type invariant); `&mut self`
         // means no reader holds a guard, and the current version owns every
@@ -212,35 +379,31 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
     ///
     /// Kernel: `mt_init_flags(mt, MT_FLAGS_ALLOC_RANGE)`.
     pub fn new() -> Self {
-        Self::with_srcu(
-            Srcu::new(),
-            #[cfg(loom)]
-            devpriv_core::mutant::Mutant::None,
-        )
+        Self::with_mutants(Mutants::NONE)
     }
 
-    fn with_srcu(srcu: Srcu, #[cfg(loom)] mutant: devpriv_core::mutant::Mutant) -> Self {
+    /// An empty tree with deliberate bugs (in the tree and in its SRCU
+    /// domain), for loom mutant tests; outside loom `mutants` is empty and
+    /// this is [`RangeTree::new`].
+    ///
+    /// Kernel: none (model only).
+    pub fn with_mutants(mutants: Mutants) -> Self {
         let mut cache = NodeCache::new();
         RangeTree {
             root: AtomicPtr::new(NodePtr::empty(&mut cache).as_ptr()),
             len: AtomicUsize::new(0),
-            srcu,
+            srcu: Srcu::with_mutants(mutants),
             writer: Mutex::new(Writer {
                 retired: RetireList::new(),
                 cache,
             }),
-            #[cfg(loom)]
-            mutant,
             _owns: PhantomData,
         }
     }
 
-    /// An empty tree with a deliberate bug, for loom mutant tests.
-    ///
-    /// Kernel: none (model only).
-    #[cfg(loom)]
-    pub fn with_mutant(mutant: devpriv_core::mutant::Mutant) -> Self {
-        Self::with_srcu(Srcu::with_mutant(mutant), mutant)
+    /// The bugs this tree was built with.
+    fn mutants(&self) -> Mutants {
+        self.srcu.mutants()
     }
 
     /// Number of stored ranges.
@@ -404,8 +567,7 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
         value: T,
         rev: bool,
     ) -> Result<u64, AllocError<T>> {
-        #[cfg(loom)]
-        if self.mutant == devpriv_core::mutant::Mutant::RangeTreeAllocSearchUnlocked {
+        if self.mutants().has(Mutant::RangeTreeAllocSearchUnlocked) {
             // The gap is chosen under a read guard only: another writer can
             // take it before this one locks.
             let found = {
@@ -482,6 +644,7 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
     /// the copies that readers of older versions may still be looking at
     /// are dropped only after a grace period (on a later write, or in
     /// [`RangeTree::synchronize`]).
+    #[allow(unsafe_code, reason = "reads the new root under the writer lock")]
     pub fn erase(&self, index: u64) -> Option<T> {
         let mut w = self.writer.lock();
         let first = node::lower_bound(self.root_node(), index)
@@ -533,13 +696,12 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
     /// A [`ValidateError`] that names the node and the broken rule.
     pub fn validate(&self) -> Result<(), ValidateError> {
         let _w = self.writer.lock();
-        let (n, _) =
-            node::validate(self.root_node(), true, &mut Vec::new()).map_err(ValidateError)?;
-        if n != self.len() {
-            return Err(ValidateError(format!(
-                "len says {} but the tree holds {n}",
-                self.len()
-            )));
+        let (held, _) = node::validate(self.root_node(), true, &mut Vec::new())?;
+        if held != self.len() {
+            return Err(ValidateError::Len {
+                len: self.len(),
+                held,
+            });
         }
         Ok(())
     }
@@ -552,12 +714,14 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
     }
 
     /// The current root. Callers hold the writer lock or a read guard.
+    #[allow(unsafe_code, reason = "rebuilds the root pointer (type invariant)")]
     fn root_ptr(&self) -> NodePtr<T> {
         // SAFETY: `root` always holds a live root (type invariant).
         unsafe { NodePtr::from_ptr(self.root.load(Ordering::Acquire)) }
     }
 
     /// The current root node. Callers hold the writer lock or a read guard.
+    #[allow(unsafe_code, reason = "dereferences the live root")]
     fn root_node(&self) -> &Node<T> {
         // SAFETY: A replaced root is freed only after a grace period, and
         // every caller holds either the writer lock (no replacement can
@@ -607,16 +771,14 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
     /// Swaps in `new_root` and retires the nodes the write replaced (the old
     /// root among them). Caller holds the writer lock.
     fn publish(&self, w: &mut Writer<T>, new_root: NodePtr<T>, replaced: Vec<NodePtr<T>>) {
-        #[cfg(loom)]
-        let order = if self.mutant == devpriv_core::mutant::Mutant::RangeTreeRelaxedPublish {
+        let order = if self.mutants().has(Mutant::RangeTreeRelaxedPublish) {
             Ordering::Relaxed
         } else {
             Ordering::Release
         };
-        #[cfg(not(loom))]
-        let order = Ordering::Release;
-        #[cfg(loom)]
-        let early = (self.mutant == devpriv_core::mutant::Mutant::RangeTreeCookieBeforePublish)
+        let early = self
+            .mutants()
+            .has(Mutant::RangeTreeCookieBeforePublish)
             .then(|| self.srcu.get_state());
         // Release: the new nodes are complete before a reader can reach them.
         let old = self.root.swap(new_root.as_ptr(), order);
@@ -626,13 +788,8 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
         );
         // The cookie is taken after the swap: only flips that scan after
         // the old root is unreachable may count for its grace period.
-        #[cfg(loom)]
-        if let Some(cookie) = early {
-            w.retired.retire_at(cookie, Replaced(replaced));
-            w.reclaim(&self.srcu);
-            return;
-        }
-        w.retired.retire(&self.srcu, Replaced(replaced));
+        let cookie = early.unwrap_or_else(|| self.srcu.get_state());
+        w.retired.retire_at(cookie, Replaced(replaced));
         w.reclaim(&self.srcu);
     }
 }

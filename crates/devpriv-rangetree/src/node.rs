@@ -31,6 +31,7 @@
 //! - Unused `last` slots hold `u64::MAX`, so the array is sorted and a
 //!   fixed-shape search over all of it is exact.
 
+use crate::{NodeFault, ValidateError};
 use arrayvec::ArrayVec;
 use devpriv_core::sync::UnsafeCell;
 use std::mem::MaybeUninit;
@@ -162,26 +163,19 @@ impl<T> NodePtr<T> {
     /// - No other `NodePtr` to this node is used afterwards: it was retired
     ///   and a grace period has passed, or it was never published.
     pub(crate) unsafe fn free(self) {
-        #[cfg(not(loom))]
         // SAFETY: The pointer came from `Box::leak` in `alloc`, and the
         // caller guarantees this is its last use.
-        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
-        #[cfg(loom)]
-        {
-            // A second report while unwinding from the first would abort.
-            if std::thread::panicking() {
-                return;
-            }
-            // SAFETY: The node is still allocated (it is never deallocated
-            // under loom); loom checks the write against every other access.
-            let node = unsafe { self.get() };
-            // Drop the contents (values included), keep the memory.
+        let node = unsafe { Box::from_raw(self.0.as_ptr()) };
+        devpriv_core::sync::free_reachable(node, |node| {
+            // Under loom only: drop the contents (values included) through
+            // a checked write, and keep the memory.
             let old = node.cell.with_mut(|p| {
-                // SAFETY: `p` is valid and, per loom's check, not shared.
+                // SAFETY: `p` is valid (the memory is kept), and loom checks
+                // this write against every other access before it happens.
                 unsafe { p.replace(NodeData::poisoned()) }
             });
             drop(old);
-        }
+        });
     }
 
     /// Frees this node and every node below it.
@@ -333,7 +327,6 @@ impl<T> NodePtr<T> {
 
 impl<T> NodeData<T> {
     /// What a node freed under loom holds: no slots.
-    #[cfg(loom)]
     fn poisoned() -> Self {
         NodeData {
             last: [u64::MAX; B],
@@ -708,91 +701,99 @@ pub(crate) fn highest_fit<T>(node: &Node<T>, fit: &Fit) -> Option<u64> {
     None
 }
 
+/// The error for `fault` at the node `path` leads to.
+fn fault(path: &[usize], fault: NodeFault) -> ValidateError {
+    ValidateError::Node {
+        path: path.to_vec(),
+        fault,
+    }
+}
+
 /// Checks every invariant of the subtree. Returns (entries, depth).
 pub(crate) fn validate<T>(
     node: &Node<T>,
     is_root: bool,
     path: &mut Vec<usize>,
-) -> Result<(usize, usize), String> {
+) -> Result<(usize, usize), ValidateError> {
     let d = node.data();
-    let here = format!("node at path {path:?}");
-    if d.len > B {
-        return Err(format!("{}: {} slots, more than {B}", here, d.len));
+    let len = d.len;
+    if len > B {
+        return Err(fault(path, NodeFault::Overfull { len }));
     }
-    if !is_root && d.len < MIN {
-        return Err(format!("{}: {} slots, fewer than {MIN}", here, d.len));
+    if !is_root && len < MIN {
+        return Err(fault(path, NodeFault::Underfull { len }));
     }
-    if is_root && !d.is_leaf() && d.len < 2 {
-        return Err(format!("{}: internal root with {} child", here, d.len));
+    if is_root && !d.is_leaf() && len < 2 {
+        return Err(fault(path, NodeFault::LoneRootChild { len }));
     }
-    for i in d.len..B {
-        if d.last[i] != u64::MAX {
-            return Err(format!(
-                "{}: unused slot {i} has last {:#x}, not u64::MAX",
-                here, d.last[i]
-            ));
+    for slot in len..B {
+        if d.last[slot] != u64::MAX {
+            let last = d.last[slot];
+            return Err(fault(path, NodeFault::StaleUnusedSlot { slot, last }));
         }
     }
     let mut max_gap = 0;
-    for i in 0..d.len {
-        if d.first[i] > d.last[i] {
-            return Err(format!(
-                "{}: slot {i} is inverted [{:#x}, {:#x}]",
-                here, d.first[i], d.last[i]
-            ));
+    for slot in 0..len {
+        let (first, last) = (d.first[slot], d.last[slot]);
+        if first > last {
+            return Err(fault(path, NodeFault::InvertedSlot { slot, first, last }));
         }
-        if i > 0 {
-            if d.first[i] <= d.last[i - 1] {
-                return Err(format!(
-                    "{}: slots {} and {i} overlap or are out of order",
-                    here,
-                    i - 1
-                ));
+        if slot > 0 {
+            if first <= d.last[slot - 1] {
+                return Err(fault(path, NodeFault::Unordered { slot }));
             }
-            max_gap = max_gap.max(gap_between(d.last[i - 1], d.first[i]));
+            max_gap = max_gap.max(gap_between(d.last[slot - 1], first));
         }
     }
     let (entries, depth) = match &d.kind {
         Kind::Leaf { values } => {
-            if values[..d.len].iter().any(Option::is_none)
-                || values[d.len..].iter().any(Option::is_some)
+            if values[..len].iter().any(Option::is_none)
+                || values[len..].iter().any(Option::is_some)
             {
-                return Err(format!("{}: value slots do not match len {}", here, d.len));
+                return Err(fault(path, NodeFault::ValueSlots { len }));
             }
-            (d.len, 0)
+            (len, 0)
         }
         Kind::Internal { gap, child } => {
-            if child[d.len..].iter().any(Option::is_some) {
-                return Err(format!("{}: child beyond len", here));
+            if child[len..].iter().any(Option::is_some) {
+                return Err(fault(path, NodeFault::ChildBeyondLen));
             }
             let mut total = 0;
             let mut depth = None;
-            for (i, &slot_gap) in gap.iter().enumerate().take(d.len) {
-                let c =
-                    child_ref(child, i).ok_or_else(|| format!("{}: missing child {i}", here))?;
+            for (slot, &slot_gap) in gap.iter().enumerate().take(len) {
+                let c = child_ref(child, slot)
+                    .ok_or_else(|| fault(path, NodeFault::MissingChild { slot }))?;
                 let cd = c.data();
-                let span = cd
+                let child_span = cd
                     .span()
-                    .ok_or_else(|| format!("{}: child {i} is empty", here))?;
-                if span != (d.first[i], d.last[i]) {
-                    return Err(format!(
-                        "{}: slot {i} span {:?} != child span {span:?}",
-                        here,
-                        (d.first[i], d.last[i])
+                    .ok_or_else(|| fault(path, NodeFault::EmptyChild { slot }))?;
+                let slot_span = (d.first[slot], d.last[slot]);
+                if child_span != slot_span {
+                    return Err(fault(
+                        path,
+                        NodeFault::SpanMismatch {
+                            slot,
+                            slot_span,
+                            child_span,
+                        },
                     ));
                 }
                 if slot_gap != cd.max_gap {
-                    return Err(format!(
-                        "{}: slot {i} gap {} != child max_gap {}",
-                        here, slot_gap, cd.max_gap
+                    return Err(fault(
+                        path,
+                        NodeFault::GapMismatch {
+                            slot,
+                            slot_gap,
+                            child_gap: cd.max_gap,
+                        },
                     ));
                 }
                 max_gap = max_gap.max(slot_gap);
-                path.push(i);
+                path.push(slot);
                 let (n, dep) = validate(c, false, path)?;
                 path.pop();
                 if *depth.get_or_insert(dep) != dep {
-                    return Err(format!("{}: leaves at different depths", here));
+                    return Err(fault(path, NodeFault::UnevenDepth));
                 }
                 total += n;
             }
@@ -800,9 +801,13 @@ pub(crate) fn validate<T>(
         }
     };
     if max_gap != d.max_gap {
-        return Err(format!(
-            "{}: max_gap {} but gaps say {max_gap}",
-            here, d.max_gap
+        let stored = d.max_gap;
+        return Err(fault(
+            path,
+            NodeFault::MaxGap {
+                stored,
+                computed: max_gap,
+            },
         ));
     }
     Ok((entries, depth))

@@ -603,3 +603,21 @@ proptest! {
         }
     }
 }
+
+/// The typed errors print the messages `validate` has always given.
+#[test]
+fn validate_errors_name_the_node_and_the_rule() {
+    let e = ValidateError::Node {
+        path: vec![0, 3],
+        fault: NodeFault::Unordered { slot: 2 },
+    };
+    assert_eq!(
+        e.to_string(),
+        "range tree invariant broken: node at path [0, 3]: slots 1 and 2 overlap or are out of order"
+    );
+    let e = ValidateError::Len { len: 3, held: 2 };
+    assert_eq!(
+        e.to_string(),
+        "range tree invariant broken: len says 3 but the tree holds 2"
+    );
+}

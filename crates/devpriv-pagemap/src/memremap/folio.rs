@@ -41,6 +41,7 @@ use crate::page_flags::{
     FOLIO_ORDER_MASK, PAGE_FLAGS_CHECK_AT_PREP, PAGE_FLAGS_SECOND, PG_ANON_EXCLUSIVE, ZONE_DEVICE,
     flags_zone,
 };
+use devpriv_core::mutant::Mutant;
 use devpriv_core::sync::atomic::{Ordering, fence};
 use devpriv_core::{Errno, MAX_ORDER_NR_PAGES, Order, warn_on, warn_on_once};
 use std::fmt;
@@ -84,73 +85,6 @@ impl From<InitError> for Errno {
         match e {
             InitError::Errno(e) => e,
             InitError::WouldBlock(_) => Errno::EAGAIN,
-        }
-    }
-}
-
-/// Deliberate bugs in the folio lifecycle, for loom mutant tests.
-///
-/// Kernel: none (model only). Lives here rather than in
-/// `devpriv_core::mutant::Mutant` so that `devpriv-core` need not know
-/// about folios; [`Mutant::FolioFreeNoBarrier`] converts into
-/// [`FolioMutant::FreeNoBarrier`].
-///
-/// [`Mutant::FolioFreeNoBarrier`]: devpriv_core::mutant::Mutant::FolioFreeNoBarrier
-#[cfg(loom)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum FolioMutant {
-    /// The correct code.
-    #[default]
-    None,
-    /// Under [`ReinitPolicy::AtFree`], `free_zone_device_folio` resets the
-    /// compound metadata but omits the `smp_wmb()` before `folio_free`.
-    FreeNoBarrier,
-    /// `zone_device_page_init` clears `_nr_pages` the way seed 000 first
-    /// tried, with `folio_reset_order()` on each page, which writes the
-    /// *next* page's order byte and `_nr_pages` (hazard H3): the last page's
-    /// write lands outside the allocation.
-    InitResetsNextPage,
-    /// `free_zone_device_folio` drops the pagemap references before calling
-    /// `folio_free`, so teardown can finish while the driver callback runs.
-    PutBeforeFolioFree,
-    /// `free_zone_device_folio` calls `folio_free` before it clears the
-    /// head's `mapping`, so the clear can land on a folio the driver has
-    /// already reallocated.
-    FolioFreeBeforeClear,
-}
-
-#[cfg(loom)]
-impl From<devpriv_core::mutant::Mutant> for FolioMutant {
-    fn from(m: devpriv_core::mutant::Mutant) -> Self {
-        match m {
-            devpriv_core::mutant::Mutant::FolioFreeNoBarrier => FolioMutant::FreeNoBarrier,
-            devpriv_core::mutant::Mutant::FolioFreeBeforeClear => FolioMutant::FolioFreeBeforeClear,
-            _ => FolioMutant::None,
-        }
-    }
-}
-
-/// Which planted bugs are on (all off outside loom).
-#[derive(Clone, Copy, Debug, Default)]
-struct Quirks {
-    free_no_barrier: bool,
-    init_resets_next_page: bool,
-    put_before_folio_free: bool,
-    folio_free_before_clear: bool,
-    /// Reset, then `prep_compound_page()`, as the kernel orders them (the
-    /// reference the fused pass is tested against).
-    two_pass: bool,
-}
-
-#[cfg(loom)]
-impl From<FolioMutant> for Quirks {
-    fn from(m: FolioMutant) -> Self {
-        Quirks {
-            free_no_barrier: m == FolioMutant::FreeNoBarrier,
-            init_resets_next_page: m == FolioMutant::InitResetsNextPage,
-            put_before_folio_free: m == FolioMutant::PutBeforeFolioFree,
-            folio_free_before_clear: m == FolioMutant::FolioFreeBeforeClear,
-            two_pass: false,
         }
     }
 }
@@ -215,12 +149,36 @@ impl From<FolioMutant> for Quirks {
 ///   under `AtFree`/`None`, `page_pgmap(page)` does not resolve (the kernel
 ///   would dereference a bad pointer).
 /// - [`InitError::WouldBlock`]: see above.
+///
+/// # Examples
+///
+/// ```
+/// use devpriv_core::{Order, PageCount};
+/// use devpriv_pagemap::{
+///     DevicePrivateSpace, Folio, NoopOps, Owner, PageRef, PagemapParams, folio_get, folio_put,
+///     zone_device_folio_init, zone_device_page_init,
+/// };
+/// use std::sync::Arc;
+///
+/// let space = DevicePrivateSpace::new();
+/// let params = PagemapParams::private(PageCount::new(512), Owner(1), Arc::new(NoopOps));
+/// let pgmap = space.memremap_device_private_pagemap(params, 0)?;
+/// // The driver's allocator hands out page 3 as an order-0 folio.
+/// let folio = zone_device_page_init(PageRef::new(&pgmap, 3).unwrap(), &pgmap, Order::ZERO)?;
+/// assert_eq!((folio.ref_count(), folio.test_locked()), (1, true));
+/// assert_eq!(pgmap.percpu_ref().count(), 2, "the initial reference and the page's");
+/// folio.unlock();
+/// folio_put(folio); // Back to the driver through `ops.folio_free`.
+/// assert_eq!(pgmap.percpu_ref().count(), 1);
+/// # space.memunmap_device_private_pagemap(&pgmap)?;
+/// # Ok::<(), devpriv_core::Errno>(())
+/// ```
 pub fn zone_device_page_init<'g>(
     page: PageRef<'g>,
     pgmap: &DevPagemap,
     order: Order,
 ) -> Result<Folio<'g>, InitError> {
-    init(page, pgmap, order, Quirks::default())
+    init(page, pgmap, order, false)
 }
 
 /// As [`zone_device_page_init`], then marks a large folio
@@ -235,38 +193,48 @@ pub fn zone_device_page_init<'g>(
 /// # Errors
 ///
 /// As for [`zone_device_page_init`].
+///
+/// # Examples
+///
+/// ```
+/// use devpriv_core::{Order, PageCount};
+/// use devpriv_pagemap::{
+///     DevicePrivateSpace, Folio, NoopOps, Owner, PageRef, PagemapParams, folio_get, folio_put,
+///     zone_device_folio_init, zone_device_page_init,
+/// };
+/// use std::sync::Arc;
+///
+/// let space = DevicePrivateSpace::new();
+/// let params = PagemapParams::private(PageCount::new(512), Owner(1), Arc::new(NoopOps));
+/// let pgmap = space.memremap_device_private_pagemap(params, 0)?;
+/// // A PMD-sized folio at page 0 (how a driver backs a 2 MiB migration).
+/// let head = Folio::from_head(PageRef::new(&pgmap, 0).unwrap());
+/// let folio = zone_device_folio_init(head, &pgmap, Order::HPAGE_PMD)?;
+/// assert_eq!(folio.nr_pages(), PageCount::new(512));
+/// assert!(folio.test_large_rmappable());
+/// assert_eq!(PageRef::new(&pgmap, 511).unwrap().folio(), folio, "tails link to the head");
+/// folio.unlock();
+/// folio_put(folio);
+/// # space.memunmap_device_private_pagemap(&pgmap)?;
+/// # Ok::<(), devpriv_core::Errno>(())
+/// ```
 pub fn zone_device_folio_init<'g>(
     folio: Folio<'g>,
     pgmap: &DevPagemap,
     order: Order,
 ) -> Result<Folio<'g>, InitError> {
-    folio_init(folio, pgmap, order, Quirks::default())
+    folio_init(folio, pgmap, order, false)
 }
 
-/// As [`zone_device_folio_init`], with a planted bug (loom only).
-///
-/// Kernel: none (model only).
-///
-/// # Errors
-///
-/// As for [`zone_device_page_init`].
-#[cfg(loom)]
-pub fn zone_device_folio_init_with_mutant<'g>(
-    folio: Folio<'g>,
-    pgmap: &DevPagemap,
-    order: Order,
-    mutant: impl Into<FolioMutant>,
-) -> Result<Folio<'g>, InitError> {
-    folio_init(folio, pgmap, order, mutant.into().into())
-}
-
+/// `two_pass`: reset, then `prep_compound_page()`, as the kernel orders
+/// them (the reference the fused pass is tested against).
 fn folio_init<'g>(
     folio: Folio<'g>,
     pgmap: &DevPagemap,
     order: Order,
-    q: Quirks,
+    two_pass: bool,
 ) -> Result<Folio<'g>, InitError> {
-    let f = init(folio.page(), pgmap, order, q)?;
+    let f = init(folio.page(), pgmap, order, two_pass)?;
     if order != Order::ZERO {
         Folio::from_head(folio.page()).set_large_rmappable();
     }
@@ -277,7 +245,7 @@ fn init<'g>(
     page: PageRef<'g>,
     pgmap: &DevPagemap,
     order: Order,
-    q: Quirks,
+    two_pass: bool,
 ) -> Result<Folio<'g>, InitError> {
     // Step 1, as written: an order compared with a page count (H17).
     warn_on!(
@@ -301,7 +269,7 @@ fn init<'g>(
         return Err(Errno::EINVAL.into());
     };
     match pgmap.reinit_policy() {
-        ReinitPolicy::AtAlloc => reset_for_alloc(pgmap, range, order, q),
+        ReinitPolicy::AtAlloc => reset_for_alloc(pgmap, range, order, two_pass),
         // The 6.19 body: the ref comes from page_pgmap(page), which follows
         // whatever word 1 says.
         ReinitPolicy::AtFree | ReinitPolicy::None => {
@@ -325,7 +293,7 @@ fn init<'g>(
         return Err(InitError::WouldBlock(e));
     }
     if order != Order::ZERO {
-        if pgmap.reinit_policy() == ReinitPolicy::AtAlloc && !q.two_pass {
+        if pgmap.reinit_policy() == ReinitPolicy::AtAlloc && !two_pass {
             // The tails were written in their final form by the reset pass.
             prep_compound_head_page(page, order);
         } else {
@@ -345,17 +313,23 @@ fn init<'g>(
 /// two, and two stores fewer per tail. The caller owns the pages, so the
 /// skipped intermediate state is unobservable; the final state and the
 /// write set are the kernel's (tested against the two-pass order).
-fn reset_for_alloc(pgmap: &DevPagemap, range: std::ops::Range<usize>, order: Order, q: Quirks) {
+fn reset_for_alloc(
+    pgmap: &DevPagemap,
+    range: std::ops::Range<usize>,
+    order: Order,
+    two_pass: bool,
+) {
     let all = pgmap.pages();
     let cookie = pgmap.cookie().get();
     let head = range.start;
     let link = PageRef::new(pgmap, head).map_or(0, |p| p.addr() + 1);
-    let fuse = order != Order::ZERO && !q.two_pass;
+    let fuse = order != Order::ZERO && !two_pass;
+    let resets_next_page = pgmap.mutants.has(Mutant::FolioInitResetsNextPage);
     for i in range {
         let p = &all[i];
         let flags = p.load(word::FLAGS);
         p.store(word::FLAGS, flags & !FOLIO_ORDER_MASK);
-        if q.init_resets_next_page {
+        if resets_next_page {
             // folio_reset_order((struct folio *)p): writes page p + 1.
             if let Some(next) = all.get(i + 1) {
                 reset_order_byte_of(next);
@@ -391,6 +365,29 @@ fn reset_for_alloc(pgmap: &DevPagemap, range: std::ops::Range<usize>, order: Ord
 ///
 /// A get on a folio whose count was 0 takes a `WARN` (the kernel's
 /// `VM_BUG_ON_FOLIO`) and still counts.
+///
+/// # Examples
+///
+/// ```
+/// use devpriv_core::{Order, PageCount};
+/// use devpriv_pagemap::{
+///     DevicePrivateSpace, Folio, NoopOps, Owner, PageRef, PagemapParams, folio_get, folio_put,
+///     zone_device_folio_init, zone_device_page_init,
+/// };
+/// use std::sync::Arc;
+///
+/// let space = DevicePrivateSpace::new();
+/// let params = PagemapParams::private(PageCount::new(512), Owner(1), Arc::new(NoopOps));
+/// let pgmap = space.memremap_device_private_pagemap(params, 0)?;
+/// let folio = zone_device_page_init(PageRef::new(&pgmap, 0).unwrap(), &pgmap, Order::ZERO)?;
+/// folio.unlock();
+/// folio_get(folio); // A second user, e.g. a migration in flight.
+/// assert_eq!(folio.ref_count(), 2);
+/// folio_put(folio);
+/// folio_put(folio);
+/// # space.memunmap_device_private_pagemap(&pgmap)?;
+/// # Ok::<(), devpriv_core::Errno>(())
+/// ```
 pub fn folio_get(folio: Folio<'_>) {
     let now = folio.page().ref_add(1);
     warn_on!(now <= 1, "folio_get(): folio refcount was 0");
@@ -407,22 +404,32 @@ pub fn folio_get(folio: Folio<'_>) {
 /// A put on a folio whose count is already 0 takes a `WARN` and changes
 /// nothing (the kernel's `VM_BUG_ON_FOLIO`; without it the count would go
 /// negative).
-pub fn folio_put(folio: Folio<'_>) {
-    put(folio, Quirks::default());
-}
-
-/// As [`folio_put`], with a planted bug (loom only).
 ///
-/// Kernel: none (model only).
-#[cfg(loom)]
-pub fn folio_put_with_mutant(folio: Folio<'_>, mutant: impl Into<FolioMutant>) {
-    put(folio, mutant.into().into());
-}
-
-fn put(folio: Folio<'_>, q: Quirks) {
+/// # Examples
+///
+/// ```
+/// use devpriv_core::{Order, PageCount};
+/// use devpriv_pagemap::{
+///     DevicePrivateSpace, Folio, NoopOps, Owner, PageRef, PagemapParams, folio_get, folio_put,
+///     zone_device_folio_init, zone_device_page_init,
+/// };
+/// use std::sync::Arc;
+///
+/// let space = DevicePrivateSpace::new();
+/// let params = PagemapParams::private(PageCount::new(512), Owner(1), Arc::new(NoopOps));
+/// let pgmap = space.memremap_device_private_pagemap(params, 0)?;
+/// let folio = zone_device_page_init(PageRef::new(&pgmap, 0).unwrap(), &pgmap, Order::ZERO)?;
+/// folio.unlock();
+/// folio_put(folio); // The last reference: the folio goes back to the driver.
+/// assert_eq!(folio.ref_count(), 0);
+/// assert_eq!(pgmap.percpu_ref().count(), 1, "only the initial reference is left");
+/// space.memunmap_device_private_pagemap(&pgmap)?; // Nothing allocated: no wait.
+/// # Ok::<(), devpriv_core::Errno>(())
+/// ```
+pub fn folio_put(folio: Folio<'_>) {
     let now = folio.page().ref_add(-1);
     if now == 0 {
-        free(folio, q);
+        free_zone_device_folio(folio);
     } else if warn_on!(now < 0, "folio_put(): folio refcount was 0") {
         folio.page().ref_add(1);
     }
@@ -461,10 +468,6 @@ fn put(folio: Folio<'_>, q: Quirks) {
 ///   The sketch also clears `PG_reserved` (part of
 ///   `PAGE_FLAGS_CHECK_AT_PREP`), which the model keeps as written.
 pub fn free_zone_device_folio(folio: Folio<'_>) {
-    free(folio, Quirks::default());
-}
-
-fn free(folio: Folio<'_>, q: Quirks) {
     let Some(pgmap) = folio.pgmap().filter(|_| !folio.page().is_tail()) else {
         warn_on!(true, "free_zone_device_folio(): folio has no pgmap");
         return;
@@ -491,7 +494,7 @@ fn free(folio: Folio<'_>, q: Quirks) {
             p.store(word::FLAGS, p.load(word::FLAGS) & !(1 << PG_ANON_EXCLUSIVE));
         }
     }
-    if q.folio_free_before_clear {
+    if pgmap.mutants.has(Mutant::FolioFreeBeforeClear) {
         pgmap.ops.folio_free(folio);
         folio.page().store(word::MAPPING, 0);
         pgmap.refs.put_many(nr);
@@ -500,13 +503,13 @@ fn free(folio: Folio<'_>, q: Quirks) {
     folio.page().store(word::MAPPING, 0);
     if pgmap.reinit_policy() == ReinitPolicy::AtFree {
         reset_at_free(pages, pgmap.cookie().get());
-        if !q.free_no_barrier {
+        if !pgmap.mutants.has(Mutant::FolioFreeNoBarrier) {
             // smp_wmb(): the reset must be visible before the driver can
             // hand these pages to another CPU.
             fence(Ordering::Release);
         }
     }
-    if q.put_before_folio_free {
+    if pgmap.mutants.has(Mutant::FolioPutBeforeFolioFree) {
         pgmap.refs.put_many(nr);
         pgmap.ops.folio_free(folio);
         return;
@@ -570,26 +573,12 @@ pub fn zone_device_private_split_cb(orig: Folio<'_>, new: Option<Folio<'_>>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::DevPagemapOps;
-    use crate::memremap::{DevicePrivateSpace, MemoryType, Owner, PagemapParams, VmFault};
+    use crate::memremap::{DevicePrivateSpace, NoopOps, Owner, PagemapParams};
     use devpriv_core::PageCount;
     use std::sync::Arc;
 
-    struct Driver;
-    impl DevPagemapOps for Driver {
-        fn folio_free(&self, _folio: Folio<'_>) {}
-        fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
-            Ok(())
-        }
-    }
-
     fn pagemap(space: &DevicePrivateSpace) -> Arc<DevPagemap> {
-        let params = PagemapParams {
-            memory_type: MemoryType::Private,
-            nr_pages: PageCount::new(1024),
-            owner: Some(Owner(1)),
-            ops: Some(Arc::new(Driver)),
-        };
+        let params = PagemapParams::private(PageCount::new(1024), Owner(1), Arc::new(NoopOps));
         space.memremap_device_private_pagemap(params, 0).unwrap()
     }
 
@@ -612,9 +601,9 @@ mod tests {
             .collect()
     }
 
-    fn alloc(pm: &DevPagemap, at: usize, order: u32, q: Quirks) -> Folio<'_> {
+    fn alloc(pm: &DevPagemap, at: usize, order: u32, two_pass: bool) -> Folio<'_> {
         let page = PageRef::new(pm, at).unwrap();
-        let f = folio_init(page.folio(), pm, Order::new(order).unwrap(), q).unwrap();
+        let f = folio_init(page.folio(), pm, Order::new(order).unwrap(), two_pass).unwrap();
         f.unlock();
         f
     }
@@ -630,10 +619,6 @@ mod tests {
     fn fused_reset_equals_reset_then_prep() {
         let space = DevicePrivateSpace::new();
         let (a, b) = (pagemap(&space), pagemap(&space));
-        let two_pass = Quirks {
-            two_pass: true,
-            ..Quirks::default()
-        };
         for (old, new, at) in [
             (9, 4, 16),
             (9, 0, 1),
@@ -642,9 +627,9 @@ mod tests {
             (2, 1, 2),
             (9, 9, 0),
         ] {
-            for (pm, q) in [(&a, Quirks::default()), (&b, two_pass)] {
-                folio_put(alloc(pm, 0, old, q));
-                folio_put(alloc(pm, at, new, q));
+            for (pm, two_pass) in [(&a, false), (&b, true)] {
+                folio_put(alloc(pm, 0, old, two_pass));
+                folio_put(alloc(pm, at, new, two_pass));
             }
             assert_eq!(
                 image(&a),
