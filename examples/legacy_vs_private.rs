@@ -23,25 +23,12 @@
 
 use devpriv::core::{Errno, PAGE_SHIFT, PageCount};
 use devpriv::pagemap::resource::{IomemConfig, IomemResource, MachinePreset, format_size};
-use devpriv::pagemap::{
-    DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, PagemapParams, SpaceConfig,
-    VmFault,
-};
+use devpriv::pagemap::{DevicePrivateSpace, NoopOps, Owner, PagemapParams, SpaceConfig};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 /// 1 GiB of VRAM to expose as device-private pages.
 const VRAM_BYTES: u64 = 1 << 30;
-
-/// A driver with nothing to free and nothing to migrate.
-struct Gpu;
-
-impl DevPagemapOps for Gpu {
-    fn folio_free(&self, _folio: Folio<'_>) {}
-    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
-        Ok(())
-    }
-}
 
 /// What one machine gave.
 struct Outcome {
@@ -167,12 +154,8 @@ fn machine(preset: MachinePreset, nr_pages: PageCount) -> Result<Outcome, Errno>
     let before = io.resources().len();
     let series = space
         .memremap_device_private_pagemap(
-            PagemapParams {
-                memory_type: MemoryType::Private,
-                nr_pages,
-                owner: Some(Owner(0x8e)),
-                ops: Some(Arc::new(Gpu)),
-            },
+            // Nothing to free and nothing to migrate: the no-op driver.
+            PagemapParams::private(nr_pages, Owner(0x8e), Arc::new(NoopOps)),
             -1,
         )
         .and_then(|pgmap| {

@@ -10,31 +10,15 @@
 
 use devpriv::core::{DevicePrivateOffset, Errno, PAGE_SHIFT, PAGE_SIZE, PageCount, Pfn, PhysAddr};
 use devpriv::pagemap::resource::{IomemConfig, IomemResource, MachinePreset, ResourceKind};
-use devpriv::pagemap::{
-    DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, PagemapParams, SpaceConfig,
-    VmFault,
-};
+use devpriv::pagemap::{DevicePrivateSpace, NoopOps, Owner, PagemapParams, SpaceConfig};
 use std::sync::Arc;
 
 const GIB: u64 = 1 << 30;
 const TIB: u64 = 1 << 40;
 
-struct Gpu;
-
-impl DevPagemapOps for Gpu {
-    fn folio_free(&self, _folio: Folio<'_>) {}
-    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
-        Ok(())
-    }
-}
-
+/// No page is ever allocated, so the driver does nothing.
 fn params(nr_pages: u64) -> PagemapParams {
-    PagemapParams {
-        memory_type: MemoryType::Private,
-        nr_pages: PageCount::new(nr_pages),
-        owner: Some(Owner(1)),
-        ops: Some(Arc::new(Gpu)),
-    }
+    PagemapParams::private(PageCount::new(nr_pages), Owner(1), Arc::new(NoopOps))
 }
 
 /// A 46-bit machine, 64 GiB of RAM, and a 64-bit PCI window from the end of

@@ -74,6 +74,15 @@ impl Payload {
         }
     }
 
+    /// A payload holding `tag` that is never freed: the value type of the
+    /// range-tree models. Its creation is tracked (a reader not ordered
+    /// after it is reported) and it cannot dangle, so a grace-period bug
+    /// shows up as a read of a freed tree node, which the tree's loom build
+    /// reports.
+    pub fn leaked(tag: u64) -> &'static Payload {
+        Box::leak(Box::new(Payload::new(tag)))
+    }
+
     /// Reads the tag (a tracked read) and asserts it is `want` (under loom;
     /// elsewhere nothing is stored to check).
     ///
@@ -97,7 +106,42 @@ impl Drop for Payload {
 
 #[cfg(loom)]
 mod imp {
+    use super::Payload;
+    use devpriv_core::mutant::Mutants;
+    use devpriv_pagemap::percpu_refcount::{Completion, PercpuRef};
+    use devpriv_rangetree::RangeTree;
+    use loom::sync::Arc;
+    use loom::sync::atomic::{AtomicUsize, Ordering};
     use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    /// A range tree built with `mutants`, holding `0..=9` → payload 0.
+    ///
+    /// # Panics
+    ///
+    /// If the insert into the empty tree fails (a broken tree).
+    pub fn tree_0_9(mutants: Mutants) -> Arc<RangeTree<&'static Payload>> {
+        let tree = Arc::new(RangeTree::with_mutants(mutants));
+        tree.insert_range(0..=9, Payload::leaked(0)).unwrap();
+        tree
+    }
+
+    /// A `PercpuRef` built with `mutants` whose release callback counts its
+    /// calls and completes `done` (`dev_pagemap_percpu_release()`): the
+    /// reference, the count and the completion teardown waits for.
+    pub fn counted_ref(mutants: Mutants) -> (Arc<PercpuRef>, Arc<AtomicUsize>, Arc<Completion>) {
+        let releases = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(Completion::new());
+        let (count, complete) = (Arc::clone(&releases), Arc::clone(&done));
+        let release = move || {
+            count.fetch_add(1, Ordering::Relaxed);
+            complete.complete();
+        };
+        (
+            Arc::new(PercpuRef::with_mutants(release, mutants)),
+            releases,
+            done,
+        )
+    }
 
     /// The preemption bound when `LOOM_MAX_PREEMPTIONS` is not set.
     pub const DEFAULT_PREEMPTIONS: usize = 2;

@@ -15,15 +15,12 @@
 #![forbid(unsafe_code)]
 
 use devpriv_core::mutant::{Mutant, Mutants};
-use devpriv_loom_tests::{Payload, assert_caught, model};
-use devpriv_rangetree::RangeTree;
+use devpriv_loom_tests::{assert_caught, model, tree_0_9};
 use loom::sync::Arc;
 use loom::thread;
 
 fn scenario(mutants: Mutants) {
-    let payload = |tag| -> &'static Payload { Box::leak(Box::new(Payload::new(tag))) };
-    let tree = Arc::new(RangeTree::with_mutants(mutants));
-    tree.insert_range(0..=9, payload(0)).unwrap();
+    let tree = tree_0_9(mutants);
     let reader = {
         let tree = Arc::clone(&tree);
         thread::spawn(move || {

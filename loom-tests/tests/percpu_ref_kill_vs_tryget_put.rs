@@ -26,10 +26,10 @@
 
 use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_core::sync::TrackedCell;
-use devpriv_loom_tests::{assert_caught, model};
+use devpriv_loom_tests::{assert_caught, counted_ref, model};
 use devpriv_pagemap::percpu_refcount::{Completion, PercpuRef};
 use loom::sync::Arc;
-use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::atomic::Ordering;
 use loom::thread;
 
 /// The contents of a device page: written by whoever holds a reference,
@@ -37,18 +37,7 @@ use loom::thread;
 type Page = TrackedCell<u64>;
 
 fn scenario(mutants: Mutants) {
-    let releases = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(Completion::new());
-    let r = {
-        let (releases, done) = (Arc::clone(&releases), Arc::clone(&done));
-        Arc::new(PercpuRef::with_mutants(
-            move || {
-                releases.fetch_add(1, Ordering::Relaxed);
-                done.complete();
-            },
-            mutants,
-        ))
-    };
+    let (r, releases, done) = counted_ref(mutants);
     let page = Arc::new(Page::new(0));
 
     // zone_device_page_init(): the driver allocates a page.

@@ -103,7 +103,7 @@ use devpriv_migrate::{
     migrate_vma_setup,
 };
 use devpriv_pagemap::{
-    DevPagemap, DevPagemapOps, Folio, MemoryType, Owner, PageRef, PagemapParams, VmFault,
+    DevPagemap, DevPagemapOps, Folio, Owner, PageRef, PagemapParams, VmFault,
     zone_device_folio_init,
 };
 use std::collections::BTreeMap;
@@ -598,10 +598,7 @@ impl DevPagemapOps for ChunkOps {
         if self.remove.load(Ordering::Acquire) {
             return;
         }
-        let first = folio.page().owner().first_offset();
-        let Some(off) = first.checked_add(PageCount::new(folio.page().index() as u64)) else {
-            return;
-        };
+        let off = folio.offset();
         let mut free = dev.free.lock();
         dev.cfree.fetch_add(nr, Ordering::Relaxed);
         if folio.order() == Order::HPAGE_PMD {
@@ -635,10 +632,7 @@ impl DevPagemapOps for ChunkOps {
         if order != Order::ZERO {
             flags = flags | MigrateVmaFlags::SELECT_COMPOUND;
         }
-        let first = vmf.page.owner().first_offset();
-        let fault_page = first
-            .checked_add(PageCount::new(vmf.page.index() as u64))
-            .ok_or(Errno::EINVAL)?;
+        let fault_page = vmf.page.offset();
         let mirror_id = self
             .mirror
             .get(vmf.page.index())
@@ -705,13 +699,7 @@ impl DeviceInner {
             mirror: (0..n).map(|_| AtomicU64::new(0)).collect(),
             remove: AtomicBool::new(false),
         });
-        let dyn_ops: Arc<dyn DevPagemapOps> = ops.clone();
-        let params = PagemapParams {
-            memory_type: MemoryType::Private,
-            nr_pages: self.config.chunk_pages,
-            owner: Some(self.owner),
-            ops: Some(dyn_ops),
-        };
+        let params = PagemapParams::private(self.config.chunk_pages, self.owner, ops.clone());
         let pgmap = self
             .mem
             .space()

@@ -53,8 +53,8 @@ use devpriv_core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use devpriv_core::{Errno, Order, PageCount, warn};
 use devpriv_pagemap::mm_types::word;
 use devpriv_pagemap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, InitError, MemoryType, Owner, PageRef,
-    PagemapParams, ReinitPolicy, SpaceConfig, VmFault, folio_put, zone_device_folio_init,
+    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, InitError, Owner, PageRef, PagemapParams,
+    ReinitPolicy, SpaceConfig, VmFault, folio_put, zone_device_folio_init,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -686,15 +686,8 @@ pub fn run(cfg: &XeConfig) -> Result<XeReport, Errno> {
         reinit: cfg.policy,
         ..SpaceConfig::default()
     });
-    let pgmap = space.memremap_device_private_pagemap(
-        PagemapParams {
-            memory_type: MemoryType::Private,
-            nr_pages: PageCount::new(cfg.vram_pages),
-            owner: Some(Owner(0x8e)),
-            ops: Some(Arc::clone(&ops) as Arc<dyn DevPagemapOps>),
-        },
-        0,
-    )?;
+    let params = PagemapParams::private(PageCount::new(cfg.vram_pages), Owner(0x8e), ops.clone());
+    let pgmap = space.memremap_device_private_pagemap(params, 0)?;
     let blocks_2m = cfg.vram_pages >> ORDER_2M;
     let pool = Pool {
         space,

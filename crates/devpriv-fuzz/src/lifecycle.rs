@@ -34,9 +34,9 @@ use devpriv_core::sync::Mutex;
 use devpriv_core::{DevicePrivateAddr, DevicePrivateOffset, Errno, Order, PageCount, warn};
 use devpriv_pagemap::mm_types::PAGE_MAPPING_ANON;
 use devpriv_pagemap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, InitError, MemoryType, Owner, Packing,
-    PageRef, PagemapParams, ReinitPolicy, SpaceConfig, VmFault, folio_get, folio_put,
-    folio_split_unmapped, zone_device_folio_init,
+    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, InitError, Owner, Packing, PageRef,
+    PagemapParams, ReinitPolicy, SpaceConfig, VmFault, folio_get, folio_put, folio_split_unmapped,
+    zone_device_folio_init,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -334,12 +334,8 @@ pub fn run_ops(ops: &[LifeOp]) -> Result<(), String> {
                                 && taken.iter().all(|&(s, e)| e < c || s > c + (size - 1))
                         })
                         .ok_or(Errno::EBUSY);
-                    let params = PagemapParams {
-                        memory_type: MemoryType::Private,
-                        nr_pages: PageCount::new(nr),
-                        owner: Some(Owner(7)),
-                        ops: Some(driver.clone()),
-                    };
+                    let params =
+                        PagemapParams::private(PageCount::new(nr), Owner(7), driver.clone());
                     let got = space.memremap_device_private_pagemap(params, 0);
                     check_eq(
                         &got.as_ref()

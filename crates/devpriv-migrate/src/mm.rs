@@ -261,12 +261,7 @@ impl FolioOps for Folio<'_> {
     }
 
     fn frame(&self, n: u64) -> Option<PageFrame> {
-        let idx = (self.page().index() as u64).checked_add(n)?;
-        self.page()
-            .owner()
-            .first_offset()
-            .checked_add(PageCount::new(idx))
-            .map(Into::into)
+        self.offset().checked_add(PageCount::new(n)).map(Into::into)
     }
 
     fn refcount(&self) -> i64 {

@@ -26,26 +26,9 @@ use core::fmt;
 use devpriv_core::consts::{PMD_SHIFT, PTRS_PER_PTE};
 use devpriv_core::{Errno, HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, Pfn};
 
-/// Bytes mapped by one PMD entry (2 MiB).
-///
-/// Kernel: `PMD_SIZE`, `arch/x86/include/asm/pgtable_64_types.h`.
-pub const PMD_SIZE: u64 = 1 << PMD_SHIFT;
-/// log2 of the bytes mapped by one PUD entry.
-///
-/// Kernel: `PUD_SHIFT` (30), `arch/x86/include/asm/pgtable_64_types.h`.
-pub const PUD_SHIFT: u32 = 30;
-/// Bytes mapped by one PUD entry (1 GiB).
-///
-/// Kernel: `PUD_SIZE`.
-pub const PUD_SIZE: u64 = 1 << PUD_SHIFT;
-/// log2 of the bytes mapped by one PGD entry with 4-level paging.
-///
-/// Kernel: `PGDIR_SHIFT` (39), `arch/x86/include/asm/pgtable_64_types.h`.
-pub const PGDIR_SHIFT: u32 = 39;
-/// Bytes mapped by one PGD entry (512 GiB).
-///
-/// Kernel: `PGDIR_SIZE`.
-pub const PGDIR_SIZE: u64 = 1 << PGDIR_SHIFT;
+// The geometry of `pgtable_64_types.h` lives in `devpriv_core::consts`,
+// next to the shifts; re-exported here, where the page tables use it.
+pub use devpriv_core::consts::{PGDIR_SHIFT, PGDIR_SIZE, PMD_SIZE, PUD_SHIFT, PUD_SIZE};
 /// End of the user address space (4-level paging).
 ///
 /// Kernel: `TASK_SIZE_MAX` (`(1 << 47) - PAGE_SIZE`),

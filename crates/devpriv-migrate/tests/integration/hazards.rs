@@ -13,9 +13,7 @@ use devpriv_migrate::{
     HmmPfn, PMD_SIZE, PageVmaMappedWalk, Pmd, Pte, PvmwFlags, PvmwPfnV2, PvmwTarget, Softleaf,
     SoftleafFlags,
 };
-use devpriv_pagemap::{
-    DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, PagemapParams, VmFault,
-};
+use devpriv_pagemap::{DevicePrivateSpace, NoopOps, Owner, PagemapParams};
 use proptest::prelude::*;
 use std::sync::Arc;
 
@@ -81,25 +79,12 @@ fn h7_pfn_and_offset_with_the_same_number_never_match() {
     );
 }
 
-struct Driver;
-impl DevPagemapOps for Driver {
-    fn folio_free(&self, _folio: Folio<'_>) {}
-    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
-        Ok(())
-    }
-}
-
 /// H7 (c): a device-private entry resolves through the device-private
 /// address space, and the page it finds maps back to the same offset.
 #[test]
 fn h7_device_private_entries_resolve_through_the_space() {
     let space = DevicePrivateSpace::new();
-    let mk = |n| PagemapParams {
-        memory_type: MemoryType::Private,
-        nr_pages: PageCount::new(n),
-        owner: Some(Owner(1)),
-        ops: Some(Arc::new(Driver)),
-    };
+    let mk = |n| PagemapParams::private(PageCount::new(n), Owner(1), Arc::new(NoopOps));
     let a = space.memremap_device_private_pagemap(mk(64), -1).unwrap();
     let b = space.memremap_device_private_pagemap(mk(64), -1).unwrap();
     let guard = space.read();
