@@ -217,7 +217,10 @@ fn a_mapping_after_an_empty_pud_and_pgd_is_found() {
         .unwrap();
     let hit = start + PMD_SIZE + PAGE_SIZE;
     map(&mm, hit, (hit - start) / PAGE_SIZE);
-    assert_eq!(walk(&mm, &w, 1024, w.pgoff(), start, PvmwFlags::NONE), [hit]);
+    assert_eq!(
+        walk(&mm, &w, 1024, w.pgoff(), start, PvmwFlags::NONE),
+        [hit]
+    );
 }
 
 #[test]
@@ -250,7 +253,10 @@ fn set_pmd_refuses_a_table_after_a_pmd_match() {
     )
     .unwrap();
     assert!(w.walk() && w.is_pmd_mapped());
-    assert_eq!(w.set_pmd(Pmd::table(Pfn::new(0x1234)).unwrap()), Err(Errno::EINVAL));
+    assert_eq!(
+        w.set_pmd(Pmd::table(Pfn::new(0x1234)).unwrap()),
+        Err(Errno::EINVAL)
+    );
     assert_eq!(mm.pmdp_get_lockless(BASE), Some(huge), "nothing changed");
     assert_eq!(w.set_pmd(Pmd::NONE), Ok(()));
     w.done();
