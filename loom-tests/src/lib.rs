@@ -165,10 +165,15 @@ mod imp {
         runs
     }
 
+    /// Explores `f` and, with `DEVPRIV_LOOM_REPORT` set, prints one line
+    /// that `ci/loom_table.py` turns into the execution-count table of
+    /// `docs/testing.md`: `loom-count <file>::<test> <bound> <executions>
+    /// <seconds>`. A mutant that is caught prints no line (loom panics).
     fn explore<F>(f: F) -> usize
     where
         F: Fn() + Sync + Send + 'static,
     {
+        let started = std::time::Instant::now();
         #[expect(
             clippy::disallowed_types,
             reason = "counts executions outside the model"
@@ -179,6 +184,7 @@ mod imp {
         if b.preemption_bound.is_none() {
             b.preemption_bound = Some(DEFAULT_PREEMPTIONS);
         }
+        let bound = b.preemption_bound.unwrap_or(DEFAULT_PREEMPTIONS);
         b.check(move || {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             f();
@@ -186,8 +192,28 @@ mod imp {
         let n = runs.load(std::sync::atomic::Ordering::Relaxed);
         if std::env::var_os("DEVPRIV_LOOM_REPORT").is_some() {
             eprintln!("loom explored {n} executions");
+            eprintln!(
+                "loom-count {}::{} {bound} {n} {:.1}",
+                test_file(),
+                std::thread::current().name().unwrap_or("?"),
+                started.elapsed().as_secs_f64()
+            );
         }
         n
+    }
+
+    /// The test binary's file stem (`tests/<stem>.rs`), from its path
+    /// (`deps/<stem>-<hash>`).
+    fn test_file() -> String {
+        let exe = std::env::args().next().unwrap_or_default();
+        let name = std::path::Path::new(&exe)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match name.rsplit_once('-') {
+            Some((stem, _hash)) => stem.to_owned(),
+            None => name,
+        }
     }
 
     /// Runs a mutant model and asserts that loom (or an assertion inside the

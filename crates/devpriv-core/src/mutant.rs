@@ -152,6 +152,12 @@ mutants! {
     /// (`percpu_ref_put_many()`) before calling `ops->folio_free()`, so
     /// teardown can finish while the driver callback runs.
     FolioPutBeforeFolioFree,
+    /// `folio_put()` drops its reference with a `Relaxed` RMW instead of
+    /// the fully ordered `atomic_sub_return()` (`AcqRel` here), so a
+    /// non-last holder's writes to the folio are not ordered before the
+    /// last holder's `free_zone_device_folio()` and the driver's
+    /// `folio_free`, which may read them.
+    FolioRefRelaxed,
     /// `percpu_ref_kill()` reads the shards with plain loads instead of
     /// sealing them, so a fast-path op that read `state` before `kill`
     /// lands in a shard that has already been summed and is lost (the

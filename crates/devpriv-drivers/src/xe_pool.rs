@@ -347,6 +347,25 @@ pub struct XeConfig {
     pub vram_pages: u64,
     /// Allocations each handler keeps resident before it evicts one.
     pub resident: usize,
+    /// How the handlers run: on threads of their own, or interleaved on
+    /// the calling thread in a seeded order.
+    pub schedule: Schedule,
+}
+
+/// How [`run`] runs its fault handlers.
+///
+/// Kernel: none (model only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Schedule {
+    /// One OS thread per handler: real concurrency, so which handler gets
+    /// which block (and so which hazards show) depends on timing.
+    #[default]
+    Threads,
+    /// Every handler on the calling thread; before each operation a
+    /// generator seeded with this value picks which handler runs it. The
+    /// handlers still share and reuse each other's blocks, but a run is
+    /// reproducible, so tests can assert what it shows.
+    Interleaved(u64),
 }
 
 impl XeConfig {
@@ -362,6 +381,7 @@ impl XeConfig {
             seed,
             vram_pages: 4096,
             resident: 12,
+            schedule: Schedule::Threads,
         }
     }
 }
@@ -698,24 +718,41 @@ pub fn run(cfg: &XeConfig) -> Result<XeReport, Errno> {
     let baseline = pool.pgmap.percpu_ref().count();
 
     let start = Instant::now();
-    let per_thread: Vec<HandlerStats> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..cfg.threads)
-            .map(|t| {
-                let pool = &pool;
-                s.spawn(move || {
-                    let mix = (t as u64).wrapping_mul(0xa076_1d64_78bd_642f);
-                    let seed = SplitMix64::new(cfg.seed ^ mix).next_u64();
-                    let (mut stats, w) = warn::capture(|| handler(pool, cfg, seed));
-                    stats.warnings = w.count() as u64;
-                    stats
+    let seed_of = |t: usize| {
+        let mix = (t as u64).wrapping_mul(0xa076_1d64_78bd_642f);
+        SplitMix64::new(cfg.seed ^ mix).next_u64()
+    };
+    let per_thread: Vec<HandlerStats> = match cfg.schedule {
+        Schedule::Threads => std::thread::scope(|s| {
+            let handles: Vec<_> = (0..cfg.threads)
+                .map(|t| {
+                    let pool = &pool;
+                    let seed = seed_of(t);
+                    s.spawn(move || {
+                        let (mut stats, w) = warn::capture(|| {
+                            let mut h = Handler::new(cfg, seed);
+                            while h.step(pool, cfg) {}
+                            h.finish(pool)
+                        });
+                        stats.warnings = w.count() as u64;
+                        stats
+                    })
                 })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        }),
+        Schedule::Interleaved(order) => {
+            let (mut stats, w) = warn::capture(|| interleave(&pool, cfg, order, seed_of));
+            // One thread saw every WARN; charge them to the first handler.
+            if let Some(first) = stats.first_mut() {
+                first.warnings = w.count() as u64;
+            }
+            stats
+        }
+    };
     let elapsed = start.elapsed();
 
     let mut total = HandlerStats::default();
@@ -746,14 +783,55 @@ pub fn run(cfg: &XeConfig) -> Result<XeReport, Errno> {
     })
 }
 
-/// One GPU fault handler.
-fn handler(pool: &Pool, cfg: &XeConfig, seed: u64) -> HandlerStats {
-    let mut rng = SplitMix64::new(seed);
-    let mut st = HandlerStats::default();
-    let mut held: Vec<Held> = Vec::with_capacity(cfg.resident);
-    for _ in 0..cfg.iterations {
+/// Runs every handler on this thread, one operation at a time, choosing
+/// the next handler with a generator seeded by `order`.
+fn interleave(
+    pool: &Pool,
+    cfg: &XeConfig,
+    order: u64,
+    seed_of: impl Fn(usize) -> u64,
+) -> Vec<HandlerStats> {
+    let mut handlers: Vec<Handler> = (0..cfg.threads)
+        .map(|t| Handler::new(cfg, seed_of(t)))
+        .collect();
+    let mut live: Vec<usize> = (0..handlers.len()).collect();
+    let mut pick = SplitMix64::new(order);
+    while !live.is_empty() {
+        let i = usize::try_from(pick.below(live.len() as u64)).unwrap_or(0);
+        if !handlers[live[i]].step(pool, cfg) {
+            live.swap_remove(i);
+        }
+    }
+    handlers.into_iter().map(|h| h.finish(pool)).collect()
+}
+
+/// One GPU fault handler: its generator, what it holds and what it saw.
+struct Handler {
+    rng: SplitMix64,
+    st: HandlerStats,
+    held: Vec<Held>,
+    left: usize,
+}
+
+impl Handler {
+    fn new(cfg: &XeConfig, seed: u64) -> Self {
+        Handler {
+            rng: SplitMix64::new(seed),
+            st: HandlerStats::default(),
+            held: Vec::with_capacity(cfg.resident),
+            left: cfg.iterations,
+        }
+    }
+
+    /// One operation; `false` once the handler has done all of them.
+    fn step(&mut self, pool: &Pool, cfg: &XeConfig) -> bool {
+        let Some(left) = self.left.checked_sub(1) else {
+            return false;
+        };
+        self.left = left;
+        let (rng, st, held) = (&mut self.rng, &mut self.st, &mut self.held);
         if held.len() >= cfg.resident {
-            evict_random(pool, &mut held, &mut rng);
+            evict_random(pool, held, rng);
         }
         st.ops += 1;
         let svm = rng.below(10) < 7;
@@ -767,22 +845,27 @@ fn handler(pool: &Pool, cfg: &XeConfig, seed: u64) -> HandlerStats {
             let spread = u64::from(ORDER_2M - ORDER_64K + 1);
             ORDER_64K + u32::try_from(rng.below(spread)).unwrap_or(0)
         };
-        let Some(start) = alloc_block(pool, &mut held, &mut rng, order) else {
+        let Some(start) = alloc_block(pool, held, rng, order) else {
             st.alloc_failures += 1;
-            continue;
+            return true;
         };
         if svm {
             st.svm_faults += 1;
-            held.push(svm_fault(pool, &mut rng, start, order, &mut st));
+            held.push(svm_fault(pool, rng, start, order, st));
         } else {
             st.bo_allocs += 1;
             held.push(Held::Bo(start));
         }
+        true
     }
-    for h in held.drain(..) {
-        release(pool, h);
+
+    /// Releases everything the handler still holds.
+    fn finish(mut self, pool: &Pool) -> HandlerStats {
+        for h in self.held.drain(..) {
+            release(pool, h);
+        }
+        self.st
     }
-    st
 }
 
 /// A buddy block of `order`; on failure, evict one allocation and retry.

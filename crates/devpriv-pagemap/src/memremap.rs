@@ -1067,6 +1067,14 @@ impl DevicePrivateSpace {
             let _w = self.writer.lock();
             // Re-check under the lock: a racing unmap may have won.
             self.check_mapped(pgmap)?;
+            // The index is unpublished before the tree erase, but the order
+            // of the two is not load-bearing: both happen under the writer
+            // lock and before the grace period below, whose cookie is
+            // taken after both. A reader that finds the pagemap through
+            // either structure in between is in a read section that the
+            // grace period waits for, and nothing lets the pagemap go
+            // before it ends; the order only decides which path such a
+            // reader takes. (Erasing first is equivalent.)
             {
                 let g = self.read();
                 if !self.mutants.has(Mutant::SpaceIndexNotUnpublished) {

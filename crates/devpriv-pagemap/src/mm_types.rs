@@ -252,8 +252,18 @@ impl Page {
     /// Kernel: `page_ref_add_return()` (`folio_ref_add()`, `folio_put()` with
     /// `n = -1`).
     pub fn ref_add(&self, n: i32) -> i32 {
+        self.ref_add_ordered(n, Ordering::AcqRel)
+    }
+
+    /// [`Page::ref_add`] with the RMW's ordering given: `AcqRel` but for
+    /// the loom mutant that weakens it.
+    ///
+    /// The kernel's `atomic_add_return()` is fully ordered; `AcqRel` is
+    /// what the model relies on: a putter's earlier writes are released to
+    /// the putter that reaches zero and frees the folio (acquire).
+    pub(crate) fn ref_add_ordered(&self, n: i32, order: Ordering) -> i32 {
         let delta = u64::from(u32::from_ne_bytes(n.to_ne_bytes())) << 32;
-        let old = self.w[word::COUNTS].fetch_add(delta, Ordering::AcqRel);
+        let old = self.w[word::COUNTS].fetch_add(delta, order);
         let old = i32::from_ne_bytes(((old >> 32) as u32).to_ne_bytes());
         old.wrapping_add(n)
     }

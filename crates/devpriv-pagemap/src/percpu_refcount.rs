@@ -452,9 +452,15 @@ impl PercpuRef {
     /// The switch finishes before this returns, without a grace period (see
     /// the module docs).
     pub fn kill(&self) {
-        // The seal swaps below are what publish `DEAD` to redirected ops
-        // (they are `Release` and come after this in program order), so
-        // this ordering is not load-bearing; `AcqRel` costs nothing here.
+        // No caller relies on this ordering, nor on the `Release` half of
+        // the seal swaps below. An op redirected by a seal takes the
+        // atomic path, whose RMWs on `central` are totally ordered with the
+        // fold below, so the count stays exact either way. `DEAD` is read
+        // only by `tryget_live`: one that overlaps `kill` may succeed or
+        // fail (as `percpu_ref_tryget_live()` racing `percpu_ref_kill()`
+        // may), and one that starts after `kill` returned sees `DEAD`
+        // through happens-before, not through these stores. `AcqRel` is
+        // kept because it costs nothing here (`lock or`, `xchg`).
         let old = self.state.fetch_or(ATOMIC | DEAD, Ordering::AcqRel);
         if warn_on_once!(old & DEAD != 0, "percpu_ref_kill() called more than once") {
             return;

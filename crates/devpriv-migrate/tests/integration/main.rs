@@ -7,3 +7,4 @@ mod encodings;
 mod hazards;
 mod naive;
 mod walk;
+mod walk_steps;

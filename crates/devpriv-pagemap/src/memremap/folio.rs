@@ -427,7 +427,14 @@ pub fn folio_get(folio: Folio<'_>) {
 /// # Ok::<(), devpriv_core::Errno>(())
 /// ```
 pub fn folio_put(folio: Folio<'_>) {
-    let now = folio.page().ref_add(-1);
+    // AcqRel: a non-last putter's writes to the folio are released to the
+    // last putter, whose `folio_free` may read them (and hand the pages on).
+    let order = if folio.page().owner().mutants.has(Mutant::FolioRefRelaxed) {
+        Ordering::Relaxed
+    } else {
+        Ordering::AcqRel
+    };
+    let now = folio.page().ref_add_ordered(-1, order);
     if now == 0 {
         free_zone_device_folio(folio);
     } else if warn_on!(now < 0, "folio_put(): folio refcount was 0") {
