@@ -303,6 +303,16 @@ impl fmt::Debug for PagemapParams {
     }
 }
 
+/// The most pages one device-private pagemap can have: its pages array is
+/// one `kvzalloc()`, and `kvmalloc()` refuses more than `INT_MAX` bytes.
+/// 2^25 − 1 pages of 64-byte `struct page`s, just under 128 GiB of device
+/// memory.
+///
+/// Kernel: `INT_MAX / sizeof(struct page)`, from the `size > INT_MAX` check
+/// of `__kvmalloc_node_noprof()` (`mm/slub.c`, 7.0) applied to
+/// `memremap_device_private_pagemap()`'s `kvzalloc()` (v6 proposal).
+pub const MAX_PAGEMAP_PAGES: u64 = i32::MAX as u64 / 64;
+
 const LIVE: u32 = 0;
 const DYING: u32 = 1;
 const UNMAPPED: u32 = 2;
@@ -745,23 +755,41 @@ impl DevicePrivateSpace {
     /// and `_mapcount` −1. A negative `nid` means the current node (node 0
     /// in the model: `numa_mem_id()`).
     ///
+    /// The checks come in the kernel's order: the arguments (`EINVAL`),
+    /// then the pages array (`kvzalloc()`, `ENOMEM`), then the tree
+    /// (`mtree_alloc_range()`: `EINVAL` for a size of 0 or past the space,
+    /// `EBUSY` when no gap is large enough). The pages array is one
+    /// `kvzalloc()` of `sizeof(struct page) * nr_pages` bytes, and
+    /// `kvmalloc()` refuses more than `INT_MAX` bytes with a `WARN`, so a
+    /// pagemap holds at most [`MAX_PAGEMAP_PAGES`] (2^25 − 1) pages: just
+    /// under 128 GiB of device memory. This is a property of the v6
+    /// proposal on a 7.0 kernel, not of the model: a device with 128 GiB
+    /// or more (H200's 141 GB, MI300X's 192 GB) cannot be mapped by one
+    /// call and must be split into several pagemaps.
+    ///
     /// # Differences from the kernel
     ///
     /// - The kernel allocates the range, then initialises the pages. The
     ///   model finds the range (`find_gap`), builds and initialises the
     ///   whole pagemap, and then inserts it, so no reader can see a
     ///   half-built pagemap. Writers are serialised, so the gap stays free.
-    /// - A request larger than the whole space is rejected (`EINVAL`, as
-    ///   `mtree_alloc_range` would) before the pages array is allocated.
+    ///   The errors and their precedence are the kernel's.
+    /// - The kernel's `64 * nr_pages` wraps for `nr_pages >= 2^58` (and
+    ///   would then allocate a small array); the model refuses those too.
     /// - With [`Packing::SectionAligned`] the start is section-aligned.
     ///
     /// # Errors
     ///
-    /// - `EINVAL` (with a `WARN`): the type is not `MEMORY_DEVICE_PRIVATE`,
-    ///   `ops` is missing or has no `migrate_to_ram`, `owner` is missing;
-    ///   also `nr_pages` is 0 or larger than the space.
-    /// - `ENOMEM`: the pages array cannot be allocated.
-    /// - `EBUSY`: no free range of the address space is large enough.
+    /// In this order:
+    ///
+    /// 1. `EINVAL` (with a `WARN`): the type is not `MEMORY_DEVICE_PRIVATE`,
+    ///    `ops` is missing or has no `migrate_to_ram`, `owner` is missing.
+    /// 2. `ENOMEM` (with a `WARN`): `nr_pages` is above
+    ///    [`MAX_PAGEMAP_PAGES`] (`kvmalloc()`'s `INT_MAX` cap), even if the
+    ///    space is full or smaller than the request; also if the host
+    ///    refuses the allocation.
+    /// 3. `EINVAL`: `nr_pages` is 0 or larger than the space.
+    /// 4. `EBUSY`: no free range of the address space is large enough.
     ///
     /// On every error nothing is reserved and nothing is leaked.
     ///
@@ -812,6 +840,14 @@ impl DevicePrivateSpace {
             warn_on!(true, "memremap_device_private_pagemap(): no owner");
             return Err(Errno::EINVAL);
         };
+        // kvzalloc(sizeof(struct page) * nr_pages) comes before the tree:
+        // kvmalloc refuses more than INT_MAX bytes, with a WARN.
+        if warn_on_once!(
+            nr_pages.get() > MAX_PAGEMAP_PAGES,
+            "memremap_device_private_pagemap(): kvmalloc() of the pages array > INT_MAX"
+        ) {
+            return Err(Errno::ENOMEM);
+        }
         let space = self.cfg.space_size();
         let size = nr_pages
             .checked_bytes()

@@ -18,10 +18,10 @@ use bad_input::{assert_errno, np};
 use devpriv_core::{Errno, Order, PageCount, PhysAddr};
 use devpriv_pagemap::resource::{IomemConfig, IomemResource, ResourceKind};
 use devpriv_pagemap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, InitError, MemoryType, PageRef,
-    PagemapParams, ReinitPolicy, VmFault, folio_put, folio_split_unmapped, free_zone_device_folio,
-    migrate_device_split_page, prep_compound_page, split_unmapped_folio, zone_device_folio_init,
-    zone_device_page_init,
+    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, InitError, MAX_PAGEMAP_PAGES, MemoryType,
+    PageRef, PagemapParams, ReinitPolicy, VmFault, folio_put, folio_split_unmapped,
+    free_zone_device_folio, migrate_device_split_page, prep_compound_page, split_unmapped_folio,
+    zone_device_folio_init, zone_device_page_init,
 };
 use space::{params, pgmap_snap, small_space, space_snap, space_unchanged};
 use std::sync::Arc;
@@ -58,7 +58,13 @@ fn memremap_device_private_pagemap_bad_params() {
             params(1 << 16 | 1),
             Errno::EINVAL,
         ),
-        ("nr_pages u64::MAX", params(u64::MAX), Errno::EINVAL),
+        // kvzalloc() of the pages array comes before the tree: ENOMEM wins.
+        ("nr_pages u64::MAX", params(u64::MAX), Errno::ENOMEM),
+        (
+            "pages array over INT_MAX bytes (2^25 pages)",
+            params(MAX_PAGEMAP_PAGES + 1),
+            Errno::ENOMEM,
+        ),
         (
             "memory type not Private",
             PagemapParams {

@@ -11,8 +11,8 @@ use devpriv_core::{
 use devpriv_pagemap::mm_types::word;
 use devpriv_pagemap::page_flags::{PG_RESERVED, ZONE_DEVICE, flags_node, flags_zone};
 use devpriv_pagemap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, NoopOps, Owner, Packing,
-    PagemapParams, SpaceConfig, VmFault,
+    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, MAX_PAGEMAP_PAGES, MemoryType, NoopOps,
+    Owner, Packing, PagemapParams, SpaceConfig, VmFault,
 };
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -81,6 +81,47 @@ fn memremap_initialises_every_page_like_init_zone_device_page() {
     assert!(pm.is_unmapped() && space.is_empty());
     assert!(pm.done().is_done());
     space.validate().unwrap();
+}
+
+/// The pages array is one `kvzalloc()`, before `mtree_alloc_range()`:
+/// 2^25 pages (128 GiB) or more is `ENOMEM` with a WARN, whatever the tree
+/// would have said, and nothing is reserved. Just below the cap the tree
+/// decides. No test allocates the 2 GiB array.
+#[test]
+fn pages_array_over_int_max_is_enomem_before_the_tree() {
+    assert_eq!(MAX_PAGEMAP_PAGES, (1 << 25) - 1);
+    assert!(MAX_PAGEMAP_PAGES * 64 <= i32::MAX as u64);
+    assert!((MAX_PAGEMAP_PAGES + 1) * 64 > i32::MAX as u64);
+    let over = MAX_PAGEMAP_PAGES + 1;
+    let enomem = |space: &DevicePrivateSpace, nr: u64| {
+        let (r, w) = capture(|| space.memremap_device_private_pagemap(params(nr), 0));
+        assert_eq!(r.map(|_| ()), Err(Errno::ENOMEM), "{nr} pages");
+        assert_eq!(w.count_matching("INT_MAX"), 1, "one kvmalloc WARN");
+    };
+    // (a) The default 64 TiB space could hold it: ENOMEM all the same.
+    let space = DevicePrivateSpace::new();
+    enomem(&space, over);
+    assert!(space.is_empty());
+    // (b) A space smaller than the request: the kernel's tree would say
+    // EINVAL, but the allocation fails first.
+    let small = small_space(Packing::KernelExact, 30);
+    enomem(&small, over);
+    enomem(&small, u64::MAX);
+    // (c) A full space: ENOMEM, not EBUSY.
+    let all = small
+        .memremap_device_private_pagemap(params(1 << 18), 0)
+        .unwrap();
+    enomem(&small, over);
+    // (d) Just below the cap the tree decides: EINVAL (larger than the
+    // space) or EBUSY, without the WARN.
+    let (r, w) = capture(|| small.memremap_device_private_pagemap(params(MAX_PAGEMAP_PAGES), 0));
+    assert_eq!(r.map(|_| ()), Err(Errno::EINVAL));
+    assert_eq!(w.count_matching("INT_MAX"), 0);
+    let (r, w) = capture(|| small.memremap_device_private_pagemap(params(1), 0));
+    assert_eq!(r.map(|_| ()), Err(Errno::EBUSY));
+    assert_eq!(w.count_matching("INT_MAX"), 0);
+    small.memunmap_device_private_pagemap(&all).unwrap();
+    small.validate().unwrap();
 }
 
 #[test]
