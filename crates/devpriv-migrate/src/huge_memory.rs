@@ -239,13 +239,17 @@ fn split_dev_to_order0(f: Folio<'_>) -> Result<(), Errno> {
     if old < moved + 1 {
         return Err(Errno::EINVAL);
     }
+    let head = i32::try_from(old - moved).map_err(|_| Errno::EINVAL)?;
     split_unmapped_folio(f, Order::ZERO)?;
+    // 7.0's __folio_freeze_and_split_unmapped(): the callbacks run on
+    // frozen folios (refcount 0), each new folio is unfrozen after its
+    // callback, the original after the final (orig, NULL) call.
+    f.page().set_refcount(0);
     for (j, p) in pages.iter().enumerate().skip(1) {
-        p.set_refcount(maps[j] + 1);
         zone_device_private_split_cb(f, Some(Folio::from_head(*p)));
+        p.set_refcount(maps[j] + 1);
     }
     zone_device_private_split_cb(f, None);
-    let head = i32::try_from(old - moved).map_err(|_| Errno::EINVAL)?;
     f.page().set_refcount(head);
     Ok(())
 }

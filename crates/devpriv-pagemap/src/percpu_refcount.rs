@@ -4,9 +4,8 @@
 //! Kernel: `lib/percpu-refcount.c`, `include/linux/percpu-refcount.h`,
 //! `kernel/sched/completion.c`.
 //!
-//! A [`PercpuRef`] is `struct percpu_ref` as `mm/memremap.c` uses it for
-//! `pgmap->ref` (spec §1.5, §1.6, §2.4): it starts *live* holding one
-//! *initial* reference; every allocated device page holds one more
+//! A [`PercpuRef`] is `struct percpu_ref` (main) as `mm/memremap.c` uses it
+//! for `pgmap->ref`: it starts *live* holding one *initial* reference; every allocated device page holds one more
 //! ([`PercpuRef::tryget_many`] at allocation, [`PercpuRef::put_many`] at
 //! free); teardown calls [`PercpuRef::kill`], which switches the count to
 //! *atomic* mode and drops the initial reference, and then waits on a
@@ -441,22 +440,41 @@ impl PercpuRef {
 
     /// Marks the count dead, switches it to atomic mode and drops the
     /// initial reference; if no other reference is held, `release` runs
-    /// before this returns (on this thread). A second call hits a
-    /// `WARN_ON_ONCE` and does nothing else.
+    /// before this returns (on this thread).
+    ///
+    /// A second call hits a `WARN_ON_ONCE` and then, as the kernel does,
+    /// **drops one more reference**: the mode switch is a no-op (the count
+    /// is already atomic), but the put is not. If that put reaches zero,
+    /// `release` runs while a page may still be allocated (for a
+    /// `dev_pagemap`: `done` completes early and teardown can finish under
+    /// a live page). [`DevPagemap`](crate::DevPagemap)'s teardown kills
+    /// its ref once only, so pagemaps never do this.
     ///
     /// Kernel: `percpu_ref_kill()` (= `percpu_ref_kill_and_confirm(ref,
-    /// NULL)`), `lib/percpu-refcount.c`.
+    /// NULL)`: `WARN_ONCE(percpu_ref_is_dying(ref), ...)`, set
+    /// `__PERCPU_REF_DEAD`, switch to atomic, `percpu_ref_put(ref)`),
+    /// `lib/percpu-refcount.c` (main).
     ///
     /// # Differences from the kernel
     ///
     /// The switch finishes before this returns, without a grace period (see
-    /// the module docs).
+    /// the module docs). A put below zero takes the model's own `WARN`
+    /// ("percpu_ref put below zero"); the kernel's atomic-mode put has none.
     pub fn kill(&self) {
         // The seal swaps below are what publish `DEAD` to redirected ops
         // (they are `Release` and come after this in program order), so
         // this ordering is not load-bearing; `AcqRel` costs nothing here.
         let old = self.state.fetch_or(ATOMIC | DEAD, Ordering::AcqRel);
         if warn_on_once!(old & DEAD != 0, "percpu_ref_kill() called more than once") {
+            // Already atomic: only the put of percpu_ref_kill_and_confirm()
+            // is left to do. The kernel serialises kills (and holds a
+            // reference across the switch); here a racing first kill may
+            // still be folding the shards, so put only once `central` has
+            // lost its bias, or the put could hide the release.
+            while is_high(self.central.load(Ordering::Acquire)) {
+                devpriv_core::sync::spin_loop();
+            }
+            self.atomic_put(1);
             return;
         }
         let skip_seal = self.mutants.has(Mutant::PercpuRefKillSkipsSeal);
@@ -568,20 +586,38 @@ mod tests {
         assert!(r.is_zero());
     }
 
+    /// `percpu_ref_kill_and_confirm()` WARNs on a dying ref and then still
+    /// puts: a second kill drops one more reference, which can release the
+    /// count while a reference is outstanding.
     #[test]
-    fn second_kill_warns_and_does_nothing() {
-        let (r, rel) = counted();
+    fn second_kill_warns_and_puts_again() {
+        let (r, done) = PercpuRef::with_completion();
         r.get_many(1);
+        assert_eq!(r.count(), 2);
+        r.kill();
+        assert_eq!(r.count(), 1, "the first kill drops the initial reference");
+        assert!(!done.is_done());
+        let ((), w) = warn::capture(|| r.kill());
+        assert_eq!(w.count_matching("called more than once"), 1);
+        assert_eq!(r.count(), 0, "the second kill dropped the page's reference");
+        assert!(r.is_zero());
+        assert!(done.is_done(), "released with a reference still held");
+        // The holder's own put then goes below zero.
+        let ((), w) = warn::capture(|| r.put_many(1));
+        assert_eq!(w.count_matching("below zero"), 1);
+        assert_eq!(r.count(), -1);
+    }
+
+    #[test]
+    fn second_kill_releases_exactly_once() {
+        let (r, rel) = counted();
+        r.get_many(2);
         r.kill();
         let ((), w) = warn::capture(|| r.kill());
         assert_eq!(w.count_matching("called more than once"), 1);
-        assert_eq!(r.count(), 1, "the second kill dropped nothing");
-        assert_eq!(released(&rel), 0);
+        assert_eq!((r.count(), released(&rel)), (1, 0));
         r.put_many(1);
         assert_eq!(released(&rel), 1);
-        let ((), w) = warn::capture(|| r.kill());
-        assert_eq!(w.count_matching("called more than once"), 1);
-        assert_eq!(released(&rel), 1, "no second release");
     }
 
     #[test]
@@ -676,17 +712,25 @@ mod tests {
 
     #[test]
     fn concurrent_kills_release_once_and_warn_once() {
-        let (r, rel) = counted();
-        let kills: Vec<_> = (0..2)
-            .map(|_| {
-                let r = Arc::clone(&r);
-                std::thread::spawn(move || warn::capture(|| r.kill()).1.count())
-            })
-            .collect();
-        let warned: usize = kills.into_iter().map(|t| t.join().unwrap()).sum();
-        assert_eq!(warned, 1);
-        assert_eq!(released(&rel), 1);
-        assert!(r.is_zero());
+        for _ in 0..50 {
+            let (r, rel) = counted();
+            r.get_many(1);
+            let kills: Vec<_> = (0..2)
+                .map(|_| {
+                    let r = Arc::clone(&r);
+                    std::thread::spawn(move || {
+                        warn::capture(|| r.kill())
+                            .1
+                            .count_matching("called more than once")
+                    })
+                })
+                .collect();
+            let warned: usize = kills.into_iter().map(|t| t.join().unwrap()).sum();
+            assert_eq!(warned, 1);
+            // Two kills drop the initial reference and the one held.
+            assert_eq!(released(&rel), 1);
+            assert!(r.is_zero());
+        }
     }
 
     #[test]

@@ -414,7 +414,6 @@ fn split_unmapped_folio_bad_inputs() {
         ("not large", small, o(0), Errno::EINVAL),
         ("new order equal to the order", f, o(2), Errno::EINVAL),
         ("new order above the order", f, o(3), Errno::EINVAL),
-        ("order 1 where anon forbids it", f, o(1), Errno::EINVAL),
     ];
     for (what, folio, new, e) in &rows {
         let r = space_unchanged(&s, what, || split_unmapped_folio(*folio, *new));

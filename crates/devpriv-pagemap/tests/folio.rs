@@ -49,7 +49,16 @@ struct Driver {
     split_op: Option<bool>,
     space: Mutex<Weak<DevicePrivateSpace>>,
     split_seen: Mutex<Vec<SplitSeen>>,
+    /// Provide a `folio_split` op that restores the new folio's pgmap and
+    /// mapping and records what each call saw in `split_refs`.
+    record_split_refs: bool,
+    split_refs: Mutex<Vec<SplitRefs>>,
 }
+
+/// One split callback as a recording driver saw it: the new folio's head
+/// index and refcount (`None` for the final call) and the original's
+/// refcount.
+type SplitRefs = (Option<(usize, i32)>, i32);
 
 impl DevPagemapOps for Driver {
     fn folio_free(&self, folio: Folio<'_>) {
@@ -65,10 +74,19 @@ impl DevPagemapOps for Driver {
     }
 
     fn has_folio_split(&self) -> bool {
-        self.split_op.is_some()
+        self.split_op.is_some() || self.record_split_refs
     }
 
     fn folio_split(&self, head: Folio<'_>, tail: Option<Folio<'_>>) {
+        if self.record_split_refs {
+            let new = tail.map(|t| (t.page().index(), t.ref_count()));
+            self.split_refs.lock().push((new, head.ref_count()));
+            if let Some(t) = tail {
+                t.set_pgmap(head.page().owner());
+                t.set_mapping(head.mapping());
+            }
+            return;
+        }
         let (Some(restore_first), Some(tail)) = (self.split_op, tail) else {
             return;
         };
@@ -780,6 +798,71 @@ fn split_without_a_driver_op_restores_pgmap_and_mapping_itself() {
     }
 }
 
+/// 7.0's `__folio_freeze_and_split_unmapped()`: each new folio's callback
+/// runs while that folio is still frozen (refcount 0), before it is
+/// unfrozen; the final `(orig, NULL)` call runs while the original is still
+/// frozen. Afterwards every piece has refcount 1.
+#[test]
+fn split_callbacks_see_frozen_folios() {
+    let drv = Driver {
+        record_split_refs: true,
+        ..Driver::default()
+    };
+    let fx = fixture_with(ReinitPolicy::AtAlloc, 2048, drv);
+    let f = fx.alloc(B, 9).unwrap();
+    f.set_mapping(0x4000 | PAGE_MAPPING_ANON);
+    folio_split_unmapped(f, ord(0)).unwrap();
+    let seen = fx.drv.split_refs.lock().clone();
+    assert_eq!(seen.len(), 512);
+    for (k, &(new, orig)) in seen[..511].iter().enumerate() {
+        assert_eq!(new, Some((B + k + 1, 0)), "callback {k}: new folio frozen");
+        assert_eq!(orig, 0, "callback {k}: original frozen");
+    }
+    assert_eq!(seen[511], (None, 0), "final call before the unfreeze");
+    for j in 0..512 {
+        well_formed_piece(&fx, B + j, 0).unwrap();
+        fx.release(Folio::from_head(fx.page(B + j)));
+    }
+    fx.unmap().unwrap();
+}
+
+/// `folio_split_unmapped()` to order 1 on an anon folio: 7.0 does not call
+/// `folio_check_splittable()`, and `__split_unmapped_folio()` skips order 1
+/// for anon folios, so nothing is split, no WARN, the result is 0, and the
+/// final `(orig, NULL)` callback still runs (on the frozen original).
+#[test]
+fn anon_split_to_order_1_is_a_noop_with_the_final_callback() {
+    let drv = Driver {
+        record_split_refs: true,
+        ..Driver::default()
+    };
+    let fx = fixture_with(ReinitPolicy::AtAlloc, 2048, drv);
+    let base = fx.refs();
+    let f = fx.alloc(B, 9).unwrap();
+    f.set_mapping(0x4000 | PAGE_MAPPING_ANON);
+    let before = fx.snapshot();
+    let (r, w) = capture(|| folio_split_unmapped(f, ord(1)));
+    assert_eq!(r, Ok(()));
+    assert_eq!(w.count(), 0, "no WARN");
+    assert_eq!(*fx.drv.split_refs.lock(), vec![(None, 0)]);
+    assert_eq!(
+        (f.order(), f.ref_count(), f.test_locked()),
+        (ord(9), 1, true)
+    );
+    let after = fx.snapshot();
+    assert_eq!(
+        changed(&before, &after),
+        Vec::<usize>::new(),
+        "nothing split"
+    );
+    // The core split alone: also nothing, also Ok.
+    assert_eq!(split_unmapped_folio(f, ord(1)), Ok(()));
+    assert_eq!(f.order(), ord(9));
+    fx.release(f);
+    assert_eq!(fx.refs(), base);
+    fx.unmap().unwrap();
+}
+
 #[test]
 fn split_refuses_bad_requests() {
     let fx = fixture(ReinitPolicy::AtAlloc);
@@ -788,10 +871,6 @@ fn split_refuses_bad_requests() {
     let (r, _) = capture(|| folio_split_unmapped(f, ord(0)));
     assert_eq!(r, Err(Errno::EINVAL));
     f.set_mapping(0x4000 | PAGE_MAPPING_ANON);
-    // Anon folios cannot be order 1.
-    let (r, w) = capture(|| folio_split_unmapped(f, ord(1)));
-    assert_eq!(r, Err(Errno::EINVAL));
-    assert_eq!(w.count_matching("order-1"), 1);
     // Not lower than the current order.
     let (r, _) = capture(|| folio_split_unmapped(f, ord(4)));
     assert_eq!(r, Err(Errno::EINVAL));
