@@ -98,11 +98,33 @@ pub const MAX_PAGE_ORDER: u32 = 10;
 /// (hazard H17).
 pub const MAX_ORDER_NR_PAGES: u64 = 1 << MAX_PAGE_ORDER;
 
-/// Largest folio order without gigantic folios configured.
+/// `PUD_SHIFT - PAGE_SHIFT`: the order of a 1 GiB folio (18).
 ///
-/// Kernel: `MAX_FOLIO_ORDER`, `include/linux/mm.h` (equal to `MAX_PAGE_ORDER`
-/// here).
-pub const MAX_FOLIO_ORDER: u32 = MAX_PAGE_ORDER;
+/// Kernel: `PUD_ORDER`, `include/linux/pgtable.h`.
+pub const PUD_ORDER: u32 = PUD_SHIFT - PAGE_SHIFT;
+
+/// Largest folio order on x86-64 with `CONFIG_ZONE_DEVICE` and
+/// `CONFIG_HUGETLB_PAGE` (a distro configuration): 22, a 16 GiB folio.
+///
+/// Kernel: `MAX_FOLIO_ORDER`, `include/linux/mm.h` (7.0). ZONE_DEVICE with
+/// PUD THP selects `CONFIG_HAVE_GIGANTIC_FOLIOS`, so it is not
+/// `MAX_PAGE_ORDER`; with `CONFIG_HUGETLB_PAGE` (and SPARSEMEM_VMEMMAP) it
+/// is `get_order(SZ_16G)` = 22, without it `PUD_ORDER` = 18
+/// ([`MAX_FOLIO_ORDER_NO_HUGETLB`]). `MAX_PAGE_ORDER` (10) applies only
+/// with neither gigantic hugetlb pages nor ZONE_DEVICE.
+///
+/// # Differences from the kernel
+///
+/// A fixed value for the common configuration, not a build setting; the
+/// model only uses it in `folio_set_order()`'s debug `WARN`.
+pub const MAX_FOLIO_ORDER: u32 = 34 - PAGE_SHIFT;
+
+/// `MAX_FOLIO_ORDER` on x86-64 with `CONFIG_ZONE_DEVICE` but without
+/// `CONFIG_HUGETLB_PAGE`: `PUD_ORDER` (18).
+///
+/// Kernel: `MAX_FOLIO_ORDER`, `include/linux/mm.h` (7.0, the `PUD_ORDER`
+/// branch).
+pub const MAX_FOLIO_ORDER_NO_HUGETLB: u32 = PUD_ORDER;
 
 /// `MAX_PHYSMEM_BITS` with 4-level paging on x86-64.
 ///
@@ -181,6 +203,12 @@ mod tests {
         assert_eq!(HPAGE_PMD_NR, 512);
         assert_eq!(HPAGE_PMD_SIZE, 2 << 20);
         assert_eq!(MAX_ORDER_NR_PAGES, 1024);
+        // x86-64 with ZONE_DEVICE: gigantic folios, 16 GiB with hugetlb,
+        // 1 GiB without.
+        assert_eq!(MAX_FOLIO_ORDER, 22);
+        assert_eq!(PAGE_SIZE << MAX_FOLIO_ORDER, 16 << 30);
+        assert_eq!(MAX_FOLIO_ORDER_NO_HUGETLB, 18);
+        assert_eq!(PAGE_SIZE << MAX_FOLIO_ORDER_NO_HUGETLB, PUD_SIZE);
         assert_eq!(PAGE_MASK, 0xffff_ffff_ffff_f000);
         assert_eq!(PMD_SIZE, 2 << 20);
         assert_eq!(PMD_MASK, 0xffff_ffff_ffe0_0000);
@@ -199,7 +227,7 @@ mod tests {
         assert_eq!(PagingMode::FiveLevel.swp_pfn_bits(), 40);
         assert_eq!(PagingMode::FourLevel.swp_pfn_mask(), (1 << 34) - 1);
         // The largest page-aligned offset below `1 << MAX_PHYSMEM_BITS` bytes
-        // is exactly SWP_PFN_MASK (kernel-semantics.md 2.3).
+        // is exactly SWP_PFN_MASK (hazard H14, docs/hazards.md).
         let m = PagingMode::FourLevel;
         assert_eq!(
             (m.physmem_size() - PAGE_SIZE) >> PAGE_SHIFT,

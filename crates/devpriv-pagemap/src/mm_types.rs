@@ -37,7 +37,9 @@ use crate::page_flags::{
     FOLIO_ORDER_MASK, PG_HEAD, PG_LARGE_RMAPPABLE, PG_LOCKED, ZONE_DEVICE, flags_zone,
 };
 use devpriv_core::sync::atomic::{AtomicU64, Ordering};
-use devpriv_core::{DevicePrivateOffset, Order, PageCount, Pfn, warn_on, warn_on_once};
+use devpriv_core::{
+    DevicePrivateOffset, MAX_FOLIO_ORDER, Order, PageCount, Pfn, warn_on, warn_on_once,
+};
 use std::fmt;
 use std::ops::Deref;
 
@@ -644,9 +646,18 @@ impl<'g> Folio<'g> {
 
     /// Sets the order: the low byte of page\[1\]'s flags and `_nr_pages`
     /// (the low half of page\[1\]'s `memcg_data`). Takes a `WARN` and does
-    /// nothing for order 0 or a folio that is not large.
+    /// nothing for order 0 or a folio that is not large. An order above
+    /// [`MAX_FOLIO_ORDER`](devpriv_core::MAX_FOLIO_ORDER) (22) takes the
+    /// kernel's debug `WARN` and is still written.
     ///
-    /// Kernel: `folio_set_order()`, `mm/internal.h`.
+    /// Kernel: `folio_set_order()`, `mm/internal.h` (7.0: `WARN_ON_ONCE(!order
+    /// || !folio_test_large(folio))` returns; `VM_WARN_ON_ONCE(order >
+    /// MAX_FOLIO_ORDER)` does not).
+    ///
+    /// # Differences from the kernel
+    ///
+    /// The `MAX_FOLIO_ORDER` check is a `VM_WARN` (only with
+    /// `CONFIG_DEBUG_VM`); the model always takes it.
     pub fn set_order(self, order: Order) {
         if warn_on!(
             order == Order::ZERO || !self.is_large(),
@@ -654,6 +665,10 @@ impl<'g> Folio<'g> {
         ) {
             return;
         }
+        warn_on_once!(
+            order.get() > MAX_FOLIO_ORDER,
+            "folio_set_order(): order > MAX_FOLIO_ORDER"
+        );
         let Some(p1) = self.nth_page(1) else {
             warn_on!(true, "folio_set_order(): no page[1]");
             return;

@@ -15,7 +15,9 @@
 
 use devpriv_core::sync::Mutex;
 use devpriv_core::warn::capture;
-use devpriv_core::{DevicePrivateOffset, Errno, MAX_ORDER_NR_PAGES, Order, PageCount};
+use devpriv_core::{
+    DevicePrivateOffset, Errno, MAX_FOLIO_ORDER, MAX_ORDER_NR_PAGES, Order, PageCount,
+};
 use devpriv_pagemap::mm_types::{PAGE_MAPPING_ANON, TAIL_MAPPING, word};
 use devpriv_pagemap::page_flags::{
     PG_ANON_EXCLUSIVE, PG_HAS_HWPOISONED, PG_HEAD, PG_LARGE_RMAPPABLE, PG_LOCKED,
@@ -860,6 +862,30 @@ fn anon_split_to_order_1_is_a_noop_with_the_final_callback() {
     assert_eq!(f.order(), ord(9));
     fx.release(f);
     assert_eq!(fx.refs(), base);
+    fx.unmap().unwrap();
+}
+
+/// `folio_set_order()`'s `VM_WARN_ON_ONCE(order > MAX_FOLIO_ORDER)`: 22 on
+/// x86-64 with ZONE_DEVICE and hugetlb. It warns and still writes the
+/// order (only order 0 or a small folio makes it return).
+#[test]
+fn set_order_above_max_folio_order_warns_and_still_writes() {
+    assert_eq!(MAX_FOLIO_ORDER, 22);
+    let fx = fixture(ReinitPolicy::AtAlloc);
+    let f = fx.alloc(B, 9).unwrap();
+    let ((), w) = capture(|| f.set_order(ord(22)));
+    assert_eq!(w.count_matching("MAX_FOLIO_ORDER"), 0);
+    assert_eq!(f.order(), ord(22));
+    let ((), w) = capture(|| f.set_order(ord(23)));
+    assert_eq!(w.count_matching("MAX_FOLIO_ORDER"), 1);
+    assert_eq!(f.order(), ord(23), "written anyway");
+    assert_eq!(f.nr_pages(), PageCount::new(1 << 23));
+    // Order 0 is refused (and not written).
+    let ((), w) = capture(|| f.set_order(Order::ZERO));
+    assert_eq!(w.count_matching("order 0 or not a large folio"), 1);
+    assert_eq!(f.order(), ord(23));
+    f.set_order(ord(9));
+    fx.release(f);
     fx.unmap().unwrap();
 }
 
