@@ -21,8 +21,10 @@
 //!   non-uniform (buddy) split that halves around `split_at` is not.
 //! - No xarray, page cache, swap cache, LRU, memcg or `page_owner`
 //!   bookkeeping: device-private folios have none of it.
-//! - The young/idle and `last_cpupid` copies are not modelled (the model
-//!   has no such bits); `memcg_data` is copied as a whole word.
+//! - The young/idle copies are not modelled (the model has no such bits),
+//!   nor is the `last_cpupid` copy: every device page keeps the all-ones
+//!   value it was mapped with, so the copy would change nothing.
+//!   `memcg_data` is copied as a whole word.
 
 use crate::memremap::zone_device_private_split_cb;
 use crate::mm_types::{Folio, PageRef, word};

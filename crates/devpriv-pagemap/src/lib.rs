@@ -47,10 +47,11 @@ mod sparse;
 
 pub use huge_memory::{folio_split_unmapped, migrate_device_split_page, split_unmapped_folio};
 pub use memremap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, DevmPagemap, InitError, MAX_PAGEMAP_PAGES,
-    MemoryType, NoopOps, Owner, Packing, PagemapParams, ReinitPolicy, SectionSlot, SpaceConfig,
-    SpaceReadGuard, ValidateError, VmFault, folio_get, folio_put, free_zone_device_folio,
-    zone_device_folio_init, zone_device_page_init, zone_device_private_split_cb,
+    DevPagemap, DevPagemapOps, DevicePrivateSpace, DevmPagemap, FreePath, InitError,
+    MAX_PAGEMAP_PAGES, MemoryType, NoopOps, Owner, Packing, PagemapParams, ReinitPolicy,
+    SectionSlot, SpaceConfig, SpaceReadGuard, ValidateError, VmFault, folio_get, folio_put,
+    free_zone_device_folio, zone_device_folio_init, zone_device_page_init,
+    zone_device_private_split_cb,
 };
 pub use mm_types::{Folio, Page, PageRef, PgmapCookie, WouldBlock};
 pub use page_alloc::prep_compound_page;

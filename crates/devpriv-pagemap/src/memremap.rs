@@ -31,7 +31,7 @@ pub use folio::{
 pub use validate::{SectionSlot, ValidateError};
 
 use crate::mm_types::{Folio, Page, PageRef, PgmapCookie, word};
-use crate::page_flags::{PG_RESERVED, ZONE_DEVICE, page_links};
+use crate::page_flags::{PG_RESERVED, ZONE_DEVICE, page_cpupid_reset_last, page_links};
 use crate::percpu_refcount::{Completion, PercpuRef};
 use crate::sparse::{Hit, IndexView, SectionIndex, Slot, StaleBase};
 use devpriv_core::mutant::{Mutant, Mutants};
@@ -344,6 +344,7 @@ pub struct DevPagemap {
     done: Arc<Completion>,
     state: AtomicU32,
     reinit: AtomicU32,
+    free_path: AtomicU32,
     /// `true` until the space lets the pagemap go (seen by loom only).
     /// Lookups read it and `memunmap` writes it after the grace period, so
     /// loom reports any reader not ordered before the reclamation.
@@ -464,6 +465,24 @@ impl DevPagemap {
     pub fn set_reinit_policy(&self, policy: ReinitPolicy) {
         self.reinit
             .store(u32::from(policy.to_u8()), Ordering::Relaxed);
+    }
+
+    /// Which pagemap `free_zone_device_folio()` drops this pagemap's folio
+    /// references on (see [`FreePath`]).
+    ///
+    /// Kernel: none (the kernel has one free path).
+    pub fn free_path(&self) -> FreePath {
+        #[expect(clippy::cast_possible_truncation, reason = "stored from a u8")]
+        FreePath::from_u8(self.free_path.load(Ordering::Relaxed) as u8)
+    }
+
+    /// Chooses this pagemap's free path (the space's setting is only the
+    /// starting value).
+    ///
+    /// Kernel: none (model only).
+    pub fn set_free_path(&self, path: FreePath) {
+        self.free_path
+            .store(u32::from(path.to_u8()), Ordering::Relaxed);
     }
 
     /// `true` once `memunmap` has removed it from its space.
@@ -591,6 +610,55 @@ impl ReinitPolicy {
     }
 }
 
+/// Which pagemap `free_zone_device_folio()` drops the folio's references
+/// on, after `ops->folio_free()` has handed the pages back to the driver.
+///
+/// Kernel: `free_zone_device_folio()`, `mm/memremap.c`. 7.0-rc6 ends with
+/// `percpu_ref_put_many(&folio->pgmap->ref, nr)`, re-reading the folio
+/// after `folio_free` ([`V7_0`](FreePath::V7_0)). Commit 399289849560
+/// ("mm/zone_device: do not touch device folio after calling
+/// ->folio_free()", Matthew Brost, April 2026; Fixes d245f9b4ab80; in
+/// 7.0.y stable and 7.1) puts them on the `pgmap` read at entry instead
+/// ([`Fixed`](FreePath::Fixed)), because "the folio may be reallocated by a
+/// driver with a different order" as soon as `folio_free` returns
+/// (hazard H19, `docs/hazards.md`).
+///
+/// # Differences from the kernel
+///
+/// The kernel has one of these at a time; the model lets a space, or a
+/// single pagemap, choose, so the use-after-free can be shown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum FreePath {
+    /// The fix (399289849560): the references go to the pagemap read at
+    /// entry; the folio is not touched after `folio_free`.
+    #[default]
+    Fixed,
+    /// 7.0-rc6: word 1 of the folio is read again after `folio_free`. If
+    /// the driver has meanwhile reused the page inside a new folio of
+    /// another order, word 1 is a tail link, not a pagemap: the kernel
+    /// dereferences a `struct page` as a `struct dev_pagemap`; the model
+    /// takes a `WARN` ("folio->pgmap is not a pagemap") and drops nothing,
+    /// so the pagemap leaks `nr` references and its teardown never
+    /// finishes.
+    V7_0,
+}
+
+impl FreePath {
+    fn to_u8(self) -> u8 {
+        match self {
+            FreePath::Fixed => 0,
+            FreePath::V7_0 => 1,
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => FreePath::V7_0,
+            _ => FreePath::Fixed,
+        }
+    }
+}
+
 /// Settings of a [`DevicePrivateSpace`].
 ///
 /// Kernel: none (the kernel's values are compile- or boot-time).
@@ -610,6 +678,9 @@ pub struct SpaceConfig {
     /// The reinit policy new pagemaps start with (each pagemap can change
     /// its own with [`DevPagemap::set_reinit_policy`]).
     pub reinit: ReinitPolicy,
+    /// The free path new pagemaps start with (each pagemap can change its
+    /// own with [`DevPagemap::set_free_path`]).
+    pub free_path: FreePath,
 }
 
 impl SpaceConfig {
@@ -632,6 +703,7 @@ impl Default for SpaceConfig {
             section_shift: 21,
             space_shift: None,
             reinit: ReinitPolicy::AtAlloc,
+            free_path: FreePath::Fixed,
         }
     }
 }
@@ -875,6 +947,7 @@ impl DevicePrivateSpace {
             done,
             state: AtomicU32::new(LIVE),
             reinit: AtomicU32::new(u32::from(self.cfg.reinit.to_u8())),
+            free_path: AtomicU32::new(u32::from(self.cfg.free_path.to_u8())),
             live: TrackedCell::new(true),
             mutants: self.mutants,
         });
@@ -1189,7 +1262,10 @@ fn build_pages(nr_pages: PageCount, nid: i32) -> Result<Box<[Page]>, Errno> {
     let mut v: Vec<Page> = Vec::new();
     v.try_reserve_exact(n).map_err(|_| Errno::ENOMEM)?;
     let cookie = v.as_ptr().addr() as u64;
-    let flags = page_links(ZONE_DEVICE, nid.unsigned_abs()) | 1 << PG_RESERVED;
+    // __init_single_page(): set_page_links(), page_cpupid_reset_last();
+    // then __init_zone_device_page() sets PG_reserved.
+    let flags =
+        page_cpupid_reset_last(page_links(ZONE_DEVICE, nid.unsigned_abs())) | 1 << PG_RESERVED;
     // `_refcount` 0 in the high half, `_mapcount` −1 in the low half.
     let counts = u64::from(u32::MAX);
     let mut w = [0u64; 8];

@@ -5,11 +5,11 @@
 //! `folio_nr_pages()`, `include/linux/mm.h` and `include/linux/page-flags.h`.
 //!
 //! A [`Page`] is 64 bytes, 64-byte aligned, eight `u64` words with the
-//! kernel's aliasing kept real (spec §4.1):
+//! kernel's aliasing kept real (x86-64, `CONFIG_MEMCG`, main):
 //!
 //! | word | use |
 //! |---|---|
-//! | 0 | `flags` (`PG_*` bits; zone and node at the top) |
+//! | 0 | `flags` (`PG_*` bits at the bottom; node, zone and `LAST_CPUPID` at the top, `page_flags`) |
 //! | 1 | `ZONE_DEVICE` head: the pgmap; tail: head address + 1 (bit 0 = tail) |
 //! | 2 | `zone_device_data` (driver-private); page\[1\]: `_large_mapcount` / `_nr_pages_mapped` |
 //! | 3 | `mapping`; tails: `TAIL_MAPPING`; page\[1\]: `_entire_mapcount` / `_pincount` |
@@ -20,7 +20,8 @@
 //!
 //! So the folio order lives in the low byte of page\[1\]'s flags, writing a
 //! pgmap into word 1 clears tail status, and writing 0 there erases the
-//! pgmap — the aliasing the seed hazards are about.
+//! pgmap — the aliasing the reuse hazards H1–H4 and H10 are about
+//! (`docs/hazards.md`).
 //!
 //! # Differences from the kernel
 //!
@@ -689,8 +690,8 @@ impl<'g> Folio<'g> {
     /// Takes a `WARN` and does nothing if the folio is not large.
     ///
     /// Applied to a single page `p` (as if it were a folio) it writes into
-    /// `p + 1`, another page: why the reinit code cannot use it (seed 000,
-    /// hazard H3).
+    /// `p + 1`, another page: why the reinit code cannot use it (hazard
+    /// H3, `docs/hazards.md`).
     ///
     /// Kernel: `folio_reset_order()`, `include/linux/mm.h`.
     pub fn reset_order(self) {

@@ -1,12 +1,40 @@
-//! Page flag bits, with the kernel's numbers.
+//! Page flag bits, with the kernel's numbers, and the fields above them.
 //!
-//! Kernel: `enum pageflags`, `include/linux/page-flags.h` (Linux 7.0), and
-//! the zone/node fields of `page->flags` (`include/linux/page-flags-layout.h`).
+//! Kernel: `enum pageflags`, `include/linux/page-flags.h` (7.0), and the
+//! node, zone and `LAST_CPUPID` fields of `page->flags`
+//! (`include/linux/page-flags-layout.h`, `include/linux/mm.h`).
 //!
-//! The bit numbers are exact, because the seed hazards depend on them: the
-//! folio order is stored in the low byte of the second page's flags, so a
-//! stale order 9 (`0b1001`) reads as `PG_locked | PG_uptodate` on a reused
-//! page (hazard H1).
+//! The bit numbers are exact, because the reuse hazards depend on them
+//! (`docs/hazards.md`): the folio order is stored in the low byte of the
+//! second page's flags, so a stale order 9 (`0b1001`) reads as `PG_locked |
+//! PG_uptodate` on a reused page (hazard H1).
+//!
+//! # The fields at the top
+//!
+//! `page->flags` is `| [SECTION] | [NODE] | ZONE | [LAST_CPUPID] | ... |
+//! FLAGS |`, each field below the previous one. The model fixes the
+//! configuration of an x86-64 distro kernel with device-private memory:
+//! `SPARSEMEM_VMEMMAP` (no section field), `NODES_SHIFT` 10, five zones
+//! (`ZONE_DEVICE` makes `ZONES_SHIFT` 3), `NR_CPUS` 8192 (13 bits) and
+//! `CONFIG_NUMA_BALANCING=y`, so that `LAST_CPUPID` (8 PID bits + 13 CPU
+//! bits) fits in the word:
+//!
+//! | bits | field |
+//! |---|---|
+//! | 54–63 | node ([`NODES_PGSHIFT`], [`NODES_WIDTH`]) |
+//! | 51–53 | zone ([`ZONES_PGSHIFT`], [`ZONES_WIDTH`]) |
+//! | 30–50 | `LAST_CPUPID` ([`LAST_CPUPID_PGSHIFT`], [`LAST_CPUPID_WIDTH`]), all ones after `page_cpupid_reset_last()` |
+//! | 0–21 | the `PG_*` bits below |
+//!
+//! # Differences from the kernel
+//!
+//! - The positions are those of the configuration above, not computed
+//!   from a configuration. Kernels with fewer CPUs (a smaller `NR_CPUS`)
+//!   have a narrower `LAST_CPUPID` field, and kernels where it does not fit
+//!   keep it in `page->_last_cpupid` instead; node and zone stay at the top
+//!   either way.
+//! - No `KASAN_TAG`, `LRU_GEN` or `LRU_REFS` fields (device-private pages
+//!   are never on an LRU; the kernel's fields are zero for them).
 
 /// Page is locked (bit 0). The folio order's bit 0 aliases it on page\[1\].
 ///
@@ -114,29 +142,39 @@ pub const PAGE_FLAGS_CHECK_AT_FREE: u64 = 1 << PG_LRU
 /// Kernel: `ZONE_DEVICE`, `enum zone_type`, `include/linux/mmzone.h`.
 pub const ZONE_DEVICE: u64 = 4;
 
-/// Where the zone number sits in `page->flags` (3 bits at the top).
+/// Where the node id sits in `page->flags`: the top field (no section
+/// field with `SPARSEMEM_VMEMMAP`).
 ///
-/// Kernel: `ZONES_PGSHIFT` (`include/linux/page-flags-layout.h`).
-///
-/// # Differences from the kernel
-///
-/// The kernel's positions depend on the configuration (section, node,
-/// `LAST_CPUPID` and KASAN widths); the model fixes them: zone in bits
-/// 61–63, node in bits 51–60. They are far above every `PG_*` bit, which is
-/// what the reinit code relies on.
-pub const ZONES_PGSHIFT: u32 = 61;
-/// Width of the zone field.
-///
-/// Kernel: `ZONES_WIDTH`.
-pub const ZONES_WIDTH: u32 = 3;
-/// Where the node id sits in `page->flags`.
-///
-/// Kernel: `NODES_PGSHIFT`.
-pub const NODES_PGSHIFT: u32 = 51;
+/// Kernel: `NODES_PGSHIFT` (`NODES_PGOFF = SECTIONS_PGOFF - NODES_WIDTH`,
+/// `include/linux/mm.h`), for the configuration in the module docs.
+pub const NODES_PGSHIFT: u32 = 54;
 /// Width of the node field (`NODES_SHIFT` = 10).
 ///
 /// Kernel: `NODES_WIDTH`.
 pub const NODES_WIDTH: u32 = 10;
+/// Where the zone number sits in `page->flags`: just below the node.
+///
+/// Kernel: `ZONES_PGSHIFT` (`ZONES_PGOFF = NODES_PGOFF - ZONES_WIDTH`).
+pub const ZONES_PGSHIFT: u32 = 51;
+/// Width of the zone field (`ZONES_SHIFT` = 3 with `ZONE_DEVICE`).
+///
+/// Kernel: `ZONES_WIDTH`.
+pub const ZONES_WIDTH: u32 = 3;
+/// Where the last CPU and PID to touch the page (NUMA balancing) sit: just
+/// below the zone.
+///
+/// Kernel: `LAST_CPUPID_PGSHIFT` (`LAST_CPUPID_PGOFF = ZONES_PGOFF -
+/// LAST_CPUPID_WIDTH`).
+pub const LAST_CPUPID_PGSHIFT: u32 = ZONES_PGSHIFT - LAST_CPUPID_WIDTH;
+/// Width of the `LAST_CPUPID` field: `LAST__PID_SHIFT` (8) plus
+/// `NR_CPUS_BITS` (13 for `NR_CPUS` = 8192).
+///
+/// Kernel: `LAST_CPUPID_WIDTH` (`LAST_CPUPID_SHIFT` when it fits).
+pub const LAST_CPUPID_WIDTH: u32 = 8 + 13;
+/// The `LAST_CPUPID` field's value mask (before shifting).
+///
+/// Kernel: `LAST_CPUPID_MASK`.
+pub const LAST_CPUPID_MASK: u64 = (1 << LAST_CPUPID_WIDTH) - 1;
 
 /// `page->flags` bits for a page in `zone` on node `nid` (no `PG_*` bits).
 ///
@@ -147,11 +185,28 @@ pub const fn page_links(zone: u64, nid: u32) -> u64 {
     zone | node
 }
 
+/// `flags` with the `LAST_CPUPID` field set to all ones: "no CPU or PID
+/// yet", as `__init_single_page()` (and so `__init_zone_device_page()`)
+/// leaves every page.
+///
+/// Kernel: `page_cpupid_reset_last()` with `CONFIG_NUMA_BALANCING`,
+/// `include/linux/mm.h`.
+pub const fn page_cpupid_reset_last(flags: u64) -> u64 {
+    flags | LAST_CPUPID_MASK << LAST_CPUPID_PGSHIFT
+}
+
+/// The `LAST_CPUPID` field of `flags`.
+///
+/// Kernel: `page_cpupid_last()`.
+pub const fn flags_last_cpupid(flags: u64) -> u64 {
+    (flags >> LAST_CPUPID_PGSHIFT) & LAST_CPUPID_MASK
+}
+
 /// The zone number stored in `flags`.
 ///
 /// Kernel: `page_zonenum()`.
 pub const fn flags_zone(flags: u64) -> u64 {
-    flags >> ZONES_PGSHIFT
+    (flags >> ZONES_PGSHIFT) & ((1 << ZONES_WIDTH) - 1)
 }
 
 /// The node id stored in `flags`.
@@ -188,5 +243,28 @@ mod tests {
         assert_eq!(flags_node(links), 3);
         assert_eq!(links & PAGE_FLAGS_CHECK_AT_PREP, 0);
         assert_eq!(links & FOLIO_ORDER_MASK, 0);
+    }
+
+    /// Node on top, zone below it, `LAST_CPUPID` below that, as
+    /// `page-flags-layout.h` stacks them (no section field with
+    /// `SPARSEMEM_VMEMMAP`).
+    #[test]
+    fn node_is_the_top_field_then_zone_then_last_cpupid() {
+        let links = page_links(ZONE_DEVICE, 5);
+        assert_eq!(links >> 54, 5, "node in bits 54-63");
+        assert_eq!((links >> 51) & 7, ZONE_DEVICE, "zone in bits 51-53");
+        assert_eq!(NODES_PGSHIFT + NODES_WIDTH, 64);
+        assert_eq!(ZONES_PGSHIFT + ZONES_WIDTH, NODES_PGSHIFT);
+        assert_eq!(LAST_CPUPID_PGSHIFT + LAST_CPUPID_WIDTH, ZONES_PGSHIFT);
+        let flags = page_cpupid_reset_last(links);
+        assert_eq!(flags_last_cpupid(flags), LAST_CPUPID_MASK, "all ones");
+        assert_eq!(flags & ((1 << 30) - 1), 0, "nothing below the field");
+        assert_eq!((flags_node(flags), flags_zone(flags)), (5, ZONE_DEVICE));
+        // The largest node id does not spill into the zone, nor the zone
+        // into LAST_CPUPID.
+        let top = page_links(7, 1023);
+        assert_eq!((flags_node(top), flags_zone(top)), (1023, 7));
+        assert_eq!(flags_last_cpupid(top), 0);
+        assert!(LAST_CPUPID_PGSHIFT > PG_HWPOISON);
     }
 }

@@ -24,8 +24,8 @@ use devpriv_pagemap::page_flags::{
     PG_PARTIALLY_MAPPED, PG_RESERVED, PG_UPTODATE,
 };
 use devpriv_pagemap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, InitError, Owner, PageRef, PagemapParams,
-    ReinitPolicy, SpaceConfig, VmFault, folio_get, folio_put, folio_split_unmapped,
+    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, FreePath, InitError, Owner, PageRef,
+    PagemapParams, ReinitPolicy, SpaceConfig, VmFault, folio_get, folio_put, folio_split_unmapped,
     free_zone_device_folio, migrate_device_split_page, split_unmapped_folio,
     zone_device_folio_init, zone_device_page_init,
 };
@@ -919,6 +919,89 @@ fn split_refuses_bad_requests() {
         capture(|| piece.pgmap()).0.is_none(),
         "the core split leaves the new folio's pgmap erased (H10)"
     );
+}
+
+// ---------------------------------------------------------------------------
+// H19: the free path must not touch the folio after folio_free.
+
+/// A driver whose `folio_free` hands the freed pages straight to another
+/// allocation: it builds an order-1 folio at page 0, over the page just
+/// freed (page 1 becomes its tail), as a driver on another CPU could the
+/// moment `folio_free` returns.
+#[derive(Default)]
+struct ReallocAtOnce {
+    /// Head index of the folio built inside `folio_free`.
+    built: Mutex<Option<usize>>,
+}
+
+impl DevPagemapOps for ReallocAtOnce {
+    fn folio_free(&self, folio: Folio<'_>) {
+        if folio.page().index() != 1 {
+            return;
+        }
+        let pgmap = folio.page().owner();
+        let head = Folio::from_head(PageRef::new(pgmap, 0).unwrap());
+        let f = zone_device_folio_init(head, pgmap, ord(1)).unwrap();
+        f.unlock();
+        *self.built.lock() = Some(f.page().index());
+    }
+
+    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
+        Ok(())
+    }
+}
+
+/// H19 (399289849560, "mm/zone_device: do not touch device folio after
+/// calling ->folio_free()"): an order-0 folio at page 1 is freed while the
+/// driver reuses page 1 as the tail of a new order-1 folio at page 0.
+/// `Fixed` drops the reference on the pagemap read at entry: no WARN, and
+/// once the new folio is freed only the initial reference is left.
+/// `V7_0` re-reads `folio->pgmap` after `folio_free`, finds the tail link
+/// (the kernel would use `page 0 + 1` as a `struct dev_pagemap *`), and the
+/// pagemap leaks the reference: teardown never finishes. Returns the WARNs
+/// and the references left after everything was freed.
+fn h19(path: FreePath) -> (usize, i64, Result<(), Errno>) {
+    let space = DevicePrivateSpace::new();
+    let drv = Arc::new(ReallocAtOnce::default());
+    let params = PagemapParams::private(PageCount::new(2), Owner(7), drv.clone());
+    let pm = space.memremap_device_private_pagemap(params, 0).unwrap();
+    pm.set_free_path(path);
+    assert_eq!(pm.free_path(), path);
+    let x = zone_device_page_init(PageRef::new(&pm, 1).unwrap(), &pm, Order::ZERO).unwrap();
+    x.unlock();
+    assert_eq!(pm.percpu_ref().count(), 2);
+    let ((), w) = capture(|| folio_put(x));
+    let warns = w.count_matching("folio->pgmap is not a pagemap");
+    assert_eq!(*drv.built.lock(), Some(0), "the driver reused page 1");
+    assert!(PageRef::new(&pm, 1).unwrap().is_tail());
+    folio_put(Folio::from_head(PageRef::new(&pm, 0).unwrap()));
+    let left = pm.percpu_ref().count();
+    let unmap = space.try_memunmap_device_private_pagemap(&pm, Duration::from_millis(50));
+    (warns, left, unmap)
+}
+
+#[test]
+fn h19_free_path_does_not_reread_the_folio() {
+    assert_eq!(FreePath::default(), FreePath::Fixed);
+    assert_eq!(h19(FreePath::Fixed), (0, 1, Ok(())));
+    // 7.0-rc6: the re-read finds page 0's tail link; one reference leaks
+    // and the pagemap cannot be torn down.
+    assert_eq!(h19(FreePath::V7_0), (1, 2, Err(Errno::EBUSY)));
+}
+
+/// Without a reallocation in between, `V7_0` re-reads the same pagemap and
+/// behaves as `Fixed`: the bug needs the race (or the eager driver above).
+#[test]
+fn h19_v7_0_is_harmless_without_a_reuse() {
+    let fx = fixture(ReinitPolicy::AtAlloc);
+    fx.pm.set_free_path(FreePath::V7_0);
+    let base = fx.refs();
+    for order in [0, 1, 9] {
+        let (f, w) = capture(|| fx.alloc(B, order).unwrap());
+        fx.release(f);
+        assert_eq!((w.count(), fx.refs()), (0, base), "order {order}");
+    }
+    fx.unmap().unwrap();
 }
 
 // ---------------------------------------------------------------------------

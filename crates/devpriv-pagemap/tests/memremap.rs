@@ -9,7 +9,9 @@ use devpriv_core::{
     DevicePrivateAddr, DevicePrivateOffset, Errno, PAGE_SIZE, PageCount, PagingMode,
 };
 use devpriv_pagemap::mm_types::word;
-use devpriv_pagemap::page_flags::{PG_RESERVED, ZONE_DEVICE, flags_node, flags_zone};
+use devpriv_pagemap::page_flags::{
+    LAST_CPUPID_MASK, PG_RESERVED, ZONE_DEVICE, flags_last_cpupid, flags_node, flags_zone,
+};
 use devpriv_pagemap::{
     DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, MAX_PAGEMAP_PAGES, MemoryType, NoopOps,
     Owner, Packing, PagemapParams, SpaceConfig, VmFault,
@@ -66,6 +68,15 @@ fn memremap_initialises_every_page_like_init_zone_device_page() {
         assert!(p.test_flag(PG_RESERVED));
         assert_eq!(flags_zone(p.flags()), ZONE_DEVICE);
         assert_eq!(flags_node(p.flags()), 3);
+        // The raw word: node on top, zone below, LAST_CPUPID all ones
+        // (page_cpupid_reset_last()), then PG_reserved and nothing else.
+        assert_eq!(p.flags() >> 54, 3, "node in bits 54-63");
+        assert_eq!((p.flags() >> 51) & 7, ZONE_DEVICE, "zone in bits 51-53");
+        assert_eq!(flags_last_cpupid(p.flags()), LAST_CPUPID_MASK);
+        assert_eq!(
+            p.flags(),
+            3 << 54 | ZONE_DEVICE << 51 | LAST_CPUPID_MASK << 30 | 1 << PG_RESERVED
+        );
         assert_eq!(
             p.raw(word::COMPOUND_HEAD),
             pm.cookie().get(),
