@@ -2,7 +2,8 @@
 //!
 //! Kernel: `include/linux/mm_types.h` (pfn vs. device-private offset),
 //! `include/uapi/asm-generic/errno-base.h`, `arch/x86/include/asm/page_types.h`,
-//! `include/linux/srcu.h`, `include/asm-generic/bug.h`.
+//! `include/linux/srcu.h`, `include/asm-generic/bug.h` (main; the
+//! device-private offset and address types model the unmerged v6 proposal).
 //!
 //! devpriv is a userspace model of Linux device-private memory management,
 //! not kernel code. This crate holds what every other crate needs:

@@ -2,7 +2,8 @@
 //! for the maple tree.
 //!
 //! Kernel: `lib/maple_tree.c`, `include/linux/maple_tree.h`, with
-//! `MT_FLAGS_ALLOC_RANGE` (the flavour behind `device_private_pgmap_tree`).
+//! `MT_FLAGS_ALLOC_RANGE` (main; the v6 proposal's
+//! `device_private_pgmap_tree` is one).
 //!
 //! A [`RangeTree<T>`] maps non-overlapping inclusive ranges of `u64` keys to
 //! values, as `struct maple_tree` maps `[index, last]` to entries. It can
