@@ -1,6 +1,8 @@
 //! `free_zone_device_folio()` racing a reallocation of the freed pages on
 //! another CPU: two models.
 //!
+//! Hazards H6 and H19: `docs/hazards.md`.
+//!
 //! **`folio_free_vs_realloc`** (hazard H6): the free-time reset
 //! (`ReinitPolicy::AtFree`, the sketch of 2026-01-07 that was never
 //! merged) must publish its stores before `folio_free`.

@@ -1,6 +1,6 @@
 //! Page indices, byte addresses, page counts and folio orders, as distinct types.
 //!
-//! Kernel: `unsigned long pfn` and, after the device-private series, the
+//! Kernel: `unsigned long pfn` and, after the v6 proposal, the
 //! device-private "offset" that shares the same C type
 //! (`device_private_page_to_offset()`, `mm/memremap.c`).
 //!
@@ -331,7 +331,7 @@ page_index! {
 page_index! {
     /// A page index in the device-private address space. Never a pfn.
     ///
-    /// Kernel: the "device-private offset" of the series
+    /// Kernel: the "device-private offset" of the v6 proposal
     /// (`device_private_page_to_offset()`, `mm/memremap.c`), which C stores in
     /// an `unsigned long` next to a `*_DEVICE_PRIVATE` flag.
     DevicePrivateOffset
@@ -349,7 +349,7 @@ byte_addr! {
     /// which the kernel keys `device_private_pgmap_tree`.
     ///
     /// Kernel: `dev_pagemap::range.start` for `MEMORY_DEVICE_PRIVATE`, after
-    /// the series; `offset << PAGE_SHIFT` in `device_private_offset_to_page()`.
+    /// the v6 proposal; `offset << PAGE_SHIFT` in `device_private_offset_to_page()`.
     DevicePrivateAddr, page = DevicePrivateOffset, to_page = to_offset, from_page = to_addr
 }
 

@@ -15,8 +15,8 @@
 //!   whenever a free list runs dry (`dmirror_allocate_chunk()`).
 //! - Two free lists: single pages and PMD-aligned 512-page blocks for
 //!   order-9 folios. A freed folio goes back to the list of its order, so a
-//!   freed large folio is only ever reused as a large folio (kernel-semantics
-//!   §9.3: why `test_hmm` never hit the stale-metadata bugs of §5).
+//!   freed large folio is only ever reused as a large folio (why `test_hmm`
+//!   never hit the stale-metadata hazards H1–H4 of `docs/hazards.md`).
 //! - Every device page has one data word, the device copy of the page (the
 //!   kernel's backing page, `BACKING_PAGE()`), and remembers the mirror
 //!   that put it there (the backing page's `zone_device_data`).
@@ -117,7 +117,7 @@ pub const DEVMEM_CHUNK_SIZE: u64 = 256 << 20;
 
 /// Pages per chunk by default (65,536).
 ///
-/// Kernel: `DIV_ROUND_UP(DEVMEM_CHUNK_SIZE, PAGE_SIZE)` (series v6).
+/// Kernel: `DIV_ROUND_UP(DEVMEM_CHUNK_SIZE, PAGE_SIZE)` (v6 proposal).
 pub const DEVMEM_CHUNK_PAGES: PageCount = PageCount::new(DEVMEM_CHUNK_SIZE / PAGE_SIZE);
 
 /// How long [`Dmirror::release`] waits for a chunk's pages to be freed.

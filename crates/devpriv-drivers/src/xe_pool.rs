@@ -2,7 +2,10 @@
 //! both buffer objects and SVM device pages, driven by several concurrent
 //! GPU fault handlers, under each [`ReinitPolicy`].
 //!
-//! Kernel: none (a driver prototype), after seed 001 (the Xe thread) and
+//! Kernel: none (a driver prototype, model only), after the Xe reports
+//! that led to the reinit fix ("[PATCH v6 1/5] mm/zone_device:
+//! Reinitialize large zone device private folios", 2026-01-16; hazards
+//! H1–H4 in `docs/hazards.md`) and
 //! `drivers/gpu/drm/drm_buddy.c` (`drm_buddy_alloc_blocks()`,
 //! `alloc_from_freelist()`, `drm_buddy_free_block()`),
 //! `drivers/gpu/drm/xe/xe_svm.c` (`xe_svm_alloc_vram()`,
@@ -380,7 +383,7 @@ pub struct HandlerStats {
     /// Buffer objects allocated.
     pub bo_allocs: u64,
     /// 4 KiB / 64 KiB folios placed in a 2 MiB block that once held a
-    /// 2 MiB folio: the reuse the seed describes.
+    /// 2 MiB folio: the reuse behind hazards H1–H4.
     pub reuse_small: u64,
     /// Allocations that found no free block even after evicting.
     pub alloc_failures: u64,
@@ -599,7 +602,7 @@ pub fn render_summary(reports: &[XeReport]) -> String {
 fn policy_summary(p: ReinitPolicy) -> &'static str {
     match p {
         ReinitPolicy::None => "6.19: nothing resets a freed large folio",
-        ReinitPolicy::AtFree => "Jan 7 sketch: reset at free, smp_wmb, then folio_free",
+        ReinitPolicy::AtFree => "2026-01-07 sketch: reset at free, smp_wmb, then folio_free",
         ReinitPolicy::AtAlloc => "merged fix: zone_device_page_init resets its pages",
     }
 }

@@ -1,5 +1,5 @@
 //! The claims of the `xe_pool` example, as tests: the Xe shared-pool
-//! workload (seed 001) shows the reuse hazards H1, H2 and H4 under
+//! workload (the one behind the reinit fix, `docs/hazards.md`) shows the reuse hazards H1, H2 and H4 under
 //! `ReinitPolicy::None`, and none under `AtFree` or `AtAlloc`, on the same
 //! reuse pattern.
 //!

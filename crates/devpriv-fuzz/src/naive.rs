@@ -4,7 +4,7 @@
 //! code with `devpriv-migrate`.
 //!
 //! Kernel: `check_pte()`, `check_pmd()`, the PMD branches of
-//! `page_vma_mapped_walk()`, `mm/page_vma_mapped.c` (series v6), and the
+//! `page_vma_mapped_walk()`, `mm/page_vma_mapped.c` (v6 proposal), and the
 //! x86-64 `pte_present()` / `pte_pfn()` / `pmd_pfn()` /
 //! `__pte_to_swp_entry()` bit layout.
 //!
@@ -17,7 +17,7 @@
 
 /// Kernel: `PVMW_MIGRATION`.
 pub const PVMW_MIGRATION: u32 = 1 << 1;
-/// Kernel: `PVMW_DEVICE_PRIVATE` (series 05/13).
+/// Kernel: `PVMW_DEVICE_PRIVATE` (v6 05/13).
 pub const PVMW_DEVICE_PRIVATE: u32 = 1 << 2;
 /// Kernel: `HPAGE_PMD_NR`.
 pub const HPAGE_PMD_NR: u64 = 512;
@@ -69,7 +69,7 @@ pub fn softleaf(v: u64) -> Option<(u64, u64)> {
     Some((v >> 59, (!v << 5) >> 14))
 }
 
-/// Types 22–24 and 28–30: every migration entry (the series' "is-a").
+/// Types 22–24 and 28–30: every migration entry (the v6 proposal's "is-a").
 ///
 /// Kernel: `softleaf_is_migration()`.
 pub fn is_migration(t: u64) -> bool {
@@ -135,7 +135,7 @@ pub fn overlap_is_exact(pfn: u64, n: u64, pvmw_pfn: u64, nr_pages: u64) -> bool 
         && pvmw_pfn.checked_add(nr_pages - 1).is_some()
 }
 
-/// `check_pte(pvmw, pte_nr)` after series 13/13. `with_dp_check = false`
+/// `check_pte(pvmw, pte_nr)` after v6 13/13. `with_dp_check = false`
 /// gives mainline 7.0 (no device-private comparison): the buggy variant
 /// for hazard H7.
 ///
@@ -181,7 +181,7 @@ pub fn check_pte(
     overlap(pfn, pte_nr, pvmw_pfn, nr_pages)
 }
 
-/// `check_pmd(pfn, device_private, pvmw)` after series 13/13.
+/// `check_pmd(pfn, device_private, pvmw)` after v6 13/13.
 ///
 /// Kernel: `check_pmd()`, `mm/page_vma_mapped.c`.
 pub fn check_pmd(pfn: u64, device_private: bool, pvmw_pfn: u64, nr_pages: u64, flags: u32) -> bool {

@@ -3,7 +3,7 @@
 //! [`PageVmaMappedWalk`] against the [`naive`] oracle.
 //!
 //! Kernel: `check_pte()`, `check_pmd()`, `page_vma_mapped_walk()`,
-//! `mm/page_vma_mapped.c` (series v6).
+//! `mm/page_vma_mapped.c` (v6 proposal).
 //!
 //! Entries are either arbitrary raw values (every bit pattern is a PTE) or
 //! built by the crate's encoders at a distance from the target chosen so

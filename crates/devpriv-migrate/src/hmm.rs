@@ -1,11 +1,11 @@
 //! `hmm_range_fault()` and its output encoding, `HMM_PFN_*`.
 //!
 //! Kernel: `include/linux/hmm.h` (`enum hmm_pfn_flags`, `hmm_pfn_to_page()`,
-//! `hmm_pfn_to_map_order()`), `mm/hmm.c`; series v6 patch 12/13.
+//! `hmm_pfn_to_map_order()`), `mm/hmm.c`; v6 proposal patch 12/13.
 //!
-//! An HMM pfn keeps flags in its top 12 bits (series; 11 in mainline) and
+//! An HMM pfn keeps flags in its top 12 bits (v6; 11 in mainline) and
 //! the pfn — or, with `HMM_PFN_DEVICE_PRIVATE`, a device-private offset —
-//! below. The series moved the 5-bit map-order field down one bit
+//! below. The v6 proposal moved the 5-bit map-order field down one bit
 //! (`HMM_PFN_ORDER_SHIFT` 53 → 52) to make room for `DEVICE_PRIVATE` at bit
 //! 57; the v1 posting left the order at 53 and the two collided (hazard H9,
 //! [`HmmPfnLayout::V1_COLLIDING`]).
@@ -43,7 +43,7 @@ impl HmmPfnLayout {
         order_shift: 53,
         device_private: 0,
     };
-    /// The series' v1 posting: `DEVICE_PRIVATE` at bit 57 while the order
+    /// The v6 proposal' v1 posting: `DEVICE_PRIVATE` at bit 57 while the order
     /// field still covered bits 53–57. Broken; kept for hazard H9.
     ///
     /// Kernel: none (model only).
@@ -125,7 +125,7 @@ impl HmmPfnLayout {
 /// Kernel: the `0x1F` in `hmm_pfn_to_map_order()`.
 pub const HMM_PFN_ORDER_MASK: u64 = 0x1f;
 
-/// One output entry of `hmm_range_fault()`, with the series layout.
+/// One output entry of `hmm_range_fault()`, with the v6 proposal layout.
 ///
 /// Kernel: `unsigned long hmm_pfns[]` entries, `include/linux/hmm.h`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -151,11 +151,11 @@ impl HmmPfn {
     pub const P2PDMA: u64 = 1 << 59;
     /// Kernel: `HMM_PFN_P2PDMA_BUS` (bit 58, sticky).
     pub const P2PDMA_BUS: u64 = 1 << 58;
-    /// Kernel: `HMM_PFN_DEVICE_PRIVATE` (bit 57, series 12/13).
+    /// Kernel: `HMM_PFN_DEVICE_PRIVATE` (bit 57, v6 12/13).
     pub const DEVICE_PRIVATE: u64 = HmmPfnLayout::SERIES.device_private;
-    /// Kernel: `HMM_PFN_ORDER_SHIFT` (52 with the series).
+    /// Kernel: `HMM_PFN_ORDER_SHIFT` (52 with the v6 proposal).
     pub const ORDER_SHIFT: u32 = HmmPfnLayout::SERIES.order_shift;
-    /// Kernel: `HMM_PFN_FLAGS` (the top 12 bits with the series).
+    /// Kernel: `HMM_PFN_FLAGS` (the top 12 bits with the v6 proposal).
     pub const FLAGS: u64 = HmmPfnLayout::SERIES.flags_mask();
     /// Kernel: `HMM_PFN_REQ_FAULT` (= `HMM_PFN_VALID`), an input flag.
     pub const REQ_FAULT: u64 = Self::VALID;
@@ -313,7 +313,7 @@ enum Seen {
 /// Kernel: `hmm_range_fault(range)`, `mm/hmm.c` (`hmm_vma_walk_pmd()`,
 /// `hmm_vma_handle_pte()`, `hmm_vma_handle_pmd()`,
 /// `hmm_vma_handle_absent_pmd()`, `hmm_vma_walk_hole()`,
-/// `hmm_vma_walk_test()`, `hmm_vma_fault()`), series 12/13.
+/// `hmm_vma_walk_test()`, `hmm_vma_fault()`), v6 12/13.
 ///
 /// | page | no fault requested | fault requested |
 /// |---|---|---|

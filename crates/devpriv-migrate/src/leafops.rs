@@ -2,10 +2,10 @@
 //! generic mm code asks of it.
 //!
 //! Kernel: `include/linux/leafops.h` (`softleaf_t`, `enum softleaf_type`,
-//! `softleaf_is_*()`, `softleaf_to_pfn()`, `softleaf_to_flags()`), series v6
+//! `softleaf_is_*()`, `softleaf_to_pfn()`, `softleaf_to_flags()`), v6 proposal
 //! patches 06/13 and 08/13.
 //!
-//! The series' "is-a" rule (08/13, hazard H18): a device-private migration
+//! The v6 proposal' "is-a" rule (08/13, hazard H18): a device-private migration
 //! entry *is* a migration entry for all generic code, so every
 //! `softleaf_is_migration*()` predicate is true for its
 //! `SWP_MIGRATION_DEVICE_*` counterpart too, and only the
@@ -56,7 +56,7 @@ impl fmt::Debug for Softleaf {
 /// What a softleaf entry is.
 ///
 /// Kernel: `enum softleaf_type`, `include/linux/leafops.h` (with the
-/// series' three `SOFTLEAF_MIGRATION_DEVICE_PRIVATE_*` values).
+/// v6 proposal's three `SOFTLEAF_MIGRATION_DEVICE_PRIVATE_*` values).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SoftleafType {
     /// The empty entry (value 0). Kernel: `SOFTLEAF_NONE`.
@@ -75,11 +75,11 @@ pub enum SoftleafType {
     DevicePrivateWrite,
     /// Kernel: `SOFTLEAF_DEVICE_EXCLUSIVE`.
     DeviceExclusive,
-    /// Kernel: `SOFTLEAF_MIGRATION_DEVICE_PRIVATE_READ` (series).
+    /// Kernel: `SOFTLEAF_MIGRATION_DEVICE_PRIVATE_READ` (v6).
     MigrationDevicePrivateRead,
-    /// Kernel: `SOFTLEAF_MIGRATION_DEVICE_PRIVATE_READ_EXCLUSIVE` (series).
+    /// Kernel: `SOFTLEAF_MIGRATION_DEVICE_PRIVATE_READ_EXCLUSIVE` (v6).
     MigrationDevicePrivateReadExclusive,
-    /// Kernel: `SOFTLEAF_MIGRATION_DEVICE_PRIVATE_WRITE` (series).
+    /// Kernel: `SOFTLEAF_MIGRATION_DEVICE_PRIVATE_WRITE` (v6).
     MigrationDevicePrivateWrite,
     /// Kernel: `SOFTLEAF_HWPOISON`.
     Hwpoison,
@@ -89,7 +89,7 @@ pub enum SoftleafType {
 
 /// The young/dirty bits a migration entry carries above its pfn.
 ///
-/// Kernel: the value of `softleaf_to_flags()` (series 06/13), i.e. the
+/// Kernel: the value of `softleaf_to_flags()` (v6 06/13), i.e. the
 /// `SWP_MIG_YOUNG` / `SWP_MIG_DIRTY` bits of the offset.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SoftleafFlags {
@@ -198,7 +198,7 @@ impl Softleaf {
             SWP_HWPOISON => SoftleafType::Hwpoison,
             SWP_PTE_MARKER => SoftleafType::Marker,
             _ => {
-                // Unreachable with the series' numbers (every type 21..=31 is
+                // Unreachable with the v6 proposal's numbers (every type 21..=31 is
                 // defined), kept as the kernel's WARN path.
                 warn_on_once!(true, "softleaf_type(): unknown swap type");
                 SoftleafType::None
@@ -213,7 +213,7 @@ impl Softleaf {
         self.kind() == SoftleafType::Swap
     }
 
-    /// Any migration entry, **including** the series' device-private
+    /// Any migration entry, **including** the v6 proposal's device-private
     /// migration entries (the "is-a" rule).
     ///
     /// Kernel: `softleaf_is_migration()`, `include/linux/leafops.h`.
@@ -252,10 +252,10 @@ impl Softleaf {
         )
     }
 
-    /// One of the series' device-private migration entries (and nothing
+    /// One of the v6 proposal's device-private migration entries (and nothing
     /// else).
     ///
-    /// Kernel: `softleaf_is_migration_device_private()` (series 08/13).
+    /// Kernel: `softleaf_is_migration_device_private()` (v6 08/13).
     pub fn is_migration_device_private(self) -> bool {
         matches!(
             self.kind(),
@@ -265,17 +265,17 @@ impl Softleaf {
         )
     }
 
-    /// Kernel: `softleaf_is_migration_device_private_read()` (series).
+    /// Kernel: `softleaf_is_migration_device_private_read()` (v6).
     pub fn is_migration_device_private_read(self) -> bool {
         self.kind() == SoftleafType::MigrationDevicePrivateRead
     }
 
-    /// Kernel: `softleaf_is_migration_device_private_read_exclusive()` (series).
+    /// Kernel: `softleaf_is_migration_device_private_read_exclusive()` (v6).
     pub fn is_migration_device_private_read_exclusive(self) -> bool {
         self.kind() == SoftleafType::MigrationDevicePrivateReadExclusive
     }
 
-    /// Kernel: `softleaf_is_migration_device_private_write()` (series).
+    /// Kernel: `softleaf_is_migration_device_private_write()` (v6).
     pub fn is_migration_device_private_write(self) -> bool {
         self.kind() == SoftleafType::MigrationDevicePrivateWrite
     }
@@ -344,7 +344,7 @@ impl Softleaf {
     /// [`DevicePrivateOffset`], or `None` if it carries neither.
     ///
     /// Kernel: the `softleaf_to_pfn()` + "is it device private?" pair that
-    /// `check_pte()` computes; `softleaf_to_page()` after the series.
+    /// `check_pte()` computes; `softleaf_to_page()` after the v6 proposal.
     pub fn to_frame(self, mode: PagingMode) -> Option<PageFrame> {
         if !self.has_pfn() {
             return None;
@@ -361,7 +361,7 @@ impl Softleaf {
 
     /// The young/dirty bits of a migration entry.
     ///
-    /// Kernel: `softleaf_to_flags()` (series 06/13), and
+    /// Kernel: `softleaf_to_flags()` (v6 06/13), and
     /// `softleaf_migration_young()` / `softleaf_migration_dirty()`.
     pub fn to_flags(self, mode: PagingMode) -> SoftleafFlags {
         let off = self.swp_offset();
@@ -376,7 +376,7 @@ impl Softleaf {
     /// write → read downgrade).
     ///
     /// Kernel: `make_migration_entry_young()` / `make_migration_entry_dirty()`,
-    /// and the `flags` argument of the series' `*_migration_entry_from_page()`.
+    /// and the `flags` argument of the v6 proposal's `*_migration_entry_from_page()`.
     ///
     /// # Errors
     ///
@@ -418,7 +418,7 @@ impl Softleaf {
 /// entry names, looked up through the device-private address space — never
 /// through `pfn_to_page()`.
 ///
-/// Kernel: `softleaf_to_page()` after series 13/13, which calls
+/// Kernel: `softleaf_to_page()` after v6 13/13, which calls
 /// `device_private_offset_to_page()` for these kinds.
 ///
 /// # Differences from the kernel

@@ -338,7 +338,7 @@ impl Mm {
     /// PTE, or from a device-private PMD plus the page's index in its 2 MiB
     /// block; `None` for anything else.
     ///
-    /// Kernel: none (model only). With the series (v6 proposal) a
+    /// Kernel: none (model only). With the v6 proposal a
     /// device-private entry holds the page's offset where it held a pfn:
     /// this is `softleaf_to_pfn()` of `softleaf_from_pte()` /
     /// `softleaf_from_pmd()` at `addr`, plus the page's index in a PMD's

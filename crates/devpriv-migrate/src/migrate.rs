@@ -4,9 +4,9 @@
 //!
 //! Kernel: `include/linux/migrate.h` (`MIGRATE_PFN_*`, `migrate_pfn()`,
 //! `migrate_pfn_to_page()`, `struct migrate_vma`,
-//! `enum migrate_vma_direction`), series v6 patches 01/13, 03/13, 04/13.
+//! `enum migrate_vma_direction`), v6 proposal patches 01/13, 03/13, 04/13.
 //!
-//! An mpfn is `index << 6 | flags`. The series adds
+//! An mpfn is `index << 6 | flags`. The v6 proposal adds
 //! `MIGRATE_PFN_DEVICE_PRIVATE` (bit 5): with it, the index is a
 //! device-private offset, not a pfn. [`MigratePfn`] keeps the kernel bits
 //! and decodes to a typed [`PageFrame`]. The flow that fills these is in
@@ -48,7 +48,7 @@ impl MigratePfn {
     pub const COMPOUND: u64 = 1 << 4;
     /// The index is a device-private offset.
     ///
-    /// Kernel: `MIGRATE_PFN_DEVICE_PRIVATE` (bit 5, series 04/13).
+    /// Kernel: `MIGRATE_PFN_DEVICE_PRIVATE` (bit 5, v6 04/13).
     pub const DEVICE_PRIVATE: u64 = 1 << 5;
     /// Kernel: `MIGRATE_PFN_SHIFT` (6).
     pub const SHIFT: u32 = 6;
@@ -70,7 +70,7 @@ impl MigratePfn {
     /// A valid mpfn for `frame`, with `DEVICE_PRIVATE` set for a
     /// device-private offset.
     ///
-    /// Kernel: `migrate_pfn(pfn)` and the series' `migrate_pfn_from_page()`
+    /// Kernel: `migrate_pfn(pfn)` and the v6 proposal's `migrate_pfn_from_page()`
     /// (01/13).
     ///
     /// # Errors
@@ -152,7 +152,7 @@ impl MigratePfn {
 
     /// The frame, or `None` unless `VALID`.
     ///
-    /// Kernel: `migrate_pfn_to_page()` after the series (offset lookup when
+    /// Kernel: `migrate_pfn_to_page()` after the v6 proposal (offset lookup when
     /// `MIGRATE_PFN_DEVICE_PRIVATE`, else `pfn_to_page(mpfn >> 6)`), without
     /// the page lookup.
     pub const fn frame(self) -> Option<PageFrame> {
@@ -170,7 +170,7 @@ impl MigratePfn {
     /// The mpfn `n` pages further on, keeping every flag bit: how
     /// `migrate_device_range()` steps through its range.
     ///
-    /// Kernel: `start_mpfn + (i << MIGRATE_PFN_SHIFT)` (series 03/13).
+    /// Kernel: `start_mpfn + (i << MIGRATE_PFN_SHIFT)` (v6 03/13).
     ///
     /// # Errors
     ///

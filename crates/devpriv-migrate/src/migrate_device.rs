@@ -5,10 +5,10 @@
 //! Kernel: `mm/migrate_device.c` (`migrate_vma_setup()`,
 //! `migrate_vma_pages()`, `migrate_vma_finalize()`,
 //! `migrate_device_range()`, `migrate_device_pfns()`,
-//! `migrate_device_pages()`, `migrate_device_finalize()`), series v6
+//! `migrate_device_pages()`, `migrate_device_finalize()`), v6 proposal
 //! patches 03/13 and 04/13.
 //!
-//! # The flow (kernel-semantics §8)
+//! # The flow (7.0)
 //!
 //! 1. [`migrate_vma_setup`] collects the range (`src[i]` = the page mapped
 //!    at `start + i * PAGE_SIZE` with `MIGRATE`, or `MIGRATE` alone for a
@@ -138,7 +138,7 @@ fn fault_folio<'g>(
 /// `migrate_vma_collect_huge_pmd()`, `migrate_vma_collect_hole()`) and
 /// `migrate_vma_unmap()` → `migrate_device_unmap()`.
 ///
-/// What is collected (kernel-semantics §8.2):
+/// What is collected (7.0):
 ///
 /// | entry | selected when | `src` |
 /// |---|---|---|
@@ -1116,7 +1116,7 @@ fn migrate_device_pfn_lock(guard: &SpaceReadGuard<'_>, m: MigratePfn) -> Migrate
 /// `nr - 1` empty ones.
 ///
 /// Kernel: `migrate_device_range(src_pfns, start, npages)`,
-/// `mm/migrate_device.c` (series 03/13: `start` is an mpfn, and stepping
+/// `mm/migrate_device.c` (v6 03/13: `start` is an mpfn, and stepping
 /// keeps its flag bits).
 ///
 /// # Differences from the kernel

@@ -49,7 +49,7 @@ pub trait FolioOps {
 
     /// The frame of page `n`: a pfn, or a device-private offset.
     ///
-    /// Kernel: `folio_pfn() + n`, or (series) `device_private_folio_to_offset() + n`.
+    /// Kernel: `folio_pfn() + n`, or (v6) `device_private_folio_to_offset() + n`.
     fn frame(&self, n: u64) -> Option<PageFrame>;
 
     /// The index in this folio of the page at `frame`, if it is one of its

@@ -2,8 +2,8 @@
 //!
 //! Kernel: `mm/page_vma_mapped.c`, `include/linux/rmap.h` (`PVMW_*`,
 //! `struct page_vma_mapped_walk`, `page_vma_walk_flags()`), `mm/internal.h`
-//! (`vma_address_end()`); series v6 patches 05/13 and 13/13, and the
-//! superseded v2 encoding (seed 004).
+//! (`vma_address_end()`) (7.0); the v6 proposal's patches 05/13 and 13/13,
+//! and its superseded v2 encoding (hazard H8, `docs/hazards.md`).
 //!
 //! The walk target is a [`PageFrame`]: a pfn or a device-private offset.
 //! The kernel keeps a raw `pvmw->pfn` plus the `PVMW_DEVICE_PRIVATE` flag
@@ -12,7 +12,7 @@
 //! [`PageVmaMappedWalk::flags`] still reports the kernel bits (with
 //! `PVMW_DEVICE_PRIVATE` derived from the target) for fidelity tests.
 //!
-//! # `check_pte()` (series v6)
+//! # `check_pte()` (v6 proposal)
 //!
 //! | `MIGRATION` | entry | frame compared | device private? |
 //! |---|---|---|---|
@@ -77,7 +77,7 @@ devpriv_core::flags! {
         const MIGRATION = 1 << 1;
         /// The target is a device-private offset. Derived from the target here.
         ///
-        /// Kernel: `PVMW_DEVICE_PRIVATE` (1 << 2, series v3+).
+        /// Kernel: `PVMW_DEVICE_PRIVATE` (1 << 2, v6 history, v3+).
         const DEVICE_PRIVATE = 1 << 2;
         /// The walk crossed a PTE-table boundary (never cleared).
         ///
@@ -145,7 +145,7 @@ impl PvmwTarget {
 
     /// The input flag bits, with `DEVICE_PRIVATE` derived from the target.
     ///
-    /// Kernel: `page_vma_walk_flags(folio, flags)` (series 05/13).
+    /// Kernel: `page_vma_walk_flags(folio, flags)` (v6 05/13).
     pub fn flags(&self) -> PvmwFlags {
         let mut f = PvmwFlags::NONE;
         if self.migration {
@@ -177,7 +177,7 @@ impl PvmwTarget {
 
     /// Does `pte`, describing `pte_nr` pages, map part of the target?
     ///
-    /// Kernel: `check_pte(pvmw, pte_nr)`, `mm/page_vma_mapped.c` (series v6);
+    /// Kernel: `check_pte(pvmw, pte_nr)`, `mm/page_vma_mapped.c` (v6 proposal);
     /// see the module table.
     #[inline]
     pub fn check_pte(&self, pte: Pte, pte_nr: u64, mode: PagingMode) -> bool {
@@ -201,7 +201,7 @@ impl PvmwTarget {
 
     /// Does a PMD-sized mapping of `frame` overlap the target?
     ///
-    /// Kernel: `check_pmd(pfn, device_private, pvmw)` (series v6), with the
+    /// Kernel: `check_pmd(pfn, device_private, pvmw)` (v6 proposal), with the
     /// `(pfn, device_private)` pair as one typed frame.
     pub fn check_pmd(&self, frame: PageFrame) -> bool {
         self.overlaps(frame, HPAGE_PMD_NR)
@@ -210,10 +210,11 @@ impl PvmwTarget {
 
 /// The v2 (superseded) encoding of `pvmw->pfn`: the index shifted left by
 /// one, bit 0 set for a device-private offset. Kept as a documented
-/// historical variant: it loses bit 63 (Zi Yan, seed 004; hazard H8).
+/// historical variant: it loses bit 63 (Zi Yan's review of v2 05/11,
+/// January 2026; hazard H8, `docs/hazards.md`).
 ///
 /// Kernel: `PVMW_PFN_DEVICE_PRIVATE`, `PVMW_PFN_SHIFT`,
-/// `page_vma_walk_pfn()`, `folio_page_vma_walk_pfn()` in series v2 05/11.
+/// `page_vma_walk_pfn()`, `folio_page_vma_walk_pfn()` in v6 history, v2 05/11.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PvmwPfnV2(u64);
 
@@ -353,7 +354,7 @@ impl<'a> PageVmaMappedWalk<'a> {
     /// `SYNC` and `MIGRATION`.
     ///
     /// Kernel: `DEFINE_FOLIO_VMA_WALK()` / `DEFINE_PAGE_VMA_WALK()`
-    /// (series: `.pfn = folio_page_vma_walk_pfn()`,
+    /// (v6: `.pfn = folio_page_vma_walk_pfn()`,
     /// `.flags = page_vma_walk_flags()`).
     ///
     /// # Errors
@@ -628,8 +629,9 @@ impl<'a> PageVmaMappedWalk<'a> {
     /// [`address`](Self::address), with its lock held; `false`: no more
     /// mappings in this VMA (all locks released).
     ///
-    /// Kernel: `page_vma_mapped_walk(pvmw)`, `mm/page_vma_mapped.c` (v6); see
-    /// kernel-semantics §6.7 for the control flow followed step by step.
+    /// Kernel: `page_vma_mapped_walk(pvmw)`, `mm/page_vma_mapped.c` (7.0,
+    /// with the v6 proposal's `check_pte()`/`check_pmd()`), whose control
+    /// flow this follows step by step.
     #[inline]
     pub fn walk(&mut self) -> bool {
         if self.finished {
@@ -726,7 +728,7 @@ impl<'a> PageVmaMappedWalk<'a> {
         } else if !pmde.is_present() {
             let entry = Softleaf::from_pmd(pmde);
             if entry.is_device_private() {
-                // Hazard H13, as written in 7.0 and unchanged by the series:
+                // Hazard H13, as written in 7.0 and unchanged by the v6 proposal:
                 // a device-private PMD "matches" whatever the target, with no
                 // offset and no PVMW_DEVICE_PRIVATE check.
                 self.ptl = Some(pmdt.ptl().lock());
@@ -895,12 +897,12 @@ impl<'a> PageVmaMappedWalk<'a> {
 ///
 /// # Differences from the kernel
 ///
-/// The series (05/13) sets `.pfn = folio_page_vma_walk_pfn(folio)` — the
+/// The v6 proposal (05/13) sets `.pfn = folio_page_vma_walk_pfn(folio)` — the
 /// folio's head — with `.nr_pages = 1`, so for a tail page of a large folio
 /// the walk compares the tail's PTE against the head and cannot match
 /// (hazard H12, **unconfirmed** as a real regression). The model follows
 /// mainline, with the page's typed frame (its pfn, or its device-private
-/// offset); [`page_mapped_in_vma_as_posted`] reproduces the series.
+/// offset); [`page_mapped_in_vma_as_posted`] reproduces the v6 proposal.
 ///
 /// # Errors
 ///
@@ -914,10 +916,10 @@ pub fn page_mapped_in_vma(
     mapped_in_vma(mm, vma, page, page_pgoff)
 }
 
-/// [`page_mapped_in_vma`] as series v6 05/13 posted it: the walk target is
+/// [`page_mapped_in_vma`] as v6 proposal 05/13 posted it: the walk target is
 /// the folio's frame (`folio_head`), one page, at the page's address.
 ///
-/// Kernel: `page_mapped_in_vma()` after series 05/13.
+/// Kernel: `page_mapped_in_vma()` after v6 05/13.
 ///
 /// # Errors
 ///

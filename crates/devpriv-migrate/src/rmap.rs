@@ -40,7 +40,7 @@ use devpriv_core::{Errno, PageCount, PageFrame, PagingMode, warn_on};
 
 /// A walk over the places `folio` is mapped in `vma`.
 ///
-/// Kernel: `DEFINE_FOLIO_VMA_WALK()` with the series' helpers.
+/// Kernel: `DEFINE_FOLIO_VMA_WALK()` with the v6 proposal's helpers.
 pub(crate) fn folio_walk<'m>(
     mm: &'m Mm,
     vma: &'m Vma,
@@ -153,7 +153,7 @@ pub(crate) fn pmd_to_migration_entry(
 /// Replaces every mapping of `folio` in `mm` with a migration entry,
 /// dropping the mapping's rmap and reference: present PTEs and huge PMDs
 /// of a system folio, device-private PTEs and PMDs of a device folio
-/// (series: `SWP_MIGRATION_DEVICE_*` entries with the offset).
+/// (v6: `SWP_MIGRATION_DEVICE_*` entries with the offset).
 ///
 /// Kernel: `try_to_migrate(folio, 0)` → `rmap_walk()` →
 /// `try_to_migrate_one()`, `mm/rmap.c`; a PMD mapping goes through

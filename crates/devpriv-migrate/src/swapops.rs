@@ -2,12 +2,12 @@
 //!
 //! Kernel: `include/linux/swap.h` (`MAX_SWAPFILES`, `SWP_*` type numbers),
 //! `include/linux/swapops.h` (`swp_entry()`, `SWP_PFN_BITS`,
-//! `SWP_MIG_YOUNG_BIT`, `make_*_entry()`), series v6 patches 06, 08–10, 13.
+//! `SWP_MIG_YOUNG_BIT`, `make_*_entry()`), v6 proposal patches 06, 08–10, 13.
 //!
 //! A swap entry ("softleaf", [`Softleaf`]) is `type << 58 | offset`, with a
 //! 5-bit type and a 58-bit offset. Real swap files use the low type numbers;
 //! the special entries (hwpoison, migration, device-private, markers) are
-//! carved from the top. The series adds three device-private migration types,
+//! carved from the top. The v6 proposal adds three device-private migration types,
 //! so `SWP_DEVICE_NUM` goes from 3 to 6 and [`MAX_SWAPFILES`] drops from 24 to
 //! 21 ([`SwpTypes::MAINLINE`] against [`SwpTypes::SERIES`]).
 //!
@@ -57,10 +57,10 @@ pub const SWP_PTE_MARKER_NUM: u32 = 1;
 ///
 /// Kernel: the `SWP_*` / `MAX_SWAPFILES` definitions in
 /// `include/linux/swap.h`; [`SwpTypes::MAINLINE`] is 7.0,
-/// [`SwpTypes::SERIES`] is after series patch 08/13.
+/// [`SwpTypes::SERIES`] is after v6 patch 08/13.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SwpTypes {
-    /// Kernel: `SWP_DEVICE_NUM` (3 in mainline, 6 with the series).
+    /// Kernel: `SWP_DEVICE_NUM` (3 in mainline, 6 with the v6 proposal).
     pub device_num: u32,
     /// Real swap types are `0..max_swapfiles`. Kernel: `MAX_SWAPFILES`.
     pub max_swapfiles: u32,
@@ -78,11 +78,11 @@ pub struct SwpTypes {
     pub device_read: u32,
     /// Kernel: `SWP_DEVICE_EXCLUSIVE`.
     pub device_exclusive: u32,
-    /// Kernel: `SWP_MIGRATION_DEVICE_READ` (series only).
+    /// Kernel: `SWP_MIGRATION_DEVICE_READ` (v6 only).
     pub migration_device_read: Option<u32>,
-    /// Kernel: `SWP_MIGRATION_DEVICE_READ_EXCLUSIVE` (series only).
+    /// Kernel: `SWP_MIGRATION_DEVICE_READ_EXCLUSIVE` (v6 only).
     pub migration_device_read_exclusive: Option<u32>,
-    /// Kernel: `SWP_MIGRATION_DEVICE_WRITE` (series only).
+    /// Kernel: `SWP_MIGRATION_DEVICE_WRITE` (v6 only).
     pub migration_device_write: Option<u32>,
     /// Kernel: `SWP_PTE_MARKER`.
     pub pte_marker: u32,
@@ -132,17 +132,17 @@ impl SwpTypes {
 
     /// Mainline 7.0: `SWP_DEVICE_NUM = 3`, `MAX_SWAPFILES = 24`.
     ///
-    /// Kernel: `include/linux/swap.h` before the series.
+    /// Kernel: `include/linux/swap.h` before the v6 proposal.
     pub const MAINLINE: SwpTypes = SwpTypes::with_device_num(3);
 
-    /// With the series: `SWP_DEVICE_NUM = 6`, `MAX_SWAPFILES = 21`. The
+    /// With the v6 proposal: `SWP_DEVICE_NUM = 6`, `MAX_SWAPFILES = 21`. The
     /// model uses these numbers everywhere.
     ///
-    /// Kernel: `include/linux/swap.h` after series patch 08/13.
+    /// Kernel: `include/linux/swap.h` after v6 patch 08/13.
     pub const SERIES: SwpTypes = SwpTypes::with_device_num(6);
 }
 
-/// Number of real swap types: 21 with the series (24 in mainline).
+/// Number of real swap types: 21 with the v6 proposal (24 in mainline).
 ///
 /// Kernel: `MAX_SWAPFILES`, `include/linux/swap.h`.
 pub const MAX_SWAPFILES: u32 = SwpTypes::SERIES.max_swapfiles;
@@ -160,11 +160,11 @@ pub const SWP_DEVICE_WRITE: u32 = SwpTypes::SERIES.device_write;
 pub const SWP_DEVICE_READ: u32 = SwpTypes::SERIES.device_read;
 /// Kernel: `SWP_DEVICE_EXCLUSIVE` (27).
 pub const SWP_DEVICE_EXCLUSIVE: u32 = SwpTypes::SERIES.device_exclusive;
-/// Kernel: `SWP_MIGRATION_DEVICE_READ` (28, series 08/13).
+/// Kernel: `SWP_MIGRATION_DEVICE_READ` (28, v6 08/13).
 pub const SWP_MIGRATION_DEVICE_READ: u32 = SwpTypes::SERIES.device_exclusive + 1;
-/// Kernel: `SWP_MIGRATION_DEVICE_READ_EXCLUSIVE` (29, series 08/13).
+/// Kernel: `SWP_MIGRATION_DEVICE_READ_EXCLUSIVE` (29, v6 08/13).
 pub const SWP_MIGRATION_DEVICE_READ_EXCLUSIVE: u32 = SwpTypes::SERIES.device_exclusive + 2;
-/// Kernel: `SWP_MIGRATION_DEVICE_WRITE` (30, series 08/13).
+/// Kernel: `SWP_MIGRATION_DEVICE_WRITE` (30, v6 08/13).
 pub const SWP_MIGRATION_DEVICE_WRITE: u32 = SwpTypes::SERIES.device_exclusive + 3;
 /// Kernel: `SWP_PTE_MARKER` (31).
 pub const SWP_PTE_MARKER: u32 = SwpTypes::SERIES.pte_marker;
@@ -262,11 +262,11 @@ const fn check_pfn_field(raw: u64, mode: PagingMode) -> Result<u64, Errno> {
     }
 }
 
-/// A migration entry for `frame`: `SWP_MIGRATION_*` with a pfn, or (series)
+/// A migration entry for `frame`: `SWP_MIGRATION_*` with a pfn, or (v6)
 /// `SWP_MIGRATION_DEVICE_*` with a device-private offset.
 ///
 /// Kernel: `make_{readable,readable_exclusive,writable}_migration_entry(pfn)`
-/// and the series' `*_migration_entry_from_page(page, flags)` (09/13, 13/13),
+/// and the v6 proposal's `*_migration_entry_from_page(page, flags)` (09/13, 13/13),
 /// which pick the device type for a device-private page. Combine with
 /// [`Softleaf::with_flags`] for the `flags` argument.
 ///
@@ -300,7 +300,7 @@ pub const fn make_migration_entry(
 ///
 /// Kernel: `make_writable_device_private_entry(offset)` /
 /// `make_readable_device_private_entry(offset)`, `include/linux/swapops.h`
-/// (taking an offset after series 10/13 and 13/13).
+/// (taking an offset after v6 10/13 and 13/13).
 ///
 /// # Errors
 ///

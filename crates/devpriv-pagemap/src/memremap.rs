@@ -321,7 +321,7 @@ const UNMAPPED: u32 = 2;
 /// and the reference that pins it.
 ///
 /// Kernel: `struct dev_pagemap`, `include/linux/memremap.h`, with the
-/// series' `nr_pages` and `pages` fields.
+/// v6 proposal's `nr_pages` and `pages` fields.
 ///
 /// # Invariants
 ///
@@ -568,10 +568,13 @@ pub enum Packing {
 /// When a large folio's compound metadata is undone before its pages are
 /// reused at another order.
 ///
-/// Kernel: three successive designs (spec §5.1): none before the fix
-/// (6.19-era), a free-time reset with `smp_wmb()` (Matt Brost's Jan 7
-/// sketch, seed 001), and the merged per-page reset inside
-/// `zone_device_page_init(page, pgmap, order)` (seed 000, v6).
+/// Kernel: three successive designs: none before the fix (6.19), a
+/// free-time reset with `smp_wmb()` (Matthew Brost's sketch of 2026-01-07,
+/// then "[PATCH v4 2/7] mm/zone_device: Add
+/// free_zone_device_folio_prepare() helper", 2026-01-11; never merged), and
+/// the merged per-page reset inside `zone_device_page_init(page, pgmap,
+/// order)` ("[PATCH v6 1/5] mm/zone_device: Reinitialize large zone device
+/// private folios", 2026-01-16; 7.0). Hazards H1–H6, `docs/hazards.md`.
 ///
 /// # Differences from the kernel
 ///
@@ -820,7 +823,7 @@ impl DevicePrivateSpace {
     /// every page as `__init_zone_device_page` does.
     ///
     /// Kernel: `memremap_device_private_pagemap(pgmap, nid)`, `mm/memremap.c`
-    /// (series v6, 13/13).
+    /// (v6 proposal, 13/13).
     ///
     /// Each page starts with refcount 0, `PG_reserved`, `ZONE_DEVICE` and
     /// node `nid` in its flags, the pgmap in word 1, no `zone_device_data`,
@@ -1075,11 +1078,11 @@ impl DevicePrivateSpace {
         self.remove(pgmap)
     }
 
-    /// The old physical-range path, which the series closes to
+    /// The old physical-range path, which the v6 proposal closes to
     /// device-private memory.
     ///
     /// Kernel: `memremap_pages(pgmap, nid)`, `mm/memremap.c`, which with the
-    /// series WARNs `"Use memremap_device_private_pagemap()"` for
+    /// v6 proposal WARNs `"Use memremap_device_private_pagemap()"` for
     /// `MEMORY_DEVICE_PRIVATE`.
     ///
     /// # Errors

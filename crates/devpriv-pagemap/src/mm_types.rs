@@ -810,7 +810,7 @@ impl<'g> Folio<'g> {
     /// The folio's pfn. Device-private folios have none: this takes the
     /// `WARN` path and returns `None`.
     ///
-    /// Kernel: `folio_pfn()`, with the series' `VM_WARN_ON(folio_is_device_private(folio))`.
+    /// Kernel: `folio_pfn()`, with the v6 proposal's `VM_WARN_ON(folio_is_device_private(folio))`.
     pub fn pfn(self) -> Option<Pfn> {
         warn_on!(true, "folio_pfn() of a device-private folio");
         None

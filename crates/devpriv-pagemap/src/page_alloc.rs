@@ -1,7 +1,7 @@
 //! Building compound (large) folios out of pages.
 //!
 //! Kernel: `prep_compound_page()`, `prep_compound_head()`,
-//! `prep_compound_tail()`, `mm/page_alloc.c` and `mm/internal.h` (spec §4.5).
+//! `prep_compound_tail()`, `mm/page_alloc.c` and `mm/internal.h` (main).
 //!
 //! What a large folio leaves in its pages (x86-64, `CONFIG_MEMCG`,
 //! `CONFIG_MM_ID`, `CONFIG_PAGE_MAPCOUNT`), which is what a later reuse at

@@ -4,7 +4,7 @@
 //! `include/linux/mmzone.h`, `SPARSEMEM_EXTREME`): a root array of lazily
 //! allocated leaves, one slot per section.
 //!
-//! The series turned `pfn_to_page()` (pointer arithmetic) into a maple-tree
+//! The v6 proposal turned `pfn_to_page()` (pointer arithmetic) into a maple-tree
 //! walk; this index is how the model gets most of the arithmetic back. The
 //! range tree stays the truth; the index is derived from it under the
 //! space's writer lock. A slot holds the one pagemap that overlaps its

@@ -234,6 +234,7 @@ fn zone_device_page_init_bad_order_and_range() {
     assert!(Order::new(64).is_none(), "orders of 64 and up do not exist");
 }
 
+/// Hazard H17: `docs/hazards.md`.
 #[test]
 fn zone_device_page_init_order_above_max_that_fits_is_accepted_h17() {
     // Kernel: `order > MAX_ORDER_NR_PAGES` compares an order with a page
@@ -309,6 +310,7 @@ fn zone_device_page_init_on_a_page_with_nonzero_refcount_warns_and_continues() {
     s.validate().unwrap();
 }
 
+/// Hazard H11: `docs/hazards.md`.
 #[test]
 fn zone_device_page_init_after_kill_warns_and_continues_h11() {
     let (s, p) = one_pgmap(4);

@@ -1,11 +1,13 @@
 //! The folio lifecycle of device-private pages: allocation
 //! (`zone_device_page_init`), free (`folio_put` → `free_zone_device_folio`),
-//! split, and the reuse hazards of the seed threads (spec §10: H1–H6, H10,
-//! H16, H17) under each [`ReinitPolicy`].
+//! split, and the hazards of reusing freed folios (H1–H6, H10, H16, H17,
+//! H19, defined in `docs/hazards.md`) under each [`ReinitPolicy`] and
+//! [`FreePath`].
 //!
 //! Kernel: `zone_device_page_init()`, `zone_device_folio_init()`,
-//! `free_zone_device_folio()` (`mm/memremap.c`), `prep_compound_page()`
-//! (`mm/page_alloc.c`), `folio_split_unmapped()` (`mm/huge_memory.c`).
+//! `free_zone_device_folio()` (`mm/memremap.c`, 7.0 and fix 399289849560),
+//! `prep_compound_page()` (`mm/page_alloc.c`, main),
+//! `folio_split_unmapped()` (`mm/huge_memory.c`, 7.0).
 //!
 //! Each reuse hazard is a check function `hN(policy, ..) -> Result<(), String>`
 //! that returns `Err` when it sees the bug. The test then asserts that the
@@ -346,6 +348,8 @@ fn free_clears_anon_exclusive_on_every_page_and_the_mapping() {
 /// anon-exclusive and the refcount, and `folio_free` receives the folio
 /// still compound. Under `AtFree` the free path takes the folio apart
 /// before `folio_free` (which then sees order 0).
+///
+/// Hazard H6: `docs/hazards.md`.
 #[test]
 fn h6_free_writes_no_compound_metadata_unless_at_free() {
     for policy in [
@@ -445,9 +449,10 @@ proptest! {
 }
 
 #[test]
-fn write_set_of_init_on_the_seed_cases() {
-    // The cases the seeds name: reuse at B+1 (old page[1]), B+2 (old
-    // page[2]), B+5, and an order-4 folio at B+16, over an order-9 folio.
+fn write_set_of_init_on_the_hazard_cases() {
+    // The cases of hazards H1-H5 (docs/hazards.md): reuse at B+1 (old
+    // page[1]), B+2 (old page[2]), B+5, and an order-4 folio at B+16, over
+    // an order-9 folio.
     for policy in [
         ReinitPolicy::AtAlloc,
         ReinitPolicy::AtFree,
@@ -494,6 +499,7 @@ fn h1(policy: ReinitPolicy, old: u32, new: u32) -> Result<(), String> {
     fx.unmap()
 }
 
+/// Hazard H1: `docs/hazards.md`.
 #[test]
 fn h1_stale_order_byte_is_a_stale_lock_only_without_reinit() {
     for old in [1, 3, 5, 7, 9] {
@@ -538,6 +544,7 @@ fn h2(policy: ReinitPolicy) -> Result<(), String> {
     fx.unmap()
 }
 
+/// Hazard H2: `docs/hazards.md`.
 #[test]
 fn h2_stale_pg_head_puts_too_many_references_only_without_reinit() {
     h2(ReinitPolicy::AtAlloc).unwrap();
@@ -568,6 +575,7 @@ fn h3(policy: ReinitPolicy, old: u32) -> Result<(), String> {
     fx.unmap()
 }
 
+/// Hazard H3: `docs/hazards.md`.
 #[test]
 fn h3_nr_pages_alias_is_cleared_in_place_only_with_reinit() {
     for old in [2, 4, 8, 9] {
@@ -621,6 +629,7 @@ fn h4(policy: ReinitPolicy) -> Result<(), String> {
     fx.unmap()
 }
 
+/// Hazard H4: `docs/hazards.md`.
 #[test]
 fn h4_stale_tail_link_resolves_to_the_old_head_only_without_reinit() {
     h4(ReinitPolicy::AtAlloc).unwrap();
@@ -665,6 +674,7 @@ fn h5(policy: ReinitPolicy, rounds: usize) -> Result<(), String> {
     fx.unmap()
 }
 
+/// Hazard H5: `docs/hazards.md`.
 #[test]
 #[cfg_attr(miri, ignore = "threads and many rounds; covered natively")]
 fn h5_concurrent_reuse_of_disjoint_sub_ranges() {
@@ -702,6 +712,7 @@ fn h5_migrate_device_split_page_writes_the_whole_old_folio() {
     assert_eq!(w.count(), 1);
 }
 
+/// Hazard H1: `docs/hazards.md`.
 fn h1_after_split(fx: &Fx) -> Result<(), String> {
     let f = fx.alloc(B + 1, 0).map_err(|e| e.to_string())?;
     well_formed(fx, B + 1, 0)?;
@@ -770,6 +781,7 @@ fn well_formed_piece(fx: &Fx, head: usize, order: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// Hazard H10: `docs/hazards.md`.
 #[test]
 fn h10_split_callback_must_restore_pgmap_before_reading_it() {
     for new in [0, 2, 4] {
@@ -980,6 +992,7 @@ fn h19(path: FreePath) -> (usize, i64, Result<(), Errno>) {
     (warns, left, unmap)
 }
 
+/// Hazard H19: `docs/hazards.md`.
 #[test]
 fn h19_free_path_does_not_reread_the_folio() {
     assert_eq!(FreePath::default(), FreePath::Fixed);
@@ -1037,6 +1050,7 @@ fn residue(policy: ReinitPolicy) -> ([Vec<(usize, u64)>; 2], u64) {
     )
 }
 
+/// Hazard H16: `docs/hazards.md`.
 #[test]
 fn h16_residue_left_by_each_policy() {
     let second = 1 << PG_HAS_HWPOISONED | 1 << PG_LARGE_RMAPPABLE | 1 << PG_PARTIALLY_MAPPED;
@@ -1116,6 +1130,7 @@ fn h17(policy: ReinitPolicy) -> Result<Vec<u32>, String> {
     Ok(accepted)
 }
 
+/// Hazard H17: `docs/hazards.md`.
 #[test]
 fn h17_order_check_compares_an_order_with_a_page_count() {
     assert!((0u32..64).all(|o| u64::from(o) <= MAX_ORDER_NR_PAGES));

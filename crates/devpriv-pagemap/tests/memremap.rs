@@ -2,7 +2,7 @@
 //!
 //! Kernel: `memremap_device_private_pagemap()`,
 //! `memunmap_device_private_pagemap()`, `device_private_offset_to_page()`,
-//! `device_private_page_to_offset()` (`mm/memremap.c`, series v6).
+//! `device_private_page_to_offset()` (`mm/memremap.c`, v6 proposal).
 
 use devpriv_core::warn::capture;
 use devpriv_core::{
@@ -152,6 +152,7 @@ fn negative_nid_means_the_current_node() {
     miri,
     ignore = "slow under Miri (index scans); the logic is covered by the native run"
 )]
+/// Hazard H7: `docs/hazards.md`.
 fn offset_and_page_round_trip_across_pagemaps() {
     for packing in [Packing::KernelExact, Packing::SectionAligned] {
         let space = DevicePrivateSpace::with_config(SpaceConfig {
@@ -198,6 +199,8 @@ fn offset_and_page_round_trip_across_pagemaps() {
 
 /// Offsets in gaps, beyond the space, and after unmap give `None` and a
 /// `WARN` (H7d, H14, H15).
+///
+/// Hazards H7, H14, H15: `docs/hazards.md`.
 #[test]
 fn gaps_and_unmapped_offsets_give_none_and_warn() {
     let space = DevicePrivateSpace::with_config(SpaceConfig {
@@ -314,6 +317,7 @@ fn invalid_params_are_rejected_and_leave_nothing_behind() {
     assert_eq!(pm.first_offset(), off(0));
 }
 
+/// Hazard H14: `docs/hazards.md`.
 #[test]
 fn exhaustion_gives_ebusy_and_freed_space_is_reused() {
     // A 16 MiB space: 4096 pages.
@@ -351,6 +355,8 @@ fn exhaustion_gives_ebusy_and_freed_space_is_reused() {
 
 /// Unmap waits until every allocated page is freed; the bounded variant
 /// gives EBUSY; the range is reusable afterwards (H11).
+///
+/// Hazard H11: `docs/hazards.md`.
 #[test]
 fn unmap_waits_for_allocated_pages() {
     let space = DevicePrivateSpace::new();
