@@ -7,7 +7,7 @@
 //! `zone_device_page_init()` → `percpu_ref_tryget_many()` (hazard H11,
 //! `docs/hazards.md`), with
 //! `dev_pagemap_percpu_release()` → `complete()` (`lib/percpu-refcount.c`,
-//! `kernel/sched/completion.c`).
+//! `kernel/sched/completion.c`, main; the teardown is v6's).
 //!
 //! The main thread is the driver: it allocates a page (a live-mode get on
 //! its shard), then tears the pagemap down. The holder thread frees that

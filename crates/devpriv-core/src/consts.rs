@@ -2,57 +2,57 @@
 //!
 //! Kernel: `arch/x86/include/asm/page_types.h`, `include/linux/huge_mm.h`,
 //! `include/linux/mmzone.h`, `arch/x86/include/asm/sparsemem.h`,
-//! `include/linux/swapops.h` (`SWP_PFN_BITS`).
+//! `include/linux/swapops.h` (`SWP_PFN_BITS`, main).
 
 /// log2 of the page size.
 ///
-/// Kernel: `PAGE_SHIFT`, `arch/x86/include/asm/page_types.h`.
+/// Kernel: `PAGE_SHIFT`, `arch/x86/include/asm/page_types.h` (main).
 pub const PAGE_SHIFT: u32 = 12;
 
 /// Bytes in a page (4 KiB).
 ///
-/// Kernel: `PAGE_SIZE`, `arch/x86/include/asm/page_types.h`.
+/// Kernel: `PAGE_SIZE`, `arch/x86/include/asm/page_types.h` (main).
 pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
 
 /// Mask that clears the offset within a page.
 ///
-/// Kernel: `PAGE_MASK`, `arch/x86/include/asm/page_types.h`.
+/// Kernel: `PAGE_MASK`, `arch/x86/include/asm/page_types.h` (main).
 pub const PAGE_MASK: u64 = !(PAGE_SIZE - 1);
 
 /// log2 of the bytes a PMD entry maps (2 MiB).
 ///
-/// Kernel: `PMD_SHIFT`, `arch/x86/include/asm/pgtable_64_types.h`.
+/// Kernel: `PMD_SHIFT`, `arch/x86/include/asm/pgtable_64_types.h` (main).
 pub const PMD_SHIFT: u32 = 21;
 
 /// Bytes a PMD entry maps (2 MiB).
 ///
-/// Kernel: `PMD_SIZE`, `arch/x86/include/asm/pgtable_64_types.h`.
+/// Kernel: `PMD_SIZE`, `arch/x86/include/asm/pgtable_64_types.h` (main).
 pub const PMD_SIZE: u64 = 1 << PMD_SHIFT;
 
 /// Mask that clears the offset within a PMD-mapped range.
 ///
-/// Kernel: `PMD_MASK`, `arch/x86/include/asm/pgtable_64_types.h`.
+/// Kernel: `PMD_MASK`, `arch/x86/include/asm/pgtable_64_types.h` (main).
 pub const PMD_MASK: u64 = !(PMD_SIZE - 1);
 
 /// log2 of the bytes a PUD entry maps (1 GiB).
 ///
-/// Kernel: `PUD_SHIFT`, `arch/x86/include/asm/pgtable_64_types.h`.
+/// Kernel: `PUD_SHIFT`, `arch/x86/include/asm/pgtable_64_types.h` (main).
 pub const PUD_SHIFT: u32 = 30;
 
 /// Bytes a PUD entry maps (1 GiB).
 ///
-/// Kernel: `PUD_SIZE`, `arch/x86/include/asm/pgtable_64_types.h`.
+/// Kernel: `PUD_SIZE`, `arch/x86/include/asm/pgtable_64_types.h` (main).
 pub const PUD_SIZE: u64 = 1 << PUD_SHIFT;
 
 /// Mask that clears the offset within a PUD-mapped range.
 ///
-/// Kernel: `PUD_MASK`, `arch/x86/include/asm/pgtable_64_types.h`.
+/// Kernel: `PUD_MASK`, `arch/x86/include/asm/pgtable_64_types.h` (main).
 pub const PUD_MASK: u64 = !(PUD_SIZE - 1);
 
 /// log2 of the bytes a top-level (PGD) entry maps with 4-level paging
 /// (512 GiB).
 ///
-/// Kernel: `PGDIR_SHIFT`, `arch/x86/include/asm/pgtable_64_types.h`.
+/// Kernel: `PGDIR_SHIFT`, `arch/x86/include/asm/pgtable_64_types.h` (main).
 ///
 /// # Differences from the kernel
 ///
@@ -63,44 +63,44 @@ pub const PGDIR_SHIFT: u32 = 39;
 /// Bytes a top-level (PGD) entry maps with 4-level paging (512 GiB).
 ///
 /// Kernel: `PGDIR_SIZE`, `arch/x86/include/asm/pgtable_64_types.h` (see
-/// [`PGDIR_SHIFT`]).
+/// [`PGDIR_SHIFT`], main).
 pub const PGDIR_SIZE: u64 = 1 << PGDIR_SHIFT;
 
 /// Order of a PMD-sized (transparent huge) folio.
 ///
-/// Kernel: `HPAGE_PMD_ORDER`, `include/linux/huge_mm.h`.
+/// Kernel: `HPAGE_PMD_ORDER`, `include/linux/huge_mm.h` (main).
 pub const HPAGE_PMD_ORDER: u32 = PMD_SHIFT - PAGE_SHIFT;
 
 /// Pages in a PMD-sized folio (512).
 ///
-/// Kernel: `HPAGE_PMD_NR`, `include/linux/huge_mm.h`.
+/// Kernel: `HPAGE_PMD_NR`, `include/linux/huge_mm.h` (main).
 pub const HPAGE_PMD_NR: u64 = 1 << HPAGE_PMD_ORDER;
 
 /// Bytes in a PMD-sized folio (2 MiB).
 ///
-/// Kernel: `HPAGE_PMD_SIZE`, `include/linux/huge_mm.h`.
+/// Kernel: `HPAGE_PMD_SIZE`, `include/linux/huge_mm.h` (main).
 pub const HPAGE_PMD_SIZE: u64 = 1 << PMD_SHIFT;
 
 /// Entries in one page table (PTE or PMD level).
 ///
-/// Kernel: `PTRS_PER_PTE`, `arch/x86/include/asm/pgtable_64_types.h`.
+/// Kernel: `PTRS_PER_PTE`, `arch/x86/include/asm/pgtable_64_types.h` (main).
 pub const PTRS_PER_PTE: u64 = 512;
 
 /// Largest buddy-allocator order on x86 with the default configuration.
 ///
-/// Kernel: `MAX_PAGE_ORDER`, `include/linux/mmzone.h`.
+/// Kernel: `MAX_PAGE_ORDER`, `include/linux/mmzone.h` (main).
 pub const MAX_PAGE_ORDER: u32 = 10;
 
 /// Pages in a `MAX_PAGE_ORDER` block (1024).
 ///
-/// Kernel: `MAX_ORDER_NR_PAGES`, `include/linux/mmzone.h`. Note that
+/// Kernel: `MAX_ORDER_NR_PAGES`, `include/linux/mmzone.h` (main). Note that
 /// `zone_device_page_init()` compares an *order* against this page count
 /// (hazard H17).
 pub const MAX_ORDER_NR_PAGES: u64 = 1 << MAX_PAGE_ORDER;
 
 /// `PUD_SHIFT - PAGE_SHIFT`: the order of a 1 GiB folio (18).
 ///
-/// Kernel: `PUD_ORDER`, `include/linux/pgtable.h`.
+/// Kernel: `PUD_ORDER`, `include/linux/pgtable.h` (main).
 pub const PUD_ORDER: u32 = PUD_SHIFT - PAGE_SHIFT;
 
 /// Largest folio order on x86-64 with `CONFIG_ZONE_DEVICE` and
@@ -128,18 +128,18 @@ pub const MAX_FOLIO_ORDER_NO_HUGETLB: u32 = PUD_ORDER;
 
 /// `MAX_PHYSMEM_BITS` with 4-level paging on x86-64.
 ///
-/// Kernel: `MAX_PHYSMEM_BITS`, `arch/x86/include/asm/sparsemem.h`.
+/// Kernel: `MAX_PHYSMEM_BITS`, `arch/x86/include/asm/sparsemem.h` (main).
 pub const MAX_PHYSMEM_BITS_4LEVEL: u32 = 46;
 
 /// `MAX_PHYSMEM_BITS` with 5-level paging (LA57) on x86-64.
 ///
-/// Kernel: `MAX_PHYSMEM_BITS`, `arch/x86/include/asm/sparsemem.h`.
+/// Kernel: `MAX_PHYSMEM_BITS`, `arch/x86/include/asm/sparsemem.h` (main).
 pub const MAX_PHYSMEM_BITS_5LEVEL: u32 = 52;
 
 /// The paging mode, which decides `MAX_PHYSMEM_BITS` at run time.
 ///
 /// Kernel: `pgtable_l5_enabled()`; `MAX_PHYSMEM_BITS` is
-/// `pgtable_l5_enabled() ? 52 : 46` on x86-64.
+/// `pgtable_l5_enabled() ? 52 : 46` on x86-64 (main).
 ///
 /// # Differences from the kernel
 ///
@@ -158,7 +158,7 @@ pub enum PagingMode {
 impl PagingMode {
     /// Physical-address bits for this mode (46 or 52).
     ///
-    /// Kernel: `MAX_PHYSMEM_BITS`.
+    /// Kernel: `MAX_PHYSMEM_BITS` (main).
     pub const fn max_physmem_bits(self) -> u32 {
         match self {
             PagingMode::FourLevel => MAX_PHYSMEM_BITS_4LEVEL,
@@ -170,14 +170,14 @@ impl PagingMode {
     /// 34 with 4-level paging, 40 with 5-level.
     ///
     /// Kernel: `SWP_PFN_BITS = MAX_PHYSMEM_BITS - PAGE_SHIFT`,
-    /// `include/linux/swapops.h`.
+    /// `include/linux/swapops.h` (main).
     pub const fn swp_pfn_bits(self) -> u32 {
         self.max_physmem_bits() - PAGE_SHIFT
     }
 
     /// Mask of the pfn field of a swap entry.
     ///
-    /// Kernel: `SWP_PFN_MASK`, `include/linux/swapops.h`.
+    /// Kernel: `SWP_PFN_MASK`, `include/linux/swapops.h` (main).
     pub const fn swp_pfn_mask(self) -> u64 {
         (1 << self.swp_pfn_bits()) - 1
     }
@@ -186,7 +186,7 @@ impl PagingMode {
     /// `1 << MAX_PHYSMEM_BITS`.
     ///
     /// Kernel: the `max` passed to `mtree_alloc_range()` by
-    /// `memremap_device_private_pagemap()` (an inclusive bound there).
+    /// `memremap_device_private_pagemap()` (an inclusive bound there, v6).
     pub const fn physmem_size(self) -> u64 {
         1 << self.max_physmem_bits()
     }

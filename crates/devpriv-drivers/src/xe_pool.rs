@@ -73,7 +73,7 @@ const ORDER_64K: u32 = 4;
 ///
 /// Kernel: `struct drm_buddy` and `drm_buddy_init()`,
 /// `drm_buddy_alloc_blocks()` (`alloc_from_freelist()`, no flags),
-/// `drm_buddy_free_block()`, `drivers/gpu/drm/drm_buddy.c`.
+/// `drm_buddy_free_block()`, `drivers/gpu/drm/drm_buddy.c` (main).
 ///
 /// Free blocks of each order are kept sorted by offset, as the kernel's
 /// `list_insert_sorted()` keeps them. An allocation takes the
@@ -107,7 +107,7 @@ impl DrmBuddy {
     /// A buddy allocator over pages `0..size`, with blocks of at most
     /// `2^max_order` pages.
     ///
-    /// Kernel: `drm_buddy_init(mm, size, chunk_size)`.
+    /// Kernel: `drm_buddy_init(mm, size, chunk_size)` (main).
     ///
     /// # Errors
     ///
@@ -138,21 +138,21 @@ impl DrmBuddy {
 
     /// Pages managed.
     ///
-    /// Kernel: `drm_buddy::size` (in chunks).
+    /// Kernel: `drm_buddy::size` (in chunks, main).
     pub fn size(&self) -> u64 {
         self.size
     }
 
     /// Pages free.
     ///
-    /// Kernel: `drm_buddy::avail` (in chunks).
+    /// Kernel: `drm_buddy::avail` (in chunks, main).
     pub fn avail(&self) -> u64 {
         self.avail
     }
 
     /// The largest block order.
     ///
-    /// Kernel: `drm_buddy::max_order`.
+    /// Kernel: `drm_buddy::max_order` (main).
     pub fn max_order(&self) -> u32 {
         self.max_order
     }
@@ -160,7 +160,7 @@ impl DrmBuddy {
     /// Free blocks of `order`.
     ///
     /// Kernel: the length of `drm_buddy::free_list[order]`
-    /// (`drm_buddy_print()`).
+    /// (`drm_buddy_print()`, main).
     pub fn free_blocks(&self, order: u32) -> usize {
         self.free.get(order as usize).map_or(0, BTreeSet::len)
     }
@@ -168,7 +168,7 @@ impl DrmBuddy {
     /// Allocates one block of `2^order` pages; returns its first page.
     ///
     /// Kernel: `drm_buddy_alloc_blocks(mm, 0, size, 2^order pages,
-    /// 2^order pages, &blocks, 0)`, i.e. `alloc_from_freelist()`.
+    /// 2^order pages, &blocks, 0)`, i.e. `alloc_from_freelist()` (main).
     ///
     /// # Errors
     ///
@@ -196,7 +196,7 @@ impl DrmBuddy {
 
     /// Frees the allocated block that starts at `start`; returns its order.
     ///
-    /// Kernel: `drm_buddy_free_block(mm, block)` (`__drm_buddy_free()`).
+    /// Kernel: `drm_buddy_free_block(mm, block)` (`__drm_buddy_free()`, main).
     ///
     /// # Errors
     ///
@@ -280,7 +280,7 @@ impl DrmBuddy {
 ///
 /// Kernel: `struct drm_buddy` behind `xe_ttm_vram_mgr`, and the
 /// `drm_pagemap_zdd` reference that keeps a device allocation alive until
-/// its last page is freed (`drivers/gpu/drm/drm_pagemap.c`).
+/// its last page is freed (`drivers/gpu/drm/drm_pagemap.c`, main).
 #[derive(Debug)]
 struct Devmem {
     buddy: DrmBuddy,
@@ -294,7 +294,7 @@ struct Devmem {
 ///
 /// Kernel: the `folio_free` op of `drm_pagemap` → the
 /// zdd's last put → `xe_svm_devmem_release()`, which puts the buffer object
-/// and so its buddy blocks.
+/// and so its buddy blocks (7.0).
 ///
 /// # Differences from the kernel
 ///

@@ -5,7 +5,7 @@
 //!
 //! Kernel: `zone_device_folio_init()`, `free_zone_device_folio()`
 //! (`mm/memremap.c`), with a DRM-buddy pool after `drivers/gpu/drm/drm_buddy.c`
-//! and `drivers/gpu/drm/xe/xe_svm.c`.
+//! and `drivers/gpu/drm/xe/xe_svm.c` (7.0; the pool is a model).
 
 use devpriv_drivers::xe_pool::{
     HandlerStats, XeConfig, XeReport, render_summary, run, run_workload,

@@ -50,7 +50,7 @@ impl Index {
 
 /// One encoding check.
 ///
-/// Kernel: the encoders named in the module docs.
+/// Kernel: the encoders named in the module docs (main and v6).
 #[derive(Arbitrary, Clone, Copy, Debug)]
 pub enum EncOp {
     /// `swp_entry(ty, offset)`, then the swap PTE/PMD of it.

@@ -127,7 +127,7 @@ pub enum Probe {
 /// The input of one run: the target, then the probes.
 ///
 /// Kernel: the `pfn`, `nr_pages` and `flags` of `struct
-/// page_vma_mapped_walk`.
+/// page_vma_mapped_walk` (7.0 with v6's checks).
 #[derive(Arbitrary, Clone, Debug)]
 pub struct PvmwInput {
     /// Target index: `Near(d)` is around 2^20, `Abs` any.

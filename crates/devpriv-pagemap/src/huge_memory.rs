@@ -41,7 +41,7 @@ use devpriv_core::{Errno, Order, warn_on};
 /// Kernel: the mask `__split_folio_to_order()` copies (`PG_referenced`,
 /// `PG_swapbacked`, `PG_swapcache`, `PG_mlocked`, `PG_uptodate`,
 /// `PG_active`, `PG_workingset`, `PG_locked`, `PG_unevictable`, `PG_dirty`;
-/// the model has no `PG_arch_2`/`PG_arch_3` or LRU-generation bits).
+/// the model has no `PG_arch_2`/`PG_arch_3` or LRU-generation bits, main).
 pub const SPLIT_COPIED_FLAGS: u64 = 1 << PG_REFERENCED
     | 1 << PG_SWAPBACKED
     | 1 << PG_SWAPCACHE
@@ -55,7 +55,7 @@ pub const SPLIT_COPIED_FLAGS: u64 = 1 << PG_REFERENCED
 
 /// Splits `folio` from `old` to `new` order, in place.
 ///
-/// Kernel: `__split_folio_to_order()`, `mm/huge_memory.c`.
+/// Kernel: `__split_folio_to_order()`, `mm/huge_memory.c` (main).
 fn split_folio_to_order(folio: Folio<'_>, old: Order, new: Order) {
     let head = folio.page();
     let nr = 1usize << old.get();

@@ -2,7 +2,7 @@
 //!
 //! Kernel: `mm/memremap.c`, `include/linux/memremap.h`, `mm/mm_init.c`,
 //! `mm/huge_memory.c`, `lib/percpu-refcount.c`, `kernel/resource.c`,
-//! `include/linux/page-flags.h`, `include/linux/mm_types.h`.
+//! `include/linux/page-flags.h`, `include/linux/mm_types.h` (main, 7.0 and v6: see the table below).
 //!
 //! Which kernel each part models:
 //!

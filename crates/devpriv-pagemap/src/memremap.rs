@@ -50,37 +50,37 @@ use std::time::Duration;
 /// What kind of device memory a pagemap describes.
 ///
 /// Kernel: `enum memory_type`, `include/linux/memremap.h` (0 is unused,
-/// "catch uninitialised").
+/// "catch uninitialised", main).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum MemoryType {
     /// CPU cannot access it; mapped only through special swap-like entries.
     ///
-    /// Kernel: `MEMORY_DEVICE_PRIVATE`.
+    /// Kernel: `MEMORY_DEVICE_PRIVATE` (main).
     Private = 1,
     /// CPU-coherent device memory.
     ///
-    /// Kernel: `MEMORY_DEVICE_COHERENT`.
+    /// Kernel: `MEMORY_DEVICE_COHERENT` (main).
     Coherent = 2,
-    /// Kernel: `MEMORY_DEVICE_FS_DAX`.
+    /// Kernel: `MEMORY_DEVICE_FS_DAX` (main).
     FsDax = 3,
-    /// Kernel: `MEMORY_DEVICE_GENERIC`.
+    /// Kernel: `MEMORY_DEVICE_GENERIC` (main).
     Generic = 4,
-    /// Kernel: `MEMORY_DEVICE_PCI_P2PDMA`.
+    /// Kernel: `MEMORY_DEVICE_PCI_P2PDMA` (main).
     PciP2pDma = 5,
 }
 
 /// The driver's opaque owner cookie, compared against
 /// `migrate_vma.pgmap_owner` and `hmm_range.dev_private_owner`.
 ///
-/// Kernel: `void *dev_pagemap::owner`.
+/// Kernel: `void *dev_pagemap::owner` (main).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Owner(pub u64);
 
 /// What a CPU fault on a device-private entry hands to `migrate_to_ram`.
 ///
 /// Kernel: `struct vm_fault`, `include/linux/mm.h` (the fields the
-/// device-private path uses).
+/// device-private path uses, main).
 ///
 /// # Differences from the kernel
 ///
@@ -124,7 +124,7 @@ impl fmt::Debug for VmFault<'_> {
 
 /// The driver's callbacks.
 ///
-/// Kernel: `struct dev_pagemap_ops`, `include/linux/memremap.h`.
+/// Kernel: `struct dev_pagemap_ops`, `include/linux/memremap.h` (7.0).
 ///
 /// # Differences from the kernel
 ///
@@ -138,13 +138,13 @@ pub trait DevPagemapOps: Send + Sync {
     /// Called once per folio when its refcount drops to 0, for the whole
     /// folio whatever its order; the driver takes the pages back.
     ///
-    /// Kernel: `dev_pagemap_ops::folio_free`.
+    /// Kernel: `dev_pagemap_ops::folio_free` (7.0).
     fn folio_free(&self, folio: Folio<'_>);
 
     /// Called from the CPU fault path on a device-private entry; must
     /// migrate the memory back to system RAM.
     ///
-    /// Kernel: `dev_pagemap_ops::migrate_to_ram`.
+    /// Kernel: `dev_pagemap_ops::migrate_to_ram` (main).
     ///
     /// # Errors
     ///
@@ -153,14 +153,14 @@ pub trait DevPagemapOps: Send + Sync {
 
     /// `false` models an ops table whose `migrate_to_ram` is `NULL`.
     ///
-    /// Kernel: `ops->migrate_to_ram != NULL`.
+    /// Kernel: `ops->migrate_to_ram != NULL` (main).
     fn has_migrate_to_ram(&self) -> bool {
         true
     }
 
     /// `true` if [`folio_split`](DevPagemapOps::folio_split) is provided.
     ///
-    /// Kernel: `ops->folio_split != NULL`.
+    /// Kernel: `ops->folio_split != NULL` (7.0).
     fn has_folio_split(&self) -> bool {
         false
     }
@@ -168,12 +168,12 @@ pub trait DevPagemapOps: Send + Sync {
     /// Called during a split for each new folio, and once with `tail =
     /// None` at the end.
     ///
-    /// Kernel: `dev_pagemap_ops::folio_split`.
+    /// Kernel: `dev_pagemap_ops::folio_split` (7.0).
     fn folio_split(&self, _head: Folio<'_>, _tail: Option<Folio<'_>>) {}
 
     /// Memory-failure notification for `nr_pages` pages from `offset`.
     ///
-    /// Kernel: `dev_pagemap_ops::memory_failure`.
+    /// Kernel: `dev_pagemap_ops::memory_failure` (main).
     ///
     /// # Errors
     ///
@@ -192,7 +192,7 @@ pub trait DevPagemapOps: Send + Sync {
 /// What a driver fills in before `memremap_device_private_pagemap()`.
 ///
 /// Kernel: the input fields of `struct dev_pagemap` (`type`, `nr_pages`,
-/// `owner`, `ops`).
+/// `owner`, `ops`, main).
 #[derive(Clone)]
 pub struct PagemapParams {
     /// Must be [`MemoryType::Private`].
@@ -377,50 +377,50 @@ impl DevPagemap {
         self.id
     }
 
-    /// Kernel: `dev_pagemap::type`.
+    /// Kernel: `dev_pagemap::type` (main).
     pub fn memory_type(&self) -> MemoryType {
         self.memory_type
     }
 
-    /// Kernel: `dev_pagemap::nr_pages`.
+    /// Kernel: `dev_pagemap::nr_pages` (v6).
     pub fn nr_pages(&self) -> PageCount {
         self.nr_pages
     }
 
     /// The pages array.
     ///
-    /// Kernel: `dev_pagemap::pages`.
+    /// Kernel: `dev_pagemap::pages` (v6).
     pub fn pages(&self) -> &[Page] {
         &self.pages
     }
 
     /// The device-private byte range, inclusive.
     ///
-    /// Kernel: `dev_pagemap::range` (an output for `MEMORY_DEVICE_PRIVATE`).
+    /// Kernel: `dev_pagemap::range` (an output for `MEMORY_DEVICE_PRIVATE`, v6).
     pub fn range(&self) -> RangeInclusive<DevicePrivateAddr> {
         DevicePrivateAddr::new(*self.range.start())..=DevicePrivateAddr::new(*self.range.end())
     }
 
     /// The offset of page 0.
     ///
-    /// Kernel: `range.start >> PAGE_SHIFT`.
+    /// Kernel: `range.start >> PAGE_SHIFT` (v6).
     pub fn first_offset(&self) -> DevicePrivateOffset {
         DevicePrivateOffset::new(self.first_offset)
     }
 
-    /// Kernel: `dev_pagemap::owner`.
+    /// Kernel: `dev_pagemap::owner` (main).
     pub fn owner(&self) -> Owner {
         self.owner
     }
 
-    /// Kernel: `dev_pagemap::ops`.
+    /// Kernel: `dev_pagemap::ops` (main).
     pub fn ops(&self) -> &Arc<dyn DevPagemapOps> {
         &self.ops
     }
 
     /// The NUMA node the pages belong to.
     ///
-    /// Kernel: the `nid` passed to `memremap_device_private_pagemap()`.
+    /// Kernel: the `nid` passed to `memremap_device_private_pagemap()` (v6).
     pub fn nid(&self) -> i32 {
         self.nid
     }
@@ -428,7 +428,7 @@ impl DevPagemap {
     /// The reference that pins the pagemap: one initial reference plus one
     /// per allocated device page.
     ///
-    /// Kernel: `dev_pagemap::ref`.
+    /// Kernel: `dev_pagemap::ref` (main).
     pub fn percpu_ref(&self) -> &PercpuRef {
         &self.refs
     }
@@ -436,14 +436,14 @@ impl DevPagemap {
     /// Completed by the ref's release, when the last allocated page is freed
     /// after the ref was killed.
     ///
-    /// Kernel: `dev_pagemap::done`.
+    /// Kernel: `dev_pagemap::done` (main).
     pub fn done(&self) -> &Completion {
         &self.done
     }
 
     /// What this pagemap writes into its pages' word 1.
     ///
-    /// Kernel: the `struct dev_pagemap *` in `folio->pgmap`.
+    /// Kernel: the `struct dev_pagemap *` in `folio->pgmap` (main).
     pub fn cookie(&self) -> PgmapCookie {
         PgmapCookie(self.pages.as_ptr().addr() as u64)
     }
@@ -504,7 +504,7 @@ impl DevPagemap {
 
     /// The page at `offset`, if it is one of this pagemap's.
     ///
-    /// Kernel: `&pgmap->pages[offset - (range.start >> PAGE_SHIFT)]`.
+    /// Kernel: `&pgmap->pages[offset - (range.start >> PAGE_SHIFT)]` (v6).
     #[inline]
     pub fn page(&self, offset: DevicePrivateOffset) -> Option<PageRef<'_>> {
         let i = offset.get().wrapping_sub(self.first_offset);
@@ -691,7 +691,7 @@ impl SpaceConfig {
     /// `1 << MAX_PHYSMEM_BITS`.
     ///
     /// Kernel: the `max` of `mtree_alloc_range()` in
-    /// `memremap_device_private_pagemap()`.
+    /// `memremap_device_private_pagemap()` (v6).
     pub fn space_size(&self) -> u64 {
         1 << self.space_shift.unwrap_or(self.paging.max_physmem_bits())
     }
@@ -714,7 +714,7 @@ impl Default for SpaceConfig {
 /// The device-private address space.
 ///
 /// Kernel: `device_private_pgmap_tree` (a global `MT_FLAGS_ALLOC_RANGE`
-/// maple tree) and the functions around it, `mm/memremap.c`.
+/// maple tree) and the functions around it, `mm/memremap.c` (v6).
 ///
 /// # Differences from the kernel
 ///
@@ -747,7 +747,7 @@ impl DevicePrivateSpace {
     /// A space with the kernel-exact defaults (`MAX_PHYSMEM_BITS` 46, exact
     /// packing).
     ///
-    /// Kernel: `MTREE_INIT(device_private_pgmap_tree, MT_FLAGS_ALLOC_RANGE)`.
+    /// Kernel: `MTREE_INIT(device_private_pgmap_tree, MT_FLAGS_ALLOC_RANGE)` (v6).
     pub fn new() -> Self {
         Self::with_config(SpaceConfig::default())
     }
@@ -802,7 +802,7 @@ impl DevicePrivateSpace {
 
     /// `true` if no pagemap is mapped.
     ///
-    /// Kernel: `mtree_empty(&device_private_pgmap_tree)`.
+    /// Kernel: `mtree_empty(&device_private_pgmap_tree)` (v6).
     pub fn is_empty(&self) -> bool {
         self.tree.is_empty()
     }
@@ -810,7 +810,7 @@ impl DevicePrivateSpace {
     /// Enters a read-side section: lookups through it take no lock and
     /// write no shared memory.
     ///
-    /// Kernel: `rcu_read_lock()` (which `mtree_load()` takes internally).
+    /// Kernel: `rcu_read_lock()` (which `mtree_load()` takes internally, main).
     pub fn read(&self) -> SpaceReadGuard<'_> {
         SpaceReadGuard {
             index: self.index.view(),
@@ -969,7 +969,7 @@ impl DevicePrivateSpace {
     /// As [`memremap_device_private_pagemap`], with the pagemap unmapped
     /// when the returned handle drops.
     ///
-    /// Kernel: `devm_memremap_device_private_pagemap(dev, pgmap)`.
+    /// Kernel: `devm_memremap_device_private_pagemap(dev, pgmap)` (v6).
     ///
     /// # Errors
     ///
@@ -1009,7 +1009,7 @@ impl DevicePrivateSpace {
     /// Tears a pagemap down: kills its ref, waits until every allocated
     /// device page has been freed, and removes its range from the space.
     ///
-    /// Kernel: `memunmap_device_private_pagemap(pgmap)`, `mm/memremap.c`.
+    /// Kernel: `memunmap_device_private_pagemap(pgmap)`, `mm/memremap.c` (v6).
     ///
     /// # Differences from the kernel
     ///
@@ -1102,7 +1102,7 @@ impl DevicePrivateSpace {
     /// Checks the tree, the index and every pagemap, and that the index and
     /// the tree agree on every section.
     ///
-    /// Kernel: `mt_validate()` plus model-only checks.
+    /// Kernel: `mt_validate()` plus model-only checks (main).
     ///
     /// # Errors
     ///
@@ -1310,7 +1310,7 @@ fn warn_if_missing(page: Option<PageRef<'_>>) -> Option<PageRef<'_>> {
 /// A pagemap that is unmapped when this handle drops.
 ///
 /// Kernel: the devres action `devm_memremap_device_private_pagemap()`
-/// registers.
+/// registers (v6).
 pub struct DevmPagemap<'s> {
     space: &'s DevicePrivateSpace,
     pgmap: Option<Arc<DevPagemap>>,
@@ -1325,7 +1325,7 @@ impl fmt::Debug for DevmPagemap<'_> {
 impl DevmPagemap<'_> {
     /// The pagemap.
     ///
-    /// Kernel: the `struct dev_pagemap *` the driver keeps.
+    /// Kernel: the `struct dev_pagemap *` the driver keeps (main).
     ///
     /// # Panics
     ///
@@ -1339,7 +1339,7 @@ impl DevmPagemap<'_> {
 
     /// Unmaps now (blocking until every page is freed).
     ///
-    /// Kernel: `devm_memunmap_device_private_pagemap(dev, pgmap)`.
+    /// Kernel: `devm_memunmap_device_private_pagemap(dev, pgmap)` (v6).
     ///
     /// # Errors
     ///
@@ -1365,7 +1365,7 @@ impl Drop for DevmPagemap<'_> {
 /// borrow it: they cannot outlive the section.
 ///
 /// Kernel: the `rcu_read_lock()` section of `mtree_load()` in
-/// `device_private_offset_to_page()`, held across many lookups.
+/// `device_private_offset_to_page()`, held across many lookups (v6).
 ///
 /// # Differences from the kernel
 ///
@@ -1387,7 +1387,7 @@ impl SpaceReadGuard<'_> {
     /// The page at `offset`, or `None` (with a `WARN`) if no pagemap holds
     /// it.
     ///
-    /// Kernel: `device_private_offset_to_page(offset)`, `mm/memremap.c`.
+    /// Kernel: `device_private_offset_to_page(offset)`, `mm/memremap.c` (v6).
     ///
     /// # Differences from the kernel
     ///
@@ -1455,7 +1455,7 @@ impl SpaceReadGuard<'_> {
     /// As [`device_private_offset_to_page`], always through the tree (the
     /// kernel's path), for fidelity tests and benchmarks.
     ///
-    /// Kernel: `device_private_offset_to_page(offset)`.
+    /// Kernel: `device_private_offset_to_page(offset)` (v6).
     ///
     /// [`device_private_offset_to_page`]: Self::device_private_offset_to_page
     pub fn device_private_offset_to_page_tree(
@@ -1483,7 +1483,7 @@ impl SpaceReadGuard<'_> {
 
     /// The offset of `page`: its pgmap's first offset plus its index.
     ///
-    /// Kernel: `device_private_page_to_offset(page)`, `mm/memremap.c`.
+    /// Kernel: `device_private_page_to_offset(page)`, `mm/memremap.c` (v6).
     ///
     /// # Differences from the kernel
     ///
@@ -1522,14 +1522,14 @@ impl SpaceReadGuard<'_> {
 
     /// The offset of the folio's head page.
     ///
-    /// Kernel: `device_private_folio_to_offset(folio)`, `mm/memremap.c`.
+    /// Kernel: `device_private_folio_to_offset(folio)`, `mm/memremap.c` (v6).
     pub fn device_private_folio_to_offset(&self, folio: Folio<'_>) -> Option<DevicePrivateOffset> {
         self.device_private_page_to_offset(folio.page())
     }
 
     /// The pagemap whose range holds `addr`, from the tree.
     ///
-    /// Kernel: `mtree_load(&device_private_pgmap_tree, addr)`.
+    /// Kernel: `mtree_load(&device_private_pgmap_tree, addr)` (v6).
     pub fn pagemap_at(&self, addr: DevicePrivateAddr) -> Option<&Arc<DevPagemap>> {
         // Under section-aligned packing a tree entry also covers the
         // padding up to the next section boundary, which is no pagemap's.
@@ -1541,7 +1541,7 @@ impl SpaceReadGuard<'_> {
 
     /// Every mapped pagemap, in address order.
     ///
-    /// Kernel: `mt_for_each(&device_private_pgmap_tree, ...)`.
+    /// Kernel: `mt_for_each(&device_private_pgmap_tree, ...)` (v6).
     pub fn pagemaps(&self) -> impl Iterator<Item = &Arc<DevPagemap>> + '_ {
         self.tree.iter().map(|(_, pm)| pm)
     }

@@ -2,7 +2,7 @@
 //! waits on.
 //!
 //! Kernel: `lib/percpu-refcount.c`, `include/linux/percpu-refcount.h`,
-//! `kernel/sched/completion.c`.
+//! `kernel/sched/completion.c` (main).
 //!
 //! A [`PercpuRef`] is `struct percpu_ref` (main) as `mm/memremap.c` uses it
 //! for `pgmap->ref`: it starts *live* holding one *initial* reference; every allocated device page holds one more
@@ -123,7 +123,7 @@ const DEAD: u32 = 2;
 /// Added to `central` while live, so that atomic-path puts racing `kill`
 /// cannot bring it to zero before the shards are folded.
 ///
-/// Kernel: `PERCPU_COUNT_BIAS` (there 2^63).
+/// Kernel: `PERCPU_COUNT_BIAS` (there 2^63, main).
 const BIAS: u64 = 1 << 62;
 /// What `kill` swaps into each shard. Later RMWs move a sealed shard by at
 /// most a few units, so it stays far from any live value.
@@ -138,7 +138,7 @@ fn is_high(v: u64) -> bool {
 
 /// A one-shot event that threads can wait for.
 ///
-/// Kernel: `struct completion`, `kernel/sched/completion.c`.
+/// Kernel: `struct completion`, `kernel/sched/completion.c` (main).
 ///
 /// # Differences from the kernel
 ///
@@ -170,7 +170,7 @@ impl Default for Completion {
 impl Completion {
     /// A completion that has not happened yet.
     ///
-    /// Kernel: `init_completion()`.
+    /// Kernel: `init_completion()` (main).
     pub fn new() -> Self {
         Completion {
             done: AtomicBool::new(false),
@@ -182,7 +182,7 @@ impl Completion {
     /// that returns success.
     ///
     /// Kernel: `complete_all()`, `kernel/sched/completion.c` (see
-    /// [`Completion`] for why not `complete()`).
+    /// [`Completion`] for why not `complete()`, main).
     pub fn complete(&self) {
         self.done.store(true, Ordering::Release);
     }
@@ -190,14 +190,14 @@ impl Completion {
     /// Whether [`Completion::complete`] has been called. A `true` result
     /// orders the caller after it, as a returned wait does.
     ///
-    /// Kernel: `completion_done()`, `kernel/sched/completion.c`.
+    /// Kernel: `completion_done()`, `kernel/sched/completion.c` (main).
     pub fn is_done(&self) -> bool {
         self.done.load(Ordering::Acquire)
     }
 
     /// Blocks until [`Completion::complete`] has been called.
     ///
-    /// Kernel: `wait_for_completion()`, `kernel/sched/completion.c`.
+    /// Kernel: `wait_for_completion()`, `kernel/sched/completion.c` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -214,7 +214,7 @@ impl Completion {
     /// once.
     ///
     /// Kernel: `wait_for_completion_timeout()`, `kernel/sched/completion.c`
-    /// (which returns the jiffies left, 0 on timeout).
+    /// (which returns the jiffies left, 0 on timeout, main).
     ///
     /// # Differences from the kernel
     ///
@@ -240,7 +240,7 @@ impl Completion {
 /// while live, and exact once killed.
 ///
 /// Kernel: `struct percpu_ref`, `include/linux/percpu-refcount.h` (as used
-/// for `dev_pagemap::ref`). The protocol and the differences from the
+/// for `dev_pagemap::ref`, main). The protocol and the differences from the
 /// kernel are in the [module docs](self).
 pub struct PercpuRef {
     /// `ATOMIC | DEAD`, both set by `kill`.
@@ -277,7 +277,7 @@ impl PercpuRef {
     /// count to zero after `kill`.
     ///
     /// Kernel: `percpu_ref_init(ref, release, 0, GFP_KERNEL)`,
-    /// `lib/percpu-refcount.c`.
+    /// `lib/percpu-refcount.c` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -308,7 +308,7 @@ impl PercpuRef {
     /// the `dev_pagemap` pairing of `ref` and `done`.
     ///
     /// Kernel: `percpu_ref_init(&pgmap->ref, dev_pagemap_percpu_release,
-    /// 0, GFP_KERNEL)` + `init_completion(&pgmap->done)`, `mm/memremap.c`.
+    /// 0, GFP_KERNEL)` + `init_completion(&pgmap->done)`, `mm/memremap.c` (main).
     pub fn with_completion() -> (Self, Arc<Completion>) {
         let done = Arc::new(Completion::new());
         let d = Arc::clone(&done);
@@ -379,7 +379,7 @@ impl PercpuRef {
     /// count cannot have been released (use a tryget otherwise). `n == 0`
     /// does nothing.
     ///
-    /// Kernel: `percpu_ref_get_many()`, `include/linux/percpu-refcount.h`.
+    /// Kernel: `percpu_ref_get_many()`, `include/linux/percpu-refcount.h` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -395,7 +395,7 @@ impl PercpuRef {
     /// Drops `n` references. In atomic mode, the put that brings the count
     /// to zero calls `release` (on this thread). `n == 0` does nothing.
     ///
-    /// Kernel: `percpu_ref_put_many()`, `include/linux/percpu-refcount.h`.
+    /// Kernel: `percpu_ref_put_many()`, `include/linux/percpu-refcount.h` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -412,7 +412,7 @@ impl PercpuRef {
     /// **not** check `DEAD` (hazard H11): after [`PercpuRef::kill`] it keeps
     /// succeeding while any reference is outstanding.
     ///
-    /// Kernel: `percpu_ref_tryget_many()`, `include/linux/percpu-refcount.h`.
+    /// Kernel: `percpu_ref_tryget_many()`, `include/linux/percpu-refcount.h` (main).
     #[inline]
     pub fn tryget_many(&self, n: u64) -> bool {
         self.try_shard_add(n) || self.atomic_add_unless_zero(n)
@@ -424,7 +424,7 @@ impl PercpuRef {
     /// model, so in atomic mode it always fails; the zero check is kept as
     /// the kernel has it.) Once `kill` has returned, it fails.
     ///
-    /// Kernel: `percpu_ref_tryget_live()`, `include/linux/percpu-refcount.h`.
+    /// Kernel: `percpu_ref_tryget_live()`, `include/linux/percpu-refcount.h` (main).
     #[inline]
     pub fn tryget_live(&self) -> bool {
         if self.try_shard_add(1) {
@@ -502,7 +502,7 @@ impl PercpuRef {
 
     /// Whether [`PercpuRef::kill`] has been called.
     ///
-    /// Kernel: `percpu_ref_is_dying()`, `include/linux/percpu-refcount.h`.
+    /// Kernel: `percpu_ref_is_dying()`, `include/linux/percpu-refcount.h` (main).
     pub fn is_dying(&self) -> bool {
         self.state.load(Ordering::Acquire) & DEAD != 0
     }
@@ -510,7 +510,7 @@ impl PercpuRef {
     /// Whether the count is in atomic mode and zero (that is, released).
     /// Always `false` while live.
     ///
-    /// Kernel: `percpu_ref_is_zero()`, `lib/percpu-refcount.c`.
+    /// Kernel: `percpu_ref_is_zero()`, `lib/percpu-refcount.c` (main).
     pub fn is_zero(&self) -> bool {
         self.state.load(Ordering::Acquire) & ATOMIC != 0
             && self.central.load(Ordering::Acquire) == 0

@@ -5,7 +5,7 @@
 //! `request_free_mem_region()` → `get_free_mem_region()`,
 //! `release_mem_region()`, `region_intersects()`),
 //! `include/linux/ioport.h` (`struct resource`, `IORESOURCE_*`,
-//! `IORES_DESC_*`).
+//! `IORES_DESC_*`, main).
 //!
 //! In 7.0 and 7.1 this is still how device-private memory is registered: a
 //! driver reserves physical address space for its device-private pages
@@ -74,38 +74,38 @@ use std::sync::Arc;
 
 /// `PA_SECTION_SHIFT` on x86-64 (`SECTION_SIZE_BITS`, 128 MiB sections).
 ///
-/// Kernel: `SECTION_SIZE_BITS`, `arch/x86/include/asm/sparsemem.h`.
+/// Kernel: `SECTION_SIZE_BITS`, `arch/x86/include/asm/sparsemem.h` (main).
 pub const X86_64_SECTION_SIZE_BITS: u32 = 27;
 
 /// What a resource describes.
 ///
 /// Kernel: the `flags` (`IORESOURCE_*`) and `desc` (`IORES_DESC_*`) of
-/// `struct resource`, `include/linux/ioport.h`.
+/// `struct resource`, `include/linux/ioport.h` (main).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ResourceKind {
     /// System RAM, busy.
     ///
-    /// Kernel: `IORESOURCE_SYSTEM_RAM | IORESOURCE_BUSY` ("System RAM").
+    /// Kernel: `IORESOURCE_SYSTEM_RAM | IORESOURCE_BUSY` ("System RAM", main).
     SystemRam,
     /// A PCI host bridge aperture: not busy, devices' BARs live inside it.
     ///
-    /// Kernel: `IORESOURCE_MEM` ("PCI Bus 0000:00").
+    /// Kernel: `IORESOURCE_MEM` ("PCI Bus 0000:00", main).
     PciWindow,
     /// Firmware-reserved memory.
     ///
-    /// Kernel: `IORESOURCE_MEM`, `IORES_DESC_RESERVED` ("Reserved").
+    /// Kernel: `IORESOURCE_MEM`, `IORES_DESC_RESERVED` ("Reserved", main).
     Reserved,
     /// A region requested for device-private pages, busy.
     ///
     /// Kernel: `IORESOURCE_MEM | IORESOURCE_BUSY`,
-    /// `IORES_DESC_DEVICE_PRIVATE_MEMORY`.
+    /// `IORES_DESC_DEVICE_PRIVATE_MEMORY` (main).
     DevicePrivate,
 }
 
 impl ResourceKind {
     /// `true` if the kernel marks such a resource `IORESOURCE_BUSY`.
     ///
-    /// Kernel: `flags & IORESOURCE_BUSY`.
+    /// Kernel: `flags & IORESOURCE_BUSY` (main).
     pub const fn is_busy(self) -> bool {
         matches!(self, ResourceKind::SystemRam | ResourceKind::DevicePrivate)
     }
@@ -113,7 +113,7 @@ impl ResourceKind {
 
 /// One entry of the physical resource tree.
 ///
-/// Kernel: `struct resource`, `include/linux/ioport.h`.
+/// Kernel: `struct resource`, `include/linux/ioport.h` (main).
 ///
 /// # Invariants
 ///
@@ -127,31 +127,31 @@ pub struct Resource {
 }
 
 impl Resource {
-    /// Kernel: `resource::name`.
+    /// Kernel: `resource::name` (main).
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// Kernel: `resource::start`.
+    /// Kernel: `resource::start` (main).
     pub fn start(&self) -> PhysAddr {
         self.start
     }
 
     /// The last byte, inclusive.
     ///
-    /// Kernel: `resource::end`.
+    /// Kernel: `resource::end` (main).
     pub fn end(&self) -> PhysAddr {
         self.end
     }
 
     /// Bytes covered, or `None` for a resource spanning all 2^64 bytes.
     ///
-    /// Kernel: `resource_size()`.
+    /// Kernel: `resource_size()` (main).
     pub fn size(&self) -> Option<u64> {
         (self.end.get() - self.start.get()).checked_add(1)
     }
 
-    /// Kernel: `resource::flags` / `resource::desc`.
+    /// Kernel: `resource::flags` / `resource::desc` (main).
     pub fn kind(&self) -> ResourceKind {
         self.kind
     }
@@ -160,7 +160,7 @@ impl Resource {
 /// What [`IomemResource::region_intersects`] found.
 ///
 /// Kernel: `REGION_DISJOINT`, `REGION_INTERSECTS`, `REGION_MIXED`,
-/// `include/linux/mm.h`.
+/// `include/linux/mm.h` (main).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RegionIntersects {
     /// No resource of the kind overlaps the range.
@@ -210,7 +210,7 @@ impl Default for IomemConfig {
 /// The physical address space: `iomem_resource` and its top-level children.
 ///
 /// Kernel: `iomem_resource` (`struct resource` spanning the CPU's physical
-/// addresses) with `resource_lock`, `kernel/resource.c`.
+/// addresses) with `resource_lock`, `kernel/resource.c` (main).
 ///
 /// # Differences from the kernel
 ///
@@ -237,7 +237,7 @@ impl fmt::Debug for IomemResource {
 impl IomemResource {
     /// An empty physical address space shaped by `cfg`.
     ///
-    /// Kernel: `iomem_resource` after `setup_arch()` set its `end`.
+    /// Kernel: `iomem_resource` after `setup_arch()` set its `end` (main).
     ///
     /// # Errors
     ///
@@ -265,7 +265,7 @@ impl IomemResource {
 
     /// The last physical byte, inclusive.
     ///
-    /// Kernel: `iomem_resource.end`.
+    /// Kernel: `iomem_resource.end` (main).
     pub fn end(&self) -> PhysAddr {
         PhysAddr::new(self.end)
     }
@@ -274,7 +274,7 @@ impl IomemResource {
     /// `iomem_resource.end` and `DIRECT_MAP_PHYSMEM_END`, inclusive.
     ///
     /// Kernel: `min_t(resource_size_t, base->end, DIRECT_MAP_PHYSMEM_END)`
-    /// in `gfr_start()`.
+    /// in `gfr_start()` (main).
     pub fn search_end(&self) -> PhysAddr {
         let physmem_end = self.cfg.paging.physmem_size() - 1;
         let dm = self.cfg.direct_map_end.unwrap_or(physmem_end);
@@ -283,7 +283,7 @@ impl IomemResource {
 
     /// The rounding of `request_free_mem_region()` sizes.
     ///
-    /// Kernel: `GFR_DEFAULT_ALIGN` (`1UL << PA_SECTION_SHIFT`).
+    /// Kernel: `GFR_DEFAULT_ALIGN` (`1UL << PA_SECTION_SHIFT`, main).
     pub fn gfr_align(&self) -> u64 {
         1 << self.cfg.section_shift
     }
@@ -291,7 +291,7 @@ impl IomemResource {
     /// Adds a top-level resource of `size` bytes at `start`.
     ///
     /// Kernel: `insert_resource(&iomem_resource, res)` (e820 RAM, firmware
-    /// reservations, PCI host bridge windows), `kernel/resource.c`.
+    /// reservations, PCI host bridge windows), `kernel/resource.c` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -390,7 +390,7 @@ impl IomemResource {
     /// Releases a busy region previously requested, by its exact range.
     ///
     /// Kernel: `release_mem_region(start, n)` (`__release_region()`),
-    /// `kernel/resource.c`.
+    /// `kernel/resource.c` (main).
     ///
     /// # Errors
     ///
@@ -421,7 +421,7 @@ impl IomemResource {
     /// of any kind, like `flags = 0` with `IORES_DESC_NONE`).
     ///
     /// Kernel: `region_intersects(start, size, flags, desc)`,
-    /// `kernel/resource.c`.
+    /// `kernel/resource.c` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -462,7 +462,7 @@ impl IomemResource {
 
     /// Every top-level resource, by address.
     ///
-    /// Kernel: walking `iomem_resource.child` and its siblings.
+    /// Kernel: walking `iomem_resource.child` and its siblings (main).
     pub fn resources(&self) -> Vec<Arc<Resource>> {
         self.tree
             .read()
@@ -514,7 +514,7 @@ impl IomemResource {
     /// Renders the map as `/proc/iomem` shows its top level, with the free
     /// gaps between resources and sizes in binary units.
     ///
-    /// Kernel: `/proc/iomem` (`r_show()`), `kernel/resource.c`.
+    /// Kernel: `/proc/iomem` (`r_show()`), `kernel/resource.c` (main).
     ///
     /// # Differences from the kernel
     ///

@@ -2,7 +2,7 @@
 //!
 //! Kernel: `mem_section[][]` and `__nr_to_section()` (`mm/sparse.c`,
 //! `include/linux/mmzone.h`, `SPARSEMEM_EXTREME`): a root array of lazily
-//! allocated leaves, one slot per section.
+//! allocated leaves, one slot per section (main, as a model-only index).
 //!
 //! The v6 proposal turned `pfn_to_page()` (pointer arithmetic) into a maple-tree
 //! walk; this index is how the model gets most of the arithmetic back. The

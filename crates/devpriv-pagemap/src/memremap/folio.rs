@@ -188,7 +188,7 @@ pub fn zone_device_page_init<'g>(
 /// `PG_large_rmappable`.
 ///
 /// Kernel: `zone_device_folio_init(folio, pgmap, order)`,
-/// `include/linux/memremap.h`.
+/// `include/linux/memremap.h` (7.0).
 ///
 /// `folio` is the head page cast to a folio (`(struct folio *)page`): a
 /// page that used to be a tail is fine.
@@ -362,7 +362,7 @@ fn reset_for_alloc(
 
 /// Takes a reference on a folio the caller already holds one on.
 ///
-/// Kernel: `folio_get()`, `include/linux/mm.h`.
+/// Kernel: `folio_get()`, `include/linux/mm.h` (main).
 ///
 /// # Differences from the kernel
 ///
@@ -400,7 +400,7 @@ pub fn folio_get(folio: Folio<'_>) {
 /// [`free_zone_device_folio`].
 ///
 /// Kernel: `folio_put()`, `include/linux/mm.h` (`__folio_put()` →
-/// `free_zone_device_folio()` for `ZONE_DEVICE` folios).
+/// `free_zone_device_folio()` for `ZONE_DEVICE` folios, main).
 ///
 /// # Differences from the kernel
 ///
@@ -581,7 +581,7 @@ fn reset_at_free(pages: &[Page], cookie: u64) {
 /// driver, which must restore `new`'s pgmap itself — before anything reads
 /// it (hazard H10: the split's `clear_compound_head()` zeroed it).
 ///
-/// Kernel: `zone_device_private_split_cb()`, `mm/memremap.c`.
+/// Kernel: `zone_device_private_split_cb()`, `mm/memremap.c` (7.0).
 ///
 /// # Differences from the kernel
 ///
