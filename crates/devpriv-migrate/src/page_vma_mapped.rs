@@ -61,7 +61,7 @@ devpriv_core::flags! {
     /// `PGTABLE_CROSSED`.
     ///
     /// Kernel: `PVMW_SYNC`, `PVMW_MIGRATION`, `PVMW_DEVICE_PRIVATE`,
-    /// `PVMW_PGTABLE_CROSSED`, `include/linux/rmap.h`.
+    /// `PVMW_PGTABLE_CROSSED`, `include/linux/rmap.h` (7.0; `PVMW_DEVICE_PRIVATE` is v6).
     pub struct PvmwFlags: u32 {
         /// No flags.
         ///
@@ -69,11 +69,11 @@ devpriv_core::flags! {
         const NONE = 0;
         /// Take the PTE lock before looking (no racy lockless checks).
         ///
-        /// Kernel: `PVMW_SYNC` (1 << 0).
+        /// Kernel: `PVMW_SYNC` (1 << 0, 7.0).
         const SYNC = 1 << 0;
         /// Look for migration entries instead of present PTEs.
         ///
-        /// Kernel: `PVMW_MIGRATION` (1 << 1).
+        /// Kernel: `PVMW_MIGRATION` (1 << 1, 7.0).
         const MIGRATION = 1 << 1;
         /// The target is a device-private offset. Derived from the target here.
         ///
@@ -81,7 +81,7 @@ devpriv_core::flags! {
         const DEVICE_PRIVATE = 1 << 2;
         /// The walk crossed a PTE-table boundary (never cleared).
         ///
-        /// Kernel: `PVMW_PGTABLE_CROSSED` (1 << 16).
+        /// Kernel: `PVMW_PGTABLE_CROSSED` (1 << 16, 7.0).
         const PGTABLE_CROSSED = 1 << 16;
     }
 }
@@ -91,7 +91,7 @@ devpriv_core::flags! {
 ///
 /// Kernel: the `pfn`, `nr_pages` and `flags` fields of
 /// `struct page_vma_mapped_walk`; `check_pte()` / `check_pmd()`,
-/// `mm/page_vma_mapped.c`.
+/// `mm/page_vma_mapped.c` (7.0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PvmwTarget {
     frame: PageFrame,
@@ -103,7 +103,7 @@ impl PvmwTarget {
     /// A target of `nr_pages` pages from `frame`; `migration` is
     /// `PVMW_MIGRATION`.
     ///
-    /// Kernel: `DEFINE_FOLIO_VMA_WALK()`'s `.pfn`, `.nr_pages`, `.flags`.
+    /// Kernel: `DEFINE_FOLIO_VMA_WALK()`'s `.pfn`, `.nr_pages`, `.flags` (7.0).
     ///
     /// # Errors
     ///
@@ -131,14 +131,14 @@ impl PvmwTarget {
     /// The target frame. Use this, never a raw number (Zi Yan's "use a
     /// helper, never the raw field").
     ///
-    /// Kernel: `folio_page_vma_walk_pfn()` / `page_vma_walk_pfn_to_folio()`.
+    /// Kernel: `folio_page_vma_walk_pfn()` / `page_vma_walk_pfn_to_folio()` (7.0).
     pub fn frame(&self) -> PageFrame {
         self.frame
     }
 
     /// Pages in the target.
     ///
-    /// Kernel: `pvmw->nr_pages`.
+    /// Kernel: `pvmw->nr_pages` (7.0).
     pub fn nr_pages(&self) -> PageCount {
         self.nr_pages
     }
@@ -161,7 +161,7 @@ impl PvmwTarget {
     /// `nr` pages overlap the target's (overflow-safe).
     ///
     /// Kernel: the tail of `check_pte()` / `check_pmd()`, including
-    /// `device_private != (bool)(pvmw->flags & PVMW_DEVICE_PRIVATE)`.
+    /// `device_private != (bool)(pvmw->flags & PVMW_DEVICE_PRIVATE)` (v6).
     #[inline]
     fn overlaps(&self, frame: PageFrame, nr: u64) -> bool {
         let nr = PageCount::new(nr);
@@ -300,7 +300,7 @@ enum Step {
 /// A walk over the mappings of a target range in one VMA.
 ///
 /// Kernel: `struct page_vma_mapped_walk` + `page_vma_mapped_walk()`,
-/// `mm/page_vma_mapped.c`.
+/// `mm/page_vma_mapped.c` (7.0).
 ///
 /// # Differences from the kernel
 ///
@@ -406,7 +406,7 @@ impl<'a> PageVmaMappedWalk<'a> {
     ///
     /// Kernel: `DEFINE_FOLIO_VMA_WALK(pvmw, folio, vma, address, flags)` with
     /// `address = vma_address(vma, folio_pgoff(folio), folio_nr_pages(folio))`,
-    /// as `rmap_walk_anon()` computes it.
+    /// as `rmap_walk_anon()` computes it (7.0).
     ///
     /// # Errors
     ///
@@ -435,7 +435,7 @@ impl<'a> PageVmaMappedWalk<'a> {
     ///
     /// Kernel: `DEFINE_FOLIO_VMA_WALK()` for a device-private folio (series:
     /// `.pfn = device_private_folio_to_offset()`,
-    /// `.flags |= PVMW_DEVICE_PRIVATE`).
+    /// `.flags |= PVMW_DEVICE_PRIVATE`, v6).
     ///
     /// # Errors
     ///
@@ -463,7 +463,7 @@ impl<'a> PageVmaMappedWalk<'a> {
     /// The kernel flag bits: inputs, `DEVICE_PRIVATE` (derived) and
     /// `PGTABLE_CROSSED`.
     ///
-    /// Kernel: `pvmw->flags`.
+    /// Kernel: `pvmw->flags` (7.0).
     pub fn flags(&self) -> PvmwFlags {
         let mut f = self.target.flags();
         if self.sync {
@@ -477,21 +477,21 @@ impl<'a> PageVmaMappedWalk<'a> {
 
     /// The current address.
     ///
-    /// Kernel: `pvmw->address`.
+    /// Kernel: `pvmw->address` (7.0).
     pub fn address(&self) -> u64 {
         self.address
     }
 
     /// The current PTE value, if the walk has a PTE mapped.
     ///
-    /// Kernel: `ptep_get(pvmw->pte)`.
+    /// Kernel: `ptep_get(pvmw->pte)` (7.0).
     pub fn pte(&self) -> Option<Pte> {
         self.pte.map(|(t, i)| t.get(i))
     }
 
     /// The current PMD value, if the walk has reached a PMD.
     ///
-    /// Kernel: `pmdp_get(pvmw->pmd)`.
+    /// Kernel: `pmdp_get(pvmw->pmd)` (7.0).
     pub fn pmd(&self) -> Option<Pmd> {
         self.pmd.map(|(_, s)| s.get())
     }
@@ -506,14 +506,14 @@ impl<'a> PageVmaMappedWalk<'a> {
 
     /// `true` while a page-table lock is held.
     ///
-    /// Kernel: `pvmw->ptl != NULL`.
+    /// Kernel: `pvmw->ptl != NULL` (7.0).
     pub fn ptl_held(&self) -> bool {
         self.ptl.is_some()
     }
 
     /// Sets the matched PTE. Only while the walk holds its lock.
     ///
-    /// Kernel: `set_pte_at(mm, pvmw.address, pvmw.pte, pte)` in rmap users.
+    /// Kernel: `set_pte_at(mm, pvmw.address, pvmw.pte, pte)` in rmap users (7.0).
     ///
     /// # Errors
     ///
@@ -531,7 +531,7 @@ impl<'a> PageVmaMappedWalk<'a> {
     /// Clears the matched PTE, returning the old value.
     ///
     /// Kernel: `ptep_get_and_clear()` / `ptep_clear_flush()` in
-    /// `try_to_migrate_one()`.
+    /// `try_to_migrate_one()` (7.0).
     ///
     /// # Errors
     ///
@@ -546,7 +546,7 @@ impl<'a> PageVmaMappedWalk<'a> {
     /// while the walk holds the PMD lock.
     ///
     /// Kernel: `set_pmd_at()` in `set_pmd_migration_entry()` /
-    /// `remove_migration_pmd()`.
+    /// `remove_migration_pmd()` (7.0).
     ///
     /// # Errors
     ///
@@ -575,7 +575,7 @@ impl<'a> PageVmaMappedWalk<'a> {
 
     /// Ends the walk early: unlocks and unmaps.
     ///
-    /// Kernel: `page_vma_mapped_walk_done()`.
+    /// Kernel: `page_vma_mapped_walk_done()` (7.0).
     pub fn done(&mut self) {
         self.ptl = None;
         self.pte = None;
@@ -588,7 +588,7 @@ impl<'a> PageVmaMappedWalk<'a> {
         false
     }
 
-    /// Kernel: `vma_address_end()`, `mm/internal.h`.
+    /// Kernel: `vma_address_end()`, `mm/internal.h` (7.0).
     fn vma_address_end(&self) -> u64 {
         let nr = self.target.nr_pages.get();
         if nr == 1 {
@@ -607,7 +607,7 @@ impl<'a> PageVmaMappedWalk<'a> {
         }
     }
 
-    /// Kernel: `step_forward()`.
+    /// Kernel: `step_forward()` (7.0).
     fn step_forward(&mut self, size: u64) {
         self.address = self.address.wrapping_add(size) & !(size - 1);
         if self.address == 0 {
@@ -757,7 +757,7 @@ impl<'a> PageVmaMappedWalk<'a> {
 
     /// Maps the PTE at `address`, locking it if it is worth checking.
     ///
-    /// Kernel: `map_pte(pvmw, &pmde, &ptl)`, `mm/page_vma_mapped.c`.
+    /// Kernel: `map_pte(pvmw, &pmde, &ptl)`, `mm/page_vma_mapped.c` (7.0).
     fn map_pte(&mut self, slot: &'a PmdSlot) -> bool {
         let idx = pte_index(self.address);
         if self.sync {
@@ -893,7 +893,7 @@ impl<'a> PageVmaMappedWalk<'a> {
 /// mapped in `vma`: mainline semantics, using the page's **own** frame.
 ///
 /// Kernel: `page_mapped_in_vma(page, vma)`, `mm/page_vma_mapped.c`
-/// (`CONFIG_MEMORY_FAILURE`).
+/// (`CONFIG_MEMORY_FAILURE`, 7.0).
 ///
 /// # Differences from the kernel
 ///

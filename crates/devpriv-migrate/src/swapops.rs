@@ -19,37 +19,37 @@ use devpriv_core::{DevicePrivateOffset, Errno, PageFrame, PagingMode, Pfn};
 
 /// Bits of the type field.
 ///
-/// Kernel: `MAX_SWAPFILES_SHIFT`, `include/linux/swap.h`.
+/// Kernel: `MAX_SWAPFILES_SHIFT`, `include/linux/swap.h` (main).
 pub const MAX_SWAPFILES_SHIFT: u32 = 5;
 
 /// Bits of a swap entry value that may be set (an `XA_VALUE` is 63 bits).
 ///
-/// Kernel: `BITS_PER_XA_VALUE`, `include/linux/xarray.h`.
+/// Kernel: `BITS_PER_XA_VALUE`, `include/linux/xarray.h` (main).
 pub const BITS_PER_XA_VALUE: u32 = 63;
 
 /// Position of the type field in a swap entry value (58).
 ///
-/// Kernel: `SWP_TYPE_SHIFT`, `include/linux/swapops.h`.
+/// Kernel: `SWP_TYPE_SHIFT`, `include/linux/swapops.h` (main).
 pub const SWP_TYPE_SHIFT: u32 = BITS_PER_XA_VALUE - MAX_SWAPFILES_SHIFT;
 
 /// Mask of the offset field of a swap entry value (58 bits).
 ///
-/// Kernel: `SWP_OFFSET_MASK`, `include/linux/swapops.h`.
+/// Kernel: `SWP_OFFSET_MASK`, `include/linux/swapops.h` (main).
 pub const SWP_OFFSET_MASK: u64 = (1 << SWP_TYPE_SHIFT) - 1;
 
 /// Number of hwpoison types.
 ///
-/// Kernel: `SWP_HWPOISON_NUM`, `include/linux/swap.h`.
+/// Kernel: `SWP_HWPOISON_NUM`, `include/linux/swap.h` (main).
 pub const SWP_HWPOISON_NUM: u32 = 1;
 
 /// Number of migration types (read, read-exclusive, write).
 ///
-/// Kernel: `SWP_MIGRATION_NUM`, `include/linux/swap.h`.
+/// Kernel: `SWP_MIGRATION_NUM`, `include/linux/swap.h` (main).
 pub const SWP_MIGRATION_NUM: u32 = 3;
 
 /// Number of PTE-marker types.
 ///
-/// Kernel: `SWP_PTE_MARKER_NUM`, `include/linux/swap.h`.
+/// Kernel: `SWP_PTE_MARKER_NUM`, `include/linux/swap.h` (main).
 pub const SWP_PTE_MARKER_NUM: u32 = 1;
 
 /// The special swap type numbers, derived from `SWP_DEVICE_NUM` the way
@@ -62,21 +62,21 @@ pub const SWP_PTE_MARKER_NUM: u32 = 1;
 pub struct SwpTypes {
     /// Kernel: `SWP_DEVICE_NUM` (3 in mainline, 6 with the v6 proposal).
     pub device_num: u32,
-    /// Real swap types are `0..max_swapfiles`. Kernel: `MAX_SWAPFILES`.
+    /// Real swap types are `0..max_swapfiles`. Kernel: `MAX_SWAPFILES` (main).
     pub max_swapfiles: u32,
-    /// Kernel: `SWP_HWPOISON`.
+    /// Kernel: `SWP_HWPOISON` (main).
     pub hwpoison: u32,
-    /// Kernel: `SWP_MIGRATION_READ`.
+    /// Kernel: `SWP_MIGRATION_READ` (main).
     pub migration_read: u32,
-    /// Kernel: `SWP_MIGRATION_READ_EXCLUSIVE`.
+    /// Kernel: `SWP_MIGRATION_READ_EXCLUSIVE` (main).
     pub migration_read_exclusive: u32,
-    /// Kernel: `SWP_MIGRATION_WRITE`.
+    /// Kernel: `SWP_MIGRATION_WRITE` (main).
     pub migration_write: u32,
-    /// Kernel: `SWP_DEVICE_WRITE` (defined before `SWP_DEVICE_READ`).
+    /// Kernel: `SWP_DEVICE_WRITE` (defined before `SWP_DEVICE_READ`, main).
     pub device_write: u32,
-    /// Kernel: `SWP_DEVICE_READ`.
+    /// Kernel: `SWP_DEVICE_READ` (main).
     pub device_read: u32,
-    /// Kernel: `SWP_DEVICE_EXCLUSIVE`.
+    /// Kernel: `SWP_DEVICE_EXCLUSIVE` (main).
     pub device_exclusive: u32,
     /// Kernel: `SWP_MIGRATION_DEVICE_READ` (v6 only).
     pub migration_device_read: Option<u32>,
@@ -84,14 +84,14 @@ pub struct SwpTypes {
     pub migration_device_read_exclusive: Option<u32>,
     /// Kernel: `SWP_MIGRATION_DEVICE_WRITE` (v6 only).
     pub migration_device_write: Option<u32>,
-    /// Kernel: `SWP_PTE_MARKER`.
+    /// Kernel: `SWP_PTE_MARKER` (main).
     pub pte_marker: u32,
 }
 
 impl SwpTypes {
     /// The layout for a given `SWP_DEVICE_NUM` (3 or 6).
     ///
-    /// Kernel: the arithmetic of `include/linux/swap.h`.
+    /// Kernel: the arithmetic of `include/linux/swap.h` (main).
     const fn with_device_num(device_num: u32) -> SwpTypes {
         let max_swapfiles = (1 << MAX_SWAPFILES_SHIFT)
             - device_num
@@ -144,21 +144,21 @@ impl SwpTypes {
 
 /// Number of real swap types: 21 with the v6 proposal (24 in mainline).
 ///
-/// Kernel: `MAX_SWAPFILES`, `include/linux/swap.h`.
+/// Kernel: `MAX_SWAPFILES`, `include/linux/swap.h` (v6 numbering).
 pub const MAX_SWAPFILES: u32 = SwpTypes::SERIES.max_swapfiles;
-/// Kernel: `SWP_HWPOISON` (21).
+/// Kernel: `SWP_HWPOISON` (21, v6 numbering).
 pub const SWP_HWPOISON: u32 = SwpTypes::SERIES.hwpoison;
-/// Kernel: `SWP_MIGRATION_READ` (22).
+/// Kernel: `SWP_MIGRATION_READ` (22, v6 numbering).
 pub const SWP_MIGRATION_READ: u32 = SwpTypes::SERIES.migration_read;
-/// Kernel: `SWP_MIGRATION_READ_EXCLUSIVE` (23).
+/// Kernel: `SWP_MIGRATION_READ_EXCLUSIVE` (23, v6 numbering).
 pub const SWP_MIGRATION_READ_EXCLUSIVE: u32 = SwpTypes::SERIES.migration_read_exclusive;
-/// Kernel: `SWP_MIGRATION_WRITE` (24).
+/// Kernel: `SWP_MIGRATION_WRITE` (24, v6 numbering).
 pub const SWP_MIGRATION_WRITE: u32 = SwpTypes::SERIES.migration_write;
-/// Kernel: `SWP_DEVICE_WRITE` (25).
+/// Kernel: `SWP_DEVICE_WRITE` (25, v6 numbering).
 pub const SWP_DEVICE_WRITE: u32 = SwpTypes::SERIES.device_write;
-/// Kernel: `SWP_DEVICE_READ` (26).
+/// Kernel: `SWP_DEVICE_READ` (26, v6 numbering).
 pub const SWP_DEVICE_READ: u32 = SwpTypes::SERIES.device_read;
-/// Kernel: `SWP_DEVICE_EXCLUSIVE` (27).
+/// Kernel: `SWP_DEVICE_EXCLUSIVE` (27, v6 numbering).
 pub const SWP_DEVICE_EXCLUSIVE: u32 = SwpTypes::SERIES.device_exclusive;
 /// Kernel: `SWP_MIGRATION_DEVICE_READ` (28, v6 08/13).
 pub const SWP_MIGRATION_DEVICE_READ: u32 = SwpTypes::SERIES.device_exclusive + 1;
@@ -166,49 +166,49 @@ pub const SWP_MIGRATION_DEVICE_READ: u32 = SwpTypes::SERIES.device_exclusive + 1
 pub const SWP_MIGRATION_DEVICE_READ_EXCLUSIVE: u32 = SwpTypes::SERIES.device_exclusive + 2;
 /// Kernel: `SWP_MIGRATION_DEVICE_WRITE` (30, v6 08/13).
 pub const SWP_MIGRATION_DEVICE_WRITE: u32 = SwpTypes::SERIES.device_exclusive + 3;
-/// Kernel: `SWP_PTE_MARKER` (31).
+/// Kernel: `SWP_PTE_MARKER` (31, main and v6).
 pub const SWP_PTE_MARKER: u32 = SwpTypes::SERIES.pte_marker;
 
 /// `true`: x86-64 swap PTEs have room for the young/dirty bits above the
 /// pfn (2^50 ≥ 2^(`SWP_PFN_BITS` + 2) in both paging modes).
 ///
-/// Kernel: `swap_migration_ad_supported`, set in `mm/swapfile.c`.
+/// Kernel: `swap_migration_ad_supported`, set in `mm/swapfile.c` (main).
 pub const SWAP_MIGRATION_AD_SUPPORTED: bool = true;
 
 /// Bit of a migration entry's offset that records "young".
 ///
-/// Kernel: `SWP_MIG_YOUNG_BIT = SWP_PFN_BITS`, `include/linux/swapops.h`.
+/// Kernel: `SWP_MIG_YOUNG_BIT = SWP_PFN_BITS`, `include/linux/swapops.h` (main).
 pub const fn swp_mig_young_bit(mode: PagingMode) -> u32 {
     mode.swp_pfn_bits()
 }
 
 /// Bit of a migration entry's offset that records "dirty".
 ///
-/// Kernel: `SWP_MIG_DIRTY_BIT = SWP_PFN_BITS + 1`, `include/linux/swapops.h`.
+/// Kernel: `SWP_MIG_DIRTY_BIT = SWP_PFN_BITS + 1`, `include/linux/swapops.h` (main).
 pub const fn swp_mig_dirty_bit(mode: PagingMode) -> u32 {
     mode.swp_pfn_bits() + 1
 }
 
 /// PTE-marker bit: userfaultfd write-protect.
 ///
-/// Kernel: `PTE_MARKER_UFFD_WP`, `include/linux/swapops.h`.
+/// Kernel: `PTE_MARKER_UFFD_WP`, `include/linux/swapops.h` (main).
 pub const PTE_MARKER_UFFD_WP: u64 = 1 << 0;
 /// PTE-marker bit: poisoned (swapin error or guest memory error).
 ///
-/// Kernel: `PTE_MARKER_POISONED`.
+/// Kernel: `PTE_MARKER_POISONED` (main).
 pub const PTE_MARKER_POISONED: u64 = 1 << 1;
 /// PTE-marker bit: guard region.
 ///
-/// Kernel: `PTE_MARKER_GUARD`.
+/// Kernel: `PTE_MARKER_GUARD` (main).
 pub const PTE_MARKER_GUARD: u64 = 1 << 2;
 /// All defined PTE-marker bits.
 ///
-/// Kernel: `PTE_MARKER_MASK`.
+/// Kernel: `PTE_MARKER_MASK` (main).
 pub const PTE_MARKER_MASK: u64 = PTE_MARKER_UFFD_WP | PTE_MARKER_POISONED | PTE_MARKER_GUARD;
 
 /// Builds a swap entry from a type and an offset.
 ///
-/// Kernel: `swp_entry(type, offset)`, `include/linux/swapops.h`.
+/// Kernel: `swp_entry(type, offset)`, `include/linux/swapops.h` (main).
 ///
 /// # Differences from the kernel
 ///
@@ -231,14 +231,14 @@ pub const fn swp_entry(ty: u32, offset: u64) -> Result<Softleaf, Errno> {
 /// will grant.
 ///
 /// Kernel: the `make_{readable,readable_exclusive,writable}_migration_entry()`
-/// trio, `include/linux/swapops.h`.
+/// trio, `include/linux/swapops.h` (main).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MigrationKind {
-    /// Kernel: `SWP_MIGRATION_READ` / `SWP_MIGRATION_DEVICE_READ`.
+    /// Kernel: `SWP_MIGRATION_READ` / `SWP_MIGRATION_DEVICE_READ` (v6).
     Read,
-    /// Kernel: `SWP_MIGRATION_READ_EXCLUSIVE` / `SWP_MIGRATION_DEVICE_READ_EXCLUSIVE`.
+    /// Kernel: `SWP_MIGRATION_READ_EXCLUSIVE` / `SWP_MIGRATION_DEVICE_READ_EXCLUSIVE` (v6).
     ReadExclusive,
-    /// Kernel: `SWP_MIGRATION_WRITE` / `SWP_MIGRATION_DEVICE_WRITE`.
+    /// Kernel: `SWP_MIGRATION_WRITE` / `SWP_MIGRATION_DEVICE_WRITE` (v6).
     Write,
 }
 
@@ -327,7 +327,7 @@ pub const fn make_device_private_entry(
 /// A device-exclusive entry: a *normal* page (with a pfn) that a device
 /// holds exclusive access to.
 ///
-/// Kernel: `make_device_exclusive_entry(pfn)`, `include/linux/swapops.h`.
+/// Kernel: `make_device_exclusive_entry(pfn)`, `include/linux/swapops.h` (main).
 ///
 /// # Errors
 ///
@@ -341,7 +341,7 @@ pub const fn make_device_exclusive_entry(pfn: Pfn, mode: PagingMode) -> Result<S
 
 /// A hardware-poison entry for `pfn`.
 ///
-/// Kernel: `make_hwpoison_entry(page)`, `include/linux/swapops.h`.
+/// Kernel: `make_hwpoison_entry(page)`, `include/linux/swapops.h` (main).
 ///
 /// # Differences from the kernel
 ///
@@ -359,7 +359,7 @@ pub const fn make_hwpoison_entry(pfn: Pfn, mode: PagingMode) -> Result<Softleaf,
 
 /// A PTE-marker entry carrying `bits` ([`PTE_MARKER_MASK`]).
 ///
-/// Kernel: `make_pte_marker_entry(marker)`, `include/linux/swapops.h`.
+/// Kernel: `make_pte_marker_entry(marker)`, `include/linux/swapops.h` (main).
 ///
 /// # Errors
 ///
