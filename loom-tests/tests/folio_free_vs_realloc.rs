@@ -30,8 +30,8 @@
 //! path must not read the folio again.
 //!
 //! Kernel: `free_zone_device_folio()` as fixed by 399289849560
-//! ("mm/zone_device: do not touch device folio after calling
-//! ->folio_free()", 7.0.y, 7.1), under the merged `ReinitPolicy::AtAlloc`.
+//! ("`mm/zone_device`: do not touch device folio after calling
+//! ->`folio_free()`", 7.0.y, 7.1), under the merged `ReinitPolicy::AtAlloc`.
 //!
 //! Thread A drops the last reference to an order-0 folio at page 1; the
 //! driver's `folio_free` pushes it on a free list (`Release`). The main

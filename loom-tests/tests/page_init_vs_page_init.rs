@@ -5,7 +5,7 @@
 //!
 //! Kernel: `zone_device_page_init(page, pgmap, order)` (`mm/memremap.c`,
 //! 7.0). The concern raised in the review of "[PATCH v4 2/7]
-//! mm/zone_device: Add free_zone_device_folio_prepare() helper"
+//! `mm/zone_device`: Add `free_zone_device_folio_prepare()` helper"
 //! (2026-01-12/13): Xe's multi-threaded GPU fault handler can
 //! allocate two sub-blocks of one old 2 MiB folio at once, so the reset must
 //! touch only the pages being allocated and never read or write the old

@@ -106,12 +106,12 @@ pub const PUD_ORDER: u32 = PUD_SHIFT - PAGE_SHIFT;
 /// Largest folio order on x86-64 with `CONFIG_ZONE_DEVICE` and
 /// `CONFIG_HUGETLB_PAGE` (a distro configuration): 22, a 16 GiB folio.
 ///
-/// Kernel: `MAX_FOLIO_ORDER`, `include/linux/mm.h` (7.0). ZONE_DEVICE with
+/// Kernel: `MAX_FOLIO_ORDER`, `include/linux/mm.h` (7.0). `ZONE_DEVICE` with
 /// PUD THP selects `CONFIG_HAVE_GIGANTIC_FOLIOS`, so it is not
-/// `MAX_PAGE_ORDER`; with `CONFIG_HUGETLB_PAGE` (and SPARSEMEM_VMEMMAP) it
+/// `MAX_PAGE_ORDER`; with `CONFIG_HUGETLB_PAGE` (and `SPARSEMEM_VMEMMAP`) it
 /// is `get_order(SZ_16G)` = 22, without it `PUD_ORDER` = 18
 /// ([`MAX_FOLIO_ORDER_NO_HUGETLB`]). `MAX_PAGE_ORDER` (10) applies only
-/// with neither gigantic hugetlb pages nor ZONE_DEVICE.
+/// with neither gigantic hugetlb pages nor `ZONE_DEVICE`.
 ///
 /// # Differences from the kernel
 ///

@@ -3,7 +3,7 @@
 //! GPU fault handlers, under each [`ReinitPolicy`].
 //!
 //! Kernel: none (a driver prototype, model only), after the Xe reports
-//! that led to the reinit fix ("[PATCH v6 1/5] mm/zone_device:
+//! that led to the reinit fix ("[PATCH v6 1/5] `mm/zone_device`:
 //! Reinitialize large zone device private folios", 2026-01-16; hazards
 //! H1–H4 in `docs/hazards.md`) and
 //! `drivers/gpu/drm/drm_buddy.c` (`drm_buddy_alloc_blocks()`,

@@ -3,7 +3,7 @@
 //! Kernel: `__split_unmapped_folio()`, `__split_folio_to_order()`,
 //! `folio_split_unmapped()`, `mm/huge_memory.c` (7.0); and the never-merged
 //! `migrate_device_split_page()` ("[PATCH 1/4] mm/migrate: Add
-//! migrate_device_split_page", Matthew Brost, 2025-12-16).
+//! `migrate_device_split_page`", Matthew Brost, 2025-12-16).
 //!
 //! A split rewrites the metadata of every new head: it clears the new
 //! head's flags, copies a fixed set of flags (including `PG_locked`) and
@@ -127,7 +127,7 @@ fn skips_anon_order_1(folio: Folio<'_>, new_order: Order) -> bool {
 ///
 /// Kernel: `__split_unmapped_folio(folio, new_order, split_at, xas,
 /// mapping, SPLIT_TYPE_UNIFORM)`, `mm/huge_memory.c` (7.0; `static` there:
-/// "[PATCH 1/4] mm/migrate: Add migrate_device_split_page", Matthew Brost,
+/// "[PATCH 1/4] mm/migrate: Add `migrate_device_split_page`", Matthew Brost,
 /// 2025-12-16, proposed exporting it and was not merged).
 ///
 /// # Differences from the kernel
@@ -227,7 +227,7 @@ pub fn folio_split_unmapped(folio: Folio<'_>, new_order: Order) -> Result<(), Er
 ///
 /// Kernel: `migrate_device_split_page(page)`, proposed for
 /// `mm/migrate_device.c` in "[PATCH 1/4] mm/migrate: Add
-/// migrate_device_split_page" (Matthew Brost, 2025-12-16) and **never
+/// `migrate_device_split_page`" (Matthew Brost, 2025-12-16) and **never
 /// merged**: it is
 /// "inherently racy — only safe if the caller ensures mutual exclusion
 /// within the page's folio", Matthew Wilcox objected to new uniform splits,

@@ -570,10 +570,10 @@ pub enum Packing {
 ///
 /// Kernel: three successive designs: none before the fix (6.19), a
 /// free-time reset with `smp_wmb()` (Matthew Brost's sketch of 2026-01-07,
-/// then "[PATCH v4 2/7] mm/zone_device: Add
-/// free_zone_device_folio_prepare() helper", 2026-01-11; never merged), and
+/// then "[PATCH v4 2/7] `mm/zone_device`: Add
+/// `free_zone_device_folio_prepare()` helper", 2026-01-11; never merged), and
 /// the merged per-page reset inside `zone_device_page_init(page, pgmap,
-/// order)` ("[PATCH v6 1/5] mm/zone_device: Reinitialize large zone device
+/// order)` ("[PATCH v6 1/5] `mm/zone_device`: Reinitialize large zone device
 /// private folios", 2026-01-16; 7.0). Hazards H1–H6, `docs/hazards.md`.
 ///
 /// # Differences from the kernel
@@ -619,8 +619,8 @@ impl ReinitPolicy {
 /// Kernel: `free_zone_device_folio()`, `mm/memremap.c`. 7.0-rc6 ends with
 /// `percpu_ref_put_many(&folio->pgmap->ref, nr)`, re-reading the folio
 /// after `folio_free` ([`V7_0`](FreePath::V7_0)). Commit 399289849560
-/// ("mm/zone_device: do not touch device folio after calling
-/// ->folio_free()", Matthew Brost, April 2026; Fixes d245f9b4ab80; in
+/// ("`mm/zone_device`: do not touch device folio after calling
+/// ->`folio_free()`", Matthew Brost, April 2026; Fixes d245f9b4ab80; in
 /// 7.0.y stable and 7.1) puts them on the `pgmap` read at entry instead
 /// ([`Fixed`](FreePath::Fixed)), because "the folio may be reallocated by a
 /// driver with a different order" as soon as `folio_free` returns

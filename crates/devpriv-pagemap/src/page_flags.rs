@@ -265,6 +265,6 @@ mod tests {
         let top = page_links(7, 1023);
         assert_eq!((flags_node(top), flags_zone(top)), (1023, 7));
         assert_eq!(flags_last_cpupid(top), 0);
-        assert!(LAST_CPUPID_PGSHIFT > PG_HWPOISON);
+        assert_eq!(flags & PAGE_FLAGS_CHECK_AT_PREP, 0, "above every PG_* bit");
     }
 }

@@ -459,7 +459,7 @@ impl PercpuRef {
     ///
     /// The switch finishes before this returns, without a grace period (see
     /// the module docs). A put below zero takes the model's own `WARN`
-    /// ("percpu_ref put below zero"); the kernel's atomic-mode put has none.
+    /// ("`percpu_ref` put below zero"); the kernel's atomic-mode put has none.
     pub fn kill(&self) {
         // The seal swaps below are what publish `DEAD` to redirected ops
         // (they are `Release` and come after this in program order), so

@@ -24,7 +24,7 @@
 //! `1 << PA_SECTION_SHIFT`, 128 MiB on x86-64), then tries candidates from
 //! the top down (`get_free_mem_region()` with `GFR_DESCENDING`, since
 //! v6.7's 659aa050a538 "kernel/resource: Increment by align value in
-//! get_free_mem_region()"):
+//! `get_free_mem_region()`"):
 //!
 //! ```text
 //! end  = min(iomem_resource.end, DIRECT_MAP_PHYSMEM_END)
@@ -637,7 +637,7 @@ pub enum MachinePreset {
     /// PCI window on a kernel whose KASLR trims the direct map:
     /// `DIRECT_MAP_PHYSMEM_END` is RAM rounded up to a TiB plus the 10 TiB
     /// hotplug padding (11 TiB), inside the window, so the search finds
-    /// nothing. Since 269031b15c14 ("x86/kaslr: Recognize all ZONE_DEVICE
+    /// nothing. Since 269031b15c14 ("x86/kaslr: Recognize all `ZONE_DEVICE`
     /// users as physaddr consumers", 6.19, backported to 6.12.y and 6.1.y)
     /// a kernel with `CONFIG_ZONE_DEVICE=y`, which device-private memory
     /// needs, no longer trims, and the same request succeeds at the top
@@ -774,7 +774,7 @@ mod tests {
         small_sections(bits, PAGE_SHIFT)
     }
 
-    /// A small space: 2^bits bytes, sections of 2^section_shift bytes.
+    /// A small space: 2^bits bytes, sections of `2^section_shift` bytes.
     fn small_sections(bits: u32, section_shift: u32) -> IomemResource {
         IomemResource::new(IomemConfig {
             phys_bits: Some(bits),

@@ -878,7 +878,7 @@ fn anon_split_to_order_1_is_a_noop_with_the_final_callback() {
 }
 
 /// `folio_set_order()`'s `VM_WARN_ON_ONCE(order > MAX_FOLIO_ORDER)`: 22 on
-/// x86-64 with ZONE_DEVICE and hugetlb. It warns and still writes the
+/// x86-64 with `ZONE_DEVICE` and hugetlb. It warns and still writes the
 /// order (only order 0 or a small folio makes it return).
 #[test]
 fn set_order_above_max_folio_order_warns_and_still_writes() {
@@ -963,8 +963,8 @@ impl DevPagemapOps for ReallocAtOnce {
     }
 }
 
-/// H19 (399289849560, "mm/zone_device: do not touch device folio after
-/// calling ->folio_free()"): an order-0 folio at page 1 is freed while the
+/// H19 (399289849560, "`mm/zone_device`: do not touch device folio after
+/// calling ->`folio_free()`"): an order-0 folio at page 1 is freed while the
 /// driver reuses page 1 as the tail of a new order-1 folio at page 0.
 /// `Fixed` drops the reference on the pagemap read at entry: no WARN, and
 /// once the new folio is freed only the initial reference is left.

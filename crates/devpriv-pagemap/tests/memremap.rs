@@ -101,7 +101,7 @@ fn memremap_initialises_every_page_like_init_zone_device_page() {
 #[test]
 fn pages_array_over_int_max_is_enomem_before_the_tree() {
     assert_eq!(MAX_PAGEMAP_PAGES, (1 << 25) - 1);
-    assert!(MAX_PAGEMAP_PAGES * 64 <= i32::MAX as u64);
+    assert!(i32::try_from(MAX_PAGEMAP_PAGES * 64).is_ok());
     assert!((MAX_PAGEMAP_PAGES + 1) * 64 > i32::MAX as u64);
     let over = MAX_PAGEMAP_PAGES + 1;
     let enomem = |space: &DevicePrivateSpace, nr: u64| {

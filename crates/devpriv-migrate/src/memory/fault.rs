@@ -221,7 +221,8 @@ pub fn handle_mm_fault(mm: &Arc<Mm>, addr: u64, flags: FaultFlags) -> Result<VmF
     Err(Errno::EFAULT)
 }
 
-/// Kernel: `do_anonymous_page()`, `mm/memory.c` (without the zero page, main).
+/// Kernel: `do_anonymous_page()`, `mm/memory.c` (its write branch; the read
+/// branch is `map_zero_page`, main).
 fn do_anonymous_page(mm: &Mm, addr: u64, writable: bool) -> Result<VmFaultResult, Errno> {
     let folio = mm.memory().sys().alloc_folio(Order::ZERO)?;
     let r = mm.map_folio_ptes(addr, folio, writable);

@@ -97,7 +97,7 @@ impl From<InitError> for Errno {
 /// makes the range compound if `order > 0`.
 ///
 /// Kernel: `zone_device_page_init(page, pgmap, order)`, `mm/memremap.c`
-/// (7.0, from "[PATCH v6 1/5] mm/zone_device: Reinitialize large zone
+/// (7.0, from "[PATCH v6 1/5] `mm/zone_device`: Reinitialize large zone
 /// device private folios", 2026-01-16).
 ///
 /// Steps, for policy `AtAlloc`:
@@ -444,8 +444,8 @@ pub fn folio_put(folio: Folio<'_>) {
 /// allocation took.
 ///
 /// Kernel: `free_zone_device_folio()`, `mm/memremap.c`, as fixed by
-/// 399289849560 ("mm/zone_device: do not touch device folio after calling
-/// ->folio_free()", April 2026, in 7.0.y stable and 7.1): `pgmap` and `nr`
+/// 399289849560 ("`mm/zone_device`: do not touch device folio after calling
+/// ->`folio_free()`", April 2026, in 7.0.y stable and 7.1): `pgmap` and `nr`
 /// are read at entry, and the references are dropped on that `pgmap`, not
 /// on `folio->pgmap` re-read after `folio_free`. 7.0-rc6 re-read it; a
 /// pagemap set to [`FreePath::V7_0`] does that (hazard H19,
