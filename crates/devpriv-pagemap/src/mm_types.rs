@@ -648,7 +648,7 @@ impl<'g> Folio<'g> {
     /// Sets the order: the low byte of page\[1\]'s flags and `_nr_pages`
     /// (the low half of page\[1\]'s `memcg_data`). Takes a `WARN` and does
     /// nothing for order 0 or a folio that is not large. An order above
-    /// [`MAX_FOLIO_ORDER`](devpriv_core::MAX_FOLIO_ORDER) (22) takes the
+    /// [`MAX_FOLIO_ORDER`] (22) takes the
     /// kernel's debug `WARN` and is still written.
     ///
     /// Kernel: `folio_set_order()`, `mm/internal.h` (7.0: `WARN_ON_ONCE(!order
