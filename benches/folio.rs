@@ -31,7 +31,7 @@ use common::configure;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use devpriv_core::{Order, PageCount};
 use devpriv_pagemap::mm_types::word;
-use devpriv_pagemap::page_flags::{PG_RESERVED, ZONE_DEVICE, page_links};
+use devpriv_pagemap::page_flags::{PG_RESERVED, ZONE_DEVICE, page_cpupid_reset_last, page_links};
 use devpriv_pagemap::{
     DevPagemap, DevicePrivateSpace, Folio, NoopOps, Owner, PageRef, PagemapParams, ReinitPolicy,
     folio_put, zone_device_folio_init,
@@ -61,7 +61,7 @@ fn selective(pm: &DevPagemap, order: Order) {
 fn memset(pm: &DevPagemap, order: Order) {
     let n = 1usize << order.get();
     let mut fresh = [0u64; 8];
-    fresh[word::FLAGS] = page_links(ZONE_DEVICE, 0) | 1 << PG_RESERVED;
+    fresh[word::FLAGS] = page_cpupid_reset_last(page_links(ZONE_DEVICE, 0)) | 1 << PG_RESERVED;
     fresh[word::COMPOUND_HEAD] = pm.cookie().get();
     fresh[word::COUNTS] = u64::from(u32::MAX);
     for p in &pm.pages()[..n] {

@@ -1,6 +1,6 @@
 //! devpriv: a userspace model of Linux device-private memory management.
 //!
-//! Kernel: the device-private address-space series (Jordan Niethe, v6) and
+//! Kernel: Jordan Niethe's unmerged v6 proposal and
 //! the large zone-device folio work around it; see `docs/kernel-map.md`.
 //!
 //! This crate is the front door: it re-exports the workspace's library

@@ -4,7 +4,7 @@
 //! Kernel: `mtree_load()` under `rcu_read_lock()` racing `mtree_erase()`,
 //! while another task's `synchronize_rcu()` advances the grace-period
 //! sequence (`get_state_synchronize_srcu()` / `rcu_seq_snap()` racing
-//! `srcu_gp_start()`).
+//! `srcu_gp_start()`, main).
 //!
 //! Checks: the eraser's grace-period cookie accounts for a flip that
 //! another thread has started but not finished, so the erased node is not

@@ -6,7 +6,7 @@
 //! `wait_for_completion(&pgmap->done)` (`mm/memremap.c`), racing
 //! `free_zone_device_folio()` → `ops->folio_free()` then
 //! `percpu_ref_put_many()`, with `dev_pagemap_percpu_release()` →
-//! `complete()` (`lib/percpu-refcount.c`, `kernel/sched/completion.c`).
+//! `complete()` (`lib/percpu-refcount.c`, `kernel/sched/completion.c`, v6).
 //!
 //! `percpu_ref_kill_vs_tryget_put.rs` has the killer wait for the
 //! completion itself. Here the wait is on a third thread, as when

@@ -4,9 +4,10 @@
 //! Kernel: `memunmap_device_private_pagemap()` (`mm/memremap.c`):
 //! `percpu_ref_kill()` + `wait_for_completion(&pgmap->done)`, racing
 //! `free_zone_device_folio()` → `percpu_ref_put_many()` and
-//! `zone_device_page_init()` → `percpu_ref_tryget_many()` (hazard H11), with
+//! `zone_device_page_init()` → `percpu_ref_tryget_many()` (hazard H11,
+//! `docs/hazards.md`), with
 //! `dev_pagemap_percpu_release()` → `complete()` (`lib/percpu-refcount.c`,
-//! `kernel/sched/completion.c`).
+//! `kernel/sched/completion.c`, main; the teardown is v6's).
 //!
 //! The main thread is the driver: it allocates a page (a live-mode get on
 //! its shard), then tears the pagemap down. The holder thread frees that

@@ -3,7 +3,7 @@
 //!
 //! Kernel: `mtree_load()` under `rcu_read_lock()` racing
 //! `mtree_alloc_range()` / `mtree_erase()` + `synchronize_rcu()`
-//! (`lib/maple_tree.c`, RCU mode).
+//! (`lib/maple_tree.c`, RCU mode, main).
 //!
 //! Checks: the reader never sees a node or value before it was fully built
 //! (publication), and never after it was freed (grace period); every hit is

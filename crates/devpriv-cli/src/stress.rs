@@ -1,4 +1,4 @@
-//! The stress harness behind `devpriv stress` (issue 7).
+//! The stress harness behind `devpriv stress` (`docs/testing.md`, "Stress").
 //!
 //! Kernel: none (model only). It runs `threads` threads over every
 //! operation of the model at once, for a bounded time (and optionally a

@@ -1,4 +1,4 @@
-//! `devpriv stress` (issue 7): a short run of the harness through the
+//! `devpriv stress` (`docs/testing.md`, "Stress"): a short run of the harness through the
 //! library and through the binary, and its bad-input handling.
 
 use devpriv_cli::stress::{self, StressConfig};

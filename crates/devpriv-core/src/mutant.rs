@@ -143,8 +143,8 @@ mutants! {
     /// before it, nor after the readers those flips waited for
     /// (`rcu_seq_start()`/`rcu_seq_end()` without their barriers).
     SrcuRelaxedFlipMarker,
-    /// `zone_device_page_init` clears `_nr_pages` the way seed 000 first
-    /// tried, with `folio_reset_order()` on each page, which writes the
+    /// `zone_device_page_init` clears `_nr_pages` the way the first
+    /// version of the reinit fix did, with `folio_reset_order()` on each page, which writes the
     /// *next* page's order byte and `_nr_pages` (hazard H3): the last
     /// page's write lands outside the allocation.
     FolioInitResetsNextPage,

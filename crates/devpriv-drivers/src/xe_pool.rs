@@ -2,7 +2,10 @@
 //! both buffer objects and SVM device pages, driven by several concurrent
 //! GPU fault handlers, under each [`ReinitPolicy`].
 //!
-//! Kernel: none (a driver prototype), after seed 001 (the Xe thread) and
+//! Kernel: none (a driver prototype, model only), after the Xe reports
+//! that led to the reinit fix ("[PATCH v6 1/5] `mm/zone_device`:
+//! Reinitialize large zone device private folios", 2026-01-16; hazards
+//! H1–H4 in `docs/hazards.md`) and
 //! `drivers/gpu/drm/drm_buddy.c` (`drm_buddy_alloc_blocks()`,
 //! `alloc_from_freelist()`, `drm_buddy_free_block()`),
 //! `drivers/gpu/drm/xe/xe_svm.c` (`xe_svm_alloc_vram()`,
@@ -70,7 +73,7 @@ const ORDER_64K: u32 = 4;
 ///
 /// Kernel: `struct drm_buddy` and `drm_buddy_init()`,
 /// `drm_buddy_alloc_blocks()` (`alloc_from_freelist()`, no flags),
-/// `drm_buddy_free_block()`, `drivers/gpu/drm/drm_buddy.c`.
+/// `drm_buddy_free_block()`, `drivers/gpu/drm/drm_buddy.c` (main).
 ///
 /// Free blocks of each order are kept sorted by offset, as the kernel's
 /// `list_insert_sorted()` keeps them. An allocation takes the
@@ -104,7 +107,7 @@ impl DrmBuddy {
     /// A buddy allocator over pages `0..size`, with blocks of at most
     /// `2^max_order` pages.
     ///
-    /// Kernel: `drm_buddy_init(mm, size, chunk_size)`.
+    /// Kernel: `drm_buddy_init(mm, size, chunk_size)` (main).
     ///
     /// # Errors
     ///
@@ -135,21 +138,21 @@ impl DrmBuddy {
 
     /// Pages managed.
     ///
-    /// Kernel: `drm_buddy::size` (in chunks).
+    /// Kernel: `drm_buddy::size` (in chunks, main).
     pub fn size(&self) -> u64 {
         self.size
     }
 
     /// Pages free.
     ///
-    /// Kernel: `drm_buddy::avail` (in chunks).
+    /// Kernel: `drm_buddy::avail` (in chunks, main).
     pub fn avail(&self) -> u64 {
         self.avail
     }
 
     /// The largest block order.
     ///
-    /// Kernel: `drm_buddy::max_order`.
+    /// Kernel: `drm_buddy::max_order` (main).
     pub fn max_order(&self) -> u32 {
         self.max_order
     }
@@ -157,7 +160,7 @@ impl DrmBuddy {
     /// Free blocks of `order`.
     ///
     /// Kernel: the length of `drm_buddy::free_list[order]`
-    /// (`drm_buddy_print()`).
+    /// (`drm_buddy_print()`, main).
     pub fn free_blocks(&self, order: u32) -> usize {
         self.free.get(order as usize).map_or(0, BTreeSet::len)
     }
@@ -165,7 +168,7 @@ impl DrmBuddy {
     /// Allocates one block of `2^order` pages; returns its first page.
     ///
     /// Kernel: `drm_buddy_alloc_blocks(mm, 0, size, 2^order pages,
-    /// 2^order pages, &blocks, 0)`, i.e. `alloc_from_freelist()`.
+    /// 2^order pages, &blocks, 0)`, i.e. `alloc_from_freelist()` (main).
     ///
     /// # Errors
     ///
@@ -193,7 +196,7 @@ impl DrmBuddy {
 
     /// Frees the allocated block that starts at `start`; returns its order.
     ///
-    /// Kernel: `drm_buddy_free_block(mm, block)` (`__drm_buddy_free()`).
+    /// Kernel: `drm_buddy_free_block(mm, block)` (`__drm_buddy_free()`, main).
     ///
     /// # Errors
     ///
@@ -277,7 +280,7 @@ impl DrmBuddy {
 ///
 /// Kernel: `struct drm_buddy` behind `xe_ttm_vram_mgr`, and the
 /// `drm_pagemap_zdd` reference that keeps a device allocation alive until
-/// its last page is freed (`drivers/gpu/drm/drm_pagemap.c`).
+/// its last page is freed (`drivers/gpu/drm/drm_pagemap.c`, main).
 #[derive(Debug)]
 struct Devmem {
     buddy: DrmBuddy,
@@ -291,7 +294,7 @@ struct Devmem {
 ///
 /// Kernel: the `folio_free` op of `drm_pagemap` → the
 /// zdd's last put → `xe_svm_devmem_release()`, which puts the buffer object
-/// and so its buddy blocks.
+/// and so its buddy blocks (7.0).
 ///
 /// # Differences from the kernel
 ///
@@ -400,7 +403,7 @@ pub struct HandlerStats {
     /// Buffer objects allocated.
     pub bo_allocs: u64,
     /// 4 KiB / 64 KiB folios placed in a 2 MiB block that once held a
-    /// 2 MiB folio: the reuse the seed describes.
+    /// 2 MiB folio: the reuse behind hazards H1–H4.
     pub reuse_small: u64,
     /// Allocations that found no free block even after evicting.
     pub alloc_failures: u64,
@@ -619,7 +622,7 @@ pub fn render_summary(reports: &[XeReport]) -> String {
 fn policy_summary(p: ReinitPolicy) -> &'static str {
     match p {
         ReinitPolicy::None => "6.19: nothing resets a freed large folio",
-        ReinitPolicy::AtFree => "Jan 7 sketch: reset at free, smp_wmb, then folio_free",
+        ReinitPolicy::AtFree => "2026-01-07 sketch: reset at free, smp_wmb, then folio_free",
         ReinitPolicy::AtAlloc => "merged fix: zone_device_page_init resets its pages",
     }
 }

@@ -1,5 +1,5 @@
 //! The HMM acceptance suite: scenarios of the kernel's HMM selftests
-//! (`tools/testing/selftests/mm/hmm-tests.c`, kernel-semantics §9.8),
+//! (`tools/testing/selftests/mm/hmm-tests.c`, 7.0),
 //! described and written anew, run against the dmirror driver model
 //! (`devpriv_drivers::test_hmm`).
 //!

@@ -1,11 +1,11 @@
 //! The claims of the `xe_pool` example, as tests: the Xe shared-pool
-//! workload (seed 001) shows the reuse hazards H1, H2 and H4 under
+//! workload (the one behind the reinit fix, `docs/hazards.md`) shows the reuse hazards H1, H2 and H4 under
 //! `ReinitPolicy::None`, and none under `AtFree` or `AtAlloc`, on the same
 //! reuse pattern.
 //!
 //! Kernel: `zone_device_folio_init()`, `free_zone_device_folio()`
 //! (`mm/memremap.c`), with a DRM-buddy pool after `drivers/gpu/drm/drm_buddy.c`
-//! and `drivers/gpu/drm/xe/xe_svm.c`.
+//! and `drivers/gpu/drm/xe/xe_svm.c` (7.0; the pool is a model).
 
 use devpriv_drivers::xe_pool::{
     HandlerStats, Schedule, XeConfig, XeReport, render_summary, run, run_workload,

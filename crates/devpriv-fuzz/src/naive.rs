@@ -4,7 +4,7 @@
 //! code with `devpriv-migrate`.
 //!
 //! Kernel: `check_pte()`, `check_pmd()`, the PMD branches of
-//! `page_vma_mapped_walk()`, `mm/page_vma_mapped.c` (series v6), and the
+//! `page_vma_mapped_walk()`, `mm/page_vma_mapped.c` (v6 proposal), and the
 //! x86-64 `pte_present()` / `pte_pfn()` / `pmd_pfn()` /
 //! `__pte_to_swp_entry()` bit layout.
 //!
@@ -15,44 +15,44 @@
 //! the L1TF protnone inversion (`protnone_mask()`), and C's wrapping
 //! overlap is paired with an exact one ([`overlap_exact`]).
 
-/// Kernel: `PVMW_MIGRATION`.
+/// Kernel: `PVMW_MIGRATION` (main).
 pub const PVMW_MIGRATION: u32 = 1 << 1;
-/// Kernel: `PVMW_DEVICE_PRIVATE` (series 05/13).
+/// Kernel: `PVMW_DEVICE_PRIVATE` (v6 05/13).
 pub const PVMW_DEVICE_PRIVATE: u32 = 1 << 2;
-/// Kernel: `HPAGE_PMD_NR`.
+/// Kernel: `HPAGE_PMD_NR` (main).
 pub const HPAGE_PMD_NR: u64 = 512;
 
 /// `pte_present()`: `_PAGE_PRESENT | _PAGE_PROTNONE`.
 ///
-/// Kernel: `pte_present()`, `arch/x86/include/asm/pgtable.h`.
+/// Kernel: `pte_present()`, `arch/x86/include/asm/pgtable.h` (main).
 pub fn present(v: u64) -> bool {
     v & (1 | 0x100) != 0
 }
 
 /// `pte_none()`: ignoring A and D.
 ///
-/// Kernel: `pte_none()`.
+/// Kernel: `pte_none()` (main).
 pub fn none(v: u64) -> bool {
     v & !0x60 == 0
 }
 
 /// All ones for a protnone entry (`PROTNONE` without `PRESENT`).
 ///
-/// Kernel: `protnone_mask()`, `arch/x86/include/asm/pgtable-invert.h`.
+/// Kernel: `protnone_mask()`, `arch/x86/include/asm/pgtable-invert.h` (main).
 pub fn protnone_mask(v: u64) -> u64 {
     if v & 0x101 == 0x100 { u64::MAX } else { 0 }
 }
 
 /// `pte_pfn()` of a present entry.
 ///
-/// Kernel: `pte_pfn()`.
+/// Kernel: `pte_pfn()` (main).
 pub fn pte_pfn(v: u64) -> u64 {
     ((v ^ protnone_mask(v)) & 0x000f_ffff_ffff_f000) >> 12
 }
 
 /// `pmd_pfn()` of a huge PMD.
 ///
-/// Kernel: `pmd_pfn()` with `pmd_pfn_mask()` for `_PAGE_PSE`.
+/// Kernel: `pmd_pfn()` with `pmd_pfn_mask()` for `_PAGE_PSE` (main).
 pub fn pmd_huge_pfn(v: u64) -> u64 {
     ((v ^ protnone_mask(v)) & 0x000f_ffff_ffe0_0000) >> 12
 }
@@ -60,7 +60,7 @@ pub fn pmd_huge_pfn(v: u64) -> u64 {
 /// `softleaf_from_pte()`: (type, offset), or `None` for a none or present
 /// PTE.
 ///
-/// Kernel: `softleaf_from_pte()` / `__pte_to_swp_entry()`.
+/// Kernel: `softleaf_from_pte()` / `__pte_to_swp_entry()` (7.0).
 pub fn softleaf(v: u64) -> Option<(u64, u64)> {
     if present(v) || none(v) {
         return None;
@@ -69,37 +69,37 @@ pub fn softleaf(v: u64) -> Option<(u64, u64)> {
     Some((v >> 59, (!v << 5) >> 14))
 }
 
-/// Types 22–24 and 28–30: every migration entry (the series' "is-a").
+/// Types 22–24 and 28–30: every migration entry (the v6 proposal's "is-a").
 ///
-/// Kernel: `softleaf_is_migration()`.
+/// Kernel: `softleaf_is_migration()` (7.0).
 pub fn is_migration(t: u64) -> bool {
     matches!(t, 22..=24 | 28..=30)
 }
 
 /// Types 28–30.
 ///
-/// Kernel: `softleaf_is_migration_device_private()`.
+/// Kernel: `softleaf_is_migration_device_private()` (v6).
 pub fn is_migration_device_private(t: u64) -> bool {
     matches!(t, 28..=30)
 }
 
 /// Types 25, 26.
 ///
-/// Kernel: `softleaf_is_device_private()`.
+/// Kernel: `softleaf_is_device_private()` (7.0).
 pub fn is_device_private(t: u64) -> bool {
     matches!(t, 25 | 26)
 }
 
 /// Type 27.
 ///
-/// Kernel: `softleaf_is_device_exclusive()`.
+/// Kernel: `softleaf_is_device_exclusive()` (7.0).
 pub fn is_device_exclusive(t: u64) -> bool {
     t == 27
 }
 
 /// The kernel's overlap test, with C's unsigned (wrapping) arithmetic.
 ///
-/// Kernel: the tail of `check_pte()` / `check_pmd()`.
+/// Kernel: the tail of `check_pte()` / `check_pmd()` (v6).
 pub fn overlap(pfn: u64, n: u64, pvmw_pfn: u64, nr_pages: u64) -> bool {
     if pfn.wrapping_add(n).wrapping_sub(1) < pvmw_pfn {
         return false;
@@ -135,11 +135,11 @@ pub fn overlap_is_exact(pfn: u64, n: u64, pvmw_pfn: u64, nr_pages: u64) -> bool 
         && pvmw_pfn.checked_add(nr_pages - 1).is_some()
 }
 
-/// `check_pte(pvmw, pte_nr)` after series 13/13. `with_dp_check = false`
+/// `check_pte(pvmw, pte_nr)` after v6 13/13. `with_dp_check = false`
 /// gives mainline 7.0 (no device-private comparison): the buggy variant
 /// for hazard H7.
 ///
-/// Kernel: `check_pte()`, `mm/page_vma_mapped.c`.
+/// Kernel: `check_pte()`, `mm/page_vma_mapped.c` (v6).
 pub fn check_pte(
     ptent: u64,
     pte_nr: u64,
@@ -181,9 +181,9 @@ pub fn check_pte(
     overlap(pfn, pte_nr, pvmw_pfn, nr_pages)
 }
 
-/// `check_pmd(pfn, device_private, pvmw)` after series 13/13.
+/// `check_pmd(pfn, device_private, pvmw)` after v6 13/13.
 ///
-/// Kernel: `check_pmd()`, `mm/page_vma_mapped.c`.
+/// Kernel: `check_pmd()`, `mm/page_vma_mapped.c` (v6).
 pub fn check_pmd(pfn: u64, device_private: bool, pvmw_pfn: u64, nr_pages: u64, flags: u32) -> bool {
     if device_private != (flags & PVMW_DEVICE_PRIVATE != 0) {
         return false;
@@ -196,7 +196,7 @@ pub fn check_pmd(pfn: u64, device_private: bool, pvmw_pfn: u64, nr_pages: u64, f
 /// transcribed. `thp_migration` is `thp_migration_supported()`. `None`
 /// for a PMD that points to a PTE table (not a PMD-branch case).
 ///
-/// Kernel: `page_vma_mapped_walk()`, `mm/page_vma_mapped.c`.
+/// Kernel: `page_vma_mapped_walk()`, `mm/page_vma_mapped.c` (7.0).
 pub fn walk_pmd_branch(
     pmde: u64,
     pvmw_pfn: u64,

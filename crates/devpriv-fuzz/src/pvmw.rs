@@ -3,7 +3,7 @@
 //! [`PageVmaMappedWalk`] against the [`naive`] oracle.
 //!
 //! Kernel: `check_pte()`, `check_pmd()`, `page_vma_mapped_walk()`,
-//! `mm/page_vma_mapped.c` (series v6).
+//! `mm/page_vma_mapped.c` (v6 proposal).
 //!
 //! Entries are either arbitrary raw values (every bit pattern is a PTE) or
 //! built by the crate's encoders at a distance from the target chosen so
@@ -127,7 +127,7 @@ pub enum Probe {
 /// The input of one run: the target, then the probes.
 ///
 /// Kernel: the `pfn`, `nr_pages` and `flags` of `struct
-/// page_vma_mapped_walk`.
+/// page_vma_mapped_walk` (7.0 with v6's checks).
 #[derive(Arbitrary, Clone, Debug)]
 pub struct PvmwInput {
     /// Target index: `Near(d)` is around 2^20, `Abs` any.

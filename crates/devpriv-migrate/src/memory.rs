@@ -4,7 +4,7 @@
 //!
 //! Kernel: `mm/memory.c` (`do_anonymous_page()`, `set_ptes()` callers,
 //! `zap_page_range_single()`, `zap_pte_range()`, `handle_mm_fault()`),
-//! `mm/huge_memory.c` (`zap_huge_pmd()`, `map_anon_folio_pmd()`).
+//! `mm/huge_memory.c` (`zap_huge_pmd()`, `map_anon_folio_pmd()`, main).
 //!
 //! The [`Mm`] these work on is in [`mm_types`](crate::mm_types); the
 //! entries are read and locked through
@@ -35,7 +35,7 @@ impl Mm {
     ///
     /// Kernel: what `do_anonymous_page()` (order 0) or a PTE-mapped THP
     /// leaves behind: `folio_add_new_anon_rmap()` / `folio_add_anon_rmap_ptes()`,
-    /// `folio_ref_add()`, `set_ptes()`.
+    /// `folio_ref_add()`, `set_ptes()` (main).
     ///
     /// # Errors
     ///
@@ -102,7 +102,7 @@ impl Mm {
     /// Maps a PMD-sized `folio` with one huge PMD at `addr`, takes a
     /// reference and adds the PMD rmap.
     ///
-    /// Kernel: `do_huge_pmd_anonymous_page()` / `map_anon_folio_pmd()`.
+    /// Kernel: `do_huge_pmd_anonymous_page()` / `map_anon_folio_pmd()` (main).
     ///
     /// # Errors
     ///
@@ -169,7 +169,7 @@ impl Mm {
     /// or huge PMD), without faulting.
     ///
     /// Kernel: a user load that does not fault (`get_user()` on a mapped
-    /// page), in spirit.
+    /// page), in spirit (main).
     ///
     /// # Errors
     ///
@@ -181,7 +181,7 @@ impl Mm {
 
     /// Writes the data word of the system page mapped writable at `addr`.
     ///
-    /// Kernel: a user store that does not fault.
+    /// Kernel: a user store that does not fault (main).
     ///
     /// # Errors
     ///
@@ -214,7 +214,7 @@ impl Mm {
     /// leaf, else from the PTE; [`Softleaf::NONE`] otherwise.
     ///
     /// Kernel: `softleaf_from_pmd()` / `softleaf_from_pte()` on a lockless
-    /// read.
+    /// read (7.0).
     pub fn softleaf_at(&self, addr: u64) -> Softleaf {
         match self.pmdp_get_lockless(addr) {
             None => Softleaf::NONE,
@@ -232,7 +232,7 @@ impl Mm {
     ///
     /// Kernel: `zap_page_range_single()` → `zap_pmd_range()`
     /// (`__split_huge_pmd()`, `zap_huge_pmd()`) and `zap_pte_range()`
-    /// (`zap_present_ptes()`, `zap_nonpresent_ptes()`), `mm/memory.c`.
+    /// (`zap_present_ptes()`, `zap_nonpresent_ptes()`), `mm/memory.c` (main).
     ///
     /// # Errors
     ///
@@ -261,7 +261,7 @@ impl Mm {
         Ok(())
     }
 
-    /// Kernel: `zap_huge_pmd()`, `mm/huge_memory.c`.
+    /// Kernel: `zap_huge_pmd()`, `mm/huge_memory.c` (main).
     fn zap_huge_pmd(&self, addr: u64) -> Result<(), Errno> {
         let mem = self.memory();
         let guard = mem.space().read();
@@ -290,7 +290,7 @@ impl Mm {
         Ok(())
     }
 
-    /// Kernel: `zap_pte_range()`, `mm/memory.c`.
+    /// Kernel: `zap_pte_range()`, `mm/memory.c` (main).
     fn zap_pte_range(&self, start: u64, end: u64) -> Result<(), Errno> {
         let mem = self.memory();
         let guard = mem.space().read();
@@ -338,7 +338,7 @@ impl Mm {
     /// PTE, or from a device-private PMD plus the page's index in its 2 MiB
     /// block; `None` for anything else.
     ///
-    /// Kernel: none (model only). With the series (v6 proposal) a
+    /// Kernel: none (model only). With the v6 proposal a
     /// device-private entry holds the page's offset where it held a pfn:
     /// this is `softleaf_to_pfn()` of `softleaf_from_pte()` /
     /// `softleaf_from_pmd()` at `addr`, plus the page's index in a PMD's

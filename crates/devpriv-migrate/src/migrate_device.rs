@@ -5,10 +5,10 @@
 //! Kernel: `mm/migrate_device.c` (`migrate_vma_setup()`,
 //! `migrate_vma_pages()`, `migrate_vma_finalize()`,
 //! `migrate_device_range()`, `migrate_device_pfns()`,
-//! `migrate_device_pages()`, `migrate_device_finalize()`), series v6
+//! `migrate_device_pages()`, `migrate_device_finalize()`), v6 proposal
 //! patches 03/13 and 04/13.
 //!
-//! # The flow (kernel-semantics §8)
+//! # The flow (7.0)
 //!
 //! 1. [`migrate_vma_setup`] collects the range (`src[i]` = the page mapped
 //!    at `start + i * PAGE_SIZE` with `MIGRATE`, or `MIGRATE` alone for a
@@ -136,9 +136,9 @@ fn fault_folio<'g>(
 /// Kernel: `migrate_vma_setup(args)`, `mm/migrate_device.c`, with
 /// `migrate_vma_collect()` (`migrate_vma_collect_pmd()`,
 /// `migrate_vma_collect_huge_pmd()`, `migrate_vma_collect_hole()`) and
-/// `migrate_vma_unmap()` → `migrate_device_unmap()`.
+/// `migrate_vma_unmap()` → `migrate_device_unmap()` (7.0).
 ///
-/// What is collected (kernel-semantics §8.2):
+/// What is collected (7.0):
 ///
 /// | entry | selected when | `src` |
 /// |---|---|---|
@@ -241,7 +241,7 @@ pub fn migrate_vma_setup(args: &mut MigrateVma<'_>) -> Result<(), Errno> {
 }
 
 /// Kernel: `migrate_vma_collect()`: one `migrate_vma_collect_pmd()` per
-/// PMD-sized window, then `end` trimmed to what was collected.
+/// PMD-sized window, then `end` trimmed to what was collected (7.0).
 fn migrate_vma_collect(args: &mut MigrateVma<'_>) {
     let mut addr = args.start;
     while addr < args.end {
@@ -267,7 +267,7 @@ enum Huge {
 /// only restarts after its own splits.
 const MAX_AGAIN: u32 = 16;
 
-/// Kernel: `migrate_vma_collect_pmd()`.
+/// Kernel: `migrate_vma_collect_pmd()` (7.0).
 fn collect_pmd(args: &mut MigrateVma<'_>, start: u64, end: u64) {
     let mm = args.mm;
     let mem = mm.memory();
@@ -414,7 +414,7 @@ fn collect_pmd(args: &mut MigrateVma<'_>, start: u64, end: u64) {
     }
 }
 
-/// Kernel: `migrate_vma_collect_huge_pmd()`.
+/// Kernel: `migrate_vma_collect_huge_pmd()` (7.0).
 fn collect_huge_pmd(
     guard: &SpaceReadGuard<'_>,
     args: &mut MigrateVma<'_>,
@@ -523,7 +523,7 @@ fn collect_huge_pmd(
 /// Replaces the huge or device-private PMD `g` points at with a migration
 /// entry for `folio`, dropping the PMD rmap and the mapping's reference.
 ///
-/// Kernel: `set_pmd_migration_entry()`, `mm/huge_memory.c`.
+/// Kernel: `set_pmd_migration_entry()`, `mm/huge_memory.c` (7.0).
 fn set_pmd_migration_entry(
     g: &PmdGuard<'_>,
     folio: AnyFolio<'_>,
@@ -542,7 +542,7 @@ fn set_pmd_migration_entry(
 /// Splits a large folio met during collection, keeping the fault page's
 /// lock and reference on the folio that holds the fault page afterwards.
 ///
-/// Kernel: `migrate_vma_split_folio()`, `mm/migrate_device.c`.
+/// Kernel: `migrate_vma_split_folio()`, `mm/migrate_device.c` (7.0).
 fn migrate_vma_split_folio(
     mm: &Mm,
     folio: AnyFolio<'_>,
@@ -600,7 +600,7 @@ fn check_page(folio: AnyFolio<'_>, is_fault_page: bool) -> bool {
 /// drops) every page that stays mapped or is pinned. Returns the number of
 /// entries still migrating.
 ///
-/// Kernel: `migrate_device_unmap()`, `mm/migrate_device.c`.
+/// Kernel: `migrate_device_unmap()`, `mm/migrate_device.c` (7.0).
 ///
 /// # Differences from the kernel
 ///
@@ -683,7 +683,7 @@ struct VmaCtx<'a> {
 /// Kernel: `migrate_vma_pages(migrate)` → `__migrate_device_pages()`,
 /// `mm/migrate_device.c` (with `migrate_vma_insert_page()`,
 /// `migrate_vma_insert_huge_pmd_page()`,
-/// `migrate_vma_split_unmapped_folio()`, `folio_migrate_mapping()`).
+/// `migrate_vma_split_unmapped_folio()`, `folio_migrate_mapping()`, 7.0).
 ///
 /// A destination must be a locked folio with one reference (a device
 /// folio from `zone_device_folio_init()`, or a locked system folio); a
@@ -743,7 +743,7 @@ pub fn migrate_vma_pages(args: &mut MigrateVma<'_>) {
     );
 }
 
-/// Kernel: `__migrate_device_pages()`.
+/// Kernel: `__migrate_device_pages()` (7.0).
 fn migrate_pages_inner(
     mem: &Memory,
     src: &mut [MigratePfn],
@@ -852,7 +852,7 @@ fn migrate_pages_inner(
 /// `newfolio`, if only the migration (plus `extra`) holds references.
 ///
 /// Kernel: `folio_migrate_mapping(NULL, newfolio, folio, extra_count)`,
-/// `mm/migrate.c` (the anonymous, no-swap-cache branch).
+/// `mm/migrate.c` (the anonymous, no-swap-cache branch, 7.0).
 fn folio_migrate_mapping(
     newfolio: AnyFolio<'_>,
     folio: AnyFolio<'_>,
@@ -874,7 +874,7 @@ fn folio_migrate_mapping(
 /// PMD, `src[..512]` its window).
 ///
 /// Kernel: `migrate_vma_insert_page()` and
-/// `migrate_vma_insert_huge_pmd_page()`, `mm/migrate_device.c`.
+/// `migrate_vma_insert_huge_pmd_page()`, `mm/migrate_device.c` (7.0).
 fn migrate_vma_insert_page(
     guard: &SpaceReadGuard<'_>,
     c: VmaCtx<'_>,
@@ -967,7 +967,7 @@ fn insert_huge_pmd(c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), 
 /// 512 locked order-0 folios, and `src[1..512]` get their own entries
 /// with `src[0]`'s flags (less `COMPOUND`).
 ///
-/// Kernel: `migrate_vma_split_unmapped_folio()`, `mm/migrate_device.c`.
+/// Kernel: `migrate_vma_split_unmapped_folio()`, `mm/migrate_device.c` (7.0).
 fn migrate_vma_split_unmapped_folio(
     mm: &Mm,
     src: &mut [MigratePfn],
@@ -994,7 +994,7 @@ fn migrate_vma_split_unmapped_folio(
 /// destinations.
 ///
 /// Kernel: `migrate_vma_finalize(migrate)` → `__migrate_device_finalize()`,
-/// `mm/migrate_device.c`.
+/// `mm/migrate_device.c` (7.0).
 ///
 /// # Examples
 ///
@@ -1031,7 +1031,7 @@ pub fn migrate_vma_finalize(args: &mut MigrateVma<'_>) {
     finalize_inner(args.mm, &args.src[..n], &args.dst[..n], args.fault_page);
 }
 
-/// Kernel: `__migrate_device_finalize()`.
+/// Kernel: `__migrate_device_finalize()` (7.0).
 fn finalize_inner(
     mm: &Mm,
     src: &[MigratePfn],
@@ -1083,7 +1083,7 @@ fn finalize_inner(
 /// is a folio head in use; returns `m | MIGRATE`, or the empty entry.
 ///
 /// Kernel: `migrate_device_pfn_lock()` (`folio_get_nontail_page()` +
-/// `folio_trylock()`), `mm/migrate_device.c`.
+/// `folio_trylock()`), `mm/migrate_device.c` (7.0).
 ///
 /// # Differences from the kernel
 ///
@@ -1116,7 +1116,7 @@ fn migrate_device_pfn_lock(guard: &SpaceReadGuard<'_>, m: MigratePfn) -> Migrate
 /// `nr - 1` empty ones.
 ///
 /// Kernel: `migrate_device_range(src_pfns, start, npages)`,
-/// `mm/migrate_device.c` (series 03/13: `start` is an mpfn, and stepping
+/// `mm/migrate_device.c` (v6 03/13: `start` is an mpfn, and stepping
 /// keeps its flag bits).
 ///
 /// # Differences from the kernel
@@ -1153,7 +1153,7 @@ pub fn migrate_device_range(
 /// As [`migrate_device_range`], for a pre-filled array of device-private
 /// mpfns that need not be contiguous.
 ///
-/// Kernel: `migrate_device_pfns(src_pfns, npages)`, `mm/migrate_device.c`.
+/// Kernel: `migrate_device_pfns(src_pfns, npages)`, `mm/migrate_device.c` (7.0).
 ///
 /// # Errors
 ///
@@ -1173,7 +1173,7 @@ pub fn migrate_device_pfns(mm: &Mm, src: &mut [MigratePfn]) -> Result<(), Errno>
 /// one `COMPOUND` entry, then empty ones), then everything is unmapped.
 ///
 /// Kernel: the `migrate_device_pfn_lock()` loops of both, then
-/// `migrate_device_unmap()`, `mm/migrate_device.c`.
+/// `migrate_device_unmap()`, `mm/migrate_device.c` (7.0).
 fn migrate_device_lock_and_unmap(
     mm: &Mm,
     src: &mut [MigratePfn],
@@ -1210,7 +1210,7 @@ fn migrate_device_lock_and_unmap(
 /// not migrate).
 ///
 /// Kernel: `migrate_device_pages(src_pfns, dst_pfns, npages)`,
-/// `mm/migrate_device.c`.
+/// `mm/migrate_device.c` (7.0).
 ///
 /// # Errors
 ///
@@ -1230,7 +1230,7 @@ pub fn migrate_device_pages(
 /// [`migrate_vma_finalize`] for entries from [`migrate_device_range`].
 ///
 /// Kernel: `migrate_device_finalize(src_pfns, dst_pfns, npages)`,
-/// `mm/migrate_device.c`.
+/// `mm/migrate_device.c` (7.0).
 ///
 /// # Errors
 ///

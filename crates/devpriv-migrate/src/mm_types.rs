@@ -4,7 +4,7 @@
 //! Kernel: `include/linux/mm_types.h` (`struct mm_struct`,
 //! `struct vm_area_struct`, `struct ptdesc`), `include/linux/mmap_lock.h`
 //! (`mmap_write_lock()`), `kernel/fork.c` (`mm_alloc()`), `mm/internal.h`
-//! (`vma_address()`).
+//! (`vma_address()`, main).
 //!
 //! # Shape
 //!
@@ -64,7 +64,7 @@ const USER_PGD_ENTRIES: usize = 256;
 
 /// A PTE table: 512 entries and the lock that serialises writers.
 ///
-/// Kernel: a page-table page with its split ptlock (`ptdesc->ptl`).
+/// Kernel: a page-table page with its split ptlock (`ptdesc->ptl`, main).
 pub struct PteTable {
     entries: Box<[AtomicU64; ENTRIES]>,
     ptl: Mutex<()>,
@@ -96,7 +96,7 @@ impl PteTable {
 
     /// Reads entry `i` without the lock.
     ///
-    /// Kernel: `ptep_get()` (`READ_ONCE`).
+    /// Kernel: `ptep_get()` (`READ_ONCE`, main).
     #[inline]
     pub(crate) fn get(&self, i: usize) -> Pte {
         debug_assert!(i < ENTRIES);
@@ -112,7 +112,7 @@ impl PteTable {
 
     /// The table's lock.
     ///
-    /// Kernel: `pte_lockptr()`.
+    /// Kernel: `pte_lockptr()` (main).
     pub(crate) fn ptl(&self) -> &Mutex<()> {
         &self.ptl
     }
@@ -140,7 +140,7 @@ pub(crate) struct PmdSlot {
 impl PmdSlot {
     /// Reads the PMD without the lock.
     ///
-    /// Kernel: `pmdp_get_lockless()`.
+    /// Kernel: `pmdp_get_lockless()` (main).
     #[inline]
     pub(crate) fn get(&self) -> Pmd {
         Pmd::from_raw(self.val.load(Ordering::Acquire))
@@ -162,7 +162,7 @@ impl PmdSlot {
     /// The PTE table this PMD points to, if its value is a table pointer.
     ///
     /// Kernel: `__pte_offset_map()` — `NULL` for a none, non-present or
-    /// huge PMD.
+    /// huge PMD (main).
     #[inline]
     pub(crate) fn table_if(&self, pmd: Pmd) -> Option<&PteTable> {
         if pmd.is_table() { self.table() } else { None }
@@ -171,7 +171,7 @@ impl PmdSlot {
 
 /// A PMD table: 512 PMD entries and one lock for all of them.
 ///
-/// Kernel: a PMD page-table page with its split PMD ptlock.
+/// Kernel: a PMD page-table page with its split PMD ptlock (main).
 #[derive(Debug)]
 pub(crate) struct PmdTable {
     slots: Box<[PmdSlot]>,
@@ -195,7 +195,7 @@ impl PmdTable {
         &self.slots[pmd_index(addr)]
     }
 
-    /// Kernel: `pmd_lockptr()`.
+    /// Kernel: `pmd_lockptr()` (main).
     pub(crate) fn ptl(&self) -> &Mutex<()> {
         &self.ptl
     }
@@ -212,13 +212,13 @@ devpriv_core::flags! {
     /// VMA protection flags.
     ///
     /// Kernel: `vm_flags_t` (`VM_READ`, `VM_WRITE`, `VM_EXEC`),
-    /// `include/linux/mm.h`.
+    /// `include/linux/mm.h` (main).
     pub struct VmFlags: u64 {
-        /// Kernel: `VM_READ`.
+        /// Kernel: `VM_READ` (main).
         const READ = 0x1;
-        /// Kernel: `VM_WRITE`.
+        /// Kernel: `VM_WRITE` (main).
         const WRITE = 0x2;
-        /// Kernel: `VM_EXEC`.
+        /// Kernel: `VM_EXEC` (main).
         const EXEC = 0x4;
         /// Read and write.
         ///
@@ -230,7 +230,7 @@ devpriv_core::flags! {
 /// The address space a VMA belongs to, compared by identity (two address
 /// spaces are never equal, whatever their ids), and its `mm_id`.
 ///
-/// Kernel: `vma->vm_mm` (a pointer compare).
+/// Kernel: `vma->vm_mm` (a pointer compare, main).
 #[derive(Clone)]
 pub(crate) struct MmIdent(Arc<u64>);
 
@@ -251,7 +251,7 @@ impl fmt::Debug for MmIdent {
 /// A virtual memory area: a page-aligned range of one address space.
 ///
 /// Kernel: `struct vm_area_struct` (`vm_start`, `vm_end`, `vm_pgoff`,
-/// `vm_flags`, `vm_mm`).
+/// `vm_flags`, `vm_mm`, main).
 ///
 /// # Differences from the kernel
 ///
@@ -270,23 +270,23 @@ pub struct Vma {
 }
 
 impl Vma {
-    /// First address. Kernel: `vm_start`.
+    /// First address. Kernel: `vm_start` (main).
     pub fn start(&self) -> u64 {
         self.start
     }
 
-    /// One past the last address. Kernel: `vm_end`.
+    /// One past the last address. Kernel: `vm_end` (main).
     pub fn end(&self) -> u64 {
         self.end
     }
 
     /// Page offset of `start`. Kernel: `vm_pgoff` (for anonymous VMAs,
-    /// `vm_start >> PAGE_SHIFT` at creation).
+    /// `vm_start >> PAGE_SHIFT` at creation, main).
     pub fn pgoff(&self) -> u64 {
         self.pgoff
     }
 
-    /// Kernel: `vm_flags`.
+    /// Kernel: `vm_flags` (main).
     pub fn flags(&self) -> VmFlags {
         self.flags
     }
@@ -301,7 +301,7 @@ impl Vma {
 
     /// The id of the address space the VMA belongs to.
     ///
-    /// Kernel: `vma->vm_mm->mm_id`.
+    /// Kernel: `vma->vm_mm->mm_id` (main).
     pub fn mm_id(&self) -> u64 {
         *self.mm.0
     }
@@ -315,7 +315,7 @@ impl Vma {
 
     /// Page offset of `addr` in the VMA's mapping.
     ///
-    /// Kernel: `linear_page_index(vma, address)`.
+    /// Kernel: `linear_page_index(vma, address)` (main).
     pub fn linear_page_index(&self, addr: u64) -> u64 {
         ((addr - self.start) >> PAGE_SHIFT).wrapping_add(self.pgoff)
     }
@@ -323,7 +323,7 @@ impl Vma {
     /// The first address at which any of the pages `pgoff..pgoff + nr_pages`
     /// is mapped by this VMA.
     ///
-    /// Kernel: `vma_address(vma, pgoff, nr_pages)`, `mm/internal.h`.
+    /// Kernel: `vma_address(vma, pgoff, nr_pages)`, `mm/internal.h` (main).
     ///
     /// # Errors
     ///
@@ -348,7 +348,7 @@ impl Vma {
     /// `true` if a PMD-sized folio can be mapped at `addr`'s 2 MiB block.
     ///
     /// Kernel: `thp_vma_suitable_order(vma, addr, PMD_ORDER)` (anonymous: no
-    /// pgoff check).
+    /// pgoff check, main).
     pub fn thp_suitable(&self, addr: u64) -> bool {
         let haddr = addr & !(PMD_SIZE - 1);
         haddr >= self.start && haddr.checked_add(PMD_SIZE).is_some_and(|e| e <= self.end)
@@ -358,18 +358,18 @@ impl Vma {
 /// Settings of an address space.
 ///
 /// Kernel: boot-time and config choices (`pgtable_l5_enabled()`,
-/// `CONFIG_ARCH_ENABLE_THP_MIGRATION`).
+/// `CONFIG_ARCH_ENABLE_THP_MIGRATION`, main).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MmConfig {
     /// Decides `SWP_PFN_BITS` for entries in this address space.
     pub paging: PagingMode,
-    /// Kernel: `thp_migration_supported()` (true on x86-64).
+    /// Kernel: `thp_migration_supported()` (true on x86-64, main).
     pub thp_migration: bool,
     /// A read fault on a hole maps the shared zero page read-only
     /// ([`SystemMemory::zero_pfn`](crate::SystemMemory::zero_pfn)) instead
     /// of a new zeroed page.
     ///
-    /// Kernel: `!mm_forbids_zeropage(mm)` (true on x86-64).
+    /// Kernel: `!mm_forbids_zeropage(mm)` (true on x86-64, main).
     pub zero_page: bool,
 }
 
@@ -393,7 +393,7 @@ pub(crate) struct MmapState {
 /// A process address space.
 ///
 /// Kernel: `struct mm_struct` (its VMAs, page tables, `mmap_lock` and
-/// `mm_id`), shared as `Arc<Mm>` the way `mm_users` counts its users.
+/// `mm_id`), shared as `Arc<Mm>` the way `mm_users` counts its users (main).
 ///
 /// ```
 /// use devpriv_core::{Errno, PAGE_SIZE, PageCount, Pfn};
@@ -415,13 +415,13 @@ pub struct Mm {
     memory: Memory,
     config: MmConfig,
     ident: MmIdent,
-    /// Kernel: `mm->mmap_lock` (the write side).
+    /// Kernel: `mm->mmap_lock` (the write side, main).
     mmap_lock: Mutex<MmapState>,
     /// The VMAs in address order, replaced whole under `mmap_lock`.
     ///
-    /// Kernel: `mm->mm_mt`.
+    /// Kernel: `mm->mm_mt` (main).
     vmas: RwLock<Arc<[Vma]>>,
-    /// Kernel: `mm->pgd` (user half).
+    /// Kernel: `mm->pgd` (user half, main).
     pgd: Box<[OnceLock<Box<PudTable>>]>,
 }
 
@@ -449,7 +449,7 @@ const TABLE_FRAME_BASE: u64 = 0xf0_0000_0000;
 impl Mm {
     /// An empty address space whose pages come from `memory`.
     ///
-    /// Kernel: `mm_alloc()` (`mm_init()`, `mm_alloc_id()`), `kernel/fork.c`.
+    /// Kernel: `mm_alloc()` (`mm_init()`, `mm_alloc_id()`), `kernel/fork.c` (main).
     pub fn new(memory: &Memory, config: MmConfig) -> Arc<Mm> {
         Arc::new(Mm {
             memory: memory.clone(),
@@ -500,7 +500,7 @@ impl Mm {
     /// Takes the address space's lock for writing: the guard maps and
     /// unmaps (see [`MmapWriteGuard`]). Dropping it is `mmap_write_unlock()`.
     ///
-    /// Kernel: `mmap_write_lock(mm)`, `include/linux/mmap_lock.h`.
+    /// Kernel: `mmap_write_lock(mm)`, `include/linux/mmap_lock.h` (main).
     pub fn mmap_write_lock(&self) -> MmapWriteGuard<'_> {
         MmapWriteGuard {
             mm: self,
@@ -511,14 +511,14 @@ impl Mm {
     /// The VMAs, in address order: a snapshot, which later changes do not
     /// affect.
     ///
-    /// Kernel: a walk of `mm->mm_mt` (`for_each_vma()`).
+    /// Kernel: a walk of `mm->mm_mt` (`for_each_vma()`, main).
     pub fn vmas(&self) -> Arc<[Vma]> {
         Arc::clone(&self.vmas.read())
     }
 
     /// The VMA containing `addr` (a copy).
     ///
-    /// Kernel: `vma_lookup(mm, addr)`.
+    /// Kernel: `vma_lookup(mm, addr)` (main).
     pub fn vma_lookup(&self, addr: u64) -> Option<Vma> {
         let vmas = self.vmas.read();
         let pos = vmas.partition_point(|v| v.end <= addr);
@@ -535,7 +535,7 @@ impl Mm {
 
     /// `true` if any PUD entry of `addr`'s 512 GiB region is present.
     ///
-    /// Kernel: `pgd_present(*pgd_offset(mm, addr))`.
+    /// Kernel: `pgd_present(*pgd_offset(mm, addr))` (main).
     pub(crate) fn pgd_present(&self, addr: u64) -> bool {
         self.pgd
             .get(pgd_index(addr))
@@ -544,7 +544,7 @@ impl Mm {
 
     /// The PMD table for `addr`, if its PUD entry is present.
     ///
-    /// Kernel: `pud_present()` + `pmd_offset()`.
+    /// Kernel: `pud_present()` + `pmd_offset()` (main).
     pub(crate) fn pmd_table(&self, addr: u64) -> Option<&PmdTable> {
         let pud = self.pgd.get(pgd_index(addr))?.get()?;
         pud.pmds[pud_index(addr)].get().map(|t| &**t)
@@ -555,7 +555,7 @@ impl Mm {
 /// pages may change. It dereferences to the [`Mm`].
 ///
 /// Kernel: `mm->mmap_lock` held by `mmap_write_lock()`; dropping the guard
-/// is `mmap_write_unlock()`.
+/// is `mmap_write_unlock()` (main).
 pub struct MmapWriteGuard<'a> {
     mm: &'a Mm,
     pub(crate) state: MutexGuard<'a, MmapState>,
@@ -587,7 +587,7 @@ impl MmapWriteGuard<'_> {
     /// none); existing tables stay.
     ///
     /// Kernel: `__pud_alloc()`, `__pmd_alloc()`, `__pte_alloc()`,
-    /// `mm/memory.c` (done at fault time there).
+    /// `mm/memory.c` (done at fault time there, main).
     pub(crate) fn alloc_page_tables(&mut self, start: u64, end: u64) {
         let mut addr = start & !(PMD_SIZE - 1);
         while addr < end {

@@ -5,7 +5,7 @@
 //! `__pte_offset_map_lock()`), `include/linux/mm.h` (`pte_offset_map_lock()`,
 //! `pte_alloc_map_lock()`, `pmd_lock()`, `pte_lockptr()`),
 //! `include/linux/pgtable.h` (`ptep_get()`, `pmdp_get_lockless()`,
-//! `set_pte_at()`, `set_pmd_at()`).
+//! `set_pte_at()`, `set_pmd_at()`, main).
 //!
 //! Entries are written only under the table's lock: through a [`PteGuard`]
 //! (from [`Mm::pte_offset_map_lock`] / [`Mm::pte_alloc_map_lock`]), a
@@ -25,7 +25,7 @@ impl Mm {
     /// Reads the PMD covering `addr` without a lock; `None` if no PMD table
     /// covers it.
     ///
-    /// Kernel: `pmdp_get_lockless(pmd_offset(...))`.
+    /// Kernel: `pmdp_get_lockless(pmd_offset(...))` (main).
     pub fn pmdp_get_lockless(&self, addr: u64) -> Option<Pmd> {
         Some(self.pmd_table(addr)?.slot(addr).get())
     }
@@ -33,7 +33,7 @@ impl Mm {
     /// Reads the PTE for `addr` without a lock; `None` if the PMD does not
     /// point to a PTE table.
     ///
-    /// Kernel: `pte_offset_map()` + `ptep_get()`.
+    /// Kernel: `pte_offset_map()` + `ptep_get()` (main).
     pub fn ptep_get_lockless(&self, addr: u64) -> Option<Pte> {
         let slot = self.pmd_table(addr)?.slot(addr);
         Some(slot.table_if(slot.get())?.get(pte_index(addr)))
@@ -42,7 +42,7 @@ impl Mm {
     /// Maps and locks the PTE for `addr`.
     ///
     /// Kernel: `pte_offset_map_lock(mm, pmd, addr, &ptl)`: the PMD is
-    /// re-checked under the lock and the lookup retried if it changed.
+    /// re-checked under the lock and the lookup retried if it changed (main).
     ///
     /// # Errors
     ///
@@ -75,7 +75,7 @@ impl Mm {
     /// locks the PTE.
     ///
     /// Kernel: `pte_alloc_map_lock()` (`__pte_alloc()` + `pmd_install()`
-    /// under `pmd_lock()`).
+    /// under `pmd_lock()`, main).
     ///
     /// # Errors
     ///
@@ -91,7 +91,7 @@ impl Mm {
 
     /// Locks the PMD table covering `addr`.
     ///
-    /// Kernel: `pmd_lock(mm, pmd)`.
+    /// Kernel: `pmd_lock(mm, pmd)` (main).
     ///
     /// # Errors
     ///
@@ -112,7 +112,7 @@ impl Mm {
     /// Sets the PTE for `addr` under its lock, allocating the table if the
     /// PMD is none. Returns the old value.
     ///
-    /// Kernel: `pte_alloc_map_lock()` + `set_pte_at()` + `pte_unmap_unlock()`.
+    /// Kernel: `pte_alloc_map_lock()` + `set_pte_at()` + `pte_unmap_unlock()` (main).
     ///
     /// # Errors
     ///
@@ -127,7 +127,7 @@ impl Mm {
     /// Sets the PMD for `addr` to a leaf value under `pmd_lock()`. Returns
     /// the old value.
     ///
-    /// Kernel: `set_pmd_at()`.
+    /// Kernel: `set_pmd_at()` (main).
     ///
     /// # Errors
     ///
@@ -143,7 +143,7 @@ impl Mm {
 /// A locked PTE table, positioned at one address.
 ///
 /// Kernel: the `(pte_t *pte, spinlock_t *ptl)` pair returned by
-/// `pte_offset_map_lock()`; dropping it is `pte_unmap_unlock()`.
+/// `pte_offset_map_lock()`; dropping it is `pte_unmap_unlock()` (main).
 pub struct PteGuard<'a> {
     table: &'a PteTable,
     _ptl: MutexGuard<'a, ()>,
@@ -169,21 +169,21 @@ impl PteGuard<'_> {
 
     /// The PTE at the guard's address.
     ///
-    /// Kernel: `ptep_get(pte)`.
+    /// Kernel: `ptep_get(pte)` (main).
     pub fn get(&self) -> Pte {
         self.table.get(pte_index(self.addr))
     }
 
     /// Sets the PTE at the guard's address.
     ///
-    /// Kernel: `set_pte_at()`.
+    /// Kernel: `set_pte_at()` (main).
     pub fn set(&self, pte: Pte) {
         self.table.set(pte_index(self.addr), pte);
     }
 
     /// Clears the PTE at the guard's address, returning the old value.
     ///
-    /// Kernel: `ptep_get_and_clear()` / `ptep_clear_flush()`.
+    /// Kernel: `ptep_get_and_clear()` / `ptep_clear_flush()` (main).
     pub fn get_and_clear(&self) -> Pte {
         let old = self.get();
         self.set(Pte::NONE);
@@ -192,7 +192,7 @@ impl PteGuard<'_> {
 
     /// Replaces `old` with `new` if the PTE still holds `old`.
     ///
-    /// Kernel: the `pte_same()` re-check after re-taking the lock.
+    /// Kernel: the `pte_same()` re-check after re-taking the lock (main).
     ///
     /// # Errors
     ///
@@ -214,7 +214,7 @@ impl PteGuard<'_> {
 
     /// The PTE for another address covered by the same (locked) table.
     ///
-    /// Kernel: `ptep_get(pte + n)` while holding the ptl.
+    /// Kernel: `ptep_get(pte + n)` while holding the ptl (main).
     ///
     /// # Errors
     ///
@@ -225,7 +225,7 @@ impl PteGuard<'_> {
 
     /// Sets the PTE for another address covered by the same table.
     ///
-    /// Kernel: `set_pte_at(mm, addr, pte + n, val)` while holding the ptl.
+    /// Kernel: `set_pte_at(mm, addr, pte + n, val)` while holding the ptl (main).
     ///
     /// # Errors
     ///
@@ -239,7 +239,7 @@ impl PteGuard<'_> {
 /// A locked PMD table, positioned at one PMD entry.
 ///
 /// Kernel: `pmd_lock()`'s `spinlock_t *` plus the `pmd_t *`; dropping it is
-/// `spin_unlock()`.
+/// `spin_unlock()` (main).
 pub struct PmdGuard<'a> {
     slot: &'a PmdSlot,
     _ptl: MutexGuard<'a, ()>,
@@ -265,7 +265,7 @@ impl PmdGuard<'_> {
 
     /// The PMD value.
     ///
-    /// Kernel: `pmdp_get(pmd)` / `*pmd`.
+    /// Kernel: `pmdp_get(pmd)` / `*pmd` (main).
     pub fn get(&self) -> Pmd {
         self.slot.get()
     }
@@ -282,7 +282,7 @@ impl PmdGuard<'_> {
     /// a PTE table is allowed only when every PTE in it is none (the table
     /// is then idle, as after `pte_free()` / deposit).
     ///
-    /// Kernel: `set_pmd_at()` / `pmd_clear()`.
+    /// Kernel: `set_pmd_at()` / `pmd_clear()` (main).
     ///
     /// # Errors
     ///
@@ -311,7 +311,7 @@ impl PmdGuard<'_> {
 
     /// Clears a leaf PMD, returning the old value.
     ///
-    /// Kernel: `pmdp_huge_get_and_clear()` / `pmdp_huge_clear_flush()`.
+    /// Kernel: `pmdp_huge_get_and_clear()` / `pmdp_huge_clear_flush()` (main).
     ///
     /// # Errors
     ///
@@ -328,7 +328,7 @@ impl PmdGuard<'_> {
     /// Points a none PMD at its (empty) PTE table. Does nothing if it
     /// already points to it.
     ///
-    /// Kernel: `pmd_install()` (`pmd_populate()` if `pmd_none()`).
+    /// Kernel: `pmd_install()` (`pmd_populate()` if `pmd_none()`, main).
     ///
     /// # Errors
     ///
@@ -352,7 +352,7 @@ impl PmdGuard<'_> {
     ///
     /// Kernel: `__split_huge_pmd_locked()` (`pmd_populate()` of the
     /// deposited table after `set_ptes()`), and the device-private/migration
-    /// PMD split paths.
+    /// PMD split paths (main).
     ///
     /// # Errors
     ///

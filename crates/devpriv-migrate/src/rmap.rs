@@ -6,7 +6,7 @@
 //! `folio_remove_rmap_pte()`, `folio_remove_rmap_pmd()`), `mm/migrate.c`
 //! (`remove_migration_ptes()`, `remove_migration_pte()`),
 //! `mm/huge_memory.c` (`set_pmd_migration_entry()`,
-//! `remove_migration_pmd()`).
+//! `remove_migration_pmd()`, 7.0).
 //!
 //! A migration moves a folio between system RAM and device-private memory;
 //! both rmap functions take an [`AnyFolio`] (module [`mm`](crate::mm)) and
@@ -40,7 +40,7 @@ use devpriv_core::{Errno, PageCount, PageFrame, PagingMode, warn_on};
 
 /// A walk over the places `folio` is mapped in `vma`.
 ///
-/// Kernel: `DEFINE_FOLIO_VMA_WALK()` with the series' helpers.
+/// Kernel: `DEFINE_FOLIO_VMA_WALK()` with the v6 proposal's helpers.
 pub(crate) fn folio_walk<'m>(
     mm: &'m Mm,
     vma: &'m Vma,
@@ -117,7 +117,7 @@ pub(crate) fn pte_to_migration_entry(
 /// The migration entry replacing a huge or device-private PMD, and the
 /// frame it names; `None` for any other PMD.
 ///
-/// Kernel: the entry `set_pmd_migration_entry()` builds.
+/// Kernel: the entry `set_pmd_migration_entry()` builds (7.0).
 pub(crate) fn pmd_to_migration_entry(
     pmd: Pmd,
     mode: PagingMode,
@@ -153,11 +153,11 @@ pub(crate) fn pmd_to_migration_entry(
 /// Replaces every mapping of `folio` in `mm` with a migration entry,
 /// dropping the mapping's rmap and reference: present PTEs and huge PMDs
 /// of a system folio, device-private PTEs and PMDs of a device folio
-/// (series: `SWP_MIGRATION_DEVICE_*` entries with the offset).
+/// (v6: `SWP_MIGRATION_DEVICE_*` entries with the offset).
 ///
 /// Kernel: `try_to_migrate(folio, 0)` → `rmap_walk()` →
 /// `try_to_migrate_one()`, `mm/rmap.c`; a PMD mapping goes through
-/// `set_pmd_migration_entry()`, `mm/huge_memory.c`.
+/// `set_pmd_migration_entry()`, `mm/huge_memory.c` (7.0).
 ///
 /// The caller holds the folio lock and a reference.
 ///
@@ -214,7 +214,7 @@ pub fn try_to_migrate(mm: &Mm, folio: AnyFolio<'_>) -> Result<(), Errno> {
 /// device folio. Each new mapping takes a reference and an rmap on `dst`.
 ///
 /// Kernel: `remove_migration_ptes(src, dst, 0)` → `remove_migration_pte()`,
-/// `mm/migrate.c`; `remove_migration_pmd()`, `mm/huge_memory.c`.
+/// `mm/migrate.c`; `remove_migration_pmd()`, `mm/huge_memory.c` (7.0).
 ///
 /// Writability follows the migration entry; a restored present entry is
 /// young or dirty only if the entry says so.

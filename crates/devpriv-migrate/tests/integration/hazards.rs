@@ -1,4 +1,4 @@
-//! Hazards H7, H8, H9, H12, H13, H18 (kernel-semantics.md §10). Each test
+//! Hazards H7, H8, H9, H12, H13, H18 (`docs/hazards.md`). Each test
 //! also runs the buggy variant and shows it fails.
 
 use crate::naive;
@@ -31,6 +31,8 @@ fn walk_one(mm: &devpriv_migrate::Mm, target: PageFrame, flags: PvmwFlags) -> bo
 /// H7 (a), (b): a pfn N and a device-private offset N never match each
 /// other's walks; the mainline `check_pte()` (no device-private
 /// comparison) would.
+///
+/// Hazard H7: `docs/hazards.md`.
 #[test]
 fn h7_pfn_and_offset_with_the_same_number_never_match() {
     const N: u64 = 0x777;
@@ -81,6 +83,8 @@ fn h7_pfn_and_offset_with_the_same_number_never_match() {
 
 /// H7 (c): a device-private entry resolves through the device-private
 /// address space, and the page it finds maps back to the same offset.
+///
+/// Hazard H7: `docs/hazards.md`.
 #[test]
 fn h7_device_private_entries_resolve_through_the_space() {
     let space = DevicePrivateSpace::new();
@@ -119,6 +123,8 @@ proptest! {
     /// H8: the v2 encoding `x << 1` loses bit 63, so its encoder refuses
     /// x >= 2^63; below that it round-trips. The v3+ target keeps x raw and
     /// carries the kind only in PVMW_DEVICE_PRIVATE: exact for every x.
+    ///
+    /// Hazard H8: `docs/hazards.md`.
     #[test]
     fn h8_v2_loses_bit_63_and_v3_does_not(x in any::<u64>(), dp in any::<bool>()) {
         let f = frame(dp, x);
@@ -136,6 +142,7 @@ proptest! {
     }
 }
 
+/// Hazard H8: `docs/hazards.md`.
 #[test]
 fn h8_the_boundary_exactly() {
     let top = Pfn::new(1 << 63);
@@ -151,9 +158,11 @@ fn h8_the_boundary_exactly() {
     );
 }
 
-/// H9: every `(order, device_private)` pair round-trips with the series
+/// H9: every `(order, device_private)` pair round-trips with the v6 proposal
 /// layout; with the v1 layout (order at bit 53) normal pages break for
 /// order >= 16 and device pages for order < 16.
+///
+/// Hazard H9: `docs/hazards.md`.
 #[test]
 fn h9_order_field_and_device_private_bit() {
     let mut v1_broken = Vec::new();
@@ -197,8 +206,10 @@ fn h9_order_field_and_device_private_bit() {
 }
 
 /// H12: `page_mapped_in_vma()` for a tail page of a PTE-mapped large
-/// folio. Mainline semantics find the tail's address; the series as posted
+/// folio. Mainline semantics find the tail's address; the v6 proposal as posted
 /// (head frame, one page) reports "not mapped".
+///
+/// Hazard H12: `docs/hazards.md`.
 #[test]
 fn h12_page_mapped_in_vma_tail_pages() {
     let (mm, mem) = mm_with(PMD_SIZE);
@@ -227,6 +238,8 @@ fn h12_page_mapped_in_vma_tail_pages() {
 /// H13: a device-private PMD of folio Y matches a walk for any X — pfn or
 /// offset, migration or not — with the PMD lock held. A checked variant
 /// (offset + kind, as `check_pmd()` does) would not.
+///
+/// Hazard H13: `docs/hazards.md`.
 #[test]
 fn h13_device_private_pmd_matches_unconditionally() {
     let (mm, _) = mm_with(2 * PMD_SIZE);
@@ -264,6 +277,8 @@ fn h13_device_private_pmd_matches_unconditionally() {
 /// H18: device-private migration entries are migration entries for every
 /// generic predicate, are not "device private", carry a pfn, and keep
 /// young/dirty through a write -> read downgrade via `softleaf_to_flags()`.
+///
+/// Hazard H18: `docs/hazards.md`.
 #[test]
 fn h18_device_private_migration_entries_are_migration_entries() {
     type Pred = fn(Softleaf) -> bool;

@@ -2,7 +2,7 @@
 //! `u64` values and flag bits, sharing no decoding code with the crate.
 //!
 //! Kernel: `check_pte()`, `check_pmd()`, the PMD branches of
-//! `page_vma_mapped_walk()`, `mm/page_vma_mapped.c` (series v6), and the
+//! `page_vma_mapped_walk()`, `mm/page_vma_mapped.c` (v6 proposal), and the
 //! x86-64 `pte_present()` / `__pte_to_swp_entry()` bit layout.
 
 pub(crate) const PVMW_MIGRATION: u32 = 1 << 1;
@@ -57,7 +57,7 @@ pub(crate) fn overlap(pfn: u64, n: u64, pvmw_pfn: u64, nr_pages: u64) -> bool {
     true
 }
 
-/// `check_pte(pvmw, pte_nr)` after series 13/13. `with_dp_check = false`
+/// `check_pte(pvmw, pte_nr)` after v6 13/13. `with_dp_check = false`
 /// gives mainline 7.0 (no device-private comparison): the buggy variant
 /// for hazard H7.
 pub(crate) fn check_pte(
@@ -101,7 +101,7 @@ pub(crate) fn check_pte(
     overlap(pfn, pte_nr, pvmw_pfn, nr_pages)
 }
 
-/// `check_pmd(pfn, device_private, pvmw)` after series 13/13.
+/// `check_pmd(pfn, device_private, pvmw)` after v6 13/13.
 pub(crate) fn check_pmd(
     pfn: u64,
     device_private: bool,
