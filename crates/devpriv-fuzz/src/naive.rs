@@ -36,11 +36,13 @@ pub fn none(v: u64) -> bool {
     v & !0x60 == 0
 }
 
-/// All ones for a protnone entry (`PROTNONE` without `PRESENT`).
+/// All ones for any non-zero value without `_PAGE_PRESENT` (protnone and
+/// swap entries alike).
 ///
-/// Kernel: `protnone_mask()`, `arch/x86/include/asm/pgtable-invert.h`.
+/// Kernel: `protnone_mask()` / `__pte_needs_invert()`,
+/// `arch/x86/include/asm/pgtable-invert.h`.
 pub fn protnone_mask(v: u64) -> u64 {
-    if v & 0x101 == 0x100 { u64::MAX } else { 0 }
+    if v != 0 && v & 1 == 0 { u64::MAX } else { 0 }
 }
 
 /// `pte_pfn()` of a present entry.

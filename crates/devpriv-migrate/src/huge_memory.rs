@@ -90,7 +90,14 @@ pub fn split_huge_pmd(mm: &Mm, addr: u64) -> Result<(), Errno> {
             } else {
                 MigrationKind::Read
             };
-            make_migration_entry(kind, frame, mode)?.with_flags(entry.to_flags(mode), mode)?
+            {
+                // softleaf_is_migration_young/dirty() then
+                // make_migration_entry_young/dirty(): both no-ops
+                // without A/D support.
+                let ad = mm.config().swap_migration_ad_supported();
+                let flags = entry.to_flags(mode).if_supported(ad);
+                make_migration_entry(kind, frame, mode)?.with_flags(flags, mode)?
+            }
         } else {
             return Err(Errno::EINVAL);
         };

@@ -107,10 +107,13 @@ pub use migrate_device::{
     migrate_vma_finalize, migrate_vma_pages, migrate_vma_setup,
 };
 pub use mm::{AnyFolio, FolioOps, frame_to_folio};
-pub use mm_types::{Mm, MmConfig, MmapWriteGuard, VmFlags, Vma};
+pub use mm_types::{
+    CollectPteGuard, HugeInsertErrors, Mm, MmConfig, MmapWriteGuard, PvmwPmdPolicy, VmFlags, Vma,
+    ZapDevicePmd,
+};
 pub use page_alloc::{SysFolio, SystemMemory};
 pub use page_vma_mapped::{PageVmaMappedWalk, PvmwFlags, PvmwPfnV2, PvmwTarget};
 pub use pgtable::{PMD_SIZE, Pmd, Pte};
 pub use pgtable_generic::{PmdGuard, PteGuard};
 pub use rmap::{remove_migration_ptes, try_to_migrate};
-pub use swapops::MigrationKind;
+pub use swapops::{L1tf, MigrationKind};

@@ -50,7 +50,7 @@ use crate::leafops::Softleaf;
 use crate::memory_model::Memory;
 use crate::migrate::{MigratePfn, MigrateVma, MigrateVmaFlags, PMD_NR, flags_only, or};
 use crate::mm::{AnyFolio, frame_to_folio};
-use crate::mm_types::{Mm, VmFlags, Vma};
+use crate::mm_types::{Mm, MmConfig, VmFlags, Vma};
 use crate::pgtable::{
     _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, PMD_SIZE, Pmd, Pte,
 };
@@ -386,7 +386,7 @@ fn collect_pmd(args: &mut MigrateVma<'_>, start: u64, end: u64) {
             folio.get();
             let is_fault = fault == Some(folio);
             if is_fault || folio.trylock() {
-                let swp = pte_to_migration_entry(pte, mode)
+                let swp = pte_to_migration_entry(pte, mm.config())
                     .ok()
                     .flatten()
                     .and_then(|(e, _)| Pte::from_swp_entry(e).ok());
@@ -484,7 +484,7 @@ fn collect_huge_pmd(
     {
         let mpfn = folio.frame(0).and_then(|f| MigratePfn::new(f).ok());
         if let Some(mpfn) = mpfn
-            && set_pmd_migration_entry(&g, folio, mode).is_ok()
+            && set_pmd_migration_entry(&g, folio, mm.config()).is_ok()
         {
             let w = if write { MigratePfn::WRITE } else { 0 };
             args.push(or(mpfn, w | MigratePfn::MIGRATE | MigratePfn::COMPOUND));
@@ -527,9 +527,9 @@ fn collect_huge_pmd(
 fn set_pmd_migration_entry(
     g: &PmdGuard<'_>,
     folio: AnyFolio<'_>,
-    mode: devpriv_core::PagingMode,
+    cfg: MmConfig,
 ) -> Result<(), Errno> {
-    let (entry, frame) = pmd_to_migration_entry(g.get(), mode)?.ok_or(Errno::EINVAL)?;
+    let (entry, frame) = pmd_to_migration_entry(g.get(), cfg)?.ok_or(Errno::EINVAL)?;
     if folio.page_index(frame) != Some(0) || folio.entire_mapcount() <= 0 {
         return Err(Errno::EINVAL);
     }

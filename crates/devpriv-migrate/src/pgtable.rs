@@ -164,12 +164,13 @@ pub const SWP_PTE_OFFSET_BITS: u32 = 64 - SWP_OFFSET_SHIFT;
 /// Bits that must be clear in the `prot` of a present entry: the pfn field.
 const PROT_FORBIDDEN: u64 = PTE_PFN_MASK;
 
-/// The protnone inversion mask (L1TF): all ones for a protnone entry
-/// (`PROTNONE` set, `PRESENT` clear), else zero.
+/// The L1TF inversion mask: all ones for **any** non-zero value without
+/// `_PAGE_PRESENT` (protnone entries, and swap entries too), else zero.
 ///
-/// Kernel: `protnone_mask()`, `arch/x86/include/asm/pgtable-invert.h`.
+/// Kernel: `protnone_mask()` / `__pte_needs_invert()`,
+/// `arch/x86/include/asm/pgtable-invert.h`.
 const fn protnone_mask(val: u64) -> u64 {
-    if val & (_PAGE_PRESENT | _PAGE_PROTNONE) == _PAGE_PROTNONE {
+    if val != 0 && val & _PAGE_PRESENT == 0 {
         u64::MAX
     } else {
         0
@@ -295,9 +296,11 @@ impl Pte {
     }
 
     /// The pfn of a present entry (undoing the protnone inversion).
-    /// Meaningless for a non-present entry.
+    /// Meaningless for a swap entry, as in the kernel: the inversion
+    /// applies to it as well, so it returns the swap offset shifted right
+    /// by 3 (the offset sits inverted at bit 9), truncated to 40 bits.
     ///
-    /// Kernel: `pte_pfn()`.
+    /// Kernel: `pte_pfn()`, `arch/x86/include/asm/pgtable.h`.
     pub const fn pfn(self) -> Pfn {
         Pfn::new(((self.0 ^ protnone_mask(self.0)) & PTE_PFN_MASK) >> PAGE_SHIFT)
     }

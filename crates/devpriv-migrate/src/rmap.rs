@@ -32,11 +32,11 @@
 
 use crate::leafops::{Softleaf, SoftleafFlags};
 use crate::mm::AnyFolio;
-use crate::mm_types::{Mm, Vma};
+use crate::mm_types::{Mm, MmConfig, Vma};
 use crate::page_vma_mapped::{PageVmaMappedWalk, PvmwFlags};
 use crate::pgtable::{_PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, Pmd, Pte};
 use crate::swapops::{MigrationKind, make_device_private_entry, make_migration_entry};
-use devpriv_core::{Errno, PageCount, PageFrame, PagingMode, warn_on};
+use devpriv_core::{Errno, PageCount, PageFrame, warn_on};
 
 /// A walk over the places `folio` is mapped in `vma`.
 ///
@@ -65,9 +65,13 @@ pub(crate) fn folio_walk<'m>(
     }
 }
 
-/// Present-PTE bits for a page restored from a migration entry.
-pub(crate) fn prot_from_migration(entry: Softleaf, mode: PagingMode) -> u64 {
-    let SoftleafFlags { young, dirty } = entry.to_flags(mode);
+/// Present-PTE bits for a page restored from a migration entry: young and
+/// dirty only if the entry says so (`softleaf_is_migration_young/dirty()`,
+/// always false on a machine without A/D bits in migration entries).
+pub(crate) fn prot_from_migration(entry: Softleaf, cfg: MmConfig) -> u64 {
+    let SoftleafFlags { young, dirty } = entry
+        .to_flags(cfg.paging)
+        .if_supported(cfg.swap_migration_ad_supported());
     let mut prot = _PAGE_PRESENT | _PAGE_USER;
     if entry.is_migration_write() {
         prot |= _PAGE_RW;
@@ -82,11 +86,14 @@ pub(crate) fn prot_from_migration(entry: Softleaf, mode: PagingMode) -> u64 {
 }
 
 /// The migration entry replacing a present or device-private PTE, and the
-/// frame it names; `None` for any other PTE.
+/// frame it names; `None` for any other PTE. A present PTE's young and
+/// dirty bits go into the entry where the machine supports it
+/// (`make_migration_entry_young/dirty()`).
 pub(crate) fn pte_to_migration_entry(
     pte: Pte,
-    mode: PagingMode,
+    cfg: MmConfig,
 ) -> Result<Option<(Softleaf, PageFrame)>, Errno> {
+    let mode = cfg.paging;
     if pte.is_present() {
         let frame: PageFrame = pte.pfn().into();
         let kind = if pte.is_write() {
@@ -98,6 +105,7 @@ pub(crate) fn pte_to_migration_entry(
             young: pte.flags() & _PAGE_ACCESSED != 0,
             dirty: pte.flags() & _PAGE_DIRTY != 0,
         };
+        let flags = flags.if_supported(cfg.swap_migration_ad_supported());
         let e = make_migration_entry(kind, frame, mode)?.with_flags(flags, mode)?;
         return Ok(Some((e, frame)));
     }
@@ -120,8 +128,9 @@ pub(crate) fn pte_to_migration_entry(
 /// Kernel: the entry `set_pmd_migration_entry()` builds.
 pub(crate) fn pmd_to_migration_entry(
     pmd: Pmd,
-    mode: PagingMode,
+    cfg: MmConfig,
 ) -> Result<Option<(Softleaf, PageFrame)>, Errno> {
+    let mode = cfg.paging;
     if pmd.is_trans_huge() {
         let frame: PageFrame = pmd.pfn().into();
         let kind = if pmd.is_write() {
@@ -134,6 +143,7 @@ pub(crate) fn pmd_to_migration_entry(
             young: raw & _PAGE_ACCESSED != 0,
             dirty: raw & _PAGE_DIRTY != 0,
         };
+        let flags = flags.if_supported(cfg.swap_migration_ad_supported());
         let e = make_migration_entry(kind, frame, mode)?.with_flags(flags, mode)?;
         return Ok(Some((e, frame)));
     }
@@ -174,7 +184,6 @@ pub fn try_to_migrate(mm: &Mm, folio: AnyFolio<'_>) -> Result<(), Errno> {
     let Some(id) = folio.anon_id() else {
         return Ok(());
     };
-    let mode = mm.paging();
     for vma in mm.vmas().iter().filter(|v| v.id() == id) {
         let Ok(mut w) = folio_walk(mm, vma, folio, PvmwFlags::SYNC) else {
             continue;
@@ -182,7 +191,7 @@ pub fn try_to_migrate(mm: &Mm, folio: AnyFolio<'_>) -> Result<(), Errno> {
         while w.walk() {
             if w.is_pmd_mapped() {
                 let Some(pmd) = w.pmd() else { continue };
-                let Some((entry, frame)) = pmd_to_migration_entry(pmd, mode)? else {
+                let Some((entry, frame)) = pmd_to_migration_entry(pmd, mm.config())? else {
                     continue;
                 };
                 if folio.page_index(frame) != Some(0) {
@@ -194,7 +203,7 @@ pub fn try_to_migrate(mm: &Mm, folio: AnyFolio<'_>) -> Result<(), Errno> {
                 continue;
             }
             let Some(pte) = w.pte() else { continue };
-            let Some((entry, frame)) = pte_to_migration_entry(pte, mode)? else {
+            let Some((entry, frame)) = pte_to_migration_entry(pte, mm.config())? else {
                 continue;
             };
             let Some(n) = folio.page_index(frame) else {
@@ -246,7 +255,9 @@ pub fn remove_migration_ptes(mm: &Mm, src: AnyFolio<'_>, dst: AnyFolio<'_>) -> R
                     Some(PageFrame::DevicePrivate(off)) => Pmd::from_swp_entry(
                         make_device_private_entry(entry.is_migration_write(), off, mode)?,
                     )?,
-                    Some(PageFrame::Pfn(pfn)) => Pmd::huge(pfn, prot_from_migration(entry, mode))?,
+                    Some(PageFrame::Pfn(pfn)) => {
+                        Pmd::huge(pfn, prot_from_migration(entry, mm.config()))?
+                    }
                     None => return Err(Errno::EINVAL),
                 };
                 dst.add_rmap_pmd()?;
@@ -275,7 +286,9 @@ pub fn remove_migration_ptes(mm: &Mm, src: AnyFolio<'_>, dst: AnyFolio<'_>) -> R
                 Some(PageFrame::DevicePrivate(off)) => Pte::from_swp_entry(
                     make_device_private_entry(entry.is_migration_write(), off, mode)?,
                 )?,
-                Some(PageFrame::Pfn(pfn)) => Pte::pfn_pte(pfn, prot_from_migration(entry, mode))?,
+                Some(PageFrame::Pfn(pfn)) => {
+                    Pte::pfn_pte(pfn, prot_from_migration(entry, mm.config()))?
+                }
                 None => return Err(Errno::EINVAL),
             };
             dst.add_rmap_ptes(n, 1)?;
