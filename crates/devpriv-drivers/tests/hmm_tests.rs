@@ -7,8 +7,9 @@
 //! data the device and the CPU see, the counts the ioctls report, and ends
 //! with [`teardown`]: every system page that is still mapped is held by
 //! exactly its mappings, and once the address space is unmapped every
-//! system page is free, every device page is back on its device's free
-//! lists with refcount 0, and every pagemap reference is at its baseline.
+//! system page is free, every page-table page deposited for a huge PMD is
+//! freed, every device page is back on its device's free lists with
+//! refcount 0, and every pagemap reference is at its baseline.
 //!
 //! Run: `cargo test -p devpriv-drivers --test hmm_tests`.
 
@@ -191,6 +192,7 @@ fn teardown(mm: Arc<Mm>, devs: &[&DmirrorDevice]) {
     }
     drop(w);
     assert_eq!(mem.sys().nr_free(), SYS_PAGES, "system pages leaked");
+    assert_eq!(m.nr_pgtables(), 0, "deposited page tables leaked");
     for d in devs {
         d.check_idle().unwrap();
     }

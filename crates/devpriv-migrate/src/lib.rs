@@ -114,6 +114,6 @@ pub use mm_types::{
 pub use page_alloc::{SysFolio, SystemMemory};
 pub use page_vma_mapped::{PageVmaMappedWalk, PvmwFlags, PvmwPfnV2, PvmwTarget};
 pub use pgtable::{PMD_SIZE, Pmd, Pte};
-pub use pgtable_generic::{PmdGuard, PteGuard};
+pub use pgtable_generic::{PgtablePage, PmdGuard, PteGuard};
 pub use rmap::{remove_migration_ptes, try_to_migrate};
 pub use swapops::{L1tf, MigrationKind};

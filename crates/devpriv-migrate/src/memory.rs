@@ -126,15 +126,24 @@ impl Mm {
             | _PAGE_ACCESSED
             | if writable { _PAGE_RW | _PAGE_DIRTY } else { 0 };
         let pmd = Pmd::huge(folio.pfn(), prot)?;
-        let g = self.pmd_lock(addr)?;
+        let pgtable = self.pte_alloc_one();
+        let g = match self.pmd_lock(addr) {
+            Ok(g) => g,
+            Err(e) => {
+                self.pte_free(pgtable);
+                return Err(e);
+            }
+        };
         let cur = g.get();
-        if !(cur.is_none() || cur.is_table() && g.table_is_empty()) {
+        // `set` re-checks the table under its lock.
+        if !(cur.is_none() || cur.is_table() && g.table_is_empty()) || g.set(pmd).is_err() {
+            drop(g);
+            self.pte_free(pgtable);
             return Err(Errno::EEXIST);
         }
-        // `set` re-checks the table under its lock.
-        g.set(pmd).map_err(|_| Errno::EEXIST)?;
         self.set_anon(&vma, addr, folio);
         folio.get_many(1);
+        g.deposit(pgtable);
         // Cannot fail: the order was checked above.
         folio.add_rmap_pmd()
     }
@@ -270,7 +279,12 @@ impl Mm {
             if g.get().is_table() {
                 return Ok(());
             }
-            g.get_and_clear()?
+            let old = g.get_and_clear()?;
+            // zap_deposited_table()
+            if let Some(p) = g.withdraw() {
+                self.pte_free(p);
+            }
+            old
         };
         let frame = if old.is_trans_huge() {
             Some(old.pfn().into())

@@ -50,7 +50,7 @@ use crate::leafops::Softleaf;
 use crate::memory_model::Memory;
 use crate::migrate::{MigratePfn, MigrateVma, MigrateVmaFlags, PMD_NR, flags_only, or};
 use crate::mm::{AnyFolio, frame_to_folio};
-use crate::mm_types::{Mm, MmConfig, VmFlags, Vma};
+use crate::mm_types::{HugeInsertErrors, Mm, MmConfig, VmFlags, Vma};
 use crate::pgtable::{
     _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, PMD_SIZE, Pmd, Pte,
 };
@@ -61,6 +61,7 @@ use crate::rmap::{
 use crate::swapops::make_device_private_entry;
 use devpriv_core::{
     DevicePrivateOffset, Errno, Order, PAGE_SHIFT, PAGE_SIZE, PageCount, PageFrame, warn_on,
+    warn_on_once,
 };
 use devpriv_pagemap::SpaceReadGuard;
 
@@ -924,6 +925,7 @@ fn insert_pte(c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), Errno
     }
     let entry = new_pte(c, folio.frame(0).ok_or(Errno::EINVAL)?)?;
     let g = c.mm.pte_alloc_map_lock(addr)?;
+    c.mm.check_stable_address_space()?;
     let cur = g.get();
     // A hole, or the zero page (which holds no reference to drop).
     if !(cur.is_none() || cur.is_present() && c.mm.memory().sys().is_zero_pfn(cur.pfn())) {
@@ -936,29 +938,79 @@ fn insert_pte(c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), Errno
     Ok(())
 }
 
+/// Maps a PMD-sized destination of a hole with one PMD, depositing a
+/// page-table page for a later split. Only a none PMD is replaced: one
+/// that points to a PTE table, even an empty one, aborts the insert (the
+/// caller then clears `MIGRATE` on the window).
+///
+/// Kernel: `migrate_vma_insert_huge_pmd_page()`, `mm/migrate_device.c`;
+/// its error paths as fixed by 63451de16e0a and the pgtable-leak fix, or
+/// as in 7.0 ([`HugeInsertErrors`]).
+///
+/// # Differences from the kernel
+///
+/// No huge zero page (the kernel also replaces one), no userfaultfd, no
+/// memcg charge; the model's PTE tables are preallocated, so the deposit
+/// is only counted ([`Mm::nr_pgtables`]).
 fn insert_huge_pmd(c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), Errno> {
+    let mm = c.mm;
     if !addr.is_multiple_of(PMD_SIZE)
         || !c.vma.thp_suitable(addr)
         || folio.order() != Order::HPAGE_PMD
     {
         return Err(Errno::EINVAL);
     }
+    warn_on_once!(
+        mm.pmdp_get_lockless(addr).is_some_and(|p| !p.is_none()),
+        "migrate_vma_insert_huge_pmd_page(): PMD not none"
+    );
     let write = c.vma.flags().contains(VmFlags::WRITE);
     let entry = match folio.frame(0).ok_or(Errno::EINVAL)? {
         PageFrame::DevicePrivate(off) => {
-            Pmd::from_swp_entry(make_device_private_entry(write, off, c.mm.paging())?)?
+            Pmd::from_swp_entry(make_device_private_entry(write, off, mm.paging())?)?
         }
         PageFrame::Pfn(pfn) => Pmd::huge(pfn, present_prot(write))?,
     };
-    let g = c.mm.pmd_lock(addr)?;
-    let cur = g.get();
-    if !cur.is_none() && !cur.is_table() {
+    let pgtable = mm.pte_alloc_one();
+    let fixed = mm.config().huge_insert_errors == HugeInsertErrors::Fixed;
+    let g = match mm.pmd_lock(addr) {
+        Ok(g) => g,
+        Err(e) => {
+            mm.pte_free(pgtable);
+            return Err(e);
+        }
+    };
+    if let Err(e) = mm.check_stable_address_space() {
+        if fixed {
+            drop(g);
+            mm.pte_free(pgtable);
+        } else {
+            // 7.0's `goto abort`: the PMD lock is never released and the
+            // table never freed (hazard H21).
+            core::mem::forget(g);
+            drop(pgtable);
+        }
+        return Err(e);
+    }
+    if !g.get().is_none() {
+        drop(g);
+        if fixed {
+            mm.pte_free(pgtable);
+        } else {
+            // 7.0's `unlock_abort`: unlocked, but the table leaks.
+            drop(pgtable);
+        }
         return Err(Errno::EBUSY);
     }
-    g.set(entry)?;
+    if let Err(e) = g.set(entry) {
+        drop(g);
+        mm.pte_free(pgtable);
+        return Err(e);
+    }
     folio.set_anon(c.vma.id(), c.vma.linear_page_index(addr));
     folio.add_rmap_pmd()?;
     folio.get();
+    g.deposit(pgtable);
     Ok(())
 }
 

@@ -50,7 +50,7 @@ use crate::swapops::L1tf;
 use core::fmt;
 use core::ops::Deref;
 use devpriv_core::consts::PTRS_PER_PTE;
-use devpriv_core::sync::atomic::{AtomicU64, Ordering};
+use devpriv_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use devpriv_core::sync::{Mutex, MutexGuard, RwLock};
 use devpriv_core::{Errno, PAGE_SHIFT, PagingMode, Pfn};
 use std::sync::{Arc, OnceLock};
@@ -136,6 +136,11 @@ pub(crate) struct PmdSlot {
     val: AtomicU64,
     /// Set once, when a VMA first covers the slot.
     table: OnceLock<Box<PteTable>>,
+    /// Page-table pages deposited for a leaf PMD here, changed under the
+    /// PMD lock.
+    ///
+    /// Kernel: the `pmd_huge_pte` list of `pgtable_trans_huge_deposit()`.
+    pub(crate) deposited: AtomicU32,
 }
 
 impl PmdSlot {
@@ -186,6 +191,7 @@ impl PmdTable {
                 .map(|_| PmdSlot {
                     val: AtomicU64::new(0),
                     table: OnceLock::new(),
+                    deposited: AtomicU32::new(0),
                 })
                 .collect(),
             ptl: Mutex::new(()),
@@ -556,6 +562,13 @@ pub struct Mm {
     vmas: RwLock<Arc<[Vma]>>,
     /// Kernel: `mm->pgd` (user half).
     pgd: Box<[OnceLock<Box<PudTable>>]>,
+    /// Page-table pages from [`Mm::pte_alloc_one`] not yet given back with
+    /// [`Mm::pte_free`]: the deposited ones, plus any leaked.
+    ///
+    /// Kernel: none (model only; the kernel's pages are just memory).
+    pub(crate) pgtables: AtomicU64,
+    /// Kernel: `MMF_UNSTABLE` in `mm->flags`.
+    pub(crate) unstable: AtomicBool,
 }
 
 impl fmt::Debug for Mm {
@@ -594,6 +607,8 @@ impl Mm {
             }),
             vmas: RwLock::new(Arc::from(Vec::new())),
             pgd: (0..USER_PGD_ENTRIES).map(|_| OnceLock::new()).collect(),
+            pgtables: AtomicU64::new(0),
+            unstable: AtomicBool::new(false),
         })
     }
 
@@ -681,6 +696,38 @@ impl Mm {
     pub(crate) fn pmd_table(&self, addr: u64) -> Option<&PmdTable> {
         let pud = self.pgd.get(pgd_index(addr))?.get()?;
         pud.pmds[pud_index(addr)].get().map(|t| &**t)
+    }
+
+    /// Every PMD slot of the address space, in no particular order.
+    pub(crate) fn pmd_slots(&self) -> impl Iterator<Item = &PmdSlot> {
+        self.pgd
+            .iter()
+            .filter_map(OnceLock::get)
+            .flat_map(|pud| pud.pmds.iter().filter_map(OnceLock::get))
+            .flat_map(|t| t.slots.iter())
+    }
+
+    /// Marks the address space unstable: the OOM reaper has started taking
+    /// its memory, so page-fault and migration paths must not install new
+    /// entries.
+    ///
+    /// Kernel: `set_bit(MMF_UNSTABLE, &mm->flags)` in
+    /// `__oom_reap_task_mm()`, `mm/oom_kill.c`.
+    pub fn set_unstable(&self) {
+        self.unstable.store(true, Ordering::Release);
+    }
+
+    /// Kernel: `check_stable_address_space(mm)`, `include/linux/oom.h`.
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EFAULT`] (the kernel's `VM_FAULT_SIGBUS`) once
+    /// [`set_unstable`](Self::set_unstable) was called.
+    pub fn check_stable_address_space(&self) -> Result<(), Errno> {
+        if self.unstable.load(Ordering::Acquire) {
+            return Err(Errno::EFAULT);
+        }
+        Ok(())
     }
 }
 

@@ -2,7 +2,7 @@
 //! also runs the buggy variant and shows it fails.
 
 use crate::naive;
-use crate::walk::{BASE, Kind, frame, matches, mm_with, pte_for};
+use crate::walk::{BASE, Kind, frame, matches, mm_with, mm_with_config, pte_for};
 use devpriv_core::{
     DevicePrivateOffset, Errno, Order, PAGE_SIZE, PageCount, PageFrame, PagingMode, Pfn,
 };
@@ -10,8 +10,9 @@ use devpriv_migrate::hmm::HmmPfnLayout;
 use devpriv_migrate::page_vma_mapped::{page_mapped_in_vma, page_mapped_in_vma_as_posted};
 use devpriv_migrate::swapops::{MigrationKind, make_device_private_entry, make_migration_entry};
 use devpriv_migrate::{
-    HmmPfn, PMD_SIZE, PageVmaMappedWalk, Pmd, Pte, PvmwFlags, PvmwPfnV2, PvmwTarget, Softleaf,
-    SoftleafFlags,
+    HmmPfn, HugeInsertErrors, MigratePfn, MigrateVma, MigrateVmaFlags, MmConfig, PMD_SIZE,
+    PageVmaMappedWalk, Pmd, Pte, PvmwFlags, PvmwPfnV2, PvmwTarget, Softleaf, SoftleafFlags,
+    migrate_vma_finalize, migrate_vma_pages, migrate_vma_setup,
 };
 use devpriv_pagemap::{
     DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, PagemapParams, VmFault,
@@ -360,4 +361,101 @@ fn walks_ignore_foreign_kinds_in_a_full_table() {
     let m = matches(&mut PageVmaMappedWalk::for_folio(&mm, vma, f, PvmwFlags::NONE).unwrap());
     assert_eq!(m.len(), 512);
     assert!(m.iter().all(|(a, _)| *a >= BASE + PMD_SIZE));
+}
+
+/// The COMPOUND hole migration to a system THP that H21's tests share:
+/// setup over `[BASE, BASE + 2 MiB)`, then `prepare(&mm)`, then
+/// `migrate_vma_pages` with a locked order-9 destination. Returns the
+/// address space (with the migration finalized) and the memory.
+fn compound_hole_insert(
+    config: MmConfig,
+    prepare: impl FnOnce(&devpriv_migrate::Mm),
+) -> (Arc<devpriv_migrate::Mm>, devpriv_migrate::Memory, bool) {
+    let (mm, mem) = mm_with_config(2 * PMD_SIZE, config);
+    let vma = mm.vmas()[0].clone();
+    let sel = MigrateVmaFlags::SELECT_SYSTEM | MigrateVmaFlags::SELECT_COMPOUND;
+    let mut args = MigrateVma::new(&mm, &vma, BASE, BASE + PMD_SIZE, sel, None);
+    migrate_vma_setup(&mut args).unwrap();
+    prepare(&mm);
+    let f = mem.sys().alloc_folio(Order::HPAGE_PMD).unwrap();
+    assert!(f.trylock());
+    args.dst[0] = MigratePfn::new(f.pfn().into())
+        .unwrap()
+        .with(MigratePfn::COMPOUND)
+        .unwrap();
+    migrate_vma_pages(&mut args);
+    let migrated = args.src[..512]
+        .iter()
+        .any(|m| m.contains(MigratePfn::MIGRATE));
+    migrate_vma_finalize(&mut args);
+    drop(args);
+    (mm, mem, migrated)
+}
+
+/// H21 (a): `migrate_vma_insert_huge_pmd_page()` checks
+/// `check_stable_address_space()` under the PMD lock. Fixed
+/// (63451de16e0a): the abort unlocks; 7.0 jumped to `abort` with the lock
+/// held, so the next `pmd_lock()` of that table deadlocks (here: a
+/// trylock finds it taken), and the table from `pte_alloc_one()` leaks.
+#[test]
+fn h21_unstable_mm_releases_the_pmd_lock() {
+    for policy in [HugeInsertErrors::Fixed, HugeInsertErrors::V7_0] {
+        let config = MmConfig {
+            huge_insert_errors: policy,
+            ..MmConfig::default()
+        };
+        let (mm, mem, migrated) = compound_hole_insert(config, |mm| mm.set_unstable());
+        assert!(!migrated, "{policy:?}: the insert aborted");
+        assert_eq!(mm.pmdp_get_lockless(BASE), Some(Pmd::NONE));
+        assert_eq!(mem.sys().nr_free(), 4096, "the destination was freed");
+        match policy {
+            HugeInsertErrors::Fixed => {
+                assert!(mm.pmd_trylock(BASE).is_ok(), "the PMD lock is free");
+                assert_eq!(mm.nr_pgtables(), 0);
+            }
+            HugeInsertErrors::V7_0 => {
+                assert_eq!(
+                    mm.pmd_trylock(BASE).err(),
+                    Some(Errno::EBUSY),
+                    "7.0 leaves the PMD lock held"
+                );
+                assert_eq!(mm.nr_pgtables(), 1, "and the table allocated");
+            }
+        }
+    }
+}
+
+/// H21 (b): the abort for a PMD that is not none (here: it points to a
+/// PTE table) comes after `pte_alloc_one()`. Fixed (the pgtable-leak fix,
+/// May 2026): the table is freed; 7.0 leaked one page-table page per
+/// failed insert.
+#[test]
+fn h21_failed_insert_frees_its_table() {
+    for policy in [HugeInsertErrors::Fixed, HugeInsertErrors::V7_0] {
+        let config = MmConfig {
+            huge_insert_errors: policy,
+            ..MmConfig::default()
+        };
+        let (mm, mem, migrated) = compound_hole_insert(config, |mm| {
+            drop(mm.pte_alloc_map_lock(BASE).unwrap());
+        });
+        assert!(!migrated, "{policy:?}: the insert aborted");
+        assert!(mm.pmdp_get_lockless(BASE).unwrap().is_table());
+        assert_eq!(mem.sys().nr_free(), 4096);
+        assert!(mm.pmd_trylock(BASE).is_ok());
+        assert_eq!(mm.nr_deposited_pgtables(), 0);
+        let leaked = mm.nr_pgtables() - mm.nr_deposited_pgtables();
+        let want = match policy {
+            HugeInsertErrors::Fixed => 0,
+            HugeInsertErrors::V7_0 => 1,
+        };
+        assert_eq!(leaked, want, "{policy:?}");
+    }
+    // A successful insert deposits its table, and a zap frees it.
+    let (mm, _, migrated) = compound_hole_insert(MmConfig::default(), |_| {});
+    assert!(migrated);
+    assert!(mm.pmdp_get_lockless(BASE).unwrap().is_trans_huge());
+    assert_eq!((mm.nr_pgtables(), mm.nr_deposited_pgtables()), (1, 1));
+    mm.zap_page_range(BASE, BASE + PMD_SIZE).unwrap();
+    assert_eq!((mm.nr_pgtables(), mm.nr_deposited_pgtables()), (0, 0));
 }

@@ -5,5 +5,6 @@
 
 mod encodings;
 mod hazards;
+mod migrate;
 mod naive;
 mod walk;

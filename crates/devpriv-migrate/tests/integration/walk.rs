@@ -272,8 +272,13 @@ fn memory() -> Memory {
 /// An address space with `len` bytes of RW anon memory at `BASE`, and its
 /// memory.
 pub(crate) fn mm_with(len: u64) -> (Arc<Mm>, Memory) {
+    mm_with_config(len, MmConfig::default())
+}
+
+/// As [`mm_with`], with `config`.
+pub(crate) fn mm_with_config(len: u64, config: MmConfig) -> (Arc<Mm>, Memory) {
     let mem = memory();
-    let mm = Mm::new(&mem, MmConfig::default());
+    let mm = Mm::new(&mem, config);
     mm.mmap_write_lock()
         .mmap_anon(BASE, len, VmFlags::RW)
         .unwrap();
