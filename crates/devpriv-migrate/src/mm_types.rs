@@ -366,7 +366,7 @@ impl Vma {
 ///
 /// Kernel: the device-private PMD branch of `page_vma_mapped_walk()`,
 /// `mm/page_vma_mapped.c`, added with device-private THP rmap support
-/// (65edfda6f3f2, 6.19) and fixed by "mm/page_vma_mapped: fix
+/// (65edfda6f3f2, 6.19) and fixed by "`mm/page_vma_mapped`: fix
 /// device-private PMD handling" (Wei Yang, mm-hotfixes 2026-06-30, Link
 /// `20260630021540.17297-1-richard.weiyang@gmail.com`; CVE-2026-68163,
 /// fixed in 7.1.6 and 7.2-rc5). Hazard H13 (`docs/hazards.md`).
@@ -394,7 +394,8 @@ pub enum PvmwPmdPolicy {
 /// of a non-present (device-private) PTE.
 ///
 /// Kernel: `migrate_vma_collect_pmd()`, `mm/migrate_device.c`; fixed by
-/// "mm: migrate_device: fix pte_pfn/pte_dirty called on non-present PTE"
+/// "mm: `migrate_device`: fix `pte_pfn`/`pte_dirty` called on non-present
+/// PTE"
 /// (Kefeng Wang, mm-hotfixes 2026-07-08, Link
 /// `20260708003955.4024340-1-wangkefeng.wang@huawei.com`; Fixes
 /// fd35ca3d12cc, 6c287605fd56). Hazard H20 (`docs/hazards.md`).
@@ -416,10 +417,10 @@ pub enum CollectPteGuard {
 /// What the error paths of `migrate_vma_insert_huge_pmd_page()` release.
 ///
 /// Kernel: `migrate_vma_insert_huge_pmd_page()`, `mm/migrate_device.c`;
-/// fixed by 63451de16e0a ("mm/migrate_device: fix spinlock leak in
-/// migrate_vma_insert_huge_pmd_page", Sunny Patel, 7.0.y) and
-/// "mm/migrate_device: fix pgtable leak in
-/// migrate_vma_insert_huge_pmd_page" (Sunny Patel, mm-hotfixes 2026-05,
+/// fixed by 63451de16e0a ("`mm/migrate_device`: fix spinlock leak in
+/// `migrate_vma_insert_huge_pmd_page`", Sunny Patel, 7.0.y) and
+/// "`mm/migrate_device`: fix pgtable leak in
+/// `migrate_vma_insert_huge_pmd_page`" (Sunny Patel, mm-hotfixes 2026-05,
 /// Link `20260501115122.23288-1-nueralspacetech@gmail.com`). Hazard H21
 /// (`docs/hazards.md`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
