@@ -24,9 +24,19 @@
 //! - `PageAnonExclusive` is not tracked: a read-only PTE becomes a
 //!   `*_MIGRATION_READ` entry, never `READ_EXCLUSIVE`; soft-dirty and
 //!   uffd-wp bits are not carried; no TLB flush or MMU notifier.
-//! - The walker's device-private PMD branch matches any device-private PMD
-//!   at the address (hazard H13); both functions here check the entry's
-//!   offset against the folio before changing it.
+//! - Like the kernel's, neither function checks a PMD-level match against
+//!   the folio: they rely on the walk. With the default walker
+//!   ([`PvmwPmdPolicy::Fixed`], the CVE-2026-68163 fix) a match is always
+//!   the folio's own PMD; with [`PvmwPmdPolicy::V7_0`] a device-private
+//!   PMD of *another* folio matches too, and these functions then corrupt
+//!   it as 7.0 did: `remove_migration_ptes()` overwrites it with the new
+//!   folio's mapping (the old folio keeps a map count and a reference for
+//!   a mapping that is gone), `try_to_migrate()` replaces it with a
+//!   migration entry and drops the rmap and reference of the folio it was
+//!   asked to unmap (hazard H13, `docs/hazards.md`).
+//!
+//! [`PvmwPmdPolicy::Fixed`]: crate::PvmwPmdPolicy::Fixed
+//! [`PvmwPmdPolicy::V7_0`]: crate::PvmwPmdPolicy::V7_0
 //!
 //! [`FolioOps::anon_id`]: crate::mm::FolioOps::anon_id
 
@@ -191,12 +201,9 @@ pub fn try_to_migrate(mm: &Mm, folio: AnyFolio<'_>) -> Result<(), Errno> {
         while w.walk() {
             if w.is_pmd_mapped() {
                 let Some(pmd) = w.pmd() else { continue };
-                let Some((entry, frame)) = pmd_to_migration_entry(pmd, mm.config())? else {
+                let Some((entry, _)) = pmd_to_migration_entry(pmd, mm.config())? else {
                     continue;
                 };
-                if folio.page_index(frame) != Some(0) {
-                    continue;
-                }
                 w.set_pmd(Pmd::from_swp_entry(entry)?)?;
                 folio.remove_rmap_pmd()?;
                 folio.put();
@@ -243,14 +250,10 @@ pub fn remove_migration_ptes(mm: &Mm, src: AnyFolio<'_>, dst: AnyFolio<'_>) -> R
         };
         while w.walk() {
             if w.is_pmd_mapped() {
+                // remove_migration_pmd(): whatever the walk matched is taken
+                // for `src`'s migration entry.
                 let Some(pmd) = w.pmd() else { continue };
                 let entry = Softleaf::from_pmd(pmd);
-                let Some(frame) = entry.to_frame(mode) else {
-                    continue;
-                };
-                if !entry.is_migration() || src.page_index(frame) != Some(0) {
-                    continue;
-                }
                 let new = match dst.frame(0) {
                     Some(PageFrame::DevicePrivate(off)) => Pmd::from_swp_entry(
                         make_device_private_entry(entry.is_migration_write(), off, mode)?,

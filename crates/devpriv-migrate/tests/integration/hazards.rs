@@ -10,12 +10,14 @@ use devpriv_migrate::hmm::HmmPfnLayout;
 use devpriv_migrate::page_vma_mapped::{page_mapped_in_vma, page_mapped_in_vma_as_posted};
 use devpriv_migrate::swapops::{MigrationKind, make_device_private_entry, make_migration_entry};
 use devpriv_migrate::{
-    HmmPfn, HugeInsertErrors, MigratePfn, MigrateVma, MigrateVmaFlags, MmConfig, PMD_SIZE,
-    PageVmaMappedWalk, Pmd, Pte, PvmwFlags, PvmwPfnV2, PvmwTarget, Softleaf, SoftleafFlags,
-    migrate_vma_finalize, migrate_vma_pages, migrate_vma_setup,
+    AnyFolio, HmmPfn, HugeInsertErrors, MigratePfn, MigrateVma, MigrateVmaFlags, MmConfig,
+    PMD_SIZE, PageVmaMappedWalk, Pmd, Pte, PvmwFlags, PvmwPfnV2, PvmwPmdPolicy, PvmwTarget,
+    Softleaf, SoftleafFlags, SystemMemory, VmFlags, migrate_vma_finalize, migrate_vma_pages,
+    migrate_vma_setup, remove_migration_ptes, try_to_migrate,
 };
 use devpriv_pagemap::{
-    DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, PagemapParams, VmFault,
+    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, PageRef,
+    PagemapParams, VmFault, zone_device_folio_init,
 };
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -240,12 +242,16 @@ fn h12_page_mapped_in_vma_tail_pages() {
     );
 }
 
-/// H13: a device-private PMD of folio Y matches a walk for any X — pfn or
-/// offset, migration or not — with the PMD lock held. A checked variant
-/// (offset + kind, as `check_pmd()` does) would not.
+/// H13, 7.0 (`PvmwPmdPolicy::V7_0`): a device-private PMD of folio Y
+/// matches a walk for any X — pfn or offset, migration or not — with the
+/// PMD lock held. `check_pmd()` (offset + kind) would not.
 #[test]
-fn h13_device_private_pmd_matches_unconditionally() {
-    let (mm, _) = mm_with(2 * PMD_SIZE);
+fn h13_v7_0_device_private_pmd_matches_unconditionally() {
+    let config = MmConfig {
+        pvmw_pmd: PvmwPmdPolicy::V7_0,
+        ..MmConfig::default()
+    };
+    let (mm, _) = mm_with_config(2 * PMD_SIZE, config);
     let vma = &mm.vmas()[0];
     let y = DevicePrivateOffset::new(0x10_0000);
     let e = make_device_private_entry(true, y, MODE).unwrap();
@@ -274,6 +280,196 @@ fn h13_device_private_pmd_matches_unconditionally() {
                 .check_pmd(y.into());
             assert_eq!(checked, target == y.into());
         }
+    }
+}
+
+/// H13, fixed (CVE-2026-68163, the default): the device-private PMD
+/// branch takes the PMD lock, re-reads the entry, and matches only a
+/// target that `check_pmd()` overlaps, never under `PVMW_MIGRATION`. Once
+/// the PMD is split, the same target matches at PTE level. (The split
+/// racing the walk — the walk re-reading a table under the lock and
+/// falling back to the PTE level — is the loom model
+/// `pvmw_walk_vs_device_private_pmd_split`.)
+#[test]
+fn h13_fixed_walk_checks_device_private_pmds() {
+    let (mm, _) = mm_with(2 * PMD_SIZE);
+    assert_eq!(mm.config().pvmw_pmd, PvmwPmdPolicy::Fixed);
+    let vma = &mm.vmas()[0];
+    let a = BASE + PMD_SIZE;
+    let y = DevicePrivateOffset::new(0x10_0000);
+    let e = make_device_private_entry(true, y, MODE).unwrap();
+    mm.set_pmd(a, Pmd::from_swp_entry(e).unwrap()).unwrap();
+    let walk = |target: PageFrame, nr: u64, flags: PvmwFlags, at: u64| {
+        let mut w = PageVmaMappedWalk::new(
+            &mm,
+            vma,
+            target,
+            PageCount::new(nr),
+            vma.linear_page_index(at),
+            at,
+            flags,
+        )
+        .unwrap();
+        let found = w.walk();
+        let at = (w.address(), w.is_pmd_mapped(), w.pte(), w.pmd());
+        if found {
+            assert!(w.ptl_held(), "{target:?} {flags:?}");
+            assert!(!w.walk(), "matched once");
+        }
+        assert!(!w.ptl_held(), "released");
+        (found, at)
+    };
+    let x = DevicePrivateOffset::new(0x20_0000);
+    let y5 = y.checked_add(PageCount::new(5)).unwrap();
+    for (target, nr, flags, want) in [
+        (PageFrame::from(x), 512, PvmwFlags::NONE, false),
+        (Pfn::new(y.get()).into(), 512, PvmwFlags::NONE, false),
+        (y.into(), 512, PvmwFlags::MIGRATION, false),
+        (y.into(), 512, PvmwFlags::SYNC | PvmwFlags::MIGRATION, false),
+        (y.into(), 512, PvmwFlags::NONE, true),
+        (y.into(), 512, PvmwFlags::SYNC, true),
+        (y5.into(), 1, PvmwFlags::NONE, true),
+    ] {
+        let (found, (addr, pmd_level, _, pmd)) = walk(target, nr, flags, a);
+        assert_eq!(found, want, "{target:?}+{nr} {flags:?}");
+        if found {
+            assert_eq!((addr, pmd_level), (a, true));
+            assert_eq!(pmd, Some(Pmd::from_swp_entry(e).unwrap()));
+        }
+    }
+    // Split it into 512 device-private PTEs: the walk matches at PTE level.
+    mm.pmd_lock(a)
+        .unwrap()
+        .populate(|i| {
+            let off = y.checked_add(PageCount::new(i as u64)).unwrap();
+            Pte::from_swp_entry(make_device_private_entry(true, off, MODE)?)
+        })
+        .unwrap();
+    let (found, (addr, pmd_level, pte, _)) = walk(y5.into(), 1, PvmwFlags::NONE, a + 5 * PAGE_SIZE);
+    assert!(found && !pmd_level);
+    assert_eq!(addr, a + 5 * PAGE_SIZE);
+    assert_eq!(
+        pte.map(|p| Softleaf::from_pte(p).to_frame(MODE)),
+        Some(Some(y5.into()))
+    );
+}
+
+/// A 1024-page device pagemap and an address space with 2 PMDs of RW anon
+/// memory at `BASE`.
+fn device_mm(config: MmConfig) -> (Arc<devpriv_migrate::Mm>, Arc<DevPagemap>) {
+    let space = Arc::new(DevicePrivateSpace::new());
+    let params = PagemapParams {
+        memory_type: MemoryType::Private,
+        nr_pages: PageCount::new(1024),
+        owner: Some(Owner(1)),
+        ops: Some(Arc::new(Driver)),
+    };
+    let pm = space.memremap_device_private_pagemap(params, -1).unwrap();
+    let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(4096)).unwrap();
+    let mem = devpriv_migrate::Memory::new(Arc::new(sys), space);
+    let mm = devpriv_migrate::Mm::new(&mem, config);
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW)
+        .unwrap();
+    (mm, pm)
+}
+
+/// An unlocked order-9 device folio at page `idx` of `pm`, with its
+/// allocation reference.
+fn device_thp(pm: &DevPagemap, idx: usize) -> Folio<'_> {
+    let head = Folio::from_head(PageRef::new(pm, idx).unwrap());
+    let f = zone_device_folio_init(head, pm, Order::HPAGE_PMD).unwrap();
+    f.unlock();
+    f
+}
+
+/// H13, the corruption 7.0 allowed: device folio Y is mapped by a
+/// device-private PMD at `A`; folio X (anon at the same index, being
+/// migrated) is not mapped. `remove_migration_ptes(X, X')` walks with
+/// `PVMW_MIGRATION`; the 7.0 walker returns Y's PMD and
+/// `remove_migration_pmd()` takes it for X's migration entry: Y's mapping
+/// is overwritten by X' while Y keeps its map count and the mapping's
+/// reference. `try_to_migrate(X)` likewise replaces Y's PMD with a
+/// migration entry and drops X's rmap (which X does not have). The model's
+/// rmap has no guard of its own, like the kernel's; the fixed walker
+/// returns nothing and nothing changes.
+#[test]
+fn h13_v7_0_corrupts_without_the_rmap_guard() {
+    for pvmw_pmd in [PvmwPmdPolicy::Fixed, PvmwPmdPolicy::V7_0] {
+        let config = MmConfig {
+            pvmw_pmd,
+            ..MmConfig::default()
+        };
+        let (mm, pm) = device_mm(config);
+        let vma = mm.vmas()[0].clone();
+        let a = BASE;
+        let (x, y) = (device_thp(&pm, 0), device_thp(&pm, 512));
+        let (xf, yf) = (AnyFolio::Dev(x), AnyFolio::Dev(y));
+        for f in [xf, yf] {
+            f.set_anon(vma.id(), vma.linear_page_index(a));
+        }
+        let y_entry = make_device_private_entry(
+            true,
+            pm.first_offset().checked_add(PageCount::new(512)).unwrap(),
+            MODE,
+        )
+        .unwrap();
+        let y_pmd = Pmd::from_swp_entry(y_entry).unwrap();
+        mm.set_pmd(a, y_pmd).unwrap();
+        yf.add_rmap_pmd().unwrap();
+        yf.get();
+        let sys = mm.memory().sys();
+        let new = sys.alloc_folio(Order::HPAGE_PMD).unwrap();
+        let newf = AnyFolio::Sys(new);
+
+        let r = remove_migration_ptes(&mm, xf, newf);
+        let pmd = mm.pmdp_get_lockless(a).unwrap();
+        match pvmw_pmd {
+            PvmwPmdPolicy::Fixed => {
+                assert_eq!(r, Ok(()));
+                assert_eq!(pmd, y_pmd, "Y's PMD untouched");
+                assert_eq!((newf.mapcount(), newf.refcount()), (0, 1));
+            }
+            PvmwPmdPolicy::V7_0 => {
+                assert_eq!(r, Ok(()), "nothing notices");
+                assert!(
+                    pmd.is_trans_huge() && pmd.pfn() == new.pfn(),
+                    "Y's PMD now maps X'"
+                );
+                assert_eq!((newf.mapcount(), newf.refcount()), (1, 2));
+            }
+        }
+        // Y's counts still claim its mapping either way: under 7.0 they
+        // are now stale (a mapcount and a reference nothing will drop).
+        assert_eq!((yf.entire_mapcount(), yf.refcount()), (1, 2));
+        assert_eq!(
+            mm.device_private_offset_at(a).is_some(),
+            pvmw_pmd == PvmwPmdPolicy::Fixed
+        );
+
+        // try_to_migrate(X) on a fresh layout.
+        if pvmw_pmd == PvmwPmdPolicy::V7_0 {
+            mm.set_pmd(a, y_pmd).unwrap();
+        }
+        let r = try_to_migrate(&mm, xf);
+        let pmd = mm.pmdp_get_lockless(a).unwrap();
+        match pvmw_pmd {
+            PvmwPmdPolicy::Fixed => {
+                assert_eq!(r, Ok(()));
+                assert_eq!(pmd, y_pmd);
+            }
+            PvmwPmdPolicy::V7_0 => {
+                assert_eq!(r, Err(Errno::EINVAL), "X had no PMD rmap to drop");
+                let e = Softleaf::from_pmd(pmd);
+                assert!(e.is_migration(), "Y's PMD replaced by a migration entry");
+                assert_eq!(
+                    e.to_frame(MODE),
+                    Some(y_entry.to_frame(MODE).unwrap()),
+                    "naming Y, whose rmap is untouched"
+                );
+            }
+        }
+        assert_eq!(yf.entire_mapcount(), 1);
     }
 }
 
