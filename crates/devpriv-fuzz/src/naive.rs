@@ -194,7 +194,7 @@ pub fn check_pmd(pfn: u64, device_private: bool, pvmw_pfn: u64, nr_pages: u64, f
 /// The result of `page_vma_mapped_walk()` when the address holds the PMD
 /// `pmde` (no PTE table) and nothing else is mapped: the PMD branches
 /// transcribed. `thp_migration` is `thp_migration_supported()`; `fixed`
-/// picks the walker after the CVE-2026-68163 fix ("mm/page_vma_mapped: fix
+/// picks the walker after the CVE-2026-68163 fix ("`mm/page_vma_mapped`: fix
 /// device-private PMD handling"), else 7.0's (hazard H13). `None` for a
 /// PMD that points to a PTE table (not a PMD-branch case).
 ///
