@@ -50,7 +50,7 @@ use crate::leafops::Softleaf;
 use crate::memory_model::Memory;
 use crate::migrate::{MigratePfn, MigrateVma, MigrateVmaFlags, PMD_NR, flags_only, or};
 use crate::mm::{AnyFolio, frame_to_folio};
-use crate::mm_types::{HugeInsertErrors, Mm, MmConfig, VmFlags, Vma};
+use crate::mm_types::{CollectPteGuard, HugeInsertErrors, Mm, MmConfig, VmFlags, Vma};
 use crate::pgtable::{
     _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, PMD_SIZE, Pmd, Pte,
 };
@@ -395,6 +395,14 @@ fn collect_pmd(args: &mut MigrateVma<'_>, start: u64, end: u64) {
                     && g.set_at(addr, swp).is_ok()
                 {
                     args.cpages += 1;
+                    // "Set the dirty flag on the folio now the pte is gone."
+                    // 7.0 read pte_dirty() of a device-private swap PTE too
+                    // (and pte_pfn() for flush_cache_page(), a no-op on
+                    // x86): bit 58 of the swap PTE reads as dirty (H20).
+                    let guarded = mm.config().collect_pte_guard == CollectPteGuard::Fixed;
+                    if (pte.is_present() || !guarded) && pte.is_dirty() {
+                        folio.mark_dirty();
+                    }
                     let _ = folio.remove_rmap_ptes(n, 1);
                     folio.put();
                 } else {

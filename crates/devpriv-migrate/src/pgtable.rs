@@ -108,6 +108,10 @@ pub const _PAGE_SPECIAL: u64 = 1 << 9;
 pub const _PAGE_UFFD_WP: u64 = 1 << 10;
 /// Kernel: `_PAGE_SOFT_DIRTY` (`_PAGE_BIT_SOFTW3`, bit 11).
 pub const _PAGE_SOFT_DIRTY: u64 = 1 << 11;
+/// Kernel: `_PAGE_SAVED_DIRTY` (`_PAGE_BIT_SOFTW5`, bit 58 on x86-64): the
+/// dirty bit of a shadow-stack-capable leaf, tested by `pte_dirty()`. In a
+/// swap PTE the same bit is the inverted top bit of the offset.
+pub const _PAGE_SAVED_DIRTY: u64 = 1 << 58;
 /// Kernel: `_PAGE_NX` (bit 63).
 pub const _PAGE_NX: u64 = 1 << 63;
 
@@ -310,6 +314,17 @@ impl Pte {
     /// Kernel: `pte_write()`.
     pub const fn is_write(self) -> bool {
         self.0 & _PAGE_RW != 0
+    }
+
+    /// `true` if dirty: `_PAGE_DIRTY` or `_PAGE_SAVED_DIRTY`. Meaningless
+    /// for a swap entry, as in the kernel — where it is true for every
+    /// offset below 2^49, because bit 58 holds the inverted top offset bit
+    /// (hazard H20).
+    ///
+    /// Kernel: `pte_dirty()`, `arch/x86/include/asm/pgtable.h`
+    /// (`_PAGE_DIRTY_BITS`).
+    pub const fn is_dirty(self) -> bool {
+        self.flags() & (_PAGE_DIRTY | _PAGE_SAVED_DIRTY) != 0
     }
 
     /// A swap PTE holding `entry`.

@@ -8,13 +8,15 @@ use devpriv_core::{
 };
 use devpriv_migrate::hmm::HmmPfnLayout;
 use devpriv_migrate::page_vma_mapped::{page_mapped_in_vma, page_mapped_in_vma_as_posted};
+use devpriv_migrate::pgtable::_PAGE_SAVED_DIRTY;
 use devpriv_migrate::swapops::{MigrationKind, make_device_private_entry, make_migration_entry};
 use devpriv_migrate::{
-    AnyFolio, HmmPfn, HugeInsertErrors, MigratePfn, MigrateVma, MigrateVmaFlags, MmConfig,
-    PMD_SIZE, PageVmaMappedWalk, Pmd, Pte, PvmwFlags, PvmwPfnV2, PvmwPmdPolicy, PvmwTarget,
-    Softleaf, SoftleafFlags, SystemMemory, VmFlags, migrate_vma_finalize, migrate_vma_pages,
-    migrate_vma_setup, remove_migration_ptes, try_to_migrate,
+    AnyFolio, CollectPteGuard, HmmPfn, HugeInsertErrors, MigratePfn, MigrateVma, MigrateVmaFlags,
+    MmConfig, PMD_SIZE, PageVmaMappedWalk, Pmd, Pte, PvmwFlags, PvmwPfnV2, PvmwPmdPolicy,
+    PvmwTarget, Softleaf, SoftleafFlags, SystemMemory, VmFlags, migrate_vma_finalize,
+    migrate_vma_pages, migrate_vma_setup, remove_migration_ptes, try_to_migrate,
 };
+use devpriv_pagemap::page_flags::PG_DIRTY;
 use devpriv_pagemap::{
     DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, PageRef,
     PagemapParams, VmFault, zone_device_folio_init,
@@ -654,4 +656,51 @@ fn h21_failed_insert_frees_its_table() {
     assert_eq!((mm.nr_pgtables(), mm.nr_deposited_pgtables()), (1, 1));
     mm.zap_page_range(BASE, BASE + PMD_SIZE).unwrap();
     assert_eq!((mm.nr_pgtables(), mm.nr_deposited_pgtables()), (0, 0));
+}
+
+/// H20: `migrate_vma_collect_pmd()` marks the folio dirty "now the pte is
+/// gone" from `pte_dirty(pte)`. On a device-private swap PTE that reads
+/// bit 58 (`_PAGE_SAVED_DIRTY`), the inverted top offset bit: set for any
+/// real offset. 7.0 read it anyway and marked every collected device page
+/// dirty; the fix (Kefeng Wang, July 2026) reads it only for a present PTE.
+#[test]
+fn h20_collect_does_not_read_dirty_from_a_swap_pte() {
+    let off = DevicePrivateOffset::new(3);
+    let e = make_device_private_entry(false, off, MODE).unwrap();
+    let swp = Pte::from_swp_entry(e).unwrap();
+    assert!(swp.is_dirty(), "bit 58 of a device-private swap PTE");
+    assert_eq!(swp.raw() & _PAGE_SAVED_DIRTY, _PAGE_SAVED_DIRTY);
+
+    for guard in [CollectPteGuard::Fixed, CollectPteGuard::V7_0] {
+        let config = MmConfig {
+            collect_pte_guard: guard,
+            ..MmConfig::default()
+        };
+        let (mm, pm) = device_mm(config);
+        let vma = mm.vmas()[0].clone();
+        let head = Folio::from_head(PageRef::new(&pm, 3).unwrap());
+        let folio = zone_device_folio_init(head, &pm, Order::ZERO).unwrap();
+        folio.unlock();
+        let f = AnyFolio::Dev(folio);
+        f.set_anon(vma.id(), vma.linear_page_index(BASE));
+        let off = pm.first_offset().checked_add(PageCount::new(3)).unwrap();
+        let pte =
+            Pte::from_swp_entry(make_device_private_entry(false, off, MODE).unwrap()).unwrap();
+        mm.set_pte(BASE, pte).unwrap();
+        f.add_rmap_ptes(0, 1).unwrap();
+        f.get();
+        assert!(!folio.page().test_flag(PG_DIRTY), "a clean device page");
+
+        let sel = MigrateVmaFlags::SELECT_DEVICE_PRIVATE;
+        let mut args = MigrateVma::new(&mm, &vma, BASE, BASE + PAGE_SIZE, sel, Some(Owner(1)));
+        migrate_vma_setup(&mut args).unwrap();
+        assert_eq!(args.cpages, 1, "{guard:?}");
+        let dirty = folio.page().test_flag(PG_DIRTY);
+        match guard {
+            CollectPteGuard::Fixed => assert!(!dirty, "the fix leaves it clean"),
+            CollectPteGuard::V7_0 => assert!(dirty, "7.0 marks it dirty from bit 58"),
+        }
+        migrate_vma_finalize(&mut args);
+        assert_eq!(mm.ptep_get_lockless(BASE), Some(pte), "restored");
+    }
 }
