@@ -4,7 +4,7 @@
 use crate::naive;
 use crate::walk::{BASE, Kind, frame, matches, mm_with, mm_with_config, pte_for};
 use devpriv_core::{
-    DevicePrivateOffset, Errno, Order, PAGE_SIZE, PageCount, PageFrame, PagingMode, Pfn,
+    DevicePrivateOffset, Errno, Order, PAGE_SIZE, PageCount, PageFrame, PagingMode, Pfn, warn,
 };
 use devpriv_migrate::hmm::HmmPfnLayout;
 use devpriv_migrate::page_vma_mapped::{page_mapped_in_vma, page_mapped_in_vma_as_posted};
@@ -13,7 +13,7 @@ use devpriv_migrate::swapops::{MigrationKind, make_device_private_entry, make_mi
 use devpriv_migrate::{
     AnyFolio, CollectPteGuard, HmmPfn, HugeInsertErrors, MigratePfn, MigrateVma, MigrateVmaFlags,
     MmConfig, PMD_SIZE, PageVmaMappedWalk, Pmd, Pte, PvmwFlags, PvmwPfnV2, PvmwPmdPolicy,
-    PvmwTarget, Softleaf, SoftleafFlags, SystemMemory, VmFlags, migrate_vma_finalize,
+    PvmwTarget, Softleaf, SoftleafFlags, SystemMemory, VmFlags, ZapDevicePmd, migrate_vma_finalize,
     migrate_vma_pages, migrate_vma_setup, remove_migration_ptes, try_to_migrate,
 };
 use devpriv_pagemap::page_flags::PG_DIRTY;
@@ -702,5 +702,91 @@ fn h20_collect_does_not_read_dirty_from_a_swap_pte() {
         }
         migrate_vma_finalize(&mut args);
         assert_eq!(mm.ptep_get_lockless(BASE), Some(pte), "restored");
+    }
+}
+
+/// H22: a device THP mapped by a device-private PMD is being migrated back
+/// to RAM: `migrate_vma_collect_huge_pmd()` has replaced the PMD with a
+/// migration entry and dropped the mapping's rmap and reference; only the
+/// migration's reference is left. `MADV_DONTNEED` zaps the range now (the
+/// migration holds only `mmap_read_lock`). The derived fix keys
+/// `zap_huge_pmd()` on the entry: a migration PMD is just cleared, and the
+/// device folio is freed exactly once, by finalize. 7.0 keys on the folio
+/// kind: it removes an rmap that is not there (WARN) and drops the
+/// migration's reference, freeing the folio under the migration (which
+/// still has it locked); finalize then puts it a second time.
+#[test]
+fn h22_zap_of_a_device_private_migration_pmd() {
+    for policy in [ZapDevicePmd::Fixed, ZapDevicePmd::V7_0] {
+        let config = MmConfig {
+            zap_device_pmd: policy,
+            ..MmConfig::default()
+        };
+        let (mm, pm) = device_mm(config);
+        let vma = mm.vmas()[0].clone();
+        let baseline = pm.percpu_ref().count();
+        // Y on the device behind a device-private PMD; only the mapping
+        // holds it (the driver dropped its allocation reference).
+        let y = device_thp(&pm, 512);
+        let yf = AnyFolio::Dev(y);
+        yf.set_anon(vma.id(), vma.linear_page_index(BASE));
+        let off = pm.first_offset().checked_add(PageCount::new(512)).unwrap();
+        let pmd = Pmd::from_swp_entry(make_device_private_entry(true, off, MODE).unwrap()).unwrap();
+        mm.set_pmd(BASE, pmd).unwrap();
+        yf.add_rmap_pmd().unwrap();
+        yf.get();
+        yf.put();
+        assert_eq!(pm.percpu_ref().count(), baseline + 512);
+
+        let sel = MigrateVmaFlags::SELECT_DEVICE_PRIVATE | MigrateVmaFlags::SELECT_COMPOUND;
+        let mut args = MigrateVma::new(&mm, &vma, BASE, BASE + PMD_SIZE, sel, Some(Owner(1)));
+        migrate_vma_setup(&mut args).unwrap();
+        assert_eq!(args.cpages, 1);
+        assert!(Softleaf::from_pmd(mm.pmdp_get_lockless(BASE).unwrap()).is_migration());
+        assert_eq!((yf.entire_mapcount(), yf.refcount()), (0, 1));
+
+        let (r, hits) = warn::capture(|| mm.zap_page_range(BASE, BASE + PMD_SIZE));
+        assert_eq!(r, Ok(()));
+        assert_eq!(mm.pmdp_get_lockless(BASE), Some(Pmd::NONE));
+        let zap_warned = hits.count_matching("folio_mapcount(folio) < 0");
+        let freed_by_zap = pm.percpu_ref().count() == baseline;
+
+        let sys = mm.memory().sys();
+        let nr_free = sys.nr_free();
+        let dst = sys.alloc_folio(Order::HPAGE_PMD).unwrap();
+        assert!(dst.trylock());
+        args.dst[0] = MigratePfn::new(dst.pfn().into())
+            .unwrap()
+            .with(MigratePfn::COMPOUND)
+            .unwrap();
+        let ((), hits) = warn::capture(|| {
+            migrate_vma_pages(&mut args);
+            migrate_vma_finalize(&mut args);
+        });
+        assert_eq!(
+            sys.nr_free(),
+            nr_free,
+            "the destination, mapped nowhere, is freed"
+        );
+        let refs = pm.percpu_ref().count();
+        match policy {
+            ZapDevicePmd::Fixed => {
+                assert_eq!((zap_warned, freed_by_zap), (0, false));
+                assert_eq!(hits.count(), 0, "{hits:?}");
+                assert_eq!(refs, baseline, "Y freed once, by finalize");
+            }
+            ZapDevicePmd::V7_0 => {
+                assert_eq!(zap_warned, 1, "the rmap was already gone");
+                assert!(freed_by_zap, "Y freed under the migration");
+                // Finalize unlocks and puts the folio the driver may
+                // already have handed out again: a put on a freed folio.
+                assert_eq!(
+                    hits.count_matching("folio_put(): folio refcount was 0"),
+                    1,
+                    "{hits:?}"
+                );
+                assert_eq!(refs, baseline);
+            }
+        }
     }
 }
