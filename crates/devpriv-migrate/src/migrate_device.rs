@@ -59,6 +59,7 @@ use crate::rmap::{
     pmd_to_migration_entry, pte_to_migration_entry, remove_migration_ptes, try_to_migrate,
 };
 use crate::swapops::make_device_private_entry;
+use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_core::{
     DevicePrivateOffset, Errno, Order, PAGE_SHIFT, PAGE_SIZE, PageCount, PageFrame, warn_on,
     warn_on_once,
@@ -1144,26 +1145,30 @@ fn finalize_inner(
 ///
 /// Kernel: `migrate_device_pfn_lock()` (`folio_get_nontail_page()` +
 /// `folio_trylock()`), `mm/migrate_device.c`.
-///
-/// # Differences from the kernel
-///
-/// The "get unless zero" is a check followed by an increment (the model's
-/// `Page` has no compare-and-swap on the refcount); a page freed in
-/// between would be resurrected. Eviction runs with the driver's own
-/// allocator quiesced, which closes that window.
-fn migrate_device_pfn_lock(guard: &SpaceReadGuard<'_>, m: MigratePfn) -> MigratePfn {
+fn migrate_device_pfn_lock(
+    guard: &SpaceReadGuard<'_>,
+    m: MigratePfn,
+    mutants: Mutants,
+) -> MigratePfn {
     let Some(PageFrame::DevicePrivate(off)) = m.frame() else {
         return MigratePfn::NONE;
     };
     let Some(page) = guard.device_private_offset_to_page(off) else {
         return MigratePfn::NONE;
     };
-    if page.is_tail() || page.refcount() <= 0 {
+    // get_page_unless_zero(): a page a CPU fault has just migrated and
+    // freed must not come back to life (the loom model `fault_vs_evict`).
+    let got = if mutants.has(Mutant::EvictGetNotUnlessZero) {
+        page.refcount() > 0 && page.ref_add(1) > 0
+    } else {
+        page.ref_add_unless_zero(1)
+    };
+    if page.is_tail() || !got {
         return MigratePfn::NONE;
     }
     let folio = AnyFolio::Dev(page.folio());
-    folio.get();
-    if !folio.trylock() {
+    // The folio lock keeps this migration apart from a CPU fault's (H23).
+    if !mutants.has(Mutant::EvictNoTrylock) && !folio.trylock() {
         folio.put();
         return MigratePfn::NONE;
     }
@@ -1245,7 +1250,7 @@ fn migrate_device_lock_and_unmap(
         let mut i = 0;
         while i < src.len() {
             let m = mpfn(i, src[i])?;
-            src[i] = migrate_device_pfn_lock(&guard, m);
+            src[i] = migrate_device_pfn_lock(&guard, m, mm.mutants());
             let nr = m
                 .frame()
                 .and_then(|f| frame_to_folio(mem.sys(), &guard, f))

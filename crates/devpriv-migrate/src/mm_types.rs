@@ -50,6 +50,7 @@ use crate::swapops::L1tf;
 use core::fmt;
 use core::ops::Deref;
 use devpriv_core::consts::PTRS_PER_PTE;
+use devpriv_core::mutant::Mutants;
 use devpriv_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use devpriv_core::sync::{Mutex, MutexGuard, RwLock};
 use devpriv_core::{Errno, PAGE_SHIFT, PagingMode, Pfn};
@@ -570,6 +571,8 @@ pub struct Mm {
     pub(crate) pgtables: AtomicU64,
     /// Kernel: `MMF_UNSTABLE` in `mm->flags`.
     pub(crate) unstable: AtomicBool,
+    /// Planted bugs (`EvictNoTrylock`); none outside loom.
+    mutants: Mutants,
 }
 
 impl fmt::Debug for Mm {
@@ -598,6 +601,15 @@ impl Mm {
     ///
     /// Kernel: `mm_alloc()` (`mm_init()`, `mm_alloc_id()`), `kernel/fork.c`.
     pub fn new(memory: &Memory, config: MmConfig) -> Arc<Mm> {
+        Self::with_mutants(memory, config, Mutants::NONE)
+    }
+
+    /// [`new`](Self::new) with deliberate bugs in the migration paths that
+    /// run on this address space, for loom mutant tests (outside loom
+    /// `mutants` is empty).
+    ///
+    /// Kernel: none (model only).
+    pub fn with_mutants(memory: &Memory, config: MmConfig, mutants: Mutants) -> Arc<Mm> {
         Arc::new(Mm {
             memory: memory.clone(),
             config,
@@ -610,6 +622,7 @@ impl Mm {
             pgd: (0..USER_PGD_ENTRIES).map(|_| OnceLock::new()).collect(),
             pgtables: AtomicU64::new(0),
             unstable: AtomicBool::new(false),
+            mutants,
         })
     }
 
@@ -625,6 +638,11 @@ impl Mm {
     /// Kernel: none (model only).
     pub fn config(&self) -> MmConfig {
         self.config
+    }
+
+    /// The planted bugs.
+    pub(crate) fn mutants(&self) -> Mutants {
+        self.mutants
     }
 
     /// The paging mode (for encoding entries).
