@@ -26,7 +26,8 @@
 //!   ([`Mm`]) holding the machine's memory, with VMAs changed under
 //!   [`Mm::mmap_write_lock`] and page tables with a lock per table;
 //! - [`page_vma_mapped`]: `page_vma_mapped_walk()` with v6 semantics, its
-//!   target typed so that a pfn walk can never match a device-private entry;
+//!   target typed so that a pfn walk can never match a device-private entry,
+//!   and its device-private PMD branch as fixed for CVE-2026-68163;
 //! - [`rmap`] / [`huge_memory`]: `try_to_migrate()`,
 //!   `remove_migration_ptes()`, PMD and folio splits, for system and
 //!   device-private folios alike;
@@ -39,6 +40,13 @@
 //!   a device-private PTE or PMD goes to the pagemap's `migrate_to_ram`, a
 //!   migration entry retries; [`hmm::hmm_range_fault`] reports the caller's
 //!   own device-private pages and faults foreign ones back.
+//!
+//! Where upstream fixed a path in 2026, the fixed code runs by default and
+//! the old one stays selectable per address space ([`MmConfig`]:
+//! [`PvmwPmdPolicy`], [`CollectPteGuard`], [`HugeInsertErrors`],
+//! [`ZapDevicePmd`]), each the subject of a hazard test; so does the
+//! machine's L1TF state ([`L1tf`]), which decides whether migration
+//! entries keep young/dirty bits.
 //!
 //! Modules depend on each other one way only (apart from `pgtable`,
 //! `swapops` and `leafops`, which use each other as the C headers do);

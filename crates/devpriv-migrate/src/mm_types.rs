@@ -31,7 +31,11 @@
 //!   `Mm` lives, and a PMD slot always uses the same PTE table. So a PMD
 //!   that goes table → huge → table points at the same table again;
 //!   `pmd_same()` cannot tell those apart, where in the kernel a fresh table
-//!   would usually have a fresh address. Nothing here relies on it.
+//!   would usually have a fresh address. Nothing here relies on it. The
+//!   page-table page a huge PMD deposits for its split
+//!   (`pgtable_trans_huge_deposit()`) is therefore only counted
+//!   ([`Mm::nr_pgtables`], [`PgtablePage`](crate::PgtablePage)), so that a
+//!   leak shows.
 //! - Readers do not take `mmap_lock` for read: they read a snapshot of the
 //!   VMA list, as `lock_vma_under_rcu()` readers of the maple tree do, and
 //!   a VMA from a snapshot is checked against the current list where it
