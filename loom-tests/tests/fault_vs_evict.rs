@@ -11,7 +11,7 @@
 //! page is skipped), then `migrate_device_pages()` and
 //! `migrate_device_finalize()` (`mm/migrate_device.c`). The folio lock is
 //! what makes the two exclusive: the fault-side lock is 1afaeb8293c9
-//! ("mm/migrate: Trylock device page in do_swap_page", v6.15). Hazard H23
+//! ("mm/migrate: Trylock device page in `do_swap_page`", v6.15). Hazard H23
 //! (`docs/hazards.md`); a protocol the model must keep, not a 2026 fix.
 //!
 //! The machine: one device page (a one-page pagemap), mapped writable at

@@ -3,7 +3,7 @@
 //! device-private PTEs.
 //!
 //! Kernel: the device-private PMD branch of `page_vma_mapped_walk()`
-//! (`mm/page_vma_mapped.c`) as fixed for CVE-2026-68163 ("mm/page_vma_mapped:
+//! (`mm/page_vma_mapped.c`) as fixed for CVE-2026-68163 ("`mm/page_vma_mapped`:
 //! fix device-private PMD handling": take the PMD lock, re-read, and "THP/
 //! device-private pmd was split under us: handle on pte level"), racing
 //! `__split_huge_pmd_locked()` of a device-private PMD (`set_ptes()` into the
