@@ -25,7 +25,7 @@ struct Device {
 
 impl Device {
     /// A free page as a locked order-0 folio holding one reference.
-    /// Kernel: `dmirror_devmem_alloc_page()`, lib/test_hmm.c (7.0).
+    /// Kernel: `dmirror_devmem_alloc_page()`, `lib/test_hmm.c` (7.0).
     fn alloc<'g>(&self, pgmap: &'g DevPagemap) -> Result<Folio<'g>, Errno> {
         let i = self.free.lock().pop().ok_or(Errno::ENOMEM)?;
         let page = PageRef::new(pgmap, i).ok_or(Errno::EINVAL)?;
@@ -40,7 +40,7 @@ impl DevPagemapOps for Device {
     }
 
     /// The CPU touched one of our pages: copy it into a new system page and
-    /// migrate it back. Kernel: `dmirror_devmem_fault()`, lib/test_hmm.c (7.0).
+    /// migrate it back. Kernel: `dmirror_devmem_fault()`, `lib/test_hmm.c` (7.0).
     fn migrate_to_ram(&self, vmf: &VmFault<'_>) -> Result<(), Errno> {
         let ctx = vmf.context::<FaultContext>().ok_or(Errno::EINVAL)?;
         let (a, select) = (vmf.address, MigrateVmaFlags::SELECT_DEVICE_PRIVATE);

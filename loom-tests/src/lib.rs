@@ -157,7 +157,22 @@ mod imp {
     where
         F: Fn() + Sync + Send + 'static,
     {
-        let runs = explore(f);
+        model_with_branches(0, f)
+    }
+
+    /// [`model`] for a model whose executions take more than loom's default
+    /// 1000 scheduling branches (a whole migration per thread): at least
+    /// `max_branches` (`LOOM_MAX_BRANCHES` still wins if larger; 0 keeps
+    /// loom's default).
+    ///
+    /// # Panics
+    ///
+    /// As [`model`].
+    pub fn model_with_branches<F>(max_branches: usize, f: F) -> usize
+    where
+        F: Fn() + Sync + Send + 'static,
+    {
+        let runs = explore(max_branches, f);
         assert!(
             runs > 1,
             "the model has a single execution: it checks nothing"
@@ -169,7 +184,7 @@ mod imp {
     /// that `ci/loom_table.py` turns into the execution-count table of
     /// `docs/testing.md`: `loom-count <file>::<test> <bound> <executions>
     /// <seconds>`. A mutant that is caught prints no line (loom panics).
-    fn explore<F>(f: F) -> usize
+    fn explore<F>(max_branches: usize, f: F) -> usize
     where
         F: Fn() + Sync + Send + 'static,
     {
@@ -185,6 +200,7 @@ mod imp {
             b.preemption_bound = Some(DEFAULT_PREEMPTIONS);
         }
         let bound = b.preemption_bound.unwrap_or(DEFAULT_PREEMPTIONS);
+        b.max_branches = b.max_branches.max(max_branches);
         b.check(move || {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             f();
@@ -227,9 +243,21 @@ mod imp {
     where
         F: Fn() + Sync + Send + 'static,
     {
+        assert_caught_with_branches(0, f, expect);
+    }
+
+    /// [`assert_caught`] with the branch budget of [`model_with_branches`].
+    ///
+    /// # Panics
+    ///
+    /// As [`assert_caught`].
+    pub fn assert_caught_with_branches<F>(max_branches: usize, f: F, expect: &[&str])
+    where
+        F: Fn() + Sync + Send + 'static,
+    {
         // The expected failure prints loom's report; the panic hook is left
         // alone (swapping it breaks the generator crate's own filter).
-        let r = catch_unwind(AssertUnwindSafe(|| explore(f)));
+        let r = catch_unwind(AssertUnwindSafe(|| explore(max_branches, f)));
         let payload = match r {
             Ok(_) => panic!("mutant survived: loom explored every interleaving and found no bug"),
             Err(p) => p,

@@ -12,7 +12,7 @@
 //! An object under test is built with a [`Mutants`] set
 //! (`Srcu::with_mutants`, `RangeTree::with_mutants`,
 //! `DevicePrivateSpace::with_mutants`, `PercpuRef::with_mutants`,
-//! `PageVmaMappedWalk::with_mutants`), hands it on to the parts it builds
+//! `PageVmaMappedWalk::with_mutants`, `Mm::with_mutants`), hands it on to the parts it builds
 //! (a space to its tree, index, pagemaps and their refs), and protocol code
 //! asks where the bug would go:
 //!
@@ -173,6 +173,16 @@ mutants! {
     /// `__PERCPU_REF_DEAD`, so it succeeds after `kill` while references
     /// are outstanding.
     PercpuRefTrygetLiveIgnoresDead,
+    /// `migrate_device_pfn_lock()` takes the page reference and goes on
+    /// without `folio_trylock()`, so a driver eviction migrates a page that
+    /// a CPU fault has locked and is migrating itself (hazard H23: the
+    /// folio lock is what keeps the two migrations apart).
+    EvictNoTrylock,
+    /// `migrate_device_pfn_lock()` reads the refcount and increments it in
+    /// two steps instead of `get_page_unless_zero()`, so a page that a CPU
+    /// fault migrates and frees in between is resurrected and freed twice
+    /// (hazard H23).
+    EvictGetNotUnlessZero,
 }
 
 // One bit per variant in the loom build's set.

@@ -457,8 +457,16 @@ impl fmt::Debug for DmirrorDevice {
 ///
 /// A large device folio gets an order-9 system folio, or (if that fails,
 /// or `FAIL_ALLOC` is set on `mirror`) 512 single pages; the mirror's
-/// entries for the moved pages are erased. Returns `ENOMEM` when a single
-/// page cannot be had, with every destination allocated so far given back.
+/// entries for the moved pages are erased. `FAIL_ALLOC` is used up by the
+/// first migrating source whatever its order: a small one fails the call
+/// with `ENOMEM` (`VM_FAULT_OOM`). Returns `ENOMEM` too when a single page
+/// cannot be had, with every destination allocated so far given back.
+///
+/// # Differences from the kernel
+///
+/// On a real allocation failure the kernel returns `VM_FAULT_OOM` leaving
+/// the destinations of earlier sources in `dst` (locked, for
+/// `migrate_vma_finalize()` to deal with); the model gives them back first.
 fn alloc_and_copy_to_sys(
     dev: &DeviceInner,
     mirror: Option<&MirrorState>,
@@ -491,7 +499,14 @@ fn alloc_and_copy_to_sys(
         } else {
             0
         };
-        let fail = !evict && large && mirror.is_some_and(MirrorState::take_fail_alloc);
+        // The first migrating source uses the flag up, whatever its order.
+        let fail = !evict && mirror.is_some_and(MirrorState::take_fail_alloc);
+        if fail && !large {
+            // `VM_FAULT_OOM` at once: `-ENOMEM` from the ioctl, OOM from a
+            // fault. No destination exists yet (the flag is taken by the
+            // first source), so the caller's finalize restores everything.
+            return Err(Errno::ENOMEM);
+        }
         let big = if large && !fail {
             mem.sys().alloc_folio(Order::HPAGE_PMD).ok()
         } else {
@@ -725,9 +740,10 @@ impl DeviceInner {
                 i += 1;
             }
         }
-        // Pop in address order.
-        free.folios.extend(folios.into_iter().rev());
-        free.pages.extend(pages.into_iter().rev());
+        // Each pushed on the head in address order, as the kernel's
+        // `zone_device_data` lists: the highest is popped first.
+        free.folios.extend(folios);
+        free.pages.extend(pages);
         Ok(())
     }
 
@@ -1522,7 +1538,9 @@ impl Dmirror {
     /// # Errors
     ///
     /// As [`migrate_to_dev`](Self::migrate_to_dev) for the range;
-    /// [`Errno::ENOMEM`] when system memory runs out.
+    /// [`Errno::ENOMEM`] when system memory runs out, or when
+    /// [`FLAG_FAIL_ALLOC`](Self::FLAG_FAIL_ALLOC) meets a small page first
+    /// (the window's pages stay on the device, the flag is cleared).
     pub fn migrate_to_sys(&self, mm: &Arc<Mm>, cmd: &mut HmmDmirrorCmd) -> Result<(), Errno> {
         self.check_mm(mm)?;
         let (start, end) = cmd.start()?;

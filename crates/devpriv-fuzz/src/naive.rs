@@ -8,12 +8,10 @@
 //! x86-64 `pte_present()` / `pte_pfn()` / `pmd_pfn()` /
 //! `__pte_to_swp_entry()` bit layout.
 //!
-//! Transcribed from `devpriv-migrate`'s `tests/integration/naive.rs`
-//! (which stays there: `devpriv-migrate` cannot depend on this crate, which
-//! depends on it). Two additions for arbitrary raw values, which that
-//! file's hand-built entries never reach: `pte_pfn()` and `pmd_pfn()` undo
-//! the L1TF protnone inversion (`protnone_mask()`), and C's wrapping
-//! overlap is paired with an exact one ([`overlap_exact`]).
+//! The one copy: `devpriv-migrate`'s integration tests include this file
+//! by path (`devpriv-migrate` cannot depend on this crate, which depends on
+//! it), so it uses nothing but `core`. For arbitrary raw values, C's
+//! wrapping overlap is paired with an exact one ([`overlap_exact`]).
 
 /// Kernel: `PVMW_MIGRATION` (main).
 pub const PVMW_MIGRATION: u32 = 1 << 1;
@@ -36,11 +34,13 @@ pub fn none(v: u64) -> bool {
     v & !0x60 == 0
 }
 
-/// All ones for a protnone entry (`PROTNONE` without `PRESENT`).
+/// All ones for any non-zero value without `_PAGE_PRESENT` (protnone and
+/// swap entries alike).
 ///
-/// Kernel: `protnone_mask()`, `arch/x86/include/asm/pgtable-invert.h` (main).
+/// Kernel: `protnone_mask()` / `__pte_needs_invert()`,
+/// `arch/x86/include/asm/pgtable-invert.h` (main).
 pub fn protnone_mask(v: u64) -> u64 {
-    if v & 0x101 == 0x100 { u64::MAX } else { 0 }
+    if v != 0 && v & 1 == 0 { u64::MAX } else { 0 }
 }
 
 /// `pte_pfn()` of a present entry.
@@ -193,8 +193,10 @@ pub fn check_pmd(pfn: u64, device_private: bool, pvmw_pfn: u64, nr_pages: u64, f
 
 /// The result of `page_vma_mapped_walk()` when the address holds the PMD
 /// `pmde` (no PTE table) and nothing else is mapped: the PMD branches
-/// transcribed. `thp_migration` is `thp_migration_supported()`. `None`
-/// for a PMD that points to a PTE table (not a PMD-branch case).
+/// transcribed. `thp_migration` is `thp_migration_supported()`; `fixed`
+/// picks the walker after the CVE-2026-68163 fix ("`mm/page_vma_mapped`: fix
+/// device-private PMD handling"), else 7.0's (hazard H13). `None` for a
+/// PMD that points to a PTE table (not a PMD-branch case).
 ///
 /// Kernel: `page_vma_mapped_walk()`, `mm/page_vma_mapped.c` (7.0).
 pub fn walk_pmd_branch(
@@ -204,6 +206,7 @@ pub fn walk_pmd_branch(
     flags: u32,
     swp_pfn_bits: u32,
     thp_migration: bool,
+    fixed: bool,
 ) -> Option<bool> {
     let mask = (1u64 << swp_pfn_bits) - 1;
     let pse = pmde & 0x80 != 0;
@@ -214,6 +217,41 @@ pub fn walk_pmd_branch(
         softleaf(pmde)
     };
     let is_mig = entry.is_some_and(|(t, _)| is_migration(t));
+    let is_dp = entry.is_some_and(|(t, _)| is_device_private(t));
+    if fixed {
+        if pse || is_mig || is_dp {
+            if is_mig {
+                if !thp_migration || flags & PVMW_MIGRATION == 0 {
+                    return Some(false);
+                }
+                let (t, off) = entry?;
+                let dp = is_migration_device_private(t);
+                return Some(check_pmd(off & mask, dp, pvmw_pfn, nr_pages, flags));
+            } else if is_dp {
+                if flags & PVMW_MIGRATION != 0 {
+                    return Some(false);
+                }
+                let (_, off) = entry?;
+                return Some(check_pmd(off & mask, true, pvmw_pfn, nr_pages, flags));
+            } else if !pmd_present {
+                return Some(false);
+            }
+            if flags & PVMW_MIGRATION != 0 {
+                return Some(false);
+            }
+            return Some(check_pmd(
+                pmd_huge_pfn(pmde),
+                false,
+                pvmw_pfn,
+                nr_pages,
+                flags,
+            ));
+        }
+        if !pmd_present {
+            return Some(false);
+        }
+        return None;
+    }
     if pse || is_mig {
         if !pmd_present {
             if !thp_migration || flags & PVMW_MIGRATION == 0 {
@@ -235,8 +273,8 @@ pub fn walk_pmd_branch(
         ));
     }
     if !pmd_present {
-        // Device-private PMD: true, unconditionally (H13).
-        return Some(entry.is_some_and(|(t, _)| is_device_private(t)));
+        // 7.0: a device-private PMD matches, unconditionally (H13).
+        return Some(is_dp);
     }
     None
 }

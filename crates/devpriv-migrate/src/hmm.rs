@@ -307,8 +307,9 @@ enum Seen {
 /// request flags ask for it. Device-private pages whose pgmap owner is
 /// `range.dev_private_owner` are reported (`VALID | DEVICE_PRIVATE` with
 /// the offset, `WRITE` if writable, order 9 for a device-private PMD);
-/// other device-private pages read as empty, or, if a fault is requested,
-/// are faulted — migrated back to RAM by their owner's `migrate_to_ram`.
+/// other device-private pages read as empty (a PTE) or as `ERROR` (a PMD),
+/// or, if a fault is requested, are faulted — migrated back to RAM by their
+/// owner's `migrate_to_ram`.
 ///
 /// Kernel: `hmm_range_fault(range)`, `mm/hmm.c` (`hmm_vma_walk_pmd()`,
 /// `hmm_vma_handle_pte()`, `hmm_vma_handle_pmd()`,
@@ -322,9 +323,11 @@ enum Seen {
 /// | none | 0 | fault (`EPERM` for a write to a read-only VMA) |
 /// | present / huge PMD | pfn `\|VALID [\|WRITE]` (order 9 for a PMD) | fault if `WRITE` is missing |
 /// | device-private, own owner | offset `\|VALID\|DEVICE_PRIVATE [\|WRITE]` | the same |
-/// | device-private, other owner | 0 | fault (migrate to RAM) |
-/// | migration entry | 0 | `EBUSY` |
-/// | other swap entry | 0 | `EFAULT` |
+/// | device-private PTE, other owner | 0 | fault (migrate to RAM) |
+/// | device-private PMD, other owner | `ERROR` | fault (migrate to RAM) |
+/// | migration entry (PTE or PMD) | 0 | `EBUSY` |
+/// | other swap PTE | 0 | `EFAULT` |
+/// | other non-present PMD | `ERROR` | `EFAULT` |
 ///
 /// # Differences from the kernel
 ///
@@ -462,10 +465,14 @@ fn hmm_page(mm: &Mm, range: &HmmRange, addr: u64, req: HmmPfn) -> Result<Seen, E
                 HmmPfn::new(off.into(), Order::HPAGE_PMD, write)?.raw(),
             ));
         }
+        // `hmm_vma_walk_pmd()` handles a migration PMD first (0, or wait);
+        // anything else goes to `hmm_vma_handle_absent_pmd()`, which fills
+        // `HMM_PFN_ERROR` when no fault is needed.
         return match need_fault(range, req, 0) {
-            Need::None => Ok(Seen::Report(0)),
+            Need::None if entry.is_migration() => Ok(Seen::Report(0)),
+            Need::None => Ok(Seen::Report(HmmPfn::ERROR)),
             _ if entry.is_migration() => Err(Errno::EBUSY),
-            _ if entry.is_device_private() => fault(need_fault(range, req, 0)),
+            need if entry.is_device_private() => fault(need),
             _ => Err(Errno::EFAULT),
         };
     }
@@ -525,6 +532,46 @@ mod tests {
         let v = HmmPfn::new(DevicePrivateOffset::new(5).into(), Order::HPAGE_PMD, true).unwrap();
         assert_eq!(v.raw(), (1 << 63) | (1 << 62) | (1 << 57) | (9 << 52) | 5);
         assert_eq!(v.map_order(), Order::HPAGE_PMD);
+    }
+
+    /// `hmm_vma_walk_pmd()`: a migration PMD reads 0 without a fault
+    /// request and `EBUSY` with one; any other non-present PMD that is not
+    /// the caller's device-private entry reads `ERROR`
+    /// (`hmm_vma_handle_absent_pmd()`), or `EFAULT` with a fault request.
+    #[test]
+    fn absent_pmds_read_zero_only_for_migration_entries() {
+        use crate::memory_model::test_memory;
+        use crate::mm_types::MmConfig;
+        use crate::pgtable::PMD_SIZE;
+        use crate::swapops::{
+            MigrationKind, make_device_private_entry, make_hwpoison_entry, make_migration_entry,
+        };
+        let mm = Mm::new(&test_memory(512), MmConfig::default());
+        let base = 0x7f00_0000_0000;
+        mm.mmap_write_lock()
+            .mmap_anon(base, PMD_SIZE, VmFlags::RW)
+            .unwrap();
+        let mode = mm.paging();
+        let mig = make_migration_entry(MigrationKind::Write, Pfn::new(0x20_0000).into(), mode);
+        // No pagemap holds offset 512: a device page nobody here owns.
+        let dev = make_device_private_entry(true, DevicePrivateOffset::new(512), mode);
+        let poison = make_hwpoison_entry(Pfn::new(0x20_0000), mode);
+        for (entry, report, on_fault) in [
+            (mig, 0, Errno::EBUSY),
+            (dev, HmmPfn::ERROR, Errno::EFAULT),
+            (poison, HmmPfn::ERROR, Errno::EFAULT),
+        ] {
+            mm.set_pmd(base, Pmd::from_swp_entry(entry.unwrap()).unwrap())
+                .unwrap();
+            let mut range = HmmRange::new(base, base + 4 * PAGE_SIZE, None);
+            hmm_range_fault(&mm, &mut range).unwrap();
+            assert!(
+                range.hmm_pfns.iter().all(|p| p.raw() == report),
+                "{entry:?}"
+            );
+            range.default_flags = HmmPfn::REQ_FAULT;
+            assert_eq!(hmm_range_fault(&mm, &mut range), Err(on_fault), "{entry:?}");
+        }
     }
 
     #[test]

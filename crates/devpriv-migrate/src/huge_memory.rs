@@ -22,8 +22,9 @@ use crate::leafops::Softleaf;
 use crate::mm::{AnyFolio, frame_to_folio};
 use crate::mm_types::Mm;
 use crate::pgtable::{
-    _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, PMD_SIZE, Pte,
+    _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, PMD_SIZE, Pmd, Pte,
 };
+use crate::pgtable_generic::PmdGuard;
 use crate::swapops::{MigrationKind, make_device_private_entry, make_migration_entry};
 use devpriv_core::{Errno, HPAGE_PMD_NR, Order, PageCount, PageFrame};
 use devpriv_pagemap::{Folio, split_unmapped_folio, zone_device_private_split_cb};
@@ -45,13 +46,24 @@ use devpriv_pagemap::{Folio, split_unmapped_folio, zone_device_private_split_cb}
 /// the PMD names a page no folio backs, or an entry cannot be encoded.
 /// Nothing changes on error.
 pub fn split_huge_pmd(mm: &Mm, addr: u64) -> Result<(), Errno> {
-    let mode = mm.paging();
-    let mem = mm.memory();
     let g = mm.pmd_lock(addr)?;
     let pmd = g.get();
     if pmd.is_none() || pmd.is_table() {
         return Ok(());
     }
+    split_huge_pmd_locked(mm, &g, pmd)?;
+    // The deposited table becomes the PTE table; the model's slot has its
+    // own, so the deposit is given back.
+    if let Some(p) = g.withdraw() {
+        mm.pte_free(p);
+    }
+    Ok(())
+}
+
+/// Kernel: `__split_huge_pmd_locked()` (7.0).
+fn split_huge_pmd_locked(mm: &Mm, g: &PmdGuard<'_>, pmd: Pmd) -> Result<(), Errno> {
+    let mode = mm.paging();
+    let mem = mm.memory();
     let guard = mem.space().read();
     if pmd.is_trans_huge() {
         let flags =
@@ -90,7 +102,14 @@ pub fn split_huge_pmd(mm: &Mm, addr: u64) -> Result<(), Errno> {
             } else {
                 MigrationKind::Read
             };
-            make_migration_entry(kind, frame, mode)?.with_flags(entry.to_flags(mode), mode)?
+            {
+                // softleaf_is_migration_young/dirty() then
+                // make_migration_entry_young/dirty(): both no-ops
+                // without A/D support.
+                let ad = mm.config().swap_migration_ad_supported();
+                let flags = entry.to_flags(mode).if_supported(ad);
+                make_migration_entry(kind, frame, mode)?.with_flags(flags, mode)?
+            }
         } else {
             return Err(Errno::EINVAL);
         };

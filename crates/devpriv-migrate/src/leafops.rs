@@ -100,6 +100,24 @@ pub struct SoftleafFlags {
 }
 
 impl SoftleafFlags {
+    /// These flags if the machine keeps A/D bits in migration entries,
+    /// else none: how `make_migration_entry_young/dirty()` and
+    /// `softleaf_is_migration_young/dirty()` behave when
+    /// `migration_entry_supports_ad()` is false.
+    ///
+    /// Kernel: `migration_entry_supports_ad()`, `include/linux/swapops.h` (main).
+    #[must_use]
+    pub const fn if_supported(self, ad_supported: bool) -> SoftleafFlags {
+        if ad_supported {
+            self
+        } else {
+            SoftleafFlags {
+                young: false,
+                dirty: false,
+            }
+        }
+    }
+
     /// The offset bits these flags occupy for `mode`.
     ///
     /// Kernel: `SWP_MIG_YOUNG | SWP_MIG_DIRTY` as returned by
@@ -359,10 +377,13 @@ impl Softleaf {
         )
     }
 
-    /// The young/dirty bits of a migration entry.
+    /// The young/dirty bits of a migration entry, as stored. Callers that
+    /// model `softleaf_is_migration_young/dirty()` mask them with
+    /// [`SoftleafFlags::if_supported`].
     ///
     /// Kernel: `softleaf_to_flags()` (v6 06/13), and
-    /// `softleaf_migration_young()` / `softleaf_migration_dirty()`.
+    /// `softleaf_is_migration_young()` / `softleaf_is_migration_dirty()`
+    /// when `migration_entry_supports_ad()` (7.0).
     pub fn to_flags(self, mode: PagingMode) -> SoftleafFlags {
         let off = self.swp_offset();
         SoftleafFlags {
@@ -373,7 +394,9 @@ impl Softleaf {
 
     /// The same migration entry with young/dirty bits from `flags` added
     /// (how fork, mprotect and the THP split paths copy them across a
-    /// write → read downgrade).
+    /// write → read downgrade). Callers that model
+    /// `make_migration_entry_young/dirty()` pass flags masked with
+    /// [`SoftleafFlags::if_supported`].
     ///
     /// Kernel: `make_migration_entry_young()` / `make_migration_entry_dirty()`,
     /// and the `flags` argument of the v6 proposal's `*_migration_entry_from_page()`.

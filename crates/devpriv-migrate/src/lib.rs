@@ -37,7 +37,8 @@
 //!   [`Mm::mmap_write_lock`] and page tables with a lock per table;
 //! - [`page_vma_mapped`]: `page_vma_mapped_walk()` (7.0 control flow, v6's
 //!   `PVMW_DEVICE_PRIVATE` kind check), its target typed so that a pfn walk
-//!   can never match a device-private entry;
+//!   can never match a device-private entry, and its device-private PMD
+//!   branch as fixed for CVE-2026-68163 (the 7.0 branch kept as a variant);
 //! - [`rmap`] / [`huge_memory`]: `try_to_migrate()`,
 //!   `remove_migration_ptes()`, PMD and folio splits, for system and
 //!   device-private folios alike;
@@ -50,6 +51,13 @@
 //!   a device-private PTE or PMD goes to the pagemap's `migrate_to_ram`, a
 //!   migration entry retries; [`hmm::hmm_range_fault`] reports the caller's
 //!   own device-private pages and faults foreign ones back.
+//!
+//! Where upstream fixed a path in 2026, the fixed code runs by default and
+//! the old one stays selectable per address space ([`MmConfig`]:
+//! [`PvmwPmdPolicy`], [`CollectPteGuard`], [`HugeInsertErrors`],
+//! [`ZapDevicePmd`]), each the subject of a hazard test; so does the
+//! machine's L1TF state ([`L1tf`]), which decides whether migration
+//! entries keep young/dirty bits.
 //!
 //! Modules depend on each other one way only (apart from `pgtable`,
 //! `swapops` and `leafops`, which use each other as the C headers do);
@@ -118,10 +126,13 @@ pub use migrate_device::{
     migrate_vma_finalize, migrate_vma_pages, migrate_vma_setup,
 };
 pub use mm::{AnyFolio, FolioOps, frame_to_folio};
-pub use mm_types::{Mm, MmConfig, MmapWriteGuard, VmFlags, Vma};
+pub use mm_types::{
+    CollectPteGuard, HugeInsertErrors, Mm, MmConfig, MmapWriteGuard, PvmwPmdPolicy, VmFlags, Vma,
+    ZapDevicePmd,
+};
 pub use page_alloc::{SysFolio, SystemMemory};
 pub use page_vma_mapped::{PageVmaMappedWalk, PvmwFlags, PvmwPfnV2, PvmwTarget};
 pub use pgtable::{PMD_SIZE, Pmd, Pte};
-pub use pgtable_generic::{PmdGuard, PteGuard};
+pub use pgtable_generic::{PgtablePage, PmdGuard, PteGuard};
 pub use rmap::{remove_migration_ptes, try_to_migrate};
-pub use swapops::MigrationKind;
+pub use swapops::{L1tf, MigrationKind};

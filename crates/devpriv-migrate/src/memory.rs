@@ -16,7 +16,7 @@ pub use fault::{FaultContext, FaultFlags, VmFaultResult, handle_mm_fault};
 use crate::huge_memory::split_huge_pmd;
 use crate::leafops::Softleaf;
 use crate::mm::{AnyFolio, frame_to_folio};
-use crate::mm_types::{Mm, Vma};
+use crate::mm_types::{Mm, Vma, ZapDevicePmd};
 use crate::page_alloc::SysFolio;
 use crate::pgtable::{
     _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, PMD_SIZE, Pmd, Pte,
@@ -24,7 +24,7 @@ use crate::pgtable::{
 use devpriv_core::consts::PMD_SHIFT;
 use devpriv_core::{
     DevicePrivateOffset, Errno, HPAGE_PMD_NR, Order, PAGE_SHIFT, PAGE_SIZE, PageCount, PageFrame,
-    Pfn,
+    Pfn, warn_on_once,
 };
 
 impl Mm {
@@ -126,15 +126,24 @@ impl Mm {
             | _PAGE_ACCESSED
             | if writable { _PAGE_RW | _PAGE_DIRTY } else { 0 };
         let pmd = Pmd::huge(folio.pfn(), prot)?;
-        let g = self.pmd_lock(addr)?;
+        let pgtable = self.pte_alloc_one();
+        let g = match self.pmd_lock(addr) {
+            Ok(g) => g,
+            Err(e) => {
+                self.pte_free(pgtable);
+                return Err(e);
+            }
+        };
         let cur = g.get();
-        if !(cur.is_none() || cur.is_table() && g.table_is_empty()) {
+        // `set` re-checks the table under its lock.
+        if !(cur.is_none() || cur.is_table() && g.table_is_empty()) || g.set(pmd).is_err() {
+            drop(g);
+            self.pte_free(pgtable);
             return Err(Errno::EEXIST);
         }
-        // `set` re-checks the table under its lock.
-        g.set(pmd).map_err(|_| Errno::EEXIST)?;
         self.set_anon(&vma, addr, folio);
         folio.get_many(1);
+        g.deposit(pgtable);
         // Cannot fail: the order was checked above.
         folio.add_rmap_pmd()
     }
@@ -261,7 +270,11 @@ impl Mm {
         Ok(())
     }
 
-    /// Kernel: `zap_huge_pmd()`, `mm/huge_memory.c` (main).
+    /// Clears a leaf PMD and frees its deposited table; a huge or
+    /// device-private PMD also drops its rmap and reference. What a
+    /// migration PMD does depends on [`ZapDevicePmd`].
+    ///
+    /// Kernel: `zap_huge_pmd()`, `mm/huge_memory.c` (7.0).
     fn zap_huge_pmd(&self, addr: u64) -> Result<(), Errno> {
         let mem = self.memory();
         let guard = mem.space().read();
@@ -270,21 +283,36 @@ impl Mm {
             if g.get().is_table() {
                 return Ok(());
             }
-            g.get_and_clear()?
+            let old = g.get_and_clear()?;
+            // zap_deposited_table()
+            if let Some(p) = g.withdraw() {
+                self.pte_free(p);
+            }
+            old
         };
+        let entry = Softleaf::from_pmd(old);
+        let v7_0 = self.config().zap_device_pmd == ZapDevicePmd::V7_0;
         let frame = if old.is_trans_huge() {
             Some(old.pfn().into())
+        } else if entry.is_device_private() || v7_0 && entry.is_migration() {
+            entry.to_frame(self.paging())
         } else {
-            let e = Softleaf::from_pmd(old);
-            if e.is_device_private() {
-                e.to_frame(self.paging())
-            } else {
-                None
-            }
+            None
         };
-        if let Some(frame) = frame {
-            let (folio, _) = frame_to_folio(mem.sys(), &guard, frame).ok_or(Errno::EINVAL)?;
+        let Some(frame) = frame else {
+            // A migration PMD: the migration owns the folio.
+            return Ok(());
+        };
+        let (folio, _) = frame_to_folio(mem.sys(), &guard, frame).ok_or(Errno::EINVAL)?;
+        if old.is_trans_huge() || entry.is_device_private() {
             folio.remove_rmap_pmd()?;
+            folio.put();
+        } else if folio.is_device_private() {
+            // ZapDevicePmd::V7_0 (hazard H22): keyed on the folio kind, a
+            // device folio's migration PMD loses an rmap and a reference
+            // that set_pmd_migration_entry() already took away.
+            let r = folio.remove_rmap_pmd();
+            warn_on_once!(r.is_err(), "zap_huge_pmd(): folio_mapcount(folio) < 0");
             folio.put();
         }
         Ok(())

@@ -21,6 +21,7 @@ use core::fmt;
 use core::ops::Deref;
 use devpriv_core::{Errno, Order, PageCount, PageFrame};
 use devpriv_pagemap::mm_types::{PAGE_MAPPING_ANON, word};
+use devpriv_pagemap::page_flags::PG_DIRTY;
 use devpriv_pagemap::{Folio, Page, SpaceReadGuard, folio_get, folio_put};
 
 /// The folio operations migration needs, for a system or a device-private
@@ -137,6 +138,16 @@ pub trait FolioOps {
     /// [`Errno::EINVAL`] if the pages are not all in the folio.
     fn add_rmap_ptes(&self, first: u64, nr: u64) -> Result<(), Errno>;
 
+    /// Marks the folio dirty (its data differs from any backing copy).
+    ///
+    /// Kernel: `folio_mark_dirty()` (main).
+    ///
+    /// # Differences from the kernel
+    ///
+    /// System folios carry no flags in the model: a no-op for them. A
+    /// device folio gets `PG_dirty` on its head page.
+    fn mark_dirty(&self);
+
     /// Removes PTE mappings of pages `first..first + nr`.
     ///
     /// Kernel: `folio_remove_rmap_ptes()` (main).
@@ -230,6 +241,8 @@ impl FolioOps for SysFolio<'_> {
         self.set_index(index);
     }
 
+    fn mark_dirty(&self) {}
+
     fn add_rmap_ptes(&self, first: u64, nr: u64) -> Result<(), Errno> {
         SysFolio::add_rmap_ptes(self, first, nr)
     }
@@ -322,6 +335,10 @@ impl FolioOps for Folio<'_> {
     fn set_anon(&self, id: u64, index: u64) {
         self.set_mapping(id << 1 | PAGE_MAPPING_ANON);
         self.page().set_raw(word::INDEX, index);
+    }
+
+    fn mark_dirty(&self) {
+        self.page().set_flag(PG_DIRTY);
     }
 
     fn add_rmap_ptes(&self, first: u64, nr: u64) -> Result<(), Errno> {

@@ -31,7 +31,11 @@
 //!   `Mm` lives, and a PMD slot always uses the same PTE table. So a PMD
 //!   that goes table → huge → table points at the same table again;
 //!   `pmd_same()` cannot tell those apart, where in the kernel a fresh table
-//!   would usually have a fresh address. Nothing here relies on it.
+//!   would usually have a fresh address. Nothing here relies on it. The
+//!   page-table page a huge PMD deposits for its split
+//!   (`pgtable_trans_huge_deposit()`) is therefore only counted
+//!   ([`Mm::nr_pgtables`], [`PgtablePage`](crate::PgtablePage)), so that a
+//!   leak shows.
 //! - Readers do not take `mmap_lock` for read: they read a snapshot of the
 //!   VMA list, as `lock_vma_under_rcu()` readers of the maple tree do, and
 //!   a VMA from a snapshot is checked against the current list where it
@@ -46,10 +50,12 @@
 
 use crate::memory_model::Memory;
 use crate::pgtable::{PMD_SIZE, PUD_SIZE, Pmd, Pte, pgd_index, pmd_index, pud_index};
+use crate::swapops::L1tf;
 use core::fmt;
 use core::ops::Deref;
 use devpriv_core::consts::PTRS_PER_PTE;
-use devpriv_core::sync::atomic::{AtomicU64, Ordering};
+use devpriv_core::mutant::Mutants;
+use devpriv_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use devpriv_core::sync::{Mutex, MutexGuard, RwLock};
 use devpriv_core::{Errno, PAGE_SHIFT, PagingMode, Pfn};
 use std::sync::{Arc, OnceLock};
@@ -135,6 +141,11 @@ pub(crate) struct PmdSlot {
     val: AtomicU64,
     /// Set once, when a VMA first covers the slot.
     table: OnceLock<Box<PteTable>>,
+    /// Page-table pages deposited for a leaf PMD here, changed under the
+    /// PMD lock.
+    ///
+    /// Kernel: the `pmd_huge_pte` list of `pgtable_trans_huge_deposit()` (main).
+    pub(crate) deposited: AtomicU32,
 }
 
 impl PmdSlot {
@@ -185,6 +196,7 @@ impl PmdTable {
                 .map(|_| PmdSlot {
                     val: AtomicU64::new(0),
                     table: OnceLock::new(),
+                    deposited: AtomicU32::new(0),
                 })
                 .collect(),
             ptl: Mutex::new(()),
@@ -355,14 +367,122 @@ impl Vma {
     }
 }
 
+/// How `page_vma_mapped_walk()` treats a device-private PMD.
+///
+/// Kernel: the device-private PMD branch of `page_vma_mapped_walk()`,
+/// `mm/page_vma_mapped.c`, added with device-private THP rmap support
+/// (65edfda6f3f2, 6.19) and fixed by "`mm/page_vma_mapped`: fix
+/// device-private PMD handling" (Wei Yang, mm-hotfixes 2026-06-30, Link
+/// `20260630021540.17297-1-richard.weiyang@gmail.com`; CVE-2026-68163,
+/// fixed in 7.1.6 and 7.2-rc5). Hazard H13 (`docs/hazards.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PvmwPmdPolicy {
+    /// The fix: a device-private PMD joins the trans-huge/migration block:
+    /// the PMD lock is taken and the entry re-read; a device-private PMD
+    /// is not found under `PVMW_MIGRATION`, nor unless `check_pmd()`
+    /// overlaps the target; any other non-present value is not found; a
+    /// PMD split under the walk is handled at PTE level.
+    ///
+    /// Kernel: CVE-2026-68163 fix (7.1.6, 7.2-rc5).
+    #[default]
+    Fixed,
+    /// 6.19 to 7.1.5 (7.0 included): a device-private PMD seen locklessly
+    /// "matches" whatever the target, with the PMD lock held and without
+    /// re-reading the entry — even under `PVMW_MIGRATION`, where
+    /// `remove_migration_pmd()` then treats it as a migration entry.
+    ///
+    /// Kernel: `page_vma_mapped_walk()` in 7.0.
+    V7_0,
+}
+
+/// Whether `migrate_vma_collect_pmd()` reads `pte_dirty()` / `pte_pfn()`
+/// of a non-present (device-private) PTE.
+///
+/// Kernel: `migrate_vma_collect_pmd()`, `mm/migrate_device.c`; fixed by
+/// "mm: `migrate_device`: fix `pte_pfn`/`pte_dirty` called on non-present
+/// PTE"
+/// (Kefeng Wang, mm-hotfixes 2026-07-08, Link
+/// `20260708003955.4024340-1-wangkefeng.wang@huawei.com`; Fixes
+/// fd35ca3d12cc, 6c287605fd56). Hazard H20 (`docs/hazards.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CollectPteGuard {
+    /// The fix: `flush_cache_page(..., pte_pfn(pte))` and
+    /// `pte_dirty(pte)` → `folio_mark_dirty()` only for a present PTE.
+    #[default]
+    Fixed,
+    /// 7.0: both run for device-private swap PTEs too. x86's `pte_dirty()`
+    /// tests `_PAGE_DIRTY | _PAGE_SAVED_DIRTY`, and `_PAGE_SAVED_DIRTY`
+    /// (bit 58) is the inverted top bit of a swap PTE's offset: set for
+    /// every real offset, so every collected device page is marked dirty.
+    ///
+    /// Kernel: `migrate_vma_collect_pmd()` in 7.0.
+    V7_0,
+}
+
+/// What the error paths of `migrate_vma_insert_huge_pmd_page()` release.
+///
+/// Kernel: `migrate_vma_insert_huge_pmd_page()`, `mm/migrate_device.c`;
+/// fixed by 63451de16e0a ("`mm/migrate_device`: fix spinlock leak in
+/// `migrate_vma_insert_huge_pmd_page`", Sunny Patel, 7.0.y) and
+/// "`mm/migrate_device`: fix pgtable leak in
+/// `migrate_vma_insert_huge_pmd_page`" (Sunny Patel, mm-hotfixes 2026-05,
+/// Link `20260501115122.23288-1-nueralspacetech@gmail.com`). Hazard H21
+/// (`docs/hazards.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum HugeInsertErrors {
+    /// Both fixes: an unstable address space unlocks the PMD before
+    /// aborting, and every abort after `pte_alloc_one()` frees the table.
+    #[default]
+    Fixed,
+    /// 7.0: `check_stable_address_space()` failing jumps to `abort` with
+    /// the PMD lock still held (held forever), and the aborts after
+    /// `pte_alloc_one()` (PMD not none, uffd missing) leak the table.
+    ///
+    /// Kernel: `migrate_vma_insert_huge_pmd_page()` in 7.0.
+    V7_0,
+}
+
+/// What zapping a non-present PMD keys the rmap and reference drop on.
+///
+/// Kernel: `zap_huge_pmd()`, `mm/huge_memory.c` (7.0; `zap_huge_pmd_folio()`
+/// in the mm tree). Hazard H22 (`docs/hazards.md`).
+///
+/// # Differences from the kernel
+///
+/// [`Fixed`](Self::Fixed) is derived, not an upstream commit: no fix was
+/// found in 7.0, 7.1 or the mm tree through 7.3-rc, whose
+/// `zap_huge_pmd_folio()` still tests `folio_is_device_private(folio)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ZapDevicePmd {
+    /// Derived fix: the rmap is removed and the reference dropped only for
+    /// a device-private *entry* (`softleaf_is_device_private(entry)`), as
+    /// `zap_nonpresent_ptes()` does at PTE level; a migration PMD is just
+    /// cleared (the migration owns its folio).
+    #[default]
+    Fixed,
+    /// 7.0: keyed on `folio_is_device_private(folio)`, so a migration PMD
+    /// whose folio is device-private (a device THP being migrated back)
+    /// gets an rmap removed and a reference dropped that
+    /// `set_pmd_migration_entry()` already took away.
+    ///
+    /// Kernel: `zap_huge_pmd()` in 7.0.
+    V7_0,
+}
+
 /// Settings of an address space.
 ///
 /// Kernel: boot-time and config choices (`pgtable_l5_enabled()`,
-/// `CONFIG_ARCH_ENABLE_THP_MIGRATION`, main).
+/// `CONFIG_ARCH_ENABLE_THP_MIGRATION`, the L1TF mitigation; main), and
+/// which version of a fixed kernel path to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MmConfig {
     /// Decides `SWP_PFN_BITS` for entries in this address space.
     pub paging: PagingMode,
+    /// The machine's L1TF state, which decides
+    /// [`swap_migration_ad_supported`](Self::swap_migration_ad_supported).
+    ///
+    /// Kernel: read by `arch_max_swapfile_size()` at boot (main).
+    pub l1tf: L1tf,
     /// Kernel: `thp_migration_supported()` (true on x86-64, main).
     pub thp_migration: bool,
     /// A read fault on a hole maps the shared zero page read-only
@@ -371,14 +491,39 @@ pub struct MmConfig {
     ///
     /// Kernel: `!mm_forbids_zeropage(mm)` (true on x86-64, main).
     pub zero_page: bool,
+    /// The walker's device-private PMD branch (hazard H13).
+    pub pvmw_pmd: PvmwPmdPolicy,
+    /// Collection's reads of non-present PTEs (hazard H20).
+    pub collect_pte_guard: CollectPteGuard,
+    /// The huge-PMD insert's error paths (hazard H21).
+    pub huge_insert_errors: HugeInsertErrors,
+    /// Zapping a device-private migration PMD (hazard H22).
+    pub zap_device_pmd: ZapDevicePmd,
+}
+
+impl MmConfig {
+    /// Whether migration entries keep young/dirty bits on this machine.
+    ///
+    /// Kernel: `swap_migration_ad_supported` (`mm/swapfile.c`), see
+    /// [`L1tf::swap_migration_ad_supported`] (main).
+    pub const fn swap_migration_ad_supported(&self) -> bool {
+        self.l1tf.swap_migration_ad_supported(self.paging)
+    }
 }
 
 impl Default for MmConfig {
+    /// 4-level paging, no L1TF clamp, THP migration and the zero page on,
+    /// every path as fixed upstream.
     fn default() -> Self {
         MmConfig {
             paging: PagingMode::FourLevel,
+            l1tf: L1tf::NotAffected,
             thp_migration: true,
             zero_page: true,
+            pvmw_pmd: PvmwPmdPolicy::Fixed,
+            collect_pte_guard: CollectPteGuard::Fixed,
+            huge_insert_errors: HugeInsertErrors::Fixed,
+            zap_device_pmd: ZapDevicePmd::Fixed,
         }
     }
 }
@@ -423,6 +568,15 @@ pub struct Mm {
     vmas: RwLock<Arc<[Vma]>>,
     /// Kernel: `mm->pgd` (user half, main).
     pgd: Box<[OnceLock<Box<PudTable>>]>,
+    /// Page-table pages from [`Mm::pte_alloc_one`] not yet given back with
+    /// [`Mm::pte_free`]: the deposited ones, plus any leaked.
+    ///
+    /// Kernel: none (model only; the kernel's pages are just memory).
+    pub(crate) pgtables: AtomicU64,
+    /// Kernel: `MMF_UNSTABLE` in `mm->flags` (main).
+    pub(crate) unstable: AtomicBool,
+    /// Planted bugs (`EvictNoTrylock`); none outside loom.
+    mutants: Mutants,
 }
 
 impl fmt::Debug for Mm {
@@ -451,6 +605,15 @@ impl Mm {
     ///
     /// Kernel: `mm_alloc()` (`mm_init()`, `mm_alloc_id()`), `kernel/fork.c` (main).
     pub fn new(memory: &Memory, config: MmConfig) -> Arc<Mm> {
+        Self::with_mutants(memory, config, Mutants::NONE)
+    }
+
+    /// [`new`](Self::new) with deliberate bugs in the migration paths that
+    /// run on this address space, for loom mutant tests (outside loom
+    /// `mutants` is empty).
+    ///
+    /// Kernel: none (model only).
+    pub fn with_mutants(memory: &Memory, config: MmConfig, mutants: Mutants) -> Arc<Mm> {
         Arc::new(Mm {
             memory: memory.clone(),
             config,
@@ -461,6 +624,9 @@ impl Mm {
             }),
             vmas: RwLock::new(Arc::from(Vec::new())),
             pgd: (0..USER_PGD_ENTRIES).map(|_| OnceLock::new()).collect(),
+            pgtables: AtomicU64::new(0),
+            unstable: AtomicBool::new(false),
+            mutants,
         })
     }
 
@@ -476,6 +642,11 @@ impl Mm {
     /// Kernel: none (model only).
     pub fn config(&self) -> MmConfig {
         self.config
+    }
+
+    /// The planted bugs.
+    pub(crate) fn mutants(&self) -> Mutants {
+        self.mutants
     }
 
     /// The paging mode (for encoding entries).
@@ -548,6 +719,38 @@ impl Mm {
     pub(crate) fn pmd_table(&self, addr: u64) -> Option<&PmdTable> {
         let pud = self.pgd.get(pgd_index(addr))?.get()?;
         pud.pmds[pud_index(addr)].get().map(|t| &**t)
+    }
+
+    /// Every PMD slot of the address space, in no particular order.
+    pub(crate) fn pmd_slots(&self) -> impl Iterator<Item = &PmdSlot> {
+        self.pgd
+            .iter()
+            .filter_map(OnceLock::get)
+            .flat_map(|pud| pud.pmds.iter().filter_map(OnceLock::get))
+            .flat_map(|t| t.slots.iter())
+    }
+
+    /// Marks the address space unstable: the OOM reaper has started taking
+    /// its memory, so page-fault and migration paths must not install new
+    /// entries.
+    ///
+    /// Kernel: `set_bit(MMF_UNSTABLE, &mm->flags)` in
+    /// `__oom_reap_task_mm()`, `mm/oom_kill.c` (main).
+    pub fn set_unstable(&self) {
+        self.unstable.store(true, Ordering::Release);
+    }
+
+    /// Kernel: `check_stable_address_space(mm)`, `include/linux/oom.h` (main).
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EFAULT`] (the kernel's `VM_FAULT_SIGBUS`) once
+    /// [`set_unstable`](Self::set_unstable) was called.
+    pub fn check_stable_address_space(&self) -> Result<(), Errno> {
+        if self.unstable.load(Ordering::Acquire) {
+            return Err(Errno::EFAULT);
+        }
+        Ok(())
     }
 }
 

@@ -29,11 +29,22 @@
 //! true iff `[frame, frame + pte_nr)` overlaps `[target, target + nr_pages)`.
 //! `check_pmd()` is the last step alone, with `HPAGE_PMD_NR` pages.
 //!
+//! # The device-private PMD branch (hazard H13)
+//!
+//! The walk reads `MmConfig::pvmw_pmd` ([`PvmwPmdPolicy`]). By default
+//! ([`PvmwPmdPolicy::Fixed`], the CVE-2026-68163 fix, 7.1.6 / 7.2-rc5) a
+//! device-private PMD is handled with the trans-huge and migration PMDs:
+//! under the PMD lock, re-read, not found under `PVMW_MIGRATION`, found
+//! only if `check_pmd()` overlaps the target, and if it was split in the
+//! meantime the walk goes on at PTE level. [`PvmwPmdPolicy::V7_0`] keeps
+//! 7.0's branch: any device-private PMD seen locklessly is a match, for
+//! any target and flags, with the PMD lock held and the entry not re-read.
+//!
 //! # Locking
 //!
 //! A `true` return leaves the entry's table locked: the PTE table's lock for
 //! a PTE-level match, the PMD table's lock for a PMD-level match (and for
-//! the device-private PMD branch). The next [`walk`] call, [`done`], or
+//! 7.0's device-private PMD branch). The next [`walk`] call, [`done`], or
 //! dropping the walk releases it. While it is held, the entry can be read
 //! and changed with [`PageVmaMappedWalk::pte`], [`set_pte`],
 //! [`get_and_clear_pte`], [`PageVmaMappedWalk::pmd`], [`set_pmd`].
@@ -44,8 +55,8 @@
 //! [`get_and_clear_pte`]: PageVmaMappedWalk::get_and_clear_pte
 //! [`set_pmd`]: PageVmaMappedWalk::set_pmd
 
-use crate::leafops::{Softleaf, pmd_is_migration_entry};
-use crate::mm_types::{Mm, PmdSlot, PmdTable, PteTable, Vma};
+use crate::leafops::{Softleaf, pmd_is_device_private_entry, pmd_is_migration_entry};
+use crate::mm_types::{Mm, PmdSlot, PmdTable, PteTable, PvmwPmdPolicy, Vma};
 use crate::page_alloc::SysFolio;
 use crate::pgtable::{PGDIR_SIZE, PMD_SIZE, PUD_SIZE, Pmd, Pte, pte_index};
 use core::fmt;
@@ -615,6 +626,15 @@ impl<'a> PageVmaMappedWalk<'a> {
         }
     }
 
+    /// `check_pmd(softleaf_to_pfn(entry), pvmw)` for a migration or
+    /// device-private PMD (series: with the entry's device-private kind,
+    /// which [`Softleaf::to_frame`] carries in the frame).
+    fn check_pmd_entry(&self, pmde: Pmd) -> bool {
+        Softleaf::from_pmd(pmde)
+            .to_frame(self.mm.paging())
+            .is_some_and(|f| self.target.check_pmd(f))
+    }
+
     fn check_pte_current(&mut self, pte_nr: u64) -> bool {
         if self.mutants.has(Mutant::PvmwNoPtlRecheck)
             && let Some(pte) = self.lockless.take()
@@ -693,11 +713,31 @@ impl<'a> PageVmaMappedWalk<'a> {
         let slot = pmdt.slot(self.address);
         self.pmd = Some((pmdt, slot));
         let mut pmde = slot.get();
+        let fixed = mm.config().pvmw_pmd == PvmwPmdPolicy::Fixed;
 
-        if pmde.is_trans_huge() || pmd_is_migration_entry(pmde) {
+        if pmde.is_trans_huge()
+            || pmd_is_migration_entry(pmde)
+            || fixed && pmd_is_device_private_entry(pmde)
+        {
             self.ptl = Some(pmdt.ptl().lock());
             pmde = slot.get();
-            if !pmde.is_present() {
+            if fixed {
+                // CVE-2026-68163 fix: every leaf kind is re-checked under
+                // the lock.
+                if pmd_is_migration_entry(pmde) {
+                    if !mm.config().thp_migration || !self.target.migration {
+                        return Step::Return(self.not_found());
+                    }
+                    return Step::Return(self.check_pmd_entry(pmde) || self.not_found());
+                } else if pmd_is_device_private_entry(pmde) {
+                    if self.target.migration {
+                        return Step::Return(self.not_found());
+                    }
+                    return Step::Return(self.check_pmd_entry(pmde) || self.not_found());
+                } else if !pmde.is_present() {
+                    return Step::Return(self.not_found());
+                }
+            } else if !pmde.is_present() {
                 if !mm.config().thp_migration || !self.target.migration {
                     return Step::Return(self.not_found());
                 }
@@ -723,14 +763,15 @@ impl<'a> PageVmaMappedWalk<'a> {
                 }
                 return Step::Return(true);
             }
-            // THP PMD was split under us: handle on PTE level.
+            // THP (or, fixed, device-private) PMD was split under us:
+            // handle on PTE level.
             self.ptl = None;
         } else if !pmde.is_present() {
-            let entry = Softleaf::from_pmd(pmde);
-            if entry.is_device_private() {
-                // Hazard H13, as written in 7.0 and unchanged by the v6 proposal:
-                // a device-private PMD "matches" whatever the target, with no
-                // offset and no PVMW_DEVICE_PRIVATE check.
+            if pmd_is_device_private_entry(pmde) {
+                // PvmwPmdPolicy::V7_0 (hazard H13): a device-private PMD
+                // "matches" whatever the target, with no re-read, no offset
+                // and no PVMW_MIGRATION check (7.0, unchanged by the v6
+                // proposal).
                 self.ptl = Some(pmdt.ptl().lock());
                 return Step::Return(true);
             }

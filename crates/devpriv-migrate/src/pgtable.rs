@@ -91,6 +91,10 @@ pub const _PAGE_SPECIAL: u64 = 1 << 9;
 pub const _PAGE_UFFD_WP: u64 = 1 << 10;
 /// Kernel: `_PAGE_SOFT_DIRTY` (`_PAGE_BIT_SOFTW3`, bit 11, main).
 pub const _PAGE_SOFT_DIRTY: u64 = 1 << 11;
+/// Kernel: `_PAGE_SAVED_DIRTY` (`_PAGE_BIT_SOFTW5`, bit 58 on x86-64): the
+/// dirty bit of a shadow-stack-capable leaf, tested by `pte_dirty()`. In a
+/// swap PTE the same bit is the inverted top bit of the offset (main).
+pub const _PAGE_SAVED_DIRTY: u64 = 1 << 58;
 /// Kernel: `_PAGE_NX` (bit 63, main).
 pub const _PAGE_NX: u64 = 1 << 63;
 
@@ -147,12 +151,13 @@ pub const SWP_PTE_OFFSET_BITS: u32 = 64 - SWP_OFFSET_SHIFT;
 /// Bits that must be clear in the `prot` of a present entry: the pfn field.
 const PROT_FORBIDDEN: u64 = PTE_PFN_MASK;
 
-/// The protnone inversion mask (L1TF): all ones for a protnone entry
-/// (`PROTNONE` set, `PRESENT` clear), else zero.
+/// The L1TF inversion mask: all ones for **any** non-zero value without
+/// `_PAGE_PRESENT` (protnone entries, and swap entries too), else zero.
 ///
-/// Kernel: `protnone_mask()`, `arch/x86/include/asm/pgtable-invert.h` (main).
+/// Kernel: `protnone_mask()` / `__pte_needs_invert()`,
+/// `arch/x86/include/asm/pgtable-invert.h` (main).
 const fn protnone_mask(val: u64) -> u64 {
-    if val & (_PAGE_PRESENT | _PAGE_PROTNONE) == _PAGE_PROTNONE {
+    if val != 0 && val & _PAGE_PRESENT == 0 {
         u64::MAX
     } else {
         0
@@ -278,9 +283,11 @@ impl Pte {
     }
 
     /// The pfn of a present entry (undoing the protnone inversion).
-    /// Meaningless for a non-present entry.
+    /// Meaningless for a swap entry, as in the kernel: the inversion
+    /// applies to it as well, so it returns the swap offset shifted right
+    /// by 3 (the offset sits inverted at bit 9), truncated to 40 bits.
     ///
-    /// Kernel: `pte_pfn()` (main).
+    /// Kernel: `pte_pfn()`, `arch/x86/include/asm/pgtable.h` (main).
     pub const fn pfn(self) -> Pfn {
         Pfn::new(((self.0 ^ protnone_mask(self.0)) & PTE_PFN_MASK) >> PAGE_SHIFT)
     }
@@ -290,6 +297,17 @@ impl Pte {
     /// Kernel: `pte_write()` (main).
     pub const fn is_write(self) -> bool {
         self.0 & _PAGE_RW != 0
+    }
+
+    /// `true` if dirty: `_PAGE_DIRTY` or `_PAGE_SAVED_DIRTY`. Meaningless
+    /// for a swap entry, as in the kernel — where it is true for every
+    /// offset below 2^49, because bit 58 holds the inverted top offset bit
+    /// (hazard H20).
+    ///
+    /// Kernel: `pte_dirty()`, `arch/x86/include/asm/pgtable.h`
+    /// (`_PAGE_DIRTY_BITS`) (main).
+    pub const fn is_dirty(self) -> bool {
+        self.flags() & (_PAGE_DIRTY | _PAGE_SAVED_DIRTY) != 0
     }
 
     /// A swap PTE holding `entry`.

@@ -19,9 +19,55 @@ use crate::pgtable::{PMD_SIZE, Pmd, Pte, pte_index};
 use core::fmt;
 use devpriv_core::consts::PMD_SHIFT;
 use devpriv_core::sync::MutexGuard;
+use devpriv_core::sync::atomic::Ordering;
 use devpriv_core::{Errno, PAGE_SIZE};
 
+/// A page-table page from [`Mm::pte_alloc_one`]: deposit it under a
+/// leaf PMD ([`PmdGuard::deposit`]) or give it back ([`Mm::pte_free`]).
+/// Dropping it does neither: the page leaks, and [`Mm::nr_pgtables`]
+/// keeps counting it.
+///
+/// Kernel: `pgtable_t` (main).
+#[derive(Debug)]
+#[must_use = "a page-table page is deposited or freed, never dropped"]
+pub struct PgtablePage(());
+
 impl Mm {
+    /// Allocates a page-table page for a huge PMD's deposit.
+    ///
+    /// Kernel: `pte_alloc_one(mm)` (main).
+    pub fn pte_alloc_one(&self) -> PgtablePage {
+        self.pgtables.fetch_add(1, Ordering::Relaxed);
+        PgtablePage(())
+    }
+
+    /// Frees a page-table page.
+    ///
+    /// Kernel: `pte_free(mm, pgtable)` (main).
+    pub fn pte_free(&self, page: PgtablePage) {
+        let PgtablePage(()) = page;
+        self.pgtables.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Page-table pages allocated by [`pte_alloc_one`](Self::pte_alloc_one)
+    /// and not freed: those deposited under leaf PMDs
+    /// ([`nr_deposited_pgtables`](Self::nr_deposited_pgtables)) plus any
+    /// leaked.
+    ///
+    /// Kernel: none (model only).
+    pub fn nr_pgtables(&self) -> u64 {
+        self.pgtables.load(Ordering::Relaxed)
+    }
+
+    /// Page-table pages deposited under leaf PMDs.
+    ///
+    /// Kernel: the lengths of the `pmd_huge_pte` lists, summed (main).
+    pub fn nr_deposited_pgtables(&self) -> u64 {
+        self.pmd_slots()
+            .map(|s| u64::from(s.deposited.load(Ordering::Relaxed)))
+            .sum()
+    }
+
     /// Reads the PMD covering `addr` without a lock; `None` if no PMD table
     /// covers it.
     ///
@@ -105,6 +151,27 @@ impl Mm {
         Ok(PmdGuard {
             slot,
             _ptl: table.ptl().lock(),
+            addr: addr & !(PMD_SIZE - 1),
+        })
+    }
+
+    /// Tries to lock the PMD table covering `addr` without waiting.
+    ///
+    /// Kernel: `spin_trylock(pmd_lockptr(mm, pmd))` (main).
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EFAULT`] if no page table covers `addr`; [`Errno::EBUSY`]
+    /// if someone holds the lock.
+    pub fn pmd_trylock(&self, addr: u64) -> Result<PmdGuard<'_>, Errno> {
+        let table = self.pmd_table(addr).ok_or(Errno::EFAULT)?;
+        let slot = table.slot(addr);
+        if slot.table().is_none() {
+            return Err(Errno::EFAULT);
+        }
+        Ok(PmdGuard {
+            slot,
+            _ptl: table.ptl().try_lock().ok_or(Errno::EBUSY)?,
             addr: addr & !(PMD_SIZE - 1),
         })
     }
@@ -323,6 +390,29 @@ impl PmdGuard<'_> {
         }
         self.slot.set_locked(Pmd::NONE);
         Ok(old)
+    }
+
+    /// Deposits a page-table page for the leaf PMD here, for a later split
+    /// to use (or a zap to free).
+    ///
+    /// Kernel: `pgtable_trans_huge_deposit(mm, pmd, pgtable)` +
+    /// `mm_inc_nr_ptes()` (main).
+    pub fn deposit(&self, page: PgtablePage) {
+        let PgtablePage(()) = page;
+        self.slot.deposited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes back a page-table page deposited here, if any.
+    ///
+    /// Kernel: `pgtable_trans_huge_withdraw(mm, pmd)` + `mm_dec_nr_ptes()` (main).
+    pub fn withdraw(&self) -> Option<PgtablePage> {
+        let d = &self.slot.deposited;
+        let n = d.load(Ordering::Relaxed);
+        if n == 0 {
+            return None;
+        }
+        d.store(n - 1, Ordering::Relaxed);
+        Some(PgtablePage(()))
     }
 
     /// Points a none PMD at its (empty) PTE table. Does nothing if it

@@ -15,7 +15,8 @@
 //! [`Errno::EINVAL`] instead of silently masking them as C does.
 
 use crate::leafops::Softleaf;
-use devpriv_core::{DevicePrivateOffset, Errno, PageFrame, PagingMode, Pfn};
+use crate::pgtable::{SWP_OFFSET_FIRST_BIT, SWP_PTE_OFFSET_BITS};
+use devpriv_core::{DevicePrivateOffset, Errno, PAGE_SHIFT, PageFrame, PagingMode, Pfn};
 
 /// Bits of the type field.
 ///
@@ -169,11 +170,69 @@ pub const SWP_MIGRATION_DEVICE_WRITE: u32 = SwpTypes::SERIES.device_exclusive + 
 /// Kernel: `SWP_PTE_MARKER` (31, main and v6).
 pub const SWP_PTE_MARKER: u32 = SwpTypes::SERIES.pte_marker;
 
-/// `true`: x86-64 swap PTEs have room for the young/dirty bits above the
-/// pfn (2^50 ≥ 2^(`SWP_PFN_BITS` + 2) in both paging modes).
+/// The machine's L1TF state, as `arch_max_swapfile_size()` reads it at
+/// boot: whether the CPU has the bug with the mitigation on, and its
+/// `x86_cache_bits`.
 ///
-/// Kernel: `swap_migration_ad_supported`, set in `mm/swapfile.c` (main).
-pub const SWAP_MIGRATION_AD_SUPPORTED: bool = true;
+/// Kernel: `boot_cpu_has_bug(X86_BUG_L1TF) && l1tf_mitigation !=
+/// L1TF_MITIGATION_OFF` and `boot_cpu_data.x86_cache_bits`,
+/// `arch/x86/mm/init.c`, `arch/x86/kernel/cpu/bugs.c` (main).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum L1tf {
+    /// Not affected, or the mitigation is off: swap offsets are not
+    /// clamped.
+    #[default]
+    NotAffected,
+    /// Affected and mitigated: swap offsets stay below
+    /// `l1tf_pfn_limit()` so that an inverted swap PTE never points at
+    /// cacheable memory.
+    Mitigated {
+        /// Kernel: `boot_cpu_data.x86_cache_bits` (39–46 on most affected
+        /// client and server parts) (main).
+        x86_cache_bits: u32,
+    },
+}
+
+impl L1tf {
+    /// The largest number of pages a swap file may have: what fits in a
+    /// swap PTE's offset (2^50), clamped under the L1TF mitigation to
+    /// `l1tf_pfn_limit() << (PAGE_SHIFT - SWP_OFFSET_FIRST_BIT)`, i.e.
+    /// 2^(`x86_cache_bits` − 10).
+    ///
+    /// Kernel: `arch_max_swapfile_size()`, `arch/x86/mm/init.c`
+    /// (`generic_max_swapfile_size()`, `l1tf_pfn_limit()` =
+    /// `BIT_ULL(x86_cache_bits - 1 - PAGE_SHIFT)`) (main).
+    pub const fn max_swapfile_size(self) -> u64 {
+        let pages = 1u64 << SWP_PTE_OFFSET_BITS;
+        match self {
+            L1tf::NotAffected => pages,
+            L1tf::Mitigated { x86_cache_bits } => {
+                let shift = x86_cache_bits.saturating_sub(1 + PAGE_SHIFT)
+                    + (PAGE_SHIFT - SWP_OFFSET_FIRST_BIT);
+                if shift >= SWP_PTE_OFFSET_BITS {
+                    pages
+                } else {
+                    1 << shift
+                }
+            }
+        }
+    }
+
+    /// Whether migration entries keep the young/dirty bits: only if a swap
+    /// offset can hold `SWP_PFN_BITS + 2` bits. True unless the L1TF
+    /// mitigation clamps offsets: with 4-level paging it needs
+    /// `x86_cache_bits` ≥ 46, with 5-level ≥ 52. When false,
+    /// `make_migration_entry_young/dirty()` return the entry unchanged and
+    /// `softleaf_is_migration_young/dirty()` return false (pages come back
+    /// old and clean).
+    ///
+    /// Kernel: `swap_migration_ad_supported`, computed once by
+    /// `swapfile_init()`, `mm/swapfile.c`; read through
+    /// `migration_entry_supports_ad()`, `include/linux/swapops.h` (main).
+    pub const fn swap_migration_ad_supported(self, mode: PagingMode) -> bool {
+        self.max_swapfile_size() >> (mode.swp_pfn_bits() + 2) != 0
+    }
+}
 
 /// Bit of a migration entry's offset that records "young".
 ///

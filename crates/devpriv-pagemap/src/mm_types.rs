@@ -271,6 +271,31 @@ impl Page {
         old.wrapping_add(n)
     }
 
+    /// Adds `n` to `_refcount` unless it is 0, atomically (a page whose
+    /// count reached 0 is being freed and must not be resurrected);
+    /// returns whether it did.
+    ///
+    /// Kernel: `page_ref_add_unless(page, n, 0)` (`get_page_unless_zero()`,
+    /// `folio_try_get()`) (main).
+    pub fn ref_add_unless_zero(&self, n: i32) -> bool {
+        let delta = u64::from(u32::from_ne_bytes(n.to_ne_bytes())) << 32;
+        let mut cur = self.raw(word::COUNTS);
+        loop {
+            if cur >> 32 == 0 {
+                return false;
+            }
+            match self.w[word::COUNTS].compare_exchange(
+                cur,
+                cur.wrapping_add(delta),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
     /// `_mapcount` as stored (−1 when unmapped).
     ///
     /// Kernel: `page->_mapcount` (`page_mapcount()` is this + 1, main).
