@@ -341,3 +341,104 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_pmd_skipped_up_to_the_vma_end_does_not_look_past_it() {
+    // VMA A has no page table at all and ends on a PMD boundary; VMA B,
+    // right after it, maps the target's next page. The walk over A steps
+    // a whole PMD onto A's end and must stop there, without examining B.
+    let mm = mm();
+    let a = mm
+        .mmap_write_lock()
+        .mmap_anon(BASE, PMD_SIZE, VmFlags::RW)
+        .unwrap();
+    mm.mmap_write_lock()
+        .mmap_anon(BASE + PMD_SIZE, PMD_SIZE, VmFlags::RW)
+        .unwrap();
+    map(&mm, BASE + PMD_SIZE, 512);
+    for sync in [PvmwFlags::NONE, PvmwFlags::SYNC] {
+        assert_eq!(
+            walk(&mm, &a, 1024, a.pgoff(), BASE, sync),
+            Vec::<u64>::new(),
+            "{sync:?}"
+        );
+    }
+}
+
+#[test]
+fn holes_inside_one_pte_table_do_not_set_pgtable_crossed() {
+    // The first PTEs are empty, so a lockless walk takes the slow
+    // `next_pte:` path; it stays inside one table and must not report a
+    // crossing.
+    let mm = mm();
+    let v = mm
+        .mmap_write_lock()
+        .mmap_anon(BASE, PMD_SIZE, VmFlags::RW)
+        .unwrap();
+    for i in [3, 100, 300, 511] {
+        map(&mm, BASE + i * PAGE_SIZE, i);
+    }
+    for sync in [PvmwFlags::NONE, PvmwFlags::SYNC] {
+        let mut w = PageVmaMappedWalk::new(
+            &mm,
+            &v,
+            PageFrame::Pfn(Pfn::new(T)),
+            PageCount::new(512),
+            v.pgoff(),
+            BASE,
+            sync,
+        )
+        .unwrap();
+        let mut n = 0;
+        while w.walk() {
+            assert!(
+                !w.flags().contains(PvmwFlags::PGTABLE_CROSSED),
+                "{sync:?}: crossed at {:#x}",
+                w.address()
+            );
+            n += 1;
+        }
+        assert_eq!(n, 4);
+    }
+}
+
+#[test]
+fn the_walk_describes_itself() {
+    let mm = mm();
+    let v = mm
+        .mmap_write_lock()
+        .mmap_anon(BASE, PMD_SIZE, VmFlags::RW)
+        .unwrap();
+    let w = PageVmaMappedWalk::new(
+        &mm,
+        &v,
+        PageFrame::Pfn(Pfn::new(T)),
+        PageCount::new(2),
+        v.pgoff(),
+        BASE,
+        PvmwFlags::SYNC,
+    )
+    .unwrap();
+    let s = format!("{w:?}");
+    assert!(s.starts_with("PageVmaMappedWalk"), "{s}");
+    assert!(s.contains(&format!("{BASE:#x}")), "{s}");
+    assert!(s.contains("ptl_held: false"), "{s}");
+}
+
+#[test]
+fn the_v2_pfn_encoding_shifts_left_and_tags_bit_0() {
+    use devpriv_core::DevicePrivateOffset;
+    use devpriv_migrate::PvmwPfnV2;
+    assert_eq!(PvmwPfnV2::page_vma_walk_pfn_unchecked(0x123), 0x246);
+    assert_eq!(
+        PvmwPfnV2::page_vma_walk_pfn_unchecked(1 << 63 | 1),
+        2,
+        "the C macro drops bit 63 (H8)"
+    );
+    let pfn = PvmwPfnV2::encode(Pfn::new(0x123).into()).unwrap();
+    assert_eq!(pfn.raw(), 0x246);
+    let dp = PvmwPfnV2::encode(DevicePrivateOffset::new(0x123).into()).unwrap();
+    assert_eq!(dp.raw(), 0x247);
+    assert_eq!(PvmwPfnV2::from_raw(dp.raw()), dp);
+    assert_eq!(dp.frame(), DevicePrivateOffset::new(0x123).into());
+}
