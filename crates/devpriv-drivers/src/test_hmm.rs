@@ -370,7 +370,11 @@ struct DeviceInner {
     owner: Owner,
     mem: Memory,
     config: DmirrorConfig,
-    /// Kernel: `devmem_chunks` under `devmem_lock` (7.0).
+    /// Kernel: `devmem_lock` (7.0): serialises adding chunks with removing
+    /// them, and one removal with another.
+    devmem_lock: Mutex<()>,
+    /// Kernel: `devmem_chunks` (7.0). Its own lock is only for the list:
+    /// the kernel finds a page's chunk from `page_pgmap()` without a lock.
     chunks: Mutex<Vec<Chunk>>,
     /// Kernel: the free lists under `mdevice->lock` (7.0).
     free: Mutex<FreeLists>,
@@ -704,6 +708,7 @@ impl DeviceInner {
     /// then pops what it needs, 7.0).
     fn allocate_chunk(self: &Arc<Self>, large: bool) -> Result<(), Errno> {
         let n = usize::try_from(self.config.chunk_pages.get()).map_err(|_| Errno::EINVAL)?;
+        let _devmem = self.devmem_lock.lock();
         let mut chunks = self.chunks.lock();
         if chunks.len() >= self.config.max_chunks {
             return Err(Errno::ENOMEM);
@@ -827,6 +832,7 @@ impl DmirrorDevice {
             owner,
             mem: mem.clone(),
             config,
+            devmem_lock: Mutex::new(()),
             chunks: Mutex::new(Vec::new()),
             free: Mutex::new(FreeLists::default()),
             calloc: AtomicU64::new(0),
@@ -989,7 +995,9 @@ impl DmirrorDevice {
     ///
     /// Kernel: `dmirror_device_remove_chunks()` (with
     /// `dmirror_remove_free_pages()` and `dmirror_device_evict_chunk()`),
-    /// `memunmap_device_private_pagemap()` (v6).
+    /// `memunmap_device_private_pagemap()` (v6). `devmem_lock` is held
+    /// across every chunk, as in the kernel: of two concurrent releases,
+    /// the second finds nothing to remove.
     ///
     /// # Differences from the kernel
     ///
@@ -1005,6 +1013,10 @@ impl DmirrorDevice {
     /// eviction.
     pub fn remove_chunks(&self, mm: &Mm) -> Result<u64, Errno> {
         let inner = &self.inner;
+        // `devmem_lock` from the first chunk to the last, as the kernel
+        // holds it: a second release waits and then finds no chunks,
+        // instead of evicting and unmapping the same chunk again.
+        let _devmem = inner.devmem_lock.lock();
         let chunks = inner.chunks.lock().clone();
         let mut evicted = 0;
         for chunk in &chunks {

@@ -72,7 +72,10 @@ fn expect(mm: &Mm, vma: &Vma, nr: u64, pgoff: u64, start: u64) -> Vec<u64> {
     // The kernel's `restart:` loop is a do-while: the first address is
     // examined even when `end` does not lie beyond it.
     std::iter::once(start)
-        .chain((start + PAGE_SIZE..end).step_by(usize::try_from(PAGE_SIZE).expect("page size fits usize")))
+        .chain(
+            (start + PAGE_SIZE..end)
+                .step_by(usize::try_from(PAGE_SIZE).expect("page size fits usize")),
+        )
         .filter(|&a| {
             mm.ptep_get_lockless(a)
                 .is_some_and(|p| p.is_present() && (T..T + nr).contains(&p.pfn().get()))
