@@ -119,6 +119,8 @@ use std::time::Duration;
 const ATOMIC: u32 = 1;
 /// `state` bit: `kill` was called (kernel `__PERCPU_REF_DEAD`).
 const DEAD: u32 = 2;
+/// What `kill` sets (kernel `__PERCPU_REF_ATOMIC_DEAD`).
+const ATOMIC_DEAD: u32 = ATOMIC | DEAD;
 
 /// Added to `central` while live, so that atomic-path puts racing `kill`
 /// cannot bring it to zero before the shards are folded.
@@ -470,7 +472,7 @@ impl PercpuRef {
         // may), and one that starts after `kill` returned sees `DEAD`
         // through happens-before, not through these stores. `AcqRel` is
         // kept because it costs nothing here (`lock or`, `xchg`).
-        let old = self.state.fetch_or(ATOMIC | DEAD, Ordering::AcqRel);
+        let old = self.state.fetch_or(ATOMIC_DEAD, Ordering::AcqRel);
         if warn_on_once!(old & DEAD != 0, "percpu_ref_kill() called more than once") {
             // Already atomic: only the put of percpu_ref_kill_and_confirm()
             // is left to do. The kernel serialises kills (and holds a
@@ -581,6 +583,23 @@ mod tests {
         assert_eq!(released(&rel), 1);
         assert!(r.is_zero());
         assert_eq!(r.count(), 0);
+    }
+
+    #[test]
+    fn debug_shows_the_mode_and_death() {
+        let (r, _rel) = counted();
+        r.get_many(1);
+        let live = format!("{r:?}");
+        assert!(
+            live.contains("mode: \"percpu\", dead: false, count: 2"),
+            "{live}"
+        );
+        r.kill();
+        let dead = format!("{r:?}");
+        assert!(
+            dead.contains("mode: \"atomic\", dead: true, count: 1"),
+            "{dead}"
+        );
     }
 
     #[test]

@@ -333,10 +333,7 @@ fn reset_for_alloc(
         let flags = p.load(word::FLAGS);
         p.store(word::FLAGS, flags & !FOLIO_ORDER_MASK);
         if resets_next_page {
-            // folio_reset_order((struct folio *)p): writes page p + 1.
-            if let Some(next) = all.get(i + 1) {
-                reset_order_byte_of(next);
-            }
+            mutant_reset_next_page(all, i);
         } else {
             // ((struct folio *)(p - 1))->_nr_pages = 0: lands in p itself.
             let memcg = p.load(word::MEMCG_DATA);
@@ -555,6 +552,15 @@ fn put_through_the_freed_folio(folio: Folio<'_>, pgmap: &DevPagemap, nr: u64) {
         return;
     }
     pgmap.refs.put_many(nr);
+}
+
+/// `Mutant::FolioInitResetsNextPage`: `folio_reset_order((struct folio *)p)`
+/// writes page `p + 1`. (Code that only plants a bug is named `mutant_*`,
+/// which `.cargo/mutants.toml` keeps cargo-mutants away from.)
+fn mutant_reset_next_page(all: &[Page], i: usize) {
+    if let Some(next) = all.get(i + 1) {
+        reset_order_byte_of(next);
+    }
 }
 
 /// The free-time reset Matthew Brost sketched on 2026-01-07 (never
