@@ -183,6 +183,11 @@ mutants! {
     /// fault migrates and frees in between is resurrected and freed twice
     /// (hazard H23).
     EvictGetNotUnlessZero,
+    /// A `PVMW_SYNC` walk that finds a THP-suitable PMD clear returns "not
+    /// mapped" without taking and dropping the PMD lock, so it can return
+    /// while `zap_huge_pmd()` has cleared the PMD but not yet dropped the
+    /// folio's mapcount (`page_vma_mapped_walk()`'s `PVMW_SYNC` branch).
+    PvmwSyncNoThpSerialise,
 }
 
 // One bit per variant in the loom build's set.

@@ -278,7 +278,8 @@ impl Mm {
     fn zap_huge_pmd(&self, addr: u64) -> Result<(), Errno> {
         let mem = self.memory();
         let guard = mem.space().read();
-        let old = {
+        let v7_0 = self.config().zap_device_pmd == ZapDevicePmd::V7_0;
+        let folio = {
             let g = self.pmd_lock(addr)?;
             if g.get().is_table() {
                 return Ok(());
@@ -288,33 +289,38 @@ impl Mm {
             if let Some(p) = g.withdraw() {
                 self.pte_free(p);
             }
-            old
+            let entry = Softleaf::from_pmd(old);
+            let frame = if old.is_trans_huge() {
+                Some(old.pfn().into())
+            } else if entry.is_device_private() || v7_0 && entry.is_migration() {
+                entry.to_frame(self.paging())
+            } else {
+                None
+            };
+            let Some(frame) = frame else {
+                // A migration PMD: the migration owns the folio.
+                return Ok(());
+            };
+            let (folio, _) = frame_to_folio(mem.sys(), &guard, frame).ok_or(Errno::EINVAL)?;
+            // The rmap goes under the PMD lock, as in the kernel: a
+            // PVMW_SYNC walk that finds the PMD clear takes and drops this
+            // lock to see the mapcount dropped too.
+            if old.is_trans_huge() || entry.is_device_private() {
+                folio.remove_rmap_pmd()?;
+            } else if folio.is_device_private() {
+                // ZapDevicePmd::V7_0 (hazard H22): keyed on the folio kind,
+                // a device folio's migration PMD loses an rmap and a
+                // reference that set_pmd_migration_entry() already took
+                // away.
+                let r = folio.remove_rmap_pmd();
+                warn_on_once!(r.is_err(), "zap_huge_pmd(): folio_mapcount(folio) < 0");
+            } else {
+                return Ok(());
+            }
+            folio
         };
-        let entry = Softleaf::from_pmd(old);
-        let v7_0 = self.config().zap_device_pmd == ZapDevicePmd::V7_0;
-        let frame = if old.is_trans_huge() {
-            Some(old.pfn().into())
-        } else if entry.is_device_private() || v7_0 && entry.is_migration() {
-            entry.to_frame(self.paging())
-        } else {
-            None
-        };
-        let Some(frame) = frame else {
-            // A migration PMD: the migration owns the folio.
-            return Ok(());
-        };
-        let (folio, _) = frame_to_folio(mem.sys(), &guard, frame).ok_or(Errno::EINVAL)?;
-        if old.is_trans_huge() || entry.is_device_private() {
-            folio.remove_rmap_pmd()?;
-            folio.put();
-        } else if folio.is_device_private() {
-            // ZapDevicePmd::V7_0 (hazard H22): keyed on the folio kind, a
-            // device folio's migration PMD loses an rmap and a reference
-            // that set_pmd_migration_entry() already took away.
-            let r = folio.remove_rmap_pmd();
-            warn_on_once!(r.is_err(), "zap_huge_pmd(): folio_mapcount(folio) < 0");
-            folio.put();
-        }
+        // tlb_remove_page_size(), after the unlock.
+        folio.put();
         Ok(())
     }
 

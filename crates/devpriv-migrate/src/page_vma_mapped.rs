@@ -778,9 +778,10 @@ impl<'a> PageVmaMappedWalk<'a> {
             if self.sync
                 && self.vma.thp_suitable(self.address)
                 && self.target.nr_pages.get() >= HPAGE_PMD_NR
+                && !self.mutants.has(Mutant::PvmwSyncNoThpSerialise)
             {
                 // Serialise with a zap that cleared the PMD but has not yet
-                // dropped the mapcount.
+                // dropped the mapcount (loom: `pvmw_sync_vs_zap_huge_pmd`).
                 drop(pmdt.ptl().lock());
             }
             self.step_forward(PMD_SIZE);
