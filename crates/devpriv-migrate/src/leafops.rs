@@ -490,6 +490,94 @@ mod tests {
         MigrationKind, make_device_private_entry, make_migration_entry, swp_entry,
     };
 
+    /// Every predicate against every swap type number, from a table
+    /// written out independently of [`Softleaf::kind`] (the module's table,
+    /// one row per `SWP_*` constant).
+    #[test]
+    fn every_predicate_for_every_type() {
+        // (type, swap, mig, mig_r, mig_rx, mig_w, mdp, mdp_r, mdp_rx, mdp_w,
+        //  dp, dp_w, excl, hwpoison, marker)
+        type Row = (u32, [bool; 14]);
+        let (t, f) = (true, false);
+        let rows: [Row; 11] = [
+            (SWP_HWPOISON, [f, f, f, f, f, f, f, f, f, f, f, f, t, f]),
+            (
+                SWP_MIGRATION_READ,
+                [f, t, t, f, f, f, f, f, f, f, f, f, f, f],
+            ),
+            (
+                SWP_MIGRATION_READ_EXCLUSIVE,
+                [f, t, f, t, f, f, f, f, f, f, f, f, f, f],
+            ),
+            (
+                SWP_MIGRATION_WRITE,
+                [f, t, f, f, t, f, f, f, f, f, f, f, f, f],
+            ),
+            (SWP_DEVICE_WRITE, [f, f, f, f, f, f, f, f, f, t, t, f, f, f]),
+            (SWP_DEVICE_READ, [f, f, f, f, f, f, f, f, f, t, f, f, f, f]),
+            (
+                SWP_DEVICE_EXCLUSIVE,
+                [f, f, f, f, f, f, f, f, f, f, f, t, f, f],
+            ),
+            (
+                SWP_MIGRATION_DEVICE_READ,
+                [f, t, t, f, f, t, t, f, f, f, f, f, f, f],
+            ),
+            (
+                SWP_MIGRATION_DEVICE_READ_EXCLUSIVE,
+                [f, t, f, t, f, t, f, t, f, f, f, f, f, f],
+            ),
+            (
+                SWP_MIGRATION_DEVICE_WRITE,
+                [f, t, f, f, t, t, f, f, t, f, f, f, f, f],
+            ),
+            (SWP_PTE_MARKER, [f, f, f, f, f, f, f, f, f, f, f, f, f, t]),
+        ];
+        let preds = |e: Softleaf| {
+            [
+                e.is_swap(),
+                e.is_migration(),
+                e.is_migration_read(),
+                e.is_migration_read_exclusive(),
+                e.is_migration_write(),
+                e.is_migration_device_private(),
+                e.is_migration_device_private_read(),
+                e.is_migration_device_private_read_exclusive(),
+                e.is_migration_device_private_write(),
+                e.is_device_private(),
+                e.is_device_private_write(),
+                e.is_device_exclusive(),
+                e.is_hwpoison(),
+                e.is_marker(),
+            ]
+        };
+        for ty in 0..32 {
+            let e = swp_entry(ty, 5).unwrap();
+            let want = if ty < MAX_SWAPFILES {
+                [t, f, f, f, f, f, f, f, f, f, f, f, f, f]
+            } else {
+                rows.iter()
+                    .find(|(n, _)| *n == ty)
+                    .unwrap_or_else(|| panic!("type {ty} has no row"))
+                    .1
+            };
+            assert_eq!(preds(e), want, "type {ty}: {e:?}");
+            let pfn = want[1] || want[9] || want[11] || want[12];
+            assert_eq!(e.has_pfn(), pfn, "type {ty}");
+        }
+        assert_eq!(preds(Softleaf::NONE), [f; 14]);
+        assert!(!Softleaf::NONE.has_pfn());
+    }
+
+    #[test]
+    fn debug_names_the_kind_type_and_offset() {
+        let e = swp_entry(SWP_DEVICE_WRITE, 0x2a).unwrap();
+        assert_eq!(
+            format!("{e:?}"),
+            format!("Softleaf(DevicePrivateWrite, type {SWP_DEVICE_WRITE}, offset 0x2a)")
+        );
+    }
+
     #[test]
     fn kind_follows_the_type_number() {
         let m = PagingMode::FourLevel;
