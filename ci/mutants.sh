@@ -12,10 +12,13 @@
 # Results land in target/mutants/<group>/mutants.out; ci/mutants_report.py
 # prints the score per file and fails if a mutant survives that
 # docs/testing.md does not list, with its reason, as a known survivor.
-# Loom-only code is never mutated: the planted-bug branches are behind
-# `Mutants::has()`, whose callers carry `#[cfg_attr(test, ...)]`-free
-# plain code, and .cargo/mutants.toml excludes the loom mutant plumbing
-# by its function names (`with_mutants`, `mutants`).
+# Loom mutant plumbing is never mutated: .cargo/mutants.toml excludes, by
+# naming convention, the constructors that plant a bug (`with_mutants`),
+# the getters of the planted set (`mutants`) and functions that exist only
+# to plant one (`mutant_*`). A planted-bug *branch* inside a real function
+# (`if mutants.has(..)`) is still mutated; the mutants that only loom can
+# see there are listed as concurrency-only survivors, with the loom model
+# that catches the same bug, in docs/testing.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shards="${MUTANTS_SHARDS:-32}"
