@@ -230,8 +230,8 @@ impl PvmwTarget {
 pub struct PvmwPfnV2(u64);
 
 impl PvmwPfnV2 {
-    /// Kernel: `PVMW_PFN_DEVICE_PRIVATE` (1 << 0, v2).
-    pub const DEVICE_PRIVATE: u64 = 1 << 0;
+    /// Kernel: `PVMW_PFN_DEVICE_PRIVATE` (`1 << 0`, v2).
+    pub const DEVICE_PRIVATE: u64 = 1;
     /// Kernel: `PVMW_PFN_SHIFT` (1, v2).
     pub const SHIFT: u32 = 1;
 
