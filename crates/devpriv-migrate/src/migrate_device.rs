@@ -35,9 +35,10 @@
 //! - `folio_lock()` where the kernel sleeps is a trylock that gives up (the
 //!   page is skipped, as for a failed `folio_trylock()`).
 //! - No LRU isolation, swap cache, memcg charge, MMU notifier, TLB flush,
-//!   huge zero page, `PageAnonExclusive`, soft-dirty or uffd-wp; only
-//!   anonymous private VMAs exist. The 4 KiB zero page is collected as a
-//!   hole (`MIGRATE` without a page) and replaced on insertion.
+//!   `PageAnonExclusive`, soft-dirty or uffd-wp. The 4 KiB and the huge
+//!   zero page are collected as holes (`MIGRATE` without a page) and
+//!   replaced on insertion; holes are collected only in anonymous VMAs,
+//!   and only anonymous folios migrate.
 //! - When a compound source is split for small destinations, the kernel
 //!   applies the fault page's extra reference (`extra_cnt`) to all 512
 //!   pieces; the model applies it only to the piece that holds the fault
@@ -86,8 +87,12 @@ impl MigrateVma<'_> {
         }
     }
 
-    /// `migrate_vma_collect_hole()` (every VMA is anonymous).
+    /// `migrate_vma_collect_hole()`: only anonymous memory is populated.
     fn hole(&mut self, start: u64, end: u64) {
+        if !self.vma.is_anonymous() {
+            self.skip(start, end);
+            return;
+        }
         if self.mm.config().thp_migration
             && self.flags.contains(MigrateVmaFlags::SELECT_COMPOUND)
             && start.is_multiple_of(PMD_SIZE)
@@ -311,8 +316,12 @@ fn collect_pmd(args: &mut MigrateVma<'_>, start: u64, end: u64) {
                 return;
             };
             if pte.is_none() {
-                args.push(flags_only(MigratePfn::MIGRATE));
-                args.cpages += 1;
+                if args.vma.is_anonymous() {
+                    args.push(flags_only(MigratePfn::MIGRATE));
+                    args.cpages += 1;
+                } else {
+                    args.push(MigratePfn::NONE);
+                }
                 addr += PAGE_SIZE;
                 continue;
             }
@@ -431,6 +440,15 @@ fn collect_huge_pmd(
     };
     let pmd = g.get();
     if pmd.is_none() {
+        drop(g);
+        args.hole(start, end);
+        return Huge::Done;
+    }
+    if pmd.is_trans_huge()
+        && args.flags.contains(MigrateVmaFlags::SELECT_SYSTEM)
+        && mem.sys().is_huge_zero_pfn(pmd.pfn())
+    {
+        // The huge zero page migrates like a hole.
         drop(g);
         args.hole(start, end);
         return Huge::Done;
@@ -918,6 +936,13 @@ fn present_prot(write: bool) -> u64 {
 }
 
 fn insert_pte(c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), Errno> {
+    if !c.vma.is_anonymous() {
+        return Err(Errno::EINVAL);
+    }
+    let pmd = c.mm.pmdp_get_lockless(addr).ok_or(Errno::EFAULT)?;
+    if pmd.is_trans_huge() && c.mm.memory().sys().is_huge_zero_pfn(pmd.pfn()) {
+        split_huge_pmd(c.mm, addr & !(PMD_SIZE - 1))?;
+    }
     let pmd = c.mm.pmdp_get_lockless(addr).ok_or(Errno::EFAULT)?;
     if !pmd.is_none() && !pmd.is_table() {
         return Err(Errno::EBUSY);
@@ -952,7 +977,9 @@ fn insert_huge_pmd(c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), 
     };
     let g = c.mm.pmd_lock(addr)?;
     let cur = g.get();
-    if !cur.is_none() && !cur.is_table() {
+    // A hole, or the huge zero page (which holds no reference to drop).
+    let huge_zero = cur.is_trans_huge() && c.mm.memory().sys().is_huge_zero_pfn(cur.pfn());
+    if !cur.is_none() && !cur.is_table() && !huge_zero {
         return Err(Errno::EBUSY);
     }
     g.set(entry)?;

@@ -1,16 +1,18 @@
 //! Mapping and unmapping: the operations of an address space locked for
 //! writing ([`MmapWriteGuard`]).
 //!
-//! Kernel: `mm/mmap.c` (`do_mmap()`), `mm/vma.c` (`do_vmi_munmap()`,
-//! `__split_vma()`), `mm/memory.c` (`unmap_vmas()`).
+//! Kernel: `mm/mmap.c` (`do_mmap()`, `exit_mmap()`), `mm/vma.c`
+//! (`do_vmi_munmap()`, `__split_vma()`), `mm/memory.c` (`unmap_vmas()`).
 
-use crate::mm_types::{MmapWriteGuard, VmFlags, Vma};
+use crate::filemap::AddressSpace;
+use crate::mm_types::{Mm, MmapWriteGuard, VmFlags, Vma};
 use crate::pgtable::TASK_SIZE;
 use devpriv_core::{Errno, PAGE_SHIFT, PAGE_SIZE};
+use std::sync::Arc;
 
 /// `[start, start + len)` if it is a valid user range: page-aligned,
 /// non-empty, below [`TASK_SIZE`].
-fn user_range(start: u64, len: u64) -> Result<u64, Errno> {
+pub(crate) fn user_range(start: u64, len: u64) -> Result<u64, Errno> {
     let end = start.checked_add(len).ok_or(Errno::EINVAL)?;
     if !start.is_multiple_of(PAGE_SIZE)
         || !len.is_multiple_of(PAGE_SIZE)
@@ -57,6 +59,51 @@ impl MmapWriteGuard<'_> {
     /// # Ok::<(), Errno>(())
     /// ```
     pub fn mmap_anon(&mut self, start: u64, len: u64, flags: VmFlags) -> Result<Vma, Errno> {
+        if flags.contains(VmFlags::SHARED) {
+            return Err(Errno::EINVAL);
+        }
+        self.mmap_region(start, len, flags, None, start >> PAGE_SHIFT)
+    }
+
+    /// Maps `len` bytes of `file` from page `pgoff` at `start`: privately
+    /// (writes copy the page into an anon folio) or, with
+    /// [`VmFlags::SHARED`], shared (writes go to the page cache). A shared
+    /// anonymous mapping is a shared mapping of a shmem object
+    /// ([`MappingKind::Shmem`](crate::filemap::MappingKind::Shmem)) from
+    /// page 0.
+    ///
+    /// Kernel: `mmap(start, len, prot, MAP_SHARED or MAP_PRIVATE |
+    /// MAP_FIXED_NOREPLACE, fd, pgoff << PAGE_SHIFT)` → `do_mmap()` →
+    /// `mmap_region()`; `shmem_zero_setup()` for `MAP_SHARED |
+    /// MAP_ANONYMOUS`.
+    ///
+    /// # Errors
+    ///
+    /// As [`mmap_anon`](Self::mmap_anon); [`Errno::EINVAL`] if the file
+    /// range would pass the largest page index.
+    pub fn mmap_file(
+        &mut self,
+        start: u64,
+        len: u64,
+        flags: VmFlags,
+        file: Arc<AddressSpace>,
+        pgoff: u64,
+    ) -> Result<Vma, Errno> {
+        if pgoff.checked_add(len >> PAGE_SHIFT).is_none() {
+            return Err(Errno::EINVAL);
+        }
+        self.mmap_region(start, len, flags, Some(file), pgoff)
+    }
+
+    /// Kernel: `mmap_region()`.
+    fn mmap_region(
+        &mut self,
+        start: u64,
+        len: u64,
+        flags: VmFlags,
+        file: Option<Arc<AddressSpace>>,
+        pgoff: u64,
+    ) -> Result<Vma, Errno> {
         let end = user_range(start, len)?;
         let mut vmas = self.vmas().to_vec();
         if vmas.iter().any(|v| v.start < end && start < v.end) {
@@ -66,16 +113,67 @@ impl MmapWriteGuard<'_> {
         let vma = Vma {
             start,
             end,
-            pgoff: start >> PAGE_SHIFT,
+            pgoff,
             flags,
-            id: self.state.next_vma_id,
+            id: self.memory().alloc_object_id(),
             mm: self.ident().clone(),
+            anon_chain: Arc::from([]),
+            file,
         };
-        self.state.next_vma_id += 1;
         let pos = vmas.partition_point(|v| v.start < start);
         vmas.insert(pos, vma.clone());
         self.set_vmas(vmas);
         Ok(vma)
+    }
+
+    /// Splits the VMAs so that `start` and `end` are VMA boundaries (where
+    /// a VMA covers them). Both halves keep the VMA's `anon_vma`.
+    ///
+    /// Kernel: `split_vma()` / `__split_vma()`, `mm/vma.c`.
+    pub(crate) fn split_at(&mut self, start: u64, end: u64) {
+        let mut out = Vec::with_capacity(self.vmas().len() + 2);
+        for v in self.vmas().iter() {
+            let mut cur = v.clone();
+            for cut in [start, end] {
+                if cur.start < cut && cut < cur.end {
+                    out.push(Vma {
+                        end: cut,
+                        ..cur.clone()
+                    });
+                    cur = Vma {
+                        start: cut,
+                        pgoff: cur.pgoff + ((cut - cur.start) >> PAGE_SHIFT),
+                        ..cur
+                    };
+                }
+            }
+            out.push(cur);
+        }
+        self.set_vmas(out);
+    }
+
+    /// Merges neighbouring VMAs that continue each other: same flags,
+    /// `anon_vma`, page cache and consecutive page offsets.
+    ///
+    /// Kernel: `vma_merge_existing_range()` / `vma_modify()`, `mm/vma.c`
+    /// (as `mprotect` and `madvise` leave things).
+    pub(crate) fn merge_all(&mut self) {
+        let mut out: Vec<Vma> = Vec::with_capacity(self.vmas().len());
+        for v in self.vmas().iter() {
+            if let Some(prev) = out.last_mut()
+                && prev.end == v.start
+                && prev.flags == v.flags
+                && prev.id == v.id
+                && prev.anon_chain == v.anon_chain
+                && prev.file == v.file
+                && prev.pgoff + ((prev.end - prev.start) >> PAGE_SHIFT) == v.pgoff
+            {
+                prev.end = v.end;
+                continue;
+            }
+            out.push(v.clone());
+        }
+        self.set_vmas(out);
     }
 
     /// Unmaps `[start, start + len)`: zaps every entry in the range
@@ -145,6 +243,32 @@ impl MmapWriteGuard<'_> {
         }
         self.set_vmas(out);
         Ok(())
+    }
+}
+
+impl Mm {
+    /// Unmaps every VMA: what the address space leaves when it goes.
+    ///
+    /// Kernel: `exit_mmap()`, `mm/mmap.c` (from `mmput()`).
+    ///
+    /// # Errors
+    ///
+    /// As [`MmapWriteGuard::munmap`] (a broken invariant in a zap).
+    pub fn exit_mmap(&self) -> Result<(), Errno> {
+        let mut w = self.mmap_write_lock();
+        let ranges: Vec<(u64, u64)> = w.vmas().iter().map(|v| (v.start, v.end)).collect();
+        for (start, end) in ranges {
+            w.munmap(start, end - start)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Mm {
+    /// Kernel: the last `mmput()` → `exit_mmap()`.
+    fn drop(&mut self) {
+        // A zap that fails has already WARNed; nothing else can be done.
+        let _ = self.exit_mmap();
     }
 }
 
