@@ -19,6 +19,7 @@
 //! - No `VM_DONTCOPY` / `VM_WIPEONFORK`, no uffd, no MMU notifier.
 
 use crate::mm_types::{Mm, VmFlags, Vma};
+use crate::mmu_notifier::MmuNotifyEvent;
 use devpriv_core::Errno;
 use std::sync::Arc;
 
@@ -94,6 +95,10 @@ impl Mm {
             cw.set_vmas(copies);
         }
         for v in vmas.iter().filter(|v| vma_needs_copy(v)) {
+            if v.is_cow_mapping() {
+                // The parent's writable entries are about to lose write.
+                self.mmu_notifier_invalidate(v.start, v.end, MmuNotifyEvent::ProtectionPage, None);
+            }
             child.copy_page_range(self, v)?;
         }
         drop(parent);

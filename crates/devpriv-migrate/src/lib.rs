@@ -93,6 +93,7 @@ pub mod migrate_device;
 pub mod mm;
 pub mod mm_types;
 pub mod mmap;
+pub mod mmu_notifier;
 pub mod mprotect;
 pub mod mremap;
 pub mod page_alloc;
@@ -115,6 +116,7 @@ pub use migrate_device::{
 };
 pub use mm::{AnyFolio, FolioOps, frame_to_folio};
 pub use mm_types::{Mm, MmConfig, MmapWriteGuard, VmFlags, Vma};
+pub use mmu_notifier::{MmuNotifier, MmuNotifierRange, MmuNotifyEvent};
 pub use mremap::MremapFlags;
 pub use page_alloc::{SysFolio, SystemMemory};
 pub use page_vma_mapped::{PageVmaMappedWalk, PvmwFlags, PvmwPfnV2, PvmwTarget};

@@ -18,6 +18,7 @@ use crate::huge_memory::split_huge_pmd;
 use crate::leafops::Softleaf;
 use crate::mm::{AnyFolio, frame_to_folio};
 use crate::mm_types::{Mm, Vma};
+use crate::mmu_notifier::MmuNotifyEvent;
 use crate::page_alloc::SysFolio;
 use crate::pgtable::{
     _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, PMD_SIZE, Pmd, Pte,
@@ -283,6 +284,9 @@ impl Mm {
     pub fn zap_page_range(&self, start: u64, end: u64) -> Result<(), Errno> {
         if !start.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE) || end < start {
             return Err(Errno::EINVAL);
+        }
+        if end > start {
+            self.mmu_notifier_invalidate(start, end, MmuNotifyEvent::Unmap, None);
         }
         let mut addr = start;
         while addr < end {

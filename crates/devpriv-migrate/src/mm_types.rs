@@ -51,6 +51,7 @@
 
 use crate::filemap::AddressSpace;
 use crate::memory_model::Memory;
+use crate::mmu_notifier::{MmuNotifier, MmuNotifierRange, MmuNotifyEvent};
 use crate::pgtable::{PMD_SIZE, PUD_SIZE, Pmd, Pte, pgd_index, pmd_index, pud_index};
 use core::fmt;
 use core::ops::Deref;
@@ -58,7 +59,8 @@ use devpriv_core::consts::PTRS_PER_PTE;
 use devpriv_core::sync::atomic::{AtomicU64, Ordering};
 use devpriv_core::sync::{Mutex, MutexGuard, RwLock};
 use devpriv_core::{Errno, PAGE_SHIFT, PagingMode, Pfn};
-use std::sync::{Arc, OnceLock};
+use devpriv_pagemap::Owner;
+use std::sync::{Arc, OnceLock, Weak};
 
 /// Number of entries in a table, as `usize`.
 pub(crate) const ENTRIES: usize = 512;
@@ -521,6 +523,8 @@ pub struct Mm {
     vmas: RwLock<Arc<[Vma]>>,
     /// Kernel: `mm->pgd` (user half).
     pgd: Box<[OnceLock<Box<PudTable>>]>,
+    /// Kernel: `mm->notifier_subscriptions`.
+    notifiers: Mutex<Vec<Weak<dyn MmuNotifier>>>,
 }
 
 impl fmt::Debug for Mm {
@@ -558,6 +562,7 @@ impl Mm {
             }),
             vmas: RwLock::new(Arc::from(Vec::new())),
             pgd: (0..USER_PGD_ENTRIES).map(|_| OnceLock::new()).collect(),
+            notifiers: Mutex::new(Vec::new()),
         });
         memory.register_mm(Arc::downgrade(&mm));
         mm
@@ -604,6 +609,43 @@ impl Mm {
         MmapWriteGuard {
             mm: self,
             state: self.mmap_lock.lock(),
+        }
+    }
+
+    /// Subscribes `notifier` to invalidations of this address space, for
+    /// as long as it lives (a dropped notifier is forgotten).
+    ///
+    /// Kernel: `mmu_interval_notifier_insert(mni, mm, 0, ULONG_MAX, ops)`.
+    pub fn mmu_notifier_register(&self, notifier: Weak<dyn MmuNotifier>) {
+        let mut list = self.notifiers.lock();
+        list.retain(|w| w.strong_count() > 0);
+        list.push(notifier);
+    }
+
+    /// Tells every subscriber that `[start, end)` is about to change.
+    ///
+    /// Kernel: `mmu_notifier_invalidate_range_start()`.
+    pub fn mmu_notifier_invalidate(
+        &self,
+        start: u64,
+        end: u64,
+        event: MmuNotifyEvent,
+        owner: Option<Owner>,
+    ) {
+        let list: Vec<_> = self
+            .notifiers
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let range = MmuNotifierRange {
+            start,
+            end,
+            event,
+            owner,
+        };
+        for n in list {
+            n.invalidate(&range);
         }
     }
 

@@ -25,6 +25,7 @@
 use crate::leafops::Softleaf;
 use crate::mm_types::{Mm, MmapWriteGuard, VmFlags, Vma};
 use crate::mmap::user_range;
+use crate::mmu_notifier::MmuNotifyEvent;
 use crate::pgtable::{_PAGE_DIRTY, _PAGE_RW, PMD_SIZE, Pmd, Pte};
 use crate::swapops::{MigrationKind, make_device_private_entry, make_migration_entry};
 use devpriv_core::{Errno, PAGE_SIZE, PageFrame};
@@ -93,6 +94,7 @@ impl MmapWriteGuard<'_> {
             })
             .collect();
         self.set_vmas(vmas.clone());
+        self.mmu_notifier_invalidate(start, end, MmuNotifyEvent::ProtectionVma, None);
         for v in vmas.iter().filter(|v| v.start >= start && v.end <= end) {
             change_protection(self, v)?;
         }

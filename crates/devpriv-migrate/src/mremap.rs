@@ -21,6 +21,7 @@
 
 use crate::mm_types::{MmapWriteGuard, VmFlags, Vma};
 use crate::mmap::user_range;
+use crate::mmu_notifier::MmuNotifyEvent;
 use crate::mprotect::split_leaf_pmd_at;
 use crate::pgtable::{PMD_SIZE, Pte};
 use devpriv_core::{Errno, PAGE_SHIFT, PAGE_SIZE};
@@ -179,6 +180,7 @@ impl MmapWriteGuard<'_> {
 ///
 /// Kernel: `move_page_tables()` → `move_huge_pmd()` / `move_ptes()`.
 fn move_page_tables(mm: &MmapWriteGuard<'_>, old: u64, new: u64, len: u64) -> Result<(), Errno> {
+    mm.mmu_notifier_invalidate(old, old + len, MmuNotifyEvent::Unmap, None);
     split_leaf_pmd_at(mm, old)?;
     split_leaf_pmd_at(mm, old + len)?;
     let mut off = 0;

@@ -320,9 +320,9 @@ pub fn remove_migration_ptes(mm: &Mm, src: AnyFolio<'_>, dst: AnyFolio<'_>) -> R
 ///
 /// # Differences from the kernel
 ///
-/// No MMU notifier (`MMU_NOTIFY_EXCLUSIVE`), so no owner argument; a
-/// driver sees the change when it next checks its entries. Soft-dirty and
-/// uffd-wp bits are not carried.
+/// The `MMU_NOTIFY_EXCLUSIVE` invalidation carries no owner (the model's
+/// callers do not filter on it). Soft-dirty and uffd-wp bits are not
+/// carried.
 ///
 /// # Errors
 ///
@@ -367,6 +367,12 @@ pub fn make_device_exclusive<'m>(
         let _ = folio.put();
         return Err(Errno::EBUSY);
     }
+    mm.mmu_notifier_invalidate(
+        addr,
+        addr + PAGE_SIZE,
+        crate::mmu_notifier::MmuNotifyEvent::Exclusive,
+        None,
+    );
     let done = (|| {
         let g = mm.pte_offset_map_lock(addr)?;
         if g.get() != pte {

@@ -35,6 +35,7 @@
 use crate::huge_memory::split_huge_pmd;
 use crate::leafops::Softleaf;
 use crate::mm_types::{Mm, VmFlags, Vma};
+use crate::mmu_notifier::MmuNotifyEvent;
 use crate::page_alloc::SysFolio;
 use crate::pgtable::{
     _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, PMD_SIZE, Pmd, Pte,
@@ -466,10 +467,8 @@ fn wp_page_copy(
 /// Kernel: `do_swap_page()` → `remove_device_exclusive_entry()` →
 /// `restore_exclusive_pte()`, `mm/memory.c` (7.0).
 ///
-/// # Differences from the kernel
-///
-/// No MMU notifier (`MMU_NOTIFY_EXCLUSIVE`); the driver notices when it
-/// next checks its entry.
+/// Fires `MMU_NOTIFY_EXCLUSIVE` first, so the device drops its atomic
+/// mapping.
 fn remove_device_exclusive_entry(
     mm: &Mm,
     vma: &Vma,
@@ -490,6 +489,7 @@ fn remove_device_exclusive_entry(
         let _ = folio.put();
         return Ok(VmFaultResult::Retry);
     }
+    mm.mmu_notifier_invalidate(addr, addr + PAGE_SIZE, MmuNotifyEvent::Exclusive, None);
     let r = (|| {
         let g = mm.pte_offset_map_lock(addr)?;
         if g.get() != orig {
