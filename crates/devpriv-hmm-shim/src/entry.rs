@@ -149,6 +149,10 @@ pub unsafe extern "C" fn devpriv_shim_openat(
             b"/dev/hmm_dmirror0" => return open_unit(0),
             b"/dev/hmm_dmirror1" => return open_unit(1),
             b"/dev/hmm_dmirror2" | b"/dev/hmm_dmirror3" | b"/sys/kernel/debug/gup_test" => {
+                sys::say(&format!(
+                    "refused {} (the model has no device-coherent memory and no gup_test: ENOENT)",
+                    String::from_utf8_lossy(p)
+                ));
                 sys::set_errno(libc::ENOENT);
                 return -1;
             }

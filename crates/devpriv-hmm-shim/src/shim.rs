@@ -552,6 +552,7 @@ impl Shim {
     ) -> Option<u64> {
         if flags & libc::MAP_HUGETLB != 0 {
             // Behaves like a kernel with no free huge pages.
+            sys::say("refused MAP_HUGETLB (the model has no hugetlbfs: ENOMEM)");
             sys::set_errno(libc::ENOMEM);
             return None;
         }
