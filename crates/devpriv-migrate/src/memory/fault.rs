@@ -200,8 +200,10 @@ fn handle_fault(
     }
     let writable_vma = vma.flags().contains(VmFlags::WRITE);
     let pmd = mm.pmdp_get_lockless(addr).ok_or(Errno::EFAULT)?;
-    if pmd.is_none()
-        && thp_fault_eligible(&vma, addr)
+    // An idle PTE table counts as an empty PMD (the model keeps tables the
+    // kernel would have freed on unmap).
+    if thp_fault_eligible(&vma, addr)
+        && (pmd.is_none() || pmd.is_table() && mm.pmd_lock(addr)?.table_is_empty())
         && let Some(r) = do_huge_pmd_anonymous_page(mm, &vma, addr, flags)
     {
         return r;
