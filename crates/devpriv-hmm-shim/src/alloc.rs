@@ -20,7 +20,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::ptr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use devpriv_core::sync::atomic::{AtomicBool, Ordering};
 
 /// Size classes: 16 B << 0 ..= 16 B << 12 (64 KiB).
 const CLASSES: usize = 13;
@@ -53,7 +53,7 @@ impl ShimAlloc {
     fn lock(&self) {
         while self
             .lock
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
             core::hint::spin_loop();
@@ -134,16 +134,16 @@ unsafe impl GlobalAlloc for ShimAlloc {
             }
             let p = (base as usize).next_multiple_of(layout.align()) as *mut u8;
             let head = p as usize - base as usize;
-            // SAFETY: the head and tail are parts of the mapping just
-            // made, outside the block returned.
-            unsafe {
-                if head > 0 {
-                    unmap(base, head);
-                }
-                let tail = layout.align() - head;
-                if tail > 0 {
-                    unmap(p.add(len), tail);
-                }
+            if head > 0 {
+                // SAFETY: the head is part of the mapping just made, before
+                // the block returned.
+                unsafe { unmap(base, head) };
+            }
+            let tail = layout.align() - head;
+            if tail > 0 {
+                // SAFETY: the tail is part of the mapping just made, after
+                // the block returned.
+                unsafe { unmap(p.wrapping_add(len), tail) };
             }
             return p;
         };
@@ -163,13 +163,11 @@ unsafe impl GlobalAlloc for ShimAlloc {
             }
             let mut off = 0;
             while off < len {
-                // SAFETY: `base + off` is inside the new mapping and
-                // aligned for a pointer; the block is free.
-                unsafe {
-                    let b = base.add(off);
-                    b.cast::<*mut u8>().write(free[c]);
-                    free[c] = b;
-                }
+                let b = base.wrapping_add(off);
+                // SAFETY: `b` is inside the new mapping, aligned for a
+                // pointer, and free: it holds the next pointer.
+                unsafe { b.cast::<*mut u8>().write(free[c]) };
+                free[c] = b;
                 off += size;
             }
         }
@@ -189,13 +187,12 @@ unsafe impl GlobalAlloc for ShimAlloc {
             return;
         };
         self.lock();
-        // SAFETY: the lock is held; `p` is a block of class `c` that the
-        // caller gives back, so it may hold the next pointer.
-        unsafe {
-            let free = &mut *self.free.get();
-            p.cast::<*mut u8>().write(free[c]);
-            free[c] = p;
-        }
+        // SAFETY: the lock is held.
+        let free = unsafe { &mut *self.free.get() };
+        // SAFETY: `p` is a block of class `c` that the caller gives back,
+        // so it may hold the next pointer.
+        unsafe { p.cast::<*mut u8>().write(free[c]) };
+        free[c] = p;
         self.unlock();
     }
 }
@@ -228,10 +225,9 @@ mod tests {
         }
         let (p0, l0) = blocks[1];
         // SAFETY: freed once, then the same class hands it out again.
-        unsafe {
-            a.dealloc(p0, l0);
-            assert_eq!(a.alloc(l0), p0, "LIFO reuse");
-        }
+        unsafe { a.dealloc(p0, l0) };
+        // SAFETY: a non-zero layout.
+        assert_eq!(unsafe { a.alloc(l0) }, p0, "LIFO reuse");
         for (p, l) in blocks {
             // SAFETY: each block freed once.
             unsafe { a.dealloc(p, l) };

@@ -19,8 +19,8 @@ use crate::signal;
 use crate::sys;
 use core::cell::Cell;
 use core::ffi::{CStr, c_char, c_int, c_void};
+use devpriv_core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use devpriv_core::sync::{Mutex, MutexGuard};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 /// The process's shim, made on the first open of a dmirror unit.
 ///
@@ -33,7 +33,7 @@ pub(crate) static ACTIVE: AtomicBool = AtomicBool::new(false);
 
 /// Descriptors the shim serves: `unit + 1`, or 0.
 const MAX_FDS: usize = 4096;
-static FD_UNIT: [AtomicU8; MAX_FDS] = [const { AtomicU8::new(0) }; MAX_FDS];
+static FD_UNIT: [AtomicU32; MAX_FDS] = [const { AtomicU32::new(0) }; MAX_FDS];
 
 thread_local! {
     static IN_SHIM: Cell<bool> = const { Cell::new(false) };
@@ -75,14 +75,14 @@ impl Drop for Inside {
 fn fd_unit(fd: c_int) -> Option<usize> {
     let i = usize::try_from(fd).ok().filter(|&i| i < MAX_FDS)?;
     let u = FD_UNIT[i].load(Ordering::Acquire);
-    (u != 0).then(|| usize::from(u - 1))
+    (u != 0).then(|| usize::try_from(u - 1).unwrap_or(usize::MAX))
 }
 
 fn set_fd_unit(fd: c_int, unit: Option<usize>) {
     if let Ok(i) = usize::try_from(fd)
         && i < MAX_FDS
     {
-        let v = unit.and_then(|u| u8::try_from(u + 1).ok()).unwrap_or(0);
+        let v = unit.and_then(|u| u32::try_from(u + 1).ok()).unwrap_or(0);
         FD_UNIT[i].store(v, Ordering::Release);
     }
 }

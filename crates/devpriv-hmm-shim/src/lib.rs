@@ -36,8 +36,18 @@
 //! [`signal`] for why the fault handler may run the model.
 
 pub(crate) mod alloc;
+// Unit tests leave the exported entry points out (they would interpose
+// the test binary's own libc calls), so much of these is unused there.
+#[cfg_attr(
+    test,
+    allow(dead_code, reason = "used by the entry points, left out of unit tests")
+)]
 pub(crate) mod shim;
 pub(crate) mod store;
+#[cfg_attr(
+    test,
+    allow(dead_code, reason = "used by the entry points, left out of unit tests")
+)]
 pub(crate) mod sys;
 
 #[cfg(not(test))]

@@ -32,6 +32,7 @@ use crate::store::{PAGE, PageBytes, Store};
 use crate::sys;
 use core::ffi::c_int;
 use devpriv_core::sync::Mutex;
+use devpriv_core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use devpriv_core::{Errno, PAGE_SIZE, PageCount, Pfn};
 use devpriv_drivers::test_hmm::{Dmirror, DmirrorConfig, DmirrorDevice, HmmDmirrorCmd};
 use devpriv_migrate::{
@@ -41,11 +42,19 @@ use devpriv_migrate::{
 use devpriv_pagemap::{DevicePrivateSpace, Owner};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 /// The `/proc/self/mem` descriptor of this process (reopened after
-/// `fork`), for the page-cache hooks.
-pub(crate) static PROC_MEM: AtomicI32 = AtomicI32::new(-1);
+/// `fork`), for the page-cache hooks; `u32::MAX` until opened.
+pub(crate) static PROC_MEM: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// [`PROC_MEM`] as a descriptor.
+fn proc_mem() -> c_int {
+    c_int::try_from(PROC_MEM.load(Ordering::Acquire)).unwrap_or(-1)
+}
+
+fn set_proc_mem(fd: c_int) {
+    PROC_MEM.store(u32::try_from(fd).unwrap_or(u32::MAX), Ordering::Release);
+}
 
 /// `_IOWR('H', n, struct hmm_dmirror_cmd)`: the test driver's ioctls
 /// (`lib/test_hmm_uapi.h`). The struct is five `__u64`s: 40 bytes.
@@ -122,7 +131,7 @@ struct ShmemOps {
 impl AddressSpaceOps for ShmemOps {
     fn read_folio(&self, index: u64) -> Result<u64, Errno> {
         let addr = self.base.load(Ordering::Acquire) + index * PAGE_SIZE;
-        let bytes = sys::pread_page(PROC_MEM.load(Ordering::Acquire), addr).ok_or(Errno::EFAULT)?;
+        let bytes = sys::pread_page(proc_mem(), addr).ok_or(Errno::EFAULT)?;
         Ok(self.store.lock().intern(&bytes))
     }
 }
@@ -245,7 +254,7 @@ impl Shim {
         if proc_mem < 0 {
             return Err(Errno::EFAULT);
         }
-        PROC_MEM.store(proc_mem, Ordering::Release);
+        set_proc_mem(proc_mem);
         Ok(Shim {
             config,
             devs,
@@ -388,14 +397,15 @@ impl Shim {
                     if rec.synced == Some((pfn, w)) {
                         // The model did not change it; the real bytes may
                         // be newer. Capture them before write goes away.
-                        if rec.prot & libc::PROT_WRITE != 0 && prot & libc::PROT_WRITE == 0 {
-                            if let Some(bytes) = self.read_real(a) {
-                                let h = self.store.lock().intern(&bytes);
-                                if h != w {
-                                    let _ = self.mm.memory().sys().write(Pfn::new(pfn), h);
-                                }
-                                synced = Some((pfn, h));
+                        if rec.prot & libc::PROT_WRITE != 0
+                            && prot & libc::PROT_WRITE == 0
+                            && let Some(bytes) = self.read_real(a)
+                        {
+                            let h = self.store.lock().intern(&bytes);
+                            if h != w {
+                                let _ = self.mm.memory().sys().write(Pfn::new(pfn), h);
                             }
+                            synced = Some((pfn, h));
                         }
                     } else {
                         // The model maps another page here, or changed
@@ -876,7 +886,7 @@ impl Shim {
         if fd >= 0 {
             let _ = sys::close(self.proc_mem);
             self.proc_mem = fd;
-            PROC_MEM.store(fd, Ordering::Release);
+            set_proc_mem(fd);
         }
         let parent = core::mem::replace(&mut self.mm, child);
         // The parent is never reaped from here: key 0 matches no child.

@@ -41,17 +41,18 @@ static OLD: OnceLock<libc::sigaction> = OnceLock::new();
 /// Installs the handler (`SA_SIGINFO`, no `SA_NODEFER`: a fault inside it
 /// kills the process rather than recursing).
 pub(crate) fn install() {
-    // SAFETY: `sa` is fully initialised (zeroed, then the handler, flags
-    // and an empty mask); `old` is valid for one `struct sigaction`.
-    unsafe {
-        let mut sa: libc::sigaction = core::mem::zeroed();
-        sa.sa_sigaction = on_segv as *const () as usize;
-        sa.sa_flags = libc::SA_SIGINFO;
-        libc::sigemptyset(&raw mut sa.sa_mask);
-        let mut old: libc::sigaction = core::mem::zeroed();
-        if libc::sigaction(libc::SIGSEGV, &raw const sa, &raw mut old) == 0 {
-            let _ = OLD.set(old);
-        }
+    // SAFETY: an all-zero `struct sigaction` is a valid value.
+    let mut sa: libc::sigaction = unsafe { core::mem::zeroed() };
+    sa.sa_sigaction = on_segv as *const () as usize;
+    sa.sa_flags = libc::SA_SIGINFO;
+    // SAFETY: `sa.sa_mask` is valid for writes.
+    unsafe { libc::sigemptyset(&raw mut sa.sa_mask) };
+    // SAFETY: as above.
+    let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
+    // SAFETY: `sa` is initialised; `old` is valid for one `struct
+    // sigaction` of writes.
+    if unsafe { libc::sigaction(libc::SIGSEGV, &raw const sa, &raw mut old) } == 0 {
+        let _ = OLD.set(old);
     }
 }
 
@@ -75,9 +76,8 @@ fn is_write(uctx: *mut c_void) -> bool {
         }
         // SAFETY: the kernel passes a valid `ucontext_t` to an
         // `SA_SIGINFO` handler.
-        let err =
-            unsafe { (*uctx.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_ERR as usize] };
-        err & 2 != 0
+        let uc = unsafe { &*uctx.cast::<libc::ucontext_t>() };
+        uc.uc_mcontext.gregs[libc::REG_ERR as usize] & 2 != 0
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -92,7 +92,10 @@ extern "C" fn on_segv(_sig: c_int, info: *mut libc::siginfo_t, uctx: *mut c_void
         return;
     }
     // SAFETY: the kernel passes a valid `siginfo_t` for SIGSEGV.
-    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as u64) };
+    let info = unsafe { &*info };
+    let code = info.si_code;
+    // SAFETY: `si_addr` is the field SIGSEGV fills.
+    let addr = unsafe { info.si_addr() } as u64;
     if code != SEGV_ACCERR {
         restore();
         return;

@@ -14,15 +14,18 @@ use std::sync::OnceLock;
 
 /// Sets `errno`.
 pub(crate) fn set_errno(e: c_int) {
-    // SAFETY: `__errno_location()` returns this thread's errno, always
-    // valid for writes.
-    unsafe { *libc::__errno_location() = e };
+    // SAFETY: `__errno_location()` has no preconditions.
+    let p = unsafe { libc::__errno_location() };
+    // SAFETY: it returns this thread's errno, always valid for writes.
+    unsafe { *p = e };
 }
 
 /// `errno` of the last failed call.
 pub(crate) fn errno() -> c_int {
-    // SAFETY: as in `set_errno`.
-    unsafe { *libc::__errno_location() }
+    // SAFETY: `__errno_location()` has no preconditions.
+    let p = unsafe { libc::__errno_location() };
+    // SAFETY: it returns this thread's errno, always valid for reads.
+    unsafe { *p }
 }
 
 /// A raw system call's `long` result as an `int` (`-1` on error).
@@ -70,7 +73,7 @@ pub(crate) fn mmap(
     // caller asked (or where the kernel chooses, with no MAP_FIXED); it
     // dereferences nothing.
     let r = unsafe { libc::syscall(libc::SYS_mmap, addr, len, prot, flags, fd, off) };
-    (r != -1).then(|| r as u64)
+    u64::try_from(r).ok()
 }
 
 /// `munmap(2)`.
@@ -95,7 +98,7 @@ pub(crate) fn madvise(addr: u64, len: u64, advice: c_int) -> c_int {
 pub(crate) fn mremap(old: u64, old_len: u64, new_len: u64, flags: c_int, new: u64) -> Option<u64> {
     // SAFETY: the caller's request, passed on unchanged.
     let r = unsafe { libc::syscall(libc::SYS_mremap, old, old_len, new_len, flags, new) };
-    (r != -1).then(|| r as u64)
+    u64::try_from(r).ok()
 }
 
 /// `memfd_create(2)`: the file behind a fake `/dev/hmm_dmirrorN`.
@@ -200,23 +203,26 @@ static NEXT: OnceLock<Next> = OnceLock::new();
 
 fn next() -> &'static Next {
     NEXT.get_or_init(|| {
-        // SAFETY: `dlsym(RTLD_NEXT, name)` with NUL-terminated names; the
-        // results are glibc's `fork` and `waitpid`, whose types are the
-        // ones we transmute to. Both exist in every glibc.
-        unsafe {
-            let f = libc::dlsym(libc::RTLD_NEXT, c"fork".as_ptr());
-            let w = libc::dlsym(libc::RTLD_NEXT, c"waitpid".as_ptr());
-            assert!(
-                !f.is_null() && !w.is_null(),
-                "devpriv-hmm-shim: no fork/waitpid in libc"
-            );
-            Next {
-                fork: core::mem::transmute::<*mut c_void, unsafe extern "C" fn() -> libc::pid_t>(f),
-                waitpid: core::mem::transmute::<
+        // SAFETY: `dlsym(RTLD_NEXT, name)` with NUL-terminated names.
+        let f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"fork".as_ptr()) };
+        // SAFETY: as above.
+        let w = unsafe { libc::dlsym(libc::RTLD_NEXT, c"waitpid".as_ptr()) };
+        assert!(
+            !f.is_null() && !w.is_null(),
+            "devpriv-hmm-shim: no fork/waitpid in libc"
+        );
+        Next {
+            // SAFETY: glibc's `fork`, of this type.
+            fork: unsafe {
+                core::mem::transmute::<*mut c_void, unsafe extern "C" fn() -> libc::pid_t>(f)
+            },
+            // SAFETY: glibc's `waitpid`, of this type.
+            waitpid: unsafe {
+                core::mem::transmute::<
                     *mut c_void,
                     unsafe extern "C" fn(libc::pid_t, *mut c_int, c_int) -> libc::pid_t,
-                >(w),
-            }
+                >(w)
+            },
         }
     })
 }

@@ -139,14 +139,15 @@ fn madvise_free(mm: &Mm, start: u64, end: u64) -> Result<(), Errno> {
     while addr < end {
         let next = ((addr & !(PMD_SIZE - 1)) + PMD_SIZE).min(end);
         match mm.pmdp_get_lockless(addr) {
-            Some(p) if p.is_trans_huge() => {
-                if !sys.is_huge_zero_pfn(p.pfn()) && exclusive(p.pfn()) {
-                    let g = mm.pmd_lock(addr)?;
-                    if g.get() == p {
-                        g.set(Pmd::from_raw(p.raw() & !_PAGE_DIRTY))?;
-                    }
+            Some(p)
+                if p.is_trans_huge() && !sys.is_huge_zero_pfn(p.pfn()) && exclusive(p.pfn()) =>
+            {
+                let g = mm.pmd_lock(addr)?;
+                if g.get() == p {
+                    g.set(Pmd::from_raw(p.raw() & !_PAGE_DIRTY))?;
                 }
             }
+            Some(p) if p.is_trans_huge() => {}
             Some(p) if p.is_table() => {
                 let g = mm.pte_offset_map_lock(addr)?;
                 let mut a = addr;

@@ -5,6 +5,7 @@
 //! fault time, MMU notifier events, and `exit_mmap`. The device side of
 //! each is in `devpriv-drivers/tests/hmm_tests.rs`.
 
+use devpriv_core::sync::Mutex;
 use devpriv_core::{DevicePrivateOffset, Errno, Order, PAGE_SIZE, PageCount, Pfn};
 use devpriv_migrate::leafops::Softleaf;
 use devpriv_migrate::swapops::{MigrationKind, make_device_private_entry, make_migration_entry};
@@ -15,7 +16,7 @@ use devpriv_migrate::{
 };
 use devpriv_migrate::{AnyFolio, Pmd};
 use devpriv_pagemap::DevicePrivateSpace;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 const BASE: u64 = 0x7f00_0000_0000;
 const PAGES: u64 = 4096;
@@ -528,7 +529,7 @@ fn mmu_notifier_events() {
     struct Log(Events);
     impl MmuNotifier for Log {
         fn invalidate(&self, r: &MmuNotifierRange) {
-            self.0.lock().unwrap().push((r.start, r.end, r.event));
+            self.0.lock().push((r.start, r.end, r.event));
         }
     }
     let mem = memory();
@@ -556,7 +557,7 @@ fn mmu_notifier_events() {
         )
         .unwrap();
     mm.mmap_write_lock().munmap(BASE, 2 * PAGE_SIZE).unwrap();
-    let got = events.lock().unwrap().clone();
+    let got = events.lock().clone();
     use MmuNotifyEvent::*;
     assert_eq!(
         got,
@@ -575,9 +576,5 @@ fn mmu_notifier_events() {
     );
     drop(n);
     mm.mmap_write_lock().munmap(page(2), PAGE_SIZE).unwrap();
-    assert_eq!(
-        events.lock().unwrap().len(),
-        10,
-        "a dropped notifier hears nothing"
-    );
+    assert_eq!(events.lock().len(), 10, "a dropped notifier hears nothing");
 }
