@@ -3,10 +3,11 @@
 //! `tools/testing/selftests/mm/hmm-tests.c`, built unmodified with the
 //! kselftest harness, runs against the devpriv model.
 //!
-//! Kernel: `lib/test_hmm.c` and `lib/test_hmm_uapi.h` (the device files
-//! and ioctls it provides), and the parts of the kernel the test reaches
-//! through system calls (`mmap`, `mprotect`, `mremap`, `madvise`,
-//! `fork`, page faults).
+//! Kernel: `lib/test_hmm.c` (7.0, as the model's dmirror has it) and
+//! `lib/test_hmm_uapi.h` (the 6.12 ABI, which later trees extend): the
+//! device files and ioctls it provides; and the parts of the kernel the
+//! test reaches through system calls (`mmap`, `mprotect`, `mremap`,
+//! `madvise`, `fork`, page faults; main).
 //!
 //! Dev-only (`publish = false`); the model crates stay free of `unsafe`.
 //! Run it with `bash ci/hmm-tests.sh` (docs/testing.md).

@@ -239,7 +239,7 @@ impl Shim {
     /// address space.
     ///
     /// Kernel: loading `test_hmm.ko` (`hmm_dmirror_init()`), plus the
-    /// process's `mm_struct`.
+    /// process's `mm_struct` (7.0).
     pub(crate) fn new() -> Result<Shim, Errno> {
         let config = Config::from_env();
         let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(config.sys_pages))?;
@@ -474,7 +474,7 @@ impl Shim {
     /// space on that device, behind a `memfd` standing in for the device
     /// file.
     ///
-    /// Kernel: `dmirror_fops_open()`.
+    /// Kernel: `dmirror_fops_open()` (7.0).
     pub(crate) fn open_dmirror(&mut self, unit: usize) -> c_int {
         let Some(dev) = self.devs.get(unit) else {
             sys::set_errno(libc::ENOENT);
@@ -504,7 +504,7 @@ impl Shim {
     /// Closes a dmirror descriptor: the last close of the mirror evicts
     /// the device's pages (the real pages then get their bytes back).
     ///
-    /// Kernel: `dmirror_fops_release()`.
+    /// Kernel: `dmirror_fops_release()` (7.0).
     pub(crate) fn close_dmirror(&mut self, fd: c_int) {
         let Some(m) = self.mirrors.remove(&fd) else {
             return;
@@ -550,7 +550,7 @@ impl Shim {
     /// dmirror descriptor is a private anonymous mapping in reality and
     /// the device's `mmap` in the model.
     ///
-    /// Kernel: `do_mmap()` (and `dmirror_fops_mmap()`).
+    /// Kernel: `do_mmap()` (and `dmirror_fops_mmap()`) (7.0).
     pub(crate) fn mmap(
         &mut self,
         addr: u64,
@@ -654,7 +654,7 @@ impl Shim {
 
     /// `munmap()`: real, then model.
     ///
-    /// Kernel: `do_vmi_munmap()`.
+    /// Kernel: `do_vmi_munmap()` (main).
     pub(crate) fn munmap(&mut self, addr: u64, len: u64) -> c_int {
         let r = sys::munmap(addr, len);
         if r == 0 {
@@ -667,7 +667,7 @@ impl Shim {
     /// made (its errors are the kernel's), the model changes the VMAs and
     /// entries, and the real protections follow the model.
     ///
-    /// Kernel: `do_mprotect_pkey()`.
+    /// Kernel: `do_mprotect_pkey()` (main).
     pub(crate) fn mprotect(&mut self, addr: u64, len: u64, prot: c_int) -> c_int {
         let len = len.next_multiple_of(PAGE_SIZE);
         let end = addr.saturating_add(len);
@@ -715,7 +715,7 @@ impl Shim {
     /// bytes of pages the model still holds); other advice only to the
     /// real kernel.
     ///
-    /// Kernel: `do_madvise()`.
+    /// Kernel: `do_madvise()` (main).
     pub(crate) fn madvise(&mut self, addr: u64, len: u64, advice: c_int) -> c_int {
         let end = addr.saturating_add(len.next_multiple_of(PAGE_SIZE));
         let model = Advice::from_raw(advice);
@@ -755,7 +755,7 @@ impl Shim {
     /// stay), the real call moves the pages, the model moves its entries,
     /// and the records follow.
     ///
-    /// Kernel: `do_mremap()`.
+    /// Kernel: `do_mremap()` (main).
     pub(crate) fn mremap(
         &mut self,
         old: u64,
@@ -858,7 +858,7 @@ impl Shim {
     /// device-exclusive entries restored) and the parent's real pages
     /// follow, so the child inherits the right protections.
     ///
-    /// Kernel: `dup_mmap()`.
+    /// Kernel: `dup_mmap()` (main).
     pub(crate) fn fork_prepare(&mut self) -> Option<Arc<Mm>> {
         match self.mm.fork() {
             Ok(child) => {
@@ -908,7 +908,7 @@ impl Shim {
     /// the fault and the real page follows. Returns `false` when the model
     /// says `SIGSEGV` (no VMA, or the VMA does not allow the access).
     ///
-    /// Kernel: `handle_mm_fault()` (from the arch page-fault handler).
+    /// Kernel: `handle_mm_fault()` (from the arch page-fault handler) (main).
     pub(crate) fn fault(&mut self, addr: u64, write_hint: bool) -> bool {
         let a = addr & !(PAGE_SIZE - 1);
         if self.mm.vma_lookup(a).is_none() {
@@ -957,7 +957,7 @@ impl Shim {
     /// as the driver's bounce buffer would, and the struct is written back
     /// on success. Returns the errno on failure.
     ///
-    /// Kernel: `dmirror_fops_unlocked_ioctl()`.
+    /// Kernel: `dmirror_fops_unlocked_ioctl()` (7.0).
     ///
     /// # Safety
     ///

@@ -5,7 +5,7 @@
 //! `struct address_space_operations::read_folio`), `mm/filemap.c`
 //! (`filemap_get_folio()`, `__filemap_get_folio(FGP_CREAT)`,
 //! `filemap_read_folio()`), `mm/shmem.c` (`shmem_zero_setup()`: the object
-//! behind `MAP_SHARED | MAP_ANONYMOUS`).
+//! behind `MAP_SHARED | MAP_ANONYMOUS`) (main).
 //!
 //! An [`AddressSpace`] holds one order-0 system folio per cached page
 //! index, and one reference on each (the page cache's). A page is created
@@ -33,12 +33,12 @@ use std::sync::Arc;
 
 /// Where the contents of a file's pages come from.
 ///
-/// Kernel: `struct address_space_operations` (`read_folio`).
+/// Kernel: `struct address_space_operations` (`read_folio`) (main).
 pub trait AddressSpaceOps: Send + Sync + fmt::Debug {
     /// The data word of page `index` of the file, read when the page enters
     /// the page cache.
     ///
-    /// Kernel: `a_ops->read_folio(file, folio)`.
+    /// Kernel: `a_ops->read_folio(file, folio)` (main).
     ///
     /// # Errors
     ///
@@ -60,13 +60,13 @@ pub enum MappingKind {
 
 /// The page cache of one file or shmem object.
 ///
-/// Kernel: `struct address_space` (`i_pages`, `a_ops`).
+/// Kernel: `struct address_space` (`i_pages`, `a_ops`) (main).
 pub struct AddressSpace {
     id: u64,
     kind: MappingKind,
     memory: Memory,
     ops: Option<Arc<dyn AddressSpaceOps>>,
-    /// Page index → pfn of the cached order-0 folio. Kernel: `i_pages`.
+    /// Page index → pfn of the cached order-0 folio. Kernel: `i_pages` (main).
     i_pages: Mutex<BTreeMap<u64, Pfn>>,
 }
 
@@ -92,7 +92,7 @@ impl Eq for AddressSpace {}
 impl AddressSpace {
     /// An empty page cache whose pages are filled by `ops` (zeros without).
     ///
-    /// Kernel: the `i_mapping` of a new inode (`inode_init_always()`).
+    /// Kernel: the `i_mapping` of a new inode (`inode_init_always()`) (main).
     pub fn new(
         memory: &Memory,
         kind: MappingKind,
@@ -116,14 +116,14 @@ impl AddressSpace {
 
     /// File or shmem.
     ///
-    /// Kernel: `shmem_mapping(mapping)`.
+    /// Kernel: `shmem_mapping(mapping)` (main).
     pub fn kind(&self) -> MappingKind {
         self.kind
     }
 
     /// Pages in the cache.
     ///
-    /// Kernel: `mapping->nrpages`.
+    /// Kernel: `mapping->nrpages` (main).
     pub fn nr_pages(&self) -> usize {
         self.i_pages.lock().len()
     }
@@ -131,7 +131,7 @@ impl AddressSpace {
     /// The cached folio at `index`, if any (no reference taken: the cache
     /// holds one for as long as the address space lives).
     ///
-    /// Kernel: `filemap_get_folio(mapping, index)` without `FGP_CREAT`.
+    /// Kernel: `filemap_get_folio(mapping, index)` without `FGP_CREAT` (main).
     pub fn find_folio(&self, index: u64) -> Option<SysFolio<'_>> {
         let pfn = *self.i_pages.lock().get(&index)?;
         self.memory.sys().pfn_folio(pfn)
@@ -140,7 +140,7 @@ impl AddressSpace {
     /// The cached folio at `index`, read in first if missing.
     ///
     /// Kernel: `__filemap_get_folio(mapping, index, FGP_CREAT, gfp)` +
-    /// `filemap_read_folio()` (the `filemap_fault()` path).
+    /// `filemap_read_folio()` (the `filemap_fault()` path) (main).
     ///
     /// # Errors
     ///
@@ -170,7 +170,7 @@ impl AddressSpace {
 impl Drop for AddressSpace {
     /// Drops the page cache's reference on every page.
     ///
-    /// Kernel: `truncate_inode_pages_final()` when the inode goes.
+    /// Kernel: `truncate_inode_pages_final()` when the inode goes (main).
     fn drop(&mut self) {
         let pages = core::mem::take(&mut *self.i_pages.lock());
         for pfn in pages.into_values() {

@@ -4,7 +4,7 @@
 //! Kernel: `kernel/fork.c` (`dup_mm()`, `dup_mmap()`), `mm/memory.c`
 //! (`vma_needs_copy()`, `copy_page_range()`: see
 //! [`memory`](crate::memory)'s copy rules), `mm/rmap.c`
-//! (`anon_vma_fork()`).
+//! (`anon_vma_fork()`) (main).
 //!
 //! # Differences from the kernel
 //!
@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 /// `true` if fork copies the VMA's page tables.
 ///
-/// Kernel: `vma_needs_copy()`, `mm/memory.c`.
+/// Kernel: `vma_needs_copy()`, `mm/memory.c` (main).
 fn vma_needs_copy(vma: &Vma) -> bool {
     vma.is_cow_mapping() || vma.flags().contains(VmFlags::MIXEDMAP)
 }
@@ -38,7 +38,7 @@ impl Mm {
     /// device-exclusive entries are restored first.
     ///
     /// Kernel: `dup_mm()` → `dup_mmap()` → `anon_vma_fork()` +
-    /// `copy_page_range()`, `kernel/fork.c`.
+    /// `copy_page_range()`, `kernel/fork.c` (main).
     ///
     /// # Errors
     ///

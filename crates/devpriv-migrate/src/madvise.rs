@@ -2,7 +2,7 @@
 //!
 //! Kernel: `mm/madvise.c` (`do_madvise()`, `madvise_dontneed_free()`,
 //! `madvise_free_pte_range()`, `hugepage_madvise()`), `mm/huge_memory.c`
-//! (`madvise_free_huge_pmd()`).
+//! (`madvise_free_huge_pmd()`) (main).
 //!
 //! | advice | effect |
 //! |---|---|
@@ -25,16 +25,16 @@ use devpriv_core::{Errno, PAGE_SIZE};
 
 /// The advice [`MmapWriteGuard::madvise`] takes.
 ///
-/// Kernel: `MADV_*`, `include/uapi/asm-generic/mman-common.h`.
+/// Kernel: `MADV_*`, `include/uapi/asm-generic/mman-common.h` (main).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Advice {
-    /// Kernel: `MADV_DONTNEED` (4).
+    /// Kernel: `MADV_DONTNEED` (4) (main).
     DontNeed,
-    /// Kernel: `MADV_FREE` (8).
+    /// Kernel: `MADV_FREE` (8) (main).
     Free,
-    /// Kernel: `MADV_HUGEPAGE` (14).
+    /// Kernel: `MADV_HUGEPAGE` (14) (main).
     HugePage,
-    /// Kernel: `MADV_NOHUGEPAGE` (15).
+    /// Kernel: `MADV_NOHUGEPAGE` (15) (main).
     NoHugePage,
 }
 
@@ -42,7 +42,7 @@ impl Advice {
     /// The advice for a `madvise()` value; `None` for one the model does
     /// not act on.
     ///
-    /// Kernel: the `behavior` argument of `madvise()`.
+    /// Kernel: the `behavior` argument of `madvise()` (main).
     pub const fn from_raw(v: i32) -> Option<Advice> {
         match v {
             4 => Some(Advice::DontNeed),
@@ -58,7 +58,7 @@ impl MmapWriteGuard<'_> {
     /// Applies `advice` to `[start, start + len)` (`len` rounded up to
     /// pages; see the module table).
     ///
-    /// Kernel: `madvise(start, len, advice)` → `do_madvise()`.
+    /// Kernel: `madvise(start, len, advice)` → `do_madvise()` (main).
     ///
     /// # Errors
     ///
@@ -128,7 +128,7 @@ impl MmapWriteGuard<'_> {
     }
 }
 
-/// Kernel: `madvise_free_pte_range()` and `madvise_free_huge_pmd()`.
+/// Kernel: `madvise_free_pte_range()` and `madvise_free_huge_pmd()` (main).
 fn madvise_free(mm: &Mm, start: u64, end: u64) -> Result<(), Errno> {
     let sys = mm.memory().sys();
     let exclusive = |pfn| {

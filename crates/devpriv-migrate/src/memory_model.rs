@@ -2,10 +2,10 @@
 //! which every address space ([`Mm`](crate::Mm)) of the machine shares.
 //!
 //! Kernel: `include/asm-generic/memory_model.h` (`mem_map`,
-//! `pfn_to_page()`) and, with the series, `device_private_pgmap_tree`
+//! `pfn_to_page()`) and, with the v6 proposal, `device_private_pgmap_tree`
 //! behind `device_private_offset_to_page()` (`mm/memremap.c`, v6 proposal);
 //! the machine's list of address spaces (`init_mm.mmlist`-like, what the
-//! rmap walks across address spaces start from).
+//! rmap walks across address spaces start from; main).
 
 use crate::mm_types::Mm;
 use crate::page_alloc::SystemMemory;

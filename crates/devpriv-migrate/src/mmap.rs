@@ -2,7 +2,8 @@
 //! writing ([`MmapWriteGuard`]).
 //!
 //! Kernel: `mm/mmap.c` (`do_mmap()`, `exit_mmap()`), `mm/vma.c`
-//! (`do_vmi_munmap()`, `__split_vma()`), `mm/memory.c` (`unmap_vmas()`).
+//! (`do_vmi_munmap()`, `__split_vma()`), `mm/memory.c` (`unmap_vmas()`,
+//! main).
 
 use crate::filemap::AddressSpace;
 use crate::mm_types::{Mm, MmapWriteGuard, VmFlags, Vma};
@@ -30,7 +31,7 @@ impl MmapWriteGuard<'_> {
     /// VMA.
     ///
     /// Kernel: `mmap(start, len, prot, MAP_PRIVATE | MAP_ANONYMOUS |
-    /// MAP_FIXED_NOREPLACE)` → `do_mmap()`; `vm_pgoff = start >> PAGE_SHIFT`.
+    /// MAP_FIXED_NOREPLACE)` → `do_mmap()`; `vm_pgoff = start >> PAGE_SHIFT` (main).
     ///
     /// # Errors
     ///
@@ -75,7 +76,7 @@ impl MmapWriteGuard<'_> {
     /// Kernel: `mmap(start, len, prot, MAP_SHARED or MAP_PRIVATE |
     /// MAP_FIXED_NOREPLACE, fd, pgoff << PAGE_SHIFT)` → `do_mmap()` →
     /// `mmap_region()`; `shmem_zero_setup()` for `MAP_SHARED |
-    /// MAP_ANONYMOUS`.
+    /// MAP_ANONYMOUS` (main).
     ///
     /// # Errors
     ///
@@ -95,7 +96,7 @@ impl MmapWriteGuard<'_> {
         self.mmap_region(start, len, flags, Some(file), pgoff)
     }
 
-    /// Kernel: `mmap_region()`.
+    /// Kernel: `mmap_region()` (main).
     fn mmap_region(
         &mut self,
         start: u64,
@@ -129,7 +130,7 @@ impl MmapWriteGuard<'_> {
     /// Splits the VMAs so that `start` and `end` are VMA boundaries (where
     /// a VMA covers them). Both halves keep the VMA's `anon_vma`.
     ///
-    /// Kernel: `split_vma()` / `__split_vma()`, `mm/vma.c`.
+    /// Kernel: `split_vma()` / `__split_vma()`, `mm/vma.c` (main).
     pub(crate) fn split_at(&mut self, start: u64, end: u64) {
         let mut out = Vec::with_capacity(self.vmas().len() + 2);
         for v in self.vmas().iter() {
@@ -156,7 +157,7 @@ impl MmapWriteGuard<'_> {
     /// `anon_vma`, page cache and consecutive page offsets.
     ///
     /// Kernel: `vma_merge_existing_range()` / `vma_modify()`, `mm/vma.c`
-    /// (as `mprotect` and `madvise` leave things).
+    /// (as `mprotect` and `madvise` leave things) (main).
     pub(crate) fn merge_all(&mut self) {
         let mut out: Vec<Vma> = Vec::with_capacity(self.vmas().len());
         for v in self.vmas().iter() {
@@ -185,7 +186,7 @@ impl MmapWriteGuard<'_> {
     ///
     /// Kernel: `munmap()` → `do_vmi_munmap()` (`__split_vma()`,
     /// `unmap_region()` → `unmap_vmas()` → `zap_pmd_range()` /
-    /// `zap_pte_range()`), `mm/vma.c` and `mm/memory.c`.
+    /// `zap_pte_range()`), `mm/vma.c` and `mm/memory.c` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -249,7 +250,7 @@ impl MmapWriteGuard<'_> {
 impl Mm {
     /// Unmaps every VMA: what the address space leaves when it goes.
     ///
-    /// Kernel: `exit_mmap()`, `mm/mmap.c` (from `mmput()`).
+    /// Kernel: `exit_mmap()`, `mm/mmap.c` (from `mmput()`) (main).
     ///
     /// # Errors
     ///
@@ -265,7 +266,7 @@ impl Mm {
 }
 
 impl Drop for Mm {
-    /// Kernel: the last `mmput()` → `exit_mmap()`.
+    /// Kernel: the last `mmput()` → `exit_mmap()` (main).
     fn drop(&mut self) {
         // A zap that fails has already WARNed; nothing else can be done.
         let _ = self.exit_mmap();

@@ -4,7 +4,7 @@
 //! Kernel: `mm/mprotect.c` (`do_mprotect_pkey()`, `mprotect_fixup()`,
 //! `change_protection()`, `change_pte_range()`, `change_softleaf_pte()`),
 //! `mm/huge_memory.c` (`change_huge_pmd()`,
-//! `change_non_present_huge_pmd()`).
+//! `change_non_present_huge_pmd()`) (7.0).
 //!
 //! | entry | what `change_protection()` does |
 //! |---|---|
@@ -36,7 +36,7 @@ impl MmapWriteGuard<'_> {
     /// neighbours that end up alike, then changes the entries already
     /// there (see the module table).
     ///
-    /// Kernel: `mprotect(start, len, prot)` → `do_mprotect_pkey()`.
+    /// Kernel: `mprotect(start, len, prot)` → `do_mprotect_pkey()` (main).
     ///
     /// # Errors
     ///
@@ -118,7 +118,7 @@ pub(crate) fn covered(mm: &Mm, start: u64, end: u64) -> bool {
 /// Splits the leaf PMD covering `addr` if `addr` is inside its block (a
 /// VMA boundary is about to fall there).
 ///
-/// Kernel: `vma_adjust_trans_huge()` / `split_huge_pmd_if_needed()`.
+/// Kernel: `vma_adjust_trans_huge()` / `split_huge_pmd_if_needed()` (main).
 pub(crate) fn split_leaf_pmd_at(mm: &Mm, addr: u64) -> Result<(), Errno> {
     if addr.is_multiple_of(PMD_SIZE) {
         return Ok(());
@@ -134,7 +134,7 @@ pub(crate) fn split_leaf_pmd_at(mm: &Mm, addr: u64) -> Result<(), Errno> {
 /// Applies `vma`'s (new) protection to its entries.
 ///
 /// Kernel: `change_protection()` → `change_pmd_range()` →
-/// `change_huge_pmd()` / `change_pte_range()`.
+/// `change_huge_pmd()` / `change_pte_range()` (main).
 fn change_protection(mm: &Mm, vma: &Vma) -> Result<(), Errno> {
     let write = vma.flags.contains(VmFlags::WRITE);
     let mut addr = vma.start;
@@ -152,7 +152,7 @@ fn change_protection(mm: &Mm, vma: &Vma) -> Result<(), Errno> {
 }
 
 /// Kernel: `change_huge_pmd()` / `change_non_present_huge_pmd()`,
-/// `mm/huge_memory.c`.
+/// `mm/huge_memory.c` (main).
 fn change_huge_pmd(mm: &Mm, addr: u64, write: bool) -> Result<(), Errno> {
     let g = mm.pmd_lock(addr)?;
     let pmd = g.get();
@@ -177,7 +177,7 @@ fn change_huge_pmd(mm: &Mm, addr: u64, write: bool) -> Result<(), Errno> {
 /// `None` for any other entry.
 ///
 /// Kernel: the first two branches of `change_softleaf_pte()` /
-/// `change_non_present_huge_pmd()`.
+/// `change_non_present_huge_pmd()` (7.0).
 fn readable_entry(entry: Softleaf, mm: &Mm, anon: bool) -> Result<Option<Softleaf>, Errno> {
     let mode = mm.paging();
     if entry.is_device_private_write() {
@@ -201,7 +201,7 @@ fn readable_entry(entry: Softleaf, mm: &Mm, anon: bool) -> Result<Option<Softlea
 }
 
 /// Kernel: `change_pte_range()` (with `change_softleaf_pte()` for
-/// non-present entries), `mm/mprotect.c`.
+/// non-present entries), `mm/mprotect.c` (7.0).
 fn change_pte_range(mm: &Mm, vma: &Vma, start: u64, end: u64, write: bool) -> Result<(), Errno> {
     let sys = mm.memory().sys();
     let g = mm.pte_offset_map_lock(start)?;

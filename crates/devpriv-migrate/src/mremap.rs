@@ -3,7 +3,7 @@
 //!
 //! Kernel: `mm/mremap.c` (`do_mremap()`, `move_vma()`,
 //! `move_page_tables()`, `move_ptes()`), `mm/huge_memory.c`
-//! (`move_huge_pmd()`).
+//! (`move_huge_pmd()`) (main).
 //!
 //! Entries move as they are, whatever they are: present pages, the zero
 //! page, device-private and device-exclusive entries, migration entries.
@@ -30,13 +30,13 @@ use std::sync::Arc;
 devpriv_core::flags! {
     /// `mremap()` flags.
     ///
-    /// Kernel: `MREMAP_*`, `include/uapi/linux/mman.h`.
+    /// Kernel: `MREMAP_*`, `include/uapi/linux/mman.h` (main).
     pub struct MremapFlags: u32 {
-        /// Kernel: `MREMAP_MAYMOVE`.
+        /// Kernel: `MREMAP_MAYMOVE` (main).
         const MAYMOVE = 1;
-        /// Kernel: `MREMAP_FIXED`.
+        /// Kernel: `MREMAP_FIXED` (main).
         const FIXED = 2;
-        /// Kernel: `MREMAP_DONTUNMAP`.
+        /// Kernel: `MREMAP_DONTUNMAP` (main).
         const DONTUNMAP = 4;
     }
 }
@@ -57,7 +57,7 @@ impl MmapWriteGuard<'_> {
     ///   new `anon_vma`.
     ///
     /// Kernel: `mremap(old, old_len, new_len, flags, new_addr)` →
-    /// `do_mremap()` → `mremap_to()` / `move_vma()` / `vma_expand()`.
+    /// `do_mremap()` → `mremap_to()` / `move_vma()` / `vma_expand()` (main).
     ///
     /// # Errors
     ///
@@ -178,7 +178,7 @@ impl MmapWriteGuard<'_> {
 
 /// Moves the entries of `[old, old + len)` to `new`.
 ///
-/// Kernel: `move_page_tables()` → `move_huge_pmd()` / `move_ptes()`.
+/// Kernel: `move_page_tables()` → `move_huge_pmd()` / `move_ptes()` (main).
 fn move_page_tables(mm: &MmapWriteGuard<'_>, old: u64, new: u64, len: u64) -> Result<(), Errno> {
     mm.mmu_notifier_invalidate(old, old + len, MmuNotifyEvent::Unmap, None);
     split_leaf_pmd_at(mm, old)?;
@@ -209,13 +209,25 @@ fn move_page_tables(mm: &MmapWriteGuard<'_>, old: u64, new: u64, len: u64) -> Re
     Ok(())
 }
 
-/// Kernel: `move_huge_pmd()`, `mm/huge_memory.c`.
+/// Moves a leaf PMD and the page-table page deposited under it.
+///
+/// Kernel: `move_huge_pmd()` (`pgtable_trans_huge_withdraw()` from the old
+/// PMD, `pgtable_trans_huge_deposit()` under the new), `mm/huge_memory.c`
+/// (main).
 fn move_huge_pmd(mm: &MmapWriteGuard<'_>, old: u64, new: u64) -> Result<(), Errno> {
-    let pmd = mm.pmd_lock(old)?.get_and_clear()?;
-    mm.pmd_lock(new)?.set(pmd)
+    let (pmd, pgtable) = {
+        let g = mm.pmd_lock(old)?;
+        (g.get_and_clear()?, g.withdraw())
+    };
+    let g = mm.pmd_lock(new)?;
+    g.set(pmd)?;
+    if let Some(p) = pgtable {
+        g.deposit(p);
+    }
+    Ok(())
 }
 
-/// Kernel: `move_ptes()`, `mm/mremap.c`.
+/// Kernel: `move_ptes()`, `mm/mremap.c` (main).
 fn move_ptes(mm: &MmapWriteGuard<'_>, old: u64, new: u64, len: u64) -> Result<(), Errno> {
     // Take the entries out under the source lock, then install them: the
     // destination may share the source's PTE table.

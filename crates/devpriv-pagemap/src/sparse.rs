@@ -2,9 +2,9 @@
 //!
 //! Kernel: `mem_section[][]` and `__nr_to_section()` (`mm/sparse.c`,
 //! `include/linux/mmzone.h`, `SPARSEMEM_EXTREME`): a root array of lazily
-//! allocated leaves, one slot per section.
+//! allocated leaves, one slot per section (main, as a model-only index).
 //!
-//! The series turned `pfn_to_page()` (pointer arithmetic) into a maple-tree
+//! The v6 proposal turned `pfn_to_page()` (pointer arithmetic) into a maple-tree
 //! walk; this index is how the model gets most of the arithmetic back. The
 //! range tree stays the truth; the index is derived from it under the
 //! space's writer lock. A slot holds the one pagemap that overlaps its

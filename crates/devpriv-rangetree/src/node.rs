@@ -1,7 +1,7 @@
 //! Immutable B+tree nodes with per-child gap bookkeeping.
 //!
 //! Kernel: `struct maple_arange_64` (allocation-tree node with a `gap[]`
-//! per slot) and `struct maple_range_64` (leaf), `lib/maple_tree.c`.
+//! per slot) and `struct maple_range_64` (leaf), `lib/maple_tree.c` (main).
 //!
 //! Nodes are never modified once built. A write builds new nodes along one
 //! root-to-leaf path (path copying) and shares every other subtree with the
@@ -200,7 +200,7 @@ impl<T> NodePtr<T> {
 
 /// Node allocations waiting for reuse.
 ///
-/// Kernel: the maple tree's `maple_node_cache` (a `kmem_cache`). Writers
+/// Kernel: the maple tree's `maple_node_cache` (a `kmem_cache`, main). Writers
 /// build a node per level per write and free as many after each grace
 /// period; recycling the memory keeps `malloc` off the write path.
 pub(crate) struct NodeCache<T> {
@@ -424,7 +424,7 @@ impl<T: Clone> NodeData<T> {
 
 /// The entry with the lowest `last >= index`, as (first, last, value).
 ///
-/// Kernel: the descent of `mas_walk()` / `mtree_load()`.
+/// Kernel: the descent of `mas_walk()` / `mtree_load()` (main).
 #[inline]
 pub(crate) fn lower_bound<T>(mut node: &Node<T>, index: u64) -> Option<(u64, u64, &T)> {
     loop {
@@ -604,7 +604,7 @@ fn rebalance<T: Clone>(
 /// What a gap search is looking for.
 ///
 /// Kernel: the arguments of `mas_empty_area()` / `mas_empty_area_rev()`,
-/// plus a power-of-two alignment.
+/// plus a power-of-two alignment (main).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Fit {
     pub(crate) size: u64,

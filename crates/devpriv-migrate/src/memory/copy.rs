@@ -3,7 +3,7 @@
 //! Kernel: `mm/memory.c` (`copy_page_range()`, `copy_pte_range()`,
 //! `copy_present_ptes()`, `copy_nonpresent_pte()`,
 //! `try_restore_exclusive_pte()`), `mm/huge_memory.c` (`copy_huge_pmd()`,
-//! `copy_huge_non_present_pmd()`).
+//! `copy_huge_non_present_pmd()`) (main).
 //!
 //! | source entry | parent afterwards | child |
 //! |---|---|---|
@@ -31,7 +31,7 @@ use devpriv_pagemap::SpaceReadGuard;
 
 /// `pte` with write permission removed.
 ///
-/// Kernel: `pte_wrprotect()` / `pmd_wrprotect()`.
+/// Kernel: `pte_wrprotect()` / `pmd_wrprotect()` (main).
 const fn wrprotect(raw: u64) -> u64 {
     raw & !_PAGE_RW
 }
@@ -42,7 +42,7 @@ impl Mm {
     /// table). This address space must already hold the child's copy of
     /// the VMA.
     ///
-    /// Kernel: `copy_page_range(dst_vma, src_vma)`, `mm/memory.c`.
+    /// Kernel: `copy_page_range(dst_vma, src_vma)`, `mm/memory.c` (main).
     ///
     /// # Errors
     ///
@@ -79,8 +79,9 @@ impl Mm {
         Ok(())
     }
 
-    /// Kernel: `copy_huge_pmd()` / `copy_huge_non_present_pmd()`,
-    /// `mm/huge_memory.c`.
+    /// Kernel: `copy_huge_pmd()` / `copy_huge_non_present_pmd()` (with
+    /// `pte_alloc_one()` + `pgtable_trans_huge_deposit()` for the child),
+    /// `mm/huge_memory.c` (main).
     fn copy_huge_pmd(&self, src: &Mm, haddr: u64, cow: bool) -> Result<(), Errno> {
         let mem = src.memory();
         let guard = mem.space().read();
@@ -132,11 +133,26 @@ impl Mm {
             }
         };
         drop(g);
-        self.pmd_lock(haddr)?.set(child)
+        // The child's own deposit, for a later split or zap.
+        let pgtable = self.pte_alloc_one();
+        let g = match self.pmd_lock(haddr) {
+            Ok(g) => g,
+            Err(e) => {
+                self.pte_free(pgtable);
+                return Err(e);
+            }
+        };
+        if let Err(e) = g.set(child) {
+            drop(g);
+            self.pte_free(pgtable);
+            return Err(e);
+        }
+        g.deposit(pgtable);
+        Ok(())
     }
 
     /// Kernel: `copy_pte_range()` → `copy_present_ptes()` /
-    /// `copy_nonpresent_pte()`, `mm/memory.c`.
+    /// `copy_nonpresent_pte()`, `mm/memory.c` (main).
     fn copy_pte_range(
         &self,
         src: &Mm,
@@ -180,7 +196,7 @@ impl Mm {
 /// The parent's and the child's PTE for a present `pte`, taking the
 /// child's map count and reference.
 ///
-/// Kernel: `copy_present_ptes()` (one PTE at a time), `mm/memory.c`.
+/// Kernel: `copy_present_ptes()` (one PTE at a time), `mm/memory.c` (main).
 fn copy_present_pte(
     src: &Mm,
     guard: &SpaceReadGuard<'_>,

@@ -4,7 +4,7 @@
 //! `do_anonymous_page()`, `do_fault()`, `do_swap_page()`,
 //! `remove_device_exclusive_entry()`, `do_wp_page()`, `wp_page_copy()`),
 //! `mm/huge_memory.c` (`do_huge_pmd_anonymous_page()`,
-//! `do_huge_pmd_wp_page()`, `do_huge_pmd_device_private()`).
+//! `do_huge_pmd_wp_page()`, `do_huge_pmd_device_private()`, 7.0).
 //!
 //! A fault on a device-private PTE or PMD locks the page, takes a
 //! reference and calls the owning pagemap's `migrate_to_ram` with a
@@ -48,7 +48,7 @@ devpriv_core::flags! {
     /// Why the CPU faulted.
     ///
     /// Kernel: `enum fault_flag` (the `FAULT_FLAG_WRITE` bit),
-    /// `include/linux/mm_types.h`.
+    /// `include/linux/mm_types.h` (main).
     pub struct FaultFlags: u32 {
         /// A read access.
         ///
@@ -56,7 +56,7 @@ devpriv_core::flags! {
         const READ = 0;
         /// A write access.
         ///
-        /// Kernel: `FAULT_FLAG_WRITE`.
+        /// Kernel: `FAULT_FLAG_WRITE` (main).
         const WRITE = 1;
     }
 }
@@ -64,7 +64,7 @@ devpriv_core::flags! {
 impl FaultFlags {
     /// `true` for a write access.
     ///
-    /// Kernel: `vmf->flags & FAULT_FLAG_WRITE`.
+    /// Kernel: `vmf->flags & FAULT_FLAG_WRITE` (main).
     pub const fn is_write(self) -> bool {
         self.0 & 1 != 0
     }
@@ -72,18 +72,18 @@ impl FaultFlags {
 
 /// What a fault that did not fail did.
 ///
-/// Kernel: the non-error `vm_fault_t` values.
+/// Kernel: the non-error `vm_fault_t` values (main).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum VmFaultResult {
     /// The entry was fixed up (or already fine): the access can go ahead.
     ///
-    /// Kernel: `0`.
+    /// Kernel: `0` (main).
     Done,
     /// The entry is being migrated, or its page is locked by someone else:
     /// try the access again later.
     ///
     /// Kernel: `migration_entry_wait()` / `softleaf_entry_wait_on_locked()`
-    /// then `0` (the access refaults), or `VM_FAULT_RETRY`.
+    /// then `0` (the access refaults), or `VM_FAULT_RETRY` (7.0).
     Retry,
 }
 
@@ -91,7 +91,7 @@ pub enum VmFaultResult {
 /// [`VmFault::ctx`]: the faulting address space and VMA. A driver reads it
 /// with [`VmFault::context`].
 ///
-/// Kernel: `vmf->vma` (and through it `vma->vm_mm`).
+/// Kernel: `vmf->vma` (and through it `vma->vm_mm`, main).
 ///
 /// ```
 /// use devpriv_core::Errno;
@@ -110,18 +110,18 @@ pub enum VmFaultResult {
 pub struct FaultContext {
     /// The faulting address space (and through it, the machine's memory).
     ///
-    /// Kernel: `vmf->vma->vm_mm`.
+    /// Kernel: `vmf->vma->vm_mm` (main).
     pub mm: Arc<Mm>,
     /// The VMA the fault is in, as the fault path found it.
     ///
-    /// Kernel: `vmf->vma`.
+    /// Kernel: `vmf->vma` (main).
     pub vma: Vma,
 }
 
 /// Handles a CPU fault at `addr` in `mm`.
 ///
 /// Kernel: `handle_mm_fault(vma, address, flags, regs)` →
-/// `__handle_mm_fault()` → `handle_pte_fault()`, `mm/memory.c`.
+/// `__handle_mm_fault()` → `handle_pte_fault()`, `mm/memory.c` (main).
 ///
 /// | entry at `addr` | what happens |
 /// |---|---|
@@ -262,7 +262,7 @@ fn handle_fault(
 /// inside the VMA.
 ///
 /// Kernel: `thp_vma_allowable_order(vma, vm_flags, TVA_PAGEFAULT,
-/// PMD_ORDER)` with `enabled=madvise`.
+/// PMD_ORDER)` with `enabled=madvise` (main).
 fn thp_fault_eligible(vma: &Vma, addr: u64) -> bool {
     vma.is_anonymous()
         && vma.flags().contains(VmFlags::HUGEPAGE)
@@ -277,7 +277,7 @@ fn thp_fault_eligible(vma: &Vma, addr: u64) -> bool {
 /// path (no PMD-sized folio is free).
 ///
 /// Kernel: `do_huge_pmd_anonymous_page()`, `mm/huge_memory.c`
-/// (`VM_FAULT_FALLBACK` is `None`).
+/// (`VM_FAULT_FALLBACK` is `None`) (main).
 fn do_huge_pmd_anonymous_page(
     mm: &Mm,
     vma: &Vma,
@@ -289,10 +289,31 @@ fn do_huge_pmd_anonymous_page(
     if !flags.is_write() && mm.config().zero_page {
         let r = (|| {
             let entry = Pmd::huge(sys.huge_zero_pfn(), _PAGE_PRESENT | _PAGE_USER)?;
-            let g = mm.pmd_lock(haddr)?;
+            // set_huge_zero_folio() deposits a table too.
+            let pgtable = mm.pte_alloc_one();
+            let g = match mm.pmd_lock(haddr) {
+                Ok(g) => g,
+                Err(e) => {
+                    mm.pte_free(pgtable);
+                    return Err(e);
+                }
+            };
             let cur = g.get();
-            if cur.is_none() || cur.is_table() && g.table_is_empty() {
-                g.set(entry)?;
+            let r = if cur.is_none() || cur.is_table() && g.table_is_empty() {
+                g.set(entry)
+            } else {
+                // Lost a race: the access refaults and sees the new entry.
+                Err(Errno::EEXIST)
+            };
+            match r {
+                Ok(()) => g.deposit(pgtable),
+                Err(e) => {
+                    drop(g);
+                    mm.pte_free(pgtable);
+                    if e != Errno::EEXIST {
+                        return Err(e);
+                    }
+                }
             }
             Ok(VmFaultResult::Done)
         })();
@@ -314,7 +335,7 @@ fn do_huge_pmd_anonymous_page(
 /// zero page, a shared folio) split the PMD and return `false`, so the
 /// write is handled per page.
 ///
-/// Kernel: `do_huge_pmd_wp_page()`, `mm/huge_memory.c`.
+/// Kernel: `do_huge_pmd_wp_page()`, `mm/huge_memory.c` (main).
 fn do_huge_pmd_wp_page(mm: &Mm, vma: &Vma, addr: u64, orig: Pmd) -> Result<bool, Errno> {
     let haddr = addr & !(PMD_SIZE - 1);
     let sys = mm.memory().sys();
@@ -340,7 +361,7 @@ fn do_huge_pmd_wp_page(mm: &Mm, vma: &Vma, addr: u64, orig: Pmd) -> Result<bool,
 ///
 /// Kernel: `do_fault()` → `do_read_fault()` / `do_cow_fault()` /
 /// `do_shared_fault()` (`filemap_fault()`, `finish_fault()`),
-/// `mm/memory.c`.
+/// `mm/memory.c` (main).
 ///
 /// # Differences from the kernel
 ///
@@ -380,7 +401,7 @@ fn refault_on_race(r: Result<(), Errno>) -> Result<VmFaultResult, Errno> {
 /// reference: a write can reuse it instead of copying.
 ///
 /// Kernel: `wp_can_reuse_anon_folio()` (and, for large folios,
-/// `__wp_can_reuse_large_anon_folio()`), `mm/memory.c`.
+/// `__wp_can_reuse_large_anon_folio()`), `mm/memory.c` (main).
 ///
 /// # Differences from the kernel
 ///
@@ -403,7 +424,7 @@ fn wp_can_reuse_anon_folio(folio: SysFolio<'_>) -> bool {
 /// exclusively mapped anon page; otherwise copy (COW).
 ///
 /// Kernel: `do_wp_page()` → `wp_page_shared()` / `wp_page_reuse()` /
-/// `wp_page_copy()`, `mm/memory.c`.
+/// `wp_page_copy()`, `mm/memory.c` (main).
 fn do_wp_page(mm: &Mm, vma: &Vma, addr: u64, orig: Pte) -> Result<VmFaultResult, Errno> {
     let sys = mm.memory().sys();
     if sys.is_zero_pfn(orig.pfn()) {
@@ -422,7 +443,7 @@ fn do_wp_page(mm: &Mm, vma: &Vma, addr: u64, orig: Pte) -> Result<VmFaultResult,
 /// Copies the page `orig` maps into a new anon page and maps that one
 /// writable in its place, dropping the old mapping.
 ///
-/// Kernel: `wp_page_copy()`, `mm/memory.c`.
+/// Kernel: `wp_page_copy()`, `mm/memory.c` (main).
 fn wp_page_copy(
     mm: &Mm,
     vma: &Vma,
@@ -511,7 +532,8 @@ fn remove_device_exclusive_entry(
     r.map(|()| VmFaultResult::Done)
 }
 
-/// Kernel: `do_anonymous_page()`, `mm/memory.c` (without the zero page).
+/// Kernel: `do_anonymous_page()`, `mm/memory.c` (its write branch; the read
+/// branch is `map_zero_page`, main).
 fn do_anonymous_page(mm: &Mm, addr: u64, writable: bool) -> Result<VmFaultResult, Errno> {
     let folio = mm.memory().sys().alloc_folio(Order::ZERO)?;
     let r = mm.map_folio_ptes(addr, folio, writable);
@@ -529,7 +551,7 @@ fn do_anonymous_page(mm: &Mm, addr: u64, writable: bool) -> Result<VmFaultResult
 /// PTE, no reference and no rmap.
 ///
 /// Kernel: `do_anonymous_page()` (`!(vmf->flags & FAULT_FLAG_WRITE) &&
-/// !mm_forbids_zeropage()`), `mm/memory.c`.
+/// !mm_forbids_zeropage()`), `mm/memory.c` (main).
 fn map_zero_page(mm: &Mm, addr: u64) -> Result<VmFaultResult, Errno> {
     let entry = Pte::pfn_pte(mm.memory().sys().zero_pfn(), _PAGE_PRESENT | _PAGE_USER)?;
     let g = match mm.pte_alloc_map_lock(addr) {
@@ -546,7 +568,7 @@ fn map_zero_page(mm: &Mm, addr: u64) -> Result<VmFaultResult, Errno> {
 /// place.
 ///
 /// Kernel: `do_wp_page()` → `wp_page_copy()` (`is_zero_pfn()` case),
-/// `mm/memory.c`.
+/// `mm/memory.c` (main).
 fn wp_zero_page(mm: &Mm, addr: u64, orig: Pte) -> Result<VmFaultResult, Errno> {
     let folio = mm.memory().sys().alloc_folio(Order::ZERO)?;
     let r = (|| {
@@ -602,7 +624,7 @@ fn call_migrate_to_ram(
 /// retry.
 ///
 /// Kernel: `do_swap_page()`, `mm/memory.c` (the
-/// `softleaf_is_device_private()` case).
+/// `softleaf_is_device_private()` case, 7.0).
 fn do_swap_page_device_private(
     mm: &Arc<Mm>,
     vma: Vma,
@@ -635,7 +657,7 @@ fn do_swap_page_device_private(
 /// The device-private PMD fault: as [`do_swap_page_device_private`] at PMD
 /// level, `vmf->page` the folio's head, `vmf->pte == NULL`.
 ///
-/// Kernel: `do_huge_pmd_device_private()`, `mm/huge_memory.c`.
+/// Kernel: `do_huge_pmd_device_private()`, `mm/huge_memory.c` (7.0).
 fn do_huge_pmd_device_private(
     mm: &Arc<Mm>,
     vma: Vma,
