@@ -955,6 +955,79 @@ fn anon_write_child() {
     }
 }
 
+/// `hmm.anon_write_child` of the newest file with `use_thp`: a THP, in
+/// system memory or moved to the device as one order-9 folio, is mapped
+/// read-only by one PMD in each process after `fork()`, and the child gets
+/// its own deposited page table. The child's reads see the parent's data
+/// (a device THP comes back to system memory for both processes at once);
+/// its device's write copies every page for the child, and the parent
+/// keeps its data.
+#[test]
+fn anon_write_child_thp() {
+    for migrate in [false, true] {
+        let Machine { mem, dev0, .. } = machine();
+        let n = 512;
+        let parent = Mm::new(&mem, MmConfig::default());
+        parent
+            .mmap_write_lock()
+            .mmap_anon(BASE, PMD_SIZE, VmFlags::RW)
+            .unwrap();
+        thp(&parent, BASE);
+        let pm = dev0.open(&parent);
+        if migrate {
+            assert_eq!(to_dev(&pm, &parent, BASE, n).unwrap().1, n);
+            assert_eq!(device_folio_order(&parent, BASE), Order::HPAGE_PMD);
+        }
+        let child = parent.fork().unwrap();
+        let (pp, cp) = (
+            parent.pmdp_get_lockless(BASE).unwrap(),
+            child.pmdp_get_lockless(BASE).unwrap(),
+        );
+        assert_eq!(pp, cp, "migrate={migrate}: the same entry in both");
+        if migrate {
+            let e = Softleaf::from_pmd(pp);
+            assert!(e.is_device_private() && !e.is_device_private_write());
+        } else {
+            assert!(pp.is_trans_huge() && !pp.is_write());
+            assert_eq!(mem.sys().pfn_folio(pp.pfn()).unwrap().mapcount(), 2);
+        }
+        assert_eq!(child.nr_deposited_pgtables(), 1, "the child's own table");
+        for i in 0..n {
+            assert_eq!(
+                cpu_read(&child, page(i)),
+                value(page(i)),
+                "migrate={migrate}"
+            );
+        }
+        if migrate {
+            assert!(
+                parent.read_user(BASE).is_ok(),
+                "back in system memory for the parent too"
+            );
+        }
+        let cm = dev0.open(&child);
+        let negated: Vec<u64> = expected(BASE, n).iter().map(|v| !v).collect();
+        assert_eq!(dev_write(&cm, &child, BASE, &negated), Ok((n, 1)));
+        for i in 0..n {
+            assert_eq!(child.read_user(page(i)), Ok(!value(page(i))));
+            assert_eq!(
+                cpu_read(&parent, page(i)),
+                value(page(i)),
+                "migrate={migrate}"
+            );
+        }
+        drop(cm);
+        {
+            let mut w = child.mmap_write_lock();
+            w.munmap(BASE, PMD_SIZE).unwrap();
+        }
+        assert_eq!(child.nr_pgtables(), 0, "the child's deposit freed");
+        drop(child);
+        drop(pm);
+        teardown(parent, &[&dev0]);
+    }
+}
+
 /// Page-cache contents for the file tests: page `i` holds `base + i`.
 #[derive(Debug)]
 struct FileWords(u64);
