@@ -1028,6 +1028,71 @@ fn anon_write_child_thp() {
     }
 }
 
+/// `hmm.compound`, with a THP where the kernel test maps a hugetlbfs page
+/// (the model has no hugetlbfs; `hmm_range_fault()` reports a PMD-mapped
+/// THP with the same order, `hmm_vma_handle_pmd()`): a snapshot sees every
+/// page writable and PMD-mapped; after `mprotect(PROT_READ)` read-only and
+/// still PMD-mapped. Nothing is faulted.
+#[test]
+fn compound_with_a_thp() {
+    let Machine { mem, dev0, .. } = machine();
+    let mm = Mm::new(&mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, PMD_SIZE, VmFlags::RW)
+        .unwrap();
+    thp(&mm, BASE);
+    let m = dev0.open(&mm);
+    assert!(
+        snap(&m, &mm, BASE, 512)
+            .iter()
+            .all(|p| *p == DmirrorProt::WRITE | DmirrorProt::PMD)
+    );
+    mm.mmap_write_lock()
+        .mprotect(BASE, PMD_SIZE, VmFlags::READ)
+        .unwrap();
+    assert!(
+        mm.pmdp_get_lockless(BASE).unwrap().is_trans_huge(),
+        "not split"
+    );
+    assert!(
+        snap(&m, &mm, BASE, 512)
+            .iter()
+            .all(|p| *p == DmirrorProt::READ | DmirrorProt::PMD)
+    );
+    assert_eq!(dev0.faults(), 0);
+    drop(m);
+    teardown(mm, &[&dev0]);
+}
+
+/// `hmm.hmm_gup_test`, without the `gup_test` driver (the model has no
+/// GUP): what `get_user_pages()` does to a device-private page is to find
+/// no present PTE and fault it in for write (`faultin_page()` →
+/// `handle_mm_fault(FAULT_FLAG_WRITE)`), which migrates it back with
+/// `migrate_to_ram`; a long-term pin would then find it in system memory.
+/// Four pages go to the device; GUP's fault path on each brings it back
+/// writable with its data, and the snapshot shows four writable system
+/// pages.
+#[test]
+fn hmm_gup_test_fault_path() {
+    let Machine { mem, dev0, .. } = machine();
+    let mm = filled(&mem, 4);
+    let m = dev0.open(&mm);
+    assert_eq!(to_dev(&m, &mm, BASE, 4).unwrap(), (expected(BASE, 4), 4));
+    for i in 0..4 {
+        // follow_page_pte(): not present, so faultin_page().
+        assert!(present(&mm, page(i)).is_none());
+        assert_eq!(
+            handle_mm_fault(&mm, page(i), FaultFlags::WRITE),
+            Ok(VmFaultResult::Done)
+        );
+    }
+    assert_eq!(dev0.faults(), 4, "one migrate_to_ram per page");
+    assert_eq!(snap(&m, &mm, BASE, 4), vec![DmirrorProt::WRITE; 4]);
+    assert!((0..4).all(|i| mm.read_user(page(i)) == Ok(value(page(i)))));
+    drop(m);
+    teardown(mm, &[&dev0]);
+}
+
 /// Page-cache contents for the file tests: page `i` holds `base + i`.
 #[derive(Debug)]
 struct FileWords(u64);
