@@ -20,7 +20,7 @@ use devpriv_drivers::test_hmm::{
 use devpriv_migrate::leafops::Softleaf;
 use devpriv_migrate::{
     AddressSpace, AddressSpaceOps, Advice, AnyFolio, FaultFlags, MappingKind, Memory, Mm, MmConfig,
-    MremapFlags, PMD_SIZE, SystemMemory, VmFaultResult, VmFlags, handle_mm_fault,
+    MremapFlags, PMD_SIZE, Pmd, SystemMemory, VmFaultResult, VmFlags, handle_mm_fault,
 };
 use devpriv_pagemap::{DevicePrivateSpace, Owner};
 use std::sync::Arc;
@@ -1852,6 +1852,39 @@ fn fresh_chunk_hands_out_its_highest_page_first() {
         mm.device_private_offset_at(BASE).unwrap().get(),
         *blocks.last().unwrap()
     );
+    drop(m);
+    teardown(mm, &[&dev0]);
+}
+
+/// The newest file's THP tests reuse one address range: a THP that was
+/// split (here by a `FAIL_ALLOC` migration) and then unmapped leaves no
+/// PTE table behind (`free_pgtables()`), so the next mapping there is a
+/// hole at PMD level again. With `FAIL_ALLOC` a compound hole falls back
+/// to 512 single device pages and every page migrates; over a left-over
+/// empty PTE table the holes would be 512 small ones, the flag would eat
+/// the first, and the device read would stop there (`ENOENT`).
+#[test]
+fn unmapped_split_thp_leaves_a_pmd_hole() {
+    let Machine { mem, dev0, .. } = machine();
+    let mm = Mm::new(&mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, PMD_SIZE, VmFlags::RW)
+        .unwrap();
+    thp(&mm, BASE);
+    let m = dev0.open(&mm);
+    m.set_flags(Dmirror::FLAG_FAIL_ALLOC);
+    assert_eq!(to_dev(&m, &mm, BASE, 512).unwrap().1, 512);
+    assert!(mm.pmdp_get_lockless(BASE).unwrap().is_table(), "split");
+    {
+        let mut w = mm.mmap_write_lock();
+        w.munmap(BASE, PMD_SIZE).unwrap();
+        assert_eq!(mm.pmdp_get_lockless(BASE), Some(Pmd::NONE), "table freed");
+        w.mmap_anon(BASE, PMD_SIZE, VmFlags::READ).unwrap();
+        w.madvise(BASE, PMD_SIZE, Advice::HugePage).unwrap();
+    }
+    m.set_flags(Dmirror::FLAG_FAIL_ALLOC);
+    assert_eq!(to_dev(&m, &mm, BASE, 512).unwrap(), (vec![0; 512], 512));
+    assert!((0..512).all(|i| device_folio_order(&mm, page(i)) == Order::ZERO));
     drop(m);
     teardown(mm, &[&dev0]);
 }

@@ -33,7 +33,9 @@
 //!   `Mm` lives, and a PMD slot always uses the same PTE table. So a PMD
 //!   that goes table → huge → table points at the same table again;
 //!   `pmd_same()` cannot tell those apart, where in the kernel a fresh table
-//!   would usually have a fresh address. Nothing here relies on it. The
+//!   would usually have a fresh address. Nothing here relies on it. When
+//!   `munmap` leaves a 2 MiB block without a VMA, its PMD goes back to none
+//!   (as `free_pgtables()` leaves it) while the slot keeps its table. The
 //!   page-table page a huge PMD deposits for its split
 //!   (`pgtable_trans_huge_deposit()`) is therefore only counted
 //!   ([`Mm::nr_pgtables`], [`PgtablePage`](crate::PgtablePage)), so that a

@@ -7,7 +7,7 @@
 
 use crate::filemap::AddressSpace;
 use crate::mm_types::{Mm, MmapWriteGuard, VmFlags, Vma};
-use crate::pgtable::TASK_SIZE;
+use crate::pgtable::{PMD_SIZE, Pmd, TASK_SIZE};
 use devpriv_core::{Errno, PAGE_SHIFT, PAGE_SIZE};
 use std::sync::Arc;
 
@@ -190,8 +190,10 @@ impl MmapWriteGuard<'_> {
     ///
     /// # Differences from the kernel
     ///
-    /// Page tables are not freed (see [`mm_types`](crate::mm_types)).
-    /// Entries of a range no VMA covers are zapped too.
+    /// Page tables are not freed, but a PMD whose block no VMA covers any
+    /// more is cleared (`free_pgtables()`); see
+    /// [`mm_types`](crate::mm_types). Entries of a range no VMA covers are
+    /// zapped too.
     ///
     /// # Errors
     ///
@@ -243,7 +245,43 @@ impl MmapWriteGuard<'_> {
             }
         }
         self.set_vmas(out);
+        self.free_pgtables(start, end);
         Ok(())
+    }
+
+    /// After an unmap of `[start, end)`: every PMD whose whole 2 MiB block
+    /// no VMA covers any more, and whose PTE table is empty, goes back to
+    /// none, so the next fault or migration there sees a hole at PMD level
+    /// (a THP fault, a compound hole) as on a kernel that freed the table.
+    ///
+    /// Kernel: `free_pgtables()` → `free_pgd_range()` → `free_pte_range()`
+    /// between the neighbouring VMAs (floor and ceiling), `mm/memory.c`
+    /// (main).
+    ///
+    /// # Differences from the kernel
+    ///
+    /// The table itself stays with its slot (see
+    /// [`mm_types`](crate::mm_types)); only the PMD is cleared. Upper
+    /// levels are never freed.
+    fn free_pgtables(&self, start: u64, end: u64) {
+        let vmas = self.vmas();
+        let mut blk = start & !(PMD_SIZE - 1);
+        while blk < end {
+            let next = blk + PMD_SIZE;
+            let used = vmas.iter().any(|v| v.start < next && v.end > blk);
+            // A trylock: a PMD lock someone holds (or, under
+            // `HugeInsertErrors::V7_0`, leaked) leaves the table in place
+            // rather than hanging the unmap.
+            if !used
+                && self.pmdp_get_lockless(blk).is_some_and(Pmd::is_table)
+                && let Ok(g) = self.pmd_trylock(blk)
+                && g.get().is_table()
+            {
+                // Refused (EBUSY) if an entry is left: then it stays.
+                let _ = g.set(Pmd::NONE);
+            }
+            blk = next;
+        }
     }
 }
 
@@ -281,6 +319,31 @@ mod tests {
     use devpriv_core::{Errno, PAGE_SHIFT, PAGE_SIZE};
 
     const BASE: u64 = 0x7f00_0000_0000;
+
+    /// free_pgtables(): the PMD of a block no VMA covers any more goes back
+    /// to none; a block a VMA still touches keeps its table.
+    #[test]
+    fn unmap_clears_the_pmds_of_blocks_left_without_a_vma() {
+        use crate::memory::{FaultFlags, handle_mm_fault};
+        let mem = test_memory(64);
+        let mm = Mm::new(&mem, MmConfig::default());
+        mm.mmap_write_lock()
+            .mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW)
+            .unwrap();
+        for a in [BASE, BASE + PMD_SIZE] {
+            handle_mm_fault(&mm, a, FaultFlags::WRITE).unwrap();
+            assert!(mm.pmdp_get_lockless(a).unwrap().is_table());
+        }
+        let mut w = mm.mmap_write_lock();
+        // Half of the first block: a VMA still covers the rest.
+        w.munmap(BASE, PMD_SIZE / 2).unwrap();
+        assert!(mm.pmdp_get_lockless(BASE).unwrap().is_table());
+        w.munmap(BASE + PMD_SIZE / 2, PMD_SIZE / 2).unwrap();
+        assert_eq!(mm.pmdp_get_lockless(BASE), Some(Pmd::NONE));
+        assert!(mm.pmdp_get_lockless(BASE + PMD_SIZE).unwrap().is_table());
+        w.munmap(BASE + PMD_SIZE, PMD_SIZE).unwrap();
+        assert_eq!(mm.pmdp_get_lockless(BASE + PMD_SIZE), Some(Pmd::NONE));
+    }
 
     #[test]
     fn mmap_rules() {
