@@ -12,15 +12,24 @@
 //! raw `mmap(2)`, never from glibc.
 //!
 //! Small blocks (up to 64 KiB) come from power-of-two size classes carved
-//! out of 1 MiB mappings and kept on free lists; larger ones (or alignment
-//! above a page) are mappings of their own.
+//! out of 1 MiB pieces and kept on free lists; larger ones (or alignment
+//! above a page) are pieces of their own.
+//!
+//! Every piece comes from one address-space reservation made on first use
+//! ([`RESERVE`] bytes, `PROT_NONE`, `MAP_NORESERVE`), handed out by a bump
+//! pointer and never reused. Were pieces placed by the kernel wherever
+//! there is room, one could land in a hole the program has just punched
+//! in its own mapping, and the program's next `mremap(MREMAP_FIXED)` or
+//! `mmap(MAP_FIXED)` into that hole (as the newer THP tests do) would
+//! silently unmap the model's memory. The program's mappings never reach
+//! into the reservation.
 //!
 //! Kernel: none (the shim's own infrastructure).
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::ptr;
-use devpriv_core::sync::atomic::{AtomicBool, Ordering};
+use devpriv_core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Size classes: 16 B << 0 ..= 16 B << 12 (64 KiB).
 const CLASSES: usize = 13;
@@ -81,37 +90,70 @@ fn class_of(layout: Layout) -> Option<usize> {
     Some((size / MIN).trailing_zeros() as usize)
 }
 
-/// A fresh private anonymous mapping of `len` bytes, or null.
+/// Address space reserved for the shim's memory: 1 TiB (of x86-64's
+/// 128 TiB user half). `PROT_NONE` and `MAP_NORESERVE`, so it costs no
+/// memory until a piece is made usable.
+const RESERVE: usize = 1 << 40;
+
+/// The reservation: its start (0 until made) and the next free byte,
+/// under `ARENA_LOCK`.
+static ARENA_LOCK: AtomicBool = AtomicBool::new(false);
+static ARENA: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
+
+/// A raw `mmap(2)` (never the interposed one), or `None`.
+fn sys_mmap(addr: usize, len: usize, prot: i32, flags: i32) -> Option<usize> {
+    // SAFETY: either a new mapping placed by the kernel (touching no
+    // existing memory), or a `MAP_FIXED` one over a range of the
+    // reservation the caller owns.
+    let r = unsafe { libc::syscall(libc::SYS_mmap, addr, len, prot, flags, -1, 0usize) };
+    (r != -1).then_some(r as usize)
+}
+
+/// A fresh, zeroed, read-write piece of `len` bytes (a multiple of
+/// [`PAGE`]) of the reservation, or null when it is used up.
 fn map(len: usize) -> *mut u8 {
-    // SAFETY: a new anonymous mapping placed by the kernel touches no
-    // existing memory.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mmap,
-            0usize,
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0usize,
-        )
-    };
-    if r == -1 {
-        ptr::null_mut()
-    } else {
-        r as *mut u8
+    while ARENA_LOCK
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        core::hint::spin_loop();
+    }
+    if ARENA[0].load(Ordering::Relaxed) == 0 {
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        if let Some(base) = sys_mmap(0, RESERVE, libc::PROT_NONE, flags) {
+            ARENA[0].store(base, Ordering::Relaxed);
+            ARENA[1].store(base, Ordering::Relaxed);
+        }
+    }
+    let (base, next) = (
+        ARENA[0].load(Ordering::Relaxed),
+        ARENA[1].load(Ordering::Relaxed),
+    );
+    let fits = base != 0 && next + len <= base + RESERVE;
+    if fits {
+        ARENA[1].store(next + len, Ordering::Relaxed);
+    }
+    ARENA_LOCK.store(false, Ordering::Release);
+    if !fits {
+        return ptr::null_mut();
+    }
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
+    match sys_mmap(next, len, libc::PROT_READ | libc::PROT_WRITE, flags) {
+        Some(p) => p as *mut u8,
+        None => ptr::null_mut(),
     }
 }
 
-/// Unmaps `[p, p + len)`.
+/// Gives `[p, p + len)` back: its memory is freed and its addresses stay
+/// reserved (never handed out again).
 ///
 /// # Safety
 ///
-/// The range is a mapping (or part of one) this allocator made and no
+/// The range is a piece (or part of one) this allocator made and no
 /// longer hands out.
 unsafe fn unmap(p: *mut u8, len: usize) {
-    // SAFETY: the caller guarantees nothing uses the range.
-    let _ = unsafe { libc::syscall(libc::SYS_munmap, p, len) };
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE;
+    let _ = sys_mmap(p as usize, len, libc::PROT_NONE, flags);
 }
 
 fn large_len(layout: Layout) -> usize {

@@ -1,7 +1,8 @@
-//! Runs `tests/csrc/smoke.c` (our own program, not kernel code) with the
-//! shim preloaded: the test driver's ABI, CPU faults, `fork`, capability
-//! refusals, and a genuine `SIGSEGV`, without any kernel source. The
-//! kernel's own `hmm-tests.c` runs in `ci/hmm-tests.sh`.
+//! Runs `tests/csrc/smoke.c` and `thp.c` (our own programs, not kernel
+//! code) with the shim preloaded: the test driver's ABI, CPU faults,
+//! `fork`, capability refusals, a genuine `SIGSEGV`, and the newer THP
+//! tests' shapes, without any kernel source. The kernel's own
+//! `hmm-tests.c` runs in `ci/hmm-tests.sh`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -28,14 +29,15 @@ fn shim() -> PathBuf {
     target.join("debug/libdevpriv_hmm_shim.so")
 }
 
-#[test]
-fn smoke_program_passes_under_the_shim() {
+/// Compiles `tests/csrc/<name>.c`, runs it with the shim preloaded and
+/// returns its stderr once it printed "ok" and exited 0.
+fn run_c(name: &str) -> String {
     let so = shim();
     assert!(so.is_file(), "{} not built", so.display());
-    let out_dir = std::env::temp_dir().join(format!("devpriv-shim-smoke-{}", std::process::id()));
+    let out_dir = std::env::temp_dir().join(format!("devpriv-shim-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&out_dir).unwrap();
-    let exe = out_dir.join("smoke");
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/csrc/smoke.c");
+    let exe = out_dir.join(name);
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/csrc/{name}.c"));
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let built = Command::new(&cc)
         .args(["-Wall", "-O1", "-o"])
@@ -52,8 +54,23 @@ fn smoke_program_passes_under_the_shim() {
     );
     assert!(
         out.status.success() && stdout.trim() == "ok",
-        "status {:?}\nstdout: {stdout}\nstderr: {stderr}",
+        "{name}: status {:?}\nstdout: {stdout}\nstderr: {stderr}",
         out.status
     );
+    stderr.into_owned()
+}
+
+#[test]
+fn smoke_program_passes_under_the_shim() {
+    let stderr = run_c("smoke");
     assert!(stderr.contains("refused MAP_HUGETLB"), "stderr: {stderr}");
+}
+
+/// The shapes of the newer files' THP tests through the shim (huge zero
+/// page, `MADV_FREE`, `mremap` into a hole the program punched, the
+/// `FAIL_ALLOC` fallbacks), in one process, so state left by one shape
+/// meets the next.
+#[test]
+fn thp_program_passes_under_the_shim() {
+    run_c("thp");
 }
