@@ -1,9 +1,9 @@
 /*
  * devpriv-hmm-shim THP program: our own C (not kernel code) walking the
  * shapes of the THP tests that newer hmm-tests.c files add (empty, huge
- * zero, MADV_FREE, mremap before/after migrating, FAIL_ALLOC fallbacks)
- * through the shim, so the shim's madvise/mremap/fault translation is
- * exercised without a newer kernel tree. Run by tests/smoke.rs with
+ * zero, MADV_FREE, mremap before/after migrating, FAIL_ALLOC fallbacks,
+ * fork of a THP) through the shim, so the shim's madvise/mremap/fork/fault
+ * translation is exercised without a newer kernel tree. Run by tests/smoke.rs with
  * LD_PRELOAD; prints "ok" and exits 0.
  */
 #define _GNU_SOURCE
@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 struct cmd {
@@ -149,6 +150,33 @@ int main(void)
 	dev(FLAGS, w, 1);
 	CHECK(dev(TO_DEV, w, NPAGES) == NPAGES && all(w, 1));
 	CHECK(munmap(base, 2 * PMD) == 0);
+
+	/* fork of a THP, in system memory or on the device: the child sees
+	 * the parent's data and its own mirror's write copies the pages for
+	 * the child only. */
+	for (int migrate = 0; migrate < 2; migrate++) {
+		w = (int *)window(2 * PMD, PROT_READ | PROT_WRITE, MADV_HUGEPAGE, &base);
+		fill(w);
+		if (migrate)
+			CHECK(dev(TO_DEV, w, NPAGES) == NPAGES);
+		pid_t pid = fork();
+		CHECK(pid >= 0);
+		if (pid == 0) {
+			CHECK(all(w, 0));
+			fd = open("/dev/hmm_dmirror0", O_RDWR);
+			CHECK(fd >= 0);
+			for (size_t i = 0; i < PMD / sizeof(int); i++)
+				mirror[i] = -(int)i;
+			CHECK(dev(WRITE, w, NPAGES) == NPAGES);
+			for (size_t i = 0; i < PMD / sizeof(int); i++)
+				CHECK(w[i] == -(int)i);
+			_exit(0);
+		}
+		int status;
+		CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+		CHECK(all(w, 0));
+		CHECK(munmap(base, 2 * PMD) == 0);
+	}
 
 	CHECK(close(fd) == 0);
 	printf("ok\n");
