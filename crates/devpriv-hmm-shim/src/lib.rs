@@ -32,6 +32,20 @@
 //!   ([`alloc`]), so a program that overruns one of its buffers corrupts
 //!   its heap, as it would on a real kernel, not the model.
 //!
+//! # `unsafe` and Miri
+//!
+//! The crate is FFI by nature (it defines `open`, `ioctl`, `mmap`, ...
+//! for the dynamic linker, calls raw system calls, installs a `SIGSEGV`
+//! handler and has its own allocator), so it cannot `forbid(unsafe_code)`;
+//! every `unsafe` block carries a `// SAFETY:` comment. Miri cannot run
+//! it: it does not execute foreign functions or raw `syscall(2)`s
+//! (`mmap`, `mprotect`, `/proc/self/mem`), signal handlers, `fork`, or a
+//! process under `LD_PRELOAD`. So `ci/miri.sh` leaves it out; its checks
+//! are the unit tests (the allocator and the page store, run natively),
+//! the C programs of `tests/smoke.rs`, and the kernel's own test in
+//! `ci/hmm-tests.sh`. The model crates it drives stay `unsafe`-free and
+//! run under Miri as usual.
+//!
 //! The shim translates and copies; it decides nothing. See
 //! [`shim`] for the rules and the three capability refusals, and
 //! [`signal`] for why the fault handler may run the model.
