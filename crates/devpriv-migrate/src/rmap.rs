@@ -201,8 +201,8 @@ pub(crate) fn pmd_to_migration_entry(
 ///
 /// # Differences from the kernel
 ///
-/// See the module documentation (the walk, no anon-exclusive tracking, the
-/// PMD offset check).
+/// See the module documentation (the walk across address spaces, no
+/// anon-exclusive tracking, no PMD-level check of its own).
 ///
 /// # Errors
 ///
