@@ -672,7 +672,10 @@ pub struct Mm {
     /// Kernel: `mm->pgd` (user half, main).
     pgd: Box<[OnceLock<Box<PudTable>>]>,
     /// Kernel: `mm->notifier_subscriptions` (main).
-    notifiers: Mutex<Vec<Weak<dyn MmuNotifier>>>,
+    ///
+    /// A plain `std` lock held only to copy the list (the callbacks run
+    /// outside it), so loom sees no extra synchronisation.
+    notifiers: std::sync::Mutex<Vec<Weak<dyn MmuNotifier>>>,
     /// Page-table pages from [`Mm::pte_alloc_one`] not yet given back with
     /// [`Mm::pte_free`]: the deposited ones, plus any leaked.
     ///
@@ -728,7 +731,7 @@ impl Mm {
             }),
             vmas: RwLock::new(Arc::from(Vec::new())),
             pgd: (0..USER_PGD_ENTRIES).map(|_| OnceLock::new()).collect(),
-            notifiers: Mutex::new(Vec::new()),
+            notifiers: std::sync::Mutex::new(Vec::new()),
             pgtables: AtomicU64::new(0),
             unstable: AtomicBool::new(false),
             mutants,
@@ -791,7 +794,10 @@ impl Mm {
     ///
     /// Kernel: `mmu_interval_notifier_insert(mni, mm, 0, ULONG_MAX, ops)` (main).
     pub fn mmu_notifier_register(&self, notifier: Weak<dyn MmuNotifier>) {
-        let mut list = self.notifiers.lock();
+        let mut list = self
+            .notifiers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         list.retain(|w| w.strong_count() > 0);
         list.push(notifier);
     }
@@ -809,6 +815,7 @@ impl Mm {
         let list: Vec<_> = self
             .notifiers
             .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .filter_map(Weak::upgrade)
             .collect();
