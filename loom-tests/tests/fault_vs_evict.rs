@@ -207,9 +207,9 @@ fn scenario(mutants: Mutants) {
 }
 
 /// Scheduling branches one execution needs: two migrations and a refault
-/// (3000 since the address space has MMU notifiers, a machine-wide rmap
-/// walk and `free_pgtables()` at teardown; the executions explored are
-/// the same).
+/// (3000 since the address space has MMU notifiers and a machine-wide
+/// list of address spaces for the rmap walk, whose locks loom sees, and
+/// `free_pgtables()` at teardown; the executions explored are the same).
 const BRANCHES: usize = 3000;
 
 #[test]

@@ -10,9 +10,10 @@
 use crate::mm_types::Mm;
 use crate::page_alloc::SystemMemory;
 use core::fmt;
+use devpriv_core::sync::Mutex;
 use devpriv_core::sync::atomic::{AtomicU64, Ordering};
 use devpriv_pagemap::DevicePrivateSpace;
-use std::sync::{Arc, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 
 /// The machine's memory: system RAM and the device-private address space.
 ///
@@ -36,10 +37,8 @@ struct Machine {
     /// The next id of a VMA's `anon_vma` or of an address space (model
     /// only; 0 is never used).
     next_object_id: AtomicU64,
-    /// Every live address space of the machine. A plain `std` lock, held
-    /// only to copy the list (no model operation inside), so loom sees no
-    /// extra synchronisation: the list is bookkeeping, not a modelled race.
-    mm_list: std::sync::Mutex<Vec<Weak<Mm>>>,
+    /// Every live address space of the machine.
+    mm_list: Mutex<Vec<Weak<Mm>>>,
 }
 
 impl fmt::Debug for Memory {
@@ -62,7 +61,7 @@ impl Memory {
                 space,
                 next_mm_id: AtomicU64::new(1),
                 next_object_id: AtomicU64::new(1),
-                mm_list: std::sync::Mutex::new(Vec::new()),
+                mm_list: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -104,11 +103,7 @@ impl Memory {
 
     /// Adds an address space to the machine's list.
     pub(crate) fn register_mm(&self, mm: Weak<Mm>) {
-        let mut list = self
-            .inner
-            .mm_list
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut list = self.inner.mm_list.lock();
         list.retain(|w| w.strong_count() > 0);
         list.push(mm);
     }
@@ -123,7 +118,6 @@ impl Memory {
         self.inner
             .mm_list
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .filter_map(Weak::upgrade)
             .collect()

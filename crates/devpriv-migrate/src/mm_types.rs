@@ -672,10 +672,7 @@ pub struct Mm {
     /// Kernel: `mm->pgd` (user half, main).
     pgd: Box<[OnceLock<Box<PudTable>>]>,
     /// Kernel: `mm->notifier_subscriptions` (main).
-    ///
-    /// A plain `std` lock held only to copy the list (the callbacks run
-    /// outside it), so loom sees no extra synchronisation.
-    notifiers: std::sync::Mutex<Vec<Weak<dyn MmuNotifier>>>,
+    notifiers: Mutex<Vec<Weak<dyn MmuNotifier>>>,
     /// Page-table pages from [`Mm::pte_alloc_one`] not yet given back with
     /// [`Mm::pte_free`]: the deposited ones, plus any leaked.
     ///
@@ -731,7 +728,7 @@ impl Mm {
             }),
             vmas: RwLock::new(Arc::from(Vec::new())),
             pgd: (0..USER_PGD_ENTRIES).map(|_| OnceLock::new()).collect(),
-            notifiers: std::sync::Mutex::new(Vec::new()),
+            notifiers: Mutex::new(Vec::new()),
             pgtables: AtomicU64::new(0),
             unstable: AtomicBool::new(false),
             mutants,
@@ -794,10 +791,7 @@ impl Mm {
     ///
     /// Kernel: `mmu_interval_notifier_insert(mni, mm, 0, ULONG_MAX, ops)` (main).
     pub fn mmu_notifier_register(&self, notifier: Weak<dyn MmuNotifier>) {
-        let mut list = self
-            .notifiers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut list = self.notifiers.lock();
         list.retain(|w| w.strong_count() > 0);
         list.push(notifier);
     }
@@ -815,7 +809,6 @@ impl Mm {
         let list: Vec<_> = self
             .notifiers
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .filter_map(Weak::upgrade)
             .collect();

@@ -320,7 +320,7 @@ mod tests {
 
     const BASE: u64 = 0x7f00_0000_0000;
 
-    /// free_pgtables(): the PMD of a block no VMA covers any more goes back
+    /// `free_pgtables()`: the PMD of a block no VMA covers any more goes back
     /// to none; a block a VMA still touches keeps its table.
     #[test]
     fn unmap_clears_the_pmds_of_blocks_left_without_a_vma() {
