@@ -106,7 +106,8 @@ fn sys_mmap(addr: usize, len: usize, prot: i32, flags: i32) -> Option<usize> {
     // existing memory), or a `MAP_FIXED` one over a range of the
     // reservation the caller owns.
     let r = unsafe { libc::syscall(libc::SYS_mmap, addr, len, prot, flags, -1, 0usize) };
-    (r != -1).then_some(r as usize)
+    // -1 (failure) does not convert.
+    usize::try_from(r).ok()
 }
 
 /// A fresh, zeroed, read-write piece of `len` bytes (a multiple of
