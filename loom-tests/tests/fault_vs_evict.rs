@@ -206,8 +206,11 @@ fn scenario(mutants: Mutants) {
     assert_eq!(warn::total_hits(), warns, "a WARN fired");
 }
 
-/// Scheduling branches one execution needs: two migrations and a refault.
-const BRANCHES: usize = 2000;
+/// Scheduling branches one execution needs: two migrations and a refault
+/// (3000 since the address space has MMU notifiers and a machine-wide
+/// list of address spaces for the rmap walk, whose locks loom sees, and
+/// `free_pgtables()` at teardown; the executions explored are the same).
+const BRANCHES: usize = 3000;
 
 #[test]
 fn fault_vs_evict() {

@@ -26,8 +26,11 @@
 //!   Its methods are the ioctls: [`read`](Dmirror::read),
 //!   [`write`](Dmirror::write), [`migrate_to_dev`](Dmirror::migrate_to_dev),
 //!   [`migrate_to_sys`](Dmirror::migrate_to_sys),
-//!   [`snapshot`](Dmirror::snapshot), [`release`](Dmirror::release) and
-//!   [`set_flags`](Dmirror::set_flags), each with a [`HmmDmirrorCmd`].
+//!   [`snapshot`](Dmirror::snapshot), [`exclusive`](Dmirror::exclusive),
+//!   [`check_exclusive`](Dmirror::check_exclusive),
+//!   [`release`](Dmirror::release) and [`set_flags`](Dmirror::set_flags),
+//!   each with a [`HmmDmirrorCmd`]; the file operations are
+//!   [`mmap`](Dmirror::mmap) and [`close`](Dmirror::close).
 //! - Ownership: `pgmap->owner` is the device's [`Owner`], so a device only
 //!   migrates and reports its own pages; another device's private pages are
 //!   invisible to it (`NONE` in a snapshot) or, when it must touch them,
@@ -36,11 +39,13 @@
 //!
 //! # Differences from the kernel
 //!
-//! - No MMU interval notifier. The kernel erases device page-table entries
-//!   when the CPU page table changes; the model checks every entry against
+//! - The MMU notifier ([`devpriv_migrate::mmu_notifier`]) fires only for
+//!   unmapping, `mprotect`, fork and device-exclusive changes. For the
+//!   rest (migration, COW, splits) the model checks every entry against
 //!   the CPU page table when the device uses it and drops it if it went
 //!   stale (the entry no longer names what the CPU maps there, or is
-//!   writable where the CPU entry is not). The driver still erases entries
+//!   writable where the CPU entry is not, or is an atomic entry whose CPU
+//!   entry is no longer device-exclusive). The driver still erases entries
 //!   itself where the kernel driver does (migration back to RAM, release).
 //! - The mirror does not hold the address space (the kernel's keeps it in
 //!   its notifier): every call takes the [`Mm`], and refuses (`EINVAL`) an
@@ -52,9 +57,9 @@
 //!   THP counts once); the model counts pages.
 //! - `RELEASE` waits at most [`RELEASE_TIMEOUT`] for a chunk's pages to be
 //!   freed and then fails with `EBUSY` (the kernel waits for ever); the
-//!   eviction's rmap walk covers the one address space it is given.
-//! - No `EXCLUSIVE` / `CHECK_EXCLUSIVE`, no device-coherent devices, no
-//!   `mmap` of the device file.
+//!   eviction reaches every address space of the machine through the rmap.
+//! - No device-coherent devices; the device file can only be mapped
+//!   privately.
 //!
 //! ```
 //! use devpriv_core::{Errno, PageCount, Pfn, PAGE_SIZE};
@@ -98,7 +103,8 @@ use devpriv_core::{
 use devpriv_migrate::pgtable::PUD_SHIFT;
 use devpriv_migrate::{
     FaultContext, HmmPfn, HmmRange, Memory, MigratePfn, MigrateVma, MigrateVmaFlags, Mm, MmConfig,
-    PMD_SIZE, Softleaf, SysFolio, VmFlags, Vma, hmm_range_fault, migrate_device_finalize,
+    MmapWriteGuard, MmuNotifier, MmuNotifierRange, MmuNotifyEvent, PMD_SIZE, Softleaf, SysFolio,
+    VmFlags, Vma, hmm_range_fault, make_device_exclusive, migrate_device_finalize,
     migrate_device_pages, migrate_device_range, migrate_vma_finalize, migrate_vma_pages,
     migrate_vma_setup,
 };
@@ -255,8 +261,20 @@ impl HmmDmirrorCmd {
         }
     }
 
-    /// Validates the range and clears the outputs; returns `[start, end)`.
+    /// Validates the range and clears the outputs, as every command does
+    /// first; returns `[start, end)`.
     ///
+    /// Kernel: the checks at the top of `dmirror_fops_unlocked_ioctl()`
+    /// (before the command switch; 7.0).
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EINVAL`] for an unaligned `addr`, or a range that is empty
+    /// or wraps (`addr >= addr + (npages << PAGE_SHIFT)`).
+    pub fn check(&mut self) -> Result<(u64, u64), Errno> {
+        self.start()
+    }
+
     /// Kernel: the checks at the top of `dmirror_fops_unlocked_ioctl()` (7.0).
     fn start(&mut self) -> Result<(u64, u64), Errno> {
         if !self.addr.is_multiple_of(PAGE_SIZE) {
@@ -410,16 +428,42 @@ struct DptEntry {
     /// page).
     frame: PageFrame,
     write: bool,
+    /// Mapped for atomic access by `EXCLUSIVE` (the kernel's
+    /// `DPT_XA_TAG_ATOMIC`): readable, never writable through `WRITE`.
+    atomic: bool,
 }
 
 /// The state of one mirror, shared with the device's fault path.
 #[derive(Debug)]
 struct MirrorState {
     id: u64,
+    /// The device's owner (invalidations of its own migrations are
+    /// ignored).
+    owner: Owner,
     /// Kernel: `dmirror->pt` (index: user pfn) under `dmirror->mutex` (7.0).
     pt: Mutex<BTreeMap<u64, DptEntry>>,
     /// Kernel: `dmirror->flags` (7.0).
     flags: AtomicU64,
+}
+
+/// Drops the device page-table entries of an invalidated range.
+///
+/// Kernel: `dmirror_interval_invalidate()` → `dmirror_do_update()` (7.0).
+impl MmuNotifier for MirrorState {
+    fn invalidate(&self, range: &MmuNotifierRange) {
+        // The driver's own migrations update the table themselves.
+        if range.event == MmuNotifyEvent::Migrate && range.owner == Some(self.owner) {
+            return;
+        }
+        let (first, last) = (range.start >> PAGE_SHIFT, range.end >> PAGE_SHIFT);
+        if first < last {
+            let mut pt = self.pt.lock();
+            let keys: Vec<u64> = pt.range(first..last).map(|(k, _)| *k).collect();
+            for k in keys {
+                pt.remove(&k);
+            }
+        }
+    }
 }
 
 impl MirrorState {
@@ -845,17 +889,21 @@ impl DmirrorDevice {
         Ok(DmirrorDevice { inner })
     }
 
-    /// Opens a mirror of `mm` on this device.
+    /// Opens a mirror of `mm` on this device, subscribed to its MMU
+    /// notifier.
     ///
-    /// Kernel: `dmirror_fops_open()` (7.0).
+    /// Kernel: `dmirror_fops_open()` (`mmu_interval_notifier_insert()`, 7.0).
     pub fn open(&self, mm: &Arc<Mm>) -> Dmirror {
         let id = self.inner.next_mirror.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(MirrorState {
             id,
+            owner: self.inner.owner,
             pt: Mutex::new(BTreeMap::new()),
             flags: AtomicU64::new(0),
         });
         self.inner.mirrors.lock().push((id, Arc::downgrade(&state)));
+        let notifier: Arc<dyn MmuNotifier> = state.clone();
+        mm.mmu_notifier_register(Arc::downgrade(&notifier));
         Dmirror {
             dev: self.clone(),
             state,
@@ -1001,8 +1049,8 @@ impl DmirrorDevice {
     ///
     /// # Differences from the kernel
     ///
-    /// The rmap walk covers `mm` only, and the wait for the pages is
-    /// bounded by [`RELEASE_TIMEOUT`].
+    /// The wait for the pages is bounded by [`RELEASE_TIMEOUT`]; `mm` only
+    /// names the machine (the rmap reaches every address space).
     ///
     /// # Errors
     ///
@@ -1159,6 +1207,15 @@ fn cpu_frame(mm: &Mm, addr: u64) -> Option<(PageFrame, bool)> {
     Some((e.to_frame(mm.paging())?, e.is_device_private_write()))
 }
 
+/// The pfn a device-exclusive CPU entry at `addr` names.
+fn exclusive_pfn(mm: &Mm, addr: u64) -> Option<Pfn> {
+    let e = mm.softleaf_at(addr);
+    match e.to_frame(mm.paging()) {
+        Some(PageFrame::Pfn(p)) if e.is_device_exclusive() => Some(p),
+        _ => None,
+    }
+}
+
 impl Dmirror {
     /// Fail the next large allocation (either direction) once.
     ///
@@ -1214,7 +1271,12 @@ impl Dmirror {
     fn lookup(&self, mm: &Mm, pt: &mut BTreeMap<u64, DptEntry>, addr: u64) -> Option<DptEntry> {
         let key = addr >> PAGE_SHIFT;
         let e = *pt.get(&key)?;
-        let valid = cpu_frame(mm, addr).is_some_and(|(f, w)| f == e.frame && (w || !e.write));
+        let valid = if e.atomic {
+            // Valid while the CPU still holds the device-exclusive entry.
+            exclusive_pfn(mm, addr).is_some_and(|p| e.frame == p.into())
+        } else {
+            cpu_frame(mm, addr).is_some_and(|(f, w)| f == e.frame && (w || !e.write))
+        };
         if !valid {
             pt.remove(&key);
             return None;
@@ -1254,7 +1316,7 @@ impl Dmirror {
             let addr = cmd.addr + cmd.cpages * PAGE_SIZE;
             let e = self
                 .lookup(mm, &mut pt, addr)
-                .filter(|e| e.write)
+                .filter(|e| e.write && !e.atomic)
                 .ok_or(Errno::ENOENT)?;
             let v = data[usize::try_from(cmd.cpages).map_err(|_| Errno::EINVAL)?];
             match e.frame {
@@ -1287,7 +1349,11 @@ impl Dmirror {
                 }
                 pt.insert(
                     (addr >> PAGE_SHIFT) + i as u64,
-                    DptEntry { frame, write: w },
+                    DptEntry {
+                        frame,
+                        write: w,
+                        atomic: false,
+                    },
                 );
             }
             addr = next;
@@ -1503,6 +1569,7 @@ impl Dmirror {
                     DptEntry {
                         frame: o.into(),
                         write: d.contains(MigratePfn::WRITE),
+                        atomic: false,
                     },
                 );
             }
@@ -1668,5 +1735,142 @@ impl Dmirror {
     /// Kernel: `HMM_DMIRROR_FLAGS` (`dmirror->flags = cmd.npages`, 7.0).
     pub fn set_flags(&self, flags: u64) {
         self.state.flags.store(flags, Ordering::Release);
+    }
+
+    /// Takes exclusive (atomic) access to each of `npages` pages from
+    /// `addr` (faulting them in writable, breaking COW), maps them in the
+    /// device page table for atomic access, then reads the range through
+    /// it; returns what the device read. `cpages` is the pages read.
+    ///
+    /// Kernel: `HMM_DMIRROR_EXCLUSIVE`, `dmirror_exclusive()` (7.0: one
+    /// `make_device_exclusive()` and `dmirror_atomic_map()` per page, then
+    /// `dmirror_do_read()`).
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read) for the command; an error of
+    /// [`make_device_exclusive`] (`EFAULT` for an address it cannot fault
+    /// in writable, `EOPNOTSUPP` for a page that is not anonymous, `EBUSY`)
+    /// stops at that page, with the pages before it still exclusive.
+    pub fn exclusive(&self, mm: &Arc<Mm>, cmd: &mut HmmDmirrorCmd) -> Result<Vec<u64>, Errno> {
+        self.check_mm(mm)?;
+        let (start, end) = cmd.start()?;
+        let mut addr = start;
+        while addr < end {
+            let folio = make_device_exclusive(mm, addr)?;
+            // dmirror_atomic_map(): the entry names the page, tagged atomic.
+            self.state.pt.lock().insert(
+                addr >> PAGE_SHIFT,
+                DptEntry {
+                    frame: folio.pfn().into(),
+                    write: false,
+                    atomic: true,
+                },
+            );
+            let _ = folio.unlock();
+            let _ = folio.put();
+            addr += PAGE_SIZE;
+        }
+        let mut out = vec![0; usize::try_from(cmd.npages).map_err(|_| Errno::EINVAL)?];
+        self.do_read(mm, cmd, &mut out)?;
+        Ok(out)
+    }
+
+    /// Checks that no page of the range is still mapped for atomic access
+    /// (a CPU access revokes it).
+    ///
+    /// Kernel: `HMM_DMIRROR_CHECK_EXCLUSIVE`, `dmirror_check_atomic()` (7.0).
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read) for the command; [`Errno::EPERM`] if a page
+    /// is still mapped for atomic access.
+    pub fn check_exclusive(&self, mm: &Arc<Mm>, cmd: &mut HmmDmirrorCmd) -> Result<(), Errno> {
+        self.check_mm(mm)?;
+        let (start, end) = cmd.start()?;
+        let mut pt = self.state.pt.lock();
+        let mut addr = start;
+        while addr < end {
+            if self.lookup(mm, &mut pt, addr).is_some_and(|e| e.atomic) {
+                return Err(Errno::EPERM);
+            }
+            addr += PAGE_SIZE;
+        }
+        Ok(())
+    }
+
+    /// Maps the device file at `[start, start + len)`: a private
+    /// `VM_MIXEDMAP` VMA whose every page is a new zeroed system page,
+    /// inserted read-only (private mappings copy on write).
+    ///
+    /// Kernel: `mmap(fd of /dev/hmm_dmirrorN)` → `dmirror_fops_mmap()`
+    /// (`alloc_page(__GFP_ZERO)`, `vm_insert_page()`, `put_page()`) (7.0).
+    ///
+    /// # Differences from the kernel
+    ///
+    /// Shared mappings of the device are refused (`EINVAL`): the model's
+    /// shared VMAs need a page cache.
+    ///
+    /// # Errors
+    ///
+    /// As [`MmapWriteGuard::mmap_anon`]; [`Errno::EINVAL`] for
+    /// [`VmFlags::SHARED`] or another address space than the mirror's;
+    /// [`Errno::ENOMEM`] when system memory runs out (the VMA is unmapped
+    /// again).
+    pub fn mmap(
+        &self,
+        w: &mut MmapWriteGuard<'_>,
+        start: u64,
+        len: u64,
+        flags: VmFlags,
+    ) -> Result<Vma, Errno> {
+        if core::ptr::from_ref::<Mm>(w).addr() != self.mm || flags.contains(VmFlags::SHARED) {
+            return Err(Errno::EINVAL);
+        }
+        let vma = w.mmap_anon(start, len, flags.union(VmFlags::MIXEDMAP))?;
+        let sys = self.mem().sys();
+        let mut addr = start;
+        let r = (|| {
+            while addr < vma.end() {
+                let page = sys.alloc_folio(Order::ZERO)?;
+                let r = w.map_file_pte(addr, page, false);
+                let _ = page.put();
+                r?;
+                addr += PAGE_SIZE;
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            let _ = w.munmap(vma.start(), vma.end() - vma.start());
+            return Err(e);
+        }
+        Ok(vma)
+    }
+
+    /// Closes the mirror: evicts every page of every chunk of the device
+    /// back to system memory (wherever it is mapped) and drops the device
+    /// page table. The chunks stay, their pages back on the free lists.
+    /// Returns the pages evicted.
+    ///
+    /// Kernel: the last `close()` of `/dev/hmm_dmirrorN` →
+    /// `dmirror_fops_release()` (`dmirror_device_evict_chunk()` per chunk) (7.0).
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::ENOMEM`] if system memory runs out during eviction (the
+    /// kernel cannot fail here; the mirror is closed anyway).
+    pub fn close(self, mm: &Mm) -> Result<u64, Errno> {
+        let inner = &self.dev.inner;
+        let chunks = inner.chunks.lock().clone();
+        let mut evicted = 0;
+        let mut r = Ok(());
+        for chunk in &chunks {
+            match inner.evict_chunk(mm, chunk) {
+                Ok(n) => evicted += n,
+                Err(e) => r = Err(e),
+            }
+        }
+        self.state.pt.lock().clear();
+        r.map(|()| evicted)
     }
 }

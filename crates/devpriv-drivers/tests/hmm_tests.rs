@@ -19,8 +19,8 @@ use devpriv_drivers::test_hmm::{
 };
 use devpriv_migrate::leafops::Softleaf;
 use devpriv_migrate::{
-    AnyFolio, FaultFlags, Memory, Mm, MmConfig, PMD_SIZE, SystemMemory, VmFaultResult, VmFlags,
-    handle_mm_fault,
+    AddressSpace, AddressSpaceOps, Advice, AnyFolio, FaultFlags, MappingKind, Memory, Mm, MmConfig,
+    MremapFlags, PMD_SIZE, Pmd, SystemMemory, VmFaultResult, VmFlags, handle_mm_fault,
 };
 use devpriv_pagemap::{DevicePrivateSpace, Owner};
 use std::sync::Arc;
@@ -49,7 +49,11 @@ fn machine() -> Machine {
 }
 
 fn machine_with_owners(o0: Owner, o1: Owner) -> Machine {
-    let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(SYS_PAGES)).unwrap();
+    machine_sized(o0, o1, SYS_PAGES)
+}
+
+fn machine_sized(o0: Owner, o1: Owner, sys_pages: u64) -> Machine {
+    let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(sys_pages)).unwrap();
     let mem = Memory::new(Arc::new(sys), Arc::new(DevicePrivateSpace::new()));
     let config = DmirrorConfig::with_chunk_pages(PageCount::new(CHUNK_PAGES));
     let dev0 = DmirrorDevice::new(&mem, o0, config).unwrap();
@@ -181,7 +185,9 @@ fn teardown(mm: Arc<Mm>, devs: &[&DmirrorDevice]) {
                 continue;
             }
             let f = mem.sys().pfn_folio(pfn).unwrap();
-            assert_eq!(f.refcount(), f.mapcount(), "folio at {a:#x}: {f:?}");
+            // A page-cache page also holds the cache's reference.
+            let cache = u64::from(f.mapping() == 0 && f.refcount() == f.mapcount() + 1);
+            assert_eq!(f.refcount(), f.mapcount() + cache, "folio at {a:#x}: {f:?}");
             assert!(!f.is_locked(), "folio at {a:#x} left locked");
         }
     }
@@ -191,7 +197,11 @@ fn teardown(mm: Arc<Mm>, devs: &[&DmirrorDevice]) {
         w.munmap(s, e - s).unwrap();
     }
     drop(w);
-    assert_eq!(mem.sys().nr_free(), SYS_PAGES, "system pages leaked");
+    assert_eq!(
+        mem.sys().nr_free(),
+        mem.sys().nr_pages().get(),
+        "system pages leaked"
+    );
     assert_eq!(m.nr_pgtables(), 0, "deposited page tables leaked");
     for d in devs {
         d.check_idle().unwrap();
@@ -750,6 +760,983 @@ fn chunks_are_added_on_demand() {
     teardown(mm, &[&dev]);
 }
 
+// ---------------------------------------------------------------------------
+// The rest of 6.12's hmm-tests.c (issue 15): mprotect, fork, shared and
+// file mappings, device-exclusive access, the device's mmap and release.
+// ---------------------------------------------------------------------------
+
+/// A read command's data and counts.
+fn dev_read(
+    m: &Dmirror,
+    mm: &Arc<Mm>,
+    start: u64,
+    npages: u64,
+) -> Result<(Vec<u64>, u64, u64), Errno> {
+    let mut cmd = HmmDmirrorCmd::new(start, npages);
+    m.read(mm, &mut cmd).map(|d| (d, cmd.cpages, cmd.faults))
+}
+
+/// A write command's counts.
+fn dev_write(m: &Dmirror, mm: &Arc<Mm>, start: u64, data: &[u64]) -> Result<(u64, u64), Errno> {
+    let mut cmd = HmmDmirrorCmd::new(start, data.len() as u64);
+    m.write(mm, &mut cmd, data)
+        .map(|()| (cmd.cpages, cmd.faults))
+}
+
+/// The system folio mapped (present) at `addr`, and whether writable.
+fn present(mm: &Mm, addr: u64) -> Option<(Pfn, bool)> {
+    let pte = mm.ptep_get_lockless(addr)?;
+    pte.is_present().then(|| (pte.pfn(), pte.is_write()))
+}
+
+/// `hmm.open_close` and the driver's `release`: closing a mirror evicts
+/// every page of the device back to system memory, data intact, and
+/// leaves the device idle (the chunks stay).
+#[test]
+fn open_close() {
+    let Machine { mem, dev0, dev1 } = machine();
+    let mm = filled(&mem, 16);
+    let m = dev0.open(&mm);
+    assert_eq!(to_dev(&m, &mm, BASE, 16).unwrap().1, 16);
+    assert_eq!(mem.sys().nr_free(), SYS_PAGES);
+    assert_eq!(m.close(&mm), Ok(16));
+    assert_eq!(mem.sys().nr_free(), SYS_PAGES - 16);
+    assert!((0..16).all(|i| mm.read_user(page(i)) == Ok(value(page(i)))));
+    dev0.check_idle().unwrap();
+    assert_eq!(dev0.chunks().len(), 1, "release keeps the chunks");
+    assert_eq!(dev0.faults(), 0, "eviction is not a CPU fault");
+    teardown(mm, &[&dev0, &dev1]);
+}
+
+/// `hmm.anon_read`: after `mprotect(PROT_READ)` the written pages are
+/// read-only and two untouched pages read as the zero page; one device
+/// read round faults what is missing in and returns everything.
+#[test]
+fn anon_read() {
+    let Machine { mem, dev0, .. } = machine();
+    let n = 64;
+    let mm = Mm::new(&mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, n * PAGE_SIZE, VmFlags::RW)
+        .unwrap();
+    for i in 2..n {
+        cpu_write(&mm, page(i), value(page(i)));
+    }
+    mm.mmap_write_lock()
+        .mprotect(BASE, n * PAGE_SIZE, VmFlags::READ)
+        .unwrap();
+    assert!(
+        (2..n).all(|i| present(&mm, page(i)).is_some_and(|(_, w)| !w)),
+        "write-protected"
+    );
+    assert_eq!(cpu_read(&mm, page(1)), 0);
+    assert!(present(&mm, page(1)).is_some_and(|(p, _)| mem.sys().is_zero_pfn(p)));
+    let m = dev0.open(&mm);
+    let (data, cpages, faults) = dev_read(&m, &mm, BASE, n).unwrap();
+    assert_eq!((cpages, faults), (n, 1));
+    assert_eq!(&data[..2], &[0, 0]);
+    assert_eq!(&data[2..], &expected(page(2), n - 2)[..]);
+    assert_eq!(
+        snap(&m, &mm, BASE, 2),
+        vec![DmirrorProt::ZERO | DmirrorProt::READ; 2]
+    );
+    drop(m);
+    teardown(mm, &[&dev0]);
+}
+
+/// `hmm.anon_read_prot`: a device read of a `PROT_NONE` range fails with
+/// `EFAULT` and returns nothing; after `mprotect(PROT_READ)` the data is
+/// still there.
+#[test]
+fn anon_read_prot() {
+    let Machine { mem, dev0, .. } = machine();
+    let n = 16;
+    let mm = filled(&mem, n);
+    mm.mmap_write_lock()
+        .mprotect(BASE, n * PAGE_SIZE, VmFlags::default())
+        .unwrap();
+    let m = dev0.open(&mm);
+    assert_eq!(dev_read(&m, &mm, BASE, n), Err(Errno::EFAULT));
+    assert_eq!(m.nr_pt_entries(), 0);
+    assert_eq!(
+        handle_mm_fault(&mm, BASE, FaultFlags::READ),
+        Err(Errno::EFAULT)
+    );
+    mm.mmap_write_lock()
+        .mprotect(BASE, n * PAGE_SIZE, VmFlags::READ)
+        .unwrap();
+    assert!((0..n).all(|i| cpu_read(&mm, page(i)) == value(page(i))));
+    drop(m);
+    teardown(mm, &[&dev0]);
+}
+
+/// `hmm.anon_write_prot`: a read-only mapping can be read by the device
+/// (the zero page) but not written (`EPERM`); after `mprotect(RW)` the
+/// same write succeeds in one round, copying the zero page.
+#[test]
+fn anon_write_prot() {
+    let Machine { mem, dev0, .. } = machine();
+    let n = 16;
+    let mm = Mm::new(&mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, n * PAGE_SIZE, VmFlags::READ)
+        .unwrap();
+    let m = dev0.open(&mm);
+    assert_eq!(dev_read(&m, &mm, BASE, 1).unwrap(), (vec![0], 1, 1));
+    assert_eq!(
+        dev_write(&m, &mm, BASE, &expected(BASE, n)),
+        Err(Errno::EPERM)
+    );
+    assert!((0..n).all(|i| cpu_read(&mm, page(i)) == 0));
+    mm.mmap_write_lock()
+        .mprotect(BASE, n * PAGE_SIZE, VmFlags::RW)
+        .unwrap();
+    assert_eq!(dev_write(&m, &mm, BASE, &expected(BASE, n)), Ok((n, 1)));
+    assert!((0..n).all(|i| mm.read_user(page(i)) == Ok(value(page(i)))));
+    assert!(present(&mm, BASE).is_some_and(|(p, w)| w && !mem.sys().is_zero_pfn(p)));
+    drop(m);
+    teardown(mm, &[&dev0]);
+}
+
+/// `hmm.anon_write_child`, both forms (the newest loops over migrating
+/// first): after `fork()` the parent's pages — in system memory, or on
+/// the device — are read-only in both processes and mapped twice. The
+/// child's own mirror writes new data: each page is copied for the child
+/// (the parent keeps its data); a page still on the device first comes
+/// back to system memory for both processes at once.
+#[test]
+fn anon_write_child() {
+    for migrate in [false, true] {
+        let Machine { mem, dev0, .. } = machine();
+        let n = 32;
+        let parent = filled(&mem, n);
+        let pm = dev0.open(&parent);
+        if migrate {
+            assert_eq!(to_dev(&pm, &parent, BASE, n).unwrap().1, n);
+        }
+        let child = parent.fork().unwrap();
+        for i in 0..n {
+            let e = parent.softleaf_at(page(i));
+            if migrate {
+                assert!(
+                    e.is_device_private() && !e.is_device_private_write(),
+                    "{e:?}"
+                );
+                assert_eq!(child.softleaf_at(page(i)), e);
+            } else {
+                let (pfn, w) = present(&parent, page(i)).unwrap();
+                assert!(!w);
+                assert_eq!(present(&child, page(i)), Some((pfn, false)));
+                assert_eq!(mem.sys().pfn_folio(pfn).unwrap().mapcount(), 2);
+            }
+        }
+        // The child reads its copy first (bringing device pages back for
+        // both processes: the rmap reaches the parent's mapping too).
+        assert!((0..n).all(|i| cpu_read(&child, page(i)) == value(page(i))));
+        if migrate {
+            assert!((0..n).all(|i| present(&parent, page(i)).is_some()));
+        }
+        let cm = dev0.open(&child);
+        let negated: Vec<u64> = expected(BASE, n).iter().map(|v| !v).collect();
+        assert_eq!(dev_write(&cm, &child, BASE, &negated), Ok((n, 1)));
+        for i in 0..n {
+            assert_eq!(child.read_user(page(i)), Ok(!value(page(i))));
+            assert_eq!(
+                cpu_read(&parent, page(i)),
+                value(page(i)),
+                "migrate={migrate}"
+            );
+        }
+        assert_eq!(dev0.faults(), if migrate { n } else { 0 }, "once for both");
+        drop(cm);
+        drop(child);
+        drop(pm);
+        teardown(parent, &[&dev0]);
+    }
+}
+
+/// `hmm.anon_write_child` of the newest file with `use_thp`: a THP, in
+/// system memory or moved to the device as one order-9 folio, is mapped
+/// read-only by one PMD in each process after `fork()`, and the child gets
+/// its own deposited page table. The child's reads see the parent's data
+/// (a device THP comes back to system memory for both processes at once);
+/// its device's write copies every page for the child, and the parent
+/// keeps its data.
+#[test]
+fn anon_write_child_thp() {
+    for migrate in [false, true] {
+        let Machine { mem, dev0, .. } = machine();
+        let n = 512;
+        let parent = Mm::new(&mem, MmConfig::default());
+        parent
+            .mmap_write_lock()
+            .mmap_anon(BASE, PMD_SIZE, VmFlags::RW)
+            .unwrap();
+        thp(&parent, BASE);
+        let pm = dev0.open(&parent);
+        if migrate {
+            assert_eq!(to_dev(&pm, &parent, BASE, n).unwrap().1, n);
+            assert_eq!(device_folio_order(&parent, BASE), Order::HPAGE_PMD);
+        }
+        let child = parent.fork().unwrap();
+        let (pp, cp) = (
+            parent.pmdp_get_lockless(BASE).unwrap(),
+            child.pmdp_get_lockless(BASE).unwrap(),
+        );
+        assert_eq!(pp, cp, "migrate={migrate}: the same entry in both");
+        if migrate {
+            let e = Softleaf::from_pmd(pp);
+            assert!(e.is_device_private() && !e.is_device_private_write());
+        } else {
+            assert!(pp.is_trans_huge() && !pp.is_write());
+            assert_eq!(mem.sys().pfn_folio(pp.pfn()).unwrap().mapcount(), 2);
+        }
+        assert_eq!(child.nr_deposited_pgtables(), 1, "the child's own table");
+        for i in 0..n {
+            assert_eq!(
+                cpu_read(&child, page(i)),
+                value(page(i)),
+                "migrate={migrate}"
+            );
+        }
+        if migrate {
+            assert!(
+                parent.read_user(BASE).is_ok(),
+                "back in system memory for the parent too"
+            );
+        }
+        let cm = dev0.open(&child);
+        let negated: Vec<u64> = expected(BASE, n).iter().map(|v| !v).collect();
+        assert_eq!(dev_write(&cm, &child, BASE, &negated), Ok((n, 1)));
+        for i in 0..n {
+            assert_eq!(child.read_user(page(i)), Ok(!value(page(i))));
+            assert_eq!(
+                cpu_read(&parent, page(i)),
+                value(page(i)),
+                "migrate={migrate}"
+            );
+        }
+        drop(cm);
+        {
+            let mut w = child.mmap_write_lock();
+            w.munmap(BASE, PMD_SIZE).unwrap();
+        }
+        assert_eq!(child.nr_pgtables(), 0, "the child's deposit freed");
+        drop(child);
+        drop(pm);
+        teardown(parent, &[&dev0]);
+    }
+}
+
+/// `hmm.compound`, with a THP where the kernel test maps a hugetlbfs page
+/// (the model has no hugetlbfs; `hmm_range_fault()` reports a PMD-mapped
+/// THP with the same order, `hmm_vma_handle_pmd()`): a snapshot sees every
+/// page writable and PMD-mapped; after `mprotect(PROT_READ)` read-only and
+/// still PMD-mapped. Nothing is faulted.
+#[test]
+fn compound_with_a_thp() {
+    let Machine { mem, dev0, .. } = machine();
+    let mm = Mm::new(&mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, PMD_SIZE, VmFlags::RW)
+        .unwrap();
+    thp(&mm, BASE);
+    let m = dev0.open(&mm);
+    assert!(
+        snap(&m, &mm, BASE, 512)
+            .iter()
+            .all(|p| *p == DmirrorProt::WRITE | DmirrorProt::PMD)
+    );
+    mm.mmap_write_lock()
+        .mprotect(BASE, PMD_SIZE, VmFlags::READ)
+        .unwrap();
+    assert!(
+        mm.pmdp_get_lockless(BASE).unwrap().is_trans_huge(),
+        "not split"
+    );
+    assert!(
+        snap(&m, &mm, BASE, 512)
+            .iter()
+            .all(|p| *p == DmirrorProt::READ | DmirrorProt::PMD)
+    );
+    assert_eq!(dev0.faults(), 0);
+    drop(m);
+    teardown(mm, &[&dev0]);
+}
+
+/// `hmm.hmm_gup_test`, without the `gup_test` driver (the model has no
+/// GUP): what `get_user_pages()` does to a device-private page is to find
+/// no present PTE and fault it in for write (`faultin_page()` →
+/// `handle_mm_fault(FAULT_FLAG_WRITE)`), which migrates it back with
+/// `migrate_to_ram`; a long-term pin would then find it in system memory.
+/// Four pages go to the device; GUP's fault path on each brings it back
+/// writable with its data, and the snapshot shows four writable system
+/// pages.
+#[test]
+fn hmm_gup_test_fault_path() {
+    let Machine { mem, dev0, .. } = machine();
+    let mm = filled(&mem, 4);
+    let m = dev0.open(&mm);
+    assert_eq!(to_dev(&m, &mm, BASE, 4).unwrap(), (expected(BASE, 4), 4));
+    for i in 0..4 {
+        // follow_page_pte(): not present, so faultin_page().
+        assert!(present(&mm, page(i)).is_none());
+        assert_eq!(
+            handle_mm_fault(&mm, page(i), FaultFlags::WRITE),
+            Ok(VmFaultResult::Done)
+        );
+    }
+    assert_eq!(dev0.faults(), 4, "one migrate_to_ram per page");
+    assert_eq!(snap(&m, &mm, BASE, 4), vec![DmirrorProt::WRITE; 4]);
+    assert!((0..4).all(|i| mm.read_user(page(i)) == Ok(value(page(i)))));
+    drop(m);
+    teardown(mm, &[&dev0]);
+}
+
+/// Page-cache contents for the file tests: page `i` holds `base + i`.
+#[derive(Debug)]
+struct FileWords(u64);
+
+impl AddressSpaceOps for FileWords {
+    fn read_folio(&self, index: u64) -> Result<u64, Errno> {
+        Ok(self.0 + index)
+    }
+}
+
+/// `hmm.anon_write_child_shared`: in a shared mapping fork copies
+/// nothing; the child faults the same shmem pages in, and its device's
+/// write lands in them, so the parent sees it.
+#[test]
+fn anon_write_child_shared() {
+    let Machine { mem, dev0, .. } = machine();
+    let n = 16;
+    let parent = Mm::new(&mem, MmConfig::default());
+    let shmem = AddressSpace::new(&mem, MappingKind::Shmem, None);
+    parent
+        .mmap_write_lock()
+        .mmap_file(
+            BASE,
+            n * PAGE_SIZE,
+            VmFlags::RW | VmFlags::SHARED,
+            Arc::clone(&shmem),
+            0,
+        )
+        .unwrap();
+    for i in 0..n {
+        cpu_write(&parent, page(i), value(page(i)));
+    }
+    let child = parent.fork().unwrap();
+    assert!(
+        (0..n).all(|i| child.softleaf_at(page(i)).is_none() && child.read_user(page(i)).is_err()),
+        "nothing copied"
+    );
+    assert!((0..n).all(|i| cpu_read(&child, page(i)) == value(page(i))));
+    let cm = dev0.open(&child);
+    let negated: Vec<u64> = expected(BASE, n).iter().map(|v| !v).collect();
+    assert_eq!(dev_write(&cm, &child, BASE, &negated), Ok((n, 1)));
+    assert!((0..n).all(|i| parent.read_user(page(i)) == Ok(!value(page(i)))));
+    assert_eq!(shmem.nr_pages(), 16);
+    drop((cm, child, shmem));
+    teardown(parent, &[&dev0]);
+}
+
+/// `hmm.anon_write_huge`: in a `MADV_HUGEPAGE` range the device's write
+/// fault maps a THP; the data is there for the CPU.
+#[test]
+fn anon_write_huge() {
+    let Machine { mem, dev0, .. } = machine();
+    let mm = Mm::new(&mem, MmConfig::default());
+    {
+        let mut w = mm.mmap_write_lock();
+        w.mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW).unwrap();
+        w.madvise(BASE, PMD_SIZE, Advice::HugePage).unwrap();
+    }
+    let m = dev0.open(&mm);
+    assert_eq!(dev_write(&m, &mm, BASE, &expected(BASE, 512)), Ok((512, 1)));
+    assert!(mm.pmdp_get_lockless(BASE).unwrap().is_trans_huge());
+    assert!((0..512).all(|i| mm.read_user(page(i)) == Ok(value(page(i)))));
+    assert_eq!(
+        snap(&m, &mm, BASE, 1),
+        vec![DmirrorProt::WRITE | DmirrorProt::PMD]
+    );
+    drop(m);
+    teardown(mm, &[&dev0]);
+}
+
+/// `hmm.file_read` and `hmm.file_write`: the device reads a file's pages
+/// through a read-only shared mapping (each page read in once), and
+/// writes through a read-write one into the page cache, where the file
+/// (and the CPU) sees the data.
+#[test]
+fn file_read_write() {
+    let Machine { mem, dev0, .. } = machine();
+    let n = 16;
+    let file = AddressSpace::new(&mem, MappingKind::File, Some(Arc::new(FileWords(1000))));
+    let mm = Mm::new(&mem, MmConfig::default());
+    {
+        let mut w = mm.mmap_write_lock();
+        w.mmap_file(
+            BASE,
+            n * PAGE_SIZE,
+            VmFlags::READ | VmFlags::SHARED,
+            Arc::clone(&file),
+            0,
+        )
+        .unwrap();
+        w.mmap_file(
+            page(n),
+            n * PAGE_SIZE,
+            VmFlags::RW | VmFlags::SHARED,
+            Arc::clone(&file),
+            0,
+        )
+        .unwrap();
+    }
+    let m = dev0.open(&mm);
+    let (data, cpages, faults) = dev_read(&m, &mm, BASE, n).unwrap();
+    assert_eq!((cpages, faults), (n, 1));
+    assert_eq!(data, (1000..1000 + n).collect::<Vec<_>>());
+    assert_eq!(file.nr_pages(), 16);
+    let f = file.find_folio(3).unwrap();
+    assert_eq!(
+        (f.mapping(), f.mapcount(), f.refcount()),
+        (0, 1, 2),
+        "cached, not anon"
+    );
+    assert_eq!(dev_write(&m, &mm, page(n), &expected(BASE, n)), Ok((n, 1)));
+    assert_eq!(file.nr_pages(), 16, "the same pages");
+    for i in 0..n {
+        let folio = file.find_folio(i).unwrap();
+        assert_eq!(mem.sys().read(folio.pfn()), Ok(value(page(i))));
+        assert_eq!(
+            cpu_read(&mm, page(i)),
+            value(page(i)),
+            "the other mapping sees it"
+        );
+    }
+    drop((m, file));
+    teardown(mm, &[&dev0]);
+}
+
+/// `hmm.migrate_file_private` and `hmm.migrate_shared`: pages a private
+/// file mapping copied on write are anonymous and migrate; holes of a
+/// shared mapping are not populated, so nothing migrates and the device
+/// finds no entry (`ENOENT`).
+#[test]
+fn migrate_file_private_and_shared() {
+    let Machine { mem, dev0, .. } = machine();
+    let n = 16;
+    let file = AddressSpace::new(&mem, MappingKind::File, Some(Arc::new(FileWords(0))));
+    let shmem = AddressSpace::new(&mem, MappingKind::Shmem, None);
+    let mm = Mm::new(&mem, MmConfig::default());
+    {
+        let mut w = mm.mmap_write_lock();
+        w.mmap_file(BASE, n * PAGE_SIZE, VmFlags::RW, Arc::clone(&file), 0)
+            .unwrap();
+        w.mmap_file(
+            page(n),
+            n * PAGE_SIZE,
+            VmFlags::RW | VmFlags::SHARED,
+            shmem,
+            0,
+        )
+        .unwrap();
+    }
+    for i in 0..n {
+        assert_eq!(cpu_read(&mm, page(i)), i, "the file's data");
+        cpu_write(&mm, page(i), value(page(i)));
+        let (pfn, w) = present(&mm, page(i)).unwrap();
+        assert!(
+            w && mem.sys().pfn_folio(pfn).unwrap().mapping() != 0,
+            "an anon copy"
+        );
+    }
+    let m = dev0.open(&mm);
+    assert_eq!(to_dev(&m, &mm, BASE, n).unwrap(), (expected(BASE, n), n));
+    assert_eq!(to_dev(&m, &mm, page(n), n), Err(Errno::ENOENT));
+    assert!(mm.softleaf_at(page(n)).is_none(), "no hole was populated");
+    assert!((0..n).all(|i| cpu_read(&mm, page(i)) == value(page(i))));
+    drop((m, file));
+    teardown(mm, &[&dev0]);
+}
+
+/// `hmm.anon_read_multiple`: the same range is mapped, read by the
+/// device and unmapped ten times; each round needs its own fault round,
+/// however the new pages happen to reuse the old frames (the unmap tells
+/// the mirror through the MMU notifier).
+#[test]
+fn anon_read_multiple() {
+    let Machine { mem, dev0, .. } = machine();
+    let n = 64;
+    let mm = Mm::new(&mem, MmConfig::default());
+    let m = dev0.open(&mm);
+    for round in 0..10u64 {
+        mm.mmap_write_lock()
+            .mmap_anon(BASE, n * PAGE_SIZE, VmFlags::RW)
+            .unwrap();
+        for i in 0..n {
+            cpu_write(&mm, page(i), value(page(i)) + round);
+        }
+        let (data, cpages, faults) = dev_read(&m, &mm, BASE, n).unwrap();
+        assert_eq!((cpages, faults), (n, 1), "round {round}");
+        assert_eq!(
+            data,
+            expected(BASE, n)
+                .iter()
+                .map(|v| v + round)
+                .collect::<Vec<_>>()
+        );
+        mm.mmap_write_lock().munmap(BASE, n * PAGE_SIZE).unwrap();
+        assert_eq!(m.nr_pt_entries(), 0, "the unmap cleared the mirror");
+    }
+    drop(m);
+    teardown(mm, &[&dev0]);
+}
+
+/// `hmm.anon_teardown`: one thread unmaps half the buffer while another
+/// reads it through the device. The read either sees everything or fails
+/// with `EFAULT`; either way nothing leaks.
+#[test]
+fn anon_teardown() {
+    for round in 0..10u64 {
+        let Machine { mem, dev0, .. } = machine();
+        let n = 256;
+        let mm = filled(&mem, n);
+        let m = dev0.open(&mm);
+        let unmapper = {
+            let mm = Arc::clone(&mm);
+            std::thread::spawn(move || {
+                for _ in 0..round * 50 {
+                    std::hint::spin_loop();
+                }
+                mm.mmap_write_lock()
+                    .munmap(page(n / 2), n / 2 * PAGE_SIZE)
+                    .unwrap();
+            })
+        };
+        match dev_read(&m, &mm, BASE, n) {
+            Ok((data, cpages, faults)) => {
+                assert_eq!((data, cpages, faults), (expected(BASE, n), n, 1));
+            }
+            Err(e) => assert_eq!(e, Errno::EFAULT, "round {round}"),
+        }
+        unmapper.join().unwrap();
+        assert!((0..n / 2).all(|i| mm.read_user(page(i)) == Ok(value(page(i)))));
+        drop(m);
+        teardown(mm, &[&dev0]);
+    }
+}
+
+/// `hmm.mixedmap`: mapping the device file privately inserts a zeroed
+/// page per address, read-only (writes would copy); it is not anonymous,
+/// the snapshot calls it `READ`, and unmapping frees it.
+#[test]
+fn mixedmap() {
+    let Machine { mem, dev0, .. } = machine();
+    let mm = Mm::new(&mem, MmConfig::default());
+    let m = dev0.open(&mm);
+    let vma = m
+        .mmap(&mut mm.mmap_write_lock(), BASE, 2 * PAGE_SIZE, VmFlags::RW)
+        .unwrap();
+    assert!(vma.flags().contains(VmFlags::MIXEDMAP));
+    assert_eq!(mem.sys().nr_free(), SYS_PAGES - 2);
+    let (pfn, w) = present(&mm, BASE).unwrap();
+    let f = mem.sys().pfn_folio(pfn).unwrap();
+    assert_eq!(
+        (w, f.mapping(), f.refcount(), mm.read_user(BASE)),
+        (false, 0, 1, Ok(0))
+    );
+    assert_eq!(snap(&m, &mm, BASE, 1), vec![DmirrorProt::READ]);
+    assert_eq!(
+        m.mmap(
+            &mut mm.mmap_write_lock(),
+            page(8),
+            PAGE_SIZE,
+            VmFlags::RW | VmFlags::SHARED
+        )
+        .err(),
+        Some(Errno::EINVAL)
+    );
+    cpu_write(&mm, page(1), 5);
+    assert!(
+        present(&mm, page(1)).is_some_and(|(p, w)| w && p != pfn),
+        "copied on write"
+    );
+    drop(m);
+    teardown(mm, &[&dev0]);
+}
+
+/// `hmm.exclusive`: the device takes exclusive access (it reads the data
+/// back, every PTE is a device-exclusive entry that still counts as a
+/// mapping); `CHECK_EXCLUSIVE` says `EPERM` while that lasts; each CPU
+/// access revokes it and restores the writable PTE, and then
+/// `CHECK_EXCLUSIVE` passes.
+#[test]
+fn exclusive() {
+    let Machine { mem, dev0, .. } = machine();
+    let n = 32;
+    let mm = filled(&mem, n);
+    let m = dev0.open(&mm);
+    let mut cmd = HmmDmirrorCmd::new(BASE, n);
+    assert_eq!(m.exclusive(&mm, &mut cmd).unwrap(), expected(BASE, n));
+    assert_eq!(cmd.cpages, n);
+    for i in 0..n {
+        let e = mm.softleaf_at(page(i));
+        assert!(e.is_device_exclusive(), "{e:?}");
+        let Some(devpriv_core::PageFrame::Pfn(p)) = e.to_frame(mm.paging()) else {
+            panic!()
+        };
+        let f = mem.sys().pfn_folio(p).unwrap();
+        assert_eq!((f.mapcount(), f.refcount(), f.is_locked()), (1, 1, false));
+    }
+    assert_eq!(mm.read_user(BASE), Err(Errno::EFAULT));
+    let mut cmd = HmmDmirrorCmd::new(BASE, n);
+    assert_eq!(m.check_exclusive(&mm, &mut cmd), Err(Errno::EPERM));
+    for i in 0..n {
+        let v = cpu_read(&mm, page(i));
+        cpu_write(&mm, page(i), v + 1);
+        assert!(present(&mm, page(i)).is_some_and(|(_, w)| w));
+    }
+    assert_eq!(m.check_exclusive(&mm, &mut cmd), Ok(()));
+    assert!((0..n).all(|i| mm.read_user(page(i)) == Ok(value(page(i)) + 1)));
+    drop(m);
+    teardown(mm, &[&dev0]);
+}
+
+/// `hmm.exclusive_mprotect`: after `mprotect(PROT_READ)` a device write
+/// to pages it holds exclusively fails with `EPERM`; the device-exclusive
+/// entries stay (7.0 does not downgrade them).
+#[test]
+fn exclusive_mprotect() {
+    let Machine { mem, dev0, .. } = machine();
+    let n = 8;
+    let mm = filled(&mem, n);
+    let m = dev0.open(&mm);
+    m.exclusive(&mm, &mut HmmDmirrorCmd::new(BASE, n)).unwrap();
+    mm.mmap_write_lock()
+        .mprotect(BASE, n * PAGE_SIZE, VmFlags::READ)
+        .unwrap();
+    assert!(mm.softleaf_at(BASE).is_device_exclusive());
+    assert_eq!(
+        dev_write(&m, &mm, BASE, &expected(BASE, n)),
+        Err(Errno::EPERM)
+    );
+    assert!((0..n).all(|i| cpu_read(&mm, page(i)) == value(page(i))));
+    assert!(
+        present(&mm, BASE).is_some_and(|(_, w)| !w),
+        "restored read-only"
+    );
+    drop(m);
+    teardown(mm, &[&dev0]);
+}
+
+/// `hmm.exclusive_cow`: fork restores the parent's device-exclusive
+/// entries to present PTEs and shares them copy-on-write; each process
+/// then increments its own copy.
+#[test]
+fn exclusive_cow() {
+    let Machine { mem, dev0, .. } = machine();
+    let n = 8;
+    let mm = filled(&mem, n);
+    let m = dev0.open(&mm);
+    m.exclusive(&mm, &mut HmmDmirrorCmd::new(BASE, n)).unwrap();
+    let child = mm.fork().unwrap();
+    for i in 0..n {
+        let (pfn, w) = present(&mm, page(i)).unwrap();
+        assert!(!w);
+        assert_eq!(present(&child, page(i)), Some((pfn, false)));
+    }
+    for (who, add) in [(&mm, 1), (&child, 2)] {
+        for i in 0..n {
+            let v = cpu_read(who, page(i));
+            cpu_write(who, page(i), v + add);
+        }
+    }
+    assert!((0..n).all(|i| mm.read_user(page(i)) == Ok(value(page(i)) + 1)));
+    assert!((0..n).all(|i| child.read_user(page(i)) == Ok(value(page(i)) + 2)));
+    drop((m, child));
+    teardown(mm, &[&dev0]);
+}
+
+/// `hmm.hmm_cow_in_device`: pages on the device when the process forks
+/// become read-only device-private entries in both. A parent write brings
+/// each page back for both processes (one `migrate_to_ram`) and then
+/// copies it for the parent, which the snapshot reports as writable
+/// system pages; the child still maps the shared copy.
+#[test]
+fn hmm_cow_in_device() {
+    let Machine { mem, dev0, .. } = machine();
+    let n = 4;
+    let mm = filled(&mem, n);
+    let m = dev0.open(&mm);
+    assert_eq!(to_dev(&m, &mm, BASE, n).unwrap().1, n);
+    let child = mm.fork().unwrap();
+    assert!(
+        snap(&m, &mm, BASE, n)
+            .iter()
+            .all(|p| *p == DmirrorProt::DEV_PRIVATE_LOCAL | DmirrorProt::READ)
+    );
+    for i in 0..n {
+        cpu_write(&mm, page(i), value(page(i)));
+    }
+    assert_eq!(dev0.faults(), n);
+    assert!(
+        snap(&m, &mm, BASE, n)
+            .iter()
+            .all(|p| *p == DmirrorProt::WRITE)
+    );
+    for i in 0..n {
+        let (cp, cw) = present(&child, page(i)).unwrap();
+        let (pp, _) = present(&mm, page(i)).unwrap();
+        assert!(!cw && cp != pp, "the child keeps the shared copy");
+        assert_eq!(mem.sys().pfn_folio(cp).unwrap().mapcount(), 1);
+    }
+    drop(child);
+    assert_eq!(dev0.nr_free_pages(), dev0.nr_pages());
+    drop(m);
+    teardown(mm, &[&dev0]);
+}
+
+// ---------------------------------------------------------------------------
+// The newest tree's THP tests that 6.12 lacks (issue 15), in our own words.
+// ---------------------------------------------------------------------------
+
+/// A read-only, `MADV_HUGEPAGE`, 2 MiB-aligned range at `BASE`.
+fn huge_ro(mem: &Memory) -> Arc<Mm> {
+    let mm = Mm::new(mem, MmConfig::default());
+    let mut w = mm.mmap_write_lock();
+    w.mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::READ).unwrap();
+    w.madvise(BASE, PMD_SIZE, Advice::HugePage).unwrap();
+    drop(w);
+    mm
+}
+
+/// `hmm.migrate_anon_huge_zero`: a CPU read of a `MADV_HUGEPAGE` range
+/// maps the huge zero page; migrating it treats it as a 2 MiB hole (one
+/// order-9 device folio, zeros); a CPU read brings it back as a THP.
+#[test]
+fn migrate_anon_huge_zero() {
+    let Machine { mem, dev0, .. } = machine();
+    let mm = huge_ro(&mem);
+    assert_eq!(cpu_read(&mm, BASE), 0);
+    let pmd = mm.pmdp_get_lockless(BASE).unwrap();
+    assert!(pmd.is_trans_huge() && mem.sys().is_huge_zero_pfn(pmd.pfn()));
+    assert_eq!(
+        mem.sys().nr_free(),
+        SYS_PAGES,
+        "the huge zero page is no allocation"
+    );
+    let m = dev0.open(&mm);
+    assert_eq!(
+        snap(&m, &mm, BASE, 1),
+        vec![DmirrorProt::READ | DmirrorProt::PMD]
+    );
+    assert_eq!(to_dev(&m, &mm, BASE, 512).unwrap(), (vec![0; 512], 512));
+    assert_eq!(device_folio_order(&mm, BASE), Order::HPAGE_PMD);
+    assert!((0..512).all(|i| cpu_read(&mm, page(i)) == 0));
+    assert_eq!(dev0.faults(), 1);
+    assert!(mm.pmdp_get_lockless(BASE).unwrap().is_trans_huge());
+    drop(m);
+    teardown(mm, &[&dev0]);
+}
+
+/// `hmm.migrate_anon_huge_zero_err`: with `FAIL_ALLOC`, a 2 MiB hole
+/// migrates as 512 single device pages (one of which a CPU read brings
+/// back); on the huge zero page the same happens after the zero PMD is
+/// split; everything reads as zeros.
+#[test]
+fn migrate_anon_huge_zero_err() {
+    let Machine { mem, dev0, .. } = machine();
+    let mm = huge_ro(&mem);
+    let m = dev0.open(&mm);
+    m.set_flags(Dmirror::FLAG_FAIL_ALLOC);
+    assert_eq!(to_dev(&m, &mm, BASE, 512).unwrap(), (vec![0; 512], 512));
+    assert!((0..512).all(|i| device_folio_order(&mm, page(i)) == Order::ZERO));
+    assert_eq!(cpu_read(&mm, page(2)), 0);
+    assert_eq!(dev0.faults(), 1);
+    {
+        let mut w = mm.mmap_write_lock();
+        w.munmap(BASE, 2 * PMD_SIZE).unwrap();
+        w.mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::READ).unwrap();
+        w.madvise(BASE, PMD_SIZE, Advice::HugePage).unwrap();
+    }
+    assert_eq!(cpu_read(&mm, BASE), 0);
+    assert!(mm.pmdp_get_lockless(BASE).unwrap().is_trans_huge());
+    m.set_flags(Dmirror::FLAG_FAIL_ALLOC);
+    assert_eq!(to_dev(&m, &mm, BASE, 512).unwrap(), (vec![0; 512], 512));
+    assert!((0..512).all(|i| device_folio_order(&mm, page(i)) == Order::ZERO));
+    assert!((0..512).all(|i| cpu_read(&mm, page(i)) == 0));
+    drop(m);
+    teardown(mm, &[&dev0]);
+}
+
+/// `hmm.migrate_anon_huge_free`: `MADV_FREE` over a THP that lives on the
+/// device succeeds and leaves the device-private PMD and its data alone;
+/// unmapping then frees the device folio.
+#[test]
+fn migrate_anon_huge_free() {
+    let Machine { mem, dev0, .. } = machine();
+    let mm = Mm::new(&mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW)
+        .unwrap();
+    thp(&mm, BASE);
+    let m = dev0.open(&mm);
+    assert_eq!(
+        to_dev(&m, &mm, BASE, 512).unwrap(),
+        (expected(BASE, 512), 512)
+    );
+    let before = mm.pmdp_get_lockless(BASE).unwrap();
+    mm.mmap_write_lock()
+        .madvise(BASE, PMD_SIZE, Advice::Free)
+        .unwrap();
+    assert_eq!(mm.pmdp_get_lockless(BASE), Some(before));
+    assert_eq!(dev_read(&m, &mm, BASE, 512).unwrap().0, expected(BASE, 512));
+    let used = dev0.nr_pages() - dev0.nr_free_pages();
+    mm.mmap_write_lock().munmap(BASE, PMD_SIZE).unwrap();
+    assert_eq!(used - (dev0.nr_pages() - dev0.nr_free_pages()), 512);
+    drop(m);
+    teardown(mm, &[&dev0]);
+}
+
+/// `hmm.migrate_remap_fault`: 2 MiB of written memory (a THP or small
+/// pages) is moved with `mremap(MREMAP_MAYMOVE | MREMAP_FIXED
+/// [| MREMAP_DONTUNMAP])` to a destination 0, 512 KiB or 1 MiB past a
+/// PMD boundary, before or after migrating it to the device. A device
+/// PMD moves whole to an aligned destination and is split otherwise; CPU
+/// reads at the new address bring everything back with its data; the old
+/// range is gone, or (with `MREMAP_DONTUNMAP`) mapped and empty.
+#[test]
+fn migrate_remap_fault() {
+    for before in [false, true] {
+        for dontunmap in [false, true] {
+            for use_thp in [false, true] {
+                for offset in [0, PMD_SIZE / 4, PMD_SIZE / 2] {
+                    let what = format!(
+                        "before={before} dontunmap={dontunmap} thp={use_thp} offset={offset:#x}"
+                    );
+                    let Machine { mem, dev0, .. } = machine();
+                    let mm = Mm::new(&mem, MmConfig::default());
+                    {
+                        let mut w = mm.mmap_write_lock();
+                        w.mmap_anon(BASE, 8 * PMD_SIZE, VmFlags::RW).unwrap();
+                        let advice = if use_thp {
+                            Advice::HugePage
+                        } else {
+                            Advice::NoHugePage
+                        };
+                        w.madvise(BASE, 8 * PMD_SIZE, advice).unwrap();
+                        w.munmap(BASE + PMD_SIZE, 2 * PMD_SIZE).unwrap();
+                    }
+                    if use_thp {
+                        thp(&mm, BASE);
+                    } else {
+                        for i in 0..512 {
+                            cpu_write(&mm, page(i), value(page(i)));
+                        }
+                    }
+                    let m = dev0.open(&mm);
+                    let new = BASE + PMD_SIZE + offset;
+                    let mut flags = MremapFlags::MAYMOVE | MremapFlags::FIXED;
+                    if dontunmap {
+                        flags = flags | MremapFlags::DONTUNMAP;
+                    }
+                    if !before {
+                        assert_eq!(to_dev(&m, &mm, BASE, 512).unwrap().1, 512, "{what}");
+                    }
+                    let got = mm
+                        .mmap_write_lock()
+                        .mremap(BASE, PMD_SIZE, PMD_SIZE, flags, new);
+                    assert_eq!(got, Ok(new), "{what}");
+                    if before {
+                        let (data, cpages) = to_dev(&m, &mm, new, 512).unwrap();
+                        assert_eq!((data, cpages), (expected(BASE, 512), 512), "{what}");
+                    } else if use_thp && offset == 0 {
+                        let e = Softleaf::from_pmd(mm.pmdp_get_lockless(new).unwrap());
+                        assert!(e.is_device_private(), "moved whole: {what}");
+                    }
+                    for i in 0..512 {
+                        assert_eq!(cpu_read(&mm, new + i * PAGE_SIZE), value(page(i)), "{what}");
+                    }
+                    match mm.vma_lookup(BASE) {
+                        Some(v) => {
+                            assert!(dontunmap, "{what}");
+                            assert!(mm.softleaf_at(BASE).is_none() && mm.read_user(BASE).is_err());
+                            assert_eq!(v.end(), BASE + PMD_SIZE);
+                        }
+                        None => assert!(!dontunmap, "{what}"),
+                    }
+                    drop(m);
+                    teardown(mm, &[&dev0]);
+                }
+            }
+        }
+    }
+}
+
+/// `hmm.benchmark_thp_migration`'s shape, as a correctness test (the
+/// timings are in `benches/migrate.rs`): buffers of 512 KiB to 16 MiB, as
+/// THPs and as small pages, go to the device and back; every round moves
+/// every page and keeps the data, and a THP-backed buffer moves as
+/// order-9 folios when 2 MiB-aligned.
+#[test]
+fn benchmark_thp_migration_shape() {
+    let Machine { mem, dev0, .. } = machine_sized(Owner(0xd0), Owner(0xd1), 16384);
+    for size in [
+        PMD_SIZE / 4,
+        PMD_SIZE / 2,
+        PMD_SIZE,
+        2 * PMD_SIZE,
+        4 * PMD_SIZE,
+        8 * PMD_SIZE,
+    ] {
+        for use_thp in [false, true] {
+            let n = size / PAGE_SIZE;
+            let mm = Mm::new(&mem, MmConfig::default());
+            {
+                let mut w = mm.mmap_write_lock();
+                w.mmap_anon(BASE, size, VmFlags::RW).unwrap();
+                let advice = if use_thp {
+                    Advice::HugePage
+                } else {
+                    Advice::NoHugePage
+                };
+                w.madvise(BASE, size, advice).unwrap();
+            }
+            for i in 0..n {
+                cpu_write(&mm, page(i), value(page(i)) & 0xff);
+            }
+            let m = dev0.open(&mm);
+            for round in 0..3 {
+                let what = format!("size {size:#x} thp={use_thp} round {round}");
+                let (data, cpages) = to_dev(&m, &mm, BASE, n).unwrap();
+                assert_eq!(cpages, n, "{what}");
+                assert_eq!(
+                    data,
+                    expected(BASE, n)
+                        .iter()
+                        .map(|v| v & 0xff)
+                        .collect::<Vec<_>>()
+                );
+                if use_thp && size >= PMD_SIZE {
+                    assert_eq!(device_folio_order(&mm, BASE), Order::HPAGE_PMD, "{what}");
+                }
+                let mut cmd = HmmDmirrorCmd::new(BASE, n);
+                m.migrate_to_sys(&mm, &mut cmd).unwrap();
+                assert_eq!(cmd.cpages, n, "{what}");
+                assert!(
+                    (0..n).all(|i| mm.read_user(page(i)) == Ok(value(page(i)) & 0xff)),
+                    "{what}"
+                );
+            }
+            drop(m);
+            mm.mmap_write_lock().munmap(BASE, size).unwrap();
+        }
+    }
+    dev0.check_idle().unwrap();
+    assert_eq!(mem.sys().nr_free(), 16384);
+}
+
 /// `hmm_range_fault()` on a non-present PMD that is neither a migration
 /// entry nor the caller's device-private entry fills `HMM_PFN_ERROR`
 /// (`hmm_vma_handle_absent_pmd()`), so a snapshot through device 0 of a THP
@@ -865,6 +1852,39 @@ fn fresh_chunk_hands_out_its_highest_page_first() {
         mm.device_private_offset_at(BASE).unwrap().get(),
         *blocks.last().unwrap()
     );
+    drop(m);
+    teardown(mm, &[&dev0]);
+}
+
+/// The newest file's THP tests reuse one address range: a THP that was
+/// split (here by a `FAIL_ALLOC` migration) and then unmapped leaves no
+/// PTE table behind (`free_pgtables()`), so the next mapping there is a
+/// hole at PMD level again. With `FAIL_ALLOC` a compound hole falls back
+/// to 512 single device pages and every page migrates; over a left-over
+/// empty PTE table the holes would be 512 small ones, the flag would eat
+/// the first, and the device read would stop there (`ENOENT`).
+#[test]
+fn unmapped_split_thp_leaves_a_pmd_hole() {
+    let Machine { mem, dev0, .. } = machine();
+    let mm = Mm::new(&mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, PMD_SIZE, VmFlags::RW)
+        .unwrap();
+    thp(&mm, BASE);
+    let m = dev0.open(&mm);
+    m.set_flags(Dmirror::FLAG_FAIL_ALLOC);
+    assert_eq!(to_dev(&m, &mm, BASE, 512).unwrap().1, 512);
+    assert!(mm.pmdp_get_lockless(BASE).unwrap().is_table(), "split");
+    {
+        let mut w = mm.mmap_write_lock();
+        w.munmap(BASE, PMD_SIZE).unwrap();
+        assert_eq!(mm.pmdp_get_lockless(BASE), Some(Pmd::NONE), "table freed");
+        w.mmap_anon(BASE, PMD_SIZE, VmFlags::READ).unwrap();
+        w.madvise(BASE, PMD_SIZE, Advice::HugePage).unwrap();
+    }
+    m.set_flags(Dmirror::FLAG_FAIL_ALLOC);
+    assert_eq!(to_dev(&m, &mm, BASE, 512).unwrap(), (vec![0; 512], 512));
+    assert!((0..512).all(|i| device_folio_order(&mm, page(i)) == Order::ZERO));
     drop(m);
     teardown(mm, &[&dev0]);
 }

@@ -30,7 +30,8 @@ use devpriv_core::{Errno, HPAGE_PMD_NR, Order, PageCount, PageFrame};
 use devpriv_pagemap::{Folio, split_unmapped_folio, zone_device_private_split_cb};
 
 /// Splits the leaf PMD covering `addr` into 512 PTEs describing the same
-/// pages: a huge PMD into present PTEs, a device-private PMD into
+/// pages: the huge zero page into 512 read-only zero-page PTEs, a huge PMD
+/// into present PTEs, a device-private PMD into
 /// device-private PTEs (the folio stays large, now PTE-mapped: its PMD
 /// rmap becomes 512 PTE rmaps and it gains 511 references), a PMD
 /// migration entry into 512 PTE migration entries (no rmap: the migration
@@ -65,6 +66,11 @@ fn split_huge_pmd_locked(mm: &Mm, g: &PmdGuard<'_>, pmd: Pmd) -> Result<(), Errn
     let mode = mm.paging();
     let mem = mm.memory();
     let guard = mem.space().read();
+    if pmd.is_trans_huge() && mem.sys().is_huge_zero_pfn(pmd.pfn()) {
+        // __split_huge_zero_page_pmd(): 512 read-only 4 KiB zero pages.
+        let zero = Pte::pfn_pte(mem.sys().zero_pfn(), _PAGE_PRESENT | _PAGE_USER)?;
+        return g.populate(|_| Ok(zero));
+    }
     if pmd.is_trans_huge() {
         let flags =
             pmd.raw() & (_PAGE_RW | _PAGE_USER | _PAGE_ACCESSED | _PAGE_DIRTY | _PAGE_PRESENT);
@@ -173,14 +179,13 @@ pub fn split_folio(mm: &Mm, folio: AnyFolio<'_>) -> Result<(), Errno> {
     };
     // unmap_folio(TTU_SPLIT_HUGE_PMD): PMD mappings become PTE mappings.
     if folio.entire_mapcount() > 0 {
-        let vmas: Vec<_> = mm.vmas().iter().filter(|v| v.id() == id).cloned().collect();
-        for vma in vmas {
+        for (m, vma) in crate::rmap::rmap_walk_anon(mm, id) {
             let Ok(addr) = vma.vma_address(folio.index(), folio.nr_pages()) else {
                 continue;
             };
             let haddr = addr & !(PMD_SIZE - 1);
-            if pmd_maps(mm, haddr, folio) {
-                split_huge_pmd(mm, haddr)?;
+            if pmd_maps(&m, haddr, folio) {
+                split_huge_pmd(&m, haddr)?;
             }
         }
     }

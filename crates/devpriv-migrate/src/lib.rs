@@ -99,9 +99,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod filemap;
+pub mod fork;
 pub mod hmm;
 pub mod huge_memory;
 pub mod leafops;
+pub mod madvise;
 pub mod memory;
 pub mod memory_model;
 pub mod migrate;
@@ -109,6 +112,9 @@ pub mod migrate_device;
 pub mod mm;
 pub mod mm_types;
 pub mod mmap;
+pub mod mmu_notifier;
+pub mod mprotect;
+pub mod mremap;
 pub mod page_alloc;
 pub mod page_vma_mapped;
 pub mod pgtable;
@@ -116,8 +122,10 @@ pub mod pgtable_generic;
 pub mod rmap;
 pub mod swapops;
 
+pub use filemap::{AddressSpace, AddressSpaceOps, MappingKind};
 pub use hmm::{HmmPfn, HmmPfnLayout, HmmRange, hmm_range_fault};
 pub use leafops::{Softleaf, SoftleafFlags, SoftleafType};
+pub use madvise::Advice;
 pub use memory::{FaultContext, FaultFlags, VmFaultResult, handle_mm_fault};
 pub use memory_model::Memory;
 pub use migrate::{MigratePfn, MigrateVma, MigrateVmaFlags};
@@ -130,9 +138,11 @@ pub use mm_types::{
     CollectPteGuard, HugeInsertErrors, Mm, MmConfig, MmapWriteGuard, PvmwPmdPolicy, VmFlags, Vma,
     ZapDevicePmd,
 };
+pub use mmu_notifier::{MmuNotifier, MmuNotifierRange, MmuNotifyEvent};
+pub use mremap::MremapFlags;
 pub use page_alloc::{SysFolio, SystemMemory};
 pub use page_vma_mapped::{PageVmaMappedWalk, PvmwFlags, PvmwPfnV2, PvmwTarget};
 pub use pgtable::{PMD_SIZE, Pmd, Pte};
 pub use pgtable_generic::{PgtablePage, PmdGuard, PteGuard};
-pub use rmap::{remove_migration_ptes, try_to_migrate};
+pub use rmap::{make_device_exclusive, remove_migration_ptes, rmap_walk_anon, try_to_migrate};
 pub use swapops::{L1tf, MigrationKind};

@@ -10,6 +10,7 @@
 //! entries are read and locked through
 //! [`pgtable_generic`](crate::pgtable_generic).
 
+mod copy;
 mod fault;
 pub use fault::{FaultContext, FaultFlags, VmFaultResult, handle_mm_fault};
 
@@ -17,6 +18,7 @@ use crate::huge_memory::split_huge_pmd;
 use crate::leafops::Softleaf;
 use crate::mm::{AnyFolio, frame_to_folio};
 use crate::mm_types::{Mm, Vma, ZapDevicePmd};
+use crate::mmu_notifier::MmuNotifyEvent;
 use crate::page_alloc::SysFolio;
 use crate::pgtable::{
     _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, PMD_SIZE, Pmd, Pte,
@@ -148,6 +150,45 @@ impl Mm {
         folio.add_rmap_pmd()
     }
 
+    /// Maps one page of a page cache, or a driver's page, with a present
+    /// PTE at `addr` (read-only unless `writable`), taking a reference and
+    /// a PTE map count. The folio does not become anon.
+    ///
+    /// Kernel: `finish_fault()` → `set_pte_range()` with
+    /// `folio_add_file_rmap_ptes()`, and `vm_insert_page()` →
+    /// `insert_page_into_pte_locked()`, `mm/memory.c` (main).
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EINVAL`] if `addr` is not page-aligned or the folio is not
+    /// order 0; [`Errno::EFAULT`] if no VMA covers `addr`;
+    /// [`Errno::EEXIST`] if the PTE is not none; [`Errno::EBUSY`] if the PMD
+    /// is a leaf. Nothing changes on error.
+    pub fn map_file_pte(
+        &self,
+        addr: u64,
+        folio: SysFolio<'_>,
+        writable: bool,
+    ) -> Result<(), Errno> {
+        if folio.is_large() {
+            return Err(Errno::EINVAL);
+        }
+        self.checked_range(addr, 1)?;
+        let prot = _PAGE_PRESENT
+            | _PAGE_USER
+            | _PAGE_ACCESSED
+            | if writable { _PAGE_RW | _PAGE_DIRTY } else { 0 };
+        let pte = Pte::pfn_pte(folio.pfn(), prot)?;
+        let g = self.pte_alloc_map_lock(addr)?;
+        if !g.get().is_none() {
+            return Err(Errno::EEXIST);
+        }
+        folio.add_rmap_ptes(0, 1)?;
+        folio.get_many(1);
+        g.set(pte);
+        Ok(())
+    }
+
     fn checked_range(&self, addr: u64, nr: u64) -> Result<Vma, Errno> {
         if !addr.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
@@ -235,9 +276,10 @@ impl Mm {
     }
 
     /// Clears every entry in `[start, end)`, dropping the rmap and the
-    /// reference of each mapped page (system or device-private); migration
-    /// entries are just cleared (the migration owns their folios). A leaf
-    /// PMD only partly covered is split first.
+    /// reference of each mapped page (system, device-private, or held by a
+    /// device-exclusive entry); migration entries are just cleared (the
+    /// migration owns their folios). A leaf PMD only partly covered is
+    /// split first.
     ///
     /// Kernel: `zap_page_range_single()` → `zap_pmd_range()`
     /// (`__split_huge_pmd()`, `zap_huge_pmd()`) and `zap_pte_range()`
@@ -251,6 +293,9 @@ impl Mm {
     pub fn zap_page_range(&self, start: u64, end: u64) -> Result<(), Errno> {
         if !start.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE) || end < start {
             return Err(Errno::EINVAL);
+        }
+        if end > start {
+            self.mmu_notifier_invalidate(start, end, MmuNotifyEvent::Unmap, None);
         }
         let mut addr = start;
         while addr < end {
@@ -291,14 +336,16 @@ impl Mm {
             }
             let entry = Softleaf::from_pmd(old);
             let frame = if old.is_trans_huge() {
-                Some(old.pfn().into())
+                // The huge zero page has no folio, reference or rmap.
+                (!mem.sys().is_huge_zero_pfn(old.pfn())).then(|| old.pfn().into())
             } else if entry.is_device_private() || v7_0 && entry.is_migration() {
                 entry.to_frame(self.paging())
             } else {
                 None
             };
             let Some(frame) = frame else {
-                // A migration PMD: the migration owns the folio.
+                // The huge zero page, or a migration PMD (the migration owns
+                // the folio).
                 return Ok(());
             };
             let (folio, _) = frame_to_folio(mem.sys(), &guard, frame).ok_or(Errno::EINVAL)?;
@@ -344,8 +391,10 @@ impl Mm {
                     // The zero page has no folio, reference or rmap.
                     (!mem.sys().is_zero_pfn(pte.pfn())).then(|| pte.pfn().into())
                 } else {
+                    // Device-private and device-exclusive entries hold a
+                    // reference and a mapping (7.0).
                     let e = Softleaf::from_pte(pte);
-                    if e.is_device_private() {
+                    if e.is_device_private() || e.is_device_exclusive() {
                         e.to_frame(self.paging())
                     } else {
                         None

@@ -3,13 +3,17 @@
 //!
 //! Kernel: `include/asm-generic/memory_model.h` (`mem_map`,
 //! `pfn_to_page()`) and, with the v6 proposal, `device_private_pgmap_tree`
-//! behind `device_private_offset_to_page()` (`mm/memremap.c`, v6 proposal).
+//! behind `device_private_offset_to_page()` (`mm/memremap.c`, v6 proposal);
+//! the machine's list of address spaces (`init_mm.mmlist`-like, what the
+//! rmap walks across address spaces start from; main).
 
+use crate::mm_types::Mm;
 use crate::page_alloc::SystemMemory;
 use core::fmt;
+use devpriv_core::sync::Mutex;
 use devpriv_core::sync::atomic::{AtomicU64, Ordering};
 use devpriv_pagemap::DevicePrivateSpace;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// The machine's memory: system RAM and the device-private address space.
 ///
@@ -30,6 +34,11 @@ struct Machine {
     space: Arc<DevicePrivateSpace>,
     /// The next `mm_struct::mm_id`.
     next_mm_id: AtomicU64,
+    /// The next id of a VMA's `anon_vma` or of an address space (model
+    /// only; 0 is never used).
+    next_object_id: AtomicU64,
+    /// Every live address space of the machine.
+    mm_list: Mutex<Vec<Weak<Mm>>>,
 }
 
 impl fmt::Debug for Memory {
@@ -51,6 +60,8 @@ impl Memory {
                 sys,
                 space,
                 next_mm_id: AtomicU64::new(1),
+                next_object_id: AtomicU64::new(1),
+                mm_list: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -81,6 +92,35 @@ impl Memory {
     /// Kernel: `mm_alloc_id()`, `kernel/fork.c` (`CONFIG_MM_ID`, 7.0).
     pub(crate) fn alloc_mm_id(&self) -> u64 {
         self.inner.next_mm_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A new id for an `anon_vma` or a page cache, unique on this machine.
+    ///
+    /// Kernel: none (model only; the kernel compares pointers).
+    pub(crate) fn alloc_object_id(&self) -> u64 {
+        self.inner.next_object_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Adds an address space to the machine's list.
+    pub(crate) fn register_mm(&self, mm: Weak<Mm>) {
+        let mut list = self.inner.mm_list.lock();
+        list.retain(|w| w.strong_count() > 0);
+        list.push(mm);
+    }
+
+    /// Every live address space of the machine, oldest first.
+    ///
+    /// Kernel: none (model only). The kernel's rmap reaches the VMAs of
+    /// every process through a folio's `anon_vma`; the model's anon cookie
+    /// is a number, so the walk starts from this list (see
+    /// [`rmap`](crate::rmap)).
+    pub fn mms(&self) -> Vec<Arc<Mm>> {
+        self.inner
+            .mm_list
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
     }
 }
 

@@ -35,9 +35,10 @@
 //! - `folio_lock()` where the kernel sleeps is a trylock that gives up (the
 //!   page is skipped, as for a failed `folio_trylock()`).
 //! - No LRU isolation, swap cache, memcg charge, MMU notifier, TLB flush,
-//!   huge zero page, `PageAnonExclusive`, soft-dirty or uffd-wp; only
-//!   anonymous private VMAs exist. The 4 KiB zero page is collected as a
-//!   hole (`MIGRATE` without a page) and replaced on insertion.
+//!   `PageAnonExclusive`, soft-dirty or uffd-wp. The 4 KiB and the huge
+//!   zero page are collected as holes (`MIGRATE` without a page) and
+//!   replaced on insertion; holes are collected only in anonymous VMAs,
+//!   and only anonymous folios migrate.
 //! - When a compound source is split for small destinations, the kernel
 //!   applies the fault page's extra reference (`extra_cnt`) to all 512
 //!   pieces; the model applies it only to the piece that holds the fault
@@ -88,8 +89,12 @@ impl MigrateVma<'_> {
         }
     }
 
-    /// `migrate_vma_collect_hole()` (every VMA is anonymous).
+    /// `migrate_vma_collect_hole()`: only anonymous memory is populated.
     fn hole(&mut self, start: u64, end: u64) {
+        if !self.vma.is_anonymous() {
+            self.skip(start, end);
+            return;
+        }
         if self.mm.config().thp_migration
             && self.flags.contains(MigrateVmaFlags::SELECT_COMPOUND)
             && start.is_multiple_of(PMD_SIZE)
@@ -313,8 +318,12 @@ fn collect_pmd(args: &mut MigrateVma<'_>, start: u64, end: u64) {
                 return;
             };
             if pte.is_none() {
-                args.push(flags_only(MigratePfn::MIGRATE));
-                args.cpages += 1;
+                if args.vma.is_anonymous() {
+                    args.push(flags_only(MigratePfn::MIGRATE));
+                    args.cpages += 1;
+                } else {
+                    args.push(MigratePfn::NONE);
+                }
                 addr += PAGE_SIZE;
                 continue;
             }
@@ -441,6 +450,15 @@ fn collect_huge_pmd(
     };
     let pmd = g.get();
     if pmd.is_none() {
+        drop(g);
+        args.hole(start, end);
+        return Huge::Done;
+    }
+    if pmd.is_trans_huge()
+        && args.flags.contains(MigrateVmaFlags::SELECT_SYSTEM)
+        && mem.sys().is_huge_zero_pfn(pmd.pfn())
+    {
+        // The huge zero page migrates like a hole.
         drop(g);
         args.hole(start, end);
         return Huge::Done;
@@ -928,6 +946,13 @@ fn present_prot(write: bool) -> u64 {
 }
 
 fn insert_pte(c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), Errno> {
+    if !c.vma.is_anonymous() {
+        return Err(Errno::EINVAL);
+    }
+    let pmd = c.mm.pmdp_get_lockless(addr).ok_or(Errno::EFAULT)?;
+    if pmd.is_trans_huge() && c.mm.memory().sys().is_huge_zero_pfn(pmd.pfn()) {
+        split_huge_pmd(c.mm, addr & !(PMD_SIZE - 1))?;
+    }
     let pmd = c.mm.pmdp_get_lockless(addr).ok_or(Errno::EFAULT)?;
     if !pmd.is_none() && !pmd.is_table() {
         return Err(Errno::EBUSY);
@@ -950,7 +975,8 @@ fn insert_pte(c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), Errno
 /// Maps a PMD-sized destination of a hole with one PMD, depositing a
 /// page-table page for a later split. Only a none PMD is replaced: one
 /// that points to a PTE table, even an empty one, aborts the insert (the
-/// caller then clears `MIGRATE` on the window).
+/// caller then clears `MIGRATE` on the window); the huge zero page is
+/// replaced.
 ///
 /// Kernel: `migrate_vma_insert_huge_pmd_page()`, `mm/migrate_device.c`;
 /// its error paths as fixed by 63451de16e0a and the pgtable-leak fix, or
@@ -958,8 +984,7 @@ fn insert_pte(c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), Errno
 ///
 /// # Differences from the kernel
 ///
-/// No huge zero page (the kernel also replaces one), no userfaultfd, no
-/// memcg charge; the model's PTE tables are preallocated, so the deposit
+/// No userfaultfd, no memcg charge; the model's PTE tables are preallocated, so the deposit
 /// is only counted ([`Mm::nr_pgtables`]).
 fn insert_huge_pmd(c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), Errno> {
     let mm = c.mm;
@@ -970,7 +995,8 @@ fn insert_huge_pmd(c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), 
         return Err(Errno::EINVAL);
     }
     warn_on_once!(
-        mm.pmdp_get_lockless(addr).is_some_and(|p| !p.is_none()),
+        mm.pmdp_get_lockless(addr)
+            .is_some_and(|p| !p.is_none() && !mm.memory().sys().is_huge_zero_pfn(p.pfn())),
         "migrate_vma_insert_huge_pmd_page(): PMD not none"
     );
     let write = c.vma.flags().contains(VmFlags::WRITE);
@@ -1001,7 +1027,10 @@ fn insert_huge_pmd(c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), 
         }
         return Err(e);
     }
-    if !g.get().is_none() {
+    let cur = g.get();
+    // The huge zero page holds no reference to drop: it is replaced.
+    let huge_zero = cur.is_trans_huge() && mm.memory().sys().is_huge_zero_pfn(cur.pfn());
+    if !cur.is_none() && !huge_zero {
         drop(g);
         if fixed {
             mm.pte_free(pgtable);
@@ -1019,7 +1048,13 @@ fn insert_huge_pmd(c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), 
     folio.set_anon(c.vma.id(), c.vma.linear_page_index(addr));
     folio.add_rmap_pmd()?;
     folio.get();
-    g.deposit(pgtable);
+    if huge_zero {
+        // The huge zero page's deposit stays; the new table goes.
+        drop(g);
+        mm.pte_free(pgtable);
+    } else {
+        g.deposit(pgtable);
+    }
     Ok(())
 }
 

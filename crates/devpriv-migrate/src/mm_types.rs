@@ -20,8 +20,10 @@
 //!   ([`Pmd::table`]); while the PMD is none or a leaf (huge, migration,
 //!   device-private) the table is idle and empty.
 //! - Changes to the VMAs go through [`Mm::mmap_write_lock`], whose guard
-//!   has `mmap`, `munmap` (module [`mmap`](crate::mmap)) and, later,
-//!   `mprotect`, `mremap`, `madvise`. Readers take a snapshot of the VMA
+//!   has `mmap`, `munmap` (module [`mmap`](crate::mmap)), `mprotect`
+//!   ([`mprotect`](crate::mprotect)), `mremap` ([`mremap`](crate::mremap))
+//!   and `madvise` ([`madvise`](crate::madvise)); [`Mm::fork`]
+//!   ([`fork`](crate::fork)) copies an address space. Readers take a snapshot of the VMA
 //!   list ([`Mm::vmas`], [`Mm::vma_lookup`]); page-table entries are read
 //!   and written through [`pgtable_generic`](crate::pgtable_generic).
 //!
@@ -31,7 +33,9 @@
 //!   `Mm` lives, and a PMD slot always uses the same PTE table. So a PMD
 //!   that goes table → huge → table points at the same table again;
 //!   `pmd_same()` cannot tell those apart, where in the kernel a fresh table
-//!   would usually have a fresh address. Nothing here relies on it. The
+//!   would usually have a fresh address. Nothing here relies on it. When
+//!   `munmap` leaves a 2 MiB block without a VMA, its PMD goes back to none
+//!   (as `free_pgtables()` leaves it) while the slot keeps its table. The
 //!   page-table page a huge PMD deposits for its split
 //!   (`pgtable_trans_huge_deposit()`) is therefore only counted
 //!   ([`Mm::nr_pgtables`], [`PgtablePage`](crate::PgtablePage)), so that a
@@ -44,11 +48,16 @@
 //!   the workloads keep those apart.
 //! - User addresses are limited to 4-level paging (below 2^47) whatever the
 //!   [`PagingMode`]; the mode still decides `SWP_PFN_BITS`.
-//! - Every VMA is private anonymous memory; there is no hugetlb and no
-//!   huge zero page (the 4 KiB zero page is modelled, see
-//!   [`MmConfig::zero_page`]).
+//! - VMAs are private anonymous memory, private or shared mappings of a
+//!   page cache ([`AddressSpace`]: a file or a shmem object), or a
+//!   driver's `VM_MIXEDMAP` mapping; there is no hugetlb. The 4 KiB and
+//!   the huge zero page are modelled (see [`MmConfig::zero_page`]).
+//! - Dropping the last handle to an `Mm` unmaps everything
+//!   ([`Mm::exit_mmap`]), as `mmput()` does.
 
+use crate::filemap::AddressSpace;
 use crate::memory_model::Memory;
+use crate::mmu_notifier::{MmuNotifier, MmuNotifierRange, MmuNotifyEvent};
 use crate::pgtable::{PMD_SIZE, PUD_SIZE, Pmd, Pte, pgd_index, pmd_index, pud_index};
 use crate::swapops::L1tf;
 use core::fmt;
@@ -58,7 +67,8 @@ use devpriv_core::mutant::Mutants;
 use devpriv_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use devpriv_core::sync::{Mutex, MutexGuard, RwLock};
 use devpriv_core::{Errno, PAGE_SHIFT, PagingMode, Pfn};
-use std::sync::{Arc, OnceLock};
+use devpriv_pagemap::Owner;
+use std::sync::{Arc, OnceLock, Weak};
 
 /// Number of entries in a table, as `usize`.
 pub(crate) const ENTRIES: usize = 512;
@@ -221,10 +231,11 @@ struct PudTable {
 }
 
 devpriv_core::flags! {
-    /// VMA protection flags.
+    /// VMA flags: protection, sharing, and the hints the model acts on.
     ///
-    /// Kernel: `vm_flags_t` (`VM_READ`, `VM_WRITE`, `VM_EXEC`),
-    /// `include/linux/mm.h` (main).
+    /// Kernel: `vm_flags_t` (`VM_READ`, `VM_WRITE`, `VM_EXEC`, `VM_SHARED`,
+    /// `VM_MIXEDMAP`, `VM_HUGEPAGE`, `VM_NOHUGEPAGE`), `include/linux/mm.h`
+    /// (main).
     pub struct VmFlags: u64 {
         /// Kernel: `VM_READ` (main).
         const READ = 0x1;
@@ -236,6 +247,49 @@ devpriv_core::flags! {
         ///
         /// Kernel: none (model only).
         const RW = 0x3;
+        /// Writes go to the shared object (file or shmem), not to private
+        /// copies.
+        ///
+        /// Kernel: `VM_SHARED` (main).
+        const SHARED = 0x8;
+        /// Pages inserted by a driver's `mmap` (`vm_insert_page()`).
+        ///
+        /// Kernel: `VM_MIXEDMAP` (main).
+        const MIXEDMAP = 0x1000_0000;
+        /// `MADV_HUGEPAGE`: write faults may allocate a PMD-sized folio.
+        ///
+        /// Kernel: `VM_HUGEPAGE` (main).
+        const HUGEPAGE = 0x2000_0000;
+        /// `MADV_NOHUGEPAGE`.
+        ///
+        /// Kernel: `VM_NOHUGEPAGE` (main).
+        const NOHUGEPAGE = 0x4000_0000;
+    }
+}
+
+impl VmFlags {
+    /// The protection bits (`READ | WRITE | EXEC`).
+    ///
+    /// Kernel: `VM_ACCESS_FLAGS` (main).
+    pub const ACCESS: VmFlags = VmFlags::READ.union(VmFlags::WRITE).union(VmFlags::EXEC);
+
+    /// These flags without the bits of `other`.
+    ///
+    /// Kernel: none (model only; `flags & ~other`).
+    #[must_use]
+    pub const fn without(self, other: VmFlags) -> VmFlags {
+        // Clearing bits of a valid set leaves a valid set.
+        match VmFlags::from_bits(self.bits() & !other.bits()) {
+            Ok(f) => f,
+            Err(_) => self,
+        }
+    }
+
+    /// `true` if any bit of `other` is set.
+    ///
+    /// Kernel: none (model only; `flags & other`).
+    pub const fn intersects(self, other: VmFlags) -> bool {
+        self.bits() & other.bits() != 0
     }
 }
 
@@ -263,14 +317,18 @@ impl fmt::Debug for MmIdent {
 /// A virtual memory area: a page-aligned range of one address space.
 ///
 /// Kernel: `struct vm_area_struct` (`vm_start`, `vm_end`, `vm_pgoff`,
-/// `vm_flags`, `vm_mm`, main).
+/// `vm_flags`, `vm_mm`, `anon_vma`, `vm_file->f_mapping`, main).
 ///
 /// # Differences from the kernel
 ///
-/// Always private anonymous memory; `id` (unique within its [`Mm`]) stands
-/// in for the `anon_vma` a folio's `mapping` points to. A `Vma` is a value
-/// (a copy of the VMA as it was when read): two are equal when they
-/// describe the same range of the same address space the same way.
+/// - `id` stands for the VMA's own `anon_vma`: the cookie stored in the
+///   anon folios first mapped through it, unique on the machine. A VMA
+///   made by `fork` also reaches the `anon_vma`s of its ancestors
+///   ([`Vma::anon_chain`], the kernel's `anon_vma_chain`), so the rmap of
+///   a parent's folio finds the child's mappings.
+/// - A `Vma` is a value (a copy of the VMA as it was when read): two are
+///   equal when they describe the same range of the same address space
+///   the same way.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Vma {
     pub(crate) start: u64,
@@ -279,6 +337,10 @@ pub struct Vma {
     pub(crate) flags: VmFlags,
     pub(crate) id: u64,
     pub(crate) mm: MmIdent,
+    /// The `anon_vma`s of the ancestors this VMA was copied from by fork.
+    pub(crate) anon_chain: Arc<[u64]>,
+    /// The page cache a file-backed or shared VMA maps.
+    pub(crate) file: Option<Arc<AddressSpace>>,
 }
 
 impl Vma {
@@ -303,12 +365,51 @@ impl Vma {
         self.flags
     }
 
-    /// The id of this VMA within its `Mm` (the anon-mapping cookie stored
-    /// in folios it maps).
+    /// The id of this VMA's own `anon_vma`: the anon-mapping cookie stored
+    /// in the anon folios first mapped through it.
     ///
-    /// Kernel: none (model only).
+    /// Kernel: none (model only; `vma->anon_vma`).
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The `anon_vma`s of the VMAs this one was copied from by `fork`,
+    /// parent first.
+    ///
+    /// Kernel: `vma->anon_vma_chain` (less the VMA's own `anon_vma`) (main).
+    pub fn anon_chain(&self) -> &[u64] {
+        &self.anon_chain
+    }
+
+    /// `true` if an anon folio with cookie `anon_id` may be mapped through
+    /// this VMA: it is the VMA's own `anon_vma` or an ancestor's.
+    ///
+    /// Kernel: the `anon_vma_interval_tree` lookup of `rmap_walk_anon()` (main).
+    pub fn maps_anon(&self, anon_id: u64) -> bool {
+        self.id == anon_id || self.anon_chain.contains(&anon_id)
+    }
+
+    /// The page cache the VMA maps (file-backed and shared VMAs).
+    ///
+    /// Kernel: `vma->vm_file->f_mapping` (main).
+    pub fn file(&self) -> Option<&Arc<AddressSpace>> {
+        self.file.as_ref()
+    }
+
+    /// `true` for private anonymous memory (and the mappings of a driver
+    /// `mmap` that installs no fault handler).
+    ///
+    /// Kernel: `vma_is_anonymous()` (`!vma->vm_ops`) (main).
+    pub fn is_anonymous(&self) -> bool {
+        self.file.is_none()
+    }
+
+    /// `true` for a private mapping that may become writable: writes copy.
+    ///
+    /// Kernel: `is_cow_mapping(vm_flags)` (`VM_MAYWRITE` without
+    /// `VM_SHARED`; every private mapping may write here) (main).
+    pub fn is_cow_mapping(&self) -> bool {
+        !self.flags.contains(VmFlags::SHARED)
     }
 
     /// The id of the address space the VMA belongs to.
@@ -487,9 +588,12 @@ pub struct MmConfig {
     pub thp_migration: bool,
     /// A read fault on a hole maps the shared zero page read-only
     /// ([`SystemMemory::zero_pfn`](crate::SystemMemory::zero_pfn)) instead
-    /// of a new zeroed page.
+    /// of a new zeroed page; in a `VM_HUGEPAGE` VMA, a read fault on an
+    /// empty, suitable PMD maps the huge zero page
+    /// ([`SystemMemory::huge_zero_pfn`](crate::SystemMemory::huge_zero_pfn)).
     ///
-    /// Kernel: `!mm_forbids_zeropage(mm)` (true on x86-64, main).
+    /// Kernel: `!mm_forbids_zeropage(mm)` (true on x86-64), and
+    /// `transparent_hugepage_use_zero_page()` (true by default; main).
     pub zero_page: bool,
     /// The walker's device-private PMD branch (hazard H13).
     pub pvmw_pmd: PvmwPmdPolicy,
@@ -531,7 +635,6 @@ impl Default for MmConfig {
 /// What `mmap_lock` protects beyond the VMA list itself.
 #[derive(Debug)]
 pub(crate) struct MmapState {
-    pub(crate) next_vma_id: u64,
     next_table_frame: u64,
 }
 
@@ -568,6 +671,8 @@ pub struct Mm {
     vmas: RwLock<Arc<[Vma]>>,
     /// Kernel: `mm->pgd` (user half, main).
     pgd: Box<[OnceLock<Box<PudTable>>]>,
+    /// Kernel: `mm->notifier_subscriptions` (main).
+    notifiers: Mutex<Vec<Weak<dyn MmuNotifier>>>,
     /// Page-table pages from [`Mm::pte_alloc_one`] not yet given back with
     /// [`Mm::pte_free`]: the deposited ones, plus any leaked.
     ///
@@ -614,20 +719,22 @@ impl Mm {
     ///
     /// Kernel: none (model only).
     pub fn with_mutants(memory: &Memory, config: MmConfig, mutants: Mutants) -> Arc<Mm> {
-        Arc::new(Mm {
+        let mm = Arc::new(Mm {
             memory: memory.clone(),
             config,
             ident: MmIdent(Arc::new(memory.alloc_mm_id())),
             mmap_lock: Mutex::new(MmapState {
-                next_vma_id: 1,
                 next_table_frame: TABLE_FRAME_BASE,
             }),
             vmas: RwLock::new(Arc::from(Vec::new())),
             pgd: (0..USER_PGD_ENTRIES).map(|_| OnceLock::new()).collect(),
+            notifiers: Mutex::new(Vec::new()),
             pgtables: AtomicU64::new(0),
             unstable: AtomicBool::new(false),
             mutants,
-        })
+        });
+        memory.register_mm(Arc::downgrade(&mm));
+        mm
     }
 
     /// The machine's memory this address space maps.
@@ -676,6 +783,43 @@ impl Mm {
         MmapWriteGuard {
             mm: self,
             state: self.mmap_lock.lock(),
+        }
+    }
+
+    /// Subscribes `notifier` to invalidations of this address space, for
+    /// as long as it lives (a dropped notifier is forgotten).
+    ///
+    /// Kernel: `mmu_interval_notifier_insert(mni, mm, 0, ULONG_MAX, ops)` (main).
+    pub fn mmu_notifier_register(&self, notifier: Weak<dyn MmuNotifier>) {
+        let mut list = self.notifiers.lock();
+        list.retain(|w| w.strong_count() > 0);
+        list.push(notifier);
+    }
+
+    /// Tells every subscriber that `[start, end)` is about to change.
+    ///
+    /// Kernel: `mmu_notifier_invalidate_range_start()` (main).
+    pub fn mmu_notifier_invalidate(
+        &self,
+        start: u64,
+        end: u64,
+        event: MmuNotifyEvent,
+        owner: Option<Owner>,
+    ) {
+        let list: Vec<_> = self
+            .notifiers
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let range = MmuNotifierRange {
+            start,
+            end,
+            event,
+            owner,
+        };
+        for n in list {
+            n.invalidate(&range);
         }
     }
 

@@ -1,16 +1,19 @@
 //! Mapping and unmapping: the operations of an address space locked for
 //! writing ([`MmapWriteGuard`]).
 //!
-//! Kernel: `mm/mmap.c` (`do_mmap()`), `mm/vma.c` (`do_vmi_munmap()`,
-//! `__split_vma()`), `mm/memory.c` (`unmap_vmas()`, main).
+//! Kernel: `mm/mmap.c` (`do_mmap()`, `exit_mmap()`), `mm/vma.c`
+//! (`do_vmi_munmap()`, `__split_vma()`), `mm/memory.c` (`unmap_vmas()`,
+//! main).
 
-use crate::mm_types::{MmapWriteGuard, VmFlags, Vma};
-use crate::pgtable::TASK_SIZE;
+use crate::filemap::AddressSpace;
+use crate::mm_types::{Mm, MmapWriteGuard, VmFlags, Vma};
+use crate::pgtable::{PMD_SIZE, Pmd, TASK_SIZE};
 use devpriv_core::{Errno, PAGE_SHIFT, PAGE_SIZE};
+use std::sync::Arc;
 
 /// `[start, start + len)` if it is a valid user range: page-aligned,
 /// non-empty, below [`TASK_SIZE`].
-fn user_range(start: u64, len: u64) -> Result<u64, Errno> {
+pub(crate) fn user_range(start: u64, len: u64) -> Result<u64, Errno> {
     let end = start.checked_add(len).ok_or(Errno::EINVAL)?;
     if !start.is_multiple_of(PAGE_SIZE)
         || !len.is_multiple_of(PAGE_SIZE)
@@ -57,6 +60,51 @@ impl MmapWriteGuard<'_> {
     /// # Ok::<(), Errno>(())
     /// ```
     pub fn mmap_anon(&mut self, start: u64, len: u64, flags: VmFlags) -> Result<Vma, Errno> {
+        if flags.contains(VmFlags::SHARED) {
+            return Err(Errno::EINVAL);
+        }
+        self.mmap_region(start, len, flags, None, start >> PAGE_SHIFT)
+    }
+
+    /// Maps `len` bytes of `file` from page `pgoff` at `start`: privately
+    /// (writes copy the page into an anon folio) or, with
+    /// [`VmFlags::SHARED`], shared (writes go to the page cache). A shared
+    /// anonymous mapping is a shared mapping of a shmem object
+    /// ([`MappingKind::Shmem`](crate::filemap::MappingKind::Shmem)) from
+    /// page 0.
+    ///
+    /// Kernel: `mmap(start, len, prot, MAP_SHARED or MAP_PRIVATE |
+    /// MAP_FIXED_NOREPLACE, fd, pgoff << PAGE_SHIFT)` → `do_mmap()` →
+    /// `mmap_region()`; `shmem_zero_setup()` for `MAP_SHARED |
+    /// MAP_ANONYMOUS` (main).
+    ///
+    /// # Errors
+    ///
+    /// As [`mmap_anon`](Self::mmap_anon); [`Errno::EINVAL`] if the file
+    /// range would pass the largest page index.
+    pub fn mmap_file(
+        &mut self,
+        start: u64,
+        len: u64,
+        flags: VmFlags,
+        file: Arc<AddressSpace>,
+        pgoff: u64,
+    ) -> Result<Vma, Errno> {
+        if pgoff.checked_add(len >> PAGE_SHIFT).is_none() {
+            return Err(Errno::EINVAL);
+        }
+        self.mmap_region(start, len, flags, Some(file), pgoff)
+    }
+
+    /// Kernel: `mmap_region()` (main).
+    fn mmap_region(
+        &mut self,
+        start: u64,
+        len: u64,
+        flags: VmFlags,
+        file: Option<Arc<AddressSpace>>,
+        pgoff: u64,
+    ) -> Result<Vma, Errno> {
         let end = user_range(start, len)?;
         let mut vmas = self.vmas().to_vec();
         if vmas.iter().any(|v| v.start < end && start < v.end) {
@@ -66,16 +114,67 @@ impl MmapWriteGuard<'_> {
         let vma = Vma {
             start,
             end,
-            pgoff: start >> PAGE_SHIFT,
+            pgoff,
             flags,
-            id: self.state.next_vma_id,
+            id: self.memory().alloc_object_id(),
             mm: self.ident().clone(),
+            anon_chain: Arc::from([]),
+            file,
         };
-        self.state.next_vma_id += 1;
         let pos = vmas.partition_point(|v| v.start < start);
         vmas.insert(pos, vma.clone());
         self.set_vmas(vmas);
         Ok(vma)
+    }
+
+    /// Splits the VMAs so that `start` and `end` are VMA boundaries (where
+    /// a VMA covers them). Both halves keep the VMA's `anon_vma`.
+    ///
+    /// Kernel: `split_vma()` / `__split_vma()`, `mm/vma.c` (main).
+    pub(crate) fn split_at(&mut self, start: u64, end: u64) {
+        let mut out = Vec::with_capacity(self.vmas().len() + 2);
+        for v in self.vmas().iter() {
+            let mut cur = v.clone();
+            for cut in [start, end] {
+                if cur.start < cut && cut < cur.end {
+                    out.push(Vma {
+                        end: cut,
+                        ..cur.clone()
+                    });
+                    cur = Vma {
+                        start: cut,
+                        pgoff: cur.pgoff + ((cut - cur.start) >> PAGE_SHIFT),
+                        ..cur
+                    };
+                }
+            }
+            out.push(cur);
+        }
+        self.set_vmas(out);
+    }
+
+    /// Merges neighbouring VMAs that continue each other: same flags,
+    /// `anon_vma`, page cache and consecutive page offsets.
+    ///
+    /// Kernel: `vma_merge_existing_range()` / `vma_modify()`, `mm/vma.c`
+    /// (as `mprotect` and `madvise` leave things) (main).
+    pub(crate) fn merge_all(&mut self) {
+        let mut out: Vec<Vma> = Vec::with_capacity(self.vmas().len());
+        for v in self.vmas().iter() {
+            if let Some(prev) = out.last_mut()
+                && prev.end == v.start
+                && prev.flags == v.flags
+                && prev.id == v.id
+                && prev.anon_chain == v.anon_chain
+                && prev.file == v.file
+                && prev.pgoff + ((prev.end - prev.start) >> PAGE_SHIFT) == v.pgoff
+            {
+                prev.end = v.end;
+                continue;
+            }
+            out.push(v.clone());
+        }
+        self.set_vmas(out);
     }
 
     /// Unmaps `[start, start + len)`: zaps every entry in the range
@@ -91,8 +190,10 @@ impl MmapWriteGuard<'_> {
     ///
     /// # Differences from the kernel
     ///
-    /// Page tables are not freed (see [`mm_types`](crate::mm_types)).
-    /// Entries of a range no VMA covers are zapped too.
+    /// Page tables are not freed, but a PMD whose block no VMA covers any
+    /// more is cleared (`free_pgtables()`); see
+    /// [`mm_types`](crate::mm_types). Entries of a range no VMA covers are
+    /// zapped too.
     ///
     /// # Errors
     ///
@@ -144,7 +245,69 @@ impl MmapWriteGuard<'_> {
             }
         }
         self.set_vmas(out);
+        self.free_pgtables(start, end);
         Ok(())
+    }
+
+    /// After an unmap of `[start, end)`: every PMD whose whole 2 MiB block
+    /// no VMA covers any more, and whose PTE table is empty, goes back to
+    /// none, so the next fault or migration there sees a hole at PMD level
+    /// (a THP fault, a compound hole) as on a kernel that freed the table.
+    ///
+    /// Kernel: `free_pgtables()` → `free_pgd_range()` → `free_pte_range()`
+    /// between the neighbouring VMAs (floor and ceiling), `mm/memory.c`
+    /// (main).
+    ///
+    /// # Differences from the kernel
+    ///
+    /// The table itself stays with its slot (see
+    /// [`mm_types`](crate::mm_types)); only the PMD is cleared. Upper
+    /// levels are never freed.
+    fn free_pgtables(&self, start: u64, end: u64) {
+        let vmas = self.vmas();
+        let mut blk = start & !(PMD_SIZE - 1);
+        while blk < end {
+            let next = blk + PMD_SIZE;
+            let used = vmas.iter().any(|v| v.start < next && v.end > blk);
+            // A trylock: a PMD lock someone holds (or, under
+            // `HugeInsertErrors::V7_0`, leaked) leaves the table in place
+            // rather than hanging the unmap.
+            if !used
+                && self.pmdp_get_lockless(blk).is_some_and(Pmd::is_table)
+                && let Ok(g) = self.pmd_trylock(blk)
+                && g.get().is_table()
+            {
+                // Refused (EBUSY) if an entry is left: then it stays.
+                let _ = g.set(Pmd::NONE);
+            }
+            blk = next;
+        }
+    }
+}
+
+impl Mm {
+    /// Unmaps every VMA: what the address space leaves when it goes.
+    ///
+    /// Kernel: `exit_mmap()`, `mm/mmap.c` (from `mmput()`) (main).
+    ///
+    /// # Errors
+    ///
+    /// As [`MmapWriteGuard::munmap`] (a broken invariant in a zap).
+    pub fn exit_mmap(&self) -> Result<(), Errno> {
+        let mut w = self.mmap_write_lock();
+        let ranges: Vec<(u64, u64)> = w.vmas().iter().map(|v| (v.start, v.end)).collect();
+        for (start, end) in ranges {
+            w.munmap(start, end - start)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Mm {
+    /// Kernel: the last `mmput()` → `exit_mmap()` (main).
+    fn drop(&mut self) {
+        // A zap that fails has already WARNed; nothing else can be done.
+        let _ = self.exit_mmap();
     }
 }
 
@@ -156,6 +319,31 @@ mod tests {
     use devpriv_core::{Errno, PAGE_SHIFT, PAGE_SIZE};
 
     const BASE: u64 = 0x7f00_0000_0000;
+
+    /// `free_pgtables()`: the PMD of a block no VMA covers any more goes back
+    /// to none; a block a VMA still touches keeps its table.
+    #[test]
+    fn unmap_clears_the_pmds_of_blocks_left_without_a_vma() {
+        use crate::memory::{FaultFlags, handle_mm_fault};
+        let mem = test_memory(64);
+        let mm = Mm::new(&mem, MmConfig::default());
+        mm.mmap_write_lock()
+            .mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW)
+            .unwrap();
+        for a in [BASE, BASE + PMD_SIZE] {
+            handle_mm_fault(&mm, a, FaultFlags::WRITE).unwrap();
+            assert!(mm.pmdp_get_lockless(a).unwrap().is_table());
+        }
+        let mut w = mm.mmap_write_lock();
+        // Half of the first block: a VMA still covers the rest.
+        w.munmap(BASE, PMD_SIZE / 2).unwrap();
+        assert!(mm.pmdp_get_lockless(BASE).unwrap().is_table());
+        w.munmap(BASE + PMD_SIZE / 2, PMD_SIZE / 2).unwrap();
+        assert_eq!(mm.pmdp_get_lockless(BASE), Some(Pmd::NONE));
+        assert!(mm.pmdp_get_lockless(BASE + PMD_SIZE).unwrap().is_table());
+        w.munmap(BASE + PMD_SIZE, PMD_SIZE).unwrap();
+        assert_eq!(mm.pmdp_get_lockless(BASE + PMD_SIZE), Some(Pmd::NONE));
+    }
 
     #[test]
     fn mmap_rules() {

@@ -18,7 +18,7 @@
 use core::fmt;
 use devpriv_core::sync::Mutex;
 use devpriv_core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use devpriv_core::{Errno, HPAGE_PMD_ORDER, Order, PageCount, Pfn, warn_on};
+use devpriv_core::{Errno, HPAGE_PMD_NR, HPAGE_PMD_ORDER, Order, PageCount, Pfn, warn_on};
 
 /// Metadata of one system page.
 #[derive(Debug, Default)]
@@ -66,10 +66,6 @@ impl fmt::Debug for SystemMemory {
     }
 }
 
-const fn bit_is_set(map: &[u64], i: usize) -> bool {
-    map[i / 64] >> (i % 64) & 1 == 1
-}
-
 impl SystemMemory {
     /// `nr_pages` pages of system memory starting at `base`, all free.
     ///
@@ -79,14 +75,20 @@ impl SystemMemory {
     ///
     /// [`Errno::EINVAL`] if `nr_pages` is zero, `base` is not 512-aligned (so
     /// order-9 folios can be placed), or the range plus the zero page (the
-    /// frame after it, [`zero_pfn`](Self::zero_pfn)) passes the largest pfn
-    /// a PTE can hold.
+    /// frame after it, [`zero_pfn`](Self::zero_pfn)) and the huge zero page
+    /// (the next 512 aligned frames, [`huge_zero_pfn`](Self::huge_zero_pfn))
+    /// passes the largest pfn a PTE can hold.
     pub fn new(base: Pfn, nr_pages: PageCount) -> Result<SystemMemory, Errno> {
         let n = usize::try_from(nr_pages.get()).map_err(|_| Errno::EINVAL)?;
         let end = base.checked_add(nr_pages).ok_or(Errno::EINVAL)?;
+        let huge_zero_end = end
+            .get()
+            .checked_add(1)
+            .and_then(|z| z.checked_next_multiple_of(HPAGE_PMD_NR))
+            .and_then(|h| h.checked_add(HPAGE_PMD_NR));
         if n == 0
             || !base.is_aligned(Order::HPAGE_PMD)
-            || end.get() > crate::pgtable::MAX_PTE_PFN - 1
+            || huge_zero_end.is_none_or(|e| e > crate::pgtable::MAX_PTE_PFN)
         {
             return Err(Errno::EINVAL);
         }
@@ -156,10 +158,20 @@ impl SystemMemory {
         }
         let nr = 1usize << order.get();
         let mut free = self.free.lock();
-        let head = (0..self.pages.len())
-            .step_by(nr)
-            .find(|&h| h + nr <= self.pages.len() && (h..h + nr).all(|i| bit_is_set(&free, i)))
-            .ok_or(Errno::ENOMEM)?;
+        // First fit, a bitmap word at a time (an order-9 block is 8 whole
+        // words).
+        let len = self.pages.len();
+        let head = if nr == 1 {
+            free.iter()
+                .position(|w| *w != 0)
+                .map(|i| i * 64 + free[i].trailing_zeros() as usize)
+                .filter(|&h| h < len)
+        } else {
+            (0..len).step_by(nr).find(|&h| {
+                h + nr <= len && free[h / 64..(h + nr) / 64].iter().all(|w| *w == u64::MAX)
+            })
+        }
+        .ok_or(Errno::ENOMEM)?;
         for i in head..head + nr {
             free[i / 64] &= !(1 << (i % 64));
             let p = &self.pages[i];
@@ -200,6 +212,29 @@ impl SystemMemory {
         pfn == self.zero_pfn()
     }
 
+    /// The first pfn of the huge zero page: 512 frames, PMD-aligned, past
+    /// the zero page. Like the zero page it has no folio, reads as 0 and
+    /// cannot be written.
+    ///
+    /// Kernel: `huge_zero_pfn` / `huge_zero_folio`, `mm/huge_memory.c` (main).
+    ///
+    /// # Differences from the kernel
+    ///
+    /// One per [`SystemMemory`], outside its allocatable range, never
+    /// freed (the kernel's is allocated on first use and refcounted per
+    /// mm).
+    pub fn huge_zero_pfn(&self) -> Pfn {
+        Pfn::new((self.zero_pfn().get() + 1).next_multiple_of(HPAGE_PMD_NR))
+    }
+
+    /// `true` if `pfn` is one of the huge zero page's frames.
+    ///
+    /// Kernel: `is_huge_zero_pfn()` / `is_huge_zero_pmd()` (main).
+    pub fn is_huge_zero_pfn(&self, pfn: Pfn) -> bool {
+        pfn.checked_offset_from(self.huge_zero_pfn())
+            .is_some_and(|d| d.get() < HPAGE_PMD_NR)
+    }
+
     /// The allocated folio that contains `pfn`, or `None` for a free page or
     /// a pfn outside this memory.
     ///
@@ -218,9 +253,9 @@ impl SystemMemory {
     /// # Errors
     ///
     /// [`Errno::EFAULT`] if `pfn` is outside this memory or free (the zero
-    /// page reads as 0).
+    /// pages read as 0).
     pub fn read(&self, pfn: Pfn) -> Result<u64, Errno> {
-        if self.is_zero_pfn(pfn) {
+        if self.is_zero_pfn(pfn) || self.is_huge_zero_pfn(pfn) {
             return Ok(0);
         }
         let i = self.allocated_idx(pfn)?;

@@ -15,12 +15,13 @@
 //!
 //! # Differences from the kernel
 //!
-//! - The rmap walk covers one address space: the [`Mm`] the caller passes.
-//!   A folio's anon cookie ([`FolioOps::anon_id`]) is the id of the VMA it
-//!   was first mapped in; every VMA of that `Mm` with the id (a VMA split
-//!   by `munmap` keeps it) is walked, as `rmap_walk_anon()` walks the
-//!   `anon_vma` chain. There is no `fork`, so no other address space can
-//!   map the folio.
+//! - A folio's anon cookie ([`FolioOps::anon_id`]) is the id of the
+//!   `anon_vma` of the VMA it was first mapped in. The walk
+//!   ([`rmap_walk_anon`]) visits every VMA, in every address space of the
+//!   machine, that reaches that `anon_vma` ([`Vma::maps_anon`]: its own,
+//!   or an ancestor's through `fork`), as `rmap_walk_anon()` walks the
+//!   `anon_vma`'s interval tree; the [`Mm`] a caller passes only names the
+//!   machine.
 //! - `PageAnonExclusive` is not tracked: a read-only PTE becomes a
 //!   `*_MIGRATION_READ` entry, never `READ_EXCLUSIVE`; soft-dirty and
 //!   uffd-wp bits are not carried; no TLB flush or MMU notifier.
@@ -47,6 +48,23 @@ use crate::page_vma_mapped::{PageVmaMappedWalk, PvmwFlags};
 use crate::pgtable::{_PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, Pmd, Pte};
 use crate::swapops::{MigrationKind, make_device_private_entry, make_migration_entry};
 use devpriv_core::{Errno, PageCount, PageFrame, warn_on};
+use std::sync::Arc;
+
+/// Every VMA, in every address space of `mm`'s machine, through which an
+/// anon folio with cookie `anon_id` may be mapped, with its address space.
+///
+/// Kernel: `rmap_walk_anon()`'s `anon_vma_interval_tree_foreach()` over
+/// the folio's `anon_vma`, `mm/rmap.c` (main).
+pub fn rmap_walk_anon(mm: &Mm, anon_id: u64) -> Vec<(Arc<Mm>, Vma)> {
+    let mut out = Vec::new();
+    for m in mm.memory().mms() {
+        let vmas = m.vmas();
+        for v in vmas.iter().filter(|v| v.maps_anon(anon_id)) {
+            out.push((Arc::clone(&m), v.clone()));
+        }
+    }
+    out
+}
 
 /// A walk over the places `folio` is mapped in `vma`.
 ///
@@ -170,7 +188,7 @@ pub(crate) fn pmd_to_migration_entry(
     Ok(Some((make_migration_entry(kind, frame, mode)?, frame)))
 }
 
-/// Replaces every mapping of `folio` in `mm` with a migration entry,
+/// Replaces every mapping of `folio` (on `mm`'s machine) with a migration entry,
 /// dropping the mapping's rmap and reference: present PTEs and huge PMDs
 /// of a system folio, device-private PTEs and PMDs of a device folio
 /// (v6: `SWP_MIGRATION_DEVICE_*` entries with the offset).
@@ -183,8 +201,8 @@ pub(crate) fn pmd_to_migration_entry(
 ///
 /// # Differences from the kernel
 ///
-/// See the module documentation (one address space, no anon-exclusive
-/// tracking, the PMD offset check).
+/// See the module documentation (the walk across address spaces, no
+/// anon-exclusive tracking, no PMD-level check of its own).
 ///
 /// # Errors
 ///
@@ -194,14 +212,14 @@ pub fn try_to_migrate(mm: &Mm, folio: AnyFolio<'_>) -> Result<(), Errno> {
     let Some(id) = folio.anon_id() else {
         return Ok(());
     };
-    for vma in mm.vmas().iter().filter(|v| v.id() == id) {
-        let Ok(mut w) = folio_walk(mm, vma, folio, PvmwFlags::SYNC) else {
+    for (m, vma) in rmap_walk_anon(mm, id) {
+        let Ok(mut w) = folio_walk(&m, &vma, folio, PvmwFlags::SYNC) else {
             continue;
         };
         while w.walk() {
             if w.is_pmd_mapped() {
                 let Some(pmd) = w.pmd() else { continue };
-                let Some((entry, _)) = pmd_to_migration_entry(pmd, mm.config())? else {
+                let Some((entry, _)) = pmd_to_migration_entry(pmd, m.config())? else {
                     continue;
                 };
                 w.set_pmd(Pmd::from_swp_entry(entry)?)?;
@@ -210,7 +228,7 @@ pub fn try_to_migrate(mm: &Mm, folio: AnyFolio<'_>) -> Result<(), Errno> {
                 continue;
             }
             let Some(pte) = w.pte() else { continue };
-            let Some((entry, frame)) = pte_to_migration_entry(pte, mm.config())? else {
+            let Some((entry, frame)) = pte_to_migration_entry(pte, m.config())? else {
                 continue;
             };
             let Some(n) = folio.page_index(frame) else {
@@ -224,7 +242,7 @@ pub fn try_to_migrate(mm: &Mm, folio: AnyFolio<'_>) -> Result<(), Errno> {
     Ok(())
 }
 
-/// Replaces every migration entry for `src` in `mm` with a mapping of the
+/// Replaces every migration entry for `src` (on `mm`'s machine) with a mapping of the
 /// same page of `dst` (`src` itself to undo a migration): a present PTE or
 /// huge PMD for a system folio, a `SWP_DEVICE_{WRITE,READ}` entry for a
 /// device folio. Each new mapping takes a reference and an rmap on `dst`.
@@ -244,8 +262,8 @@ pub fn remove_migration_ptes(mm: &Mm, src: AnyFolio<'_>, dst: AnyFolio<'_>) -> R
         return Ok(());
     };
     let mode = mm.paging();
-    for vma in mm.vmas().iter().filter(|v| v.id() == id) {
-        let Ok(mut w) = folio_walk(mm, vma, src, PvmwFlags::SYNC | PvmwFlags::MIGRATION) else {
+    for (m, vma) in rmap_walk_anon(mm, id) {
+        let Ok(mut w) = folio_walk(&m, &vma, src, PvmwFlags::SYNC | PvmwFlags::MIGRATION) else {
             continue;
         };
         while w.walk() {
@@ -259,7 +277,7 @@ pub fn remove_migration_ptes(mm: &Mm, src: AnyFolio<'_>, dst: AnyFolio<'_>) -> R
                         make_device_private_entry(entry.is_migration_write(), off, mode)?,
                     )?,
                     Some(PageFrame::Pfn(pfn)) => {
-                        Pmd::huge(pfn, prot_from_migration(entry, mm.config()))?
+                        Pmd::huge(pfn, prot_from_migration(entry, m.config()))?
                     }
                     None => return Err(Errno::EINVAL),
                 };
@@ -290,7 +308,7 @@ pub fn remove_migration_ptes(mm: &Mm, src: AnyFolio<'_>, dst: AnyFolio<'_>) -> R
                     make_device_private_entry(entry.is_migration_write(), off, mode)?,
                 )?,
                 Some(PageFrame::Pfn(pfn)) => {
-                    Pte::pfn_pte(pfn, prot_from_migration(entry, mm.config()))?
+                    Pte::pfn_pte(pfn, prot_from_migration(entry, m.config()))?
                 }
                 None => return Err(Errno::EINVAL),
             };
@@ -300,4 +318,90 @@ pub fn remove_migration_ptes(mm: &Mm, src: AnyFolio<'_>, dst: AnyFolio<'_>) -> R
         }
     }
     Ok(())
+}
+
+/// Grants a device exclusive access to the anon page at `addr` of `mm`:
+/// faults the page in writable (breaking COW, bringing device-private
+/// pages back, splitting a PMD mapping), then replaces its present PTE with
+/// a device-exclusive entry naming the same pfn. Returns the folio, locked
+/// and with a reference for the caller, which maps it in its device page
+/// table and then unlocks and puts it. A CPU access afterwards faults and
+/// restores the PTE ([`handle_mm_fault`](crate::handle_mm_fault)).
+///
+/// The entry keeps the mapping's reference and map count.
+///
+/// Kernel: `make_device_exclusive(mm, addr, owner, &folio)`, `mm/rmap.c`
+/// (7.0: one page at a time, the entry counts as a mapping; before 6.15
+/// `make_device_exclusive_range()`).
+///
+/// # Differences from the kernel
+///
+/// The `MMU_NOTIFY_EXCLUSIVE` invalidation carries no owner (the model's
+/// callers do not filter on it). Soft-dirty and uffd-wp bits are not
+/// carried.
+///
+/// # Errors
+///
+/// - [`Errno::EFAULT`] (or another fault error): the page cannot be faulted
+///   in writable (no VMA, no write access).
+/// - [`Errno::EOPNOTSUPP`]: the page is not anonymous (page cache, zero
+///   page, driver page).
+/// - [`Errno::EBUSY`]: the folio lock is taken, or the PTE changed under us.
+pub fn make_device_exclusive<'m>(
+    mm: &'m Arc<Mm>,
+    addr: u64,
+) -> Result<crate::page_alloc::SysFolio<'m>, Errno> {
+    use crate::memory::{FaultFlags, VmFaultResult, handle_mm_fault};
+    use crate::swapops::make_device_exclusive_entry;
+    use devpriv_core::PAGE_SIZE;
+    let addr = addr & !(PAGE_SIZE - 1);
+    // get_user_page_vma_remote(FOLL_GET | FOLL_WRITE | FOLL_SPLIT_PMD).
+    let mut tries = 0;
+    let pte = loop {
+        tries += 1;
+        if tries > 16 {
+            return Err(Errno::EBUSY);
+        }
+        if mm.pmdp_get_lockless(addr).is_some_and(Pmd::is_trans_huge) {
+            crate::huge_memory::split_huge_pmd(mm, addr)?;
+        }
+        match mm.ptep_get_lockless(addr) {
+            Some(p) if p.is_present() && p.is_write() => break p,
+            _ => {}
+        }
+        match handle_mm_fault(mm, addr, FaultFlags::WRITE)? {
+            VmFaultResult::Done | VmFaultResult::Retry => {}
+        }
+    };
+    let sys = mm.memory().sys();
+    let folio = sys.pfn_folio(pte.pfn()).ok_or(Errno::EOPNOTSUPP)?;
+    if folio.mapping() == 0 {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    folio.get_many(1);
+    if !folio.trylock() {
+        let _ = folio.put();
+        return Err(Errno::EBUSY);
+    }
+    mm.mmu_notifier_invalidate(
+        addr,
+        addr + PAGE_SIZE,
+        crate::mmu_notifier::MmuNotifyEvent::Exclusive,
+        None,
+    );
+    let done = (|| {
+        let g = mm.pte_offset_map_lock(addr)?;
+        if g.get() != pte {
+            return Err(Errno::EBUSY);
+        }
+        let entry = make_device_exclusive_entry(pte.pfn(), mm.paging())?;
+        g.set(Pte::from_swp_entry(entry)?);
+        Ok(())
+    })();
+    if let Err(e) = done {
+        let _ = folio.unlock();
+        let _ = folio.put();
+        return Err(e);
+    }
+    Ok(folio)
 }

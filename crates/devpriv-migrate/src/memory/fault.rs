@@ -1,8 +1,10 @@
 //! The CPU page-fault path, as far as device-private memory needs it.
 //!
 //! Kernel: `mm/memory.c` (`handle_mm_fault()`, `handle_pte_fault()`,
-//! `do_anonymous_page()`, `do_swap_page()`, `do_wp_page()`),
-//! `mm/huge_memory.c` (`do_huge_pmd_device_private()`, 7.0).
+//! `do_anonymous_page()`, `do_fault()`, `do_swap_page()`,
+//! `remove_device_exclusive_entry()`, `do_wp_page()`, `wp_page_copy()`),
+//! `mm/huge_memory.c` (`do_huge_pmd_anonymous_page()`,
+//! `do_huge_pmd_wp_page()`, `do_huge_pmd_device_private()`, 7.0).
 //!
 //! A fault on a device-private PTE or PMD locks the page, takes a
 //! reference and calls the owning pagemap's `migrate_to_ram` with a
@@ -18,21 +20,26 @@
 //!   [`Errno::EFAULT`] is `VM_FAULT_SIGSEGV`, [`Errno::ENOMEM`] is
 //!   `VM_FAULT_OOM`, and a `migrate_to_ram` error is passed through
 //!   (`VM_FAULT_SIGBUS`).
-//! - No per-VMA locking, no THP allocation at fault time, no swap, no
-//!   COW of shared pages: a write fault on a read-only PTE or PMD of a
-//!   writable VMA just makes it writable (`do_wp_page()` reusing an
-//!   exclusive anon page), except on the zero page, which is replaced by a
-//!   new zeroed page (`wp_page_copy()`). With [`MmConfig::zero_page`] off a
-//!   read fault on a hole maps a new zeroed page too.
+//! - No per-VMA locking and no swap. THPs are allocated at fault time
+//!   only in `VM_HUGEPAGE` VMAs (the "madvise" policy). A write to a
+//!   read-only page reuses it when the counts say it is exclusively
+//!   mapped (no `PageAnonExclusive`), else copies it. With
+//!   [`MmConfig::zero_page`] off a read fault on a hole maps a new zeroed
+//!   page.
 //!
 //! [`MmConfig::zero_page`]: crate::MmConfig::zero_page
 //! - `VmFault::ctx` carries a [`FaultContext`] (the address space and the
 //!   VMA), which the driver reads with `vmf.context::<FaultContext>()`
 //!   where the kernel's reads `vmf->vma`.
 
+use crate::huge_memory::split_huge_pmd;
 use crate::leafops::Softleaf;
 use crate::mm_types::{Mm, VmFlags, Vma};
-use crate::pgtable::{_PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, Pmd, Pte};
+use crate::mmu_notifier::MmuNotifyEvent;
+use crate::page_alloc::SysFolio;
+use crate::pgtable::{
+    _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, PMD_SIZE, Pmd, Pte,
+};
 use devpriv_core::{Errno, Order, PAGE_SIZE, PageFrame};
 use devpriv_pagemap::{PageRef, VmFault, folio_get, folio_put};
 use std::sync::Arc;
@@ -118,11 +125,15 @@ pub struct FaultContext {
 ///
 /// | entry at `addr` | what happens |
 /// |---|---|
-/// | none | `do_anonymous_page()`: map the zero page read-only for a read, a new zeroed order-0 page for a write |
-/// | present zero page, write | `wp_page_copy()`: a new zeroed page replaces it |
-/// | present, or huge PMD | nothing, or make it writable for a write |
+/// | none PMD, `VM_HUGEPAGE` anon VMA | `do_huge_pmd_anonymous_page()`: the huge zero page for a read, a new PMD-sized folio for a write |
+/// | none, anon VMA | `do_anonymous_page()`: map the zero page read-only for a read, a new zeroed order-0 page for a write |
+/// | none, file or shmem VMA | `do_fault()`: the page-cache page (read-only, or writable for a shared write), or a private copy for a private write |
+/// | present read-only, write | `do_wp_page()`: the zero page is replaced; a shared mapping or an exclusive anon page is made writable; anything else is copied |
+/// | huge PMD read-only, write | `do_huge_pmd_wp_page()`: reuse an exclusive folio, else split and handle the page |
+/// | present otherwise | nothing |
 /// | device-private PTE | `do_swap_page()`: lock, get, `migrate_to_ram` |
 /// | device-private PMD | `do_huge_pmd_device_private()` (same, `pmd = true`) |
+/// | device-exclusive PTE | `remove_device_exclusive_entry()`: restore the PTE |
 /// | migration entry (PTE or PMD) | [`VmFaultResult::Retry`] |
 /// | anything else | [`Errno::EFAULT`] |
 ///
@@ -161,6 +172,22 @@ pub struct FaultContext {
 /// # Ok::<(), Errno>(())
 /// ```
 pub fn handle_mm_fault(mm: &Arc<Mm>, addr: u64, flags: FaultFlags) -> Result<VmFaultResult, Errno> {
+    handle_fault(mm, addr, flags, 0)
+}
+
+/// How often one fault may start over after splitting a PMD.
+const MAX_REFAULT: u32 = 4;
+
+/// [`handle_mm_fault`], `depth` times restarted already.
+fn handle_fault(
+    mm: &Arc<Mm>,
+    addr: u64,
+    flags: FaultFlags,
+    depth: u32,
+) -> Result<VmFaultResult, Errno> {
+    if depth > MAX_REFAULT {
+        return Ok(VmFaultResult::Retry);
+    }
     let addr = addr & !(PAGE_SIZE - 1);
     let vma = mm.vma_lookup(addr).ok_or(Errno::EFAULT)?;
     let need = if flags.is_write() {
@@ -173,6 +200,14 @@ pub fn handle_mm_fault(mm: &Arc<Mm>, addr: u64, flags: FaultFlags) -> Result<VmF
     }
     let writable_vma = vma.flags().contains(VmFlags::WRITE);
     let pmd = mm.pmdp_get_lockless(addr).ok_or(Errno::EFAULT)?;
+    // An idle PTE table counts as an empty PMD (the model keeps tables the
+    // kernel would have freed on unmap).
+    if thp_fault_eligible(&vma, addr)
+        && (pmd.is_none() || pmd.is_table() && mm.pmd_lock(addr)?.table_is_empty())
+        && let Some(r) = do_huge_pmd_anonymous_page(mm, &vma, addr, flags)
+    {
+        return r;
+    }
     if !pmd.is_none() && !pmd.is_present() {
         let entry = Softleaf::from_pmd(pmd);
         if entry.is_device_private() {
@@ -185,29 +220,27 @@ pub fn handle_mm_fault(mm: &Arc<Mm>, addr: u64, flags: FaultFlags) -> Result<VmF
     }
     if pmd.is_trans_huge() {
         if flags.is_write() && !pmd.is_write() {
-            let g = mm.pmd_lock(addr)?;
-            let cur = g.get();
-            if cur == pmd {
-                g.set(Pmd::from_raw(cur.raw() | _PAGE_RW | _PAGE_DIRTY))?;
+            if do_huge_pmd_wp_page(mm, &vma, addr, pmd)? {
+                return Ok(VmFaultResult::Done);
             }
+            // Split into PTEs: fault again at PTE level.
+            return handle_fault(mm, addr, flags, depth + 1);
         }
         return Ok(VmFaultResult::Done);
     }
     let pte = mm.ptep_get_lockless(addr).unwrap_or(Pte::NONE);
     if pte.is_none() {
+        if vma.file().is_some() {
+            return do_fault(mm, &vma, addr, flags);
+        }
         if !flags.is_write() && mm.config().zero_page {
             return map_zero_page(mm, addr);
         }
         return do_anonymous_page(mm, addr, writable_vma);
     }
-    if pte.is_present() && flags.is_write() && mm.memory().sys().is_zero_pfn(pte.pfn()) {
-        return wp_zero_page(mm, addr, pte);
-    }
     if pte.is_present() {
         if flags.is_write() && !pte.is_write() {
-            let g = mm.pte_offset_map_lock(addr)?;
-            // Lost a race: the access refaults and sees the new entry.
-            let _ = g.replace(pte, Pte::from_raw(pte.raw() | _PAGE_RW | _PAGE_DIRTY));
+            return do_wp_page(mm, &vma, addr, pte);
         }
         return Ok(VmFaultResult::Done);
     }
@@ -215,10 +248,288 @@ pub fn handle_mm_fault(mm: &Arc<Mm>, addr: u64, flags: FaultFlags) -> Result<VmF
     if entry.is_device_private() {
         return do_swap_page_device_private(mm, vma, addr, pte);
     }
+    if entry.is_device_exclusive() {
+        return remove_device_exclusive_entry(mm, &vma, addr, pte);
+    }
     if entry.is_migration() {
         return Ok(VmFaultResult::Retry);
     }
     Err(Errno::EFAULT)
+}
+
+/// `true` if a fault at `addr` may map a PMD-sized folio: anonymous,
+/// `VM_HUGEPAGE` (the model's THP policy is "madvise"), the 2 MiB block
+/// inside the VMA.
+///
+/// Kernel: `thp_vma_allowable_order(vma, vm_flags, TVA_PAGEFAULT,
+/// PMD_ORDER)` with `enabled=madvise` (main).
+fn thp_fault_eligible(vma: &Vma, addr: u64) -> bool {
+    vma.is_anonymous()
+        && vma.flags().contains(VmFlags::HUGEPAGE)
+        && !vma
+            .flags()
+            .intersects(VmFlags::NOHUGEPAGE.union(VmFlags::MIXEDMAP))
+        && vma.thp_suitable(addr)
+}
+
+/// A fault on an empty PMD of a THP-eligible VMA: the huge zero page for a
+/// read, a new PMD-sized folio for a write. `None` falls back to the PTE
+/// path (no PMD-sized folio is free).
+///
+/// Kernel: `do_huge_pmd_anonymous_page()`, `mm/huge_memory.c`
+/// (`VM_FAULT_FALLBACK` is `None`) (main).
+fn do_huge_pmd_anonymous_page(
+    mm: &Mm,
+    vma: &Vma,
+    addr: u64,
+    flags: FaultFlags,
+) -> Option<Result<VmFaultResult, Errno>> {
+    let haddr = addr & !(PMD_SIZE - 1);
+    let sys = mm.memory().sys();
+    if !flags.is_write() && mm.config().zero_page {
+        let r = (|| {
+            let entry = Pmd::huge(sys.huge_zero_pfn(), _PAGE_PRESENT | _PAGE_USER)?;
+            // set_huge_zero_folio() deposits a table too.
+            let pgtable = mm.pte_alloc_one();
+            let g = match mm.pmd_lock(haddr) {
+                Ok(g) => g,
+                Err(e) => {
+                    mm.pte_free(pgtable);
+                    return Err(e);
+                }
+            };
+            let cur = g.get();
+            let r = if cur.is_none() || cur.is_table() && g.table_is_empty() {
+                g.set(entry)
+            } else {
+                // Lost a race: the access refaults and sees the new entry.
+                Err(Errno::EEXIST)
+            };
+            match r {
+                Ok(()) => g.deposit(pgtable),
+                Err(e) => {
+                    drop(g);
+                    mm.pte_free(pgtable);
+                    if e != Errno::EEXIST {
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(VmFaultResult::Done)
+        })();
+        return Some(r);
+    }
+    let folio = sys.alloc_folio(Order::HPAGE_PMD).ok()?;
+    let r = mm.map_folio_pmd(haddr, folio, vma.flags().contains(VmFlags::WRITE));
+    let _ = folio.put();
+    match r {
+        Ok(()) => Some(Ok(VmFaultResult::Done)),
+        // Someone populated the block first: fault at PTE level.
+        Err(Errno::EEXIST | Errno::EBUSY) => None,
+        Err(e) => Some(Err(e)),
+    }
+}
+
+/// A write fault on a read-only huge PMD: reuse an exclusively mapped anon
+/// folio (make the PMD writable) and return `true`; otherwise (the huge
+/// zero page, a shared folio) split the PMD and return `false`, so the
+/// write is handled per page.
+///
+/// Kernel: `do_huge_pmd_wp_page()`, `mm/huge_memory.c` (main).
+fn do_huge_pmd_wp_page(mm: &Mm, vma: &Vma, addr: u64, orig: Pmd) -> Result<bool, Errno> {
+    let haddr = addr & !(PMD_SIZE - 1);
+    let sys = mm.memory().sys();
+    let reuse = !sys.is_huge_zero_pfn(orig.pfn())
+        && sys.pfn_folio(orig.pfn()).is_some_and(|f| {
+            vma.flags().contains(VmFlags::SHARED)
+                || f.mapping() != 0 && f.refcount() == 1 && f.mapcount() == 1
+        });
+    if reuse {
+        let g = mm.pmd_lock(haddr)?;
+        if g.get() == orig {
+            g.set(Pmd::from_raw(orig.raw() | _PAGE_RW | _PAGE_DIRTY))?;
+        }
+        return Ok(true);
+    }
+    split_huge_pmd(mm, haddr)?;
+    Ok(false)
+}
+
+/// A fault on an empty PTE of a VMA backed by a page cache: read the page
+/// in; map it read-only for a read, writable for a write to a shared
+/// mapping; for a write to a private mapping, map a private anon copy.
+///
+/// Kernel: `do_fault()` → `do_read_fault()` / `do_cow_fault()` /
+/// `do_shared_fault()` (`filemap_fault()`, `finish_fault()`),
+/// `mm/memory.c` (main).
+///
+/// # Differences from the kernel
+///
+/// A read fault maps the page read-only in a shared writable mapping too
+/// (as with write-notify), so the first write faults again.
+fn do_fault(mm: &Mm, vma: &Vma, addr: u64, flags: FaultFlags) -> Result<VmFaultResult, Errno> {
+    let Some(file) = vma.file() else {
+        return Err(Errno::EFAULT);
+    };
+    let page = file
+        .get_folio(vma.linear_page_index(addr))
+        .map_err(|e| if e == Errno::ENOMEM { e } else { Errno::EFAULT })?;
+    let shared = vma.flags().contains(VmFlags::SHARED);
+    if flags.is_write() && !shared {
+        // do_cow_fault(): a private anon copy.
+        let sys = mm.memory().sys();
+        let new = sys.alloc_folio(Order::ZERO)?;
+        sys.write(new.pfn(), sys.read(page.pfn())?)?;
+        let r = mm.map_folio_ptes(addr, new, true);
+        let _ = new.put();
+        return refault_on_race(r);
+    }
+    refault_on_race(mm.map_file_pte(addr, page, flags.is_write() && shared))
+}
+
+/// `Ok(())` → done; a lost race (the entry is no longer none, or a leaf
+/// PMD appeared) → retry.
+fn refault_on_race(r: Result<(), Errno>) -> Result<VmFaultResult, Errno> {
+    match r {
+        Ok(()) => Ok(VmFaultResult::Done),
+        Err(Errno::EEXIST | Errno::EBUSY) => Ok(VmFaultResult::Retry),
+        Err(e) => Err(e),
+    }
+}
+
+/// `true` if an anon folio is mapped only here and nobody else holds a
+/// reference: a write can reuse it instead of copying.
+///
+/// Kernel: `wp_can_reuse_anon_folio()` (and, for large folios,
+/// `__wp_can_reuse_large_anon_folio()`), `mm/memory.c` (main).
+///
+/// # Differences from the kernel
+///
+/// No `PageAnonExclusive`: exclusivity is read off the counts.
+fn wp_can_reuse_anon_folio(folio: SysFolio<'_>) -> bool {
+    if folio.mapping() == 0 {
+        return false;
+    }
+    if !folio.is_large() {
+        return folio.refcount() == 1 && folio.mapcount() == 1;
+    }
+    let nr = folio.nr_pages().get();
+    folio.refcount() == folio.mapcount()
+        && folio.entire_mapcount() == 0
+        && (0..nr).all(|n| folio.page_mapcount(n).is_some_and(|m| m <= 1))
+}
+
+/// A write fault on a present, read-only PTE of a writable VMA: replace
+/// the zero page; make a shared mapping's page writable; reuse an
+/// exclusively mapped anon page; otherwise copy (COW).
+///
+/// Kernel: `do_wp_page()` → `wp_page_shared()` / `wp_page_reuse()` /
+/// `wp_page_copy()`, `mm/memory.c` (main).
+fn do_wp_page(mm: &Mm, vma: &Vma, addr: u64, orig: Pte) -> Result<VmFaultResult, Errno> {
+    let sys = mm.memory().sys();
+    if sys.is_zero_pfn(orig.pfn()) {
+        return wp_zero_page(mm, addr, orig);
+    }
+    let folio = sys.pfn_folio(orig.pfn()).ok_or(Errno::EFAULT)?;
+    if vma.flags().contains(VmFlags::SHARED) || wp_can_reuse_anon_folio(folio) {
+        let g = mm.pte_offset_map_lock(addr)?;
+        // Lost a race: the access refaults and sees the new entry.
+        let _ = g.replace(orig, Pte::from_raw(orig.raw() | _PAGE_RW | _PAGE_DIRTY));
+        return Ok(VmFaultResult::Done);
+    }
+    wp_page_copy(mm, vma, addr, orig, folio)
+}
+
+/// Copies the page `orig` maps into a new anon page and maps that one
+/// writable in its place, dropping the old mapping.
+///
+/// Kernel: `wp_page_copy()`, `mm/memory.c` (main).
+fn wp_page_copy(
+    mm: &Mm,
+    vma: &Vma,
+    addr: u64,
+    orig: Pte,
+    old: SysFolio<'_>,
+) -> Result<VmFaultResult, Errno> {
+    let sys = mm.memory().sys();
+    let new = sys.alloc_folio(Order::ZERO)?;
+    let r = (|| {
+        sys.write(new.pfn(), sys.read(orig.pfn())?)?;
+        let entry = Pte::pfn_pte(
+            new.pfn(),
+            _PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED | _PAGE_RW | _PAGE_DIRTY,
+        )?;
+        let n = orig
+            .pfn()
+            .checked_offset_from(old.pfn())
+            .ok_or(Errno::EINVAL)?
+            .get();
+        {
+            let g = mm.pte_offset_map_lock(addr)?;
+            if g.get() != orig {
+                return Ok(VmFaultResult::Done);
+            }
+            mm.set_anon(vma, addr, new);
+            new.add_rmap_ptes(0, 1)?;
+            new.get_many(1);
+            g.set(entry);
+        }
+        old.remove_rmap_ptes(n, 1)?;
+        let _ = old.put();
+        Ok(VmFaultResult::Done)
+    })();
+    // Drop the allocation's reference (the mapping holds its own).
+    let _ = new.put();
+    r
+}
+
+/// A fault on a device-exclusive entry: the device loses its exclusive
+/// access and the original PTE comes back (writable if the VMA is and the
+/// page is exclusively mapped); the access then refaults.
+///
+/// Kernel: `do_swap_page()` → `remove_device_exclusive_entry()` →
+/// `restore_exclusive_pte()`, `mm/memory.c` (7.0).
+///
+/// Fires `MMU_NOTIFY_EXCLUSIVE` first, so the device drops its atomic
+/// mapping.
+fn remove_device_exclusive_entry(
+    mm: &Mm,
+    vma: &Vma,
+    addr: u64,
+    orig: Pte,
+) -> Result<VmFaultResult, Errno> {
+    let Some(PageFrame::Pfn(pfn)) = Softleaf::from_pte(orig).to_frame(mm.paging()) else {
+        return Err(Errno::EFAULT);
+    };
+    let sys = mm.memory().sys();
+    let Some(folio) = sys.pfn_folio(pfn) else {
+        return Ok(VmFaultResult::Done);
+    };
+    if !folio.try_get() {
+        return Ok(VmFaultResult::Done);
+    }
+    if !folio.trylock() {
+        let _ = folio.put();
+        return Ok(VmFaultResult::Retry);
+    }
+    mm.mmu_notifier_invalidate(addr, addr + PAGE_SIZE, MmuNotifyEvent::Exclusive, None);
+    let r = (|| {
+        let g = mm.pte_offset_map_lock(addr)?;
+        if g.get() != orig {
+            return Ok(());
+        }
+        let mut prot = _PAGE_PRESENT | _PAGE_USER;
+        let n = pfn.checked_offset_from(folio.pfn()).map_or(0, |d| d.get());
+        // can_change_pte_writable(): an exclusively mapped anon page.
+        if vma.flags().contains(VmFlags::WRITE) && folio.page_mapcount(n) == Some(1) {
+            prot |= _PAGE_RW | _PAGE_DIRTY;
+        }
+        g.set(Pte::pfn_pte(pfn, prot)?);
+        Ok(())
+    })();
+    let _ = folio.unlock();
+    let _ = folio.put();
+    r.map(|()| VmFaultResult::Done)
 }
 
 /// Kernel: `do_anonymous_page()`, `mm/memory.c` (its write branch; the read

@@ -1,9 +1,12 @@
-//! Integration tests for devpriv-migrate: encodings (property-tested),
+//! Integration tests for devpriv-migrate: the address-space operations of
+//! issue 15 (fork, mprotect, mremap, madvise, file mappings, exclusive
+//! entries, THP faults, MMU notifiers), encodings (property-tested),
 //! `check_pte()` / `check_pmd()` truth tables against a naive transcription
 //! of the kernel's branches, the walker's control flow, `migrate_vma_*`
 //! paths, and the hazards of `docs/hazards.md` (H7, H8, H9, H12, H13, H18,
 //! H20, H21, H22).
 
+mod address_space;
 mod encodings;
 mod hazards;
 mod migrate;
