@@ -415,27 +415,23 @@ impl<T> NodePtr<T> {
         let len = d.len + 1;
         debug_assert!(len <= B && pos < len);
         cache.alloc_with(|| {
-            // Fixed-shape, branch-free shifts (unused slots already hold
-            // `u64::MAX`, so shifting them keeps them so).
+            // Unused slots hold `u64::MAX` already, and stay unused.
             let shift = |old: &[u64; B], new: u64| -> [u64; B] {
                 let mut out = *old;
-                for i in 0..B {
-                    let prev = old[i.wrapping_sub(1) & (B - 1)];
-                    out[i] = if i < pos {
-                        old[i]
-                    } else if i == pos {
-                        new
-                    } else {
-                        prev
-                    };
+                for i in pos + 1..len {
+                    out[i] = old[i - 1];
                 }
+                out[pos] = new;
                 out
             };
             let first = shift(of, e.first);
             let last = shift(&d.last, e.last);
             let mut values: [Option<T>; B] = [const { None }; B];
-            for i in (0..len).filter(|&i| i != pos) {
-                values[i].clone_from(&ov[i - usize::from(i > pos)]);
+            for i in 0..pos {
+                values[i].clone_from(&ov[i]);
+            }
+            for i in pos + 1..len {
+                values[i].clone_from(&ov[i - 1]);
             }
             values[pos] = Some(e.value);
             NodeData {
@@ -469,21 +465,20 @@ impl<T> NodePtr<T> {
             // As in `leaf_with`; the last slot becomes unused.
             let shift = |old: &[u64; B]| -> [u64; B] {
                 let mut out = *old;
-                for i in 0..B {
-                    let next = if i + 1 < B {
-                        old[(i + 1) & (B - 1)]
-                    } else {
-                        u64::MAX
-                    };
-                    out[i] = if i < pos { old[i] } else { next };
+                for i in pos..len {
+                    out[i] = old[i + 1];
                 }
+                out[len] = u64::MAX;
                 out
             };
             let first = shift(of);
             let last = shift(&d.last);
             let mut values: [Option<T>; B] = [const { None }; B];
-            for i in 0..len {
-                values[i].clone_from(&ov[i + usize::from(i >= pos)]);
+            for i in 0..pos {
+                values[i].clone_from(&ov[i]);
+            }
+            for i in pos..len {
+                values[i].clone_from(&ov[i + 1]);
             }
             NodeData {
                 last,
@@ -918,10 +913,11 @@ pub(crate) enum InPlace<T> {
 /// descent took.
 type Path<T> = ArrayVec<(NodePtr<T>, usize), MAX_DEPTH>;
 
-/// Descends from `root` along the pivots of `key`. Returns the path, the
-/// leaf, and the highest key the leaf may hold (its last pivot on the way).
-fn descend<T>(root: NodePtr<T>, key: u64) -> (Path<T>, NodePtr<T>, u64) {
-    let mut path = Path::new();
+/// Descends from `root` along the pivots of `key`, recording the path in
+/// `path` (filled in place: it is large). Returns the leaf and the highest
+/// key the leaf may hold (its last pivot on the way).
+#[inline(always)]
+fn descend<T>(root: NodePtr<T>, key: u64, path: &mut Path<T>) -> (NodePtr<T>, u64) {
     let mut node = root;
     let mut hi = u64::MAX;
     loop {
@@ -929,7 +925,7 @@ fn descend<T>(root: NodePtr<T>, key: u64) -> (Path<T>, NodePtr<T>, u64) {
         // (callers of the in-place writes).
         let d = unsafe { node.get() }.data();
         if d.is_leaf() {
-            return (path, node, hi);
+            return (node, hi);
         }
         let i = d.slot_for(key).min(d.len - 1);
         if i + 1 < d.len {
@@ -999,7 +995,8 @@ pub(crate) fn insert_in_place<T: Clone>(
     e: Entry<T>,
     mutants: Mutants,
 ) -> Result<InPlace<T>, Entry<T>> {
-    let (path, leaf, hi) = descend(root, e.first);
+    let mut path = Path::new();
+    let (leaf, hi) = descend(root, e.first, &mut path);
     // SAFETY: As in `descend`.
     let d = unsafe { leaf.get() }.data();
     if d.len >= B || e.last > hi {
@@ -1029,7 +1026,8 @@ pub(crate) fn remove_in_place<T: Clone>(
     index: u64,
     mutants: Mutants,
 ) -> Removed<T> {
-    let (path, leaf, _) = descend(root, index);
+    let mut path = Path::new();
+    let (leaf, _) = descend(root, index, &mut path);
     // SAFETY: As in `descend`.
     let d = unsafe { leaf.get() }.data();
     // The pivots route `index` to the only leaf that can hold it.
