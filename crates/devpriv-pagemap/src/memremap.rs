@@ -1193,7 +1193,7 @@ fn kill_once(pgmap: &DevPagemap) {
 
 /// The kernel's `WARN_ON_ONCE(!pgmap)` in `device_private_offset_to_page()`:
 /// one call site for both lookup paths.
-#[inline]
+#[inline(always)]
 fn warn_if_missing(page: Option<PageRef<'_>>) -> Option<PageRef<'_>> {
     warn_on_once!(
         page.is_none(),
@@ -1309,7 +1309,7 @@ impl SpaceReadGuard<'_> {
     /// space.memunmap_device_private_pagemap(&pgmap)?;
     /// # Ok::<(), devpriv_core::Errno>(())
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn device_private_offset_to_page(
         &self,
         offset: DevicePrivateOffset,
@@ -1317,7 +1317,7 @@ impl SpaceReadGuard<'_> {
         warn_if_missing(self.lookup(offset))
     }
 
-    #[inline]
+    #[inline(always)]
     #[allow(unsafe_code, reason = "the section index's lookup")]
     fn lookup(&self, offset: DevicePrivateOffset) -> Option<PageRef<'_>> {
         // SAFETY: `self.tree` reads the tree of the space `self.index`

@@ -91,8 +91,10 @@ const LEAF_SLOTS: usize = 1 << LEAF_BITS;
 /// Low bits of a slot's pointer word. Pagemaps and shared tables are at
 /// least 8-byte aligned, so both bits are free.
 const TAG: usize = 0b11;
-/// The pointer is a shared section's table.
+/// The pointer is a shared section's table (either kind).
 const SHARED: usize = 0b10;
+/// The table's sub-ranges are in its spill array (more than `INLINE`).
+const SPILL: usize = 0b01;
 
 /// The rewrite marker (module docs). Never dereferenced; its address (1)
 /// is never a pagemap's nor a table's.
@@ -137,30 +139,37 @@ fn new_leaf() -> Box<Leaf> {
     })
 }
 
-/// Sub-ranges a shared table keeps inline, searched 16 at a time; more
-/// (pagemaps under 32 pages in 2 MiB sections) go to a sorted spill array.
-const INLINE: usize = 16;
+/// Sub-ranges a shared table keeps inline, searched 8 at a time; more
+/// (pagemaps under 64 pages in 2 MiB sections) go to a sorted spill array.
+const INLINE: usize = 8;
 
 /// One pagemap's part of a shared section.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Sub {
+    /// Section-relative first page of the part.
+    start: u32,
+    /// Section-relative end (exclusive).
+    end: u32,
     /// Biased memmap base: `base + offset` is the page.
     base: *mut Page,
     pgmap: *const DevPagemap,
-    /// Section-relative end (exclusive) of the part.
-    end: u32,
 }
 
-/// What a shared section's table holds; immutable once published.
+/// What a shared section's table holds; immutable once published. Laid
+/// out for the search: starts and ends fill the first cache line; each
+/// sub-range's base and pagemap share a line after it.
 #[repr(C, align(64))]
 struct SharedData {
-    /// Section-relative first page of sub-range `i`, ascending; `u32::MAX`
-    /// past `len` (one cache line, searched without branches).
-    starts: [u32; INLINE],
-    subs: [Sub; INLINE],
+    /// Section-relative first page of sub-range `i`, ascending; `i32::MAX`
+    /// past `len`. Signed: starts stay below 2^31 (the space clamps section
+    /// sizes), and x86's packed compare is signed.
+    starts: [i32; INLINE],
+    ends: [u32; INLINE],
+    /// Sub-range `i`'s biased memmap base and pagemap.
+    subs: [(*mut Page, *const DevPagemap); INLINE],
     len: usize,
     /// Every sub-range, sorted by start, when there are more than `INLINE`.
-    spill: Box<[(u32, Sub)]>,
+    spill: Box<[Sub]>,
 }
 
 /// A shared section's sub-range table. Kernel: none (model only; the
@@ -187,33 +196,50 @@ impl Shared {
         self.data.with(|p| unsafe { &*p })
     }
 
-    /// The sub-range holding section-relative page `rel`, if any.
+    /// The base and pagemap of the sub-range holding section-relative page
+    /// `rel`, if any, in a table of at most `INLINE` sub-ranges.
     #[inline(always)]
-    fn find(&self, rel: u32) -> Option<Sub> {
+    fn find(&self, rel: u32) -> Option<(*mut Page, *const DevPagemap)> {
         let d = self.data();
-        let (start, sub) = if d.len <= INLINE {
-            // Independent compares the compiler vectorises; unused starts
-            // are `u32::MAX`, which no offset reaches.
-            let n = d.starts.iter().filter(|&&s| s <= rel).count();
-            let i = n.checked_sub(1)?;
-            (d.starts[i & (INLINE - 1)], d.subs[i & (INLINE - 1)])
-        } else {
-            let n = d.spill.partition_point(|&(s, _)| s <= rel);
-            *d.spill.get(n.checked_sub(1)?)?
-        };
-        debug_assert!(start <= rel);
-        (rel < sub.end).then_some(sub)
+        debug_assert!(d.len <= INLINE);
+        // One packed compare: bit `j` says sub-range `j` starts above
+        // `rel`. Starts ascend, so those bits are a suffix, and the count
+        // of starts at or below `rel` is the number of trailing zeros.
+        #[expect(clippy::cast_possible_wrap, reason = "below 2^31")]
+        let r = rel as i32;
+        let above = d
+            .starts
+            .iter()
+            .enumerate()
+            .fold(0u32, |m, (j, &s)| m | u32::from(s > r) << j);
+        let n = (above | 1 << INLINE).trailing_zeros() as usize;
+        let i = n.checked_sub(1)? & (INLINE - 1);
+        (rel < d.ends[i]).then(|| d.subs[i])
     }
 
-    /// Every sub-range, in order, as (pagemap, base, lo, hi).
-    fn parts(&self) -> impl Iterator<Item = (u32, Sub)> + '_ {
+    /// As `find`, over the spill array (binary search).
+    #[inline(never)]
+    fn find_spill(&self, rel: u32) -> Option<(*mut Page, *const DevPagemap)> {
         let d = self.data();
-        let inline = (d.len <= INLINE).then(|| (0..d.len).map(|i| (d.starts[i], d.subs[i])));
-        let spill = (d.len > INLINE).then(|| d.spill.iter().copied());
-        inline
-            .into_iter()
-            .flatten()
-            .chain(spill.into_iter().flatten())
+        let n = d.spill.partition_point(|sub| sub.start <= rel);
+        let sub = d.spill.get(n.checked_sub(1)?)?;
+        (rel < sub.end).then_some((sub.base, sub.pgmap))
+    }
+
+    /// Every sub-range, in order.
+    fn parts(&self) -> Vec<Sub> {
+        let d = self.data();
+        if d.len > INLINE {
+            return d.spill.to_vec();
+        }
+        (0..d.len)
+            .map(|i| Sub {
+                start: d.starts[i].unsigned_abs(),
+                end: d.ends[i],
+                base: d.subs[i].0,
+                pgmap: d.subs[i].1,
+            })
+            .collect()
     }
 }
 
@@ -226,31 +252,27 @@ unsafe impl Send for SharedBox {}
 impl SharedBox {
     /// The table for `parts` (sorted `(pagemap, lo, hi)`, at least two).
     fn new(parts: &[(&DevPagemap, u32, u32)], section: u64, section_pages: u64) -> Self {
-        let sub = |&(pm, lo, hi): &(&DevPagemap, u32, u32)| -> (u32, Sub) {
+        let sub = |&(pm, lo, hi): &(&DevPagemap, u32, u32)| -> Sub {
             let (base, _) = slot_data(pm, section, section_pages);
-            (
-                lo,
-                Sub {
-                    base: base.map_addr(|a| a & !PARTIAL),
-                    pgmap: ptr::from_ref(pm),
-                    end: hi,
-                },
-            )
-        };
-        let empty = Sub {
-            base: ptr::null_mut(),
-            pgmap: ptr::null(),
-            end: 0,
+            Sub {
+                start: lo,
+                end: hi,
+                base: base.map_addr(|a| a & !PARTIAL),
+                pgmap: ptr::from_ref(pm),
+            }
         };
         let mut d = SharedData {
-            starts: [u32::MAX; INLINE],
-            subs: [empty; INLINE],
+            starts: [i32::MAX; INLINE],
+            ends: [0; INLINE],
+            subs: [(ptr::null_mut(), ptr::null()); INLINE],
             len: parts.len(),
             spill: Box::new([]),
         };
         if parts.len() <= INLINE {
             for (i, p) in parts.iter().enumerate() {
-                (d.starts[i], d.subs[i]) = sub(p);
+                let sub = sub(p);
+                d.starts[i] = i32::try_from(sub.start).unwrap_or(i32::MAX);
+                (d.ends[i], d.subs[i]) = (sub.end, (sub.base, sub.pgmap));
             }
         } else {
             d.spill = parts.iter().map(sub).collect();
@@ -263,10 +285,10 @@ impl SharedBox {
 
     /// The tagged pointer a slot holds for this table.
     fn tagged(&self) -> *mut DevPagemap {
-        self.0
-            .as_ptr()
-            .cast::<DevPagemap>()
-            .map_addr(|a| a | SHARED)
+        // SAFETY: The table is live (owned by this box).
+        let spill = unsafe { self.0.as_ref() }.data().len > INLINE;
+        let tag = if spill { SHARED | SPILL } else { SHARED };
+        self.0.as_ptr().cast::<DevPagemap>().map_addr(|a| a | tag)
     }
 
     /// Takes back a table from its tagged slot pointer.
@@ -411,7 +433,7 @@ impl Drop for SectionIndex {
                 let leaf = unsafe { Box::from_raw(p) };
                 for cell in &leaf.slots {
                     let v = cell.pgmap.load(Ordering::Relaxed);
-                    if v.addr() & TAG == SHARED {
+                    if v.addr() & SHARED != 0 {
                         // SAFETY: A published table, owned by its slot.
                         drop(unsafe { SharedBox::from_tagged(v) });
                     }
@@ -491,16 +513,19 @@ impl SectionIndex {
             return Ok(Slot::Empty);
         }
         let sp = self.section_pages();
-        if p.addr() & TAG == SHARED {
+        if p.addr() & SHARED != 0 {
             // SAFETY: As in `lookup`.
             let s = unsafe { shared_at::<'g>(p) };
             let mut pms = Vec::new();
-            for (lo, sub) in s.parts() {
+            for sub in s.parts() {
                 // SAFETY: As in `lookup`.
                 let pm: &'g DevPagemap = unsafe { &*sub.pgmap };
                 let (base, _) = slot_data(pm, section, sp);
                 let (wlo, whi) = coverage(pm, section, sp);
-                let have = (sub.base.addr(), u64::from(lo) | u64::from(sub.end) << 32);
+                let have = (
+                    sub.base.addr(),
+                    u64::from(sub.start) | u64::from(sub.end) << 32,
+                );
                 let want = (
                     base.addr() & !PARTIAL,
                     u64::from(wlo) | u64::from(whi) << 32,
@@ -628,7 +653,7 @@ impl SectionIndex {
             (false, true) => self.occupied.fetch_sub(1, Ordering::Relaxed),
             _ => 0,
         };
-        if old.addr() & TAG == SHARED {
+        if old.addr() & SHARED != 0 {
             // SAFETY: `old` was this slot's table, now unpublished.
             let t = unsafe { SharedBox::from_tagged(old) };
             if self.mutants.has(Mutant::SpaceIndexSharedNoGracePeriod) {
@@ -663,7 +688,7 @@ pub(crate) struct IndexView<'a> {
 }
 
 /// The slot of `section`, if its leaf exists.
-#[inline]
+#[inline(always)]
 fn cell(root: &[AtomicPtr<Leaf>], section: u64) -> Option<(&SlotCell, &AtomicU64)> {
     let leaf = usize::try_from(section >> LEAF_BITS)
         .ok()
@@ -692,37 +717,14 @@ impl IndexView<'_> {
     ///
     /// - `guard` reads the range tree of the space this index belongs to
     ///   (whose grace period keeps a pagemap or table found here alive).
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn lookup<'g>(self, _guard: &'g TreeGuard<'_>, offset: u64) -> Hit<'g> {
         let Some((cell, bounds)) = cell(self.root, offset >> self.shift) else {
             return Hit::Miss;
         };
         let p = cell.pgmap.load(Ordering::Acquire);
-        #[expect(clippy::cast_possible_truncation, reason = "below 2^31")]
-        let rel = (offset & ((1 << self.shift) - 1)) as u32;
-        if p.addr() & TAG != 0 {
-            if p.addr() & TAG != SHARED {
-                return Hit::Busy;
-            }
-            // SAFETY: A tagged table pointer, loaded under the caller's
-            // guard for `'g`.
-            let table = unsafe { shared_at::<'g>(p) };
-            let Some(sub) = table.find(rel) else {
-                return Hit::Miss;
-            };
-            // SAFETY: The table names pagemaps the tree keeps alive for
-            // `'g` (module docs).
-            let pm: &'g DevPagemap = unsafe { &*sub.pgmap };
-            pm.touch();
-            #[expect(clippy::cast_possible_truncation, reason = "64-bit targets only")]
-            let page = sub.base.wrapping_add(offset as usize);
-            // SAFETY: `rel` lies in `pm`'s part of the section, so
-            // `base + offset` is `&pm.pages[offset - first]`, alive for
-            // `'g` like `pm`.
-            return Hit::Page(PageRef::from_parts(pm, unsafe { &*page }));
-        }
-        if p.is_null() {
-            return Hit::Miss;
+        if p.addr() & TAG != 0 || p.is_null() {
+            return Self::lookup_other(p, offset, self.shift);
         }
         // SAFETY: A published pagemap stays allocated while the tree's read
         // guard that the caller lends for `'g` is live (module docs).
@@ -743,20 +745,55 @@ impl IndexView<'_> {
         if !same {
             return Hit::Recheck(pm);
         }
-        if partial {
+        let base = if partial {
+            #[expect(clippy::cast_possible_truncation, reason = "below 2^31")]
+            let rel = (offset & ((1 << self.shift) - 1)) as u32;
             #[expect(clippy::cast_possible_truncation, reason = "the low half is lo")]
             let (lo, hi) = (bounds as u32, (bounds >> 32) as u32);
             if rel.wrapping_sub(lo) >= hi.wrapping_sub(lo) {
                 return Hit::Miss;
             }
-        }
+            base.map_addr(|a| a & !PARTIAL)
+        } else {
+            base
+        };
         #[expect(clippy::cast_possible_truncation, reason = "64-bit targets only")]
-        let page = base
-            .map_addr(|a| a & !PARTIAL)
-            .wrapping_add(offset as usize);
+        let page = base.wrapping_add(offset as usize);
         // SAFETY: `base` and `bounds` were published for `pm` (the re-check
         // shows the slot still held `pm` after they were read), and the
         // offset lies in the part of the section `pm` covers, so
+        // `base + offset` is `&pm.pages[offset - first]`, alive for `'g`
+        // like `pm`.
+        Hit::Page(PageRef::from_parts(pm, unsafe { &*page }))
+    }
+
+    /// `lookup` for a slot that holds no pagemap pointer: empty, a shared
+    /// section's table, or the rewrite marker.
+    #[inline(always)]
+    fn lookup_other<'g>(p: *mut DevPagemap, offset: u64, shift: u32) -> Hit<'g> {
+        if p.addr() & SHARED == 0 {
+            return if p.is_null() { Hit::Miss } else { Hit::Busy };
+        }
+        // SAFETY: A tagged table pointer, loaded under the caller's guard
+        // for `'g` (`lookup`'s contract).
+        let table = unsafe { shared_at::<'g>(p) };
+        #[expect(clippy::cast_possible_truncation, reason = "below 2^31")]
+        let rel = (offset & ((1 << shift) - 1)) as u32;
+        let found = if p.addr() & SPILL == 0 {
+            table.find(rel)
+        } else {
+            table.find_spill(rel)
+        };
+        let Some((base, pm)) = found else {
+            return Hit::Miss;
+        };
+        // SAFETY: The table names pagemaps the tree keeps alive for `'g`
+        // (module docs).
+        let pm: &'g DevPagemap = unsafe { &*pm };
+        pm.touch();
+        #[expect(clippy::cast_possible_truncation, reason = "64-bit targets only")]
+        let page = base.wrapping_add(offset as usize);
+        // SAFETY: `rel` lies in `pm`'s part of the section, so
         // `base + offset` is `&pm.pages[offset - first]`, alive for `'g`
         // like `pm`.
         Hit::Page(PageRef::from_parts(pm, unsafe { &*page }))

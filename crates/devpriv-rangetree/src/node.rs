@@ -418,6 +418,10 @@ impl<T> NodePtr<T> {
             // Unused slots hold `u64::MAX` already, and stay unused.
             let shift = |old: &[u64; B], new: u64| -> [u64; B] {
                 let mut out = *old;
+                #[expect(
+                    clippy::manual_memcpy,
+                    reason = "a short loop; copy_from_slice calls memcpy"
+                )]
                 for i in pos + 1..len {
                     out[i] = old[i - 1];
                 }
@@ -465,6 +469,10 @@ impl<T> NodePtr<T> {
             // As in `leaf_with`; the last slot becomes unused.
             let shift = |old: &[u64; B]| -> [u64; B] {
                 let mut out = *old;
+                #[expect(
+                    clippy::manual_memcpy,
+                    reason = "a short loop; copy_from_slice calls memcpy"
+                )]
                 for i in pos..len {
                     out[i] = old[i + 1];
                 }
