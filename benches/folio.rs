@@ -29,12 +29,12 @@ mod common;
 use common::configure;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use devpriv_core::{Errno, Order, PageCount};
+use devpriv_core::{Order, PageCount};
 use devpriv_pagemap::mm_types::word;
-use devpriv_pagemap::page_flags::{PG_RESERVED, ZONE_DEVICE, page_links};
+use devpriv_pagemap::page_flags::{PG_RESERVED, ZONE_DEVICE, page_cpupid_reset_last, page_links};
 use devpriv_pagemap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, PageRef,
-    PagemapParams, ReinitPolicy, VmFault, folio_put, zone_device_folio_init,
+    DevPagemap, DevicePrivateSpace, Folio, NoopOps, Owner, PageRef, PagemapParams, ReinitPolicy,
+    folio_put, zone_device_folio_init,
 };
 use std::hint::black_box;
 use std::sync::Arc;
@@ -42,24 +42,8 @@ use std::sync::Arc;
 /// Orders measured in `zone_device_folio_init`.
 const ORDERS: [u32; 3] = [0, 4, 9];
 
-/// A driver whose `folio_free` does nothing.
-struct Driver;
-
-impl DevPagemapOps for Driver {
-    fn folio_free(&self, _folio: Folio<'_>) {}
-
-    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
-        Ok(())
-    }
-}
-
 fn pagemap(space: &DevicePrivateSpace, policy: ReinitPolicy) -> Arc<DevPagemap> {
-    let params = PagemapParams {
-        memory_type: MemoryType::Private,
-        nr_pages: PageCount::new(512),
-        owner: Some(Owner(1)),
-        ops: Some(Arc::new(Driver)),
-    };
+    let params = PagemapParams::private(PageCount::new(512), Owner(1), Arc::new(NoopOps));
     let pm = space.memremap_device_private_pagemap(params, 0).unwrap();
     pm.set_reinit_policy(policy);
     pm
@@ -77,7 +61,7 @@ fn selective(pm: &DevPagemap, order: Order) {
 fn memset(pm: &DevPagemap, order: Order) {
     let n = 1usize << order.get();
     let mut fresh = [0u64; 8];
-    fresh[word::FLAGS] = page_links(ZONE_DEVICE, 0) | 1 << PG_RESERVED;
+    fresh[word::FLAGS] = page_cpupid_reset_last(page_links(ZONE_DEVICE, 0)) | 1 << PG_RESERVED;
     fresh[word::COMPOUND_HEAD] = pm.cookie().get();
     fresh[word::COUNTS] = u64::from(u32::MAX);
     for p in &pm.pages()[..n] {

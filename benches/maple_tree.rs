@@ -45,11 +45,10 @@ use range_layouts::{LIVE_SIZES, QUERIES, SPAN, layout_sizes, queries, range_firs
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group};
 use devpriv_core::random::SplitMix64;
-use devpriv_core::{DevicePrivateOffset, Errno, PageCount};
+use devpriv_core::{DevicePrivateOffset, PageCount};
 use devpriv_kernel_oracle::MapleTree;
 use devpriv_pagemap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, Packing, Page,
-    PagemapParams, SpaceConfig, VmFault,
+    DevPagemap, DevicePrivateSpace, NoopOps, Owner, Packing, Page, PagemapParams, SpaceConfig,
 };
 use devpriv_rangetree::RangeTree;
 use std::hint::black_box;
@@ -243,17 +242,6 @@ fn bench_alloc(c: &mut Criterion) {
     group.finish();
 }
 
-/// A driver whose callbacks do nothing (no page is ever allocated).
-struct Driver;
-
-impl DevPagemapOps for Driver {
-    fn folio_free(&self, _folio: Folio<'_>) {}
-
-    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
-        Ok(())
-    }
-}
-
 /// `n` pagemaps as in `pagemap.rs`: section-aligned, 512 pages each up to
 /// 1024 pagemaps, 64 pages each at 16384.
 fn pagemaps(n: u64) -> (DevicePrivateSpace, Vec<Arc<DevPagemap>>) {
@@ -264,12 +252,8 @@ fn pagemaps(n: u64) -> (DevicePrivateSpace, Vec<Arc<DevPagemap>>) {
     let per = if n <= 1024 { 512 } else { 64 };
     let pms = (0..n)
         .map(|_| {
-            let params = PagemapParams {
-                memory_type: MemoryType::Private,
-                nr_pages: PageCount::new(per),
-                owner: Some(Owner(1)),
-                ops: Some(Arc::new(Driver)),
-            };
+            // No page is ever allocated, so the driver does nothing.
+            let params = PagemapParams::private(PageCount::new(per), Owner(1), Arc::new(NoopOps));
             space
                 .memremap_device_private_pagemap(params, 0)
                 .expect("the space has room")

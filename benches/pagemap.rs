@@ -59,10 +59,9 @@ use criterion::{
     BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group,
     criterion_main,
 };
-use devpriv_core::{DevicePrivateOffset, Errno, PAGE_SHIFT, PageCount};
+use devpriv_core::{DevicePrivateOffset, PAGE_SHIFT, PageCount};
 use devpriv_pagemap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, Packing, Page,
-    PagemapParams, SpaceConfig, VmFault,
+    DevPagemap, DevicePrivateSpace, NoopOps, Owner, Packing, Page, PagemapParams, SpaceConfig,
 };
 use rangemap::RangeMap;
 use std::hint::black_box;
@@ -84,24 +83,9 @@ const SECTION_PAGES: u64 = 512;
 /// Pages in the pagemap that `memremap_device_private_pagemap` creates.
 const MEMREMAP_PAGES: u64 = 1 << 24;
 
-/// A driver whose callbacks do nothing (no page is ever allocated).
-struct Driver;
-
-impl DevPagemapOps for Driver {
-    fn folio_free(&self, _folio: Folio<'_>) {}
-
-    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
-        Ok(())
-    }
-}
-
+/// No page is ever allocated, so the driver does nothing.
 fn params(nr_pages: u64) -> PagemapParams {
-    PagemapParams {
-        memory_type: MemoryType::Private,
-        nr_pages: PageCount::new(nr_pages),
-        owner: Some(Owner(1)),
-        ops: Some(Arc::new(Driver)),
-    }
+    PagemapParams::private(PageCount::new(nr_pages), Owner(1), Arc::new(NoopOps))
 }
 
 /// A space whose pagemaps start on section (2 MiB, 512-page) boundaries.

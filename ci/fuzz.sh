@@ -8,6 +8,12 @@
 # `cargo test --workspace`).
 #
 # Usage: ci/fuzz.sh [target...]   (default: all four)
+#
+# To refresh the checked-in corpora after a run (smallest set with the
+# same coverage):
+#   cd fuzz && cargo +nightly fuzz run T /tmp/min-T corpus/T \
+#       ../crates/devpriv-fuzz/corpus/T -- -set_cover_merge=1
+#   and replace crates/devpriv-fuzz/corpus/T with /tmp/min-T.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${FUZZ_SECS:-60}"
@@ -39,7 +45,10 @@ for t in "${targets[@]}"; do
     echo "fuzz: $t for ${secs}s"
     # WARN lines from bad calls the targets make on purpose go to stderr
     # with libFuzzer's own output; keep only libFuzzer's lines.
-    if ! cargo +nightly fuzz run "$t" -- -max_total_time="$secs" \
+    # New inputs go to fuzz/corpus/<t> (ignored); the checked-in, minimised
+    # corpus in crates/devpriv-fuzz/corpus/<t> seeds the run.
+    if ! cargo +nightly fuzz run "$t" "corpus/$t" "../crates/devpriv-fuzz/corpus/$t" -- \
+        -max_total_time="$secs" \
         -print_final_stats=1 >"$log" 2>&1; then
         grep -v '^WARNING: ' "$log" | tail -40
         echo "fuzz: $t FAILED (crash input in fuzz/artifacts/$t/)"

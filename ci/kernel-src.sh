@@ -36,7 +36,7 @@ PATHS=(
     tools/include
     tools/arch/x86/include
     tools/testing/shared
-    # HMM selftests and the test_hmm driver's uapi (issue 15).
+    # HMM selftests and the test_hmm driver's uapi.
     tools/testing/selftests/kselftest.h
     tools/testing/selftests/kselftest_harness.h
     tools/testing/selftests/mm/hmm-tests.c

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The stress harness (issue 7): 30 seconds on 2 threads, release build.
+# The stress harness (docs/testing.md, "Stress"): 30 seconds on 2 threads, release build.
 # Fails if the run reports any invariant violation (exit status 1) or
 # cannot start (status 2). Override the length with STRESS_SECS.
 set -euo pipefail

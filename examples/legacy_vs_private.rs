@@ -1,47 +1,39 @@
-//! Why device-private memory left the physical address space (spec §2.1).
+//! Why the v6 proposal takes device-private memory out of the physical
+//! address space.
 //!
-//! Models: the old registration, `request_free_mem_region(&iomem_resource,
-//! size, name)` (kernel/resource.c, `get_free_mem_region()` walking down
-//! from `min(iomem_resource.end, DIRECT_MAP_PHYSMEM_END)` in section-sized
-//! steps) followed by `memremap_pages()`, against the series'
-//! `memremap_device_private_pagemap()` (`mm/memremap.c`, Niethe v6), which
-//! allocates from its own device-private address space. Four machines from
-//! the cover letters: a bare-metal host where the old way still works, a
-//! VM whose 64-bit PCI window runs from the end of RAM to the top, a CPU
-//! with 43 physical-address bits, and a host under KASLR whose direct map
-//! ends inside a large PCI window. The logic lives in
-//! `devpriv::pagemap::resource`.
+//! Models: the mainline registration (still how 7.0 and 7.1 drivers do it),
+//! `request_free_mem_region(&iomem_resource, size, name)` (kernel/resource.c,
+//! `get_free_mem_region()` walking down from `min(iomem_resource.end,
+//! DIRECT_MAP_PHYSMEM_END)` one 128 MiB section at a time) followed by
+//! `memremap_pages()`, against the unmerged v6 proposal's
+//! `memremap_device_private_pagemap()` ("Remove device private pages from
+//! physical address space", Jordan Niethe, 2026-02-02), which allocates
+//! from its own device-private address space. Four machines from the
+//! proposal's cover letters: a bare-metal host where the mainline way
+//! works, a VM whose 64-bit PCI window runs from the end of RAM to the top,
+//! a CPU with 43 physical-address bits, and, as history only, a host whose
+//! KASLR trimmed the direct map to end inside a large PCI window (no kernel
+//! with `CONFIG_ZONE_DEVICE=y` does that since 269031b15c14, 6.19). The
+//! logic lives in `devpriv::pagemap::resource`.
 //!
 //! Run: `cargo run --example legacy_vs_private`
 //!
 //! Expected output: for each machine, its `/proc/iomem`-style map (with
-//! free gaps), the legacy result — a 1 GiB region at the top of the
-//! physical space on bare metal, `-ERANGE` (-34) on the other three — and
-//! the series' result, the same on every machine: device-private offsets
-//! from 0, no pfns, the physical map untouched. Then a summary table. The
-//! example exits non-zero if any of these claims fails.
+//! free gaps), the mainline result — a 1 GiB region at the top of the
+//! physical space on bare metal, `-ERANGE` (-34) on the other three (the
+//! KASLR one marked as history, with what 7.0 does instead) — and the v6
+//! result, the same on every machine: device-private offsets from 0, no
+//! pfns, the physical map untouched. Then a summary table. The example
+//! exits non-zero if any of these claims fails.
 
 use devpriv::core::{Errno, PAGE_SHIFT, PageCount};
 use devpriv::pagemap::resource::{IomemConfig, IomemResource, MachinePreset, format_size};
-use devpriv::pagemap::{
-    DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, PagemapParams, SpaceConfig,
-    VmFault,
-};
+use devpriv::pagemap::{DevicePrivateSpace, NoopOps, Owner, PagemapParams, SpaceConfig};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 /// 1 GiB of VRAM to expose as device-private pages.
 const VRAM_BYTES: u64 = 1 << 30;
-
-/// A driver with nothing to free and nothing to migrate.
-struct Gpu;
-
-impl DevPagemapOps for Gpu {
-    fn folio_free(&self, _folio: Folio<'_>) {}
-    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
-        Ok(())
-    }
-}
 
 /// What one machine gave.
 struct Outcome {
@@ -65,8 +57,8 @@ fn main() -> ExitCode {
 
     println!("summary ({} of VRAM):", format_size(VRAM_BYTES));
     println!(
-        "  {:<24} {:<44} memremap_device_private_pagemap()",
-        "machine", "request_free_mem_region() (old way)"
+        "  {:<31} {:<44} memremap_device_private_pagemap()",
+        "machine", "request_free_mem_region() (7.0/7.1 way)"
     );
     let mut failed = Vec::new();
     for o in &outcomes {
@@ -78,7 +70,12 @@ fn main() -> ExitCode {
             Ok(s) => s.clone(),
             Err(e) => format!("{e}"),
         };
-        println!("  {:<24} {legacy:<44} {series}", o.preset.name());
+        let name = if o.preset.is_history() {
+            format!("{} (history)", o.preset.name())
+        } else {
+            o.preset.name().to_owned()
+        };
+        println!("  {name:<31} {legacy:<44} {series}");
         let legacy_ok = o.preset == MachinePreset::BareMetal;
         if o.legacy.is_ok() != legacy_ok {
             failed.push(format!("{}: legacy result {legacy}", o.preset.name()));
@@ -92,7 +89,10 @@ fn main() -> ExitCode {
             ));
         }
         if o.series.is_err() {
-            failed.push(format!("{}: the series failed: {series}", o.preset.name()));
+            failed.push(format!(
+                "{}: the v6 proposal failed: {series}",
+                o.preset.name()
+            ));
         }
     }
     if failed.is_empty() {
@@ -115,7 +115,7 @@ fn machine(preset: MachinePreset, nr_pages: PageCount) -> Result<Outcome, Errno>
         io.search_end().get()
     );
 
-    // The old way: physical address space, one section-aligned stride at a
+    // The mainline way: physical address space, one 128 MiB section at a
     // time from the top.
     let legacy = io.legacy_memremap_device_private(nr_pages, "xe-vram");
     let legacy_line = match &legacy {
@@ -129,7 +129,7 @@ fn machine(preset: MachinePreset, nr_pages: PageCount) -> Result<Outcome, Errno>
             )
         }
         Err(e) => format!(
-            "-{} ({}): no free section-aligned stride below {:#x}",
+            "-{} ({}): no free section-aligned range below {:#x}",
             e.name(),
             e.to_kernel(),
             io.search_end().get()
@@ -137,11 +137,11 @@ fn machine(preset: MachinePreset, nr_pages: PageCount) -> Result<Outcome, Errno>
     };
     print!("{}", indent(&io.render()));
     println!(
-        "   old:    request_free_mem_region(&iomem_resource, {}, \"xe-vram\") = {legacy_line}",
+        "   7.x:    request_free_mem_region(&iomem_resource, {}, \"xe-vram\") = {legacy_line}",
         format_size(VRAM_BYTES)
     );
-    if preset == MachinePreset::Kaslr {
-        // The same layout without KASLR's direct-map limit.
+    if preset == MachinePreset::KaslrPre6_19 {
+        // 7.0 with CONFIG_ZONE_DEVICE=y: no direct-map trim (269031b15c14).
         let plain = IomemResource::new(IomemConfig {
             direct_map_end: None,
             ..io.config()
@@ -151,14 +151,14 @@ fn machine(preset: MachinePreset, nr_pages: PageCount) -> Result<Outcome, Errno>
         }
         if let Ok(r) = plain.request_free_mem_region(VRAM_BYTES, "xe-vram") {
             println!(
-                "           (without KASLR the same request would get {:#x}-{:#x})",
+                "           (history: kernels before 269031b15c14, 6.19, trimmed the direct map;\n            7.0 with CONFIG_ZONE_DEVICE=y does not, and gets {:#x}-{:#x})",
                 r.start().get(),
                 r.end().get()
             );
         }
     }
 
-    // The series: a separate device-private address space of
+    // The v6 proposal: a separate device-private address space of
     // 2^MAX_PHYSMEM_BITS bytes, lowest fit, no pfns.
     let space = DevicePrivateSpace::with_config(SpaceConfig {
         paging: io.config().paging,
@@ -167,12 +167,8 @@ fn machine(preset: MachinePreset, nr_pages: PageCount) -> Result<Outcome, Errno>
     let before = io.resources().len();
     let series = space
         .memremap_device_private_pagemap(
-            PagemapParams {
-                memory_type: MemoryType::Private,
-                nr_pages,
-                owner: Some(Owner(0x8e)),
-                ops: Some(Arc::new(Gpu)),
-            },
+            // Nothing to free and nothing to migrate: the no-op driver.
+            PagemapParams::private(nr_pages, Owner(0x8e), Arc::new(NoopOps)),
             -1,
         )
         .and_then(|pgmap| {
@@ -182,7 +178,7 @@ fn machine(preset: MachinePreset, nr_pages: PageCount) -> Result<Outcome, Errno>
                 first + pgmap.nr_pages().get() - 1
             );
             println!(
-                "   series: memremap_device_private_pagemap(nr_pages = {}) = {line}\n           (device-private bytes {:#x}-{:#x} of a {} space of their own)",
+                "   v6:     memremap_device_private_pagemap(nr_pages = {}) = {line}\n           (device-private bytes {:#x}-{:#x} of a {} space of their own)",
                 pgmap.nr_pages().get(),
                 pgmap.range().start().get(),
                 pgmap.range().end().get(),

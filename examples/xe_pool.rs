@@ -1,6 +1,7 @@
 //! Xe's shared VRAM pool under each reinit policy: why the fix exists.
 //!
-//! Models: the Xe scenario of seed 001. One DRM-buddy VRAM pool
+//! Models: the Xe scenario behind hazards H1–H4 (`docs/hazards.md`). One
+//! DRM-buddy VRAM pool
 //! (`drivers/gpu/drm/drm_buddy.c`, `alloc_from_freelist()`) serves both
 //! buffer objects and SVM device pages (`drivers/gpu/drm/xe/xe_svm.c`). A
 //! freed 2 MiB block is reused for 4 KiB and 64 KiB folios at arbitrary
@@ -9,7 +10,8 @@
 //! the folio it gets; each eviction drops the last reference, so
 //! `free_zone_device_folio()` → `folio_free` returns the block to the pool.
 //! The same seeded workload runs under the three reinit policies: `None`
-//! (6.19, before the fix), `AtFree` (Matt Brost's Jan 7 sketch) and
+//! (6.19, before the fix), `AtFree` (Matthew Brost's free-time sketch of
+//! 2026-01-07, never merged) and
 //! `AtAlloc` (the merged fix). The logic lives in `devpriv::drivers::xe_pool`.
 //!
 //! Run: `cargo run --example xe_pool`

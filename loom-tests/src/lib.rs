@@ -74,6 +74,15 @@ impl Payload {
         }
     }
 
+    /// A payload holding `tag` that is never freed: the value type of the
+    /// range-tree models. Its creation is tracked (a reader not ordered
+    /// after it is reported) and it cannot dangle, so a grace-period bug
+    /// shows up as a read of a freed tree node, which the tree's loom build
+    /// reports.
+    pub fn leaked(tag: u64) -> &'static Payload {
+        Box::leak(Box::new(Payload::new(tag)))
+    }
+
     /// Reads the tag (a tracked read) and asserts it is `want` (under loom;
     /// elsewhere nothing is stored to check).
     ///
@@ -97,7 +106,42 @@ impl Drop for Payload {
 
 #[cfg(loom)]
 mod imp {
+    use super::Payload;
+    use devpriv_core::mutant::Mutants;
+    use devpriv_pagemap::percpu_refcount::{Completion, PercpuRef};
+    use devpriv_rangetree::RangeTree;
+    use loom::sync::Arc;
+    use loom::sync::atomic::{AtomicUsize, Ordering};
     use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    /// A range tree built with `mutants`, holding `0..=9` → payload 0.
+    ///
+    /// # Panics
+    ///
+    /// If the insert into the empty tree fails (a broken tree).
+    pub fn tree_0_9(mutants: Mutants) -> Arc<RangeTree<&'static Payload>> {
+        let tree = Arc::new(RangeTree::with_mutants(mutants));
+        tree.insert_range(0..=9, Payload::leaked(0)).unwrap();
+        tree
+    }
+
+    /// A `PercpuRef` built with `mutants` whose release callback counts its
+    /// calls and completes `done` (`dev_pagemap_percpu_release()`): the
+    /// reference, the count and the completion teardown waits for.
+    pub fn counted_ref(mutants: Mutants) -> (Arc<PercpuRef>, Arc<AtomicUsize>, Arc<Completion>) {
+        let releases = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(Completion::new());
+        let (count, complete) = (Arc::clone(&releases), Arc::clone(&done));
+        let release = move || {
+            count.fetch_add(1, Ordering::Relaxed);
+            complete.complete();
+        };
+        (
+            Arc::new(PercpuRef::with_mutants(release, mutants)),
+            releases,
+            done,
+        )
+    }
 
     /// The preemption bound when `LOOM_MAX_PREEMPTIONS` is not set.
     pub const DEFAULT_PREEMPTIONS: usize = 2;
@@ -113,7 +157,22 @@ mod imp {
     where
         F: Fn() + Sync + Send + 'static,
     {
-        let runs = explore(f);
+        model_with_branches(0, f)
+    }
+
+    /// [`model`] for a model whose executions take more than loom's default
+    /// 1000 scheduling branches (a whole migration per thread): at least
+    /// `max_branches` (`LOOM_MAX_BRANCHES` still wins if larger; 0 keeps
+    /// loom's default).
+    ///
+    /// # Panics
+    ///
+    /// As [`model`].
+    pub fn model_with_branches<F>(max_branches: usize, f: F) -> usize
+    where
+        F: Fn() + Sync + Send + 'static,
+    {
+        let runs = explore(max_branches, f);
         assert!(
             runs > 1,
             "the model has a single execution: it checks nothing"
@@ -121,10 +180,15 @@ mod imp {
         runs
     }
 
-    fn explore<F>(f: F) -> usize
+    /// Explores `f` and, with `DEVPRIV_LOOM_REPORT` set, prints one line
+    /// that `ci/loom_table.py` turns into the execution-count table of
+    /// `docs/testing.md`: `loom-count <file>::<test> <bound> <executions>
+    /// <seconds>`. A mutant that is caught prints no line (loom panics).
+    fn explore<F>(max_branches: usize, f: F) -> usize
     where
         F: Fn() + Sync + Send + 'static,
     {
+        let started = std::time::Instant::now();
         #[expect(
             clippy::disallowed_types,
             reason = "counts executions outside the model"
@@ -135,6 +199,8 @@ mod imp {
         if b.preemption_bound.is_none() {
             b.preemption_bound = Some(DEFAULT_PREEMPTIONS);
         }
+        let bound = b.preemption_bound.unwrap_or(DEFAULT_PREEMPTIONS);
+        b.max_branches = b.max_branches.max(max_branches);
         b.check(move || {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             f();
@@ -142,8 +208,28 @@ mod imp {
         let n = runs.load(std::sync::atomic::Ordering::Relaxed);
         if std::env::var_os("DEVPRIV_LOOM_REPORT").is_some() {
             eprintln!("loom explored {n} executions");
+            eprintln!(
+                "loom-count {}::{} {bound} {n} {:.1}",
+                test_file(),
+                std::thread::current().name().unwrap_or("?"),
+                started.elapsed().as_secs_f64()
+            );
         }
         n
+    }
+
+    /// The test binary's file stem (`tests/<stem>.rs`), from its path
+    /// (`deps/<stem>-<hash>`).
+    fn test_file() -> String {
+        let exe = std::env::args().next().unwrap_or_default();
+        let name = std::path::Path::new(&exe)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match name.rsplit_once('-') {
+            Some((stem, _hash)) => stem.to_owned(),
+            None => name,
+        }
     }
 
     /// Runs a mutant model and asserts that loom (or an assertion inside the
@@ -157,9 +243,21 @@ mod imp {
     where
         F: Fn() + Sync + Send + 'static,
     {
+        assert_caught_with_branches(0, f, expect);
+    }
+
+    /// [`assert_caught`] with the branch budget of [`model_with_branches`].
+    ///
+    /// # Panics
+    ///
+    /// As [`assert_caught`].
+    pub fn assert_caught_with_branches<F>(max_branches: usize, f: F, expect: &[&str])
+    where
+        F: Fn() + Sync + Send + 'static,
+    {
         // The expected failure prints loom's report; the panic hook is left
         // alone (swapping it breaks the generator crate's own filter).
-        let r = catch_unwind(AssertUnwindSafe(|| explore(f)));
+        let r = catch_unwind(AssertUnwindSafe(|| explore(max_branches, f)));
         let payload = match r {
             Ok(_) => panic!("mutant survived: loom explored every interleaving and found no bug"),
             Err(p) => p,

@@ -20,21 +20,18 @@
 #![forbid(unsafe_code)]
 
 use devpriv_core::mutant::{Mutant, Mutants};
-use devpriv_loom_tests::{Payload, assert_caught, model};
-use devpriv_rangetree::RangeTree;
+use devpriv_loom_tests::{Payload, assert_caught, model, tree_0_9};
 use loom::sync::Arc;
 use loom::thread;
 
 fn scenario(mutants: Mutants) {
-    let payload = |tag| -> &'static Payload { Box::leak(Box::new(Payload::new(tag))) };
-    let tree = Arc::new(RangeTree::with_mutants(mutants));
     // An entry in the way: the lowest gap of 4 keys starts at 10.
-    tree.insert_range(0..=9, payload(0)).unwrap();
+    let tree = tree_0_9(mutants);
     let other = {
         let tree = Arc::clone(&tree);
-        thread::spawn(move || tree.alloc_range(4, 1, 0..=99, payload(2)).ok())
+        thread::spawn(move || tree.alloc_range(4, 1, 0..=99, Payload::leaked(2)).ok())
     };
-    let mine = tree.alloc_range(4, 1, 0..=99, payload(1)).ok();
+    let mine = tree.alloc_range(4, 1, 0..=99, Payload::leaked(1)).ok();
     let theirs = other.join().unwrap();
     let (Some(a), Some(b)) = (mine, theirs) else {
         panic!("an allocation failed with room to spare: {mine:?} {theirs:?}");

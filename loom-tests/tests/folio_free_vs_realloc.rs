@@ -1,10 +1,15 @@
-//! `free_zone_device_folio()` under the free-time reset (`ReinitPolicy::AtFree`,
-//! Matt Brost's Jan 7 sketch) racing a reallocation of the freed pages on
-//! another CPU.
+//! `free_zone_device_folio()` racing a reallocation of the freed pages on
+//! another CPU: two models.
+//!
+//! Hazards H6 and H19: `docs/hazards.md`.
+//!
+//! **`folio_free_vs_realloc`** (hazard H6): the free-time reset
+//! (`ReinitPolicy::AtFree`, the sketch of 2026-01-07 that was never
+//! merged) must publish its stores before `folio_free`.
 //!
 //! Kernel: `free_zone_device_folio()` with the sketch's reset and
-//! `smp_wmb()` before `ops->folio_free()` (spec §5.4, hazard H6), and the
-//! 6.19 `zone_device_page_init()` that the sketch left in place.
+//! `smp_wmb()` before `ops->folio_free()`, and the 6.19
+//! `zone_device_page_init()` that the sketch left in place.
 //!
 //! Thread A drops the last reference to an order-1 folio at page 0: the free
 //! path resets the compound metadata of pages 0 and 1, publishes it with a
@@ -20,6 +25,22 @@
 //! succeeds and yields a sane folio, and every pagemap reference comes back.
 //! The mutant `Mutant::FolioFreeNoBarrier` drops the fence; loom must find
 //! an execution where B reads stale words.
+//!
+//! **`reread_after_folio_free`** (hazard H19): after `folio_free` the free
+//! path must not read the folio again.
+//!
+//! Kernel: `free_zone_device_folio()` as fixed by 399289849560
+//! ("`mm/zone_device`: do not touch device folio after calling
+//! ->`folio_free()`", 7.0.y, 7.1), under the merged `ReinitPolicy::AtAlloc`.
+//!
+//! Thread A drops the last reference to an order-0 folio at page 1; the
+//! driver's `folio_free` pushes it on a free list (`Release`). The main
+//! thread pops it (`Acquire`) and builds an order-1 folio at page 0 over
+//! it, so page 1's word 1 becomes a tail link. Checks: every pagemap
+//! reference comes back. The twin runs 7.0-rc6's free path
+//! (`FreePath::V7_0`, which re-reads `folio->pgmap` after `folio_free`):
+//! loom must find the execution where A reads the tail link and leaks the
+//! reference.
 
 #![cfg(loom)]
 #![forbid(unsafe_code)]
@@ -29,24 +50,25 @@ use devpriv_core::{Errno, Order, PageCount};
 use devpriv_loom_tests::{assert_caught, assert_valid, model, small_space};
 use devpriv_pagemap::mm_types::word;
 use devpriv_pagemap::{
-    DevPagemapOps, DevicePrivateSpace, Folio, Owner, PageRef, PagemapParams, ReinitPolicy,
-    SpaceConfig, VmFault, folio_put, zone_device_folio_init, zone_device_page_init,
+    DevPagemapOps, DevicePrivateSpace, Folio, FreePath, Owner, PageRef, PagemapParams,
+    ReinitPolicy, SpaceConfig, VmFault, folio_put, zone_device_folio_init, zone_device_page_init,
 };
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU64, Ordering, fence};
 use loom::thread;
 
 /// The driver's allocator: one slot holding the freed folio's head index
-/// + 1 (0 = empty).
+/// + 1 (0 = empty), pushed with `push`.
 struct Driver {
     free: Arc<AtomicU64>,
+    push: Ordering,
 }
 
 impl DevPagemapOps for Driver {
     fn folio_free(&self, folio: Folio<'_>) {
-        // Relaxed: the core's smp_wmb() is what orders the reset before this.
-        self.free
-            .store(folio.page().index() as u64 + 1, Ordering::Relaxed);
+        // H6: Relaxed, the core's smp_wmb() is what orders the reset before
+        // this. H19: Release, a free list under a lock.
+        self.free.store(folio.page().index() as u64 + 1, self.push);
     }
 
     fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
@@ -64,6 +86,7 @@ fn scenario(mutants: Mutants) {
     let free = Arc::new(AtomicU64::new(0));
     let driver = std::sync::Arc::new(Driver {
         free: Arc::clone(&free),
+        push: Ordering::Relaxed,
     });
     let params = PagemapParams::private(PageCount::new(2), Owner(1), driver);
     let pm = space.memremap_device_private_pagemap(params, 0).unwrap();
@@ -130,4 +153,56 @@ fn mutant_free_no_barrier_is_caught() {
             "not itself",
         ],
     );
+}
+
+/// H19: A frees an order-0 folio at page 1 while the main thread, as soon
+/// as the driver's free list has it, reuses page 1 as the tail of an
+/// order-1 folio at page 0.
+fn reread_scenario(path: FreePath) {
+    let cfg = SpaceConfig {
+        reinit: ReinitPolicy::AtAlloc,
+        free_path: path,
+        ..small_space()
+    };
+    let space = DevicePrivateSpace::with_config(cfg);
+    let free = Arc::new(AtomicU64::new(0));
+    let driver = std::sync::Arc::new(Driver {
+        free: Arc::clone(&free),
+        push: Ordering::Release,
+    });
+    let params = PagemapParams::private(PageCount::new(2), Owner(1), driver);
+    let pm = space.memremap_device_private_pagemap(params, 0).unwrap();
+    let x = zone_device_page_init(PageRef::new(&pm, 1).unwrap(), &pm, Order::ZERO).unwrap();
+    x.unlock();
+
+    let a = {
+        let pm = std::sync::Arc::clone(&pm);
+        thread::spawn(move || folio_put(PageRef::new(&pm, 1).unwrap().folio()))
+    };
+
+    while free.load(Ordering::Acquire) == 0 {
+        thread::yield_now();
+    }
+    let head = Folio::from_head(PageRef::new(&pm, 0).unwrap());
+    let g = zone_device_folio_init(head, &pm, Order::new(1).unwrap()).expect("reuse");
+    g.unlock();
+    a.join().unwrap();
+    folio_put(g);
+    assert_eq!(
+        pm.percpu_ref().count(),
+        1,
+        "references leaked: the free path read the folio after folio_free"
+    );
+    assert_valid(&space);
+}
+
+#[test]
+fn reread_after_folio_free() {
+    let runs = model(|| reread_scenario(FreePath::Fixed));
+    eprintln!("reread_after_folio_free: {runs} executions");
+}
+
+#[test]
+fn v7_0_free_path_is_caught() {
+    assert_caught(|| reread_scenario(FreePath::V7_0), &["references leaked"]);
 }

@@ -3,10 +3,10 @@
 //!
 //! Kernel: `folio_put()` → `free_zone_device_folio()` (clears
 //! `folio->mapping`, then `pgmap->ops->folio_free()`, then
-//! `put_dev_pagemap()` per page) racing a driver's page allocator
+//! `percpu_ref_put_many()`) racing a driver's page allocator
 //! (`dmirror_devmem_alloc_page()` / Xe's `drm_pagemap` free lists: pop under
-//! the driver's spinlock, then `zone_device_folio_init()`), 7.0 with the
-//! series.
+//! the driver's spinlock, then `zone_device_folio_init()`), 7.0 with fix
+//! 399289849560 and the v6 proposal.
 //!
 //! Thread A drops the last reference to an order-1 folio at page 0; the
 //! driver's `folio_free` pushes it on the driver's free list under the

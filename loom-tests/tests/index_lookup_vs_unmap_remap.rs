@@ -3,7 +3,7 @@
 //!
 //! Kernel: `device_private_offset_to_page()` against
 //! `memunmap_device_private_pagemap()` and `memremap_device_private_pagemap()`
-//! (`mm/memremap.c`, series v6); the index's two-word slot models
+//! (`mm/memremap.c`, v6 proposal); the index's two-word slot models
 //! SPARSEMEM's `section_mem_map` (`mm/sparse.c`).
 //!
 //! `memunmap` drops the writer lock before its grace period, so the second

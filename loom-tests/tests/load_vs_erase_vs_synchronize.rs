@@ -4,7 +4,7 @@
 //! Kernel: `mtree_load()` under `rcu_read_lock()` racing `mtree_erase()`,
 //! while another task's `synchronize_rcu()` advances the grace-period
 //! sequence (`get_state_synchronize_srcu()` / `rcu_seq_snap()` racing
-//! `srcu_gp_start()`).
+//! `srcu_gp_start()`, main).
 //!
 //! Checks: the eraser's grace-period cookie accounts for a flip that
 //! another thread has started but not finished, so the erased node is not
@@ -15,15 +15,12 @@
 #![forbid(unsafe_code)]
 
 use devpriv_core::mutant::{Mutant, Mutants};
-use devpriv_loom_tests::{Payload, assert_caught, model};
-use devpriv_rangetree::RangeTree;
+use devpriv_loom_tests::{assert_caught, model, tree_0_9};
 use loom::sync::Arc;
 use loom::thread;
 
 fn scenario(mutants: Mutants) {
-    let payload = |tag| -> &'static Payload { Box::leak(Box::new(Payload::new(tag))) };
-    let tree = Arc::new(RangeTree::with_mutants(mutants));
-    tree.insert_range(0..=9, payload(0)).unwrap();
+    let tree = tree_0_9(mutants);
     let reader = {
         let tree = Arc::clone(&tree);
         thread::spawn(move || {

@@ -1,8 +1,8 @@
 //! `memremap_device_private_pagemap()` racing a lookup of the range it is
 //! creating: publication through the section index.
 //!
-//! Kernel: `memremap_device_private_pagemap()` (`mm/memremap.c`, series
-//! v6: `mtree_alloc_range()`, then `__init_zone_device_page()` for every
+//! Kernel: `memremap_device_private_pagemap()` (`mm/memremap.c`, v6 proposal
+//! 13/13: `mtree_alloc_range()`, then `__init_zone_device_page()` for every
 //! page) racing `device_private_offset_to_page()`. In the model the pagemap
 //! is built completely before it is published (tree insert, then the
 //! section index: the seqlock write side's `fence(Release)` and the slot's
@@ -23,7 +23,7 @@
 //! Mutants: `Mutant::SpaceIndexRelaxedPublish` (the slot's pointer stored
 //! `Relaxed`). The seqlock's `fence(Release)` still orders the pagemap's
 //! construction before the pointer, so the liveness cell shows no
-//! causality violation (why the issue-6 model missed it); what is left
+//! causality violation (why an earlier version of this model missed it); what is left
 //! unordered is the memmap base, stored *after* that fence: the reader
 //! pairs B with a stale (null) base, and `PageRef::from_parts` reports
 //! "page paired with a pagemap it is not in". `Mutant::SpaceIndexPublishNoBarrier`

@@ -1,9 +1,9 @@
 //! `device_private_offset_to_page()` racing `memunmap_device_private_pagemap()`.
 //!
 //! Kernel: `device_private_offset_to_page()` (`mtree_load()` under RCU) and
-//! `memunmap_device_private_pagemap()` (`mm/memremap.c`, series v6), with
-//! the model's teardown order (hazard H15: erase, then grace period, then
-//! reclaim).
+//! `memunmap_device_private_pagemap()` (`mm/memremap.c`, v6 proposal), with
+//! the model's teardown order (hazard H15, `docs/hazards.md`: erase, then
+//! grace period, then reclaim).
 //!
 //! Checks: the reader gets either a fully initialised page of the pagemap
 //! (and its offset back) or `None`; it never touches the pagemap after the

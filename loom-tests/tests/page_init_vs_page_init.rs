@@ -1,9 +1,12 @@
 //! Two `zone_device_folio_init()` calls reusing disjoint sub-ranges of one
-//! freed large folio at the same time (hazard H5), under the merged
-//! allocation-time reset (`ReinitPolicy::AtAlloc`).
+//! freed large folio at the same time (hazards H5 and H3,
+//! `docs/hazards.md`), under the merged allocation-time reset
+//! (`ReinitPolicy::AtAlloc`).
 //!
 //! Kernel: `zone_device_page_init(page, pgmap, order)` (`mm/memremap.c`,
-//! 7.0). The v4 review's concern: Xe's multi-threaded GPU fault handler can
+//! 7.0). The concern raised in the review of "[PATCH v4 2/7]
+//! `mm/zone_device`: Add `free_zone_device_folio_prepare()` helper"
+//! (2026-01-12/13): Xe's multi-threaded GPU fault handler can
 //! allocate two sub-blocks of one old 2 MiB folio at once, so the reset must
 //! touch only the pages being allocated and never read or write the old
 //! head's metadata.
@@ -29,8 +32,8 @@
 //! refcount 1) and every reference comes back after both are freed.
 //!
 //! Mutant `Mutant::FolioInitResetsNextPage`: the reset clears each page's
-//! `_nr_pages` alias with `folio_reset_order()`, as first tried in seed
-//! 000, which writes the *next* page; A's last write lands on the main
+//! `_nr_pages` alias with `folio_reset_order()`, as the first version of
+//! the reinit fix did (hazard H3), which writes the *next* page; A's last write lands on the main
 //! thread's head and, in some interleavings, wipes its `PG_head` and
 //! `PG_locked` after that thread set them.
 

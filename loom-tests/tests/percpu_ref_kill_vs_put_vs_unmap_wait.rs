@@ -6,7 +6,7 @@
 //! `wait_for_completion(&pgmap->done)` (`mm/memremap.c`), racing
 //! `free_zone_device_folio()` → `ops->folio_free()` then
 //! `percpu_ref_put_many()`, with `dev_pagemap_percpu_release()` →
-//! `complete()` (`lib/percpu-refcount.c`, `kernel/sched/completion.c`).
+//! `complete()` (`lib/percpu-refcount.c`, `kernel/sched/completion.c`, v6).
 //!
 //! `percpu_ref_kill_vs_tryget_put.rs` has the killer wait for the
 //! completion itself. Here the wait is on a third thread, as when
@@ -36,14 +36,13 @@
 use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_core::sync::TrackedCell;
 use devpriv_core::{Errno, Order, PageCount};
-use devpriv_loom_tests::{assert_caught, assert_valid, model, small_space};
-use devpriv_pagemap::percpu_refcount::{Completion, PercpuRef};
+use devpriv_loom_tests::{assert_caught, assert_valid, counted_ref, model, small_space};
 use devpriv_pagemap::{
     DevPagemapOps, DevicePrivateSpace, Folio, Owner, PageRef, PagemapParams, VmFault, folio_put,
     zone_device_page_init,
 };
 use loom::sync::Arc;
-use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::atomic::Ordering;
 use loom::thread;
 
 /// Memory that loom tracks: written by whoever holds a reference, read by
@@ -51,18 +50,7 @@ use loom::thread;
 type Cell = TrackedCell<u64>;
 
 fn ref_scenario(mutants: Mutants) {
-    let releases = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(Completion::new());
-    let r = {
-        let (releases, done) = (Arc::clone(&releases), Arc::clone(&done));
-        Arc::new(PercpuRef::with_mutants(
-            move || {
-                releases.fetch_add(1, Ordering::Relaxed);
-                done.complete();
-            },
-            mutants,
-        ))
-    };
+    let (r, releases, done) = counted_ref(mutants);
     let page = Arc::new(Cell::new(0));
     // A page allocated before teardown starts.
     assert!(r.tryget_many(1));

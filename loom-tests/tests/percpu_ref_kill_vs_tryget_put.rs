@@ -4,9 +4,10 @@
 //! Kernel: `memunmap_device_private_pagemap()` (`mm/memremap.c`):
 //! `percpu_ref_kill()` + `wait_for_completion(&pgmap->done)`, racing
 //! `free_zone_device_folio()` → `percpu_ref_put_many()` and
-//! `zone_device_page_init()` → `percpu_ref_tryget_many()` (hazard H11), with
+//! `zone_device_page_init()` → `percpu_ref_tryget_many()` (hazard H11,
+//! `docs/hazards.md`), with
 //! `dev_pagemap_percpu_release()` → `complete()` (`lib/percpu-refcount.c`,
-//! `kernel/sched/completion.c`).
+//! `kernel/sched/completion.c`, main; the teardown is v6's).
 //!
 //! The main thread is the driver: it allocates a page (a live-mode get on
 //! its shard), then tears the pagemap down. The holder thread frees that
@@ -26,10 +27,10 @@
 
 use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_core::sync::TrackedCell;
-use devpriv_loom_tests::{assert_caught, model};
+use devpriv_loom_tests::{assert_caught, counted_ref, model};
 use devpriv_pagemap::percpu_refcount::{Completion, PercpuRef};
 use loom::sync::Arc;
-use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::atomic::Ordering;
 use loom::thread;
 
 /// The contents of a device page: written by whoever holds a reference,
@@ -37,18 +38,7 @@ use loom::thread;
 type Page = TrackedCell<u64>;
 
 fn scenario(mutants: Mutants) {
-    let releases = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(Completion::new());
-    let r = {
-        let (releases, done) = (Arc::clone(&releases), Arc::clone(&done));
-        Arc::new(PercpuRef::with_mutants(
-            move || {
-                releases.fetch_add(1, Ordering::Relaxed);
-                done.complete();
-            },
-            mutants,
-        ))
-    };
+    let (r, releases, done) = counted_ref(mutants);
     let page = Arc::new(Page::new(0));
 
     // zone_device_page_init(): the driver allocates a page.

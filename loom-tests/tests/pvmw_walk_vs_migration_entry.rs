@@ -2,7 +2,7 @@
 //! thread installs that entry and then removes it, on the same PTE table.
 //!
 //! Kernel: `page_vma_mapped_walk()` / `map_pte()` / `check_pte()`
-//! (`mm/page_vma_mapped.c`, series v6) with `PVMW_MIGRATION`, racing
+//! (`mm/page_vma_mapped.c`, 7.0 with the v6 proposal) with `PVMW_MIGRATION`, racing
 //! `migrate_vma_collect_pmd()` (installs a device-private migration entry
 //! under `pte_offset_map_lock()`) and `remove_migration_pte()` (replaces it
 //! with the new page's present PTE under the same lock).

@@ -3,7 +3,7 @@
 //!
 //! Kernel: `mtree_load()` under `rcu_read_lock()` racing
 //! `mtree_alloc_range()` / `mtree_erase()` + `synchronize_rcu()`
-//! (`lib/maple_tree.c`, RCU mode).
+//! (`lib/maple_tree.c`, RCU mode, main).
 //!
 //! Checks: the reader never sees a node or value before it was fully built
 //! (publication), and never after it was freed (grace period); every hit is
@@ -13,19 +13,14 @@
 #![forbid(unsafe_code)]
 
 use devpriv_core::mutant::{Mutant, Mutants};
-use devpriv_loom_tests::{Payload, assert_caught, model};
-use devpriv_rangetree::RangeTree;
+use devpriv_loom_tests::{Payload, assert_caught, model, tree_0_9};
 use loom::sync::Arc;
 use loom::thread;
 
 fn scenario(mutants: Mutants) {
-    // Values are leaked `&'static Payload`s: their creation is tracked (a
-    // reader not ordered after it is reported), and they can never dangle,
-    // so a grace-period bug shows up as a read of a freed node, which the
-    // tree's loom build reports.
-    let payload = |tag| -> &'static Payload { Box::leak(Box::new(Payload::new(tag))) };
-    let tree = Arc::new(RangeTree::with_mutants(mutants));
-    tree.insert_range(0..=9, payload(0)).unwrap();
+    // Values are leaked payloads (`Payload::leaked`), so a grace-period bug
+    // shows up as a read of a freed tree node.
+    let tree = tree_0_9(mutants);
     let reader = {
         let tree = Arc::clone(&tree);
         thread::spawn(move || {
@@ -38,7 +33,9 @@ fn scenario(mutants: Mutants) {
             }
         })
     };
-    let start = tree.alloc_range(10, 1, 0..=99, payload(10)).unwrap();
+    let start = tree
+        .alloc_range(10, 1, 0..=99, Payload::leaked(10))
+        .unwrap();
     assert_eq!(start, 10);
     tree.erase(5).unwrap().check(0);
     // Waits for the reader, then frees the nodes the writes replaced.

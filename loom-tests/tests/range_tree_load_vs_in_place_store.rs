@@ -5,7 +5,7 @@
 //! Kernel: `mtree_load()` under `rcu_read_lock()` racing `mtree_alloc_range()`
 //! and `mtree_erase()` in RCU mode, where `mas_wr_node_store()` builds a new
 //! node and `mas_replace_node()` publishes it with `rcu_assign_pointer()`
-//! into the parent's slot (`lib/maple_tree.c`); the old node goes through
+//! into the parent's slot (`lib/maple_tree.c`, main); the old node goes through
 //! `call_rcu()`.
 //!
 //! The tree holds 17 entries, so the root is internal with two leaves (13

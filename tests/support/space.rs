@@ -1,35 +1,17 @@
-//! Pagemap fixtures of the bad-input tests: a no-op driver, valid
-//! parameters, a small device-private space, and snapshots that show a
+//! Pagemap fixtures of the bad-input tests: valid parameters (with the
+//! no-op driver), a small device-private space, and snapshots that show a
 //! call changed nothing. Included with `#[path]` (after `bad_input`).
 #![allow(dead_code, reason = "each crate's errors.rs uses part of it")]
 
 use crate::bad_input::np;
-use devpriv_core::{Errno, PageCount};
-use devpriv_pagemap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, PagemapParams,
-    SpaceConfig, VmFault,
-};
+use devpriv_core::PageCount;
+use devpriv_pagemap::{DevPagemap, DevicePrivateSpace, NoopOps, Owner, PagemapParams, SpaceConfig};
 use std::sync::Arc;
 
-/// A driver whose `folio_free` does nothing (the tests never hand pages
-/// out through it) and whose `migrate_to_ram` fails.
-pub(crate) struct NopOps;
-
-impl DevPagemapOps for NopOps {
-    fn folio_free(&self, _folio: Folio<'_>) {}
-    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
-        Err(Errno::EFAULT)
-    }
-}
-
-/// Valid parameters for a pagemap of `nr` pages.
+/// Valid parameters for a pagemap of `nr` pages. The tests never fault on
+/// its pages from the CPU, so the driver does nothing.
 pub(crate) fn params(nr: u64) -> PagemapParams {
-    PagemapParams {
-        memory_type: MemoryType::Private,
-        nr_pages: PageCount::new(nr),
-        owner: Some(Owner(0xd0)),
-        ops: Some(Arc::new(NopOps)),
-    }
+    PagemapParams::private(PageCount::new(nr), Owner(0xd0), Arc::new(NoopOps))
 }
 
 /// A space of 2^(12 + 16) bytes: 65536 pages.

@@ -19,10 +19,7 @@ use devpriv_cli::simulate::{self, SimConfig};
 use devpriv_cli::stress::{self, StressConfig};
 use devpriv_core::random::SplitMix64;
 use devpriv_core::{Errno, PageCount};
-use devpriv_pagemap::{
-    DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, Packing, PagemapParams,
-    SpaceConfig, VmFault,
-};
+use devpriv_pagemap::{DevicePrivateSpace, NoopOps, Owner, Packing, PagemapParams, SpaceConfig};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -251,16 +248,6 @@ fn run_bench(args: &BenchArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-struct NoDriver;
-
-impl DevPagemapOps for NoDriver {
-    fn folio_free(&self, _folio: Folio<'_>) {}
-
-    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
-        Ok(())
-    }
-}
-
 fn run_map(args: &MapArgs) -> Result<(), Failure> {
     if args.pagemaps == 0 || args.pagemaps > 4096 {
         return Err(Failure::usage("--pagemaps must be in 1..=4096"));
@@ -274,12 +261,8 @@ fn run_map(args: &MapArgs) -> Result<(), Failure> {
     });
     let mut rng = SplitMix64::new(args.seed);
     let map = |pages: u64| {
-        let params = PagemapParams {
-            memory_type: MemoryType::Private,
-            nr_pages: PageCount::new(pages),
-            owner: Some(Owner(1)),
-            ops: Some(Arc::new(NoDriver)),
-        };
+        // No page is ever allocated, so the driver does nothing.
+        let params = PagemapParams::private(PageCount::new(pages), Owner(1), Arc::new(NoopOps));
         space.memremap_device_private_pagemap(params, 0)
     };
     let mut pms = Vec::new();

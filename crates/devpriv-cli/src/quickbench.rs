@@ -11,8 +11,7 @@
 use devpriv_core::random::SplitMix64;
 use devpriv_core::{DevicePrivateOffset, Errno, PageCount};
 use devpriv_pagemap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, Packing, Page,
-    PagemapParams, SpaceConfig, VmFault,
+    DevPagemap, DevicePrivateSpace, NoopOps, Owner, Packing, Page, PagemapParams, SpaceConfig,
 };
 use rangemap::RangeMap;
 use std::hint::black_box;
@@ -56,23 +55,9 @@ pub struct BenchRow {
     pub ns_per_lookup: f64,
 }
 
-struct Driver;
-
-impl DevPagemapOps for Driver {
-    fn folio_free(&self, _folio: Folio<'_>) {}
-
-    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
-        Ok(())
-    }
-}
-
 fn map(space: &DevicePrivateSpace, pages: u64) -> Result<Arc<DevPagemap>, Errno> {
-    let params = PagemapParams {
-        memory_type: MemoryType::Private,
-        nr_pages: PageCount::new(pages),
-        owner: Some(Owner(1)),
-        ops: Some(Arc::new(Driver)),
-    };
+    // No page is ever allocated, so the driver does nothing.
+    let params = PagemapParams::private(PageCount::new(pages), Owner(1), Arc::new(NoopOps));
     space.memremap_device_private_pagemap(params, 0)
 }
 

@@ -15,7 +15,7 @@
 //!    fallback), snapshot the range, and find device pages with
 //!    `page_vma_mapped_walk()` (`PVMW_DEVICE_PRIVATE`). Every page holds a
 //!    known value, checked after every move.
-//! 3. **Reuse at another order.** The seed-001 Xe workload
+//! 3. **Reuse at another order.** The Xe workload of hazards H1–H4
 //!    ([`devpriv_drivers::xe_pool`]) under the merged reinit policy: freed 2 MiB
 //!    folios reused as 4 KiB and 64 KiB folios by concurrent fault
 //!    handlers, which must see no stale metadata.
@@ -216,7 +216,7 @@ pub fn run(cfg: &SimConfig, progress: bool) -> Result<Report, Errno> {
         }
     }
 
-    // Reuse at another order: the seed-001 workload under the merged fix.
+    // Reuse at another order: the Xe workload under the merged fix.
     if let Some(b) = &bar {
         b.set_message("reuse at another order");
     }

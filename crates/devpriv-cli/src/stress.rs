@@ -1,4 +1,4 @@
-//! The stress harness behind `devpriv stress` (issue 7).
+//! The stress harness behind `devpriv stress` (`docs/testing.md`, "Stress").
 //!
 //! Kernel: none (model only). It runs `threads` threads over every
 //! operation of the model at once, for a bounded time (and optionally a
@@ -92,8 +92,8 @@ use devpriv_migrate::{
     FaultFlags, Memory, Mm, MmConfig, PMD_SIZE, SystemMemory, VmFlags, handle_mm_fault,
 };
 use devpriv_pagemap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, Owner, PageRef,
-    PagemapParams, VmFault, folio_get, folio_put, zone_device_folio_init,
+    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, Owner, PageRef, PagemapParams, VmFault,
+    folio_get, folio_put, zone_device_folio_init,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -640,12 +640,7 @@ impl Shared {
     /// shadow in step.
     fn memremap(&self, nr: u64, owner: Owner) -> Result<(Arc<DevPagemap>, Arc<Driver>), Errno> {
         let driver = Driver::new(nr);
-        let params = PagemapParams {
-            memory_type: MemoryType::Private,
-            nr_pages: PageCount::new(nr),
-            owner: Some(owner),
-            ops: Some(Arc::clone(&driver) as Arc<dyn DevPagemapOps>),
-        };
+        let params = PagemapParams::private(PageCount::new(nr), owner, driver.clone());
         self.shadow.lock().pending += 1;
         let r = self.mem.space().memremap_device_private_pagemap(params, 0);
         let mut sh = self.shadow.lock();
@@ -698,6 +693,7 @@ fn check_folio(
     st.check(f.pgmap().is_some_and(|p| std::ptr::eq(p, pgmap)), || {
         format!("pagemap {id}: page_pgmap() of folio {head} is not its pagemap")
     });
+    // By hand, not `f.offset()`: that is what the lookup below returns.
     let want = pgmap.first_offset().get() + head as u64;
     let off = space.read().device_private_folio_to_offset(f);
     st.check(off.map(DevicePrivateOffset::get) == Some(want), || {

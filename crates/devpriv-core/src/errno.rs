@@ -1,6 +1,6 @@
 //! Kernel error numbers.
 //!
-//! Kernel: `include/uapi/asm-generic/errno-base.h`, `include/uapi/asm-generic/errno.h`.
+//! Kernel: `include/uapi/asm-generic/errno-base.h`, `include/uapi/asm-generic/errno.h` (main).
 
 use core::fmt;
 
@@ -9,7 +9,7 @@ use core::fmt;
 /// `return -EBUSY;` in C is `Err(Errno::EBUSY)` here; [`Errno::to_kernel`]
 /// gives the negative value a kernel function would return.
 ///
-/// Kernel: `EPERM`, `ENOENT`, ... (`include/uapi/asm-generic/errno-base.h`).
+/// Kernel: `EPERM`, `ENOENT`, ... (`include/uapi/asm-generic/errno-base.h`, main).
 ///
 /// Deliberately not `#[non_exhaustive]`: tests match exhaustively.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -60,14 +60,14 @@ impl Errno {
 
     /// The value a kernel function returns for this error: `-EBUSY` is `-16`.
     ///
-    /// Kernel: the `-Exxx` return convention.
+    /// Kernel: the `-Exxx` return convention (main).
     pub const fn to_kernel(self) -> i32 {
         -(self as i32)
     }
 
     /// The errno for a kernel return value such as `-16`, if this model knows it.
     ///
-    /// Kernel: `IS_ERR_VALUE()` / `PTR_ERR()` in spirit; model helper.
+    /// Kernel: `IS_ERR_VALUE()` / `PTR_ERR()` in spirit; model helper (main).
     pub fn from_kernel(ret: i32) -> Option<Errno> {
         Errno::ALL.into_iter().find(|e| e.to_kernel() == ret)
     }
@@ -123,7 +123,7 @@ impl std::error::Error for Errno {}
 
 /// `Result` with [`Errno`] as the default error.
 ///
-/// Kernel: the `int` return convention (0 or `-Exxx`).
+/// Kernel: the `int` return convention (0 or `-Exxx`, main).
 pub type Result<T = (), E = Errno> = core::result::Result<T, E>;
 
 #[cfg(all(test, not(loom)))]

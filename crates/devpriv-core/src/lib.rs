@@ -2,7 +2,8 @@
 //!
 //! Kernel: `include/linux/mm_types.h` (pfn vs. device-private offset),
 //! `include/uapi/asm-generic/errno-base.h`, `arch/x86/include/asm/page_types.h`,
-//! `include/linux/srcu.h`, `include/asm-generic/bug.h`.
+//! `include/linux/srcu.h`, `include/asm-generic/bug.h` (main; the
+//! device-private offset and address types model the unmerged v6 proposal).
 //!
 //! devpriv is a userspace model of Linux device-private memory management,
 //! not kernel code. This crate holds what every other crate needs:
@@ -38,8 +39,8 @@ pub mod units;
 pub mod warn;
 
 pub use consts::{
-    HPAGE_PMD_NR, HPAGE_PMD_ORDER, HPAGE_PMD_SIZE, MAX_ORDER_NR_PAGES, MAX_PAGE_ORDER, PAGE_SHIFT,
-    PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PUD_SHIFT, PUD_SIZE, PagingMode,
+    HPAGE_PMD_NR, HPAGE_PMD_ORDER, HPAGE_PMD_SIZE, MAX_FOLIO_ORDER, MAX_ORDER_NR_PAGES,
+    MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PUD_SHIFT, PUD_SIZE, PagingMode,
 };
 pub use errno::{Errno, Result};
 pub use units::{

@@ -12,7 +12,7 @@
 //! An object under test is built with a [`Mutants`] set
 //! (`Srcu::with_mutants`, `RangeTree::with_mutants`,
 //! `DevicePrivateSpace::with_mutants`, `PercpuRef::with_mutants`,
-//! `PageVmaMappedWalk::with_mutants`), hands it on to the parts it builds
+//! `PageVmaMappedWalk::with_mutants`, `Mm::with_mutants`), hands it on to the parts it builds
 //! (a space to its tree, index, pagemaps and their refs), and protocol code
 //! asks where the bug would go:
 //!
@@ -143,8 +143,8 @@ mutants! {
     /// before it, nor after the readers those flips waited for
     /// (`rcu_seq_start()`/`rcu_seq_end()` without their barriers).
     SrcuRelaxedFlipMarker,
-    /// `zone_device_page_init` clears `_nr_pages` the way seed 000 first
-    /// tried, with `folio_reset_order()` on each page, which writes the
+    /// `zone_device_page_init` clears `_nr_pages` the way the first
+    /// version of the reinit fix did, with `folio_reset_order()` on each page, which writes the
     /// *next* page's order byte and `_nr_pages` (hazard H3): the last
     /// page's write lands outside the allocation.
     FolioInitResetsNextPage,
@@ -152,6 +152,12 @@ mutants! {
     /// (`percpu_ref_put_many()`) before calling `ops->folio_free()`, so
     /// teardown can finish while the driver callback runs.
     FolioPutBeforeFolioFree,
+    /// `folio_put()` drops its reference with a `Relaxed` RMW instead of
+    /// the fully ordered `atomic_sub_return()` (`AcqRel` here), so a
+    /// non-last holder's writes to the folio are not ordered before the
+    /// last holder's `free_zone_device_folio()` and the driver's
+    /// `folio_free`, which may read them.
+    FolioRefRelaxed,
     /// `percpu_ref_kill()` reads the shards with plain loads instead of
     /// sealing them, so a fast-path op that read `state` before `kill`
     /// lands in a shard that has already been summed and is lost (the
@@ -194,6 +200,16 @@ mutants! {
     /// a reader still searching it reads freed memory (`kfree()` where
     /// `kfree_rcu()` belongs).
     SpaceIndexSharedNoGracePeriod,
+    /// `migrate_device_pfn_lock()` takes the page reference and goes on
+    /// without `folio_trylock()`, so a driver eviction migrates a page that
+    /// a CPU fault has locked and is migrating itself (hazard H23: the
+    /// folio lock is what keeps the two migrations apart).
+    EvictNoTrylock,
+    /// `migrate_device_pfn_lock()` reads the refcount and increments it in
+    /// two steps instead of `get_page_unless_zero()`, so a page that a CPU
+    /// fault migrates and frees in between is resurrected and freed twice
+    /// (hazard H23).
+    EvictGetNotUnlessZero,
 }
 
 // One bit per variant in the loom build's set.

@@ -1,7 +1,7 @@
 //! Read-side sections and grace periods: the `rcu_read_lock()` analogue.
 //!
 //! Kernel: `include/linux/srcu.h`, `kernel/rcu/srcutree.c` (the per-domain
-//! flavour), and the RCU API that `mtree_load()` relies on.
+//! flavour), and the RCU API that `mtree_load()` relies on (main).
 //!
 //! A [`Srcu`] is one domain. Readers enter a section with
 //! [`Srcu::read_lock`]; the section costs one increment of a counter that
@@ -67,10 +67,10 @@ use std::collections::VecDeque;
 use std::fmt;
 
 /// The state bit of `seq`: a flip has started its counter scan and not yet
-/// finished. Kernel: `RCU_SEQ_STATE_MASK`, `kernel/rcu/rcu.h`.
+/// finished. Kernel: `RCU_SEQ_STATE_MASK`, `kernel/rcu/rcu.h` (main).
 const FLIP_IN_PROGRESS: u64 = 1;
 
-/// Completed flips in a `seq` word. Kernel: `rcu_seq_ctr()`.
+/// Completed flips in a `seq` word. Kernel: `rcu_seq_ctr()` (main).
 const fn flips(seq: u64) -> u64 {
     seq >> 1
 }
@@ -91,7 +91,7 @@ thread_local! {
 /// A grace-period cookie: the value `seq` must reach before objects
 /// unpublished before it was taken may be freed.
 ///
-/// Kernel: the `unsigned long` returned by `get_state_synchronize_srcu()`.
+/// Kernel: the `unsigned long` returned by `get_state_synchronize_srcu()` (main).
 ///
 /// # Differences from the kernel
 ///
@@ -101,7 +101,7 @@ pub struct GpCookie(u64);
 
 /// One read-side domain.
 ///
-/// Kernel: `struct srcu_struct`, `include/linux/srcutree.h`.
+/// Kernel: `struct srcu_struct`, `include/linux/srcutree.h` (main).
 pub struct Srcu {
     // Completed flips << 1 | FLIP_IN_PROGRESS (the `rcu_seq` shape).
     seq: AtomicU64,
@@ -129,7 +129,7 @@ impl Default for Srcu {
 impl Srcu {
     /// A new domain with no readers.
     ///
-    /// Kernel: `init_srcu_struct()`.
+    /// Kernel: `init_srcu_struct()` (main).
     pub fn new() -> Self {
         Self::with_mutants(Mutants::NONE)
     }
@@ -159,7 +159,7 @@ impl Srcu {
     /// Enters a read-side section. Everything reachable from a pointer
     /// loaded inside the section stays allocated until the guard drops.
     ///
-    /// Kernel: `srcu_read_lock()` (and `rcu_read_lock()` in spirit).
+    /// Kernel: `srcu_read_lock()` (and `rcu_read_lock()` in spirit, main).
     #[inline]
     pub fn read_lock(&self) -> SrcuReadGuard<'_> {
         let shard = crate::sync::thread_shard() % SHARDS;
@@ -182,7 +182,7 @@ impl Srcu {
     /// The cookie for objects unpublished before this call.
     ///
     /// Kernel: `get_state_synchronize_srcu()`, which is `rcu_seq_snap()`:
-    /// a grace period already in progress does not count.
+    /// a grace period already in progress does not count (main).
     pub fn get_state(&self) -> GpCookie {
         // Pairs with the fence in `try_flip`: either this load sees the
         // flip's state bit, or that flip's counter scan sees everything
@@ -200,7 +200,7 @@ impl Srcu {
     /// Drives the grace period as far as it can without waiting, and
     /// reports whether `cookie` has passed.
     ///
-    /// Kernel: `poll_state_synchronize_srcu()`.
+    /// Kernel: `poll_state_synchronize_srcu()` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -223,7 +223,7 @@ impl Srcu {
     /// Waits until every reader that could see an object unpublished before
     /// this call has left its section.
     ///
-    /// Kernel: `synchronize_srcu()`.
+    /// Kernel: `synchronize_srcu()` (main).
     ///
     /// # Panics
     ///
@@ -273,7 +273,7 @@ impl Srcu {
     /// One flip, if the readers of the parity it would reuse have left.
     ///
     /// Kernel: `srcu_gp_start()`'s `rcu_seq_start()`, then
-    /// `try_check_zero()` and `srcu_flip()`, then `rcu_seq_end()`.
+    /// `try_check_zero()` and `srcu_flip()`, then `rcu_seq_end()` (main).
     fn try_flip(&self) -> bool {
         let _flip = self.flip.lock();
         let seq = self.seq.load(Ordering::Relaxed);
@@ -318,7 +318,7 @@ impl Srcu {
 /// A read-side section of a [`Srcu`] domain; leaves it on drop.
 ///
 /// Kernel: the index returned by `srcu_read_lock()`, passed to
-/// `srcu_read_unlock()`.
+/// `srcu_read_unlock()` (main).
 #[must_use = "the read-side section ends when the guard is dropped"]
 pub struct SrcuReadGuard<'a> {
     srcu: &'a Srcu,
@@ -362,7 +362,7 @@ impl Drop for SrcuReadGuard<'_> {
 /// Objects waiting for a grace period before they are dropped.
 ///
 /// Kernel: the callback list of `call_srcu()`; the model drops the objects
-/// on the writer's own thread when it next calls [`RetireList::reclaim`].
+/// on the writer's own thread when it next calls [`RetireList::reclaim`] (main).
 pub struct RetireList<T> {
     items: VecDeque<(GpCookie, T)>,
 }
@@ -391,7 +391,7 @@ impl<T> RetireList<T> {
 
     /// Queues `item`, which the caller has already unpublished.
     ///
-    /// Kernel: `call_srcu()`.
+    /// Kernel: `call_srcu()` (main).
     pub fn retire(&mut self, srcu: &Srcu, item: T) {
         let cookie = srcu.get_state();
         self.items.push_back((cookie, item));
@@ -413,7 +413,7 @@ impl<T> RetireList<T> {
     /// Drops every queued item whose grace period has passed, without
     /// waiting. Returns how many were dropped.
     ///
-    /// Kernel: SRCU callback invocation.
+    /// Kernel: SRCU callback invocation (main).
     pub fn reclaim(&mut self, srcu: &Srcu) -> usize {
         self.reclaim_with(srcu, drop)
     }
@@ -421,7 +421,7 @@ impl<T> RetireList<T> {
     /// Hands every queued item whose grace period has passed to `f` (to
     /// recycle it, say), without waiting. Returns how many there were.
     ///
-    /// Kernel: SRCU callback invocation, with the callback chosen here.
+    /// Kernel: SRCU callback invocation, with the callback chosen here (main).
     pub fn reclaim_with(&mut self, srcu: &Srcu, mut f: impl FnMut(T)) -> usize {
         let mut n = 0;
         // Cookies are queued in order, so the first unfinished one ends it.
@@ -439,7 +439,7 @@ impl<T> RetireList<T> {
 
     /// Waits for a grace period, then drops everything queued.
     ///
-    /// Kernel: `srcu_barrier()`.
+    /// Kernel: `srcu_barrier()` (main).
     pub fn drain(&mut self, srcu: &Srcu) {
         if let Some(&(cookie, _)) = self.items.back() {
             srcu.wait_for(cookie);

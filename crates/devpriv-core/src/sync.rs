@@ -181,7 +181,7 @@ mod imp {
 
     /// Hint for one iteration of a busy-wait loop.
     ///
-    /// Kernel: `cpu_relax()`.
+    /// Kernel: `cpu_relax()` (main).
     #[inline]
     pub fn spin_loop() {
         std::hint::spin_loop();
@@ -189,7 +189,7 @@ mod imp {
 
     /// Gives up the CPU in a wait loop that may take a while.
     ///
-    /// Kernel: `cond_resched()`.
+    /// Kernel: `cond_resched()` (main).
     #[inline]
     pub fn yield_now() {
         std::thread::yield_now();
@@ -198,7 +198,7 @@ mod imp {
     /// A small number that differs between threads, for picking a shard of
     /// a sharded counter. Stable for the life of the thread.
     ///
-    /// Kernel: `smp_processor_id()` in spirit (per thread, not per CPU).
+    /// Kernel: `smp_processor_id()` in spirit (per thread, not per CPU, main).
     #[inline]
     pub fn thread_shard() -> usize {
         use std::sync::atomic::{AtomicUsize, Ordering};
@@ -244,7 +244,7 @@ mod imp {
     /// Shards of a sharded counter (SRCU's reader counters, `PercpuRef`'s
     /// live counts): a thread uses shard `thread_shard() % SHARDS`.
     ///
-    /// Kernel: one per CPU (`nr_cpu_ids`) in spirit.
+    /// Kernel: one per CPU (`nr_cpu_ids`) in spirit (main).
     pub const SHARDS: usize = 16;
 
     /// A value that only loom sees: under `--cfg loom` a checked cell, so
@@ -332,7 +332,7 @@ mod imp {
 
     /// When a bounded wait gives up.
     ///
-    /// Kernel: the `timeout` of `wait_for_completion_timeout()`.
+    /// Kernel: the `timeout` of `wait_for_completion_timeout()` (main).
     #[derive(Debug)]
     pub struct Deadline(Option<std::time::Instant>);
 
@@ -369,21 +369,21 @@ mod imp {
 
     /// loom's scheduler is not fair: a wait loop must yield to it.
     ///
-    /// Kernel: `cpu_relax()`.
+    /// Kernel: `cpu_relax()` (main).
     pub fn spin_loop() {
         loom::thread::yield_now();
     }
 
     /// See [`spin_loop`].
     ///
-    /// Kernel: `cond_resched()`.
+    /// Kernel: `cond_resched()` (main).
     pub fn yield_now() {
         loom::thread::yield_now();
     }
 
     /// A shard number derived from loom's thread index.
     ///
-    /// Kernel: `smp_processor_id()` in spirit.
+    /// Kernel: `smp_processor_id()` in spirit (main).
     ///
     /// The index comes from the id's `Debug` form (`ThreadId(N)`): hashing
     /// the id itself would mix in the execution number and make the model

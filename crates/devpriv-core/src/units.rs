@@ -1,6 +1,6 @@
 //! Page indices, byte addresses, page counts and folio orders, as distinct types.
 //!
-//! Kernel: `unsigned long pfn` and, after the device-private series, the
+//! Kernel: `unsigned long pfn` and, after the v6 proposal, the
 //! device-private "offset" that shares the same C type
 //! (`device_private_page_to_offset()`, `mm/memremap.c`).
 //!
@@ -45,7 +45,7 @@ pub trait PageIndex: sealed::Sealed + Copy + Ord + fmt::Debug {
 /// A number of pages.
 ///
 /// Kernel: `unsigned long nr_pages` (`folio_nr_pages()`,
-/// `dev_pagemap::nr_pages`).
+/// `dev_pagemap::nr_pages`, v6).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(transparent)]
 pub struct PageCount(u64);
@@ -84,7 +84,7 @@ impl PageCount {
 
     /// The size in bytes, or `None` on overflow.
     ///
-    /// Kernel: `nr_pages * PAGE_SIZE` (unchecked in C).
+    /// Kernel: `nr_pages * PAGE_SIZE` (unchecked in C, main).
     pub const fn checked_bytes(self) -> Option<u64> {
         self.0.checked_mul(PAGE_SIZE)
     }
@@ -105,7 +105,7 @@ impl PageCount {
 
 /// A folio order: the folio spans `1 << order` pages.
 ///
-/// Kernel: `unsigned int order` (`folio_order()`).
+/// Kernel: `unsigned int order` (`folio_order()`, main).
 ///
 /// # Invariants
 ///
@@ -122,7 +122,7 @@ impl Order {
     pub const ZERO: Order = Order(0);
     /// `HPAGE_PMD_ORDER` (9): a 2 MiB folio.
     ///
-    /// Kernel: `HPAGE_PMD_ORDER`.
+    /// Kernel: `HPAGE_PMD_ORDER` (main).
     #[expect(
         clippy::cast_possible_truncation,
         reason = "HPAGE_PMD_ORDER is 9; checked by a test"
@@ -146,7 +146,7 @@ impl Order {
 
     /// Pages in a folio of this order: `1 << order`.
     ///
-    /// Kernel: `1 << order`, `folio_nr_pages()`.
+    /// Kernel: `1 << order`, `folio_nr_pages()` (main).
     pub const fn nr_pages(self) -> PageCount {
         PageCount(1 << self.0)
     }
@@ -213,7 +213,7 @@ macro_rules! page_index {
 
             /// `true` if the index is a multiple of `1 << order`.
             ///
-            /// Kernel: `IS_ALIGNED(pfn, 1 << order)`.
+            /// Kernel: `IS_ALIGNED(pfn, 1 << order)` (main).
             pub const fn is_aligned(self, order: Order) -> bool {
                 self.0 & (order.nr_pages().get() - 1) == 0
             }
@@ -281,14 +281,14 @@ macro_rules! byte_addr {
 
             /// `true` if the address is page-aligned.
             ///
-            /// Kernel: `PAGE_ALIGNED()`.
+            /// Kernel: `PAGE_ALIGNED()` (main).
             pub const fn is_page_aligned(self) -> bool {
                 self.0 & !PAGE_MASK == 0
             }
 
             /// The byte offset within its page.
             ///
-            /// Kernel: `offset_in_page()`.
+            /// Kernel: `offset_in_page()` (main).
             pub const fn offset_in_page(self) -> u64 {
                 self.0 & !PAGE_MASK
             }
@@ -324,14 +324,14 @@ page_index! {
     /// A page frame number in the CPU physical address space.
     ///
     /// Kernel: `unsigned long pfn` (`page_to_pfn()`, `pte_pfn()`,
-    /// `folio_pfn()`).
+    /// `folio_pfn()`, main).
     Pfn
 }
 
 page_index! {
     /// A page index in the device-private address space. Never a pfn.
     ///
-    /// Kernel: the "device-private offset" of the series
+    /// Kernel: the "device-private offset" of the v6 proposal
     /// (`device_private_page_to_offset()`, `mm/memremap.c`), which C stores in
     /// an `unsigned long` next to a `*_DEVICE_PRIVATE` flag.
     DevicePrivateOffset
@@ -340,7 +340,7 @@ page_index! {
 byte_addr! {
     /// A byte address in the CPU physical address space.
     ///
-    /// Kernel: `phys_addr_t` / `resource_size_t`.
+    /// Kernel: `phys_addr_t` / `resource_size_t` (main).
     PhysAddr, page = Pfn, to_page = to_pfn, from_page = to_phys_addr
 }
 
@@ -349,14 +349,14 @@ byte_addr! {
     /// which the kernel keys `device_private_pgmap_tree`.
     ///
     /// Kernel: `dev_pagemap::range.start` for `MEMORY_DEVICE_PRIVATE`, after
-    /// the series; `offset << PAGE_SHIFT` in `device_private_offset_to_page()`.
+    /// the v6 proposal; `offset << PAGE_SHIFT` in `device_private_offset_to_page()`.
     DevicePrivateAddr, page = DevicePrivateOffset, to_page = to_offset, from_page = to_addr
 }
 
 /// What an entry or a walk refers to: a pfn or a device-private offset.
 ///
 /// Kernel: the pair (`unsigned long pfn`, `PVMW_DEVICE_PRIVATE` /
-/// `MIGRATE_PFN_DEVICE_PRIVATE` / `HMM_PFN_DEVICE_PRIVATE` flag).
+/// `MIGRATE_PFN_DEVICE_PRIVATE` / `HMM_PFN_DEVICE_PRIVATE` flag, v6).
 ///
 /// # Differences from the kernel
 ///
@@ -376,7 +376,7 @@ impl PageFrame {
     /// `true` for a device-private offset.
     ///
     /// Kernel: `is_device_private_page()` on the page it names; the
-    /// `*_DEVICE_PRIVATE` flag bits.
+    /// `*_DEVICE_PRIVATE` flag bits (v6).
     pub const fn is_device_private(self) -> bool {
         matches!(self, PageFrame::DevicePrivate(_))
     }
@@ -421,7 +421,7 @@ impl From<DevicePrivateOffset> for PageFrame {
 /// without overflow. Empty ranges overlap nothing.
 ///
 /// Kernel: the overlap tests in `check_pte()` / `check_pmd()`,
-/// `mm/page_vma_mapped.c`, which are written to avoid overflow.
+/// `mm/page_vma_mapped.c`, which are written to avoid overflow (main).
 pub fn ranges_overlap<I: PageIndex>(a: I, a_nr: PageCount, b: I, b_nr: PageCount) -> bool {
     let (a, b) = (a.index(), b.index());
     if a_nr.is_zero() || b_nr.is_zero() {

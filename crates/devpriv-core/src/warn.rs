@@ -1,7 +1,7 @@
 //! `WARN_ON` paths that count their hits instead of printing a backtrace.
 //!
 //! Kernel: `WARN_ON()`, `WARN_ON_ONCE()`, `VM_WARN_ON()`,
-//! `include/asm-generic/bug.h`.
+//! `include/asm-generic/bug.h` (main).
 //!
 //! A kernel `WARN_ON` path does not stop the kernel: it prints, taints, and
 //! the code goes on (usually returning an error or `NULL`). The model does
@@ -39,7 +39,7 @@ thread_local! {
 
 /// One `WARN_ON` call site.
 ///
-/// Kernel: the `__warned` static that `WARN_ON_ONCE()` keeps per call site.
+/// Kernel: the `__warned` static that `WARN_ON_ONCE()` keeps per call site (main).
 pub struct WarnSite {
     file: &'static str,
     line: u32,
@@ -178,7 +178,7 @@ pub fn total_hits() -> u64 {
 /// Evaluates `cond`; if true, counts and prints a warning. Evaluates to
 /// `cond`, so it can guard an early return.
 ///
-/// Kernel: `WARN_ON(cond)`.
+/// Kernel: `WARN_ON(cond)` (main).
 #[macro_export]
 macro_rules! warn_on {
     ($cond:expr $(,)?) => {
@@ -198,7 +198,7 @@ macro_rules! warn_on {
 /// As [`warn_on!`], but prints only the first time the site fires (every
 /// hit is still counted).
 ///
-/// Kernel: `WARN_ON_ONCE(cond)`.
+/// Kernel: `WARN_ON_ONCE(cond)` (main).
 #[macro_export]
 macro_rules! warn_on_once {
     ($cond:expr $(,)?) => {

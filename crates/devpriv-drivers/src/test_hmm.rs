@@ -2,7 +2,7 @@
 //! chunks, and mirrors of a process address space that read, write,
 //! migrate and snapshot it the way `lib/test_hmm.c`'s ioctls do.
 //!
-//! Kernel: `lib/test_hmm.c` (dmirror), `lib/test_hmm_uapi.h`.
+//! Kernel: `lib/test_hmm.c` (dmirror), `lib/test_hmm_uapi.h` (7.0).
 //!
 //! # Shape
 //!
@@ -15,8 +15,8 @@
 //!   whenever a free list runs dry (`dmirror_allocate_chunk()`).
 //! - Two free lists: single pages and PMD-aligned 512-page blocks for
 //!   order-9 folios. A freed folio goes back to the list of its order, so a
-//!   freed large folio is only ever reused as a large folio (kernel-semantics
-//!   §9.3: why `test_hmm` never hit the stale-metadata bugs of §5).
+//!   freed large folio is only ever reused as a large folio (why `test_hmm`
+//!   never hit the stale-metadata hazards H1–H4 of `docs/hazards.md`).
 //! - Every device page has one data word, the device copy of the page (the
 //!   kernel's backing page, `BACKING_PAGE()`), and remembers the mirror
 //!   that put it there (the backing page's `zone_device_data`).
@@ -103,7 +103,7 @@ use devpriv_migrate::{
     migrate_vma_setup,
 };
 use devpriv_pagemap::{
-    DevPagemap, DevPagemapOps, Folio, MemoryType, Owner, PageRef, PagemapParams, VmFault,
+    DevPagemap, DevPagemapOps, Folio, Owner, PageRef, PagemapParams, VmFault,
     zone_device_folio_init,
 };
 use std::collections::BTreeMap;
@@ -112,12 +112,12 @@ use std::time::Duration;
 
 /// Bytes of device memory per chunk.
 ///
-/// Kernel: `DEVMEM_CHUNK_SIZE` (256 MiB), `lib/test_hmm.c`.
+/// Kernel: `DEVMEM_CHUNK_SIZE` (256 MiB), `lib/test_hmm.c` (7.0).
 pub const DEVMEM_CHUNK_SIZE: u64 = 256 << 20;
 
 /// Pages per chunk by default (65,536).
 ///
-/// Kernel: `DIV_ROUND_UP(DEVMEM_CHUNK_SIZE, PAGE_SIZE)` (series v6).
+/// Kernel: `DIV_ROUND_UP(DEVMEM_CHUNK_SIZE, PAGE_SIZE)` (v6 proposal).
 pub const DEVMEM_CHUNK_PAGES: PageCount = PageCount::new(DEVMEM_CHUNK_SIZE / PAGE_SIZE);
 
 /// How long [`Dmirror::release`] waits for a chunk's pages to be freed.
@@ -127,7 +127,7 @@ pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Pages per `hmm_range_fault()` call of the READ/WRITE fault path and of
 /// SNAPSHOT. Kernel: `ARRAY_SIZE(pfns)` in `dmirror_fault()` /
-/// `dmirror_snapshot()`.
+/// `dmirror_snapshot()` (7.0).
 const HMM_WINDOW: u64 = 32;
 /// Pages in a PMD-sized block, as `usize`.
 const BLOCK: usize = 512;
@@ -136,43 +136,43 @@ const _: () = assert!(BLOCK as u64 == HPAGE_PMD_NR);
 /// A per-page protection byte of `HMM_DMIRROR_SNAPSHOT`, with the values of
 /// the uapi header.
 ///
-/// Kernel: `HMM_DMIRROR_PROT_*`, `lib/test_hmm_uapi.h`.
+/// Kernel: `HMM_DMIRROR_PROT_*`, `lib/test_hmm_uapi.h` (7.0).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct DmirrorProt(u8);
 
 impl DmirrorProt {
     /// No valid mirror entry (no VMA, or a VMA without read access).
-    /// Kernel: `HMM_DMIRROR_PROT_ERROR`.
+    /// Kernel: `HMM_DMIRROR_PROT_ERROR` (7.0).
     pub const ERROR: DmirrorProt = DmirrorProt(0xff);
-    /// Unpopulated, or not accessible to this device. Kernel: `HMM_DMIRROR_PROT_NONE`.
+    /// Unpopulated, or not accessible to this device. Kernel: `HMM_DMIRROR_PROT_NONE` (7.0).
     pub const NONE: DmirrorProt = DmirrorProt(0x00);
-    /// Read-only. Kernel: `HMM_DMIRROR_PROT_READ`.
+    /// Read-only. Kernel: `HMM_DMIRROR_PROT_READ` (7.0).
     pub const READ: DmirrorProt = DmirrorProt(0x01);
-    /// Read/write. Kernel: `HMM_DMIRROR_PROT_WRITE`.
+    /// Read/write. Kernel: `HMM_DMIRROR_PROT_WRITE` (7.0).
     pub const WRITE: DmirrorProt = DmirrorProt(0x02);
-    /// Mapped by a PMD-sized entry. Kernel: `HMM_DMIRROR_PROT_PMD`.
+    /// Mapped by a PMD-sized entry. Kernel: `HMM_DMIRROR_PROT_PMD` (7.0).
     pub const PMD: DmirrorProt = DmirrorProt(0x04);
-    /// Mapped by a PUD-sized entry. Kernel: `HMM_DMIRROR_PROT_PUD`.
+    /// Mapped by a PUD-sized entry. Kernel: `HMM_DMIRROR_PROT_PUD` (7.0).
     pub const PUD: DmirrorProt = DmirrorProt(0x08);
-    /// The shared zero page. Kernel: `HMM_DMIRROR_PROT_ZERO`.
+    /// The shared zero page. Kernel: `HMM_DMIRROR_PROT_ZERO` (7.0).
     pub const ZERO: DmirrorProt = DmirrorProt(0x10);
     /// A device-private page of the asking device.
-    /// Kernel: `HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL`.
+    /// Kernel: `HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL` (7.0).
     pub const DEV_PRIVATE_LOCAL: DmirrorProt = DmirrorProt(0x20);
     /// A device-private page of another device with the same owner.
-    /// Kernel: `HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE`.
+    /// Kernel: `HMM_DMIRROR_PROT_DEV_PRIVATE_REMOTE` (7.0).
     pub const DEV_PRIVATE_REMOTE: DmirrorProt = DmirrorProt(0x30);
     /// A device-coherent page of the asking device (never produced: the
     /// model has no coherent devices).
-    /// Kernel: `HMM_DMIRROR_PROT_DEV_COHERENT_LOCAL`.
+    /// Kernel: `HMM_DMIRROR_PROT_DEV_COHERENT_LOCAL` (7.0).
     pub const DEV_COHERENT_LOCAL: DmirrorProt = DmirrorProt(0x40);
     /// A device-coherent page of another device (never produced).
-    /// Kernel: `HMM_DMIRROR_PROT_DEV_COHERENT_REMOTE`.
+    /// Kernel: `HMM_DMIRROR_PROT_DEV_COHERENT_REMOTE` (7.0).
     pub const DEV_COHERENT_REMOTE: DmirrorProt = DmirrorProt(0x50);
 
     /// The byte as the ioctl writes it.
     ///
-    /// Kernel: the `unsigned char` in `cmd->ptr`.
+    /// Kernel: the `unsigned char` in `cmd->ptr` (7.0).
     pub const fn raw(self) -> u8 {
         self.0
     }
@@ -224,7 +224,7 @@ impl fmt::Debug for DmirrorProt {
 
 /// The in/out argument of every ioctl.
 ///
-/// Kernel: `struct hmm_dmirror_cmd`, `lib/test_hmm_uapi.h`.
+/// Kernel: `struct hmm_dmirror_cmd`, `lib/test_hmm_uapi.h` (7.0).
 ///
 /// # Differences from the kernel
 ///
@@ -232,20 +232,20 @@ impl fmt::Debug for DmirrorProt {
 /// methods' arguments and return values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct HmmDmirrorCmd {
-    /// (in) First user address. Kernel: `addr`.
+    /// (in) First user address. Kernel: `addr` (7.0).
     pub addr: u64,
-    /// (in) Pages. Kernel: `npages`.
+    /// (in) Pages. Kernel: `npages` (7.0).
     pub npages: u64,
-    /// (out) Pages copied (or reported). Kernel: `cpages`.
+    /// (out) Pages copied (or reported). Kernel: `cpages` (7.0).
     pub cpages: u64,
-    /// (out) Device fault rounds. Kernel: `faults`.
+    /// (out) Device fault rounds. Kernel: `faults` (7.0).
     pub faults: u64,
 }
 
 impl HmmDmirrorCmd {
     /// A command for `npages` pages from `addr`.
     ///
-    /// Kernel: the selftest's `hmm_dmirror_cmd()` setup.
+    /// Kernel: the selftest's `hmm_dmirror_cmd()` setup (7.0).
     pub const fn new(addr: u64, npages: u64) -> HmmDmirrorCmd {
         HmmDmirrorCmd {
             addr,
@@ -257,7 +257,7 @@ impl HmmDmirrorCmd {
 
     /// Validates the range and clears the outputs; returns `[start, end)`.
     ///
-    /// Kernel: the checks at the top of `dmirror_fops_unlocked_ioctl()`.
+    /// Kernel: the checks at the top of `dmirror_fops_unlocked_ioctl()` (7.0).
     fn start(&mut self) -> Result<(u64, u64), Errno> {
         if !self.addr.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
@@ -277,7 +277,7 @@ impl HmmDmirrorCmd {
 /// Settings of a [`DmirrorDevice`].
 ///
 /// Kernel: the compile-time `DEVMEM_CHUNK_SIZE`; chunks are unbounded
-/// (`DEVMEM_CHUNKS_RESERVE` only sizes the array).
+/// (`DEVMEM_CHUNKS_RESERVE` only sizes the array, 7.0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DmirrorConfig {
     /// Pages per chunk (a multiple of 512 keeps chunks PMD-aligned in the
@@ -315,24 +315,24 @@ impl DmirrorConfig {
 /// The driver's free lists, as device-private offsets.
 #[derive(Debug, Default)]
 struct FreeLists {
-    /// Heads of free 512-page blocks. Kernel: `mdevice->free_folios`.
+    /// Heads of free 512-page blocks. Kernel: `mdevice->free_folios` (7.0).
     folios: Vec<DevicePrivateOffset>,
-    /// Free single pages. Kernel: `mdevice->free_pages`.
+    /// Free single pages. Kernel: `mdevice->free_pages` (7.0).
     pages: Vec<DevicePrivateOffset>,
 }
 
 /// A chunk's callbacks and per-page state.
 ///
 /// Kernel: `struct dmirror_chunk` (`remove`, back-pointer) plus the
-/// backing pages of its device pages, and `dmirror_devmem_ops`.
+/// backing pages of its device pages, and `dmirror_devmem_ops` (7.0).
 struct ChunkOps {
     dev: Weak<DeviceInner>,
-    /// One data word per page. Kernel: `BACKING_PAGE(page)`'s contents.
+    /// One data word per page. Kernel: `BACKING_PAGE(page)`'s contents (7.0).
     data: Box<[AtomicU64]>,
     /// The id of the mirror that put each page there (0: none). Kernel:
-    /// the backing page's `zone_device_data`.
+    /// the backing page's `zone_device_data` (7.0).
     mirror: Box<[AtomicU64]>,
-    /// Kernel: `dmirror_chunk::remove`.
+    /// Kernel: `dmirror_chunk::remove` (7.0).
     remove: AtomicBool,
 }
 
@@ -365,18 +365,18 @@ impl Chunk {
 
 /// The state of one device.
 ///
-/// Kernel: `struct dmirror_device`.
+/// Kernel: `struct dmirror_device` (7.0).
 struct DeviceInner {
     owner: Owner,
     mem: Memory,
     config: DmirrorConfig,
-    /// Kernel: `devmem_chunks` under `devmem_lock`.
+    /// Kernel: `devmem_chunks` under `devmem_lock` (7.0).
     chunks: Mutex<Vec<Chunk>>,
-    /// Kernel: the free lists under `mdevice->lock`.
+    /// Kernel: the free lists under `mdevice->lock` (7.0).
     free: Mutex<FreeLists>,
-    /// Kernel: `mdevice->calloc` (pages).
+    /// Kernel: `mdevice->calloc` (pages, 7.0).
     calloc: AtomicU64,
-    /// Kernel: `mdevice->cfree` (pages).
+    /// Kernel: `mdevice->cfree` (pages, 7.0).
     cfree: AtomicU64,
     /// `migrate_to_ram` calls.
     faults: AtomicU64,
@@ -399,7 +399,7 @@ impl fmt::Debug for DeviceInner {
 
 /// A user page's entry in the device page table.
 ///
-/// Kernel: an `xa_tag_pointer(page, DPT_XA_TAG_WRITE)` in `dmirror->pt`.
+/// Kernel: an `xa_tag_pointer(page, DPT_XA_TAG_WRITE)` in `dmirror->pt` (7.0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct DptEntry {
     /// The system page, or the device page (the kernel stores its backing
@@ -412,9 +412,9 @@ struct DptEntry {
 #[derive(Debug)]
 struct MirrorState {
     id: u64,
-    /// Kernel: `dmirror->pt` (index: user pfn) under `dmirror->mutex`.
+    /// Kernel: `dmirror->pt` (index: user pfn) under `dmirror->mutex` (7.0).
     pt: Mutex<BTreeMap<u64, DptEntry>>,
-    /// Kernel: `dmirror->flags`.
+    /// Kernel: `dmirror->flags` (7.0).
     flags: AtomicU64,
 }
 
@@ -422,7 +422,7 @@ impl MirrorState {
     /// Clears `FAIL_ALLOC` and returns whether it was set.
     ///
     /// Kernel: `if (dmirror->flags & HMM_DMIRROR_FLAG_FAIL_ALLOC) {
-    /// dmirror->flags &= ~HMM_DMIRROR_FLAG_FAIL_ALLOC; ...}`.
+    /// dmirror->flags &= ~HMM_DMIRROR_FLAG_FAIL_ALLOC; ...}` (7.0).
     fn take_fail_alloc(&self) -> bool {
         self.flags
             .fetch_and(!Dmirror::FLAG_FAIL_ALLOC, Ordering::AcqRel)
@@ -434,7 +434,7 @@ impl MirrorState {
 /// A device with device-private memory.
 ///
 /// Kernel: `struct dmirror_device` (`/dev/hmm_dmirror0` or `1`),
-/// `dmirror_device_init()`.
+/// `dmirror_device_init()` (7.0).
 ///
 /// Cloning gives another handle to the same device.
 #[derive(Clone)]
@@ -453,12 +453,20 @@ impl fmt::Debug for DmirrorDevice {
 ///
 /// Kernel: `dmirror_devmem_fault_alloc_and_copy()` (`mirror` given) and the
 /// copy loop of `dmirror_device_evict_chunk()` (`mirror` `None`, no split:
-/// a large source gets a large destination or nothing).
+/// a large source gets a large destination or nothing, 7.0).
 ///
 /// A large device folio gets an order-9 system folio, or (if that fails,
 /// or `FAIL_ALLOC` is set on `mirror`) 512 single pages; the mirror's
-/// entries for the moved pages are erased. Returns `ENOMEM` when a single
-/// page cannot be had, with every destination allocated so far given back.
+/// entries for the moved pages are erased. `FAIL_ALLOC` is used up by the
+/// first migrating source whatever its order: a small one fails the call
+/// with `ENOMEM` (`VM_FAULT_OOM`). Returns `ENOMEM` too when a single page
+/// cannot be had, with every destination allocated so far given back.
+///
+/// # Differences from the kernel
+///
+/// On a real allocation failure the kernel returns `VM_FAULT_OOM` leaving
+/// the destinations of earlier sources in `dst` (locked, for
+/// `migrate_vma_finalize()` to deal with); the model gives them back first.
 fn alloc_and_copy_to_sys(
     dev: &DeviceInner,
     mirror: Option<&MirrorState>,
@@ -491,7 +499,14 @@ fn alloc_and_copy_to_sys(
         } else {
             0
         };
-        let fail = !evict && large && mirror.is_some_and(MirrorState::take_fail_alloc);
+        // The first migrating source uses the flag up, whatever its order.
+        let fail = !evict && mirror.is_some_and(MirrorState::take_fail_alloc);
+        if fail && !large {
+            // `VM_FAULT_OOM` at once: `-ENOMEM` from the ioctl, OOM from a
+            // fault. No destination exists yet (the flag is taken by the
+            // first source), so the caller's finalize restores everything.
+            return Err(Errno::ENOMEM);
+        }
         let big = if large && !fail {
             mem.sys().alloc_folio(Order::HPAGE_PMD).ok()
         } else {
@@ -589,7 +604,7 @@ impl DevPagemapOps for ChunkOps {
     /// Returns the folio to the free list of its order (unless the chunk is
     /// being removed).
     ///
-    /// Kernel: `dmirror_devmem_free()`.
+    /// Kernel: `dmirror_devmem_free()` (7.0).
     fn folio_free(&self, folio: Folio<'_>) {
         let Some(dev) = self.dev.upgrade() else {
             return;
@@ -598,10 +613,7 @@ impl DevPagemapOps for ChunkOps {
         if self.remove.load(Ordering::Acquire) {
             return;
         }
-        let first = folio.page().owner().first_offset();
-        let Some(off) = first.checked_add(PageCount::new(folio.page().index() as u64)) else {
-            return;
-        };
+        let off = folio.offset();
         let mut free = dev.free.lock();
         dev.cfree.fetch_add(nr, Ordering::Relaxed);
         if folio.order() == Order::HPAGE_PMD {
@@ -619,7 +631,7 @@ impl DevPagemapOps for ChunkOps {
     /// Migrates the faulting page back to system RAM (the whole folio when
     /// the fault came through a PMD).
     ///
-    /// Kernel: `dmirror_devmem_fault()`.
+    /// Kernel: `dmirror_devmem_fault()` (7.0).
     fn migrate_to_ram(&self, vmf: &VmFault<'_>) -> Result<(), Errno> {
         let ctx = vmf.context::<FaultContext>().ok_or(Errno::EINVAL)?;
         let dev = self.dev.upgrade().ok_or(Errno::EINVAL)?;
@@ -635,10 +647,7 @@ impl DevPagemapOps for ChunkOps {
         if order != Order::ZERO {
             flags = flags | MigrateVmaFlags::SELECT_COMPOUND;
         }
-        let first = vmf.page.owner().first_offset();
-        let fault_page = first
-            .checked_add(PageCount::new(vmf.page.index() as u64))
-            .ok_or(Errno::EINVAL)?;
+        let fault_page = vmf.page.offset();
         let mirror_id = self
             .mirror
             .get(vmf.page.index())
@@ -692,7 +701,7 @@ impl DeviceInner {
     /// single pages.
     ///
     /// Kernel: `dmirror_allocate_chunk(mdevice, NULL, is_large)` (the caller
-    /// then pops what it needs).
+    /// then pops what it needs, 7.0).
     fn allocate_chunk(self: &Arc<Self>, large: bool) -> Result<(), Errno> {
         let n = usize::try_from(self.config.chunk_pages.get()).map_err(|_| Errno::EINVAL)?;
         let mut chunks = self.chunks.lock();
@@ -705,13 +714,7 @@ impl DeviceInner {
             mirror: (0..n).map(|_| AtomicU64::new(0)).collect(),
             remove: AtomicBool::new(false),
         });
-        let dyn_ops: Arc<dyn DevPagemapOps> = ops.clone();
-        let params = PagemapParams {
-            memory_type: MemoryType::Private,
-            nr_pages: self.config.chunk_pages,
-            owner: Some(self.owner),
-            ops: Some(dyn_ops),
-        };
+        let params = PagemapParams::private(self.config.chunk_pages, self.owner, ops.clone());
         let pgmap = self
             .mem
             .space()
@@ -737,16 +740,17 @@ impl DeviceInner {
                 i += 1;
             }
         }
-        // Pop in address order.
-        free.folios.extend(folios.into_iter().rev());
-        free.pages.extend(pages.into_iter().rev());
+        // Each pushed on the head in address order, as the kernel's
+        // `zone_device_data` lists: the highest is popped first.
+        free.folios.extend(folios);
+        free.pages.extend(pages);
         Ok(())
     }
 
     /// Allocates a device folio of order 9 (`large`) or 0: locked, one
     /// reference. Adds a chunk if the list is empty.
     ///
-    /// Kernel: `dmirror_devmem_alloc_page(dmirror, is_large)`.
+    /// Kernel: `dmirror_devmem_alloc_page(dmirror, is_large)` (7.0).
     fn alloc_page(self: &Arc<Self>, large: bool) -> Result<DevicePrivateOffset, Errno> {
         let pop = |free: &mut FreeLists| {
             if large {
@@ -789,7 +793,7 @@ impl DeviceInner {
     /// pages moved.
     ///
     /// Kernel: `dmirror_device_evict_chunk()` (`migrate_device_range()`,
-    /// `migrate_device_pages()`, `migrate_device_finalize()`).
+    /// `migrate_device_pages()`, `migrate_device_finalize()`, 7.0).
     fn evict_chunk(&self, mm: &Mm, chunk: &Chunk) -> Result<u64, Errno> {
         let n = chunk.ops.data.len();
         let mut src = vec![MigratePfn::NONE; n];
@@ -808,7 +812,7 @@ impl DmirrorDevice {
     /// A device with one chunk of single pages.
     ///
     /// Kernel: `dmirror_device_init()` → `dmirror_allocate_chunk(mdevice,
-    /// NULL, false)`.
+    /// NULL, false)` (7.0).
     ///
     /// # Errors
     ///
@@ -837,7 +841,7 @@ impl DmirrorDevice {
 
     /// Opens a mirror of `mm` on this device.
     ///
-    /// Kernel: `dmirror_fops_open()`.
+    /// Kernel: `dmirror_fops_open()` (7.0).
     pub fn open(&self, mm: &Arc<Mm>) -> Dmirror {
         let id = self.inner.next_mirror.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(MirrorState {
@@ -856,7 +860,7 @@ impl DmirrorDevice {
     /// The owner cookie of every chunk (`pgmap->owner`,
     /// `migrate_vma::pgmap_owner`, `hmm_range::dev_private_owner`).
     ///
-    /// Kernel: the `mdevice` pointer.
+    /// Kernel: the `mdevice` pointer (7.0).
     pub fn owner(&self) -> Owner {
         self.inner.owner
     }
@@ -870,7 +874,7 @@ impl DmirrorDevice {
 
     /// The chunks' pagemaps, oldest first.
     ///
-    /// Kernel: `mdevice->devmem_chunks[i]->pagemap`.
+    /// Kernel: `mdevice->devmem_chunks[i]->pagemap` (7.0).
     pub fn chunks(&self) -> Vec<Arc<DevPagemap>> {
         self.inner
             .chunks
@@ -882,7 +886,7 @@ impl DmirrorDevice {
 
     /// Pages in all chunks.
     ///
-    /// Kernel: `devmem_count * DEVMEM_CHUNK_SIZE / PAGE_SIZE`.
+    /// Kernel: `devmem_count * DEVMEM_CHUNK_SIZE / PAGE_SIZE` (7.0).
     pub fn nr_pages(&self) -> u64 {
         self.inner
             .chunks
@@ -902,21 +906,21 @@ impl DmirrorDevice {
 
     /// Free 512-page blocks.
     ///
-    /// Kernel: the length of `mdevice->free_folios`.
+    /// Kernel: the length of `mdevice->free_folios` (7.0).
     pub fn nr_free_folios(&self) -> u64 {
         self.inner.free.lock().folios.len() as u64
     }
 
     /// Pages allocated so far.
     ///
-    /// Kernel: `mdevice->calloc`.
+    /// Kernel: `mdevice->calloc` (7.0).
     pub fn calloc(&self) -> u64 {
         self.inner.calloc.load(Ordering::Acquire)
     }
 
     /// Pages freed back to the lists so far.
     ///
-    /// Kernel: `mdevice->cfree`.
+    /// Kernel: `mdevice->cfree` (7.0).
     pub fn cfree(&self) -> u64 {
         self.inner.cfree.load(Ordering::Acquire)
     }
@@ -930,7 +934,7 @@ impl DmirrorDevice {
 
     /// `true` if `off` is one of this device's pages.
     ///
-    /// Kernel: `dmirror_page_to_device(page) == mdevice`.
+    /// Kernel: `dmirror_page_to_device(page) == mdevice` (7.0).
     pub fn owns(&self, off: DevicePrivateOffset) -> bool {
         self.inner.chunk_of(off).is_some()
     }
@@ -940,7 +944,7 @@ impl DmirrorDevice {
     /// is empty.
     ///
     /// Kernel: `dmirror_devmem_alloc_page(dmirror, is_large)`
-    /// (`zone_device_folio_init()`).
+    /// (`zone_device_folio_init()`, 7.0).
     ///
     /// # Errors
     ///
@@ -953,7 +957,7 @@ impl DmirrorDevice {
 
     /// The device's copy of the page at `off`.
     ///
-    /// Kernel: reading `BACKING_PAGE(page)`.
+    /// Kernel: reading `BACKING_PAGE(page)` (7.0).
     ///
     /// # Errors
     ///
@@ -965,7 +969,7 @@ impl DmirrorDevice {
 
     /// Writes the device's copy of the page at `off`.
     ///
-    /// Kernel: writing `BACKING_PAGE(page)`.
+    /// Kernel: writing `BACKING_PAGE(page)` (7.0).
     ///
     /// # Errors
     ///
@@ -985,7 +989,7 @@ impl DmirrorDevice {
     ///
     /// Kernel: `dmirror_device_remove_chunks()` (with
     /// `dmirror_remove_free_pages()` and `dmirror_device_evict_chunk()`),
-    /// `memunmap_device_private_pagemap()`.
+    /// `memunmap_device_private_pagemap()` (v6).
     ///
     /// # Differences from the kernel
     ///
@@ -1075,7 +1079,7 @@ impl DmirrorDevice {
     /// an empty address space (so only free chunks can go).
     ///
     /// Kernel: `dmirror_device_remove()` → `dmirror_device_release()` →
-    /// `dmirror_device_remove_chunks()`.
+    /// `dmirror_device_remove_chunks()` (7.0).
     ///
     /// # Errors
     ///
@@ -1090,7 +1094,7 @@ impl DmirrorDevice {
 /// table and the ioctls.
 ///
 /// Kernel: `struct dmirror` (one open `/dev/hmm_dmirrorN`),
-/// `dmirror_fops_unlocked_ioctl()`.
+/// `dmirror_fops_unlocked_ioctl()` (7.0).
 ///
 /// # Differences from the kernel
 ///
@@ -1146,19 +1150,19 @@ fn cpu_frame(mm: &Mm, addr: u64) -> Option<(PageFrame, bool)> {
 impl Dmirror {
     /// Fail the next large allocation (either direction) once.
     ///
-    /// Kernel: `HMM_DMIRROR_FLAG_FAIL_ALLOC`.
+    /// Kernel: `HMM_DMIRROR_FLAG_FAIL_ALLOC` (7.0).
     pub const FLAG_FAIL_ALLOC: u64 = 1;
 
     /// The device.
     ///
-    /// Kernel: `dmirror->mdevice`.
+    /// Kernel: `dmirror->mdevice` (7.0).
     pub fn device(&self) -> &DmirrorDevice {
         &self.dev
     }
 
     /// The flags.
     ///
-    /// Kernel: `dmirror->flags`.
+    /// Kernel: `dmirror->flags` (7.0).
     pub fn flags(&self) -> u64 {
         self.state.flags.load(Ordering::Acquire)
     }
@@ -1167,7 +1171,7 @@ impl Dmirror {
     /// pfn or a device-private offset) and whether it is writable. Stale
     /// entries are not filtered here.
     ///
-    /// Kernel: `xa_load(&dmirror->pt, addr >> PAGE_SHIFT)`.
+    /// Kernel: `xa_load(&dmirror->pt, addr >> PAGE_SHIFT)` (7.0).
     pub fn pt_entry(&self, addr: u64) -> Option<(PageFrame, bool)> {
         self.state
             .pt
@@ -1216,7 +1220,7 @@ impl Dmirror {
     /// Copies pages through the device page table into `out` from
     /// `cpages` on; `ENOENT` at the first page without a (valid) entry.
     ///
-    /// Kernel: `dmirror_do_read()`.
+    /// Kernel: `dmirror_do_read()` (7.0).
     fn do_read(&self, mm: &Mm, cmd: &mut HmmDmirrorCmd, out: &mut [u64]) -> Result<(), Errno> {
         let mut pt = self.state.pt.lock();
         while cmd.cpages < cmd.npages {
@@ -1231,7 +1235,7 @@ impl Dmirror {
     /// Copies `data` into pages through writable device page-table entries,
     /// from `cpages` on; `ENOENT` at the first page without one.
     ///
-    /// Kernel: `dmirror_do_write()`.
+    /// Kernel: `dmirror_do_write()` (7.0).
     fn do_write(&self, mm: &Mm, cmd: &mut HmmDmirrorCmd, data: &[u64]) -> Result<(), Errno> {
         let mut pt = self.state.pt.lock();
         while cmd.cpages < cmd.npages {
@@ -1254,7 +1258,7 @@ impl Dmirror {
     /// time) and fills the device page table from the result.
     ///
     /// Kernel: `dmirror_fault()` → `dmirror_range_fault()` →
-    /// `dmirror_do_fault()`.
+    /// `dmirror_do_fault()` (7.0).
     fn fault(&self, mm: &Arc<Mm>, start: u64, end: u64, write: bool) -> Result<(), Errno> {
         let mut addr = start;
         while addr < end {
@@ -1284,7 +1288,7 @@ impl Dmirror {
     ///
     /// Kernel: the retry loop of `dmirror_range_fault()` /
     /// `dmirror_range_snapshot()` (bounded by
-    /// `HMM_RANGE_DEFAULT_TIMEOUT` there, by a try count here).
+    /// `HMM_RANGE_DEFAULT_TIMEOUT` there, by a try count here, 7.0).
     fn range_fault(&self, mm: &Arc<Mm>, range: &mut HmmRange) -> Result<(), Errno> {
         let mut tries = 0;
         loop {
@@ -1299,7 +1303,7 @@ impl Dmirror {
     /// page table lacks; returns one data word per page. `cmd.faults`
     /// counts fault rounds.
     ///
-    /// Kernel: `HMM_DMIRROR_READ`, `dmirror_read()`.
+    /// Kernel: `HMM_DMIRROR_READ`, `dmirror_read()` (7.0).
     ///
     /// # Errors
     ///
@@ -1327,7 +1331,7 @@ impl Dmirror {
     /// The device writes `data` (one word per page) to `npages` pages from
     /// `addr`, faulting them in writable as needed.
     ///
-    /// Kernel: `HMM_DMIRROR_WRITE`, `dmirror_write()`.
+    /// Kernel: `HMM_DMIRROR_WRITE`, `dmirror_write()` (7.0).
     ///
     /// # Errors
     ///
@@ -1378,7 +1382,7 @@ impl Dmirror {
     /// source gets an order-9 folio, or single pages when that fails (or
     /// `FAIL_ALLOC` forces it).
     ///
-    /// Kernel: `dmirror_migrate_alloc_and_copy()`.
+    /// Kernel: `dmirror_migrate_alloc_and_copy()` (7.0).
     fn alloc_and_copy_to_dev(&self, args: &mut MigrateVma<'_>) {
         let dev = &self.dev.inner;
         let n = usize::try_from(args.npages).unwrap_or(0);
@@ -1463,7 +1467,7 @@ impl Dmirror {
     /// Maps every migrated destination into the device page table (512
     /// entries for a compound one), writable if the destination is.
     ///
-    /// Kernel: `dmirror_migrate_finalize_and_map()`.
+    /// Kernel: `dmirror_migrate_finalize_and_map()` (7.0).
     fn finalize_and_map(&self, args: &MigrateVma<'_>) {
         let mut pt = self.state.pt.lock();
         for (addr, s, d) in args.entries() {
@@ -1498,7 +1502,7 @@ impl Dmirror {
     /// the device page table, then reads the whole range back through it;
     /// returns what the device read. `cpages` is the pages read.
     ///
-    /// Kernel: `HMM_DMIRROR_MIGRATE_TO_DEV`, `dmirror_migrate_to_device()`.
+    /// Kernel: `HMM_DMIRROR_MIGRATE_TO_DEV`, `dmirror_migrate_to_device()` (7.0).
     ///
     /// # Errors
     ///
@@ -1529,12 +1533,14 @@ impl Dmirror {
     /// RAM (`SELECT_DEVICE_PRIVATE | SELECT_COMPOUND`); `cpages` is the
     /// pages moved.
     ///
-    /// Kernel: `HMM_DMIRROR_MIGRATE_TO_SYS`, `dmirror_migrate_to_system()`.
+    /// Kernel: `HMM_DMIRROR_MIGRATE_TO_SYS`, `dmirror_migrate_to_system()` (7.0).
     ///
     /// # Errors
     ///
     /// As [`migrate_to_dev`](Self::migrate_to_dev) for the range;
-    /// [`Errno::ENOMEM`] when system memory runs out.
+    /// [`Errno::ENOMEM`] when system memory runs out, or when
+    /// [`FLAG_FAIL_ALLOC`](Self::FLAG_FAIL_ALLOC) meets a small page first
+    /// (the window's pages stay on the device, the flag is cleared).
     pub fn migrate_to_sys(&self, mm: &Arc<Mm>, cmd: &mut HmmDmirrorCmd) -> Result<(), Errno> {
         self.check_mm(mm)?;
         let (start, end) = cmd.start()?;
@@ -1564,7 +1570,7 @@ impl Dmirror {
     /// faulting anything (`cpages` = `npages`).
     ///
     /// Kernel: `HMM_DMIRROR_SNAPSHOT`, `dmirror_snapshot()` →
-    /// `dmirror_range_snapshot()` → `dmirror_mkentry()`.
+    /// `dmirror_range_snapshot()` → `dmirror_mkentry()` (7.0).
     ///
     /// | CPU entry | byte |
     /// |---|---|
@@ -1601,7 +1607,7 @@ impl Dmirror {
         Ok(out)
     }
 
-    /// Kernel: `dmirror_mkentry()`.
+    /// Kernel: `dmirror_mkentry()` (7.0).
     fn mkentry(&self, h: HmmPfn) -> DmirrorProt {
         if h.raw() & HmmPfn::ERROR != 0 {
             return DmirrorProt::ERROR;
@@ -1634,7 +1640,7 @@ impl Dmirror {
     /// Evicts and unmaps every chunk of the device (see
     /// [`DmirrorDevice::remove_chunks`]).
     ///
-    /// Kernel: `HMM_DMIRROR_RELEASE` → `dmirror_device_remove_chunks()`.
+    /// Kernel: `HMM_DMIRROR_RELEASE` → `dmirror_device_remove_chunks()` (7.0).
     ///
     /// # Errors
     ///
@@ -1647,7 +1653,7 @@ impl Dmirror {
 
     /// Sets the mirror's flags ([`FLAG_FAIL_ALLOC`](Self::FLAG_FAIL_ALLOC)).
     ///
-    /// Kernel: `HMM_DMIRROR_FLAGS` (`dmirror->flags = cmd.npages`).
+    /// Kernel: `HMM_DMIRROR_FLAGS` (`dmirror->flags = cmd.npages`, 7.0).
     pub fn set_flags(&self, flags: u64) {
         self.state.flags.store(flags, Ordering::Release);
     }

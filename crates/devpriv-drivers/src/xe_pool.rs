@@ -2,7 +2,10 @@
 //! both buffer objects and SVM device pages, driven by several concurrent
 //! GPU fault handlers, under each [`ReinitPolicy`].
 //!
-//! Kernel: none (a driver prototype), after seed 001 (the Xe thread) and
+//! Kernel: none (a driver prototype, model only), after the Xe reports
+//! that led to the reinit fix ("[PATCH v6 1/5] `mm/zone_device`:
+//! Reinitialize large zone device private folios", 2026-01-16; hazards
+//! H1–H4 in `docs/hazards.md`) and
 //! `drivers/gpu/drm/drm_buddy.c` (`drm_buddy_alloc_blocks()`,
 //! `alloc_from_freelist()`, `drm_buddy_free_block()`),
 //! `drivers/gpu/drm/xe/xe_svm.c` (`xe_svm_alloc_vram()`,
@@ -53,8 +56,8 @@ use devpriv_core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use devpriv_core::{Errno, Order, PageCount, warn};
 use devpriv_pagemap::mm_types::word;
 use devpriv_pagemap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, InitError, MemoryType, Owner, PageRef,
-    PagemapParams, ReinitPolicy, SpaceConfig, VmFault, folio_put, zone_device_folio_init,
+    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, InitError, Owner, PageRef, PagemapParams,
+    ReinitPolicy, SpaceConfig, VmFault, folio_put, zone_device_folio_init,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -70,7 +73,7 @@ const ORDER_64K: u32 = 4;
 ///
 /// Kernel: `struct drm_buddy` and `drm_buddy_init()`,
 /// `drm_buddy_alloc_blocks()` (`alloc_from_freelist()`, no flags),
-/// `drm_buddy_free_block()`, `drivers/gpu/drm/drm_buddy.c`.
+/// `drm_buddy_free_block()`, `drivers/gpu/drm/drm_buddy.c` (main).
 ///
 /// Free blocks of each order are kept sorted by offset, as the kernel's
 /// `list_insert_sorted()` keeps them. An allocation takes the
@@ -104,7 +107,7 @@ impl DrmBuddy {
     /// A buddy allocator over pages `0..size`, with blocks of at most
     /// `2^max_order` pages.
     ///
-    /// Kernel: `drm_buddy_init(mm, size, chunk_size)`.
+    /// Kernel: `drm_buddy_init(mm, size, chunk_size)` (main).
     ///
     /// # Errors
     ///
@@ -135,21 +138,21 @@ impl DrmBuddy {
 
     /// Pages managed.
     ///
-    /// Kernel: `drm_buddy::size` (in chunks).
+    /// Kernel: `drm_buddy::size` (in chunks, main).
     pub fn size(&self) -> u64 {
         self.size
     }
 
     /// Pages free.
     ///
-    /// Kernel: `drm_buddy::avail` (in chunks).
+    /// Kernel: `drm_buddy::avail` (in chunks, main).
     pub fn avail(&self) -> u64 {
         self.avail
     }
 
     /// The largest block order.
     ///
-    /// Kernel: `drm_buddy::max_order`.
+    /// Kernel: `drm_buddy::max_order` (main).
     pub fn max_order(&self) -> u32 {
         self.max_order
     }
@@ -157,7 +160,7 @@ impl DrmBuddy {
     /// Free blocks of `order`.
     ///
     /// Kernel: the length of `drm_buddy::free_list[order]`
-    /// (`drm_buddy_print()`).
+    /// (`drm_buddy_print()`, main).
     pub fn free_blocks(&self, order: u32) -> usize {
         self.free.get(order as usize).map_or(0, BTreeSet::len)
     }
@@ -165,7 +168,7 @@ impl DrmBuddy {
     /// Allocates one block of `2^order` pages; returns its first page.
     ///
     /// Kernel: `drm_buddy_alloc_blocks(mm, 0, size, 2^order pages,
-    /// 2^order pages, &blocks, 0)`, i.e. `alloc_from_freelist()`.
+    /// 2^order pages, &blocks, 0)`, i.e. `alloc_from_freelist()` (main).
     ///
     /// # Errors
     ///
@@ -193,7 +196,7 @@ impl DrmBuddy {
 
     /// Frees the allocated block that starts at `start`; returns its order.
     ///
-    /// Kernel: `drm_buddy_free_block(mm, block)` (`__drm_buddy_free()`).
+    /// Kernel: `drm_buddy_free_block(mm, block)` (`__drm_buddy_free()`, main).
     ///
     /// # Errors
     ///
@@ -277,7 +280,7 @@ impl DrmBuddy {
 ///
 /// Kernel: `struct drm_buddy` behind `xe_ttm_vram_mgr`, and the
 /// `drm_pagemap_zdd` reference that keeps a device allocation alive until
-/// its last page is freed (`drivers/gpu/drm/drm_pagemap.c`).
+/// its last page is freed (`drivers/gpu/drm/drm_pagemap.c`, main).
 #[derive(Debug)]
 struct Devmem {
     buddy: DrmBuddy,
@@ -291,7 +294,7 @@ struct Devmem {
 ///
 /// Kernel: the `folio_free` op of `drm_pagemap` → the
 /// zdd's last put → `xe_svm_devmem_release()`, which puts the buffer object
-/// and so its buddy blocks.
+/// and so its buddy blocks (7.0).
 ///
 /// # Differences from the kernel
 ///
@@ -347,6 +350,25 @@ pub struct XeConfig {
     pub vram_pages: u64,
     /// Allocations each handler keeps resident before it evicts one.
     pub resident: usize,
+    /// How the handlers run: on threads of their own, or interleaved on
+    /// the calling thread in a seeded order.
+    pub schedule: Schedule,
+}
+
+/// How [`run`] runs its fault handlers.
+///
+/// Kernel: none (model only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Schedule {
+    /// One OS thread per handler: real concurrency, so which handler gets
+    /// which block (and so which hazards show) depends on timing.
+    #[default]
+    Threads,
+    /// Every handler on the calling thread; before each operation a
+    /// generator seeded with this value picks which handler runs it. The
+    /// handlers still share and reuse each other's blocks, but a run is
+    /// reproducible, so tests can assert what it shows.
+    Interleaved(u64),
 }
 
 impl XeConfig {
@@ -362,6 +384,7 @@ impl XeConfig {
             seed,
             vram_pages: 4096,
             resident: 12,
+            schedule: Schedule::Threads,
         }
     }
 }
@@ -380,7 +403,7 @@ pub struct HandlerStats {
     /// Buffer objects allocated.
     pub bo_allocs: u64,
     /// 4 KiB / 64 KiB folios placed in a 2 MiB block that once held a
-    /// 2 MiB folio: the reuse the seed describes.
+    /// 2 MiB folio: the reuse behind hazards H1–H4.
     pub reuse_small: u64,
     /// Allocations that found no free block even after evicting.
     pub alloc_failures: u64,
@@ -599,7 +622,7 @@ pub fn render_summary(reports: &[XeReport]) -> String {
 fn policy_summary(p: ReinitPolicy) -> &'static str {
     match p {
         ReinitPolicy::None => "6.19: nothing resets a freed large folio",
-        ReinitPolicy::AtFree => "Jan 7 sketch: reset at free, smp_wmb, then folio_free",
+        ReinitPolicy::AtFree => "2026-01-07 sketch: reset at free, smp_wmb, then folio_free",
         ReinitPolicy::AtAlloc => "merged fix: zone_device_page_init resets its pages",
     }
 }
@@ -686,15 +709,8 @@ pub fn run(cfg: &XeConfig) -> Result<XeReport, Errno> {
         reinit: cfg.policy,
         ..SpaceConfig::default()
     });
-    let pgmap = space.memremap_device_private_pagemap(
-        PagemapParams {
-            memory_type: MemoryType::Private,
-            nr_pages: PageCount::new(cfg.vram_pages),
-            owner: Some(Owner(0x8e)),
-            ops: Some(Arc::clone(&ops) as Arc<dyn DevPagemapOps>),
-        },
-        0,
-    )?;
+    let params = PagemapParams::private(PageCount::new(cfg.vram_pages), Owner(0x8e), ops.clone());
+    let pgmap = space.memremap_device_private_pagemap(params, 0)?;
     let blocks_2m = cfg.vram_pages >> ORDER_2M;
     let pool = Pool {
         space,
@@ -705,24 +721,41 @@ pub fn run(cfg: &XeConfig) -> Result<XeReport, Errno> {
     let baseline = pool.pgmap.percpu_ref().count();
 
     let start = Instant::now();
-    let per_thread: Vec<HandlerStats> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..cfg.threads)
-            .map(|t| {
-                let pool = &pool;
-                s.spawn(move || {
-                    let mix = (t as u64).wrapping_mul(0xa076_1d64_78bd_642f);
-                    let seed = SplitMix64::new(cfg.seed ^ mix).next_u64();
-                    let (mut stats, w) = warn::capture(|| handler(pool, cfg, seed));
-                    stats.warnings = w.count() as u64;
-                    stats
+    let seed_of = |t: usize| {
+        let mix = (t as u64).wrapping_mul(0xa076_1d64_78bd_642f);
+        SplitMix64::new(cfg.seed ^ mix).next_u64()
+    };
+    let per_thread: Vec<HandlerStats> = match cfg.schedule {
+        Schedule::Threads => std::thread::scope(|s| {
+            let handles: Vec<_> = (0..cfg.threads)
+                .map(|t| {
+                    let pool = &pool;
+                    let seed = seed_of(t);
+                    s.spawn(move || {
+                        let (mut stats, w) = warn::capture(|| {
+                            let mut h = Handler::new(cfg, seed);
+                            while h.step(pool, cfg) {}
+                            h.finish(pool)
+                        });
+                        stats.warnings = w.count() as u64;
+                        stats
+                    })
                 })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        }),
+        Schedule::Interleaved(order) => {
+            let (mut stats, w) = warn::capture(|| interleave(&pool, cfg, order, seed_of));
+            // One thread saw every WARN; charge them to the first handler.
+            if let Some(first) = stats.first_mut() {
+                first.warnings = w.count() as u64;
+            }
+            stats
+        }
+    };
     let elapsed = start.elapsed();
 
     let mut total = HandlerStats::default();
@@ -753,14 +786,55 @@ pub fn run(cfg: &XeConfig) -> Result<XeReport, Errno> {
     })
 }
 
-/// One GPU fault handler.
-fn handler(pool: &Pool, cfg: &XeConfig, seed: u64) -> HandlerStats {
-    let mut rng = SplitMix64::new(seed);
-    let mut st = HandlerStats::default();
-    let mut held: Vec<Held> = Vec::with_capacity(cfg.resident);
-    for _ in 0..cfg.iterations {
+/// Runs every handler on this thread, one operation at a time, choosing
+/// the next handler with a generator seeded by `order`.
+fn interleave(
+    pool: &Pool,
+    cfg: &XeConfig,
+    order: u64,
+    seed_of: impl Fn(usize) -> u64,
+) -> Vec<HandlerStats> {
+    let mut handlers: Vec<Handler> = (0..cfg.threads)
+        .map(|t| Handler::new(cfg, seed_of(t)))
+        .collect();
+    let mut live: Vec<usize> = (0..handlers.len()).collect();
+    let mut pick = SplitMix64::new(order);
+    while !live.is_empty() {
+        let i = usize::try_from(pick.below(live.len() as u64)).unwrap_or(0);
+        if !handlers[live[i]].step(pool, cfg) {
+            live.swap_remove(i);
+        }
+    }
+    handlers.into_iter().map(|h| h.finish(pool)).collect()
+}
+
+/// One GPU fault handler: its generator, what it holds and what it saw.
+struct Handler {
+    rng: SplitMix64,
+    st: HandlerStats,
+    held: Vec<Held>,
+    left: usize,
+}
+
+impl Handler {
+    fn new(cfg: &XeConfig, seed: u64) -> Self {
+        Handler {
+            rng: SplitMix64::new(seed),
+            st: HandlerStats::default(),
+            held: Vec::with_capacity(cfg.resident),
+            left: cfg.iterations,
+        }
+    }
+
+    /// One operation; `false` once the handler has done all of them.
+    fn step(&mut self, pool: &Pool, cfg: &XeConfig) -> bool {
+        let Some(left) = self.left.checked_sub(1) else {
+            return false;
+        };
+        self.left = left;
+        let (rng, st, held) = (&mut self.rng, &mut self.st, &mut self.held);
         if held.len() >= cfg.resident {
-            evict_random(pool, &mut held, &mut rng);
+            evict_random(pool, held, rng);
         }
         st.ops += 1;
         let svm = rng.below(10) < 7;
@@ -774,22 +848,27 @@ fn handler(pool: &Pool, cfg: &XeConfig, seed: u64) -> HandlerStats {
             let spread = u64::from(ORDER_2M - ORDER_64K + 1);
             ORDER_64K + u32::try_from(rng.below(spread)).unwrap_or(0)
         };
-        let Some(start) = alloc_block(pool, &mut held, &mut rng, order) else {
+        let Some(start) = alloc_block(pool, held, rng, order) else {
             st.alloc_failures += 1;
-            continue;
+            return true;
         };
         if svm {
             st.svm_faults += 1;
-            held.push(svm_fault(pool, &mut rng, start, order, &mut st));
+            held.push(svm_fault(pool, rng, start, order, st));
         } else {
             st.bo_allocs += 1;
             held.push(Held::Bo(start));
         }
+        true
     }
-    for h in held.drain(..) {
-        release(pool, h);
+
+    /// Releases everything the handler still holds.
+    fn finish(mut self, pool: &Pool) -> HandlerStats {
+        for h in self.held.drain(..) {
+            release(pool, h);
+        }
+        self.st
     }
-    st
 }
 
 /// A buddy block of `order`; on failure, evict one allocation and retry.

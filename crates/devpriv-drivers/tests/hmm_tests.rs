@@ -1,5 +1,5 @@
 //! The HMM acceptance suite: scenarios of the kernel's HMM selftests
-//! (`tools/testing/selftests/mm/hmm-tests.c`, kernel-semantics §9.8),
+//! (`tools/testing/selftests/mm/hmm-tests.c`, 7.0),
 //! described and written anew, run against the dmirror driver model
 //! (`devpriv_drivers::test_hmm`).
 //!
@@ -7,8 +7,9 @@
 //! data the device and the CPU see, the counts the ioctls report, and ends
 //! with [`teardown`]: every system page that is still mapped is held by
 //! exactly its mappings, and once the address space is unmapped every
-//! system page is free, every device page is back on its device's free
-//! lists with refcount 0, and every pagemap reference is at its baseline.
+//! system page is free, every page-table page deposited for a huge PMD is
+//! freed, every device page is back on its device's free lists with
+//! refcount 0, and every pagemap reference is at its baseline.
 //!
 //! Run: `cargo test -p devpriv-drivers --test hmm_tests`.
 
@@ -191,6 +192,7 @@ fn teardown(mm: Arc<Mm>, devs: &[&DmirrorDevice]) {
     }
     drop(w);
     assert_eq!(mem.sys().nr_free(), SYS_PAGES, "system pages leaked");
+    assert_eq!(m.nr_pgtables(), 0, "deposited page tables leaked");
     for d in devs {
         d.check_idle().unwrap();
     }
@@ -746,4 +748,123 @@ fn chunks_are_added_on_demand() {
     }
     drop(m);
     teardown(mm, &[&dev]);
+}
+
+/// `hmm_range_fault()` on a non-present PMD that is neither a migration
+/// entry nor the caller's device-private entry fills `HMM_PFN_ERROR`
+/// (`hmm_vma_handle_absent_pmd()`), so a snapshot through device 0 of a THP
+/// that lives on device 1 reads `ERROR` for all 512 pages — where a
+/// foreign device page mapped by a PTE reads `NONE` (see [`snapshot`]).
+/// Device 1 sees its own PMD.
+#[test]
+fn snapshot_of_a_thp_on_another_device_is_error() {
+    let Machine { mem, dev0, dev1 } = machine();
+    let mm = Mm::new(&mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, 2 * PMD_SIZE, VmFlags::RW)
+        .unwrap();
+    thp(&mm, BASE);
+    let (m0, m1) = (dev0.open(&mm), dev1.open(&mm));
+    assert_eq!(to_dev(&m1, &mm, BASE, 512).unwrap().1, 512);
+    assert_eq!(device_folio_order(&mm, BASE), Order::HPAGE_PMD);
+    assert!(
+        snap(&m0, &mm, BASE, 512)
+            .iter()
+            .all(|p| *p == DmirrorProt::ERROR)
+    );
+    assert!(
+        snap(&m1, &mm, BASE, 512)
+            .iter()
+            .all(|p| *p == DmirrorProt::DEV_PRIVATE_LOCAL | DmirrorProt::WRITE | DmirrorProt::PMD)
+    );
+    assert_eq!((dev0.faults(), dev1.faults()), (0, 0), "nothing faulted");
+    drop((m0, m1));
+    teardown(mm, &[&dev0, &dev1]);
+}
+
+/// `FAIL_ALLOC` toward system memory is used up by the first migrating
+/// source, whatever its order (`dmirror_devmem_fault_alloc_and_copy()`):
+/// for a small source `MIGRATE_TO_SYS` fails with `ENOMEM` and every page
+/// stays on the device; the next command succeeds. A CPU fault on a small
+/// device page with the flag set fails with `VM_FAULT_OOM` (`ENOMEM`) and
+/// leaves the PTE as it was.
+#[test]
+fn fail_alloc_to_sys_with_small_pages_is_enomem() {
+    let Machine { mem, dev0, .. } = machine();
+    let mm = filled(&mem, 4);
+    let m = dev0.open(&mm);
+    assert_eq!(to_dev(&m, &mm, BASE, 4).unwrap().1, 4);
+    let local = DmirrorProt::DEV_PRIVATE_LOCAL | DmirrorProt::WRITE;
+    m.set_flags(Dmirror::FLAG_FAIL_ALLOC);
+    let mut cmd = HmmDmirrorCmd::new(BASE, 4);
+    assert_eq!(m.migrate_to_sys(&mm, &mut cmd), Err(Errno::ENOMEM));
+    assert_eq!(m.flags(), 0, "the flag is used up");
+    assert_eq!(snap(&m, &mm, BASE, 4), vec![local; 4], "nothing moved");
+    assert_eq!(mem.sys().nr_free(), SYS_PAGES, "no system page kept");
+    let mut cmd = HmmDmirrorCmd::new(BASE, 2);
+    m.migrate_to_sys(&mm, &mut cmd).unwrap();
+    assert_eq!(cmd.cpages, 2);
+    // The CPU fault path: VM_FAULT_OOM, the device-private PTE unchanged.
+    let before = mm.ptep_get_lockless(page(2));
+    m.set_flags(Dmirror::FLAG_FAIL_ALLOC);
+    assert_eq!(
+        handle_mm_fault(&mm, page(2), FaultFlags::READ),
+        Err(Errno::ENOMEM)
+    );
+    assert_eq!(m.flags(), 0);
+    assert_eq!(mm.ptep_get_lockless(page(2)), before);
+    assert_eq!(snap(&m, &mm, page(2), 2), vec![local; 2]);
+    for i in 0..4 {
+        assert_eq!(cpu_read(&mm, page(i)), value(page(i)));
+    }
+    drop(m);
+    teardown(mm, &[&dev0]);
+}
+
+/// `dmirror_allocate_chunk()` pushes each page (or 512-page block) of a
+/// new chunk on the head of its free list in address order, and
+/// `dmirror_devmem_alloc_page()` pops the head: a fresh chunk hands out its
+/// highest page first, and its highest 2 MiB block first.
+#[test]
+fn fresh_chunk_hands_out_its_highest_page_first() {
+    let Machine { mem, dev0, .. } = machine();
+    let mm = filled(&mem, 2);
+    let m = dev0.open(&mm);
+    assert_eq!(to_dev(&m, &mm, BASE, 1).unwrap().1, 1);
+    let first = dev0.chunks()[0].first_offset();
+    assert_eq!(
+        mm.device_private_offset_at(BASE).unwrap().get(),
+        first.get() + CHUNK_PAGES - 1
+    );
+    assert_eq!(to_dev(&m, &mm, page(1), 1).unwrap().1, 1);
+    assert_eq!(
+        mm.device_private_offset_at(page(1)).unwrap().get(),
+        first.get() + CHUNK_PAGES - 2
+    );
+    drop(m);
+    teardown(mm, &[&dev0]);
+
+    let Machine { mem, dev0, .. } = machine();
+    let mm = Mm::new(&mem, MmConfig::default());
+    mm.mmap_write_lock()
+        .mmap_anon(BASE, PMD_SIZE, VmFlags::RW)
+        .unwrap();
+    thp(&mm, BASE);
+    let m = dev0.open(&mm);
+    assert_eq!(to_dev(&m, &mm, BASE, 512).unwrap().1, 512);
+    // The device's first chunk holds single pages: a chunk of blocks was
+    // added for the THP.
+    let chunks = dev0.chunks();
+    assert_eq!(chunks.len(), 2);
+    let chunk = chunks[1].first_offset().get();
+    let blocks: Vec<u64> = (chunk..chunk + CHUNK_PAGES)
+        .filter(|o| o % 512 == 0 && o + 512 <= chunk + CHUNK_PAGES)
+        .collect();
+    assert!(blocks.len() >= 2, "the chunk holds several blocks");
+    assert_eq!(
+        mm.device_private_offset_at(BASE).unwrap().get(),
+        *blocks.last().unwrap()
+    );
+    drop(m);
+    teardown(mm, &[&dev0]);
 }

@@ -7,7 +7,7 @@
 //! `__swp_entry_to_pte()`, `__pte_to_swp_entry()`, `pfn_pte()`,
 //! `pte_pfn()`, `pmd_mkhuge()` (`arch/x86/include/asm/pgtable*.h`);
 //! `MIGRATE_PFN_*` (`include/linux/migrate.h`); `HMM_PFN_*`
-//! (`include/linux/hmm.h`); the v2 `PVMW_PFN_*` encoding (series v2).
+//! (`include/linux/hmm.h`); the v2 `PVMW_PFN_*` encoding (v6 history, v2).
 
 use crate::check_eq;
 use crate::naive;
@@ -50,7 +50,7 @@ impl Index {
 
 /// One encoding check.
 ///
-/// Kernel: the encoders named in the module docs.
+/// Kernel: the encoders named in the module docs (main and v6).
 #[derive(Arbitrary, Clone, Copy, Debug)]
 pub enum EncOp {
     /// `swp_entry(ty, offset)`, then the swap PTE/PMD of it.
@@ -147,7 +147,7 @@ fn frame(dp: bool, raw: u64) -> PageFrame {
     }
 }
 
-/// The kind of a softleaf from its raw value, by the series' type table.
+/// The kind of a softleaf from its raw value, by the v6 proposal's type table.
 fn naive_kind(raw: u64) -> SoftleafType {
     if raw == 0 {
         return SoftleafType::None;

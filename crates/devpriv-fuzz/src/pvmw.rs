@@ -3,7 +3,8 @@
 //! [`PageVmaMappedWalk`] against the [`naive`] oracle.
 //!
 //! Kernel: `check_pte()`, `check_pmd()`, `page_vma_mapped_walk()`,
-//! `mm/page_vma_mapped.c` (series v6).
+//! `mm/page_vma_mapped.c` (v6 proposal), its device-private PMD branch as
+//! fixed for CVE-2026-68163 or as in 7.0.
 //!
 //! Entries are either arbitrary raw values (every bit pattern is a PTE) or
 //! built by the crate's encoders at a distance from the target chosen so
@@ -23,8 +24,8 @@ use devpriv_migrate::swapops::{
     make_migration_entry, make_pte_marker_entry, swp_entry,
 };
 use devpriv_migrate::{
-    Memory, Mm, MmConfig, PMD_SIZE, PageVmaMappedWalk, Pmd, Pte, PvmwFlags, PvmwTarget, Softleaf,
-    SystemMemory, VmFlags,
+    Memory, Mm, MmConfig, PMD_SIZE, PageVmaMappedWalk, Pmd, Pte, PvmwFlags, PvmwPmdPolicy,
+    PvmwTarget, Softleaf, SystemMemory, VmFlags,
 };
 use devpriv_pagemap::DevicePrivateSpace;
 use std::sync::Arc;
@@ -127,7 +128,7 @@ pub enum Probe {
 /// The input of one run: the target, then the probes.
 ///
 /// Kernel: the `pfn`, `nr_pages` and `flags` of `struct
-/// page_vma_mapped_walk`.
+/// page_vma_mapped_walk` (7.0 with v6's checks).
 #[derive(Arbitrary, Clone, Debug)]
 pub struct PvmwInput {
     /// Target index: `Near(d)` is around 2^20, `Abs` any.
@@ -142,6 +143,9 @@ pub struct PvmwInput {
     pub five_level: bool,
     /// `thp_migration_supported()` for the walks.
     pub thp_migration: bool,
+    /// Walk with 7.0's device-private PMD branch
+    /// ([`PvmwPmdPolicy::V7_0`], hazard H13) instead of the fixed one.
+    pub v7_0: bool,
     /// The probes.
     pub probes: Vec<Probe>,
 }
@@ -208,7 +212,7 @@ pub fn run_check_pte_pmd(data: &[u8]) -> Result<(), String> {
 
 /// An address space for PMD walks: 4 PMDs of RW anon memory at `BASE`,
 /// over the smallest machine (the walk reads page tables only).
-fn walk_mm(mode: PagingMode, thp_migration: bool) -> Result<Arc<Mm>, String> {
+fn walk_mm(mode: PagingMode, thp_migration: bool, v7_0: bool) -> Result<Arc<Mm>, String> {
     let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(512))
         .map_err(|e| format!("system memory: {e}"))?;
     let mem = Memory::new(Arc::new(sys), Arc::new(DevicePrivateSpace::new()));
@@ -217,6 +221,11 @@ fn walk_mm(mode: PagingMode, thp_migration: bool) -> Result<Arc<Mm>, String> {
         MmConfig {
             paging: mode,
             thp_migration,
+            pvmw_pmd: if v7_0 {
+                PvmwPmdPolicy::V7_0
+            } else {
+                PvmwPmdPolicy::Fixed
+            },
             ..MmConfig::default()
         },
     );
@@ -293,14 +302,20 @@ pub fn run_input(input: &PvmwInput) -> Result<(), String> {
                 let Some(pmd) = build_pmd(kind, place.index(t), mode) else {
                     continue;
                 };
-                let Some(want) =
-                    naive::walk_pmd_branch(pmd.raw(), t, nr, flags, swp_bits, input.thp_migration)
-                else {
+                let Some(want) = naive::walk_pmd_branch(
+                    pmd.raw(),
+                    t,
+                    nr,
+                    flags,
+                    swp_bits,
+                    input.thp_migration,
+                    !input.v7_0,
+                ) else {
                     continue;
                 };
                 let mm: &Mm = match &mut mm {
                     Some(mm) => mm,
-                    None => mm.insert(walk_mm(mode, input.thp_migration)?),
+                    None => mm.insert(walk_mm(mode, input.thp_migration, input.v7_0)?),
                 };
                 let addr = BASE + PMD_SIZE;
                 mm.set_pmd(addr, pmd)

@@ -4,7 +4,7 @@
 //! Kernel: `mtree_alloc_range()`, `mtree_alloc_rrange()`,
 //! `mtree_insert_range()`, `mtree_erase()`, `mtree_load()`, `mt_find()`,
 //! `mas_empty_area{,_rev}()` and `mt_validate()`, `lib/maple_tree.c` (as
-//! modelled by `devpriv-rangetree`).
+//! modelled by `devpriv-rangetree`, main).
 //!
 //! Keys come from two zones of 4096 keys each, one at the bottom of the
 //! `u64` space and one at the top, so that the overflow edges at
@@ -83,7 +83,7 @@ impl Align {
 
 /// One operation on the tree.
 ///
-/// Kernel: the maple-tree calls named in the module docs.
+/// Kernel: the maple-tree calls named in the module docs (main).
 #[derive(Arbitrary, Clone, Debug)]
 pub enum RangeOp {
     /// `alloc_range` (lowest fit) or `alloc_rrange` (`rev`) in `min..=max`

@@ -63,7 +63,7 @@ mod ffi;
 /// The largest value a [`MapleTree`] stores (`xa_mk_value()` takes
 /// non-negative longs).
 ///
-/// Kernel: `xa_mk_value()`, `include/linux/xarray.h`.
+/// Kernel: `xa_mk_value()`, `include/linux/xarray.h` (main).
 pub const MAX_VALUE: u64 = i64::MAX as u64;
 
 /// The kernel's maple tree is not available in this build.
@@ -184,7 +184,7 @@ pub fn oracle_or_skip() -> bool {
 /// mapping non-overlapping ranges of `u64` keys to integer values.
 ///
 /// Kernel: `struct maple_tree`, `mt_init_flags(mt, MT_FLAGS_ALLOC_RANGE)`,
-/// `lib/maple_tree.c`, not in RCU mode (as `device_private_pgmap_tree`).
+/// `lib/maple_tree.c`, not in RCU mode (as `device_private_pgmap_tree`, main).
 ///
 /// Readers take `&self` and writers `&mut self`: outside RCU mode the
 /// kernel's readers must not race its writers either.
@@ -240,7 +240,7 @@ fn value_ok(value: u64) -> Result<c_ulong, Errno> {
 impl MapleTree {
     /// An empty tree.
     ///
-    /// Kernel: `mt_init_flags(mt, MT_FLAGS_ALLOC_RANGE)`.
+    /// Kernel: `mt_init_flags(mt, MT_FLAGS_ALLOC_RANGE)` (main).
     ///
     /// # Errors
     ///
@@ -260,7 +260,7 @@ impl MapleTree {
     /// `window` and returns its start.
     ///
     /// Kernel: `mtree_alloc_range(mt, &start, entry, size, min, max,
-    /// GFP_KERNEL)`.
+    /// GFP_KERNEL)` (main).
     ///
     /// # Errors
     ///
@@ -278,7 +278,7 @@ impl MapleTree {
 
     /// As [`alloc_range`](Self::alloc_range), the highest free range.
     ///
-    /// Kernel: `mtree_alloc_rrange()`.
+    /// Kernel: `mtree_alloc_rrange()` (main).
     ///
     /// # Errors
     ///
@@ -321,7 +321,7 @@ impl MapleTree {
     /// [`alloc_rrange`](Self::alloc_rrange)) would choose, storing nothing.
     ///
     /// Kernel: `mas_empty_area()` / `mas_empty_area_rev()` under
-    /// `mtree_lock()`.
+    /// `mtree_lock()` (main).
     ///
     /// # Errors
     ///
@@ -350,7 +350,7 @@ impl MapleTree {
 
     /// Stores `value` at exactly `range`.
     ///
-    /// Kernel: `mtree_insert_range(mt, first, last, entry, GFP_KERNEL)`.
+    /// Kernel: `mtree_insert_range(mt, first, last, entry, GFP_KERNEL)` (main).
     ///
     /// # Errors
     ///
@@ -365,7 +365,7 @@ impl MapleTree {
     /// Removes the whole range holding `index` and returns its value;
     /// `None` in a gap.
     ///
-    /// Kernel: `mtree_erase(mt, index)`.
+    /// Kernel: `mtree_erase(mt, index)` (main).
     pub fn erase(&mut self, index: u64) -> Option<u64> {
         let mut value: c_ulong = 0;
         // SAFETY: `ptr()` is a live tree used by this thread alone;
@@ -376,7 +376,7 @@ impl MapleTree {
 
     /// The value of the range holding `index`; `None` in a gap.
     ///
-    /// Kernel: `mtree_load(mt, index)`.
+    /// Kernel: `mtree_load(mt, index)` (main).
     #[inline]
     pub fn load(&self, index: u64) -> Option<u64> {
         let mut value: c_ulong = 0;
@@ -390,7 +390,7 @@ impl MapleTree {
     /// `None`.
     ///
     /// Kernel: `mas_walk()` (`mas.index`, `mas.last`) under
-    /// `rcu_read_lock()`.
+    /// `rcu_read_lock()` (main).
     pub fn walk(&self, index: u64) -> (RangeInclusive<u64>, Option<u64>) {
         let (mut first, mut last, mut value): (c_ulong, c_ulong, c_ulong) = (0, 0, 0);
         // SAFETY: `ptr()` is a live tree; no writer runs (`&self`); the
@@ -404,7 +404,7 @@ impl MapleTree {
     /// it) and its value.
     ///
     /// Kernel: `mas_find(&mas, ULONG_MAX)` from `index` under
-    /// `rcu_read_lock()` (what `mt_find()` does).
+    /// `rcu_read_lock()` (what `mt_find()` does, main).
     pub fn find_from(&self, index: u64) -> Option<(RangeInclusive<u64>, u64)> {
         let (mut first, mut last, mut value): (c_ulong, c_ulong, c_ulong) = (0, 0, 0);
         // SAFETY: `ptr()` is a live tree; no writer runs (`&self`); the
@@ -416,7 +416,7 @@ impl MapleTree {
 
     /// Every stored range and its value, in order.
     ///
-    /// Kernel: `mas_for_each(&mas, entry, ULONG_MAX)`.
+    /// Kernel: `mas_for_each(&mas, entry, ULONG_MAX)` (main).
     pub fn entries(&self) -> Vec<(RangeInclusive<u64>, u64)> {
         let mut buf = vec![ffi::DpRange::default(); 64];
         loop {
@@ -435,7 +435,7 @@ impl MapleTree {
     /// aborts the process on a broken tree. Returns `false` (checking
     /// nothing) in the optimised flavour, which lacks it.
     ///
-    /// Kernel: `mt_validate()` (`CONFIG_DEBUG_MAPLE_TREE`).
+    /// Kernel: `mt_validate()` (`CONFIG_DEBUG_MAPLE_TREE`, main).
     pub fn validate(&self) -> bool {
         // SAFETY: `ptr()` is a live tree; the call takes the tree's lock.
         unsafe { ffi::dp_mt_validate(self.ptr()) != 0 }

@@ -1,11 +1,11 @@
 //! `hmm_range_fault()` and its output encoding, `HMM_PFN_*`.
 //!
 //! Kernel: `include/linux/hmm.h` (`enum hmm_pfn_flags`, `hmm_pfn_to_page()`,
-//! `hmm_pfn_to_map_order()`), `mm/hmm.c`; series v6 patch 12/13.
+//! `hmm_pfn_to_map_order()`), `mm/hmm.c`; v6 proposal patch 12/13.
 //!
-//! An HMM pfn keeps flags in its top 12 bits (series; 11 in mainline) and
+//! An HMM pfn keeps flags in its top 12 bits (v6; 11 in mainline) and
 //! the pfn — or, with `HMM_PFN_DEVICE_PRIVATE`, a device-private offset —
-//! below. The series moved the 5-bit map-order field down one bit
+//! below. The v6 proposal moved the 5-bit map-order field down one bit
 //! (`HMM_PFN_ORDER_SHIFT` 53 → 52) to make room for `DEVICE_PRIVATE` at bit
 //! 57; the v1 posting left the order at 53 and the two collided (hazard H9,
 //! [`HmmPfnLayout::V1_COLLIDING`]).
@@ -26,12 +26,12 @@ use std::sync::Arc;
 /// (if any) says "device private".
 ///
 /// Kernel: the `HMM_PFN_*` constants of `include/linux/hmm.h` in three
-/// versions.
+/// versions (main, v6 and v6 history).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HmmPfnLayout {
-    /// Kernel: `HMM_PFN_ORDER_SHIFT`.
+    /// Kernel: `HMM_PFN_ORDER_SHIFT` (main: 53; v6: 52).
     pub order_shift: u32,
-    /// Kernel: `HMM_PFN_DEVICE_PRIVATE` (0 when the layout has none).
+    /// Kernel: `HMM_PFN_DEVICE_PRIVATE` (0 when the layout has none, v6).
     pub device_private: u64,
 }
 
@@ -43,7 +43,7 @@ impl HmmPfnLayout {
         order_shift: 53,
         device_private: 0,
     };
-    /// The series' v1 posting: `DEVICE_PRIVATE` at bit 57 while the order
+    /// The v6 proposal' v1 posting: `DEVICE_PRIVATE` at bit 57 while the order
     /// field still covered bits 53–57. Broken; kept for hazard H9.
     ///
     /// Kernel: none (model only).
@@ -61,7 +61,7 @@ impl HmmPfnLayout {
 
     /// Mask of all flag bits: every bit from `order_shift` up.
     ///
-    /// Kernel: `HMM_PFN_FLAGS`.
+    /// Kernel: `HMM_PFN_FLAGS` (main).
     pub const fn flags_mask(self) -> u64 {
         !((1 << self.order_shift) - 1)
     }
@@ -71,7 +71,7 @@ impl HmmPfnLayout {
     ///
     /// Kernel: what `hmm_vma_handle_pte()` / `hmm_vma_handle_pmd()` /
     /// `hmm_vma_handle_absent_pmd()` store (`pfn | HMM_PFN_VALID |
-    /// [WRITE] | [DEVICE_PRIVATE] | order << ORDER_SHIFT`).
+    /// [WRITE] | [DEVICE_PRIVATE] | order << ORDER_SHIFT`, main; v6 with `DEVICE_PRIVATE`).
     ///
     /// # Errors
     ///
@@ -100,7 +100,7 @@ impl HmmPfnLayout {
     ///
     /// Kernel: `hmm_pfn_to_page()` (`pfn_to_page(hmm_pfn & ~HMM_PFN_FLAGS)`,
     /// an offset lookup with `HMM_PFN_DEVICE_PRIVATE`) and
-    /// `hmm_pfn_to_map_order()`.
+    /// `hmm_pfn_to_map_order()` (main; v6 for the offset lookup).
     pub const fn decode(self, v: u64) -> Option<(PageFrame, Order, bool)> {
         if v & HmmPfn::VALID == 0 {
             return None;
@@ -122,12 +122,12 @@ impl HmmPfnLayout {
 
 /// Mask of the map-order field after shifting (5 bits).
 ///
-/// Kernel: the `0x1F` in `hmm_pfn_to_map_order()`.
+/// Kernel: the `0x1F` in `hmm_pfn_to_map_order()` (main).
 pub const HMM_PFN_ORDER_MASK: u64 = 0x1f;
 
-/// One output entry of `hmm_range_fault()`, with the series layout.
+/// One output entry of `hmm_range_fault()`, with the v6 proposal layout.
 ///
-/// Kernel: `unsigned long hmm_pfns[]` entries, `include/linux/hmm.h`.
+/// Kernel: `unsigned long hmm_pfns[]` entries, `include/linux/hmm.h` (main).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(transparent)]
 pub struct HmmPfn(u64);
@@ -139,32 +139,32 @@ impl fmt::Debug for HmmPfn {
 }
 
 impl HmmPfn {
-    /// Kernel: `HMM_PFN_VALID` (bit 63).
+    /// Kernel: `HMM_PFN_VALID` (bit 63, main).
     pub const VALID: u64 = 1 << 63;
-    /// Kernel: `HMM_PFN_WRITE` (bit 62).
+    /// Kernel: `HMM_PFN_WRITE` (bit 62, main).
     pub const WRITE: u64 = 1 << 62;
-    /// Kernel: `HMM_PFN_ERROR` (bit 61).
+    /// Kernel: `HMM_PFN_ERROR` (bit 61, main).
     pub const ERROR: u64 = 1 << 61;
-    /// Kernel: `HMM_PFN_DMA_MAPPED` (bit 60, sticky).
+    /// Kernel: `HMM_PFN_DMA_MAPPED` (bit 60, sticky, main).
     pub const DMA_MAPPED: u64 = 1 << 60;
-    /// Kernel: `HMM_PFN_P2PDMA` (bit 59, sticky).
+    /// Kernel: `HMM_PFN_P2PDMA` (bit 59, sticky, main).
     pub const P2PDMA: u64 = 1 << 59;
-    /// Kernel: `HMM_PFN_P2PDMA_BUS` (bit 58, sticky).
+    /// Kernel: `HMM_PFN_P2PDMA_BUS` (bit 58, sticky, main).
     pub const P2PDMA_BUS: u64 = 1 << 58;
-    /// Kernel: `HMM_PFN_DEVICE_PRIVATE` (bit 57, series 12/13).
+    /// Kernel: `HMM_PFN_DEVICE_PRIVATE` (bit 57, v6 12/13).
     pub const DEVICE_PRIVATE: u64 = HmmPfnLayout::SERIES.device_private;
-    /// Kernel: `HMM_PFN_ORDER_SHIFT` (52 with the series).
+    /// Kernel: `HMM_PFN_ORDER_SHIFT` (52 with the v6 proposal).
     pub const ORDER_SHIFT: u32 = HmmPfnLayout::SERIES.order_shift;
-    /// Kernel: `HMM_PFN_FLAGS` (the top 12 bits with the series).
+    /// Kernel: `HMM_PFN_FLAGS` (the top 12 bits with the v6 proposal).
     pub const FLAGS: u64 = HmmPfnLayout::SERIES.flags_mask();
-    /// Kernel: `HMM_PFN_REQ_FAULT` (= `HMM_PFN_VALID`), an input flag.
+    /// Kernel: `HMM_PFN_REQ_FAULT` (= `HMM_PFN_VALID`), an input flag (main).
     pub const REQ_FAULT: u64 = Self::VALID;
-    /// Kernel: `HMM_PFN_REQ_WRITE` (= `HMM_PFN_WRITE`), an input flag.
+    /// Kernel: `HMM_PFN_REQ_WRITE` (= `HMM_PFN_WRITE`), an input flag (main).
     pub const REQ_WRITE: u64 = Self::WRITE;
 
     /// A valid entry for `frame` mapped at `order`.
     ///
-    /// Kernel: see [`HmmPfnLayout::encode`].
+    /// Kernel: see [`HmmPfnLayout::encode`] (main).
     ///
     /// # Errors
     ///
@@ -178,7 +178,7 @@ impl HmmPfn {
 
     /// The error entry.
     ///
-    /// Kernel: `HMM_PFN_ERROR`.
+    /// Kernel: `HMM_PFN_ERROR` (main).
     pub const ERROR_ENTRY: HmmPfn = HmmPfn(Self::ERROR);
 
     /// An entry from its raw value (any value is accepted).
@@ -197,14 +197,14 @@ impl HmmPfn {
 
     /// `(frame, order, write)`, or `None` unless valid.
     ///
-    /// Kernel: `hmm_pfn_to_page()`, `hmm_pfn_to_map_order()`.
+    /// Kernel: `hmm_pfn_to_page()`, `hmm_pfn_to_map_order()` (main).
     pub const fn decode(self) -> Option<(PageFrame, Order, bool)> {
         HmmPfnLayout::SERIES.decode(self.0)
     }
 
     /// The frame, or `None` unless valid.
     ///
-    /// Kernel: `hmm_pfn_to_page()` / `hmm_pfn_to_phys()`, typed.
+    /// Kernel: `hmm_pfn_to_page()` / `hmm_pfn_to_phys()`, typed (main).
     pub const fn frame(self) -> Option<PageFrame> {
         match self.decode() {
             Some((f, _, _)) => Some(f),
@@ -214,7 +214,7 @@ impl HmmPfn {
 
     /// The map order (0 unless valid).
     ///
-    /// Kernel: `hmm_pfn_to_map_order()`.
+    /// Kernel: `hmm_pfn_to_map_order()` (main).
     pub const fn map_order(self) -> Order {
         match self.decode() {
             Some((_, o, _)) => o,
@@ -225,12 +225,12 @@ impl HmmPfn {
 
 /// Sticky bits `hmm_range_fault()` keeps in each entry.
 ///
-/// Kernel: `HMM_PFN_INOUT_FLAGS`.
+/// Kernel: `HMM_PFN_INOUT_FLAGS` (main).
 pub const HMM_PFN_INOUT_FLAGS: u64 = HmmPfn::DMA_MAPPED | HmmPfn::P2PDMA | HmmPfn::P2PDMA_BUS;
 
 /// A range to snapshot (and optionally fault in) with [`hmm_range_fault`].
 ///
-/// Kernel: `struct hmm_range`, `include/linux/hmm.h`.
+/// Kernel: `struct hmm_range`, `include/linux/hmm.h` (main).
 ///
 /// # Differences from the kernel
 ///
@@ -239,26 +239,26 @@ pub const HMM_PFN_INOUT_FLAGS: u64 = HmmPfn::DMA_MAPPED | HmmPfn::P2PDMA | HmmPf
 /// race with one must re-check themselves).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HmmRange {
-    /// Kernel: `hmm_range::start`.
+    /// Kernel: `hmm_range::start` (main).
     pub start: u64,
-    /// Kernel: `hmm_range::end`.
+    /// Kernel: `hmm_range::end` (main).
     pub end: u64,
     /// Input request flags (`REQ_FAULT`, `REQ_WRITE`) per page; output
-    /// entries. Kernel: `hmm_range::hmm_pfns`.
+    /// entries. Kernel: `hmm_range::hmm_pfns` (main).
     pub hmm_pfns: Vec<HmmPfn>,
-    /// Request flags applied to every page. Kernel: `hmm_range::default_flags`.
+    /// Request flags applied to every page. Kernel: `hmm_range::default_flags` (main).
     pub default_flags: u64,
-    /// Which per-page request bits count. Kernel: `hmm_range::pfn_flags_mask`.
+    /// Which per-page request bits count. Kernel: `hmm_range::pfn_flags_mask` (main).
     pub pfn_flags_mask: u64,
     /// Device-private pages of this owner are reported, not faulted.
-    /// Kernel: `hmm_range::dev_private_owner`.
+    /// Kernel: `hmm_range::dev_private_owner` (main).
     pub dev_private_owner: Option<Owner>,
 }
 
 impl HmmRange {
     /// A snapshot-only range (`default_flags = 0`) of `[start, end)`.
     ///
-    /// Kernel: the caller's initialisation of `struct hmm_range`.
+    /// Kernel: the caller's initialisation of `struct hmm_range` (main).
     pub fn new(start: u64, end: u64, dev_private_owner: Option<Owner>) -> HmmRange {
         let n = usize::try_from(end.saturating_sub(start) / PAGE_SIZE).unwrap_or(0);
         HmmRange {
@@ -280,7 +280,7 @@ enum Need {
     WriteFault,
 }
 
-/// Kernel: `hmm_pte_need_fault()`, `mm/hmm.c`.
+/// Kernel: `hmm_pte_need_fault()`, `mm/hmm.c` (main).
 fn need_fault(range: &HmmRange, req: HmmPfn, cpu_flags: u64) -> Need {
     let req = (req.raw() & range.pfn_flags_mask) | range.default_flags;
     if req & HmmPfn::REQ_FAULT == 0 {
@@ -307,13 +307,14 @@ enum Seen {
 /// request flags ask for it. Device-private pages whose pgmap owner is
 /// `range.dev_private_owner` are reported (`VALID | DEVICE_PRIVATE` with
 /// the offset, `WRITE` if writable, order 9 for a device-private PMD);
-/// other device-private pages read as empty, or, if a fault is requested,
-/// are faulted — migrated back to RAM by their owner's `migrate_to_ram`.
+/// other device-private pages read as empty (a PTE) or as `ERROR` (a PMD),
+/// or, if a fault is requested, are faulted — migrated back to RAM by their
+/// owner's `migrate_to_ram`.
 ///
 /// Kernel: `hmm_range_fault(range)`, `mm/hmm.c` (`hmm_vma_walk_pmd()`,
 /// `hmm_vma_handle_pte()`, `hmm_vma_handle_pmd()`,
 /// `hmm_vma_handle_absent_pmd()`, `hmm_vma_walk_hole()`,
-/// `hmm_vma_walk_test()`, `hmm_vma_fault()`), series 12/13.
+/// `hmm_vma_walk_test()`, `hmm_vma_fault()`), v6 12/13.
 ///
 /// | page | no fault requested | fault requested |
 /// |---|---|---|
@@ -322,9 +323,11 @@ enum Seen {
 /// | none | 0 | fault (`EPERM` for a write to a read-only VMA) |
 /// | present / huge PMD | pfn `\|VALID [\|WRITE]` (order 9 for a PMD) | fault if `WRITE` is missing |
 /// | device-private, own owner | offset `\|VALID\|DEVICE_PRIVATE [\|WRITE]` | the same |
-/// | device-private, other owner | 0 | fault (migrate to RAM) |
-/// | migration entry | 0 | `EBUSY` |
-/// | other swap entry | 0 | `EFAULT` |
+/// | device-private PTE, other owner | 0 | fault (migrate to RAM) |
+/// | device-private PMD, other owner | `ERROR` | fault (migrate to RAM) |
+/// | migration entry (PTE or PMD) | 0 | `EBUSY` |
+/// | other swap PTE | 0 | `EFAULT` |
+/// | other non-present PMD | `ERROR` | `EFAULT` |
 ///
 /// # Differences from the kernel
 ///
@@ -462,10 +465,14 @@ fn hmm_page(mm: &Mm, range: &HmmRange, addr: u64, req: HmmPfn) -> Result<Seen, E
                 HmmPfn::new(off.into(), Order::HPAGE_PMD, write)?.raw(),
             ));
         }
+        // `hmm_vma_walk_pmd()` handles a migration PMD first (0, or wait);
+        // anything else goes to `hmm_vma_handle_absent_pmd()`, which fills
+        // `HMM_PFN_ERROR` when no fault is needed.
         return match need_fault(range, req, 0) {
-            Need::None => Ok(Seen::Report(0)),
+            Need::None if entry.is_migration() => Ok(Seen::Report(0)),
+            Need::None => Ok(Seen::Report(HmmPfn::ERROR)),
             _ if entry.is_migration() => Err(Errno::EBUSY),
-            _ if entry.is_device_private() => fault(need_fault(range, req, 0)),
+            need if entry.is_device_private() => fault(need),
             _ => Err(Errno::EFAULT),
         };
     }
@@ -505,7 +512,7 @@ fn hmm_page(mm: &Mm, range: &HmmRange, addr: u64, req: HmmPfn) -> Result<Seen, E
 
 /// The owner of the pagemap holding `off`.
 ///
-/// Kernel: `page_pgmap(softleaf_to_page(entry))->owner`.
+/// Kernel: `page_pgmap(softleaf_to_page(entry))->owner` (7.0).
 fn owner_of(mem: &Memory, off: DevicePrivateOffset) -> Option<Owner> {
     let guard = mem.space().read();
     let page = guard.device_private_offset_to_page(off)?;
@@ -525,6 +532,46 @@ mod tests {
         let v = HmmPfn::new(DevicePrivateOffset::new(5).into(), Order::HPAGE_PMD, true).unwrap();
         assert_eq!(v.raw(), (1 << 63) | (1 << 62) | (1 << 57) | (9 << 52) | 5);
         assert_eq!(v.map_order(), Order::HPAGE_PMD);
+    }
+
+    /// `hmm_vma_walk_pmd()`: a migration PMD reads 0 without a fault
+    /// request and `EBUSY` with one; any other non-present PMD that is not
+    /// the caller's device-private entry reads `ERROR`
+    /// (`hmm_vma_handle_absent_pmd()`), or `EFAULT` with a fault request.
+    #[test]
+    fn absent_pmds_read_zero_only_for_migration_entries() {
+        use crate::memory_model::test_memory;
+        use crate::mm_types::MmConfig;
+        use crate::pgtable::PMD_SIZE;
+        use crate::swapops::{
+            MigrationKind, make_device_private_entry, make_hwpoison_entry, make_migration_entry,
+        };
+        let mm = Mm::new(&test_memory(512), MmConfig::default());
+        let base = 0x7f00_0000_0000;
+        mm.mmap_write_lock()
+            .mmap_anon(base, PMD_SIZE, VmFlags::RW)
+            .unwrap();
+        let mode = mm.paging();
+        let mig = make_migration_entry(MigrationKind::Write, Pfn::new(0x20_0000).into(), mode);
+        // No pagemap holds offset 512: a device page nobody here owns.
+        let dev = make_device_private_entry(true, DevicePrivateOffset::new(512), mode);
+        let poison = make_hwpoison_entry(Pfn::new(0x20_0000), mode);
+        for (entry, report, on_fault) in [
+            (mig, 0, Errno::EBUSY),
+            (dev, HmmPfn::ERROR, Errno::EFAULT),
+            (poison, HmmPfn::ERROR, Errno::EFAULT),
+        ] {
+            mm.set_pmd(base, Pmd::from_swp_entry(entry.unwrap()).unwrap())
+                .unwrap();
+            let mut range = HmmRange::new(base, base + 4 * PAGE_SIZE, None);
+            hmm_range_fault(&mm, &mut range).unwrap();
+            assert!(
+                range.hmm_pfns.iter().all(|p| p.raw() == report),
+                "{entry:?}"
+            );
+            range.default_flags = HmmPfn::REQ_FAULT;
+            assert_eq!(hmm_range_fault(&mm, &mut range), Err(on_fault), "{entry:?}");
+        }
     }
 
     #[test]

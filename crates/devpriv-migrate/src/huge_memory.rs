@@ -3,7 +3,7 @@
 //! Kernel: `mm/huge_memory.c` (`__split_huge_pmd_locked()`,
 //! `split_huge_pmd_address()`, `split_folio()` /
 //! `__split_huge_page_to_list_to_order()`, `folio_split_unmapped()`,
-//! `can_split_folio()`).
+//! `can_split_folio()`, 7.0).
 //!
 //! Device-private folios are split through `devpriv-pagemap`'s
 //! [`split_unmapped_folio`] and [`zone_device_private_split_cb`], so the
@@ -22,8 +22,9 @@ use crate::leafops::Softleaf;
 use crate::mm::{AnyFolio, frame_to_folio};
 use crate::mm_types::Mm;
 use crate::pgtable::{
-    _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, PMD_SIZE, Pte,
+    _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, PMD_SIZE, Pmd, Pte,
 };
+use crate::pgtable_generic::PmdGuard;
 use crate::swapops::{MigrationKind, make_device_private_entry, make_migration_entry};
 use devpriv_core::{Errno, HPAGE_PMD_NR, Order, PageCount, PageFrame};
 use devpriv_pagemap::{Folio, split_unmapped_folio, zone_device_private_split_cb};
@@ -37,7 +38,7 @@ use devpriv_pagemap::{Folio, split_unmapped_folio, zone_device_private_split_cb}
 ///
 /// Kernel: `split_huge_pmd_address(vma, address, freeze)` →
 /// `__split_huge_pmd_locked()`, `mm/huge_memory.c` (the `freeze` variant
-/// is the migration-entry case here).
+/// is the migration-entry case here, 7.0).
 ///
 /// # Errors
 ///
@@ -45,13 +46,24 @@ use devpriv_pagemap::{Folio, split_unmapped_folio, zone_device_private_split_cb}
 /// the PMD names a page no folio backs, or an entry cannot be encoded.
 /// Nothing changes on error.
 pub fn split_huge_pmd(mm: &Mm, addr: u64) -> Result<(), Errno> {
-    let mode = mm.paging();
-    let mem = mm.memory();
     let g = mm.pmd_lock(addr)?;
     let pmd = g.get();
     if pmd.is_none() || pmd.is_table() {
         return Ok(());
     }
+    split_huge_pmd_locked(mm, &g, pmd)?;
+    // The deposited table becomes the PTE table; the model's slot has its
+    // own, so the deposit is given back.
+    if let Some(p) = g.withdraw() {
+        mm.pte_free(p);
+    }
+    Ok(())
+}
+
+/// Kernel: `__split_huge_pmd_locked()` (7.0).
+fn split_huge_pmd_locked(mm: &Mm, g: &PmdGuard<'_>, pmd: Pmd) -> Result<(), Errno> {
+    let mode = mm.paging();
+    let mem = mm.memory();
     let guard = mem.space().read();
     if pmd.is_trans_huge() {
         let flags =
@@ -90,7 +102,14 @@ pub fn split_huge_pmd(mm: &Mm, addr: u64) -> Result<(), Errno> {
             } else {
                 MigrationKind::Read
             };
-            make_migration_entry(kind, frame, mode)?.with_flags(entry.to_flags(mode), mode)?
+            {
+                // softleaf_is_migration_young/dirty() then
+                // make_migration_entry_young/dirty(): both no-ops
+                // without A/D support.
+                let ad = mm.config().swap_migration_ad_supported();
+                let flags = entry.to_flags(mode).if_supported(ad);
+                make_migration_entry(kind, frame, mode)?.with_flags(flags, mode)?
+            }
         } else {
             return Err(Errno::EINVAL);
         };
@@ -133,7 +152,7 @@ fn pmd_maps(mm: &Mm, haddr: u64, folio: AnyFolio<'_>) -> bool {
 /// Kernel: `split_folio(folio)` (`split_huge_page_to_list_to_order(&folio->page,
 /// NULL, 0)`: `can_split_folio()`, `unmap_folio()`, the freeze,
 /// `__split_unmapped_folio()`, `remap_page()`, unlock and put of every new
-/// folio but the one holding `lock_at`), `mm/huge_memory.c`.
+/// folio but the one holding `lock_at`), `mm/huge_memory.c` (7.0).
 ///
 /// # Differences from the kernel
 ///
@@ -188,7 +207,7 @@ pub fn split_folio(mm: &Mm, folio: AnyFolio<'_>) -> Result<(), Errno> {
 /// stays locked.
 ///
 /// Kernel: the folio half of `migrate_vma_split_unmapped_folio()`
-/// (`folio_split_unmapped(folio, 0)`), `mm/migrate_device.c`.
+/// (`folio_split_unmapped(folio, 0)`), `mm/migrate_device.c` (7.0).
 ///
 /// # Differences from the kernel
 ///
@@ -239,13 +258,17 @@ fn split_dev_to_order0(f: Folio<'_>) -> Result<(), Errno> {
     if old < moved + 1 {
         return Err(Errno::EINVAL);
     }
+    let head = i32::try_from(old - moved).map_err(|_| Errno::EINVAL)?;
     split_unmapped_folio(f, Order::ZERO)?;
+    // 7.0's __folio_freeze_and_split_unmapped(): the callbacks run on
+    // frozen folios (refcount 0), each new folio is unfrozen after its
+    // callback, the original after the final (orig, NULL) call.
+    f.page().set_refcount(0);
     for (j, p) in pages.iter().enumerate().skip(1) {
-        p.set_refcount(maps[j] + 1);
         zone_device_private_split_cb(f, Some(Folio::from_head(*p)));
+        p.set_refcount(maps[j] + 1);
     }
     zone_device_private_split_cb(f, None);
-    let head = i32::try_from(old - moved).map_err(|_| Errno::EINVAL)?;
     f.page().set_refcount(head);
     Ok(())
 }

@@ -2,10 +2,10 @@
 //! generic mm code asks of it.
 //!
 //! Kernel: `include/linux/leafops.h` (`softleaf_t`, `enum softleaf_type`,
-//! `softleaf_is_*()`, `softleaf_to_pfn()`, `softleaf_to_flags()`), series v6
+//! `softleaf_is_*()`, `softleaf_to_pfn()`, `softleaf_to_flags()`), v6 proposal
 //! patches 06/13 and 08/13.
 //!
-//! The series' "is-a" rule (08/13, hazard H18): a device-private migration
+//! The v6 proposal' "is-a" rule (08/13, hazard H18): a device-private migration
 //! entry *is* a migration entry for all generic code, so every
 //! `softleaf_is_migration*()` predicate is true for its
 //! `SWP_MIGRATION_DEVICE_*` counterpart too, and only the
@@ -33,7 +33,7 @@ use devpriv_pagemap::{PageRef, SpaceReadGuard};
 
 /// An arch-independent swap entry: `type << 58 | offset`, bit 63 clear.
 ///
-/// Kernel: `softleaf_t` (= `swp_entry_t`), `include/linux/leafops.h`.
+/// Kernel: `softleaf_t` (= `swp_entry_t`), `include/linux/leafops.h` (7.0).
 ///
 /// # Invariants
 ///
@@ -56,54 +56,72 @@ impl fmt::Debug for Softleaf {
 /// What a softleaf entry is.
 ///
 /// Kernel: `enum softleaf_type`, `include/linux/leafops.h` (with the
-/// series' three `SOFTLEAF_MIGRATION_DEVICE_PRIVATE_*` values).
+/// v6 proposal's three `SOFTLEAF_MIGRATION_DEVICE_PRIVATE_*` values).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SoftleafType {
-    /// The empty entry (value 0). Kernel: `SOFTLEAF_NONE`.
+    /// The empty entry (value 0). Kernel: `SOFTLEAF_NONE` (7.0).
     None,
-    /// A real swap entry (type below `MAX_SWAPFILES`). Kernel: `SOFTLEAF_SWAP`.
+    /// A real swap entry (type below `MAX_SWAPFILES`). Kernel: `SOFTLEAF_SWAP` (7.0).
     Swap,
-    /// Kernel: `SOFTLEAF_MIGRATION_READ`.
+    /// Kernel: `SOFTLEAF_MIGRATION_READ` (7.0).
     MigrationRead,
-    /// Kernel: `SOFTLEAF_MIGRATION_READ_EXCLUSIVE`.
+    /// Kernel: `SOFTLEAF_MIGRATION_READ_EXCLUSIVE` (7.0).
     MigrationReadExclusive,
-    /// Kernel: `SOFTLEAF_MIGRATION_WRITE`.
+    /// Kernel: `SOFTLEAF_MIGRATION_WRITE` (7.0).
     MigrationWrite,
-    /// Kernel: `SOFTLEAF_DEVICE_PRIVATE_READ`.
+    /// Kernel: `SOFTLEAF_DEVICE_PRIVATE_READ` (7.0).
     DevicePrivateRead,
-    /// Kernel: `SOFTLEAF_DEVICE_PRIVATE_WRITE`.
+    /// Kernel: `SOFTLEAF_DEVICE_PRIVATE_WRITE` (7.0).
     DevicePrivateWrite,
-    /// Kernel: `SOFTLEAF_DEVICE_EXCLUSIVE`.
+    /// Kernel: `SOFTLEAF_DEVICE_EXCLUSIVE` (7.0).
     DeviceExclusive,
-    /// Kernel: `SOFTLEAF_MIGRATION_DEVICE_PRIVATE_READ` (series).
+    /// Kernel: `SOFTLEAF_MIGRATION_DEVICE_PRIVATE_READ` (v6).
     MigrationDevicePrivateRead,
-    /// Kernel: `SOFTLEAF_MIGRATION_DEVICE_PRIVATE_READ_EXCLUSIVE` (series).
+    /// Kernel: `SOFTLEAF_MIGRATION_DEVICE_PRIVATE_READ_EXCLUSIVE` (v6).
     MigrationDevicePrivateReadExclusive,
-    /// Kernel: `SOFTLEAF_MIGRATION_DEVICE_PRIVATE_WRITE` (series).
+    /// Kernel: `SOFTLEAF_MIGRATION_DEVICE_PRIVATE_WRITE` (v6).
     MigrationDevicePrivateWrite,
-    /// Kernel: `SOFTLEAF_HWPOISON`.
+    /// Kernel: `SOFTLEAF_HWPOISON` (7.0).
     Hwpoison,
-    /// Kernel: `SOFTLEAF_MARKER`.
+    /// Kernel: `SOFTLEAF_MARKER` (7.0).
     Marker,
 }
 
 /// The young/dirty bits a migration entry carries above its pfn.
 ///
-/// Kernel: the value of `softleaf_to_flags()` (series 06/13), i.e. the
+/// Kernel: the value of `softleaf_to_flags()` (v6 06/13), i.e. the
 /// `SWP_MIG_YOUNG` / `SWP_MIG_DIRTY` bits of the offset.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SoftleafFlags {
-    /// Kernel: `SWP_MIG_YOUNG`.
+    /// Kernel: `SWP_MIG_YOUNG` (7.0).
     pub young: bool,
-    /// Kernel: `SWP_MIG_DIRTY`.
+    /// Kernel: `SWP_MIG_DIRTY` (7.0).
     pub dirty: bool,
 }
 
 impl SoftleafFlags {
+    /// These flags if the machine keeps A/D bits in migration entries,
+    /// else none: how `make_migration_entry_young/dirty()` and
+    /// `softleaf_is_migration_young/dirty()` behave when
+    /// `migration_entry_supports_ad()` is false.
+    ///
+    /// Kernel: `migration_entry_supports_ad()`, `include/linux/swapops.h` (main).
+    #[must_use]
+    pub const fn if_supported(self, ad_supported: bool) -> SoftleafFlags {
+        if ad_supported {
+            self
+        } else {
+            SoftleafFlags {
+                young: false,
+                dirty: false,
+            }
+        }
+    }
+
     /// The offset bits these flags occupy for `mode`.
     ///
     /// Kernel: `SWP_MIG_YOUNG | SWP_MIG_DIRTY` as returned by
-    /// `softleaf_to_flags()`.
+    /// `softleaf_to_flags()` (7.0).
     pub const fn bits(self, mode: PagingMode) -> u64 {
         let mut b = 0;
         if self.young {
@@ -120,7 +138,7 @@ impl Softleaf {
     /// The empty entry (value 0), what `softleaf_from_pte()` returns for a
     /// none or present PTE.
     ///
-    /// Kernel: `softleaf_mk_none()`, `include/linux/leafops.h`.
+    /// Kernel: `softleaf_mk_none()`, `include/linux/leafops.h` (7.0).
     pub const NONE: Softleaf = Softleaf(0);
 
     /// An entry from its raw value, without checking. Crate-internal: the
@@ -131,7 +149,7 @@ impl Softleaf {
 
     /// An entry from its raw value.
     ///
-    /// Kernel: `(softleaf_t){ .val = val }`.
+    /// Kernel: `(softleaf_t){ .val = val }` (7.0).
     ///
     /// # Errors
     ///
@@ -146,35 +164,35 @@ impl Softleaf {
 
     /// The raw value.
     ///
-    /// Kernel: `entry.val`.
+    /// Kernel: `entry.val` (7.0).
     pub const fn raw(self) -> u64 {
         self.0
     }
 
     /// The 5-bit type field.
     ///
-    /// Kernel: `swp_type(entry)`, `include/linux/swapops.h`.
+    /// Kernel: `swp_type(entry)`, `include/linux/swapops.h` (7.0).
     pub const fn swp_type(self) -> u32 {
         (self.0 >> SWP_TYPE_SHIFT) as u32
     }
 
     /// The 58-bit offset field.
     ///
-    /// Kernel: `swp_offset(entry)`, `include/linux/swapops.h`.
+    /// Kernel: `swp_offset(entry)`, `include/linux/swapops.h` (7.0).
     pub const fn swp_offset(self) -> u64 {
         self.0 & SWP_OFFSET_MASK
     }
 
     /// `true` for the empty entry.
     ///
-    /// Kernel: `softleaf_is_none()`.
+    /// Kernel: `softleaf_is_none()` (7.0).
     pub const fn is_none(self) -> bool {
         self.0 == 0
     }
 
     /// What the entry is.
     ///
-    /// Kernel: `softleaf_type(entry)`, `include/linux/leafops.h`.
+    /// Kernel: `softleaf_type(entry)`, `include/linux/leafops.h` (7.0).
     pub fn kind(self) -> SoftleafType {
         if self.is_none() {
             return SoftleafType::None;
@@ -198,7 +216,7 @@ impl Softleaf {
             SWP_HWPOISON => SoftleafType::Hwpoison,
             SWP_PTE_MARKER => SoftleafType::Marker,
             _ => {
-                // Unreachable with the series' numbers (every type 21..=31 is
+                // Unreachable with the v6 proposal's numbers (every type 21..=31 is
                 // defined), kept as the kernel's WARN path.
                 warn_on_once!(true, "softleaf_type(): unknown swap type");
                 SoftleafType::None
@@ -208,22 +226,22 @@ impl Softleaf {
 
     /// A real swap entry.
     ///
-    /// Kernel: `softleaf_is_swap()`.
+    /// Kernel: `softleaf_is_swap()` (7.0).
     pub fn is_swap(self) -> bool {
         self.kind() == SoftleafType::Swap
     }
 
-    /// Any migration entry, **including** the series' device-private
+    /// Any migration entry, **including** the v6 proposal's device-private
     /// migration entries (the "is-a" rule).
     ///
-    /// Kernel: `softleaf_is_migration()`, `include/linux/leafops.h`.
+    /// Kernel: `softleaf_is_migration()`, `include/linux/leafops.h` (7.0).
     pub fn is_migration(self) -> bool {
         self.is_migration_read() || self.is_migration_read_exclusive() || self.is_migration_write()
     }
 
     /// A read migration entry, normal or device-private.
     ///
-    /// Kernel: `softleaf_is_migration_read()`.
+    /// Kernel: `softleaf_is_migration_read()` (7.0).
     pub fn is_migration_read(self) -> bool {
         matches!(
             self.kind(),
@@ -233,7 +251,7 @@ impl Softleaf {
 
     /// A read-exclusive migration entry, normal or device-private.
     ///
-    /// Kernel: `softleaf_is_migration_read_exclusive()`.
+    /// Kernel: `softleaf_is_migration_read_exclusive()` (7.0).
     pub fn is_migration_read_exclusive(self) -> bool {
         matches!(
             self.kind(),
@@ -244,7 +262,7 @@ impl Softleaf {
 
     /// A write migration entry, normal or device-private.
     ///
-    /// Kernel: `softleaf_is_migration_write()`.
+    /// Kernel: `softleaf_is_migration_write()` (7.0).
     pub fn is_migration_write(self) -> bool {
         matches!(
             self.kind(),
@@ -252,10 +270,10 @@ impl Softleaf {
         )
     }
 
-    /// One of the series' device-private migration entries (and nothing
+    /// One of the v6 proposal's device-private migration entries (and nothing
     /// else).
     ///
-    /// Kernel: `softleaf_is_migration_device_private()` (series 08/13).
+    /// Kernel: `softleaf_is_migration_device_private()` (v6 08/13).
     pub fn is_migration_device_private(self) -> bool {
         matches!(
             self.kind(),
@@ -265,17 +283,17 @@ impl Softleaf {
         )
     }
 
-    /// Kernel: `softleaf_is_migration_device_private_read()` (series).
+    /// Kernel: `softleaf_is_migration_device_private_read()` (v6).
     pub fn is_migration_device_private_read(self) -> bool {
         self.kind() == SoftleafType::MigrationDevicePrivateRead
     }
 
-    /// Kernel: `softleaf_is_migration_device_private_read_exclusive()` (series).
+    /// Kernel: `softleaf_is_migration_device_private_read_exclusive()` (v6).
     pub fn is_migration_device_private_read_exclusive(self) -> bool {
         self.kind() == SoftleafType::MigrationDevicePrivateReadExclusive
     }
 
-    /// Kernel: `softleaf_is_migration_device_private_write()` (series).
+    /// Kernel: `softleaf_is_migration_device_private_write()` (v6).
     pub fn is_migration_device_private_write(self) -> bool {
         self.kind() == SoftleafType::MigrationDevicePrivateWrite
     }
@@ -283,7 +301,7 @@ impl Softleaf {
     /// A device-private entry (`SWP_DEVICE_READ` or `SWP_DEVICE_WRITE`).
     /// Device-private *migration* entries are not.
     ///
-    /// Kernel: `softleaf_is_device_private()`.
+    /// Kernel: `softleaf_is_device_private()` (7.0).
     pub fn is_device_private(self) -> bool {
         matches!(
             self.kind(),
@@ -293,35 +311,35 @@ impl Softleaf {
 
     /// A writable device-private entry.
     ///
-    /// Kernel: `softleaf_is_device_private_write()`.
+    /// Kernel: `softleaf_is_device_private_write()` (7.0).
     pub fn is_device_private_write(self) -> bool {
         self.kind() == SoftleafType::DevicePrivateWrite
     }
 
     /// A device-exclusive entry.
     ///
-    /// Kernel: `softleaf_is_device_exclusive()`.
+    /// Kernel: `softleaf_is_device_exclusive()` (7.0).
     pub fn is_device_exclusive(self) -> bool {
         self.kind() == SoftleafType::DeviceExclusive
     }
 
     /// A hardware-poison entry.
     ///
-    /// Kernel: `softleaf_is_hwpoison()`.
+    /// Kernel: `softleaf_is_hwpoison()` (7.0).
     pub fn is_hwpoison(self) -> bool {
         self.kind() == SoftleafType::Hwpoison
     }
 
     /// A PTE marker.
     ///
-    /// Kernel: `softleaf_is_marker()`.
+    /// Kernel: `softleaf_is_marker()` (7.0).
     pub fn is_marker(self) -> bool {
         self.kind() == SoftleafType::Marker
     }
 
     /// The entry carries a pfn (or, for device-private kinds, an offset).
     ///
-    /// Kernel: `softleaf_has_pfn()`.
+    /// Kernel: `softleaf_has_pfn()` (7.0).
     pub fn has_pfn(self) -> bool {
         self.is_migration()
             || self.is_device_private()
@@ -333,7 +351,7 @@ impl Softleaf {
     /// silently dropped, as in C. Meaningless unless [`has_pfn`] — and a
     /// device-private offset for device-private kinds.
     ///
-    /// Kernel: `softleaf_to_pfn()`, `include/linux/leafops.h`.
+    /// Kernel: `softleaf_to_pfn()`, `include/linux/leafops.h` (7.0).
     ///
     /// [`has_pfn`]: Self::has_pfn
     pub const fn to_pfn(self, mode: PagingMode) -> u64 {
@@ -344,7 +362,7 @@ impl Softleaf {
     /// [`DevicePrivateOffset`], or `None` if it carries neither.
     ///
     /// Kernel: the `softleaf_to_pfn()` + "is it device private?" pair that
-    /// `check_pte()` computes; `softleaf_to_page()` after the series.
+    /// `check_pte()` computes; `softleaf_to_page()` after the v6 proposal.
     pub fn to_frame(self, mode: PagingMode) -> Option<PageFrame> {
         if !self.has_pfn() {
             return None;
@@ -359,10 +377,13 @@ impl Softleaf {
         )
     }
 
-    /// The young/dirty bits of a migration entry.
+    /// The young/dirty bits of a migration entry, as stored. Callers that
+    /// model `softleaf_is_migration_young/dirty()` mask them with
+    /// [`SoftleafFlags::if_supported`].
     ///
-    /// Kernel: `softleaf_to_flags()` (series 06/13), and
-    /// `softleaf_migration_young()` / `softleaf_migration_dirty()`.
+    /// Kernel: `softleaf_to_flags()` (v6 06/13), and
+    /// `softleaf_is_migration_young()` / `softleaf_is_migration_dirty()`
+    /// when `migration_entry_supports_ad()` (7.0).
     pub fn to_flags(self, mode: PagingMode) -> SoftleafFlags {
         let off = self.swp_offset();
         SoftleafFlags {
@@ -373,10 +394,12 @@ impl Softleaf {
 
     /// The same migration entry with young/dirty bits from `flags` added
     /// (how fork, mprotect and the THP split paths copy them across a
-    /// write → read downgrade).
+    /// write → read downgrade). Callers that model
+    /// `make_migration_entry_young/dirty()` pass flags masked with
+    /// [`SoftleafFlags::if_supported`].
     ///
     /// Kernel: `make_migration_entry_young()` / `make_migration_entry_dirty()`,
-    /// and the `flags` argument of the series' `*_migration_entry_from_page()`.
+    /// and the `flags` argument of the v6 proposal's `*_migration_entry_from_page()`.
     ///
     /// # Errors
     ///
@@ -392,7 +415,7 @@ impl Softleaf {
     /// The entry a non-present PTE holds; [`Softleaf::NONE`] for a none or
     /// present PTE.
     ///
-    /// Kernel: `softleaf_from_pte()`, `include/linux/leafops.h`.
+    /// Kernel: `softleaf_from_pte()`, `include/linux/leafops.h` (7.0).
     pub fn from_pte(pte: Pte) -> Softleaf {
         if pte.is_present() || pte.is_none() {
             Softleaf::NONE
@@ -404,7 +427,7 @@ impl Softleaf {
     /// The entry a non-present PMD holds; [`Softleaf::NONE`] for a none or
     /// present PMD.
     ///
-    /// Kernel: `softleaf_from_pmd()`, `include/linux/leafops.h`.
+    /// Kernel: `softleaf_from_pmd()`, `include/linux/leafops.h` (7.0).
     pub fn from_pmd(pmd: Pmd) -> Softleaf {
         if pmd.is_present() || pmd.is_none() {
             Softleaf::NONE
@@ -418,7 +441,7 @@ impl Softleaf {
 /// entry names, looked up through the device-private address space — never
 /// through `pfn_to_page()`.
 ///
-/// Kernel: `softleaf_to_page()` after series 13/13, which calls
+/// Kernel: `softleaf_to_page()` after v6 13/13, which calls
 /// `device_private_offset_to_page()` for these kinds.
 ///
 /// # Differences from the kernel
@@ -439,14 +462,14 @@ pub fn softleaf_to_device_private_page<'g>(
 
 /// `true` if a PMD holds a migration entry (normal or device-private).
 ///
-/// Kernel: `pmd_is_migration_entry()`, `include/linux/leafops.h`.
+/// Kernel: `pmd_is_migration_entry()`, `include/linux/leafops.h` (7.0).
 pub fn pmd_is_migration_entry(pmd: Pmd) -> bool {
     Softleaf::from_pmd(pmd).is_migration()
 }
 
 /// `true` if a PMD holds a device-private entry.
 ///
-/// Kernel: `pmd_is_device_private_entry()`, `include/linux/leafops.h`.
+/// Kernel: `pmd_is_device_private_entry()`, `include/linux/leafops.h` (7.0).
 pub fn pmd_is_device_private_entry(pmd: Pmd) -> bool {
     Softleaf::from_pmd(pmd).is_device_private()
 }
@@ -454,7 +477,7 @@ pub fn pmd_is_device_private_entry(pmd: Pmd) -> bool {
 /// `true` if a non-present PMD holds an entry that is legal at PMD level:
 /// device-private or migration.
 ///
-/// Kernel: `pmd_is_valid_softleaf()`, `include/linux/leafops.h`.
+/// Kernel: `pmd_is_valid_softleaf()`, `include/linux/leafops.h` (7.0).
 pub fn pmd_is_valid_softleaf(pmd: Pmd) -> bool {
     let e = Softleaf::from_pmd(pmd);
     e.is_device_private() || e.is_migration()

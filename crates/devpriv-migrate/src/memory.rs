@@ -4,7 +4,7 @@
 //!
 //! Kernel: `mm/memory.c` (`do_anonymous_page()`, `set_ptes()` callers,
 //! `zap_page_range_single()`, `zap_pte_range()`, `handle_mm_fault()`),
-//! `mm/huge_memory.c` (`zap_huge_pmd()`, `map_anon_folio_pmd()`).
+//! `mm/huge_memory.c` (`zap_huge_pmd()`, `map_anon_folio_pmd()`, main).
 //!
 //! The [`Mm`] these work on is in [`mm_types`](crate::mm_types); the
 //! entries are read and locked through
@@ -16,7 +16,7 @@ pub use fault::{FaultContext, FaultFlags, VmFaultResult, handle_mm_fault};
 use crate::huge_memory::split_huge_pmd;
 use crate::leafops::Softleaf;
 use crate::mm::{AnyFolio, frame_to_folio};
-use crate::mm_types::{Mm, Vma};
+use crate::mm_types::{Mm, Vma, ZapDevicePmd};
 use crate::page_alloc::SysFolio;
 use crate::pgtable::{
     _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, PMD_SIZE, Pmd, Pte,
@@ -24,7 +24,7 @@ use crate::pgtable::{
 use devpriv_core::consts::PMD_SHIFT;
 use devpriv_core::{
     DevicePrivateOffset, Errno, HPAGE_PMD_NR, Order, PAGE_SHIFT, PAGE_SIZE, PageCount, PageFrame,
-    Pfn,
+    Pfn, warn_on_once,
 };
 
 impl Mm {
@@ -35,7 +35,7 @@ impl Mm {
     ///
     /// Kernel: what `do_anonymous_page()` (order 0) or a PTE-mapped THP
     /// leaves behind: `folio_add_new_anon_rmap()` / `folio_add_anon_rmap_ptes()`,
-    /// `folio_ref_add()`, `set_ptes()`.
+    /// `folio_ref_add()`, `set_ptes()` (main).
     ///
     /// # Errors
     ///
@@ -102,7 +102,7 @@ impl Mm {
     /// Maps a PMD-sized `folio` with one huge PMD at `addr`, takes a
     /// reference and adds the PMD rmap.
     ///
-    /// Kernel: `do_huge_pmd_anonymous_page()` / `map_anon_folio_pmd()`.
+    /// Kernel: `do_huge_pmd_anonymous_page()` / `map_anon_folio_pmd()` (main).
     ///
     /// # Errors
     ///
@@ -126,15 +126,24 @@ impl Mm {
             | _PAGE_ACCESSED
             | if writable { _PAGE_RW | _PAGE_DIRTY } else { 0 };
         let pmd = Pmd::huge(folio.pfn(), prot)?;
-        let g = self.pmd_lock(addr)?;
+        let pgtable = self.pte_alloc_one();
+        let g = match self.pmd_lock(addr) {
+            Ok(g) => g,
+            Err(e) => {
+                self.pte_free(pgtable);
+                return Err(e);
+            }
+        };
         let cur = g.get();
-        if !(cur.is_none() || cur.is_table() && g.table_is_empty()) {
+        // `set` re-checks the table under its lock.
+        if !(cur.is_none() || cur.is_table() && g.table_is_empty()) || g.set(pmd).is_err() {
+            drop(g);
+            self.pte_free(pgtable);
             return Err(Errno::EEXIST);
         }
-        // `set` re-checks the table under its lock.
-        g.set(pmd).map_err(|_| Errno::EEXIST)?;
         self.set_anon(&vma, addr, folio);
         folio.get_many(1);
+        g.deposit(pgtable);
         // Cannot fail: the order was checked above.
         folio.add_rmap_pmd()
     }
@@ -169,7 +178,7 @@ impl Mm {
     /// or huge PMD), without faulting.
     ///
     /// Kernel: a user load that does not fault (`get_user()` on a mapped
-    /// page), in spirit.
+    /// page), in spirit (main).
     ///
     /// # Errors
     ///
@@ -181,7 +190,7 @@ impl Mm {
 
     /// Writes the data word of the system page mapped writable at `addr`.
     ///
-    /// Kernel: a user store that does not fault.
+    /// Kernel: a user store that does not fault (main).
     ///
     /// # Errors
     ///
@@ -214,7 +223,7 @@ impl Mm {
     /// leaf, else from the PTE; [`Softleaf::NONE`] otherwise.
     ///
     /// Kernel: `softleaf_from_pmd()` / `softleaf_from_pte()` on a lockless
-    /// read.
+    /// read (7.0).
     pub fn softleaf_at(&self, addr: u64) -> Softleaf {
         match self.pmdp_get_lockless(addr) {
             None => Softleaf::NONE,
@@ -232,7 +241,7 @@ impl Mm {
     ///
     /// Kernel: `zap_page_range_single()` → `zap_pmd_range()`
     /// (`__split_huge_pmd()`, `zap_huge_pmd()`) and `zap_pte_range()`
-    /// (`zap_present_ptes()`, `zap_nonpresent_ptes()`), `mm/memory.c`.
+    /// (`zap_present_ptes()`, `zap_nonpresent_ptes()`), `mm/memory.c` (main).
     ///
     /// # Errors
     ///
@@ -261,7 +270,11 @@ impl Mm {
         Ok(())
     }
 
-    /// Kernel: `zap_huge_pmd()`, `mm/huge_memory.c`.
+    /// Clears a leaf PMD and frees its deposited table; a huge or
+    /// device-private PMD also drops its rmap and reference. What a
+    /// migration PMD does depends on [`ZapDevicePmd`].
+    ///
+    /// Kernel: `zap_huge_pmd()`, `mm/huge_memory.c` (7.0).
     fn zap_huge_pmd(&self, addr: u64) -> Result<(), Errno> {
         let mem = self.memory();
         let guard = mem.space().read();
@@ -270,27 +283,42 @@ impl Mm {
             if g.get().is_table() {
                 return Ok(());
             }
-            g.get_and_clear()?
+            let old = g.get_and_clear()?;
+            // zap_deposited_table()
+            if let Some(p) = g.withdraw() {
+                self.pte_free(p);
+            }
+            old
         };
+        let entry = Softleaf::from_pmd(old);
+        let v7_0 = self.config().zap_device_pmd == ZapDevicePmd::V7_0;
         let frame = if old.is_trans_huge() {
             Some(old.pfn().into())
+        } else if entry.is_device_private() || v7_0 && entry.is_migration() {
+            entry.to_frame(self.paging())
         } else {
-            let e = Softleaf::from_pmd(old);
-            if e.is_device_private() {
-                e.to_frame(self.paging())
-            } else {
-                None
-            }
+            None
         };
-        if let Some(frame) = frame {
-            let (folio, _) = frame_to_folio(mem.sys(), &guard, frame).ok_or(Errno::EINVAL)?;
+        let Some(frame) = frame else {
+            // A migration PMD: the migration owns the folio.
+            return Ok(());
+        };
+        let (folio, _) = frame_to_folio(mem.sys(), &guard, frame).ok_or(Errno::EINVAL)?;
+        if old.is_trans_huge() || entry.is_device_private() {
             folio.remove_rmap_pmd()?;
+            folio.put();
+        } else if folio.is_device_private() {
+            // ZapDevicePmd::V7_0 (hazard H22): keyed on the folio kind, a
+            // device folio's migration PMD loses an rmap and a reference
+            // that set_pmd_migration_entry() already took away.
+            let r = folio.remove_rmap_pmd();
+            warn_on_once!(r.is_err(), "zap_huge_pmd(): folio_mapcount(folio) < 0");
             folio.put();
         }
         Ok(())
     }
 
-    /// Kernel: `zap_pte_range()`, `mm/memory.c`.
+    /// Kernel: `zap_pte_range()`, `mm/memory.c` (main).
     fn zap_pte_range(&self, start: u64, end: u64) -> Result<(), Errno> {
         let mem = self.memory();
         let guard = mem.space().read();
@@ -338,7 +366,7 @@ impl Mm {
     /// PTE, or from a device-private PMD plus the page's index in its 2 MiB
     /// block; `None` for anything else.
     ///
-    /// Kernel: none (model only). With the series (v6 proposal) a
+    /// Kernel: none (model only). With the v6 proposal a
     /// device-private entry holds the page's offset where it held a pfn:
     /// this is `softleaf_to_pfn()` of `softleaf_from_pte()` /
     /// `softleaf_from_pmd()` at `addr`, plus the page's index in a PMD's

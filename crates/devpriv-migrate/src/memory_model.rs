@@ -2,7 +2,7 @@
 //! which every address space ([`Mm`](crate::Mm)) of the machine shares.
 //!
 //! Kernel: `include/asm-generic/memory_model.h` (`mem_map`,
-//! `pfn_to_page()`) and, with the series, `device_private_pgmap_tree`
+//! `pfn_to_page()`) and, with the v6 proposal, `device_private_pgmap_tree`
 //! behind `device_private_offset_to_page()` (`mm/memremap.c`, v6 proposal).
 
 use crate::page_alloc::SystemMemory;

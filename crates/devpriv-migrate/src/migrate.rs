@@ -4,9 +4,9 @@
 //!
 //! Kernel: `include/linux/migrate.h` (`MIGRATE_PFN_*`, `migrate_pfn()`,
 //! `migrate_pfn_to_page()`, `struct migrate_vma`,
-//! `enum migrate_vma_direction`), series v6 patches 01/13, 03/13, 04/13.
+//! `enum migrate_vma_direction`), v6 proposal patches 01/13, 03/13, 04/13.
 //!
-//! An mpfn is `index << 6 | flags`. The series adds
+//! An mpfn is `index << 6 | flags`. The v6 proposal adds
 //! `MIGRATE_PFN_DEVICE_PRIVATE` (bit 5): with it, the index is a
 //! device-private offset, not a pfn. [`MigratePfn`] keeps the kernel bits
 //! and decodes to a typed [`PageFrame`]. The flow that fills these is in
@@ -22,7 +22,7 @@ use devpriv_pagemap::Owner;
 /// An entry of `migrate_vma::src` / `dst`: a frame plus `MIGRATE_PFN_*`
 /// flags.
 ///
-/// Kernel: `unsigned long` mpfn, `include/linux/migrate.h`.
+/// Kernel: `unsigned long` mpfn, `include/linux/migrate.h` (main).
 ///
 /// # Invariants
 ///
@@ -38,19 +38,19 @@ impl fmt::Debug for MigratePfn {
 }
 
 impl MigratePfn {
-    /// Kernel: `MIGRATE_PFN_VALID` (bit 0).
+    /// Kernel: `MIGRATE_PFN_VALID` (bit 0, main).
     pub const VALID: u64 = 1 << 0;
-    /// Kernel: `MIGRATE_PFN_MIGRATE` (bit 1).
+    /// Kernel: `MIGRATE_PFN_MIGRATE` (bit 1, main).
     pub const MIGRATE: u64 = 1 << 1;
-    /// Kernel: `MIGRATE_PFN_WRITE` (bit 3).
+    /// Kernel: `MIGRATE_PFN_WRITE` (bit 3, main).
     pub const WRITE: u64 = 1 << 3;
-    /// Kernel: `MIGRATE_PFN_COMPOUND` (bit 4).
+    /// Kernel: `MIGRATE_PFN_COMPOUND` (bit 4, 7.0).
     pub const COMPOUND: u64 = 1 << 4;
     /// The index is a device-private offset.
     ///
-    /// Kernel: `MIGRATE_PFN_DEVICE_PRIVATE` (bit 5, series 04/13).
+    /// Kernel: `MIGRATE_PFN_DEVICE_PRIVATE` (bit 5, v6 04/13).
     pub const DEVICE_PRIVATE: u64 = 1 << 5;
-    /// Kernel: `MIGRATE_PFN_SHIFT` (6).
+    /// Kernel: `MIGRATE_PFN_SHIFT` (6, main).
     pub const SHIFT: u32 = 6;
     /// Every defined flag bit.
     ///
@@ -70,7 +70,7 @@ impl MigratePfn {
     /// A valid mpfn for `frame`, with `DEVICE_PRIVATE` set for a
     /// device-private offset.
     ///
-    /// Kernel: `migrate_pfn(pfn)` and the series' `migrate_pfn_from_page()`
+    /// Kernel: `migrate_pfn(pfn)` and the v6 proposal's `migrate_pfn_from_page()`
     /// (01/13).
     ///
     /// # Errors
@@ -152,7 +152,7 @@ impl MigratePfn {
 
     /// The frame, or `None` unless `VALID`.
     ///
-    /// Kernel: `migrate_pfn_to_page()` after the series (offset lookup when
+    /// Kernel: `migrate_pfn_to_page()` after the v6 proposal (offset lookup when
     /// `MIGRATE_PFN_DEVICE_PRIVATE`, else `pfn_to_page(mpfn >> 6)`), without
     /// the page lookup.
     pub const fn frame(self) -> Option<PageFrame> {
@@ -170,7 +170,7 @@ impl MigratePfn {
     /// The mpfn `n` pages further on, keeping every flag bit: how
     /// `migrate_device_range()` steps through its range.
     ///
-    /// Kernel: `start_mpfn + (i << MIGRATE_PFN_SHIFT)` (series 03/13).
+    /// Kernel: `start_mpfn + (i << MIGRATE_PFN_SHIFT)` (v6 03/13).
     ///
     /// # Errors
     ///
@@ -204,7 +204,7 @@ devpriv_core::flags! {
     /// Which pages [`migrate_vma_setup`](crate::migrate_vma_setup) selects.
     ///
     /// Kernel: `enum migrate_vma_direction` (`MIGRATE_VMA_SELECT_*`),
-    /// `include/linux/migrate.h`.
+    /// `include/linux/migrate.h` (main).
     pub struct MigrateVmaFlags: u32 {
         /// Nothing selected.
         ///
@@ -212,27 +212,27 @@ devpriv_core::flags! {
         const NONE = 0;
         /// System RAM pages (and holes, and the zero page).
         ///
-        /// Kernel: `MIGRATE_VMA_SELECT_SYSTEM`.
+        /// Kernel: `MIGRATE_VMA_SELECT_SYSTEM` (main).
         const SELECT_SYSTEM = 1 << 0;
         /// Device-private pages whose pgmap owner is `pgmap_owner`.
         ///
-        /// Kernel: `MIGRATE_VMA_SELECT_DEVICE_PRIVATE`.
+        /// Kernel: `MIGRATE_VMA_SELECT_DEVICE_PRIVATE` (main).
         const SELECT_DEVICE_PRIVATE = 1 << 1;
         /// Device-coherent pages (none exist in the model).
         ///
-        /// Kernel: `MIGRATE_VMA_SELECT_DEVICE_COHERENT`.
+        /// Kernel: `MIGRATE_VMA_SELECT_DEVICE_COHERENT` (main).
         const SELECT_DEVICE_COHERENT = 1 << 2;
         /// Collect PMD-sized folios and holes as one `MIGRATE_PFN_COMPOUND`
         /// entry.
         ///
-        /// Kernel: `MIGRATE_VMA_SELECT_COMPOUND`.
+        /// Kernel: `MIGRATE_VMA_SELECT_COMPOUND` (7.0).
         const SELECT_COMPOUND = 1 << 3;
     }
 }
 
 /// The arguments and results of one `migrate_vma_*` round.
 ///
-/// Kernel: `struct migrate_vma`, `include/linux/migrate.h`.
+/// Kernel: `struct migrate_vma`, `include/linux/migrate.h` (main).
 ///
 /// # Differences from the kernel
 ///
@@ -244,29 +244,29 @@ devpriv_core::flags! {
 /// - `fault_page` is the device-private offset of the page, not a
 ///   `struct page *`; `pgmap_owner` is `None` for `NULL`.
 pub struct MigrateVma<'a> {
-    /// Kernel: `vma->vm_mm`.
+    /// Kernel: `vma->vm_mm` (main).
     pub mm: &'a Mm,
-    /// Kernel: `migrate_vma::vma`.
+    /// Kernel: `migrate_vma::vma` (main).
     pub vma: &'a Vma,
-    /// Kernel: `migrate_vma::start`.
+    /// Kernel: `migrate_vma::start` (main).
     pub start: u64,
-    /// Kernel: `migrate_vma::end` (trimmed by collect to what was walked).
+    /// Kernel: `migrate_vma::end` (trimmed by collect to what was walked, main).
     pub end: u64,
-    /// Kernel: `migrate_vma::src`.
+    /// Kernel: `migrate_vma::src` (main).
     pub src: Vec<MigratePfn>,
-    /// Kernel: `migrate_vma::dst`.
+    /// Kernel: `migrate_vma::dst` (main).
     pub dst: Vec<MigratePfn>,
-    /// Entries still migrating after setup. Kernel: `migrate_vma::cpages`.
+    /// Entries still migrating after setup. Kernel: `migrate_vma::cpages` (main).
     pub cpages: u64,
-    /// Entries collected. Kernel: `migrate_vma::npages`.
+    /// Entries collected. Kernel: `migrate_vma::npages` (main).
     pub npages: u64,
-    /// Kernel: `migrate_vma::pgmap_owner`.
+    /// Kernel: `migrate_vma::pgmap_owner` (main).
     pub pgmap_owner: Option<Owner>,
-    /// Kernel: `migrate_vma::flags`.
+    /// Kernel: `migrate_vma::flags` (main).
     pub flags: MigrateVmaFlags,
     /// The locked device-private page a CPU fault is migrating.
     ///
-    /// Kernel: `migrate_vma::fault_page`.
+    /// Kernel: `migrate_vma::fault_page` (main).
     pub fault_page: Option<DevicePrivateOffset>,
 }
 
@@ -288,7 +288,7 @@ impl<'a> MigrateVma<'a> {
     /// Arguments for migrating `[start, end)` of `vma`, with `src`/`dst`
     /// sized for the part of the range inside the VMA.
     ///
-    /// Kernel: the caller's initialisation of `struct migrate_vma`.
+    /// Kernel: the caller's initialisation of `struct migrate_vma` (main).
     pub fn new(
         mm: &'a Mm,
         vma: &'a Vma,
@@ -327,7 +327,7 @@ impl<'a> MigrateVma<'a> {
     /// entries, `npages` of them from `start`.
     ///
     /// Kernel: the `for (i = 0; i < migrate->npages; i++)` loop over
-    /// `migrate->src[i]` / `migrate->dst[i]` of every driver.
+    /// `migrate->src[i]` / `migrate->dst[i]` of every driver (main).
     pub fn entries(&self) -> impl Iterator<Item = (u64, MigratePfn, MigratePfn)> + '_ {
         let start = self.start;
         self.src[..self.nr_collected()]
@@ -344,7 +344,7 @@ impl<'a> MigrateVma<'a> {
     /// where it is).
     ///
     /// Kernel: the same loop, writing `migrate->dst[i]` (and
-    /// `migrate->src[i] &= ~MIGRATE_PFN_MIGRATE`).
+    /// `migrate->src[i] &= ~MIGRATE_PFN_MIGRATE`, main).
     ///
     /// # Examples
     ///

@@ -5,10 +5,10 @@
 //! Kernel: `mm/migrate_device.c` (`migrate_vma_setup()`,
 //! `migrate_vma_pages()`, `migrate_vma_finalize()`,
 //! `migrate_device_range()`, `migrate_device_pfns()`,
-//! `migrate_device_pages()`, `migrate_device_finalize()`), series v6
+//! `migrate_device_pages()`, `migrate_device_finalize()`), v6 proposal
 //! patches 03/13 and 04/13.
 //!
-//! # The flow (kernel-semantics §8)
+//! # The flow (7.0)
 //!
 //! 1. [`migrate_vma_setup`] collects the range (`src[i]` = the page mapped
 //!    at `start + i * PAGE_SIZE` with `MIGRATE`, or `MIGRATE` alone for a
@@ -50,7 +50,7 @@ use crate::leafops::Softleaf;
 use crate::memory_model::Memory;
 use crate::migrate::{MigratePfn, MigrateVma, MigrateVmaFlags, PMD_NR, flags_only, or};
 use crate::mm::{AnyFolio, frame_to_folio};
-use crate::mm_types::{Mm, VmFlags, Vma};
+use crate::mm_types::{CollectPteGuard, HugeInsertErrors, Mm, MmConfig, VmFlags, Vma};
 use crate::pgtable::{
     _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, PMD_SIZE, Pmd, Pte,
 };
@@ -59,8 +59,10 @@ use crate::rmap::{
     pmd_to_migration_entry, pte_to_migration_entry, remove_migration_ptes, try_to_migrate,
 };
 use crate::swapops::make_device_private_entry;
+use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_core::{
     DevicePrivateOffset, Errno, Order, PAGE_SHIFT, PAGE_SIZE, PageCount, PageFrame, warn_on,
+    warn_on_once,
 };
 use devpriv_pagemap::SpaceReadGuard;
 
@@ -136,9 +138,9 @@ fn fault_folio<'g>(
 /// Kernel: `migrate_vma_setup(args)`, `mm/migrate_device.c`, with
 /// `migrate_vma_collect()` (`migrate_vma_collect_pmd()`,
 /// `migrate_vma_collect_huge_pmd()`, `migrate_vma_collect_hole()`) and
-/// `migrate_vma_unmap()` → `migrate_device_unmap()`.
+/// `migrate_vma_unmap()` → `migrate_device_unmap()` (7.0).
 ///
-/// What is collected (kernel-semantics §8.2):
+/// What is collected (7.0):
 ///
 /// | entry | selected when | `src` |
 /// |---|---|---|
@@ -241,7 +243,7 @@ pub fn migrate_vma_setup(args: &mut MigrateVma<'_>) -> Result<(), Errno> {
 }
 
 /// Kernel: `migrate_vma_collect()`: one `migrate_vma_collect_pmd()` per
-/// PMD-sized window, then `end` trimmed to what was collected.
+/// PMD-sized window, then `end` trimmed to what was collected (7.0).
 fn migrate_vma_collect(args: &mut MigrateVma<'_>) {
     let mut addr = args.start;
     while addr < args.end {
@@ -267,7 +269,7 @@ enum Huge {
 /// only restarts after its own splits.
 const MAX_AGAIN: u32 = 16;
 
-/// Kernel: `migrate_vma_collect_pmd()`.
+/// Kernel: `migrate_vma_collect_pmd()` (7.0).
 fn collect_pmd(args: &mut MigrateVma<'_>, start: u64, end: u64) {
     let mm = args.mm;
     let mem = mm.memory();
@@ -386,7 +388,7 @@ fn collect_pmd(args: &mut MigrateVma<'_>, start: u64, end: u64) {
             folio.get();
             let is_fault = fault == Some(folio);
             if is_fault || folio.trylock() {
-                let swp = pte_to_migration_entry(pte, mode)
+                let swp = pte_to_migration_entry(pte, mm.config())
                     .ok()
                     .flatten()
                     .and_then(|(e, _)| Pte::from_swp_entry(e).ok());
@@ -394,6 +396,14 @@ fn collect_pmd(args: &mut MigrateVma<'_>, start: u64, end: u64) {
                     && g.set_at(addr, swp).is_ok()
                 {
                     args.cpages += 1;
+                    // "Set the dirty flag on the folio now the pte is gone."
+                    // 7.0 read pte_dirty() of a device-private swap PTE too
+                    // (and pte_pfn() for flush_cache_page(), a no-op on
+                    // x86): bit 58 of the swap PTE reads as dirty (H20).
+                    let guarded = mm.config().collect_pte_guard == CollectPteGuard::Fixed;
+                    if (pte.is_present() || !guarded) && pte.is_dirty() {
+                        folio.mark_dirty();
+                    }
                     let _ = folio.remove_rmap_ptes(n, 1);
                     folio.put();
                 } else {
@@ -414,7 +424,7 @@ fn collect_pmd(args: &mut MigrateVma<'_>, start: u64, end: u64) {
     }
 }
 
-/// Kernel: `migrate_vma_collect_huge_pmd()`.
+/// Kernel: `migrate_vma_collect_huge_pmd()` (7.0).
 fn collect_huge_pmd(
     guard: &SpaceReadGuard<'_>,
     args: &mut MigrateVma<'_>,
@@ -484,7 +494,7 @@ fn collect_huge_pmd(
     {
         let mpfn = folio.frame(0).and_then(|f| MigratePfn::new(f).ok());
         if let Some(mpfn) = mpfn
-            && set_pmd_migration_entry(&g, folio, mode).is_ok()
+            && set_pmd_migration_entry(&g, folio, mm.config()).is_ok()
         {
             let w = if write { MigratePfn::WRITE } else { 0 };
             args.push(or(mpfn, w | MigratePfn::MIGRATE | MigratePfn::COMPOUND));
@@ -523,13 +533,13 @@ fn collect_huge_pmd(
 /// Replaces the huge or device-private PMD `g` points at with a migration
 /// entry for `folio`, dropping the PMD rmap and the mapping's reference.
 ///
-/// Kernel: `set_pmd_migration_entry()`, `mm/huge_memory.c`.
+/// Kernel: `set_pmd_migration_entry()`, `mm/huge_memory.c` (7.0).
 fn set_pmd_migration_entry(
     g: &PmdGuard<'_>,
     folio: AnyFolio<'_>,
-    mode: devpriv_core::PagingMode,
+    cfg: MmConfig,
 ) -> Result<(), Errno> {
-    let (entry, frame) = pmd_to_migration_entry(g.get(), mode)?.ok_or(Errno::EINVAL)?;
+    let (entry, frame) = pmd_to_migration_entry(g.get(), cfg)?.ok_or(Errno::EINVAL)?;
     if folio.page_index(frame) != Some(0) || folio.entire_mapcount() <= 0 {
         return Err(Errno::EINVAL);
     }
@@ -542,7 +552,7 @@ fn set_pmd_migration_entry(
 /// Splits a large folio met during collection, keeping the fault page's
 /// lock and reference on the folio that holds the fault page afterwards.
 ///
-/// Kernel: `migrate_vma_split_folio()`, `mm/migrate_device.c`.
+/// Kernel: `migrate_vma_split_folio()`, `mm/migrate_device.c` (7.0).
 fn migrate_vma_split_folio(
     mm: &Mm,
     folio: AnyFolio<'_>,
@@ -600,7 +610,7 @@ fn check_page(folio: AnyFolio<'_>, is_fault_page: bool) -> bool {
 /// drops) every page that stays mapped or is pinned. Returns the number of
 /// entries still migrating.
 ///
-/// Kernel: `migrate_device_unmap()`, `mm/migrate_device.c`.
+/// Kernel: `migrate_device_unmap()`, `mm/migrate_device.c` (7.0).
 ///
 /// # Differences from the kernel
 ///
@@ -683,7 +693,7 @@ struct VmaCtx<'a> {
 /// Kernel: `migrate_vma_pages(migrate)` → `__migrate_device_pages()`,
 /// `mm/migrate_device.c` (with `migrate_vma_insert_page()`,
 /// `migrate_vma_insert_huge_pmd_page()`,
-/// `migrate_vma_split_unmapped_folio()`, `folio_migrate_mapping()`).
+/// `migrate_vma_split_unmapped_folio()`, `folio_migrate_mapping()`, 7.0).
 ///
 /// A destination must be a locked folio with one reference (a device
 /// folio from `zone_device_folio_init()`, or a locked system folio); a
@@ -743,7 +753,7 @@ pub fn migrate_vma_pages(args: &mut MigrateVma<'_>) {
     );
 }
 
-/// Kernel: `__migrate_device_pages()`.
+/// Kernel: `__migrate_device_pages()` (7.0).
 fn migrate_pages_inner(
     mem: &Memory,
     src: &mut [MigratePfn],
@@ -852,7 +862,7 @@ fn migrate_pages_inner(
 /// `newfolio`, if only the migration (plus `extra`) holds references.
 ///
 /// Kernel: `folio_migrate_mapping(NULL, newfolio, folio, extra_count)`,
-/// `mm/migrate.c` (the anonymous, no-swap-cache branch).
+/// `mm/migrate.c` (the anonymous, no-swap-cache branch, 7.0).
 fn folio_migrate_mapping(
     newfolio: AnyFolio<'_>,
     folio: AnyFolio<'_>,
@@ -874,7 +884,7 @@ fn folio_migrate_mapping(
 /// PMD, `src[..512]` its window).
 ///
 /// Kernel: `migrate_vma_insert_page()` and
-/// `migrate_vma_insert_huge_pmd_page()`, `mm/migrate_device.c`.
+/// `migrate_vma_insert_huge_pmd_page()`, `mm/migrate_device.c` (7.0).
 fn migrate_vma_insert_page(
     guard: &SpaceReadGuard<'_>,
     c: VmaCtx<'_>,
@@ -924,6 +934,7 @@ fn insert_pte(c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), Errno
     }
     let entry = new_pte(c, folio.frame(0).ok_or(Errno::EINVAL)?)?;
     let g = c.mm.pte_alloc_map_lock(addr)?;
+    c.mm.check_stable_address_space()?;
     let cur = g.get();
     // A hole, or the zero page (which holds no reference to drop).
     if !(cur.is_none() || cur.is_present() && c.mm.memory().sys().is_zero_pfn(cur.pfn())) {
@@ -936,29 +947,79 @@ fn insert_pte(c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), Errno
     Ok(())
 }
 
+/// Maps a PMD-sized destination of a hole with one PMD, depositing a
+/// page-table page for a later split. Only a none PMD is replaced: one
+/// that points to a PTE table, even an empty one, aborts the insert (the
+/// caller then clears `MIGRATE` on the window).
+///
+/// Kernel: `migrate_vma_insert_huge_pmd_page()`, `mm/migrate_device.c`;
+/// its error paths as fixed by 63451de16e0a and the pgtable-leak fix, or
+/// as in 7.0 ([`HugeInsertErrors`]).
+///
+/// # Differences from the kernel
+///
+/// No huge zero page (the kernel also replaces one), no userfaultfd, no
+/// memcg charge; the model's PTE tables are preallocated, so the deposit
+/// is only counted ([`Mm::nr_pgtables`]).
 fn insert_huge_pmd(c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), Errno> {
+    let mm = c.mm;
     if !addr.is_multiple_of(PMD_SIZE)
         || !c.vma.thp_suitable(addr)
         || folio.order() != Order::HPAGE_PMD
     {
         return Err(Errno::EINVAL);
     }
+    warn_on_once!(
+        mm.pmdp_get_lockless(addr).is_some_and(|p| !p.is_none()),
+        "migrate_vma_insert_huge_pmd_page(): PMD not none"
+    );
     let write = c.vma.flags().contains(VmFlags::WRITE);
     let entry = match folio.frame(0).ok_or(Errno::EINVAL)? {
         PageFrame::DevicePrivate(off) => {
-            Pmd::from_swp_entry(make_device_private_entry(write, off, c.mm.paging())?)?
+            Pmd::from_swp_entry(make_device_private_entry(write, off, mm.paging())?)?
         }
         PageFrame::Pfn(pfn) => Pmd::huge(pfn, present_prot(write))?,
     };
-    let g = c.mm.pmd_lock(addr)?;
-    let cur = g.get();
-    if !cur.is_none() && !cur.is_table() {
+    let pgtable = mm.pte_alloc_one();
+    let fixed = mm.config().huge_insert_errors == HugeInsertErrors::Fixed;
+    let g = match mm.pmd_lock(addr) {
+        Ok(g) => g,
+        Err(e) => {
+            mm.pte_free(pgtable);
+            return Err(e);
+        }
+    };
+    if let Err(e) = mm.check_stable_address_space() {
+        if fixed {
+            drop(g);
+            mm.pte_free(pgtable);
+        } else {
+            // 7.0's `goto abort`: the PMD lock is never released and the
+            // table never freed (hazard H21).
+            core::mem::forget(g);
+            drop(pgtable);
+        }
+        return Err(e);
+    }
+    if !g.get().is_none() {
+        drop(g);
+        if fixed {
+            mm.pte_free(pgtable);
+        } else {
+            // 7.0's `unlock_abort`: unlocked, but the table leaks.
+            drop(pgtable);
+        }
         return Err(Errno::EBUSY);
     }
-    g.set(entry)?;
+    if let Err(e) = g.set(entry) {
+        drop(g);
+        mm.pte_free(pgtable);
+        return Err(e);
+    }
     folio.set_anon(c.vma.id(), c.vma.linear_page_index(addr));
     folio.add_rmap_pmd()?;
     folio.get();
+    g.deposit(pgtable);
     Ok(())
 }
 
@@ -967,7 +1028,7 @@ fn insert_huge_pmd(c: VmaCtx<'_>, addr: u64, folio: AnyFolio<'_>) -> Result<(), 
 /// 512 locked order-0 folios, and `src[1..512]` get their own entries
 /// with `src[0]`'s flags (less `COMPOUND`).
 ///
-/// Kernel: `migrate_vma_split_unmapped_folio()`, `mm/migrate_device.c`.
+/// Kernel: `migrate_vma_split_unmapped_folio()`, `mm/migrate_device.c` (7.0).
 fn migrate_vma_split_unmapped_folio(
     mm: &Mm,
     src: &mut [MigratePfn],
@@ -994,7 +1055,7 @@ fn migrate_vma_split_unmapped_folio(
 /// destinations.
 ///
 /// Kernel: `migrate_vma_finalize(migrate)` → `__migrate_device_finalize()`,
-/// `mm/migrate_device.c`.
+/// `mm/migrate_device.c` (7.0).
 ///
 /// # Examples
 ///
@@ -1031,7 +1092,7 @@ pub fn migrate_vma_finalize(args: &mut MigrateVma<'_>) {
     finalize_inner(args.mm, &args.src[..n], &args.dst[..n], args.fault_page);
 }
 
-/// Kernel: `__migrate_device_finalize()`.
+/// Kernel: `__migrate_device_finalize()` (7.0).
 fn finalize_inner(
     mm: &Mm,
     src: &[MigratePfn],
@@ -1083,27 +1144,31 @@ fn finalize_inner(
 /// is a folio head in use; returns `m | MIGRATE`, or the empty entry.
 ///
 /// Kernel: `migrate_device_pfn_lock()` (`folio_get_nontail_page()` +
-/// `folio_trylock()`), `mm/migrate_device.c`.
-///
-/// # Differences from the kernel
-///
-/// The "get unless zero" is a check followed by an increment (the model's
-/// `Page` has no compare-and-swap on the refcount); a page freed in
-/// between would be resurrected. Eviction runs with the driver's own
-/// allocator quiesced, which closes that window.
-fn migrate_device_pfn_lock(guard: &SpaceReadGuard<'_>, m: MigratePfn) -> MigratePfn {
+/// `folio_trylock()`), `mm/migrate_device.c` (7.0).
+fn migrate_device_pfn_lock(
+    guard: &SpaceReadGuard<'_>,
+    m: MigratePfn,
+    mutants: Mutants,
+) -> MigratePfn {
     let Some(PageFrame::DevicePrivate(off)) = m.frame() else {
         return MigratePfn::NONE;
     };
     let Some(page) = guard.device_private_offset_to_page(off) else {
         return MigratePfn::NONE;
     };
-    if page.is_tail() || page.refcount() <= 0 {
+    // get_page_unless_zero(): a page a CPU fault has just migrated and
+    // freed must not come back to life (the loom model `fault_vs_evict`).
+    let got = if mutants.has(Mutant::EvictGetNotUnlessZero) {
+        page.refcount() > 0 && page.ref_add(1) > 0
+    } else {
+        page.ref_add_unless_zero(1)
+    };
+    if page.is_tail() || !got {
         return MigratePfn::NONE;
     }
     let folio = AnyFolio::Dev(page.folio());
-    folio.get();
-    if !folio.trylock() {
+    // The folio lock keeps this migration apart from a CPU fault's (H23).
+    if !mutants.has(Mutant::EvictNoTrylock) && !folio.trylock() {
         folio.put();
         return MigratePfn::NONE;
     }
@@ -1116,7 +1181,7 @@ fn migrate_device_pfn_lock(guard: &SpaceReadGuard<'_>, m: MigratePfn) -> Migrate
 /// `nr - 1` empty ones.
 ///
 /// Kernel: `migrate_device_range(src_pfns, start, npages)`,
-/// `mm/migrate_device.c` (series 03/13: `start` is an mpfn, and stepping
+/// `mm/migrate_device.c` (v6 03/13: `start` is an mpfn, and stepping
 /// keeps its flag bits).
 ///
 /// # Differences from the kernel
@@ -1153,7 +1218,7 @@ pub fn migrate_device_range(
 /// As [`migrate_device_range`], for a pre-filled array of device-private
 /// mpfns that need not be contiguous.
 ///
-/// Kernel: `migrate_device_pfns(src_pfns, npages)`, `mm/migrate_device.c`.
+/// Kernel: `migrate_device_pfns(src_pfns, npages)`, `mm/migrate_device.c` (7.0).
 ///
 /// # Errors
 ///
@@ -1173,7 +1238,7 @@ pub fn migrate_device_pfns(mm: &Mm, src: &mut [MigratePfn]) -> Result<(), Errno>
 /// one `COMPOUND` entry, then empty ones), then everything is unmapped.
 ///
 /// Kernel: the `migrate_device_pfn_lock()` loops of both, then
-/// `migrate_device_unmap()`, `mm/migrate_device.c`.
+/// `migrate_device_unmap()`, `mm/migrate_device.c` (7.0).
 fn migrate_device_lock_and_unmap(
     mm: &Mm,
     src: &mut [MigratePfn],
@@ -1185,7 +1250,7 @@ fn migrate_device_lock_and_unmap(
         let mut i = 0;
         while i < src.len() {
             let m = mpfn(i, src[i])?;
-            src[i] = migrate_device_pfn_lock(&guard, m);
+            src[i] = migrate_device_pfn_lock(&guard, m, mm.mutants());
             let nr = m
                 .frame()
                 .and_then(|f| frame_to_folio(mem.sys(), &guard, f))
@@ -1210,7 +1275,7 @@ fn migrate_device_lock_and_unmap(
 /// not migrate).
 ///
 /// Kernel: `migrate_device_pages(src_pfns, dst_pfns, npages)`,
-/// `mm/migrate_device.c`.
+/// `mm/migrate_device.c` (7.0).
 ///
 /// # Errors
 ///
@@ -1230,7 +1295,7 @@ pub fn migrate_device_pages(
 /// [`migrate_vma_finalize`] for entries from [`migrate_device_range`].
 ///
 /// Kernel: `migrate_device_finalize(src_pfns, dst_pfns, npages)`,
-/// `mm/migrate_device.c`.
+/// `mm/migrate_device.c` (7.0).
 ///
 /// # Errors
 ///

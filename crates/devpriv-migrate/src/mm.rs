@@ -8,7 +8,7 @@
 //! `include/linux/pagemap.h` (`folio_trylock()`, `folio_unlock()`), and
 //! the rmap counters of `mm/rmap.c` (`folio_add_anon_rmap_ptes()`,
 //! `folio_remove_rmap_ptes()`, `folio_add_anon_rmap_pmd()`,
-//! `folio_remove_rmap_pmd()`).
+//! `folio_remove_rmap_pmd()`, main).
 //!
 //! In the kernel every folio is a `struct folio *` and these helpers take
 //! any of them. Here system folios and device-private folios are different
@@ -21,6 +21,7 @@ use core::fmt;
 use core::ops::Deref;
 use devpriv_core::{Errno, Order, PageCount, PageFrame};
 use devpriv_pagemap::mm_types::{PAGE_MAPPING_ANON, word};
+use devpriv_pagemap::page_flags::PG_DIRTY;
 use devpriv_pagemap::{Folio, Page, SpaceReadGuard, folio_get, folio_put};
 
 /// The folio operations migration needs, for a system or a device-private
@@ -28,34 +29,34 @@ use devpriv_pagemap::{Folio, Page, SpaceReadGuard, folio_get, folio_put};
 ///
 /// Kernel: the `folio_*()` helpers of `include/linux/mm.h`,
 /// `include/linux/pagemap.h` and `mm/rmap.c`, which take any
-/// `struct folio *`.
+/// `struct folio *` (main).
 pub trait FolioOps {
     /// Pages in the folio.
     ///
-    /// Kernel: `folio_nr_pages()`.
+    /// Kernel: `folio_nr_pages()` (main).
     fn nr_pages(&self) -> u64;
 
     /// The folio order.
     ///
-    /// Kernel: `folio_order()`.
+    /// Kernel: `folio_order()` (main).
     fn order(&self) -> Order;
 
     /// `true` for order > 0.
     ///
-    /// Kernel: `folio_test_large()`.
+    /// Kernel: `folio_test_large()` (main).
     fn is_large(&self) -> bool {
         self.nr_pages() > 1
     }
 
     /// The frame of page `n`: a pfn, or a device-private offset.
     ///
-    /// Kernel: `folio_pfn() + n`, or (series) `device_private_folio_to_offset() + n`.
+    /// Kernel: `folio_pfn() + n`, or (v6) `device_private_folio_to_offset() + n`.
     fn frame(&self, n: u64) -> Option<PageFrame>;
 
     /// The index in this folio of the page at `frame`, if it is one of its
     /// pages.
     ///
-    /// Kernel: `folio_page_idx()`.
+    /// Kernel: `folio_page_idx()` (main).
     fn page_index(&self, frame: PageFrame) -> Option<u64> {
         let base = self.frame(0)?;
         if base.is_device_private() != frame.is_device_private() {
@@ -67,54 +68,54 @@ pub trait FolioOps {
 
     /// The reference count.
     ///
-    /// Kernel: `folio_ref_count()`.
+    /// Kernel: `folio_ref_count()` (main).
     fn refcount(&self) -> i64;
 
     /// Takes a reference.
     ///
-    /// Kernel: `folio_get()`.
+    /// Kernel: `folio_get()` (main).
     fn get(&self);
 
     /// Drops a reference; the last one frees the folio (a device folio
     /// through `free_zone_device_folio()` and the driver's `folio_free`).
     ///
-    /// Kernel: `folio_put()`.
+    /// Kernel: `folio_put()` (main).
     fn put(&self);
 
-    /// Kernel: `folio_trylock()`.
+    /// Kernel: `folio_trylock()` (main).
     fn trylock(&self) -> bool;
 
-    /// Kernel: `folio_unlock()`.
+    /// Kernel: `folio_unlock()` (main).
     fn unlock(&self);
 
-    /// Kernel: `folio_test_locked()`.
+    /// Kernel: `folio_test_locked()` (main).
     fn is_locked(&self) -> bool;
 
     /// Every mapping of the folio.
     ///
-    /// Kernel: `folio_mapcount()`.
+    /// Kernel: `folio_mapcount()` (main).
     fn mapcount(&self) -> i64;
 
     /// PTE mappings of page `n`.
     ///
-    /// Kernel: `page_mapcount()` without the entire mappings.
+    /// Kernel: `page_mapcount()` without the entire mappings (main).
     fn page_pte_mapcount(&self, n: u64) -> Option<i64>;
 
     /// PMD mappings of the folio.
     ///
-    /// Kernel: `folio_entire_mapcount()`.
+    /// Kernel: `folio_entire_mapcount()` (main).
     fn entire_mapcount(&self) -> i64;
 
     /// The page offset of the folio in its VMA's mapping.
     ///
-    /// Kernel: `folio->index`.
+    /// Kernel: `folio->index` (main).
     fn index(&self) -> u64;
 
     /// The anon cookie (the id of the VMA the folio was first mapped in), or
     /// `None` if the folio is not anon.
     ///
     /// Kernel: `folio_anon_vma()` (`folio->mapping` with
-    /// `PAGE_MAPPING_ANON`).
+    /// `PAGE_MAPPING_ANON`, main).
     ///
     /// # Differences from the kernel
     ///
@@ -125,21 +126,31 @@ pub trait FolioOps {
 
     /// Makes the folio anon in VMA `id` at page offset `index`.
     ///
-    /// Kernel: `__folio_set_anon()` (`folio->mapping`, `folio->index`).
+    /// Kernel: `__folio_set_anon()` (`folio->mapping`, `folio->index`, main).
     fn set_anon(&self, id: u64, index: u64);
 
     /// Adds PTE mappings of pages `first..first + nr`.
     ///
-    /// Kernel: `folio_add_anon_rmap_ptes()` (map counts only).
+    /// Kernel: `folio_add_anon_rmap_ptes()` (map counts only, main).
     ///
     /// # Errors
     ///
     /// [`Errno::EINVAL`] if the pages are not all in the folio.
     fn add_rmap_ptes(&self, first: u64, nr: u64) -> Result<(), Errno>;
 
+    /// Marks the folio dirty (its data differs from any backing copy).
+    ///
+    /// Kernel: `folio_mark_dirty()` (main).
+    ///
+    /// # Differences from the kernel
+    ///
+    /// System folios carry no flags in the model: a no-op for them. A
+    /// device folio gets `PG_dirty` on its head page.
+    fn mark_dirty(&self);
+
     /// Removes PTE mappings of pages `first..first + nr`.
     ///
-    /// Kernel: `folio_remove_rmap_ptes()`.
+    /// Kernel: `folio_remove_rmap_ptes()` (main).
     ///
     /// # Errors
     ///
@@ -149,7 +160,7 @@ pub trait FolioOps {
 
     /// Adds a PMD mapping of the whole folio.
     ///
-    /// Kernel: `folio_add_anon_rmap_pmd()`.
+    /// Kernel: `folio_add_anon_rmap_pmd()` (main).
     ///
     /// # Errors
     ///
@@ -158,7 +169,7 @@ pub trait FolioOps {
 
     /// Removes a PMD mapping.
     ///
-    /// Kernel: `folio_remove_rmap_pmd()`.
+    /// Kernel: `folio_remove_rmap_pmd()` (main).
     ///
     /// # Errors
     ///
@@ -230,6 +241,8 @@ impl FolioOps for SysFolio<'_> {
         self.set_index(index);
     }
 
+    fn mark_dirty(&self) {}
+
     fn add_rmap_ptes(&self, first: u64, nr: u64) -> Result<(), Errno> {
         SysFolio::add_rmap_ptes(self, first, nr)
     }
@@ -261,12 +274,7 @@ impl FolioOps for Folio<'_> {
     }
 
     fn frame(&self, n: u64) -> Option<PageFrame> {
-        let idx = (self.page().index() as u64).checked_add(n)?;
-        self.page()
-            .owner()
-            .first_offset()
-            .checked_add(PageCount::new(idx))
-            .map(Into::into)
+        self.offset().checked_add(PageCount::new(n)).map(Into::into)
     }
 
     fn refcount(&self) -> i64 {
@@ -329,6 +337,10 @@ impl FolioOps for Folio<'_> {
         self.page().set_raw(word::INDEX, index);
     }
 
+    fn mark_dirty(&self) {
+        self.page().set_flag(PG_DIRTY);
+    }
+
     fn add_rmap_ptes(&self, first: u64, nr: u64) -> Result<(), Errno> {
         dev_rmap_ptes(*self, first, nr, 1)
     }
@@ -349,7 +361,7 @@ impl FolioOps for Folio<'_> {
 /// A folio in system RAM or in device-private memory. It dereferences to
 /// [`FolioOps`], so every folio helper is called on it directly.
 ///
-/// Kernel: `struct folio *` (either `folio_is_device_private()` or not).
+/// Kernel: `struct folio *` (either `folio_is_device_private()` or not, main).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum AnyFolio<'a> {
     /// A system RAM folio.
@@ -386,7 +398,7 @@ impl fmt::Debug for AnyFolio<'_> {
 impl AnyFolio<'_> {
     /// `true` for a device-private folio.
     ///
-    /// Kernel: `folio_is_device_private()`.
+    /// Kernel: `folio_is_device_private()` (main).
     pub fn is_device_private(&self) -> bool {
         matches!(self, AnyFolio::Dev(_))
     }
@@ -396,7 +408,7 @@ impl AnyFolio<'_> {
 /// pfn, a device-private page by offset.
 ///
 /// Kernel: `pfn_to_page()` / `softleaf_to_page()` / `migrate_pfn_to_page()`
-/// followed by `page_folio()`.
+/// followed by `page_folio()` (7.0).
 ///
 /// # Differences from the kernel
 ///

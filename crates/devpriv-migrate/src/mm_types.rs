@@ -4,7 +4,7 @@
 //! Kernel: `include/linux/mm_types.h` (`struct mm_struct`,
 //! `struct vm_area_struct`, `struct ptdesc`), `include/linux/mmap_lock.h`
 //! (`mmap_write_lock()`), `kernel/fork.c` (`mm_alloc()`), `mm/internal.h`
-//! (`vma_address()`).
+//! (`vma_address()`, main).
 //!
 //! # Shape
 //!
@@ -31,7 +31,11 @@
 //!   `Mm` lives, and a PMD slot always uses the same PTE table. So a PMD
 //!   that goes table → huge → table points at the same table again;
 //!   `pmd_same()` cannot tell those apart, where in the kernel a fresh table
-//!   would usually have a fresh address. Nothing here relies on it.
+//!   would usually have a fresh address. Nothing here relies on it. The
+//!   page-table page a huge PMD deposits for its split
+//!   (`pgtable_trans_huge_deposit()`) is therefore only counted
+//!   ([`Mm::nr_pgtables`], [`PgtablePage`](crate::PgtablePage)), so that a
+//!   leak shows.
 //! - Readers do not take `mmap_lock` for read: they read a snapshot of the
 //!   VMA list, as `lock_vma_under_rcu()` readers of the maple tree do, and
 //!   a VMA from a snapshot is checked against the current list where it
@@ -46,10 +50,12 @@
 
 use crate::memory_model::Memory;
 use crate::pgtable::{PMD_SIZE, PUD_SIZE, Pmd, Pte, pgd_index, pmd_index, pud_index};
+use crate::swapops::L1tf;
 use core::fmt;
 use core::ops::Deref;
 use devpriv_core::consts::PTRS_PER_PTE;
-use devpriv_core::sync::atomic::{AtomicU64, Ordering};
+use devpriv_core::mutant::Mutants;
+use devpriv_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use devpriv_core::sync::{Mutex, MutexGuard, RwLock};
 use devpriv_core::{Errno, PAGE_SHIFT, PagingMode, Pfn};
 use std::sync::{Arc, OnceLock};
@@ -64,7 +70,7 @@ const USER_PGD_ENTRIES: usize = 256;
 
 /// A PTE table: 512 entries and the lock that serialises writers.
 ///
-/// Kernel: a page-table page with its split ptlock (`ptdesc->ptl`).
+/// Kernel: a page-table page with its split ptlock (`ptdesc->ptl`, main).
 pub struct PteTable {
     entries: Box<[AtomicU64; ENTRIES]>,
     ptl: Mutex<()>,
@@ -96,7 +102,7 @@ impl PteTable {
 
     /// Reads entry `i` without the lock.
     ///
-    /// Kernel: `ptep_get()` (`READ_ONCE`).
+    /// Kernel: `ptep_get()` (`READ_ONCE`, main).
     #[inline]
     pub(crate) fn get(&self, i: usize) -> Pte {
         debug_assert!(i < ENTRIES);
@@ -112,7 +118,7 @@ impl PteTable {
 
     /// The table's lock.
     ///
-    /// Kernel: `pte_lockptr()`.
+    /// Kernel: `pte_lockptr()` (main).
     pub(crate) fn ptl(&self) -> &Mutex<()> {
         &self.ptl
     }
@@ -135,12 +141,17 @@ pub(crate) struct PmdSlot {
     val: AtomicU64,
     /// Set once, when a VMA first covers the slot.
     table: OnceLock<Box<PteTable>>,
+    /// Page-table pages deposited for a leaf PMD here, changed under the
+    /// PMD lock.
+    ///
+    /// Kernel: the `pmd_huge_pte` list of `pgtable_trans_huge_deposit()` (main).
+    pub(crate) deposited: AtomicU32,
 }
 
 impl PmdSlot {
     /// Reads the PMD without the lock.
     ///
-    /// Kernel: `pmdp_get_lockless()`.
+    /// Kernel: `pmdp_get_lockless()` (main).
     #[inline]
     pub(crate) fn get(&self) -> Pmd {
         Pmd::from_raw(self.val.load(Ordering::Acquire))
@@ -162,7 +173,7 @@ impl PmdSlot {
     /// The PTE table this PMD points to, if its value is a table pointer.
     ///
     /// Kernel: `__pte_offset_map()` — `NULL` for a none, non-present or
-    /// huge PMD.
+    /// huge PMD (main).
     #[inline]
     pub(crate) fn table_if(&self, pmd: Pmd) -> Option<&PteTable> {
         if pmd.is_table() { self.table() } else { None }
@@ -171,7 +182,7 @@ impl PmdSlot {
 
 /// A PMD table: 512 PMD entries and one lock for all of them.
 ///
-/// Kernel: a PMD page-table page with its split PMD ptlock.
+/// Kernel: a PMD page-table page with its split PMD ptlock (main).
 #[derive(Debug)]
 pub(crate) struct PmdTable {
     slots: Box<[PmdSlot]>,
@@ -185,6 +196,7 @@ impl PmdTable {
                 .map(|_| PmdSlot {
                     val: AtomicU64::new(0),
                     table: OnceLock::new(),
+                    deposited: AtomicU32::new(0),
                 })
                 .collect(),
             ptl: Mutex::new(()),
@@ -195,7 +207,7 @@ impl PmdTable {
         &self.slots[pmd_index(addr)]
     }
 
-    /// Kernel: `pmd_lockptr()`.
+    /// Kernel: `pmd_lockptr()` (main).
     pub(crate) fn ptl(&self) -> &Mutex<()> {
         &self.ptl
     }
@@ -212,13 +224,13 @@ devpriv_core::flags! {
     /// VMA protection flags.
     ///
     /// Kernel: `vm_flags_t` (`VM_READ`, `VM_WRITE`, `VM_EXEC`),
-    /// `include/linux/mm.h`.
+    /// `include/linux/mm.h` (main).
     pub struct VmFlags: u64 {
-        /// Kernel: `VM_READ`.
+        /// Kernel: `VM_READ` (main).
         const READ = 0x1;
-        /// Kernel: `VM_WRITE`.
+        /// Kernel: `VM_WRITE` (main).
         const WRITE = 0x2;
-        /// Kernel: `VM_EXEC`.
+        /// Kernel: `VM_EXEC` (main).
         const EXEC = 0x4;
         /// Read and write.
         ///
@@ -230,7 +242,7 @@ devpriv_core::flags! {
 /// The address space a VMA belongs to, compared by identity (two address
 /// spaces are never equal, whatever their ids), and its `mm_id`.
 ///
-/// Kernel: `vma->vm_mm` (a pointer compare).
+/// Kernel: `vma->vm_mm` (a pointer compare, main).
 #[derive(Clone)]
 pub(crate) struct MmIdent(Arc<u64>);
 
@@ -251,7 +263,7 @@ impl fmt::Debug for MmIdent {
 /// A virtual memory area: a page-aligned range of one address space.
 ///
 /// Kernel: `struct vm_area_struct` (`vm_start`, `vm_end`, `vm_pgoff`,
-/// `vm_flags`, `vm_mm`).
+/// `vm_flags`, `vm_mm`, main).
 ///
 /// # Differences from the kernel
 ///
@@ -270,23 +282,23 @@ pub struct Vma {
 }
 
 impl Vma {
-    /// First address. Kernel: `vm_start`.
+    /// First address. Kernel: `vm_start` (main).
     pub fn start(&self) -> u64 {
         self.start
     }
 
-    /// One past the last address. Kernel: `vm_end`.
+    /// One past the last address. Kernel: `vm_end` (main).
     pub fn end(&self) -> u64 {
         self.end
     }
 
     /// Page offset of `start`. Kernel: `vm_pgoff` (for anonymous VMAs,
-    /// `vm_start >> PAGE_SHIFT` at creation).
+    /// `vm_start >> PAGE_SHIFT` at creation, main).
     pub fn pgoff(&self) -> u64 {
         self.pgoff
     }
 
-    /// Kernel: `vm_flags`.
+    /// Kernel: `vm_flags` (main).
     pub fn flags(&self) -> VmFlags {
         self.flags
     }
@@ -301,7 +313,7 @@ impl Vma {
 
     /// The id of the address space the VMA belongs to.
     ///
-    /// Kernel: `vma->vm_mm->mm_id`.
+    /// Kernel: `vma->vm_mm->mm_id` (main).
     pub fn mm_id(&self) -> u64 {
         *self.mm.0
     }
@@ -315,7 +327,7 @@ impl Vma {
 
     /// Page offset of `addr` in the VMA's mapping.
     ///
-    /// Kernel: `linear_page_index(vma, address)`.
+    /// Kernel: `linear_page_index(vma, address)` (main).
     pub fn linear_page_index(&self, addr: u64) -> u64 {
         ((addr - self.start) >> PAGE_SHIFT).wrapping_add(self.pgoff)
     }
@@ -323,7 +335,7 @@ impl Vma {
     /// The first address at which any of the pages `pgoff..pgoff + nr_pages`
     /// is mapped by this VMA.
     ///
-    /// Kernel: `vma_address(vma, pgoff, nr_pages)`, `mm/internal.h`.
+    /// Kernel: `vma_address(vma, pgoff, nr_pages)`, `mm/internal.h` (main).
     ///
     /// # Errors
     ///
@@ -348,37 +360,170 @@ impl Vma {
     /// `true` if a PMD-sized folio can be mapped at `addr`'s 2 MiB block.
     ///
     /// Kernel: `thp_vma_suitable_order(vma, addr, PMD_ORDER)` (anonymous: no
-    /// pgoff check).
+    /// pgoff check, main).
     pub fn thp_suitable(&self, addr: u64) -> bool {
         let haddr = addr & !(PMD_SIZE - 1);
         haddr >= self.start && haddr.checked_add(PMD_SIZE).is_some_and(|e| e <= self.end)
     }
 }
 
+/// How `page_vma_mapped_walk()` treats a device-private PMD.
+///
+/// Kernel: the device-private PMD branch of `page_vma_mapped_walk()`,
+/// `mm/page_vma_mapped.c`, added with device-private THP rmap support
+/// (65edfda6f3f2, 6.19) and fixed by "`mm/page_vma_mapped`: fix
+/// device-private PMD handling" (Wei Yang, mm-hotfixes 2026-06-30, Link
+/// `20260630021540.17297-1-richard.weiyang@gmail.com`; CVE-2026-68163,
+/// fixed in 7.1.6 and 7.2-rc5). Hazard H13 (`docs/hazards.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PvmwPmdPolicy {
+    /// The fix: a device-private PMD joins the trans-huge/migration block:
+    /// the PMD lock is taken and the entry re-read; a device-private PMD
+    /// is not found under `PVMW_MIGRATION`, nor unless `check_pmd()`
+    /// overlaps the target; any other non-present value is not found; a
+    /// PMD split under the walk is handled at PTE level.
+    ///
+    /// Kernel: CVE-2026-68163 fix (7.1.6, 7.2-rc5).
+    #[default]
+    Fixed,
+    /// 6.19 to 7.1.5 (7.0 included): a device-private PMD seen locklessly
+    /// "matches" whatever the target, with the PMD lock held and without
+    /// re-reading the entry — even under `PVMW_MIGRATION`, where
+    /// `remove_migration_pmd()` then treats it as a migration entry.
+    ///
+    /// Kernel: `page_vma_mapped_walk()` in 7.0.
+    V7_0,
+}
+
+/// Whether `migrate_vma_collect_pmd()` reads `pte_dirty()` / `pte_pfn()`
+/// of a non-present (device-private) PTE.
+///
+/// Kernel: `migrate_vma_collect_pmd()`, `mm/migrate_device.c`; fixed by
+/// "mm: `migrate_device`: fix `pte_pfn`/`pte_dirty` called on non-present
+/// PTE"
+/// (Kefeng Wang, mm-hotfixes 2026-07-08, Link
+/// `20260708003955.4024340-1-wangkefeng.wang@huawei.com`; Fixes
+/// fd35ca3d12cc, 6c287605fd56). Hazard H20 (`docs/hazards.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CollectPteGuard {
+    /// The fix: `flush_cache_page(..., pte_pfn(pte))` and
+    /// `pte_dirty(pte)` → `folio_mark_dirty()` only for a present PTE.
+    #[default]
+    Fixed,
+    /// 7.0: both run for device-private swap PTEs too. x86's `pte_dirty()`
+    /// tests `_PAGE_DIRTY | _PAGE_SAVED_DIRTY`, and `_PAGE_SAVED_DIRTY`
+    /// (bit 58) is the inverted top bit of a swap PTE's offset: set for
+    /// every real offset, so every collected device page is marked dirty.
+    ///
+    /// Kernel: `migrate_vma_collect_pmd()` in 7.0.
+    V7_0,
+}
+
+/// What the error paths of `migrate_vma_insert_huge_pmd_page()` release.
+///
+/// Kernel: `migrate_vma_insert_huge_pmd_page()`, `mm/migrate_device.c`;
+/// fixed by 63451de16e0a ("`mm/migrate_device`: fix spinlock leak in
+/// `migrate_vma_insert_huge_pmd_page`", Sunny Patel, 7.0.y) and
+/// "`mm/migrate_device`: fix pgtable leak in
+/// `migrate_vma_insert_huge_pmd_page`" (Sunny Patel, mm-hotfixes 2026-05,
+/// Link `20260501115122.23288-1-nueralspacetech@gmail.com`). Hazard H21
+/// (`docs/hazards.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum HugeInsertErrors {
+    /// Both fixes: an unstable address space unlocks the PMD before
+    /// aborting, and every abort after `pte_alloc_one()` frees the table.
+    #[default]
+    Fixed,
+    /// 7.0: `check_stable_address_space()` failing jumps to `abort` with
+    /// the PMD lock still held (held forever), and the aborts after
+    /// `pte_alloc_one()` (PMD not none, uffd missing) leak the table.
+    ///
+    /// Kernel: `migrate_vma_insert_huge_pmd_page()` in 7.0.
+    V7_0,
+}
+
+/// What zapping a non-present PMD keys the rmap and reference drop on.
+///
+/// Kernel: `zap_huge_pmd()`, `mm/huge_memory.c` (7.0; `zap_huge_pmd_folio()`
+/// in the mm tree). Hazard H22 (`docs/hazards.md`).
+///
+/// # Differences from the kernel
+///
+/// [`Fixed`](Self::Fixed) is derived, not an upstream commit: no fix was
+/// found in 7.0, 7.1 or the mm tree through 7.3-rc, whose
+/// `zap_huge_pmd_folio()` still tests `folio_is_device_private(folio)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ZapDevicePmd {
+    /// Derived fix: the rmap is removed and the reference dropped only for
+    /// a device-private *entry* (`softleaf_is_device_private(entry)`), as
+    /// `zap_nonpresent_ptes()` does at PTE level; a migration PMD is just
+    /// cleared (the migration owns its folio).
+    #[default]
+    Fixed,
+    /// 7.0: keyed on `folio_is_device_private(folio)`, so a migration PMD
+    /// whose folio is device-private (a device THP being migrated back)
+    /// gets an rmap removed and a reference dropped that
+    /// `set_pmd_migration_entry()` already took away.
+    ///
+    /// Kernel: `zap_huge_pmd()` in 7.0.
+    V7_0,
+}
+
 /// Settings of an address space.
 ///
 /// Kernel: boot-time and config choices (`pgtable_l5_enabled()`,
-/// `CONFIG_ARCH_ENABLE_THP_MIGRATION`).
+/// `CONFIG_ARCH_ENABLE_THP_MIGRATION`, the L1TF mitigation; main), and
+/// which version of a fixed kernel path to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MmConfig {
     /// Decides `SWP_PFN_BITS` for entries in this address space.
     pub paging: PagingMode,
-    /// Kernel: `thp_migration_supported()` (true on x86-64).
+    /// The machine's L1TF state, which decides
+    /// [`swap_migration_ad_supported`](Self::swap_migration_ad_supported).
+    ///
+    /// Kernel: read by `arch_max_swapfile_size()` at boot (main).
+    pub l1tf: L1tf,
+    /// Kernel: `thp_migration_supported()` (true on x86-64, main).
     pub thp_migration: bool,
     /// A read fault on a hole maps the shared zero page read-only
     /// ([`SystemMemory::zero_pfn`](crate::SystemMemory::zero_pfn)) instead
     /// of a new zeroed page.
     ///
-    /// Kernel: `!mm_forbids_zeropage(mm)` (true on x86-64).
+    /// Kernel: `!mm_forbids_zeropage(mm)` (true on x86-64, main).
     pub zero_page: bool,
+    /// The walker's device-private PMD branch (hazard H13).
+    pub pvmw_pmd: PvmwPmdPolicy,
+    /// Collection's reads of non-present PTEs (hazard H20).
+    pub collect_pte_guard: CollectPteGuard,
+    /// The huge-PMD insert's error paths (hazard H21).
+    pub huge_insert_errors: HugeInsertErrors,
+    /// Zapping a device-private migration PMD (hazard H22).
+    pub zap_device_pmd: ZapDevicePmd,
+}
+
+impl MmConfig {
+    /// Whether migration entries keep young/dirty bits on this machine.
+    ///
+    /// Kernel: `swap_migration_ad_supported` (`mm/swapfile.c`), see
+    /// [`L1tf::swap_migration_ad_supported`] (main).
+    pub const fn swap_migration_ad_supported(&self) -> bool {
+        self.l1tf.swap_migration_ad_supported(self.paging)
+    }
 }
 
 impl Default for MmConfig {
+    /// 4-level paging, no L1TF clamp, THP migration and the zero page on,
+    /// every path as fixed upstream.
     fn default() -> Self {
         MmConfig {
             paging: PagingMode::FourLevel,
+            l1tf: L1tf::NotAffected,
             thp_migration: true,
             zero_page: true,
+            pvmw_pmd: PvmwPmdPolicy::Fixed,
+            collect_pte_guard: CollectPteGuard::Fixed,
+            huge_insert_errors: HugeInsertErrors::Fixed,
+            zap_device_pmd: ZapDevicePmd::Fixed,
         }
     }
 }
@@ -393,7 +538,7 @@ pub(crate) struct MmapState {
 /// A process address space.
 ///
 /// Kernel: `struct mm_struct` (its VMAs, page tables, `mmap_lock` and
-/// `mm_id`), shared as `Arc<Mm>` the way `mm_users` counts its users.
+/// `mm_id`), shared as `Arc<Mm>` the way `mm_users` counts its users (main).
 ///
 /// ```
 /// use devpriv_core::{Errno, PAGE_SIZE, PageCount, Pfn};
@@ -415,14 +560,23 @@ pub struct Mm {
     memory: Memory,
     config: MmConfig,
     ident: MmIdent,
-    /// Kernel: `mm->mmap_lock` (the write side).
+    /// Kernel: `mm->mmap_lock` (the write side, main).
     mmap_lock: Mutex<MmapState>,
     /// The VMAs in address order, replaced whole under `mmap_lock`.
     ///
-    /// Kernel: `mm->mm_mt`.
+    /// Kernel: `mm->mm_mt` (main).
     vmas: RwLock<Arc<[Vma]>>,
-    /// Kernel: `mm->pgd` (user half).
+    /// Kernel: `mm->pgd` (user half, main).
     pgd: Box<[OnceLock<Box<PudTable>>]>,
+    /// Page-table pages from [`Mm::pte_alloc_one`] not yet given back with
+    /// [`Mm::pte_free`]: the deposited ones, plus any leaked.
+    ///
+    /// Kernel: none (model only; the kernel's pages are just memory).
+    pub(crate) pgtables: AtomicU64,
+    /// Kernel: `MMF_UNSTABLE` in `mm->flags` (main).
+    pub(crate) unstable: AtomicBool,
+    /// Planted bugs (`EvictNoTrylock`); none outside loom.
+    mutants: Mutants,
 }
 
 impl fmt::Debug for Mm {
@@ -449,8 +603,17 @@ const TABLE_FRAME_BASE: u64 = 0xf0_0000_0000;
 impl Mm {
     /// An empty address space whose pages come from `memory`.
     ///
-    /// Kernel: `mm_alloc()` (`mm_init()`, `mm_alloc_id()`), `kernel/fork.c`.
+    /// Kernel: `mm_alloc()` (`mm_init()`, `mm_alloc_id()`), `kernel/fork.c` (main).
     pub fn new(memory: &Memory, config: MmConfig) -> Arc<Mm> {
+        Self::with_mutants(memory, config, Mutants::NONE)
+    }
+
+    /// [`new`](Self::new) with deliberate bugs in the migration paths that
+    /// run on this address space, for loom mutant tests (outside loom
+    /// `mutants` is empty).
+    ///
+    /// Kernel: none (model only).
+    pub fn with_mutants(memory: &Memory, config: MmConfig, mutants: Mutants) -> Arc<Mm> {
         Arc::new(Mm {
             memory: memory.clone(),
             config,
@@ -461,6 +624,9 @@ impl Mm {
             }),
             vmas: RwLock::new(Arc::from(Vec::new())),
             pgd: (0..USER_PGD_ENTRIES).map(|_| OnceLock::new()).collect(),
+            pgtables: AtomicU64::new(0),
+            unstable: AtomicBool::new(false),
+            mutants,
         })
     }
 
@@ -476,6 +642,11 @@ impl Mm {
     /// Kernel: none (model only).
     pub fn config(&self) -> MmConfig {
         self.config
+    }
+
+    /// The planted bugs.
+    pub(crate) fn mutants(&self) -> Mutants {
+        self.mutants
     }
 
     /// The paging mode (for encoding entries).
@@ -500,7 +671,7 @@ impl Mm {
     /// Takes the address space's lock for writing: the guard maps and
     /// unmaps (see [`MmapWriteGuard`]). Dropping it is `mmap_write_unlock()`.
     ///
-    /// Kernel: `mmap_write_lock(mm)`, `include/linux/mmap_lock.h`.
+    /// Kernel: `mmap_write_lock(mm)`, `include/linux/mmap_lock.h` (main).
     pub fn mmap_write_lock(&self) -> MmapWriteGuard<'_> {
         MmapWriteGuard {
             mm: self,
@@ -511,14 +682,14 @@ impl Mm {
     /// The VMAs, in address order: a snapshot, which later changes do not
     /// affect.
     ///
-    /// Kernel: a walk of `mm->mm_mt` (`for_each_vma()`).
+    /// Kernel: a walk of `mm->mm_mt` (`for_each_vma()`, main).
     pub fn vmas(&self) -> Arc<[Vma]> {
         Arc::clone(&self.vmas.read())
     }
 
     /// The VMA containing `addr` (a copy).
     ///
-    /// Kernel: `vma_lookup(mm, addr)`.
+    /// Kernel: `vma_lookup(mm, addr)` (main).
     pub fn vma_lookup(&self, addr: u64) -> Option<Vma> {
         let vmas = self.vmas.read();
         let pos = vmas.partition_point(|v| v.end <= addr);
@@ -535,7 +706,7 @@ impl Mm {
 
     /// `true` if any PUD entry of `addr`'s 512 GiB region is present.
     ///
-    /// Kernel: `pgd_present(*pgd_offset(mm, addr))`.
+    /// Kernel: `pgd_present(*pgd_offset(mm, addr))` (main).
     pub(crate) fn pgd_present(&self, addr: u64) -> bool {
         self.pgd
             .get(pgd_index(addr))
@@ -544,10 +715,42 @@ impl Mm {
 
     /// The PMD table for `addr`, if its PUD entry is present.
     ///
-    /// Kernel: `pud_present()` + `pmd_offset()`.
+    /// Kernel: `pud_present()` + `pmd_offset()` (main).
     pub(crate) fn pmd_table(&self, addr: u64) -> Option<&PmdTable> {
         let pud = self.pgd.get(pgd_index(addr))?.get()?;
         pud.pmds[pud_index(addr)].get().map(|t| &**t)
+    }
+
+    /// Every PMD slot of the address space, in no particular order.
+    pub(crate) fn pmd_slots(&self) -> impl Iterator<Item = &PmdSlot> {
+        self.pgd
+            .iter()
+            .filter_map(OnceLock::get)
+            .flat_map(|pud| pud.pmds.iter().filter_map(OnceLock::get))
+            .flat_map(|t| t.slots.iter())
+    }
+
+    /// Marks the address space unstable: the OOM reaper has started taking
+    /// its memory, so page-fault and migration paths must not install new
+    /// entries.
+    ///
+    /// Kernel: `set_bit(MMF_UNSTABLE, &mm->flags)` in
+    /// `__oom_reap_task_mm()`, `mm/oom_kill.c` (main).
+    pub fn set_unstable(&self) {
+        self.unstable.store(true, Ordering::Release);
+    }
+
+    /// Kernel: `check_stable_address_space(mm)`, `include/linux/oom.h` (main).
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EFAULT`] (the kernel's `VM_FAULT_SIGBUS`) once
+    /// [`set_unstable`](Self::set_unstable) was called.
+    pub fn check_stable_address_space(&self) -> Result<(), Errno> {
+        if self.unstable.load(Ordering::Acquire) {
+            return Err(Errno::EFAULT);
+        }
+        Ok(())
     }
 }
 
@@ -555,7 +758,7 @@ impl Mm {
 /// pages may change. It dereferences to the [`Mm`].
 ///
 /// Kernel: `mm->mmap_lock` held by `mmap_write_lock()`; dropping the guard
-/// is `mmap_write_unlock()`.
+/// is `mmap_write_unlock()` (main).
 pub struct MmapWriteGuard<'a> {
     mm: &'a Mm,
     pub(crate) state: MutexGuard<'a, MmapState>,
@@ -587,7 +790,7 @@ impl MmapWriteGuard<'_> {
     /// none); existing tables stay.
     ///
     /// Kernel: `__pud_alloc()`, `__pmd_alloc()`, `__pte_alloc()`,
-    /// `mm/memory.c` (done at fault time there).
+    /// `mm/memory.c` (done at fault time there, main).
     pub(crate) fn alloc_page_tables(&mut self, start: u64, end: u64) {
         let mut addr = start & !(PMD_SIZE - 1);
         while addr < end {

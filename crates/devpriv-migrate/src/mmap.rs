@@ -2,7 +2,7 @@
 //! writing ([`MmapWriteGuard`]).
 //!
 //! Kernel: `mm/mmap.c` (`do_mmap()`), `mm/vma.c` (`do_vmi_munmap()`,
-//! `__split_vma()`), `mm/memory.c` (`unmap_vmas()`).
+//! `__split_vma()`), `mm/memory.c` (`unmap_vmas()`, main).
 
 use crate::mm_types::{MmapWriteGuard, VmFlags, Vma};
 use crate::pgtable::TASK_SIZE;
@@ -28,7 +28,7 @@ impl MmapWriteGuard<'_> {
     /// VMA.
     ///
     /// Kernel: `mmap(start, len, prot, MAP_PRIVATE | MAP_ANONYMOUS |
-    /// MAP_FIXED_NOREPLACE)` → `do_mmap()`; `vm_pgoff = start >> PAGE_SHIFT`.
+    /// MAP_FIXED_NOREPLACE)` → `do_mmap()`; `vm_pgoff = start >> PAGE_SHIFT` (main).
     ///
     /// # Errors
     ///
@@ -87,7 +87,7 @@ impl MmapWriteGuard<'_> {
     ///
     /// Kernel: `munmap()` → `do_vmi_munmap()` (`__split_vma()`,
     /// `unmap_region()` → `unmap_vmas()` → `zap_pmd_range()` /
-    /// `zap_pte_range()`), `mm/vma.c` and `mm/memory.c`.
+    /// `zap_pte_range()`), `mm/vma.c` and `mm/memory.c` (main).
     ///
     /// # Differences from the kernel
     ///

@@ -5,7 +5,7 @@
 //! Kernel: `mm/page_alloc.c` (`folio_alloc()`, `__free_pages()`),
 //! `include/linux/mm.h` (`folio_get()`, `folio_put()`, `folio_mapcount()`),
 //! `mm/rmap.c` (`folio_add_anon_rmap_ptes()`, `folio_remove_rmap_ptes()`,
-//! `folio_add_anon_rmap_pmd()`), `include/linux/pagemap.h` (`folio_lock()`).
+//! `folio_add_anon_rmap_pmd()`), `include/linux/pagemap.h` (`folio_lock()`, main).
 //!
 //! # Differences from the kernel
 //!
@@ -29,26 +29,26 @@ struct SysPage {
     head: AtomicU64,
     /// Head only: the folio order.
     order: AtomicU64,
-    /// Head only. Kernel: `_refcount`.
+    /// Head only. Kernel: `_refcount` (main).
     refcount: AtomicU64,
-    /// PTE mappings of this page. Kernel: `_mapcount + 1`.
+    /// PTE mappings of this page. Kernel: `_mapcount + 1` (main).
     mapcount: AtomicU64,
-    /// Head only: PMD mappings. Kernel: `_entire_mapcount + 1`.
+    /// Head only: PMD mappings. Kernel: `_entire_mapcount + 1` (main).
     entire_mapcount: AtomicU64,
-    /// Head only: all mappings. Kernel: `_large_mapcount + 1`.
+    /// Head only: all mappings. Kernel: `_large_mapcount + 1` (main).
     large_mapcount: AtomicU64,
-    /// Head only. Kernel: `PG_locked`.
+    /// Head only. Kernel: `PG_locked` (main).
     locked: AtomicBool,
-    /// Head only. Kernel: `folio->index`.
+    /// Head only. Kernel: `folio->index` (main).
     index: AtomicU64,
     /// Head only: an opaque anon-mapping cookie (0: none). Kernel:
-    /// `folio->mapping` (`anon_vma | PAGE_MAPPING_ANON`).
+    /// `folio->mapping` (`anon_vma | PAGE_MAPPING_ANON`, main).
     mapping: AtomicU64,
 }
 
 /// A range of system memory with a page allocator.
 ///
-/// Kernel: a zone of system RAM and its buddy allocator, in spirit.
+/// Kernel: a zone of system RAM and its buddy allocator, in spirit (main).
 pub struct SystemMemory {
     base: Pfn,
     pages: Box<[SysPage]>,
@@ -118,7 +118,7 @@ impl SystemMemory {
 
     /// Free pages.
     ///
-    /// Kernel: `NR_FREE_PAGES`, in spirit.
+    /// Kernel: `NR_FREE_PAGES`, in spirit (main).
     pub fn nr_free(&self) -> u64 {
         self.free
             .lock()
@@ -144,7 +144,7 @@ impl SystemMemory {
     /// Allocates a folio of `order` (0 or 9) with refcount 1, unlocked and
     /// unmapped, its pages' data zeroed.
     ///
-    /// Kernel: `folio_alloc(GFP_HIGHUSER_MOVABLE | __GFP_ZERO, order)`.
+    /// Kernel: `folio_alloc(GFP_HIGHUSER_MOVABLE | __GFP_ZERO, order)` (main).
     ///
     /// # Errors
     ///
@@ -183,7 +183,7 @@ impl SystemMemory {
     /// It is never allocated, has no folio ([`pfn_folio`](Self::pfn_folio)
     /// is `None`), reads as 0 and cannot be written.
     ///
-    /// Kernel: `my_zero_pfn()` (`ZERO_PAGE(0)`), `include/linux/pgtable.h`.
+    /// Kernel: `my_zero_pfn()` (`ZERO_PAGE(0)`), `include/linux/pgtable.h` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -195,7 +195,7 @@ impl SystemMemory {
 
     /// `true` if `pfn` is the zero page.
     ///
-    /// Kernel: `is_zero_pfn(pfn)`, `include/linux/pgtable.h`.
+    /// Kernel: `is_zero_pfn(pfn)`, `include/linux/pgtable.h` (main).
     pub fn is_zero_pfn(&self, pfn: Pfn) -> bool {
         pfn == self.zero_pfn()
     }
@@ -203,7 +203,7 @@ impl SystemMemory {
     /// The allocated folio that contains `pfn`, or `None` for a free page or
     /// a pfn outside this memory.
     ///
-    /// Kernel: `pfn_folio(pfn)` (`page_folio(pfn_to_page(pfn))`).
+    /// Kernel: `pfn_folio(pfn)` (`page_folio(pfn_to_page(pfn))`, main).
     pub fn pfn_folio(&self, pfn: Pfn) -> Option<SysFolio<'_>> {
         let i = self.idx(pfn)?;
         let h = self.pages[i].head.load(Ordering::Acquire);
@@ -213,7 +213,7 @@ impl SystemMemory {
 
     /// The data word of the page at `pfn`.
     ///
-    /// Kernel: reading the page through the direct map (`kmap_local_page()`).
+    /// Kernel: reading the page through the direct map (`kmap_local_page()`, main).
     ///
     /// # Errors
     ///
@@ -229,7 +229,7 @@ impl SystemMemory {
 
     /// Sets the data word of the page at `pfn`.
     ///
-    /// Kernel: writing the page through the direct map.
+    /// Kernel: writing the page through the direct map (main).
     ///
     /// # Errors
     ///
@@ -266,7 +266,7 @@ impl SystemMemory {
 
 /// A system folio: a handle naming the head page of an allocated folio.
 ///
-/// Kernel: `struct folio *` for system RAM.
+/// Kernel: `struct folio *` for system RAM (main).
 ///
 /// # Differences from the kernel
 ///
@@ -312,14 +312,14 @@ impl<'m> SysFolio<'m> {
 
     /// The head pfn.
     ///
-    /// Kernel: `folio_pfn()`.
+    /// Kernel: `folio_pfn()` (main).
     pub fn pfn(&self) -> Pfn {
         self.mem.pfn_of(self.head)
     }
 
     /// The folio order.
     ///
-    /// Kernel: `folio_order()`.
+    /// Kernel: `folio_order()` (main).
     pub fn order(&self) -> Order {
         let o = u32::try_from(self.h().order.load(Ordering::Relaxed)).unwrap_or(0);
         Order::new(o).unwrap_or(Order::ZERO)
@@ -327,42 +327,42 @@ impl<'m> SysFolio<'m> {
 
     /// Pages in the folio.
     ///
-    /// Kernel: `folio_nr_pages()`.
+    /// Kernel: `folio_nr_pages()` (main).
     pub fn nr_pages(&self) -> PageCount {
         self.order().nr_pages()
     }
 
     /// `true` for order > 0.
     ///
-    /// Kernel: `folio_test_large()`.
+    /// Kernel: `folio_test_large()` (main).
     pub fn is_large(&self) -> bool {
         self.order().get() > 0
     }
 
     /// The pfn of page `n`, or `None` past the end.
     ///
-    /// Kernel: `folio_page(folio, n)` + `page_to_pfn()`.
+    /// Kernel: `folio_page(folio, n)` + `page_to_pfn()` (main).
     pub fn page_pfn(&self, n: u64) -> Option<Pfn> {
         (n < self.nr_pages().get()).then(|| Pfn::new(self.pfn().get() + n))
     }
 
     /// The reference count.
     ///
-    /// Kernel: `folio_ref_count()`.
+    /// Kernel: `folio_ref_count()` (main).
     pub fn refcount(&self) -> u64 {
         self.h().refcount.load(Ordering::Acquire)
     }
 
     /// Takes `n` references.
     ///
-    /// Kernel: `folio_ref_add()` / `folio_get()`.
+    /// Kernel: `folio_ref_add()` / `folio_get()` (main).
     pub fn get_many(&self, n: u64) {
         self.h().refcount.fetch_add(n, Ordering::AcqRel);
     }
 
     /// Takes a reference unless the count is zero.
     ///
-    /// Kernel: `folio_try_get()`.
+    /// Kernel: `folio_try_get()` (main).
     pub fn try_get(&self) -> bool {
         let rc = &self.h().refcount;
         let mut cur = rc.load(Ordering::Acquire);
@@ -380,7 +380,7 @@ impl<'m> SysFolio<'m> {
     /// Drops `n` references; frees the folio when the count reaches zero.
     /// Returns `true` if it was freed.
     ///
-    /// Kernel: `folio_put_refs()` / `folio_put()`.
+    /// Kernel: `folio_put_refs()` / `folio_put()` (main).
     ///
     /// # Errors
     ///
@@ -407,7 +407,7 @@ impl<'m> SysFolio<'m> {
 
     /// Drops one reference.
     ///
-    /// Kernel: `folio_put()`.
+    /// Kernel: `folio_put()` (main).
     ///
     /// # Errors
     ///
@@ -418,21 +418,21 @@ impl<'m> SysFolio<'m> {
 
     /// Every mapping of the folio, PTE or PMD.
     ///
-    /// Kernel: `folio_mapcount()`.
+    /// Kernel: `folio_mapcount()` (main).
     pub fn mapcount(&self) -> u64 {
         self.h().large_mapcount.load(Ordering::Acquire)
     }
 
     /// PMD mappings of the folio.
     ///
-    /// Kernel: `folio_entire_mapcount()`.
+    /// Kernel: `folio_entire_mapcount()` (main).
     pub fn entire_mapcount(&self) -> u64 {
         self.h().entire_mapcount.load(Ordering::Acquire)
     }
 
     /// Mappings of page `n`: its PTE mappings plus the PMD mappings.
     ///
-    /// Kernel: `page_mapcount()` / `folio_precise_page_mapcount()`.
+    /// Kernel: `page_mapcount()` / `folio_precise_page_mapcount()` (main).
     pub fn page_mapcount(&self, n: u64) -> Option<u64> {
         let i = self.head + usize::try_from(n).ok()?;
         (n < self.nr_pages().get())
@@ -441,7 +441,7 @@ impl<'m> SysFolio<'m> {
 
     /// `true` if any page is mapped.
     ///
-    /// Kernel: `folio_mapped()`.
+    /// Kernel: `folio_mapped()` (main).
     pub fn is_mapped(&self) -> bool {
         self.mapcount() > 0
     }
@@ -449,7 +449,7 @@ impl<'m> SysFolio<'m> {
     /// Adds PTE mappings for pages `first..first + nr`.
     ///
     /// Kernel: `folio_add_anon_rmap_ptes()` / `folio_add_new_anon_rmap()`
-    /// (the map-count part).
+    /// (the map-count part, main).
     ///
     /// # Errors
     ///
@@ -466,7 +466,7 @@ impl<'m> SysFolio<'m> {
 
     /// Removes PTE mappings for pages `first..first + nr`.
     ///
-    /// Kernel: `folio_remove_rmap_ptes()`.
+    /// Kernel: `folio_remove_rmap_ptes()` (main).
     ///
     /// # Errors
     ///
@@ -489,7 +489,7 @@ impl<'m> SysFolio<'m> {
 
     /// Adds a PMD mapping of the whole folio.
     ///
-    /// Kernel: `folio_add_anon_rmap_pmd()`.
+    /// Kernel: `folio_add_anon_rmap_pmd()` (main).
     ///
     /// # Errors
     ///
@@ -505,7 +505,7 @@ impl<'m> SysFolio<'m> {
 
     /// Removes a PMD mapping.
     ///
-    /// Kernel: `folio_remove_rmap_pmd()`.
+    /// Kernel: `folio_remove_rmap_pmd()` (main).
     ///
     /// # Errors
     ///
@@ -528,7 +528,7 @@ impl<'m> SysFolio<'m> {
     /// moved to the other pages.
     ///
     /// Kernel: `__split_unmapped_folio()` to order 0 plus the refcount
-    /// unfreeze of `__folio_freeze_and_split_unmapped()`, `mm/huge_memory.c`.
+    /// unfreeze of `__folio_freeze_and_split_unmapped()`, `mm/huge_memory.c` (7.0).
     ///
     /// # Differences from the kernel
     ///
@@ -581,7 +581,7 @@ impl<'m> SysFolio<'m> {
     /// The folio that holds the page `n` pages after this folio's head
     /// (after a split, the new folio of page `n`).
     ///
-    /// Kernel: `page_folio(folio_page(folio, n))`.
+    /// Kernel: `page_folio(folio_page(folio, n))` (main).
     pub fn page_folio(&self, n: u64) -> Option<SysFolio<'m>> {
         self.mem
             .pfn_folio(self.pfn().checked_add(PageCount::new(n))?)
@@ -599,7 +599,7 @@ impl<'m> SysFolio<'m> {
 
     /// Tries to take the folio lock.
     ///
-    /// Kernel: `folio_trylock()`.
+    /// Kernel: `folio_trylock()` (main).
     pub fn trylock(&self) -> bool {
         self.h()
             .locked
@@ -609,7 +609,7 @@ impl<'m> SysFolio<'m> {
 
     /// Releases the folio lock.
     ///
-    /// Kernel: `folio_unlock()`.
+    /// Kernel: `folio_unlock()` (main).
     ///
     /// # Errors
     ///
@@ -626,7 +626,7 @@ impl<'m> SysFolio<'m> {
 
     /// `true` if locked.
     ///
-    /// Kernel: `folio_test_locked()`.
+    /// Kernel: `folio_test_locked()` (main).
     pub fn is_locked(&self) -> bool {
         self.h().locked.load(Ordering::Acquire)
     }
@@ -634,7 +634,7 @@ impl<'m> SysFolio<'m> {
     /// The page offset in its mapping (for anon folios, the linear page
     /// index of its first mapping).
     ///
-    /// Kernel: `folio->index` / `folio_pgoff()`.
+    /// Kernel: `folio->index` / `folio_pgoff()` (main).
     pub fn index(&self) -> u64 {
         self.h().index.load(Ordering::Acquire)
     }
@@ -642,21 +642,21 @@ impl<'m> SysFolio<'m> {
     /// Sets [`index`](Self::index).
     ///
     /// Kernel: `folio->index = linear_page_index(vma, address)` in
-    /// `__folio_set_anon()`.
+    /// `__folio_set_anon()` (main).
     pub fn set_index(&self, index: u64) {
         self.h().index.store(index, Ordering::Release);
     }
 
     /// The anon-mapping cookie (0: none).
     ///
-    /// Kernel: `folio->mapping`.
+    /// Kernel: `folio->mapping` (main).
     pub fn mapping(&self) -> u64 {
         self.h().mapping.load(Ordering::Acquire)
     }
 
     /// Sets the anon-mapping cookie.
     ///
-    /// Kernel: `__folio_set_anon()`.
+    /// Kernel: `__folio_set_anon()` (main).
     pub fn set_mapping(&self, mapping: u64) {
         self.h().mapping.store(mapping, Ordering::Release);
     }

@@ -2,8 +2,8 @@
 //!
 //! Kernel: `mm/page_vma_mapped.c`, `include/linux/rmap.h` (`PVMW_*`,
 //! `struct page_vma_mapped_walk`, `page_vma_walk_flags()`), `mm/internal.h`
-//! (`vma_address_end()`); series v6 patches 05/13 and 13/13, and the
-//! superseded v2 encoding (seed 004).
+//! (`vma_address_end()`) (7.0); the v6 proposal's patches 05/13 and 13/13,
+//! and its superseded v2 encoding (hazard H8, `docs/hazards.md`).
 //!
 //! The walk target is a [`PageFrame`]: a pfn or a device-private offset.
 //! The kernel keeps a raw `pvmw->pfn` plus the `PVMW_DEVICE_PRIVATE` flag
@@ -12,7 +12,7 @@
 //! [`PageVmaMappedWalk::flags`] still reports the kernel bits (with
 //! `PVMW_DEVICE_PRIVATE` derived from the target) for fidelity tests.
 //!
-//! # `check_pte()` (series v6)
+//! # `check_pte()` (v6 proposal)
 //!
 //! | `MIGRATION` | entry | frame compared | device private? |
 //! |---|---|---|---|
@@ -29,11 +29,22 @@
 //! true iff `[frame, frame + pte_nr)` overlaps `[target, target + nr_pages)`.
 //! `check_pmd()` is the last step alone, with `HPAGE_PMD_NR` pages.
 //!
+//! # The device-private PMD branch (hazard H13)
+//!
+//! The walk reads `MmConfig::pvmw_pmd` ([`PvmwPmdPolicy`]). By default
+//! ([`PvmwPmdPolicy::Fixed`], the CVE-2026-68163 fix, 7.1.6 / 7.2-rc5) a
+//! device-private PMD is handled with the trans-huge and migration PMDs:
+//! under the PMD lock, re-read, not found under `PVMW_MIGRATION`, found
+//! only if `check_pmd()` overlaps the target, and if it was split in the
+//! meantime the walk goes on at PTE level. [`PvmwPmdPolicy::V7_0`] keeps
+//! 7.0's branch: any device-private PMD seen locklessly is a match, for
+//! any target and flags, with the PMD lock held and the entry not re-read.
+//!
 //! # Locking
 //!
 //! A `true` return leaves the entry's table locked: the PTE table's lock for
 //! a PTE-level match, the PMD table's lock for a PMD-level match (and for
-//! the device-private PMD branch). The next [`walk`] call, [`done`], or
+//! 7.0's device-private PMD branch). The next [`walk`] call, [`done`], or
 //! dropping the walk releases it. While it is held, the entry can be read
 //! and changed with [`PageVmaMappedWalk::pte`], [`set_pte`],
 //! [`get_and_clear_pte`], [`PageVmaMappedWalk::pmd`], [`set_pmd`].
@@ -44,8 +55,8 @@
 //! [`get_and_clear_pte`]: PageVmaMappedWalk::get_and_clear_pte
 //! [`set_pmd`]: PageVmaMappedWalk::set_pmd
 
-use crate::leafops::{Softleaf, pmd_is_migration_entry};
-use crate::mm_types::{Mm, PmdSlot, PmdTable, PteTable, Vma};
+use crate::leafops::{Softleaf, pmd_is_device_private_entry, pmd_is_migration_entry};
+use crate::mm_types::{Mm, PmdSlot, PmdTable, PteTable, PvmwPmdPolicy, Vma};
 use crate::page_alloc::SysFolio;
 use crate::pgtable::{PGDIR_SIZE, PMD_SIZE, PUD_SIZE, Pmd, Pte, pte_index};
 use core::fmt;
@@ -61,7 +72,7 @@ devpriv_core::flags! {
     /// `PGTABLE_CROSSED`.
     ///
     /// Kernel: `PVMW_SYNC`, `PVMW_MIGRATION`, `PVMW_DEVICE_PRIVATE`,
-    /// `PVMW_PGTABLE_CROSSED`, `include/linux/rmap.h`.
+    /// `PVMW_PGTABLE_CROSSED`, `include/linux/rmap.h` (7.0; `PVMW_DEVICE_PRIVATE` is v6).
     pub struct PvmwFlags: u32 {
         /// No flags.
         ///
@@ -69,19 +80,19 @@ devpriv_core::flags! {
         const NONE = 0;
         /// Take the PTE lock before looking (no racy lockless checks).
         ///
-        /// Kernel: `PVMW_SYNC` (1 << 0).
+        /// Kernel: `PVMW_SYNC` (1 << 0, 7.0).
         const SYNC = 1 << 0;
         /// Look for migration entries instead of present PTEs.
         ///
-        /// Kernel: `PVMW_MIGRATION` (1 << 1).
+        /// Kernel: `PVMW_MIGRATION` (1 << 1, 7.0).
         const MIGRATION = 1 << 1;
         /// The target is a device-private offset. Derived from the target here.
         ///
-        /// Kernel: `PVMW_DEVICE_PRIVATE` (1 << 2, series v3+).
+        /// Kernel: `PVMW_DEVICE_PRIVATE` (1 << 2, v6 history, v3+).
         const DEVICE_PRIVATE = 1 << 2;
         /// The walk crossed a PTE-table boundary (never cleared).
         ///
-        /// Kernel: `PVMW_PGTABLE_CROSSED` (1 << 16).
+        /// Kernel: `PVMW_PGTABLE_CROSSED` (1 << 16, 7.0).
         const PGTABLE_CROSSED = 1 << 16;
     }
 }
@@ -91,7 +102,7 @@ devpriv_core::flags! {
 ///
 /// Kernel: the `pfn`, `nr_pages` and `flags` fields of
 /// `struct page_vma_mapped_walk`; `check_pte()` / `check_pmd()`,
-/// `mm/page_vma_mapped.c`.
+/// `mm/page_vma_mapped.c` (7.0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PvmwTarget {
     frame: PageFrame,
@@ -103,7 +114,7 @@ impl PvmwTarget {
     /// A target of `nr_pages` pages from `frame`; `migration` is
     /// `PVMW_MIGRATION`.
     ///
-    /// Kernel: `DEFINE_FOLIO_VMA_WALK()`'s `.pfn`, `.nr_pages`, `.flags`.
+    /// Kernel: `DEFINE_FOLIO_VMA_WALK()`'s `.pfn`, `.nr_pages`, `.flags` (7.0).
     ///
     /// # Errors
     ///
@@ -131,21 +142,21 @@ impl PvmwTarget {
     /// The target frame. Use this, never a raw number (Zi Yan's "use a
     /// helper, never the raw field").
     ///
-    /// Kernel: `folio_page_vma_walk_pfn()` / `page_vma_walk_pfn_to_folio()`.
+    /// Kernel: `folio_page_vma_walk_pfn()` / `page_vma_walk_pfn_to_folio()` (7.0).
     pub fn frame(&self) -> PageFrame {
         self.frame
     }
 
     /// Pages in the target.
     ///
-    /// Kernel: `pvmw->nr_pages`.
+    /// Kernel: `pvmw->nr_pages` (7.0).
     pub fn nr_pages(&self) -> PageCount {
         self.nr_pages
     }
 
     /// The input flag bits, with `DEVICE_PRIVATE` derived from the target.
     ///
-    /// Kernel: `page_vma_walk_flags(folio, flags)` (series 05/13).
+    /// Kernel: `page_vma_walk_flags(folio, flags)` (v6 05/13).
     pub fn flags(&self) -> PvmwFlags {
         let mut f = PvmwFlags::NONE;
         if self.migration {
@@ -161,7 +172,7 @@ impl PvmwTarget {
     /// `nr` pages overlap the target's (overflow-safe).
     ///
     /// Kernel: the tail of `check_pte()` / `check_pmd()`, including
-    /// `device_private != (bool)(pvmw->flags & PVMW_DEVICE_PRIVATE)`.
+    /// `device_private != (bool)(pvmw->flags & PVMW_DEVICE_PRIVATE)` (v6).
     #[inline]
     fn overlaps(&self, frame: PageFrame, nr: u64) -> bool {
         let nr = PageCount::new(nr);
@@ -177,7 +188,7 @@ impl PvmwTarget {
 
     /// Does `pte`, describing `pte_nr` pages, map part of the target?
     ///
-    /// Kernel: `check_pte(pvmw, pte_nr)`, `mm/page_vma_mapped.c` (series v6);
+    /// Kernel: `check_pte(pvmw, pte_nr)`, `mm/page_vma_mapped.c` (v6 proposal);
     /// see the module table.
     #[inline]
     pub fn check_pte(&self, pte: Pte, pte_nr: u64, mode: PagingMode) -> bool {
@@ -201,7 +212,7 @@ impl PvmwTarget {
 
     /// Does a PMD-sized mapping of `frame` overlap the target?
     ///
-    /// Kernel: `check_pmd(pfn, device_private, pvmw)` (series v6), with the
+    /// Kernel: `check_pmd(pfn, device_private, pvmw)` (v6 proposal), with the
     /// `(pfn, device_private)` pair as one typed frame.
     pub fn check_pmd(&self, frame: PageFrame) -> bool {
         self.overlaps(frame, HPAGE_PMD_NR)
@@ -210,10 +221,11 @@ impl PvmwTarget {
 
 /// The v2 (superseded) encoding of `pvmw->pfn`: the index shifted left by
 /// one, bit 0 set for a device-private offset. Kept as a documented
-/// historical variant: it loses bit 63 (Zi Yan, seed 004; hazard H8).
+/// historical variant: it loses bit 63 (Zi Yan's review of v2 05/11,
+/// January 2026; hazard H8, `docs/hazards.md`).
 ///
 /// Kernel: `PVMW_PFN_DEVICE_PRIVATE`, `PVMW_PFN_SHIFT`,
-/// `page_vma_walk_pfn()`, `folio_page_vma_walk_pfn()` in series v2 05/11.
+/// `page_vma_walk_pfn()`, `folio_page_vma_walk_pfn()` in v6 history, v2 05/11.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PvmwPfnV2(u64);
 
@@ -299,7 +311,7 @@ enum Step {
 /// A walk over the mappings of a target range in one VMA.
 ///
 /// Kernel: `struct page_vma_mapped_walk` + `page_vma_mapped_walk()`,
-/// `mm/page_vma_mapped.c`.
+/// `mm/page_vma_mapped.c` (7.0).
 ///
 /// # Differences from the kernel
 ///
@@ -353,7 +365,7 @@ impl<'a> PageVmaMappedWalk<'a> {
     /// `SYNC` and `MIGRATION`.
     ///
     /// Kernel: `DEFINE_FOLIO_VMA_WALK()` / `DEFINE_PAGE_VMA_WALK()`
-    /// (series: `.pfn = folio_page_vma_walk_pfn()`,
+    /// (v6: `.pfn = folio_page_vma_walk_pfn()`,
     /// `.flags = page_vma_walk_flags()`).
     ///
     /// # Errors
@@ -405,7 +417,7 @@ impl<'a> PageVmaMappedWalk<'a> {
     ///
     /// Kernel: `DEFINE_FOLIO_VMA_WALK(pvmw, folio, vma, address, flags)` with
     /// `address = vma_address(vma, folio_pgoff(folio), folio_nr_pages(folio))`,
-    /// as `rmap_walk_anon()` computes it.
+    /// as `rmap_walk_anon()` computes it (7.0).
     ///
     /// # Errors
     ///
@@ -434,7 +446,7 @@ impl<'a> PageVmaMappedWalk<'a> {
     ///
     /// Kernel: `DEFINE_FOLIO_VMA_WALK()` for a device-private folio (series:
     /// `.pfn = device_private_folio_to_offset()`,
-    /// `.flags |= PVMW_DEVICE_PRIVATE`).
+    /// `.flags |= PVMW_DEVICE_PRIVATE`, v6).
     ///
     /// # Errors
     ///
@@ -462,7 +474,7 @@ impl<'a> PageVmaMappedWalk<'a> {
     /// The kernel flag bits: inputs, `DEVICE_PRIVATE` (derived) and
     /// `PGTABLE_CROSSED`.
     ///
-    /// Kernel: `pvmw->flags`.
+    /// Kernel: `pvmw->flags` (7.0).
     pub fn flags(&self) -> PvmwFlags {
         let mut f = self.target.flags();
         if self.sync {
@@ -476,21 +488,21 @@ impl<'a> PageVmaMappedWalk<'a> {
 
     /// The current address.
     ///
-    /// Kernel: `pvmw->address`.
+    /// Kernel: `pvmw->address` (7.0).
     pub fn address(&self) -> u64 {
         self.address
     }
 
     /// The current PTE value, if the walk has a PTE mapped.
     ///
-    /// Kernel: `ptep_get(pvmw->pte)`.
+    /// Kernel: `ptep_get(pvmw->pte)` (7.0).
     pub fn pte(&self) -> Option<Pte> {
         self.pte.map(|(t, i)| t.get(i))
     }
 
     /// The current PMD value, if the walk has reached a PMD.
     ///
-    /// Kernel: `pmdp_get(pvmw->pmd)`.
+    /// Kernel: `pmdp_get(pvmw->pmd)` (7.0).
     pub fn pmd(&self) -> Option<Pmd> {
         self.pmd.map(|(_, s)| s.get())
     }
@@ -505,14 +517,14 @@ impl<'a> PageVmaMappedWalk<'a> {
 
     /// `true` while a page-table lock is held.
     ///
-    /// Kernel: `pvmw->ptl != NULL`.
+    /// Kernel: `pvmw->ptl != NULL` (7.0).
     pub fn ptl_held(&self) -> bool {
         self.ptl.is_some()
     }
 
     /// Sets the matched PTE. Only while the walk holds its lock.
     ///
-    /// Kernel: `set_pte_at(mm, pvmw.address, pvmw.pte, pte)` in rmap users.
+    /// Kernel: `set_pte_at(mm, pvmw.address, pvmw.pte, pte)` in rmap users (7.0).
     ///
     /// # Errors
     ///
@@ -530,7 +542,7 @@ impl<'a> PageVmaMappedWalk<'a> {
     /// Clears the matched PTE, returning the old value.
     ///
     /// Kernel: `ptep_get_and_clear()` / `ptep_clear_flush()` in
-    /// `try_to_migrate_one()`.
+    /// `try_to_migrate_one()` (7.0).
     ///
     /// # Errors
     ///
@@ -545,7 +557,7 @@ impl<'a> PageVmaMappedWalk<'a> {
     /// while the walk holds the PMD lock.
     ///
     /// Kernel: `set_pmd_at()` in `set_pmd_migration_entry()` /
-    /// `remove_migration_pmd()`.
+    /// `remove_migration_pmd()` (7.0).
     ///
     /// # Errors
     ///
@@ -574,7 +586,7 @@ impl<'a> PageVmaMappedWalk<'a> {
 
     /// Ends the walk early: unlocks and unmaps.
     ///
-    /// Kernel: `page_vma_mapped_walk_done()`.
+    /// Kernel: `page_vma_mapped_walk_done()` (7.0).
     pub fn done(&mut self) {
         self.ptl = None;
         self.pte = None;
@@ -587,7 +599,7 @@ impl<'a> PageVmaMappedWalk<'a> {
         false
     }
 
-    /// Kernel: `vma_address_end()`, `mm/internal.h`.
+    /// Kernel: `vma_address_end()`, `mm/internal.h` (7.0).
     fn vma_address_end(&self) -> u64 {
         let nr = self.target.nr_pages.get();
         if nr == 1 {
@@ -606,12 +618,21 @@ impl<'a> PageVmaMappedWalk<'a> {
         }
     }
 
-    /// Kernel: `step_forward()`.
+    /// Kernel: `step_forward()` (7.0).
     fn step_forward(&mut self, size: u64) {
         self.address = self.address.wrapping_add(size) & !(size - 1);
         if self.address == 0 {
             self.address = u64::MAX;
         }
+    }
+
+    /// `check_pmd(softleaf_to_pfn(entry), pvmw)` for a migration or
+    /// device-private PMD (series: with the entry's device-private kind,
+    /// which [`Softleaf::to_frame`] carries in the frame).
+    fn check_pmd_entry(&self, pmde: Pmd) -> bool {
+        Softleaf::from_pmd(pmde)
+            .to_frame(self.mm.paging())
+            .is_some_and(|f| self.target.check_pmd(f))
     }
 
     fn check_pte_current(&mut self, pte_nr: u64) -> bool {
@@ -628,8 +649,9 @@ impl<'a> PageVmaMappedWalk<'a> {
     /// [`address`](Self::address), with its lock held; `false`: no more
     /// mappings in this VMA (all locks released).
     ///
-    /// Kernel: `page_vma_mapped_walk(pvmw)`, `mm/page_vma_mapped.c` (v6); see
-    /// kernel-semantics §6.7 for the control flow followed step by step.
+    /// Kernel: `page_vma_mapped_walk(pvmw)`, `mm/page_vma_mapped.c` (7.0,
+    /// with the v6 proposal's `check_pte()`/`check_pmd()`), whose control
+    /// flow this follows step by step.
     #[inline]
     pub fn walk(&mut self) -> bool {
         if self.finished {
@@ -691,11 +713,31 @@ impl<'a> PageVmaMappedWalk<'a> {
         let slot = pmdt.slot(self.address);
         self.pmd = Some((pmdt, slot));
         let mut pmde = slot.get();
+        let fixed = mm.config().pvmw_pmd == PvmwPmdPolicy::Fixed;
 
-        if pmde.is_trans_huge() || pmd_is_migration_entry(pmde) {
+        if pmde.is_trans_huge()
+            || pmd_is_migration_entry(pmde)
+            || fixed && pmd_is_device_private_entry(pmde)
+        {
             self.ptl = Some(pmdt.ptl().lock());
             pmde = slot.get();
-            if !pmde.is_present() {
+            if fixed {
+                // CVE-2026-68163 fix: every leaf kind is re-checked under
+                // the lock.
+                if pmd_is_migration_entry(pmde) {
+                    if !mm.config().thp_migration || !self.target.migration {
+                        return Step::Return(self.not_found());
+                    }
+                    return Step::Return(self.check_pmd_entry(pmde) || self.not_found());
+                } else if pmd_is_device_private_entry(pmde) {
+                    if self.target.migration {
+                        return Step::Return(self.not_found());
+                    }
+                    return Step::Return(self.check_pmd_entry(pmde) || self.not_found());
+                } else if !pmde.is_present() {
+                    return Step::Return(self.not_found());
+                }
+            } else if !pmde.is_present() {
                 if !mm.config().thp_migration || !self.target.migration {
                     return Step::Return(self.not_found());
                 }
@@ -721,14 +763,15 @@ impl<'a> PageVmaMappedWalk<'a> {
                 }
                 return Step::Return(true);
             }
-            // THP PMD was split under us: handle on PTE level.
+            // THP (or, fixed, device-private) PMD was split under us:
+            // handle on PTE level.
             self.ptl = None;
         } else if !pmde.is_present() {
-            let entry = Softleaf::from_pmd(pmde);
-            if entry.is_device_private() {
-                // Hazard H13, as written in 7.0 and unchanged by the series:
-                // a device-private PMD "matches" whatever the target, with no
-                // offset and no PVMW_DEVICE_PRIVATE check.
+            if pmd_is_device_private_entry(pmde) {
+                // PvmwPmdPolicy::V7_0 (hazard H13): a device-private PMD
+                // "matches" whatever the target, with no re-read, no offset
+                // and no PVMW_MIGRATION check (7.0, unchanged by the v6
+                // proposal).
                 self.ptl = Some(pmdt.ptl().lock());
                 return Step::Return(true);
             }
@@ -755,7 +798,7 @@ impl<'a> PageVmaMappedWalk<'a> {
 
     /// Maps the PTE at `address`, locking it if it is worth checking.
     ///
-    /// Kernel: `map_pte(pvmw, &pmde, &ptl)`, `mm/page_vma_mapped.c`.
+    /// Kernel: `map_pte(pvmw, &pmde, &ptl)`, `mm/page_vma_mapped.c` (7.0).
     fn map_pte(&mut self, slot: &'a PmdSlot) -> bool {
         let idx = pte_index(self.address);
         if self.sync {
@@ -891,16 +934,16 @@ impl<'a> PageVmaMappedWalk<'a> {
 /// mapped in `vma`: mainline semantics, using the page's **own** frame.
 ///
 /// Kernel: `page_mapped_in_vma(page, vma)`, `mm/page_vma_mapped.c`
-/// (`CONFIG_MEMORY_FAILURE`).
+/// (`CONFIG_MEMORY_FAILURE`, 7.0).
 ///
 /// # Differences from the kernel
 ///
-/// The series (05/13) sets `.pfn = folio_page_vma_walk_pfn(folio)` — the
+/// The v6 proposal (05/13) sets `.pfn = folio_page_vma_walk_pfn(folio)` — the
 /// folio's head — with `.nr_pages = 1`, so for a tail page of a large folio
 /// the walk compares the tail's PTE against the head and cannot match
 /// (hazard H12, **unconfirmed** as a real regression). The model follows
 /// mainline, with the page's typed frame (its pfn, or its device-private
-/// offset); [`page_mapped_in_vma_as_posted`] reproduces the series.
+/// offset); [`page_mapped_in_vma_as_posted`] reproduces the v6 proposal.
 ///
 /// # Errors
 ///
@@ -914,10 +957,10 @@ pub fn page_mapped_in_vma(
     mapped_in_vma(mm, vma, page, page_pgoff)
 }
 
-/// [`page_mapped_in_vma`] as series v6 05/13 posted it: the walk target is
+/// [`page_mapped_in_vma`] as v6 proposal 05/13 posted it: the walk target is
 /// the folio's frame (`folio_head`), one page, at the page's address.
 ///
-/// Kernel: `page_mapped_in_vma()` after series 05/13.
+/// Kernel: `page_mapped_in_vma()` after v6 05/13.
 ///
 /// # Errors
 ///

@@ -6,7 +6,7 @@
 //! (`__swp_entry()`, `SWP_OFFSET_FIRST_BIT`), `include/linux/swapops.h`
 //! (`swp_entry_to_pte()`, `pte_to_swp_entry()`); the page-table geometry
 //! of `arch/x86/include/asm/pgtable_64_types.h` (`PMD_SIZE`, `PUD_SHIFT`,
-//! `PGDIR_SHIFT`) and `include/linux/pgtable.h` (`pte_index()`, ...).
+//! `PGDIR_SHIFT`) and `include/linux/pgtable.h` (`pte_index()`, ..., main).
 //!
 //! Present entries hold a pfn in bits 12–51 and flags around it. Non-present
 //! ("swap") entries hold the swap type in bits 59–63 and the swap offset
@@ -26,49 +26,32 @@ use core::fmt;
 use devpriv_core::consts::{PMD_SHIFT, PTRS_PER_PTE};
 use devpriv_core::{Errno, HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, Pfn};
 
-/// Bytes mapped by one PMD entry (2 MiB).
-///
-/// Kernel: `PMD_SIZE`, `arch/x86/include/asm/pgtable_64_types.h`.
-pub const PMD_SIZE: u64 = 1 << PMD_SHIFT;
-/// log2 of the bytes mapped by one PUD entry.
-///
-/// Kernel: `PUD_SHIFT` (30), `arch/x86/include/asm/pgtable_64_types.h`.
-pub const PUD_SHIFT: u32 = 30;
-/// Bytes mapped by one PUD entry (1 GiB).
-///
-/// Kernel: `PUD_SIZE`.
-pub const PUD_SIZE: u64 = 1 << PUD_SHIFT;
-/// log2 of the bytes mapped by one PGD entry with 4-level paging.
-///
-/// Kernel: `PGDIR_SHIFT` (39), `arch/x86/include/asm/pgtable_64_types.h`.
-pub const PGDIR_SHIFT: u32 = 39;
-/// Bytes mapped by one PGD entry (512 GiB).
-///
-/// Kernel: `PGDIR_SIZE`.
-pub const PGDIR_SIZE: u64 = 1 << PGDIR_SHIFT;
+// The geometry of `pgtable_64_types.h` lives in `devpriv_core::consts`,
+// next to the shifts; re-exported here, where the page tables use it.
+pub use devpriv_core::consts::{PGDIR_SHIFT, PGDIR_SIZE, PMD_SIZE, PUD_SHIFT, PUD_SIZE};
 /// End of the user address space (4-level paging).
 ///
 /// Kernel: `TASK_SIZE_MAX` (`(1 << 47) - PAGE_SIZE`),
-/// `arch/x86/include/asm/page_64.h`.
+/// `arch/x86/include/asm/page_64.h` (main).
 pub const TASK_SIZE: u64 = (1 << 47) - PAGE_SIZE;
 
 /// Index of `addr`'s entry in its PTE table.
 ///
-/// Kernel: `pte_index(addr)`, `include/linux/pgtable.h`.
+/// Kernel: `pte_index(addr)`, `include/linux/pgtable.h` (main).
 pub const fn pte_index(addr: u64) -> usize {
     ((addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)) as usize
 }
 
 /// Index of `addr`'s entry in its PMD table.
 ///
-/// Kernel: `pmd_index(addr)`, `include/linux/pgtable.h`.
+/// Kernel: `pmd_index(addr)`, `include/linux/pgtable.h` (main).
 pub const fn pmd_index(addr: u64) -> usize {
     ((addr >> PMD_SHIFT) & (PTRS_PER_PTE - 1)) as usize
 }
 
 /// Index of `addr`'s entry in its PUD table.
 ///
-/// Kernel: `pud_index(addr)`, `include/linux/pgtable.h`.
+/// Kernel: `pud_index(addr)`, `include/linux/pgtable.h` (main).
 pub const fn pud_index(addr: u64) -> usize {
     ((addr >> PUD_SHIFT) & (PTRS_PER_PTE - 1)) as usize
 }
@@ -76,100 +59,105 @@ pub const fn pud_index(addr: u64) -> usize {
 /// Index of `addr`'s entry in the PGD (4-level paging; user addresses
 /// only, so at most 255).
 ///
-/// Kernel: `pgd_index(addr)`, `include/linux/pgtable.h`.
+/// Kernel: `pgd_index(addr)`, `include/linux/pgtable.h` (main).
 pub const fn pgd_index(addr: u64) -> usize {
     (addr >> PGDIR_SHIFT) as usize
 }
 
-/// Kernel: `_PAGE_PRESENT` (bit 0).
+/// Kernel: `_PAGE_PRESENT` (bit 0, main).
 pub const _PAGE_PRESENT: u64 = 1 << 0;
-/// Kernel: `_PAGE_RW` (bit 1).
+/// Kernel: `_PAGE_RW` (bit 1, main).
 pub const _PAGE_RW: u64 = 1 << 1;
-/// Kernel: `_PAGE_USER` (bit 2).
+/// Kernel: `_PAGE_USER` (bit 2, main).
 pub const _PAGE_USER: u64 = 1 << 2;
-/// Kernel: `_PAGE_PWT` (bit 3).
+/// Kernel: `_PAGE_PWT` (bit 3, main).
 pub const _PAGE_PWT: u64 = 1 << 3;
-/// Kernel: `_PAGE_PCD` (bit 4).
+/// Kernel: `_PAGE_PCD` (bit 4, main).
 pub const _PAGE_PCD: u64 = 1 << 4;
-/// Kernel: `_PAGE_ACCESSED` (bit 5).
+/// Kernel: `_PAGE_ACCESSED` (bit 5, main).
 pub const _PAGE_ACCESSED: u64 = 1 << 5;
-/// Kernel: `_PAGE_DIRTY` (bit 6).
+/// Kernel: `_PAGE_DIRTY` (bit 6, main).
 pub const _PAGE_DIRTY: u64 = 1 << 6;
-/// Kernel: `_PAGE_PSE` (bit 7): a huge (leaf) PMD.
+/// Kernel: `_PAGE_PSE` (bit 7): a huge (leaf) PMD (main).
 pub const _PAGE_PSE: u64 = 1 << 7;
-/// Kernel: `_PAGE_GLOBAL` (bit 8).
+/// Kernel: `_PAGE_GLOBAL` (bit 8, main).
 pub const _PAGE_GLOBAL: u64 = 1 << 8;
 /// Kernel: `_PAGE_PROTNONE` (= `_PAGE_GLOBAL`, bit 8, only meaningful when
-/// `_PAGE_PRESENT` is clear).
+/// `_PAGE_PRESENT` is clear, main).
 pub const _PAGE_PROTNONE: u64 = _PAGE_GLOBAL;
-/// Kernel: `_PAGE_SPECIAL` (`_PAGE_BIT_SOFTW1`, bit 9).
+/// Kernel: `_PAGE_SPECIAL` (`_PAGE_BIT_SOFTW1`, bit 9, main).
 pub const _PAGE_SPECIAL: u64 = 1 << 9;
-/// Kernel: `_PAGE_UFFD_WP` (`_PAGE_BIT_SOFTW2`, bit 10).
+/// Kernel: `_PAGE_UFFD_WP` (`_PAGE_BIT_SOFTW2`, bit 10, main).
 pub const _PAGE_UFFD_WP: u64 = 1 << 10;
-/// Kernel: `_PAGE_SOFT_DIRTY` (`_PAGE_BIT_SOFTW3`, bit 11).
+/// Kernel: `_PAGE_SOFT_DIRTY` (`_PAGE_BIT_SOFTW3`, bit 11, main).
 pub const _PAGE_SOFT_DIRTY: u64 = 1 << 11;
-/// Kernel: `_PAGE_NX` (bit 63).
+/// Kernel: `_PAGE_SAVED_DIRTY` (`_PAGE_BIT_SOFTW5`, bit 58 on x86-64): the
+/// dirty bit of a shadow-stack-capable leaf, tested by `pte_dirty()`. In a
+/// swap PTE the same bit is the inverted top bit of the offset (main).
+pub const _PAGE_SAVED_DIRTY: u64 = 1 << 58;
+/// Kernel: `_PAGE_NX` (bit 63, main).
 pub const _PAGE_NX: u64 = 1 << 63;
 
 /// Soft-dirty marker of a swap PTE (bit 1, aliases `_PAGE_RW`).
 ///
-/// Kernel: `_PAGE_SWP_SOFT_DIRTY`.
+/// Kernel: `_PAGE_SWP_SOFT_DIRTY` (main).
 pub const _PAGE_SWP_SOFT_DIRTY: u64 = _PAGE_RW;
 /// Uffd-wp marker of a swap PTE (bit 2, aliases `_PAGE_USER`).
 ///
-/// Kernel: `_PAGE_SWP_UFFD_WP`.
+/// Kernel: `_PAGE_SWP_UFFD_WP` (main).
 pub const _PAGE_SWP_UFFD_WP: u64 = _PAGE_USER;
 /// Anon-exclusive marker of a swap PTE (bit 3, aliases `_PAGE_PWT`).
 ///
-/// Kernel: `_PAGE_SWP_EXCLUSIVE`.
+/// Kernel: `_PAGE_SWP_EXCLUSIVE` (main).
 pub const _PAGE_SWP_EXCLUSIVE: u64 = _PAGE_PWT;
 /// The three swap-PTE marker bits, which are not part of the swap entry.
 ///
-/// Kernel: what `pte_swp_clear_flags()` clears.
+/// Kernel: what `pte_swp_clear_flags()` clears (main).
 pub const SWP_PTE_FLAG_BITS: u64 = _PAGE_SWP_SOFT_DIRTY | _PAGE_SWP_UFFD_WP | _PAGE_SWP_EXCLUSIVE;
 
 /// Physical-address bits a PTE can hold.
 ///
-/// Kernel: `__PHYSICAL_MASK_SHIFT` (52), `arch/x86/include/asm/page_64_types.h`.
+/// Kernel: `__PHYSICAL_MASK_SHIFT` (52), `arch/x86/include/asm/page_64_types.h` (main).
 pub const PHYSICAL_MASK_SHIFT: u32 = 52;
 /// Mask of the pfn field of a PTE (bits 12–51).
 ///
-/// Kernel: `PTE_PFN_MASK`, `arch/x86/include/asm/pgtable_types.h`.
+/// Kernel: `PTE_PFN_MASK`, `arch/x86/include/asm/pgtable_types.h` (main).
 pub const PTE_PFN_MASK: u64 = ((1 << PHYSICAL_MASK_SHIFT) - 1) & !((1 << PAGE_SHIFT) - 1);
 /// Mask of the pfn field of a huge PMD (bits 21–51; bit 12 is `PAT_LARGE`).
 ///
-/// Kernel: `PHYSICAL_PMD_PAGE_MASK`.
+/// Kernel: `PHYSICAL_PMD_PAGE_MASK` (main).
 pub const PMD_PFN_MASK_HUGE: u64 = ((1 << PHYSICAL_MASK_SHIFT) - 1) & !((1 << 21) - 1);
 /// Largest pfn a present PTE can hold (2^40 - 1).
 ///
-/// Kernel: implied by `PTE_PFN_MASK`.
+/// Kernel: implied by `PTE_PFN_MASK` (main).
 pub const MAX_PTE_PFN: u64 = (1 << (PHYSICAL_MASK_SHIFT - PAGE_SHIFT)) - 1;
 
 /// Bits of the swap type in a swap PTE.
 ///
-/// Kernel: `SWP_TYPE_BITS`, `arch/x86/include/asm/pgtable_64.h`.
+/// Kernel: `SWP_TYPE_BITS`, `arch/x86/include/asm/pgtable_64.h` (main).
 pub const SWP_TYPE_BITS: u32 = 5;
 /// Lowest bit of the (inverted) swap offset: `_PAGE_BIT_PROTNONE + 1`.
 ///
-/// Kernel: `SWP_OFFSET_FIRST_BIT`, `arch/x86/include/asm/pgtable_64.h`.
+/// Kernel: `SWP_OFFSET_FIRST_BIT`, `arch/x86/include/asm/pgtable_64.h` (main).
 pub const SWP_OFFSET_FIRST_BIT: u32 = 9;
-/// Kernel: `SWP_OFFSET_SHIFT` (14), `arch/x86/include/asm/pgtable_64.h`.
+/// Kernel: `SWP_OFFSET_SHIFT` (14), `arch/x86/include/asm/pgtable_64.h` (main).
 pub const SWP_OFFSET_SHIFT: u32 = SWP_OFFSET_FIRST_BIT + SWP_TYPE_BITS;
 /// Bits of swap offset a swap PTE can hold (50).
 ///
 /// Kernel: `generic_max_swapfile_size()` is `1 << 50` here (before any L1TF
-/// clamp).
+/// clamp, main).
 pub const SWP_PTE_OFFSET_BITS: u32 = 64 - SWP_OFFSET_SHIFT;
 
 /// Bits that must be clear in the `prot` of a present entry: the pfn field.
 const PROT_FORBIDDEN: u64 = PTE_PFN_MASK;
 
-/// The protnone inversion mask (L1TF): all ones for a protnone entry
-/// (`PROTNONE` set, `PRESENT` clear), else zero.
+/// The L1TF inversion mask: all ones for **any** non-zero value without
+/// `_PAGE_PRESENT` (protnone entries, and swap entries too), else zero.
 ///
-/// Kernel: `protnone_mask()`, `arch/x86/include/asm/pgtable-invert.h`.
+/// Kernel: `protnone_mask()` / `__pte_needs_invert()`,
+/// `arch/x86/include/asm/pgtable-invert.h` (main).
 const fn protnone_mask(val: u64) -> u64 {
-    if val & (_PAGE_PRESENT | _PAGE_PROTNONE) == _PAGE_PROTNONE {
+    if val != 0 && val & _PAGE_PRESENT == 0 {
         u64::MAX
     } else {
         0
@@ -179,7 +167,7 @@ const fn protnone_mask(val: u64) -> u64 {
 /// Encodes a swap entry in the x86-64 swap-PTE layout; shared by PTEs and
 /// PMDs.
 ///
-/// Kernel: `__swp_entry(type, offset)` + `__swp_entry_to_pte()`.
+/// Kernel: `__swp_entry(type, offset)` + `__swp_entry_to_pte()` (main).
 const fn encode_swp(entry: Softleaf) -> Result<u64, Errno> {
     let offset = entry.swp_offset();
     if offset >> SWP_PTE_OFFSET_BITS != 0 {
@@ -196,7 +184,7 @@ const fn encode_swp(entry: Softleaf) -> Result<u64, Errno> {
 
 /// Decodes the x86-64 swap layout into an arch-independent entry.
 ///
-/// Kernel: `__pte_to_swp_entry()` + `swp_entry(__swp_type(), __swp_offset())`.
+/// Kernel: `__pte_to_swp_entry()` + `swp_entry(__swp_type(), __swp_offset())` (main).
 const fn decode_swp(val: u64) -> Softleaf {
     let val = val & !SWP_PTE_FLAG_BITS;
     let ty = val >> (64 - SWP_TYPE_BITS);
@@ -207,7 +195,7 @@ const fn decode_swp(val: u64) -> Softleaf {
 
 /// A page-table entry value (x86-64).
 ///
-/// Kernel: `pte_t`, `arch/x86/include/asm/pgtable_64_types.h`.
+/// Kernel: `pte_t`, `arch/x86/include/asm/pgtable_64_types.h` (main).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(transparent)]
 pub struct Pte(u64);
@@ -227,19 +215,19 @@ impl fmt::Debug for Pte {
 impl Pte {
     /// The empty PTE.
     ///
-    /// Kernel: `__pte(0)`.
+    /// Kernel: `__pte(0)` (main).
     pub const NONE: Pte = Pte(0);
 
     /// A PTE from its raw value (any 64-bit value is a PTE).
     ///
-    /// Kernel: `__pte(val)`.
+    /// Kernel: `__pte(val)` (main).
     pub const fn from_raw(val: u64) -> Pte {
         Pte(val)
     }
 
     /// The raw value.
     ///
-    /// Kernel: `pte_val(pte)`.
+    /// Kernel: `pte_val(pte)` (main).
     pub const fn raw(self) -> u64 {
         self.0
     }
@@ -247,7 +235,7 @@ impl Pte {
     /// A present PTE mapping `pfn` with protection bits `prot`.
     ///
     /// Kernel: `pfn_pte(pfn, prot)`, `arch/x86/include/asm/pgtable.h`
-    /// (including the protnone inversion of the pfn field).
+    /// (including the protnone inversion of the pfn field, main).
     ///
     /// # Errors
     ///
@@ -267,7 +255,7 @@ impl Pte {
 
     /// The flag bits (everything outside the pfn field).
     ///
-    /// Kernel: `pte_flags(pte)`.
+    /// Kernel: `pte_flags(pte)` (main).
     pub const fn flags(self) -> u64 {
         self.0 & !PTE_PFN_MASK
     }
@@ -275,43 +263,56 @@ impl Pte {
     /// `true` for the empty entry. Ignores the accessed and dirty bits,
     /// which a Knights Landing erratum can set on non-present entries.
     ///
-    /// Kernel: `pte_none()`, `arch/x86/include/asm/pgtable.h`.
+    /// Kernel: `pte_none()`, `arch/x86/include/asm/pgtable.h` (main).
     pub const fn is_none(self) -> bool {
         self.0 & !(_PAGE_ACCESSED | _PAGE_DIRTY) == 0
     }
 
     /// `true` if present or protnone.
     ///
-    /// Kernel: `pte_present()`.
+    /// Kernel: `pte_present()` (main).
     pub const fn is_present(self) -> bool {
         self.0 & (_PAGE_PRESENT | _PAGE_PROTNONE) != 0
     }
 
     /// `true` for a non-present, non-empty entry: a swap PTE.
     ///
-    /// Kernel: `is_swap_pte()`.
+    /// Kernel: `is_swap_pte()` (main).
     pub const fn is_swap(self) -> bool {
         !self.is_none() && !self.is_present()
     }
 
     /// The pfn of a present entry (undoing the protnone inversion).
-    /// Meaningless for a non-present entry.
+    /// Meaningless for a swap entry, as in the kernel: the inversion
+    /// applies to it as well, so it returns the swap offset shifted right
+    /// by 3 (the offset sits inverted at bit 9), truncated to 40 bits.
     ///
-    /// Kernel: `pte_pfn()`.
+    /// Kernel: `pte_pfn()`, `arch/x86/include/asm/pgtable.h` (main).
     pub const fn pfn(self) -> Pfn {
         Pfn::new(((self.0 ^ protnone_mask(self.0)) & PTE_PFN_MASK) >> PAGE_SHIFT)
     }
 
     /// `true` if writable.
     ///
-    /// Kernel: `pte_write()`.
+    /// Kernel: `pte_write()` (main).
     pub const fn is_write(self) -> bool {
         self.0 & _PAGE_RW != 0
     }
 
+    /// `true` if dirty: `_PAGE_DIRTY` or `_PAGE_SAVED_DIRTY`. Meaningless
+    /// for a swap entry, as in the kernel — where it is true for every
+    /// offset below 2^49, because bit 58 holds the inverted top offset bit
+    /// (hazard H20).
+    ///
+    /// Kernel: `pte_dirty()`, `arch/x86/include/asm/pgtable.h`
+    /// (`_PAGE_DIRTY_BITS`) (main).
+    pub const fn is_dirty(self) -> bool {
+        self.flags() & (_PAGE_DIRTY | _PAGE_SAVED_DIRTY) != 0
+    }
+
     /// A swap PTE holding `entry`.
     ///
-    /// Kernel: `swp_entry_to_pte()` / `softleaf_to_pte()`.
+    /// Kernel: `swp_entry_to_pte()` / `softleaf_to_pte()` (7.0).
     ///
     /// # Errors
     ///
@@ -327,40 +328,40 @@ impl Pte {
     /// The swap entry of a swap PTE, with the marker bits stripped.
     /// Meaningless for a present or empty PTE (see [`Softleaf::from_pte`]).
     ///
-    /// Kernel: `pte_to_swp_entry()` (with `pte_swp_clear_flags()`).
+    /// Kernel: `pte_to_swp_entry()` (with `pte_swp_clear_flags()`, main).
     pub const fn to_swp_entry(self) -> Softleaf {
         decode_swp(self.0)
     }
 
-    /// Kernel: `pte_swp_mksoft_dirty()`.
+    /// Kernel: `pte_swp_mksoft_dirty()` (main).
     #[must_use]
     pub const fn swp_mksoft_dirty(self) -> Pte {
         Pte(self.0 | _PAGE_SWP_SOFT_DIRTY)
     }
 
-    /// Kernel: `pte_swp_soft_dirty()`.
+    /// Kernel: `pte_swp_soft_dirty()` (main).
     pub const fn swp_soft_dirty(self) -> bool {
         self.0 & _PAGE_SWP_SOFT_DIRTY != 0
     }
 
-    /// Kernel: `pte_swp_mkuffd_wp()`.
+    /// Kernel: `pte_swp_mkuffd_wp()` (main).
     #[must_use]
     pub const fn swp_mkuffd_wp(self) -> Pte {
         Pte(self.0 | _PAGE_SWP_UFFD_WP)
     }
 
-    /// Kernel: `pte_swp_uffd_wp()`.
+    /// Kernel: `pte_swp_uffd_wp()` (main).
     pub const fn swp_uffd_wp(self) -> bool {
         self.0 & _PAGE_SWP_UFFD_WP != 0
     }
 
-    /// Kernel: `pte_swp_mkexclusive()`.
+    /// Kernel: `pte_swp_mkexclusive()` (main).
     #[must_use]
     pub const fn swp_mkexclusive(self) -> Pte {
         Pte(self.0 | _PAGE_SWP_EXCLUSIVE)
     }
 
-    /// Kernel: `pte_swp_exclusive()`.
+    /// Kernel: `pte_swp_exclusive()` (main).
     pub const fn swp_exclusive(self) -> bool {
         self.0 & _PAGE_SWP_EXCLUSIVE != 0
     }
@@ -369,7 +370,7 @@ impl Pte {
 /// A page-middle-directory entry value (x86-64): empty, a pointer to a PTE
 /// table, a huge (2 MiB) leaf, or a swap entry.
 ///
-/// Kernel: `pmd_t`.
+/// Kernel: `pmd_t` (main).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(transparent)]
 pub struct Pmd(u64);
@@ -390,32 +391,32 @@ impl fmt::Debug for Pmd {
 
 /// The flags of a PMD that points to a PTE table.
 ///
-/// Kernel: `_PAGE_TABLE` (`_KERNPG_TABLE | _PAGE_USER`).
+/// Kernel: `_PAGE_TABLE` (`_KERNPG_TABLE | _PAGE_USER`, main).
 pub const _PAGE_TABLE: u64 = _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED | _PAGE_DIRTY;
 
 impl Pmd {
     /// The empty PMD.
     ///
-    /// Kernel: `__pmd(0)`.
+    /// Kernel: `__pmd(0)` (main).
     pub const NONE: Pmd = Pmd(0);
 
     /// A PMD from its raw value.
     ///
-    /// Kernel: `__pmd(val)`.
+    /// Kernel: `__pmd(val)` (main).
     pub const fn from_raw(val: u64) -> Pmd {
         Pmd(val)
     }
 
     /// The raw value.
     ///
-    /// Kernel: `pmd_val(pmd)`.
+    /// Kernel: `pmd_val(pmd)` (main).
     pub const fn raw(self) -> u64 {
         self.0
     }
 
     /// A PMD pointing to the PTE table in frame `table`.
     ///
-    /// Kernel: `pmd_populate()` / `__pmd(_PAGE_TABLE | __pa(pte))`.
+    /// Kernel: `pmd_populate()` / `__pmd(_PAGE_TABLE | __pa(pte))` (main).
     ///
     /// # Errors
     ///
@@ -429,7 +430,7 @@ impl Pmd {
 
     /// A huge (trans-huge) PMD mapping the 512 pages from `pfn`.
     ///
-    /// Kernel: `pmd_mkhuge(pfn_pmd(pfn, prot))`.
+    /// Kernel: `pmd_mkhuge(pfn_pmd(pfn, prot))` (main).
     ///
     /// # Errors
     ///
@@ -451,21 +452,21 @@ impl Pmd {
 
     /// `true` for the empty entry (ignoring accessed/dirty).
     ///
-    /// Kernel: `pmd_none()`.
+    /// Kernel: `pmd_none()` (main).
     pub const fn is_none(self) -> bool {
         self.0 & !(_PAGE_ACCESSED | _PAGE_DIRTY) == 0
     }
 
     /// `true` if present, protnone, or a huge leaf.
     ///
-    /// Kernel: `pmd_present()`, `arch/x86/include/asm/pgtable.h`.
+    /// Kernel: `pmd_present()`, `arch/x86/include/asm/pgtable.h` (main).
     pub const fn is_present(self) -> bool {
         self.0 & (_PAGE_PRESENT | _PAGE_PROTNONE | _PAGE_PSE) != 0
     }
 
     /// `true` for a huge leaf mapping.
     ///
-    /// Kernel: `pmd_trans_huge()`.
+    /// Kernel: `pmd_trans_huge()` (main).
     pub const fn is_trans_huge(self) -> bool {
         self.0 & _PAGE_PSE != 0
     }
@@ -473,14 +474,14 @@ impl Pmd {
     /// `true` for a pointer to a PTE table (present, not huge).
     ///
     /// Kernel: `!pmd_none() && pmd_present() && !pmd_trans_huge()`, what
-    /// `__pte_offset_map()` accepts.
+    /// `__pte_offset_map()` accepts (main).
     pub const fn is_table(self) -> bool {
         !self.is_none() && self.is_present() && !self.is_trans_huge()
     }
 
     /// The pfn of a huge PMD, or the frame of the PTE table it points to.
     ///
-    /// Kernel: `pmd_pfn()` (with `pmd_pfn_mask()` and protnone inversion).
+    /// Kernel: `pmd_pfn()` (with `pmd_pfn_mask()` and protnone inversion, main).
     pub const fn pfn(self) -> Pfn {
         let mask = if self.is_trans_huge() {
             PMD_PFN_MASK_HUGE
@@ -492,14 +493,14 @@ impl Pmd {
 
     /// `true` if writable.
     ///
-    /// Kernel: `pmd_write()`.
+    /// Kernel: `pmd_write()` (main).
     pub const fn is_write(self) -> bool {
         self.0 & _PAGE_RW != 0
     }
 
     /// A swap PMD holding `entry`.
     ///
-    /// Kernel: `swp_entry_to_pmd()` / `softleaf_to_pmd()`.
+    /// Kernel: `swp_entry_to_pmd()` / `softleaf_to_pmd()` (7.0).
     ///
     /// # Errors
     ///
@@ -513,7 +514,7 @@ impl Pmd {
 
     /// The swap entry of a swap PMD, with the marker bits stripped.
     ///
-    /// Kernel: `pmd_to_swp_entry()`.
+    /// Kernel: `pmd_to_swp_entry()` (main).
     pub const fn to_swp_entry(self) -> Softleaf {
         decode_swp(self.0)
     }

@@ -5,7 +5,7 @@
 //! `__pte_offset_map_lock()`), `include/linux/mm.h` (`pte_offset_map_lock()`,
 //! `pte_alloc_map_lock()`, `pmd_lock()`, `pte_lockptr()`),
 //! `include/linux/pgtable.h` (`ptep_get()`, `pmdp_get_lockless()`,
-//! `set_pte_at()`, `set_pmd_at()`).
+//! `set_pte_at()`, `set_pmd_at()`, main).
 //!
 //! Entries are written only under the table's lock: through a [`PteGuard`]
 //! (from [`Mm::pte_offset_map_lock`] / [`Mm::pte_alloc_map_lock`]), a
@@ -19,13 +19,59 @@ use crate::pgtable::{PMD_SIZE, Pmd, Pte, pte_index};
 use core::fmt;
 use devpriv_core::consts::PMD_SHIFT;
 use devpriv_core::sync::MutexGuard;
+use devpriv_core::sync::atomic::Ordering;
 use devpriv_core::{Errno, PAGE_SIZE};
 
+/// A page-table page from [`Mm::pte_alloc_one`]: deposit it under a
+/// leaf PMD ([`PmdGuard::deposit`]) or give it back ([`Mm::pte_free`]).
+/// Dropping it does neither: the page leaks, and [`Mm::nr_pgtables`]
+/// keeps counting it.
+///
+/// Kernel: `pgtable_t` (main).
+#[derive(Debug)]
+#[must_use = "a page-table page is deposited or freed, never dropped"]
+pub struct PgtablePage(());
+
 impl Mm {
+    /// Allocates a page-table page for a huge PMD's deposit.
+    ///
+    /// Kernel: `pte_alloc_one(mm)` (main).
+    pub fn pte_alloc_one(&self) -> PgtablePage {
+        self.pgtables.fetch_add(1, Ordering::Relaxed);
+        PgtablePage(())
+    }
+
+    /// Frees a page-table page.
+    ///
+    /// Kernel: `pte_free(mm, pgtable)` (main).
+    pub fn pte_free(&self, page: PgtablePage) {
+        let PgtablePage(()) = page;
+        self.pgtables.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Page-table pages allocated by [`pte_alloc_one`](Self::pte_alloc_one)
+    /// and not freed: those deposited under leaf PMDs
+    /// ([`nr_deposited_pgtables`](Self::nr_deposited_pgtables)) plus any
+    /// leaked.
+    ///
+    /// Kernel: none (model only).
+    pub fn nr_pgtables(&self) -> u64 {
+        self.pgtables.load(Ordering::Relaxed)
+    }
+
+    /// Page-table pages deposited under leaf PMDs.
+    ///
+    /// Kernel: the lengths of the `pmd_huge_pte` lists, summed (main).
+    pub fn nr_deposited_pgtables(&self) -> u64 {
+        self.pmd_slots()
+            .map(|s| u64::from(s.deposited.load(Ordering::Relaxed)))
+            .sum()
+    }
+
     /// Reads the PMD covering `addr` without a lock; `None` if no PMD table
     /// covers it.
     ///
-    /// Kernel: `pmdp_get_lockless(pmd_offset(...))`.
+    /// Kernel: `pmdp_get_lockless(pmd_offset(...))` (main).
     pub fn pmdp_get_lockless(&self, addr: u64) -> Option<Pmd> {
         Some(self.pmd_table(addr)?.slot(addr).get())
     }
@@ -33,7 +79,7 @@ impl Mm {
     /// Reads the PTE for `addr` without a lock; `None` if the PMD does not
     /// point to a PTE table.
     ///
-    /// Kernel: `pte_offset_map()` + `ptep_get()`.
+    /// Kernel: `pte_offset_map()` + `ptep_get()` (main).
     pub fn ptep_get_lockless(&self, addr: u64) -> Option<Pte> {
         let slot = self.pmd_table(addr)?.slot(addr);
         Some(slot.table_if(slot.get())?.get(pte_index(addr)))
@@ -42,7 +88,7 @@ impl Mm {
     /// Maps and locks the PTE for `addr`.
     ///
     /// Kernel: `pte_offset_map_lock(mm, pmd, addr, &ptl)`: the PMD is
-    /// re-checked under the lock and the lookup retried if it changed.
+    /// re-checked under the lock and the lookup retried if it changed (main).
     ///
     /// # Errors
     ///
@@ -75,7 +121,7 @@ impl Mm {
     /// locks the PTE.
     ///
     /// Kernel: `pte_alloc_map_lock()` (`__pte_alloc()` + `pmd_install()`
-    /// under `pmd_lock()`).
+    /// under `pmd_lock()`, main).
     ///
     /// # Errors
     ///
@@ -91,7 +137,7 @@ impl Mm {
 
     /// Locks the PMD table covering `addr`.
     ///
-    /// Kernel: `pmd_lock(mm, pmd)`.
+    /// Kernel: `pmd_lock(mm, pmd)` (main).
     ///
     /// # Errors
     ///
@@ -109,10 +155,31 @@ impl Mm {
         })
     }
 
+    /// Tries to lock the PMD table covering `addr` without waiting.
+    ///
+    /// Kernel: `spin_trylock(pmd_lockptr(mm, pmd))` (main).
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EFAULT`] if no page table covers `addr`; [`Errno::EBUSY`]
+    /// if someone holds the lock.
+    pub fn pmd_trylock(&self, addr: u64) -> Result<PmdGuard<'_>, Errno> {
+        let table = self.pmd_table(addr).ok_or(Errno::EFAULT)?;
+        let slot = table.slot(addr);
+        if slot.table().is_none() {
+            return Err(Errno::EFAULT);
+        }
+        Ok(PmdGuard {
+            slot,
+            _ptl: table.ptl().try_lock().ok_or(Errno::EBUSY)?,
+            addr: addr & !(PMD_SIZE - 1),
+        })
+    }
+
     /// Sets the PTE for `addr` under its lock, allocating the table if the
     /// PMD is none. Returns the old value.
     ///
-    /// Kernel: `pte_alloc_map_lock()` + `set_pte_at()` + `pte_unmap_unlock()`.
+    /// Kernel: `pte_alloc_map_lock()` + `set_pte_at()` + `pte_unmap_unlock()` (main).
     ///
     /// # Errors
     ///
@@ -127,7 +194,7 @@ impl Mm {
     /// Sets the PMD for `addr` to a leaf value under `pmd_lock()`. Returns
     /// the old value.
     ///
-    /// Kernel: `set_pmd_at()`.
+    /// Kernel: `set_pmd_at()` (main).
     ///
     /// # Errors
     ///
@@ -143,7 +210,7 @@ impl Mm {
 /// A locked PTE table, positioned at one address.
 ///
 /// Kernel: the `(pte_t *pte, spinlock_t *ptl)` pair returned by
-/// `pte_offset_map_lock()`; dropping it is `pte_unmap_unlock()`.
+/// `pte_offset_map_lock()`; dropping it is `pte_unmap_unlock()` (main).
 pub struct PteGuard<'a> {
     table: &'a PteTable,
     _ptl: MutexGuard<'a, ()>,
@@ -169,21 +236,21 @@ impl PteGuard<'_> {
 
     /// The PTE at the guard's address.
     ///
-    /// Kernel: `ptep_get(pte)`.
+    /// Kernel: `ptep_get(pte)` (main).
     pub fn get(&self) -> Pte {
         self.table.get(pte_index(self.addr))
     }
 
     /// Sets the PTE at the guard's address.
     ///
-    /// Kernel: `set_pte_at()`.
+    /// Kernel: `set_pte_at()` (main).
     pub fn set(&self, pte: Pte) {
         self.table.set(pte_index(self.addr), pte);
     }
 
     /// Clears the PTE at the guard's address, returning the old value.
     ///
-    /// Kernel: `ptep_get_and_clear()` / `ptep_clear_flush()`.
+    /// Kernel: `ptep_get_and_clear()` / `ptep_clear_flush()` (main).
     pub fn get_and_clear(&self) -> Pte {
         let old = self.get();
         self.set(Pte::NONE);
@@ -192,7 +259,7 @@ impl PteGuard<'_> {
 
     /// Replaces `old` with `new` if the PTE still holds `old`.
     ///
-    /// Kernel: the `pte_same()` re-check after re-taking the lock.
+    /// Kernel: the `pte_same()` re-check after re-taking the lock (main).
     ///
     /// # Errors
     ///
@@ -214,7 +281,7 @@ impl PteGuard<'_> {
 
     /// The PTE for another address covered by the same (locked) table.
     ///
-    /// Kernel: `ptep_get(pte + n)` while holding the ptl.
+    /// Kernel: `ptep_get(pte + n)` while holding the ptl (main).
     ///
     /// # Errors
     ///
@@ -225,7 +292,7 @@ impl PteGuard<'_> {
 
     /// Sets the PTE for another address covered by the same table.
     ///
-    /// Kernel: `set_pte_at(mm, addr, pte + n, val)` while holding the ptl.
+    /// Kernel: `set_pte_at(mm, addr, pte + n, val)` while holding the ptl (main).
     ///
     /// # Errors
     ///
@@ -239,7 +306,7 @@ impl PteGuard<'_> {
 /// A locked PMD table, positioned at one PMD entry.
 ///
 /// Kernel: `pmd_lock()`'s `spinlock_t *` plus the `pmd_t *`; dropping it is
-/// `spin_unlock()`.
+/// `spin_unlock()` (main).
 pub struct PmdGuard<'a> {
     slot: &'a PmdSlot,
     _ptl: MutexGuard<'a, ()>,
@@ -265,7 +332,7 @@ impl PmdGuard<'_> {
 
     /// The PMD value.
     ///
-    /// Kernel: `pmdp_get(pmd)` / `*pmd`.
+    /// Kernel: `pmdp_get(pmd)` / `*pmd` (main).
     pub fn get(&self) -> Pmd {
         self.slot.get()
     }
@@ -282,7 +349,7 @@ impl PmdGuard<'_> {
     /// a PTE table is allowed only when every PTE in it is none (the table
     /// is then idle, as after `pte_free()` / deposit).
     ///
-    /// Kernel: `set_pmd_at()` / `pmd_clear()`.
+    /// Kernel: `set_pmd_at()` / `pmd_clear()` (main).
     ///
     /// # Errors
     ///
@@ -311,7 +378,7 @@ impl PmdGuard<'_> {
 
     /// Clears a leaf PMD, returning the old value.
     ///
-    /// Kernel: `pmdp_huge_get_and_clear()` / `pmdp_huge_clear_flush()`.
+    /// Kernel: `pmdp_huge_get_and_clear()` / `pmdp_huge_clear_flush()` (main).
     ///
     /// # Errors
     ///
@@ -325,10 +392,33 @@ impl PmdGuard<'_> {
         Ok(old)
     }
 
+    /// Deposits a page-table page for the leaf PMD here, for a later split
+    /// to use (or a zap to free).
+    ///
+    /// Kernel: `pgtable_trans_huge_deposit(mm, pmd, pgtable)` +
+    /// `mm_inc_nr_ptes()` (main).
+    pub fn deposit(&self, page: PgtablePage) {
+        let PgtablePage(()) = page;
+        self.slot.deposited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes back a page-table page deposited here, if any.
+    ///
+    /// Kernel: `pgtable_trans_huge_withdraw(mm, pmd)` + `mm_dec_nr_ptes()` (main).
+    pub fn withdraw(&self) -> Option<PgtablePage> {
+        let d = &self.slot.deposited;
+        let n = d.load(Ordering::Relaxed);
+        if n == 0 {
+            return None;
+        }
+        d.store(n - 1, Ordering::Relaxed);
+        Some(PgtablePage(()))
+    }
+
     /// Points a none PMD at its (empty) PTE table. Does nothing if it
     /// already points to it.
     ///
-    /// Kernel: `pmd_install()` (`pmd_populate()` if `pmd_none()`).
+    /// Kernel: `pmd_install()` (`pmd_populate()` if `pmd_none()`, main).
     ///
     /// # Errors
     ///
@@ -352,7 +442,7 @@ impl PmdGuard<'_> {
     ///
     /// Kernel: `__split_huge_pmd_locked()` (`pmd_populate()` of the
     /// deposited table after `set_ptes()`), and the device-private/migration
-    /// PMD split paths.
+    /// PMD split paths (main).
     ///
     /// # Errors
     ///

@@ -6,7 +6,7 @@
 //! `folio_remove_rmap_pte()`, `folio_remove_rmap_pmd()`), `mm/migrate.c`
 //! (`remove_migration_ptes()`, `remove_migration_pte()`),
 //! `mm/huge_memory.c` (`set_pmd_migration_entry()`,
-//! `remove_migration_pmd()`).
+//! `remove_migration_pmd()`, 7.0).
 //!
 //! A migration moves a folio between system RAM and device-private memory;
 //! both rmap functions take an [`AnyFolio`] (module [`mm`](crate::mm)) and
@@ -24,23 +24,33 @@
 //! - `PageAnonExclusive` is not tracked: a read-only PTE becomes a
 //!   `*_MIGRATION_READ` entry, never `READ_EXCLUSIVE`; soft-dirty and
 //!   uffd-wp bits are not carried; no TLB flush or MMU notifier.
-//! - The walker's device-private PMD branch matches any device-private PMD
-//!   at the address (hazard H13); both functions here check the entry's
-//!   offset against the folio before changing it.
+//! - Like the kernel's, neither function checks a PMD-level match against
+//!   the folio: they rely on the walk. With the default walker
+//!   ([`PvmwPmdPolicy::Fixed`], the CVE-2026-68163 fix) a match is always
+//!   the folio's own PMD; with [`PvmwPmdPolicy::V7_0`] a device-private
+//!   PMD of *another* folio matches too, and these functions then corrupt
+//!   it as 7.0 did: `remove_migration_ptes()` overwrites it with the new
+//!   folio's mapping (the old folio keeps a map count and a reference for
+//!   a mapping that is gone), `try_to_migrate()` replaces it with a
+//!   migration entry and drops the rmap and reference of the folio it was
+//!   asked to unmap (hazard H13, `docs/hazards.md`).
+//!
+//! [`PvmwPmdPolicy::Fixed`]: crate::PvmwPmdPolicy::Fixed
+//! [`PvmwPmdPolicy::V7_0`]: crate::PvmwPmdPolicy::V7_0
 //!
 //! [`FolioOps::anon_id`]: crate::mm::FolioOps::anon_id
 
 use crate::leafops::{Softleaf, SoftleafFlags};
 use crate::mm::AnyFolio;
-use crate::mm_types::{Mm, Vma};
+use crate::mm_types::{Mm, MmConfig, Vma};
 use crate::page_vma_mapped::{PageVmaMappedWalk, PvmwFlags};
 use crate::pgtable::{_PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, Pmd, Pte};
 use crate::swapops::{MigrationKind, make_device_private_entry, make_migration_entry};
-use devpriv_core::{Errno, PageCount, PageFrame, PagingMode, warn_on};
+use devpriv_core::{Errno, PageCount, PageFrame, warn_on};
 
 /// A walk over the places `folio` is mapped in `vma`.
 ///
-/// Kernel: `DEFINE_FOLIO_VMA_WALK()` with the series' helpers.
+/// Kernel: `DEFINE_FOLIO_VMA_WALK()` with the v6 proposal's helpers.
 pub(crate) fn folio_walk<'m>(
     mm: &'m Mm,
     vma: &'m Vma,
@@ -65,9 +75,13 @@ pub(crate) fn folio_walk<'m>(
     }
 }
 
-/// Present-PTE bits for a page restored from a migration entry.
-pub(crate) fn prot_from_migration(entry: Softleaf, mode: PagingMode) -> u64 {
-    let SoftleafFlags { young, dirty } = entry.to_flags(mode);
+/// Present-PTE bits for a page restored from a migration entry: young and
+/// dirty only if the entry says so (`softleaf_is_migration_young/dirty()`,
+/// always false on a machine without A/D bits in migration entries).
+pub(crate) fn prot_from_migration(entry: Softleaf, cfg: MmConfig) -> u64 {
+    let SoftleafFlags { young, dirty } = entry
+        .to_flags(cfg.paging)
+        .if_supported(cfg.swap_migration_ad_supported());
     let mut prot = _PAGE_PRESENT | _PAGE_USER;
     if entry.is_migration_write() {
         prot |= _PAGE_RW;
@@ -82,11 +96,14 @@ pub(crate) fn prot_from_migration(entry: Softleaf, mode: PagingMode) -> u64 {
 }
 
 /// The migration entry replacing a present or device-private PTE, and the
-/// frame it names; `None` for any other PTE.
+/// frame it names; `None` for any other PTE. A present PTE's young and
+/// dirty bits go into the entry where the machine supports it
+/// (`make_migration_entry_young/dirty()`).
 pub(crate) fn pte_to_migration_entry(
     pte: Pte,
-    mode: PagingMode,
+    cfg: MmConfig,
 ) -> Result<Option<(Softleaf, PageFrame)>, Errno> {
+    let mode = cfg.paging;
     if pte.is_present() {
         let frame: PageFrame = pte.pfn().into();
         let kind = if pte.is_write() {
@@ -98,6 +115,7 @@ pub(crate) fn pte_to_migration_entry(
             young: pte.flags() & _PAGE_ACCESSED != 0,
             dirty: pte.flags() & _PAGE_DIRTY != 0,
         };
+        let flags = flags.if_supported(cfg.swap_migration_ad_supported());
         let e = make_migration_entry(kind, frame, mode)?.with_flags(flags, mode)?;
         return Ok(Some((e, frame)));
     }
@@ -117,11 +135,12 @@ pub(crate) fn pte_to_migration_entry(
 /// The migration entry replacing a huge or device-private PMD, and the
 /// frame it names; `None` for any other PMD.
 ///
-/// Kernel: the entry `set_pmd_migration_entry()` builds.
+/// Kernel: the entry `set_pmd_migration_entry()` builds (7.0).
 pub(crate) fn pmd_to_migration_entry(
     pmd: Pmd,
-    mode: PagingMode,
+    cfg: MmConfig,
 ) -> Result<Option<(Softleaf, PageFrame)>, Errno> {
+    let mode = cfg.paging;
     if pmd.is_trans_huge() {
         let frame: PageFrame = pmd.pfn().into();
         let kind = if pmd.is_write() {
@@ -134,6 +153,7 @@ pub(crate) fn pmd_to_migration_entry(
             young: raw & _PAGE_ACCESSED != 0,
             dirty: raw & _PAGE_DIRTY != 0,
         };
+        let flags = flags.if_supported(cfg.swap_migration_ad_supported());
         let e = make_migration_entry(kind, frame, mode)?.with_flags(flags, mode)?;
         return Ok(Some((e, frame)));
     }
@@ -153,11 +173,11 @@ pub(crate) fn pmd_to_migration_entry(
 /// Replaces every mapping of `folio` in `mm` with a migration entry,
 /// dropping the mapping's rmap and reference: present PTEs and huge PMDs
 /// of a system folio, device-private PTEs and PMDs of a device folio
-/// (series: `SWP_MIGRATION_DEVICE_*` entries with the offset).
+/// (v6: `SWP_MIGRATION_DEVICE_*` entries with the offset).
 ///
 /// Kernel: `try_to_migrate(folio, 0)` → `rmap_walk()` →
 /// `try_to_migrate_one()`, `mm/rmap.c`; a PMD mapping goes through
-/// `set_pmd_migration_entry()`, `mm/huge_memory.c`.
+/// `set_pmd_migration_entry()`, `mm/huge_memory.c` (7.0).
 ///
 /// The caller holds the folio lock and a reference.
 ///
@@ -174,7 +194,6 @@ pub fn try_to_migrate(mm: &Mm, folio: AnyFolio<'_>) -> Result<(), Errno> {
     let Some(id) = folio.anon_id() else {
         return Ok(());
     };
-    let mode = mm.paging();
     for vma in mm.vmas().iter().filter(|v| v.id() == id) {
         let Ok(mut w) = folio_walk(mm, vma, folio, PvmwFlags::SYNC) else {
             continue;
@@ -182,19 +201,16 @@ pub fn try_to_migrate(mm: &Mm, folio: AnyFolio<'_>) -> Result<(), Errno> {
         while w.walk() {
             if w.is_pmd_mapped() {
                 let Some(pmd) = w.pmd() else { continue };
-                let Some((entry, frame)) = pmd_to_migration_entry(pmd, mode)? else {
+                let Some((entry, _)) = pmd_to_migration_entry(pmd, mm.config())? else {
                     continue;
                 };
-                if folio.page_index(frame) != Some(0) {
-                    continue;
-                }
                 w.set_pmd(Pmd::from_swp_entry(entry)?)?;
                 folio.remove_rmap_pmd()?;
                 folio.put();
                 continue;
             }
             let Some(pte) = w.pte() else { continue };
-            let Some((entry, frame)) = pte_to_migration_entry(pte, mode)? else {
+            let Some((entry, frame)) = pte_to_migration_entry(pte, mm.config())? else {
                 continue;
             };
             let Some(n) = folio.page_index(frame) else {
@@ -214,7 +230,7 @@ pub fn try_to_migrate(mm: &Mm, folio: AnyFolio<'_>) -> Result<(), Errno> {
 /// device folio. Each new mapping takes a reference and an rmap on `dst`.
 ///
 /// Kernel: `remove_migration_ptes(src, dst, 0)` → `remove_migration_pte()`,
-/// `mm/migrate.c`; `remove_migration_pmd()`, `mm/huge_memory.c`.
+/// `mm/migrate.c`; `remove_migration_pmd()`, `mm/huge_memory.c` (7.0).
 ///
 /// Writability follows the migration entry; a restored present entry is
 /// young or dirty only if the entry says so.
@@ -234,19 +250,17 @@ pub fn remove_migration_ptes(mm: &Mm, src: AnyFolio<'_>, dst: AnyFolio<'_>) -> R
         };
         while w.walk() {
             if w.is_pmd_mapped() {
+                // remove_migration_pmd(): whatever the walk matched is taken
+                // for `src`'s migration entry.
                 let Some(pmd) = w.pmd() else { continue };
                 let entry = Softleaf::from_pmd(pmd);
-                let Some(frame) = entry.to_frame(mode) else {
-                    continue;
-                };
-                if !entry.is_migration() || src.page_index(frame) != Some(0) {
-                    continue;
-                }
                 let new = match dst.frame(0) {
                     Some(PageFrame::DevicePrivate(off)) => Pmd::from_swp_entry(
                         make_device_private_entry(entry.is_migration_write(), off, mode)?,
                     )?,
-                    Some(PageFrame::Pfn(pfn)) => Pmd::huge(pfn, prot_from_migration(entry, mode))?,
+                    Some(PageFrame::Pfn(pfn)) => {
+                        Pmd::huge(pfn, prot_from_migration(entry, mm.config()))?
+                    }
                     None => return Err(Errno::EINVAL),
                 };
                 dst.add_rmap_pmd()?;
@@ -275,7 +289,9 @@ pub fn remove_migration_ptes(mm: &Mm, src: AnyFolio<'_>, dst: AnyFolio<'_>) -> R
                 Some(PageFrame::DevicePrivate(off)) => Pte::from_swp_entry(
                     make_device_private_entry(entry.is_migration_write(), off, mode)?,
                 )?,
-                Some(PageFrame::Pfn(pfn)) => Pte::pfn_pte(pfn, prot_from_migration(entry, mode))?,
+                Some(PageFrame::Pfn(pfn)) => {
+                    Pte::pfn_pte(pfn, prot_from_migration(entry, mm.config()))?
+                }
                 None => return Err(Errno::EINVAL),
             };
             dst.add_rmap_ptes(n, 1)?;

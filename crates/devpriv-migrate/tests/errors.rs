@@ -295,6 +295,18 @@ fn mm_page_table_accessors_bad_addresses() {
             Errno::EFAULT,
         );
         e(
+            "pmd_trylock outside",
+            mm.pmd_trylock(outside).map(|_| ()),
+            Errno::EFAULT,
+        );
+        let held = mm.pmd_lock(BASE).unwrap();
+        e(
+            "pmd_trylock while held",
+            mm.pmd_trylock(BASE).map(|_| ()),
+            Errno::EBUSY,
+        );
+        drop(held);
+        e(
             "set_pte outside",
             mm.set_pte(outside, Pte::NONE).map(|_| ()),
             Errno::EFAULT,
@@ -948,4 +960,59 @@ fn pte_table_access_through_none_and_leaf_pmds() {
         stray.put().unwrap();
     });
     assert!(before == mm_snap_of(&mm), "page tables changed");
+}
+
+/// An address space the OOM reaper marked unstable (`MMF_UNSTABLE`) takes
+/// no new entries from a migration: `check_stable_address_space()` is
+/// `EFAULT`, the holes stay holes, nothing leaks. And any L1TF setting,
+/// however odd, gives an answer rather than a panic.
+#[test]
+fn unstable_address_space_and_odd_machines() {
+    let m = machine();
+    let mm = &m.mm;
+    mm.set_unstable();
+    assert_errno(
+        "check_stable_address_space",
+        mm.check_stable_address_space(),
+        Errno::EFAULT,
+    );
+    let vma = mm.vmas()[0].clone();
+    let nr_free = m.mem.sys().nr_free();
+    let sel = MigrateVmaFlags::SELECT_SYSTEM | MigrateVmaFlags::SELECT_COMPOUND;
+    let hole = BASE + PMD_SIZE;
+    np("migrate into an unstable mm", || {
+        let mut args = MigrateVma::new(mm, &vma, hole, hole + 4 * PAGE_SIZE, sel, None);
+        migrate_vma_setup(&mut args).unwrap();
+        for d in args.dst.iter_mut().take(4) {
+            let f = m.mem.sys().alloc_folio(Order::ZERO).unwrap();
+            assert!(f.trylock());
+            *d = MigratePfn::new(f.pfn().into()).unwrap();
+        }
+        migrate_vma_pages(&mut args);
+        assert!(
+            args.src[..4]
+                .iter()
+                .all(|s| !s.contains(MigratePfn::MIGRATE))
+        );
+        migrate_vma_finalize(&mut args);
+    });
+    assert_eq!(m.mem.sys().nr_free(), nr_free, "destinations freed");
+    assert!((0..4).all(|i| {
+        mm.ptep_get_lockless(hole + i * PAGE_SIZE)
+            .is_none_or(Pte::is_none)
+    }));
+    assert_eq!(mm.nr_pgtables(), 0);
+    use devpriv_migrate::swapops::L1tf;
+    for bits in [0, 1, 13, 64, 200, u32::MAX] {
+        let l = L1tf::Mitigated {
+            x86_cache_bits: bits,
+        };
+        let _ = np("L1tf", || {
+            (
+                l.max_swapfile_size(),
+                l.swap_migration_ad_supported(PagingMode::FourLevel),
+                l.swap_migration_ad_supported(PagingMode::FiveLevel),
+            )
+        });
+    }
 }

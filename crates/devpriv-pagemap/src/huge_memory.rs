@@ -1,8 +1,9 @@
 //! Splitting device-private folios.
 //!
 //! Kernel: `__split_unmapped_folio()`, `__split_folio_to_order()`,
-//! `folio_split_unmapped()`, `mm/huge_memory.c` (spec §5.5); and the
-//! never-merged `migrate_device_split_page()` (spec §5.6).
+//! `folio_split_unmapped()`, `mm/huge_memory.c` (7.0); and the never-merged
+//! `migrate_device_split_page()` ("[PATCH 1/4] mm/migrate: Add
+//! `migrate_device_split_page`", Matthew Brost, 2025-12-16).
 //!
 //! A split rewrites the metadata of every new head: it clears the new
 //! head's flags, copies a fixed set of flags (including `PG_locked`) and
@@ -20,8 +21,10 @@
 //!   non-uniform (buddy) split that halves around `split_at` is not.
 //! - No xarray, page cache, swap cache, LRU, memcg or `page_owner`
 //!   bookkeeping: device-private folios have none of it.
-//! - The young/idle and `last_cpupid` copies are not modelled (the model
-//!   has no such bits); `memcg_data` is copied as a whole word.
+//! - The young/idle copies are not modelled (the model has no such bits),
+//!   nor is the `last_cpupid` copy: every device page keeps the all-ones
+//!   value it was mapped with, so the copy would change nothing.
+//!   `memcg_data` is copied as a whole word.
 
 use crate::memremap::zone_device_private_split_cb;
 use crate::mm_types::{Folio, PageRef, word};
@@ -38,7 +41,7 @@ use devpriv_core::{Errno, Order, warn_on};
 /// Kernel: the mask `__split_folio_to_order()` copies (`PG_referenced`,
 /// `PG_swapbacked`, `PG_swapcache`, `PG_mlocked`, `PG_uptodate`,
 /// `PG_active`, `PG_workingset`, `PG_locked`, `PG_unevictable`, `PG_dirty`;
-/// the model has no `PG_arch_2`/`PG_arch_3` or LRU-generation bits).
+/// the model has no `PG_arch_2`/`PG_arch_3` or LRU-generation bits, main).
 pub const SPLIT_COPIED_FLAGS: u64 = 1 << PG_REFERENCED
     | 1 << PG_SWAPBACKED
     | 1 << PG_SWAPCACHE
@@ -52,7 +55,7 @@ pub const SPLIT_COPIED_FLAGS: u64 = 1 << PG_REFERENCED
 
 /// Splits `folio` from `old` to `new` order, in place.
 ///
-/// Kernel: `__split_folio_to_order()`, `mm/huge_memory.c`.
+/// Kernel: `__split_folio_to_order()`, `mm/huge_memory.c` (main).
 fn split_folio_to_order(folio: Folio<'_>, old: Order, new: Order) {
     let head = folio.page();
     let nr = 1usize << old.get();
@@ -103,68 +106,90 @@ fn check_split(folio: Folio<'_>, new_order: Order) -> Result<Order, Errno> {
     if warn_on!(!fits, "split: folio runs past the pages array") {
         return Err(Errno::EINVAL);
     }
-    // uniform_split_supported(): anon folios cannot be order 1.
-    if warn_on!(
-        folio.test_anon() && new_order.get() == 1,
-        "Cannot split to order-1 folio"
-    ) {
-        return Err(Errno::EINVAL);
-    }
     Ok(old)
+}
+
+/// `true` if a uniform split of `folio` to `new_order` splits nothing:
+/// `__split_unmapped_folio()` skips order 1 for anon folios ("order-1
+/// anonymous folio is not supported") and, uniform, has no other order to
+/// try.
+fn skips_anon_order_1(folio: Folio<'_>, new_order: Order) -> bool {
+    folio.test_anon() && new_order.get() == 1
 }
 
 /// Splits a locked large folio uniformly into `2^(old - new)` folios of
 /// order `new_order`. Only the struct pages change: no refcount, no pgmap
 /// reference and no driver callback is touched, and every new folio but
 /// the first is left **without a pgmap** (word 1 = 0) — restoring it is the
-/// caller's job.
+/// caller's job. An anon folio split to order 1 is left as it is (`Ok`):
+/// the kernel skips order 1 for anon folios, and a uniform split has no
+/// other order to try.
 ///
 /// Kernel: `__split_unmapped_folio(folio, new_order, split_at, xas,
-/// mapping, SPLIT_TYPE_UNIFORM)`, `mm/huge_memory.c` (static in 7.0;
-/// [MB-old] proposed exporting it).
+/// mapping, SPLIT_TYPE_UNIFORM)`, `mm/huge_memory.c` (7.0; `static` there:
+/// "[PATCH 1/4] mm/migrate: Add `migrate_device_split_page`", Matthew Brost,
+/// 2025-12-16, proposed exporting it and was not merged).
 ///
 /// # Differences from the kernel
 ///
-/// Uniform split only; the kernel's `VM_BUG_ON`s become errors.
+/// Uniform split only; the kernel's `VM_BUG_ON`s become errors. The kernel
+/// does not check the lock, and for `new_order == old` it is a no-op; the
+/// model refuses both.
 ///
 /// # Errors
 ///
 /// `EINVAL` (with a `WARN`), nothing written: the folio is not large, not
-/// locked, `new_order` is not below its order, it runs past the pages
-/// array, or it is anon and `new_order` is 1 (anon folios cannot be order
-/// 1).
+/// locked, `new_order` is not below its order, or it runs past the pages
+/// array.
 pub fn split_unmapped_folio(folio: Folio<'_>, new_order: Order) -> Result<(), Errno> {
     if warn_on!(!folio.test_locked(), "split: folio not locked") {
         return Err(Errno::EINVAL);
     }
     let old = check_split(folio, new_order)?;
-    split_folio_to_order(folio, old, new_order);
+    if !skips_anon_order_1(folio, new_order) {
+        split_folio_to_order(folio, old, new_order);
+    }
     Ok(())
 }
 
 /// Splits an unmapped, locked, large anon device folio held by exactly one
-/// reference into folios of order `new_order`, then runs the device-private
+/// reference into folios of order `new_order`, running the device-private
 /// split step ([`zone_device_private_split_cb`]) for each new folio and
 /// once at the end. Every new folio is locked (the split copies
-/// `PG_locked`) and has refcount 1.
+/// `PG_locked`) and has refcount 1 afterwards.
 ///
-/// Kernel: `folio_split_unmapped(folio, new_order)`, `mm/huge_memory.c`
-/// (7.0).
+/// Kernel: `folio_split_unmapped(folio, new_order)` →
+/// `__folio_freeze_and_split_unmapped()`, `mm/huge_memory.c` (7.0).
+///
+/// The order is the kernel's: freeze the folio (refcount 0), split, then
+/// for each new folio in address order run the callback **while that new
+/// folio is still frozen** (refcount 0) and only then unfreeze it to 1;
+/// finally the `(orig, None)` call, **while the original is still frozen**,
+/// and then unfreeze the original to 1. A driver's `folio_split` op must
+/// therefore not take references on either folio.
+///
+/// An anon folio split to order 1 splits nothing and still returns `Ok`,
+/// after the final `(orig, None)` call: `folio_split_unmapped()` never calls
+/// `folio_check_splittable()` (whose 7.0 version refuses anon order 1), and
+/// `__split_unmapped_folio()` skips order 1 for anon folios.
 ///
 /// The pagemap references are unchanged: the `2^old` pages still hold
 /// `2^old` references, and each new folio's free drops its own share.
 ///
 /// # Differences from the kernel
 ///
-/// The "unmapped" precondition is not checked (the model has no page
-/// tables here); the freeze is a compare of the refcount with 1.
+/// - The "unmapped" precondition is not checked (the model has no page
+///   tables here); the freeze is a compare of the refcount with 1.
+/// - The kernel only `VM_WARN`s on an unlocked, small or non-anon folio and
+///   carries on, and does not check `new_order`; the model refuses those
+///   calls, and `new_order >= order`, with `EINVAL`.
 ///
 /// # Errors
 ///
 /// - `EINVAL` (with a `WARN`): as for [`split_unmapped_folio`], or the
 ///   folio is not anon.
 /// - `EAGAIN`: the refcount is not 1 (someone else holds a reference), as
-///   when `folio_ref_freeze()` fails.
+///   when `can_split_folio()` fails.
 pub fn folio_split_unmapped(folio: Folio<'_>, new_order: Order) -> Result<(), Errno> {
     if warn_on!(
         !folio.test_locked() || !folio.test_anon(),
@@ -176,22 +201,23 @@ pub fn folio_split_unmapped(folio: Folio<'_>, new_order: Order) -> Result<(), Er
     if folio.ref_count() != 1 {
         return Err(Errno::EAGAIN);
     }
-    folio.page().set_refcount(0);
-    split_folio_to_order(folio, old, new_order);
-    let nr = 1usize << old.get();
-    let step = 1usize << new_order.get();
     let head = folio.page();
-    for j in (0..nr).step_by(step) {
-        if let Some(p) = head.nth(j) {
-            p.set_refcount(1);
-        }
-    }
-    for j in (step..nr).step_by(step) {
-        if let Some(p) = head.nth(j) {
-            zone_device_private_split_cb(folio, Some(Folio::from_head(p)));
+    // folio_ref_freeze(folio, 1).
+    head.set_refcount(0);
+    if !skips_anon_order_1(folio, new_order) {
+        split_folio_to_order(folio, old, new_order);
+        let nr = 1usize << old.get();
+        let step = 1usize << new_order.get();
+        for j in (step..nr).step_by(step) {
+            if let Some(p) = head.nth(j) {
+                zone_device_private_split_cb(folio, Some(Folio::from_head(p)));
+                // folio_ref_unfreeze(new_folio, folio_cache_ref_count() + 1).
+                p.set_refcount(1);
+            }
         }
     }
     zone_device_private_split_cb(folio, None);
+    head.set_refcount(1);
     Ok(())
 }
 
@@ -200,7 +226,9 @@ pub fn folio_split_unmapped(folio: Folio<'_>, new_order: Order) -> Result<(), Er
 /// and unlocking it.
 ///
 /// Kernel: `migrate_device_split_page(page)`, proposed for
-/// `mm/migrate_device.c` in [MB-old] (Dec 2025) and **never merged**: it is
+/// `mm/migrate_device.c` in "[PATCH 1/4] mm/migrate: Add
+/// `migrate_device_split_page`" (Matthew Brost, 2025-12-16) and **never
+/// merged**: it is
 /// "inherently racy — only safe if the caller ensures mutual exclusion
 /// within the page's folio", Matthew Wilcox objected to new uniform splits,
 /// and the reset moved into `zone_device_page_init()` instead

@@ -1,14 +1,25 @@
 //! devpriv-pagemap: the device-private address space and its pages.
 //!
 //! Kernel: `mm/memremap.c`, `include/linux/memremap.h`, `mm/mm_init.c`,
-//! `lib/percpu-refcount.c`, `include/linux/page-flags.h`,
-//! `include/linux/mm_types.h` (Jordan Niethe's series, v6).
+//! `mm/huge_memory.c`, `lib/percpu-refcount.c`, `kernel/resource.c`,
+//! `include/linux/page-flags.h`, `include/linux/mm_types.h` (main, 7.0 and v6: see the table below).
 //!
-//! Device-private pages no longer have pfns. A driver asks a
-//! [`DevicePrivateSpace`] for `nr_pages` pages; the space reserves a range
-//! of its own address space (a range tree keyed by bytes, standing in for
-//! `device_private_pgmap_tree`), builds a pages array and hands back a
-//! [`DevPagemap`]. Offsets are `address >> PAGE_SHIFT`.
+//! Which kernel each part models:
+//!
+//! | part | kernel version |
+//! |---|---|
+//! | [`DevicePrivateSpace`], `memremap`/`memunmap_device_private_pagemap`, offset ↔ page lookups, `DevPagemap::{nr_pages, pages}`, [`PagemapParams`] | **v6 proposal** ("Remove device private pages from physical address space", Jordan Niethe, 2026-02-02; not merged in 7.0, 7.1 or the mm tree through 7.3-rc) |
+//! | [`zone_device_page_init`], [`zone_device_folio_init`], [`DevPagemapOps`] (`folio_free`, `folio_split`, `migrate_to_ram`), [`zone_device_private_split_cb`], [`folio_split_unmapped`] | **7.0** (merged) |
+//! | [`free_zone_device_folio`] | **7.0 with fix 399289849560** (7.0.y, 7.1); 7.0-rc6's variant is [`FreePath::V7_0`] |
+//! | [`Page`], [`Folio`], `page_flags`, [`PercpuRef`], [`prep_compound_page`], `resource` (`request_free_mem_region()` + `memremap_pages()`, how 7.0/7.1 drivers still register device-private memory) | **main** (mainline since before 7.0) |
+//! | [`migrate_device_split_page`], [`ReinitPolicy::AtFree`] | **never merged** (kept to show why) |
+//! | [`ReinitPolicy`], [`FreePath`], [`Packing`], [`SpaceConfig`], the section index | **model** (choices the kernel makes once) |
+//!
+//! Under the v6 proposal device-private pages no longer have pfns. A
+//! driver asks a [`DevicePrivateSpace`] for `nr_pages` pages; the space
+//! reserves a range of its own address space (a range tree keyed by bytes,
+//! standing in for `device_private_pgmap_tree`), builds a pages array and
+//! hands back a [`DevPagemap`]. Offsets are `address >> PAGE_SHIFT`.
 //!
 //! ```
 //! use devpriv_core::{DevicePrivateOffset, Errno, PageCount};
@@ -47,10 +58,11 @@ mod sparse;
 
 pub use huge_memory::{folio_split_unmapped, migrate_device_split_page, split_unmapped_folio};
 pub use memremap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, DevmPagemap, InitError, MemoryType, NoopOps,
-    Owner, Packing, PagemapParams, ReinitPolicy, SectionSlot, SpaceConfig, SpaceReadGuard,
-    ValidateError, VmFault, folio_get, folio_put, free_zone_device_folio, zone_device_folio_init,
-    zone_device_page_init, zone_device_private_split_cb,
+    DevPagemap, DevPagemapOps, DevicePrivateSpace, DevmPagemap, FreePath, InitError,
+    MAX_PAGEMAP_PAGES, MemoryType, NoopOps, Owner, Packing, PagemapParams, ReinitPolicy,
+    SectionSlot, SpaceConfig, SpaceReadGuard, ValidateError, VmFault, folio_get, folio_put,
+    free_zone_device_folio, zone_device_folio_init, zone_device_page_init,
+    zone_device_private_split_cb,
 };
 pub use mm_types::{Folio, Page, PageRef, PgmapCookie, WouldBlock};
 pub use page_alloc::prep_compound_page;

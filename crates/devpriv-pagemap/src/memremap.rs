@@ -31,7 +31,7 @@ pub use folio::{
 pub use validate::{SectionSlot, ValidateError};
 
 use crate::mm_types::{Folio, Page, PageRef, PgmapCookie, word};
-use crate::page_flags::{PG_RESERVED, ZONE_DEVICE, page_links};
+use crate::page_flags::{PG_RESERVED, ZONE_DEVICE, page_cpupid_reset_last, page_links};
 use crate::percpu_refcount::{Completion, PercpuRef};
 use crate::sparse::{Hit, IndexView, SectionIndex, Slot, StaleBase};
 use devpriv_core::mutant::{Mutant, Mutants};
@@ -50,37 +50,37 @@ use std::time::Duration;
 /// What kind of device memory a pagemap describes.
 ///
 /// Kernel: `enum memory_type`, `include/linux/memremap.h` (0 is unused,
-/// "catch uninitialised").
+/// "catch uninitialised", main).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum MemoryType {
     /// CPU cannot access it; mapped only through special swap-like entries.
     ///
-    /// Kernel: `MEMORY_DEVICE_PRIVATE`.
+    /// Kernel: `MEMORY_DEVICE_PRIVATE` (main).
     Private = 1,
     /// CPU-coherent device memory.
     ///
-    /// Kernel: `MEMORY_DEVICE_COHERENT`.
+    /// Kernel: `MEMORY_DEVICE_COHERENT` (main).
     Coherent = 2,
-    /// Kernel: `MEMORY_DEVICE_FS_DAX`.
+    /// Kernel: `MEMORY_DEVICE_FS_DAX` (main).
     FsDax = 3,
-    /// Kernel: `MEMORY_DEVICE_GENERIC`.
+    /// Kernel: `MEMORY_DEVICE_GENERIC` (main).
     Generic = 4,
-    /// Kernel: `MEMORY_DEVICE_PCI_P2PDMA`.
+    /// Kernel: `MEMORY_DEVICE_PCI_P2PDMA` (main).
     PciP2pDma = 5,
 }
 
 /// The driver's opaque owner cookie, compared against
 /// `migrate_vma.pgmap_owner` and `hmm_range.dev_private_owner`.
 ///
-/// Kernel: `void *dev_pagemap::owner`.
+/// Kernel: `void *dev_pagemap::owner` (main).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Owner(pub u64);
 
 /// What a CPU fault on a device-private entry hands to `migrate_to_ram`.
 ///
 /// Kernel: `struct vm_fault`, `include/linux/mm.h` (the fields the
-/// device-private path uses).
+/// device-private path uses, main).
 ///
 /// # Differences from the kernel
 ///
@@ -124,7 +124,7 @@ impl fmt::Debug for VmFault<'_> {
 
 /// The driver's callbacks.
 ///
-/// Kernel: `struct dev_pagemap_ops`, `include/linux/memremap.h`.
+/// Kernel: `struct dev_pagemap_ops`, `include/linux/memremap.h` (7.0).
 ///
 /// # Differences from the kernel
 ///
@@ -138,13 +138,13 @@ pub trait DevPagemapOps: Send + Sync {
     /// Called once per folio when its refcount drops to 0, for the whole
     /// folio whatever its order; the driver takes the pages back.
     ///
-    /// Kernel: `dev_pagemap_ops::folio_free`.
+    /// Kernel: `dev_pagemap_ops::folio_free` (7.0).
     fn folio_free(&self, folio: Folio<'_>);
 
     /// Called from the CPU fault path on a device-private entry; must
     /// migrate the memory back to system RAM.
     ///
-    /// Kernel: `dev_pagemap_ops::migrate_to_ram`.
+    /// Kernel: `dev_pagemap_ops::migrate_to_ram` (main).
     ///
     /// # Errors
     ///
@@ -153,14 +153,14 @@ pub trait DevPagemapOps: Send + Sync {
 
     /// `false` models an ops table whose `migrate_to_ram` is `NULL`.
     ///
-    /// Kernel: `ops->migrate_to_ram != NULL`.
+    /// Kernel: `ops->migrate_to_ram != NULL` (main).
     fn has_migrate_to_ram(&self) -> bool {
         true
     }
 
     /// `true` if [`folio_split`](DevPagemapOps::folio_split) is provided.
     ///
-    /// Kernel: `ops->folio_split != NULL`.
+    /// Kernel: `ops->folio_split != NULL` (7.0).
     fn has_folio_split(&self) -> bool {
         false
     }
@@ -168,12 +168,12 @@ pub trait DevPagemapOps: Send + Sync {
     /// Called during a split for each new folio, and once with `tail =
     /// None` at the end.
     ///
-    /// Kernel: `dev_pagemap_ops::folio_split`.
+    /// Kernel: `dev_pagemap_ops::folio_split` (7.0).
     fn folio_split(&self, _head: Folio<'_>, _tail: Option<Folio<'_>>) {}
 
     /// Memory-failure notification for `nr_pages` pages from `offset`.
     ///
-    /// Kernel: `dev_pagemap_ops::memory_failure`.
+    /// Kernel: `dev_pagemap_ops::memory_failure` (main).
     ///
     /// # Errors
     ///
@@ -192,7 +192,7 @@ pub trait DevPagemapOps: Send + Sync {
 /// What a driver fills in before `memremap_device_private_pagemap()`.
 ///
 /// Kernel: the input fields of `struct dev_pagemap` (`type`, `nr_pages`,
-/// `owner`, `ops`).
+/// `owner`, `ops`, main).
 #[derive(Clone)]
 pub struct PagemapParams {
     /// Must be [`MemoryType::Private`].
@@ -303,6 +303,16 @@ impl fmt::Debug for PagemapParams {
     }
 }
 
+/// The most pages one device-private pagemap can have: its pages array is
+/// one `kvzalloc()`, and `kvmalloc()` refuses more than `INT_MAX` bytes.
+/// 2^25 − 1 pages of 64-byte `struct page`s, just under 128 GiB of device
+/// memory.
+///
+/// Kernel: `INT_MAX / sizeof(struct page)`, from the `size > INT_MAX` check
+/// of `__kvmalloc_node_noprof()` (`mm/slub.c`, 7.0) applied to
+/// `memremap_device_private_pagemap()`'s `kvzalloc()` (v6 proposal).
+pub const MAX_PAGEMAP_PAGES: u64 = i32::MAX as u64 / 64;
+
 const LIVE: u32 = 0;
 const DYING: u32 = 1;
 const UNMAPPED: u32 = 2;
@@ -311,7 +321,7 @@ const UNMAPPED: u32 = 2;
 /// and the reference that pins it.
 ///
 /// Kernel: `struct dev_pagemap`, `include/linux/memremap.h`, with the
-/// series' `nr_pages` and `pages` fields.
+/// v6 proposal's `nr_pages` and `pages` fields.
 ///
 /// # Invariants
 ///
@@ -334,6 +344,7 @@ pub struct DevPagemap {
     done: Arc<Completion>,
     state: AtomicU32,
     reinit: AtomicU32,
+    free_path: AtomicU32,
     /// `true` until the space lets the pagemap go (seen by loom only).
     /// Lookups read it and `memunmap` writes it after the grace period, so
     /// loom reports any reader not ordered before the reclamation.
@@ -366,50 +377,50 @@ impl DevPagemap {
         self.id
     }
 
-    /// Kernel: `dev_pagemap::type`.
+    /// Kernel: `dev_pagemap::type` (main).
     pub fn memory_type(&self) -> MemoryType {
         self.memory_type
     }
 
-    /// Kernel: `dev_pagemap::nr_pages`.
+    /// Kernel: `dev_pagemap::nr_pages` (v6).
     pub fn nr_pages(&self) -> PageCount {
         self.nr_pages
     }
 
     /// The pages array.
     ///
-    /// Kernel: `dev_pagemap::pages`.
+    /// Kernel: `dev_pagemap::pages` (v6).
     pub fn pages(&self) -> &[Page] {
         &self.pages
     }
 
     /// The device-private byte range, inclusive.
     ///
-    /// Kernel: `dev_pagemap::range` (an output for `MEMORY_DEVICE_PRIVATE`).
+    /// Kernel: `dev_pagemap::range` (an output for `MEMORY_DEVICE_PRIVATE`, v6).
     pub fn range(&self) -> RangeInclusive<DevicePrivateAddr> {
         DevicePrivateAddr::new(*self.range.start())..=DevicePrivateAddr::new(*self.range.end())
     }
 
     /// The offset of page 0.
     ///
-    /// Kernel: `range.start >> PAGE_SHIFT`.
+    /// Kernel: `range.start >> PAGE_SHIFT` (v6).
     pub fn first_offset(&self) -> DevicePrivateOffset {
         DevicePrivateOffset::new(self.first_offset)
     }
 
-    /// Kernel: `dev_pagemap::owner`.
+    /// Kernel: `dev_pagemap::owner` (main).
     pub fn owner(&self) -> Owner {
         self.owner
     }
 
-    /// Kernel: `dev_pagemap::ops`.
+    /// Kernel: `dev_pagemap::ops` (main).
     pub fn ops(&self) -> &Arc<dyn DevPagemapOps> {
         &self.ops
     }
 
     /// The NUMA node the pages belong to.
     ///
-    /// Kernel: the `nid` passed to `memremap_device_private_pagemap()`.
+    /// Kernel: the `nid` passed to `memremap_device_private_pagemap()` (v6).
     pub fn nid(&self) -> i32 {
         self.nid
     }
@@ -417,7 +428,7 @@ impl DevPagemap {
     /// The reference that pins the pagemap: one initial reference plus one
     /// per allocated device page.
     ///
-    /// Kernel: `dev_pagemap::ref`.
+    /// Kernel: `dev_pagemap::ref` (main).
     pub fn percpu_ref(&self) -> &PercpuRef {
         &self.refs
     }
@@ -425,14 +436,14 @@ impl DevPagemap {
     /// Completed by the ref's release, when the last allocated page is freed
     /// after the ref was killed.
     ///
-    /// Kernel: `dev_pagemap::done`.
+    /// Kernel: `dev_pagemap::done` (main).
     pub fn done(&self) -> &Completion {
         &self.done
     }
 
     /// What this pagemap writes into its pages' word 1.
     ///
-    /// Kernel: the `struct dev_pagemap *` in `folio->pgmap`.
+    /// Kernel: the `struct dev_pagemap *` in `folio->pgmap` (main).
     pub fn cookie(&self) -> PgmapCookie {
         PgmapCookie(self.pages.as_ptr().addr() as u64)
     }
@@ -456,6 +467,24 @@ impl DevPagemap {
             .store(u32::from(policy.to_u8()), Ordering::Relaxed);
     }
 
+    /// Which pagemap `free_zone_device_folio()` drops this pagemap's folio
+    /// references on (see [`FreePath`]).
+    ///
+    /// Kernel: none (the kernel has one free path).
+    pub fn free_path(&self) -> FreePath {
+        #[expect(clippy::cast_possible_truncation, reason = "stored from a u8")]
+        FreePath::from_u8(self.free_path.load(Ordering::Relaxed) as u8)
+    }
+
+    /// Chooses this pagemap's free path (the space's setting is only the
+    /// starting value).
+    ///
+    /// Kernel: none (model only).
+    pub fn set_free_path(&self, path: FreePath) {
+        self.free_path
+            .store(u32::from(path.to_u8()), Ordering::Relaxed);
+    }
+
     /// `true` once `memunmap` has removed it from its space.
     ///
     /// Kernel: none (model only; the kernel frees the pagemap's pages).
@@ -475,7 +504,7 @@ impl DevPagemap {
 
     /// The page at `offset`, if it is one of this pagemap's.
     ///
-    /// Kernel: `&pgmap->pages[offset - (range.start >> PAGE_SHIFT)]`.
+    /// Kernel: `&pgmap->pages[offset - (range.start >> PAGE_SHIFT)]` (v6).
     #[inline]
     pub fn page(&self, offset: DevicePrivateOffset) -> Option<PageRef<'_>> {
         let i = offset.get().wrapping_sub(self.first_offset);
@@ -539,10 +568,13 @@ pub enum Packing {
 /// When a large folio's compound metadata is undone before its pages are
 /// reused at another order.
 ///
-/// Kernel: three successive designs (spec §5.1): none before the fix
-/// (6.19-era), a free-time reset with `smp_wmb()` (Matt Brost's Jan 7
-/// sketch, seed 001), and the merged per-page reset inside
-/// `zone_device_page_init(page, pgmap, order)` (seed 000, v6).
+/// Kernel: three successive designs: none before the fix (6.19), a
+/// free-time reset with `smp_wmb()` (Matthew Brost's sketch of 2026-01-07,
+/// then "[PATCH v4 2/7] `mm/zone_device`: Add
+/// `free_zone_device_folio_prepare()` helper", 2026-01-11; never merged), and
+/// the merged per-page reset inside `zone_device_page_init(page, pgmap,
+/// order)` ("[PATCH v6 1/5] `mm/zone_device`: Reinitialize large zone device
+/// private folios", 2026-01-16; 7.0). Hazards H1–H6, `docs/hazards.md`.
 ///
 /// # Differences from the kernel
 ///
@@ -581,6 +613,55 @@ impl ReinitPolicy {
     }
 }
 
+/// Which pagemap `free_zone_device_folio()` drops the folio's references
+/// on, after `ops->folio_free()` has handed the pages back to the driver.
+///
+/// Kernel: `free_zone_device_folio()`, `mm/memremap.c`. 7.0-rc6 ends with
+/// `percpu_ref_put_many(&folio->pgmap->ref, nr)`, re-reading the folio
+/// after `folio_free` ([`V7_0`](FreePath::V7_0)). Commit 399289849560
+/// ("`mm/zone_device`: do not touch device folio after calling
+/// ->`folio_free()`", Matthew Brost, April 2026; Fixes d245f9b4ab80; in
+/// 7.0.y stable and 7.1) puts them on the `pgmap` read at entry instead
+/// ([`Fixed`](FreePath::Fixed)), because "the folio may be reallocated by a
+/// driver with a different order" as soon as `folio_free` returns
+/// (hazard H19, `docs/hazards.md`).
+///
+/// # Differences from the kernel
+///
+/// The kernel has one of these at a time; the model lets a space, or a
+/// single pagemap, choose, so the use-after-free can be shown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum FreePath {
+    /// The fix (399289849560): the references go to the pagemap read at
+    /// entry; the folio is not touched after `folio_free`.
+    #[default]
+    Fixed,
+    /// 7.0-rc6: word 1 of the folio is read again after `folio_free`. If
+    /// the driver has meanwhile reused the page inside a new folio of
+    /// another order, word 1 is a tail link, not a pagemap: the kernel
+    /// dereferences a `struct page` as a `struct dev_pagemap`; the model
+    /// takes a `WARN` ("folio->pgmap is not a pagemap") and drops nothing,
+    /// so the pagemap leaks `nr` references and its teardown never
+    /// finishes.
+    V7_0,
+}
+
+impl FreePath {
+    fn to_u8(self) -> u8 {
+        match self {
+            FreePath::Fixed => 0,
+            FreePath::V7_0 => 1,
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => FreePath::V7_0,
+            _ => FreePath::Fixed,
+        }
+    }
+}
+
 /// Settings of a [`DevicePrivateSpace`].
 ///
 /// Kernel: none (the kernel's values are compile- or boot-time).
@@ -600,6 +681,9 @@ pub struct SpaceConfig {
     /// The reinit policy new pagemaps start with (each pagemap can change
     /// its own with [`DevPagemap::set_reinit_policy`]).
     pub reinit: ReinitPolicy,
+    /// The free path new pagemaps start with (each pagemap can change its
+    /// own with [`DevPagemap::set_free_path`]).
+    pub free_path: FreePath,
 }
 
 impl SpaceConfig {
@@ -607,7 +691,7 @@ impl SpaceConfig {
     /// `1 << MAX_PHYSMEM_BITS`.
     ///
     /// Kernel: the `max` of `mtree_alloc_range()` in
-    /// `memremap_device_private_pagemap()`.
+    /// `memremap_device_private_pagemap()` (v6).
     pub fn space_size(&self) -> u64 {
         1 << self.space_shift.unwrap_or(self.paging.max_physmem_bits())
     }
@@ -622,6 +706,7 @@ impl Default for SpaceConfig {
             section_shift: 21,
             space_shift: None,
             reinit: ReinitPolicy::AtAlloc,
+            free_path: FreePath::Fixed,
         }
     }
 }
@@ -629,7 +714,7 @@ impl Default for SpaceConfig {
 /// The device-private address space.
 ///
 /// Kernel: `device_private_pgmap_tree` (a global `MT_FLAGS_ALLOC_RANGE`
-/// maple tree) and the functions around it, `mm/memremap.c`.
+/// maple tree) and the functions around it, `mm/memremap.c` (v6).
 ///
 /// # Differences from the kernel
 ///
@@ -662,7 +747,7 @@ impl DevicePrivateSpace {
     /// A space with the kernel-exact defaults (`MAX_PHYSMEM_BITS` 46, exact
     /// packing).
     ///
-    /// Kernel: `MTREE_INIT(device_private_pgmap_tree, MT_FLAGS_ALLOC_RANGE)`.
+    /// Kernel: `MTREE_INIT(device_private_pgmap_tree, MT_FLAGS_ALLOC_RANGE)` (v6).
     pub fn new() -> Self {
         Self::with_config(SpaceConfig::default())
     }
@@ -717,7 +802,7 @@ impl DevicePrivateSpace {
 
     /// `true` if no pagemap is mapped.
     ///
-    /// Kernel: `mtree_empty(&device_private_pgmap_tree)`.
+    /// Kernel: `mtree_empty(&device_private_pgmap_tree)` (v6).
     pub fn is_empty(&self) -> bool {
         self.tree.is_empty()
     }
@@ -725,7 +810,7 @@ impl DevicePrivateSpace {
     /// Enters a read-side section: lookups through it take no lock and
     /// write no shared memory.
     ///
-    /// Kernel: `rcu_read_lock()` (which `mtree_load()` takes internally).
+    /// Kernel: `rcu_read_lock()` (which `mtree_load()` takes internally, main).
     pub fn read(&self) -> SpaceReadGuard<'_> {
         SpaceReadGuard {
             index: self.index.view(),
@@ -738,12 +823,24 @@ impl DevicePrivateSpace {
     /// every page as `__init_zone_device_page` does.
     ///
     /// Kernel: `memremap_device_private_pagemap(pgmap, nid)`, `mm/memremap.c`
-    /// (series v6, 13/13).
+    /// (v6 proposal, 13/13).
     ///
     /// Each page starts with refcount 0, `PG_reserved`, `ZONE_DEVICE` and
     /// node `nid` in its flags, the pgmap in word 1, no `zone_device_data`,
     /// and `_mapcount` −1. A negative `nid` means the current node (node 0
     /// in the model: `numa_mem_id()`).
+    ///
+    /// The checks come in the kernel's order: the arguments (`EINVAL`),
+    /// then the pages array (`kvzalloc()`, `ENOMEM`), then the tree
+    /// (`mtree_alloc_range()`: `EINVAL` for a size of 0 or past the space,
+    /// `EBUSY` when no gap is large enough). The pages array is one
+    /// `kvzalloc()` of `sizeof(struct page) * nr_pages` bytes, and
+    /// `kvmalloc()` refuses more than `INT_MAX` bytes with a `WARN`, so a
+    /// pagemap holds at most [`MAX_PAGEMAP_PAGES`] (2^25 − 1) pages: just
+    /// under 128 GiB of device memory. This is a property of the v6
+    /// proposal on a 7.0 kernel, not of the model: a device with 128 GiB
+    /// or more (H200's 141 GB, MI300X's 192 GB) cannot be mapped by one
+    /// call and must be split into several pagemaps.
     ///
     /// # Differences from the kernel
     ///
@@ -751,17 +848,23 @@ impl DevicePrivateSpace {
     ///   model finds the range (`find_gap`), builds and initialises the
     ///   whole pagemap, and then inserts it, so no reader can see a
     ///   half-built pagemap. Writers are serialised, so the gap stays free.
-    /// - A request larger than the whole space is rejected (`EINVAL`, as
-    ///   `mtree_alloc_range` would) before the pages array is allocated.
+    ///   The errors and their precedence are the kernel's.
+    /// - The kernel's `64 * nr_pages` wraps for `nr_pages >= 2^58` (and
+    ///   would then allocate a small array); the model refuses those too.
     /// - With [`Packing::SectionAligned`] the start is section-aligned.
     ///
     /// # Errors
     ///
-    /// - `EINVAL` (with a `WARN`): the type is not `MEMORY_DEVICE_PRIVATE`,
-    ///   `ops` is missing or has no `migrate_to_ram`, `owner` is missing;
-    ///   also `nr_pages` is 0 or larger than the space.
-    /// - `ENOMEM`: the pages array cannot be allocated.
-    /// - `EBUSY`: no free range of the address space is large enough.
+    /// In this order:
+    ///
+    /// 1. `EINVAL` (with a `WARN`): the type is not `MEMORY_DEVICE_PRIVATE`,
+    ///    `ops` is missing or has no `migrate_to_ram`, `owner` is missing.
+    /// 2. `ENOMEM` (with a `WARN`): `nr_pages` is above
+    ///    [`MAX_PAGEMAP_PAGES`] (`kvmalloc()`'s `INT_MAX` cap), even if the
+    ///    space is full or smaller than the request; also if the host
+    ///    refuses the allocation.
+    /// 3. `EINVAL`: `nr_pages` is 0 or larger than the space.
+    /// 4. `EBUSY`: no free range of the address space is large enough.
     ///
     /// On every error nothing is reserved and nothing is leaked.
     ///
@@ -812,6 +915,14 @@ impl DevicePrivateSpace {
             warn_on!(true, "memremap_device_private_pagemap(): no owner");
             return Err(Errno::EINVAL);
         };
+        // kvzalloc(sizeof(struct page) * nr_pages) comes before the tree:
+        // kvmalloc refuses more than INT_MAX bytes, with a WARN.
+        if warn_on_once!(
+            nr_pages.get() > MAX_PAGEMAP_PAGES,
+            "memremap_device_private_pagemap(): kvmalloc() of the pages array > INT_MAX"
+        ) {
+            return Err(Errno::ENOMEM);
+        }
         let space = self.cfg.space_size();
         let size = nr_pages
             .checked_bytes()
@@ -839,6 +950,7 @@ impl DevicePrivateSpace {
             done,
             state: AtomicU32::new(LIVE),
             reinit: AtomicU32::new(u32::from(self.cfg.reinit.to_u8())),
+            free_path: AtomicU32::new(u32::from(self.cfg.free_path.to_u8())),
             live: TrackedCell::new(true),
             mutants: self.mutants,
         });
@@ -857,7 +969,7 @@ impl DevicePrivateSpace {
     /// As [`memremap_device_private_pagemap`], with the pagemap unmapped
     /// when the returned handle drops.
     ///
-    /// Kernel: `devm_memremap_device_private_pagemap(dev, pgmap)`.
+    /// Kernel: `devm_memremap_device_private_pagemap(dev, pgmap)` (v6).
     ///
     /// # Errors
     ///
@@ -897,7 +1009,7 @@ impl DevicePrivateSpace {
     /// Tears a pagemap down: kills its ref, waits until every allocated
     /// device page has been freed, and removes its range from the space.
     ///
-    /// Kernel: `memunmap_device_private_pagemap(pgmap)`, `mm/memremap.c`.
+    /// Kernel: `memunmap_device_private_pagemap(pgmap)`, `mm/memremap.c` (v6).
     ///
     /// # Differences from the kernel
     ///
@@ -966,11 +1078,11 @@ impl DevicePrivateSpace {
         self.remove(pgmap)
     }
 
-    /// The old physical-range path, which the series closes to
+    /// The old physical-range path, which the v6 proposal closes to
     /// device-private memory.
     ///
     /// Kernel: `memremap_pages(pgmap, nid)`, `mm/memremap.c`, which with the
-    /// series WARNs `"Use memremap_device_private_pagemap()"` for
+    /// v6 proposal WARNs `"Use memremap_device_private_pagemap()"` for
     /// `MEMORY_DEVICE_PRIVATE`.
     ///
     /// # Errors
@@ -990,7 +1102,7 @@ impl DevicePrivateSpace {
     /// Checks the tree, the index and every pagemap, and that the index and
     /// the tree agree on every section.
     ///
-    /// Kernel: `mt_validate()` plus model-only checks.
+    /// Kernel: `mt_validate()` plus model-only checks (main).
     ///
     /// # Errors
     ///
@@ -1067,6 +1179,14 @@ impl DevicePrivateSpace {
             let _w = self.writer.lock();
             // Re-check under the lock: a racing unmap may have won.
             self.check_mapped(pgmap)?;
+            // The index is unpublished before the tree erase, but the order
+            // of the two is not load-bearing: both happen under the writer
+            // lock and before the grace period below, whose cookie is
+            // taken after both. A reader that finds the pagemap through
+            // either structure in between is in a read section that the
+            // grace period waits for, and nothing lets the pagemap go
+            // before it ends; the order only decides which path such a
+            // reader takes. (Erasing first is equivalent.)
             {
                 let g = self.read();
                 if !self.mutants.has(Mutant::SpaceIndexNotUnpublished) {
@@ -1163,7 +1283,10 @@ fn build_pages(nr_pages: PageCount, nid: i32) -> Result<Box<[Page]>, Errno> {
     let mut v: Vec<Page> = Vec::new();
     v.try_reserve_exact(n).map_err(|_| Errno::ENOMEM)?;
     let cookie = v.as_ptr().addr() as u64;
-    let flags = page_links(ZONE_DEVICE, nid.unsigned_abs()) | 1 << PG_RESERVED;
+    // __init_single_page(): set_page_links(), page_cpupid_reset_last();
+    // then __init_zone_device_page() sets PG_reserved.
+    let flags =
+        page_cpupid_reset_last(page_links(ZONE_DEVICE, nid.unsigned_abs())) | 1 << PG_RESERVED;
     // `_refcount` 0 in the high half, `_mapcount` −1 in the low half.
     let counts = u64::from(u32::MAX);
     let mut w = [0u64; 8];
@@ -1205,7 +1328,7 @@ fn warn_if_missing(page: Option<PageRef<'_>>) -> Option<PageRef<'_>> {
 /// A pagemap that is unmapped when this handle drops.
 ///
 /// Kernel: the devres action `devm_memremap_device_private_pagemap()`
-/// registers.
+/// registers (v6).
 pub struct DevmPagemap<'s> {
     space: &'s DevicePrivateSpace,
     pgmap: Option<Arc<DevPagemap>>,
@@ -1220,7 +1343,7 @@ impl fmt::Debug for DevmPagemap<'_> {
 impl DevmPagemap<'_> {
     /// The pagemap.
     ///
-    /// Kernel: the `struct dev_pagemap *` the driver keeps.
+    /// Kernel: the `struct dev_pagemap *` the driver keeps (main).
     ///
     /// # Panics
     ///
@@ -1234,7 +1357,7 @@ impl DevmPagemap<'_> {
 
     /// Unmaps now (blocking until every page is freed).
     ///
-    /// Kernel: `devm_memunmap_device_private_pagemap(dev, pgmap)`.
+    /// Kernel: `devm_memunmap_device_private_pagemap(dev, pgmap)` (v6).
     ///
     /// # Errors
     ///
@@ -1260,7 +1383,7 @@ impl Drop for DevmPagemap<'_> {
 /// borrow it: they cannot outlive the section.
 ///
 /// Kernel: the `rcu_read_lock()` section of `mtree_load()` in
-/// `device_private_offset_to_page()`, held across many lookups.
+/// `device_private_offset_to_page()`, held across many lookups (v6).
 ///
 /// # Differences from the kernel
 ///
@@ -1282,7 +1405,7 @@ impl SpaceReadGuard<'_> {
     /// The page at `offset`, or `None` (with a `WARN`) if no pagemap holds
     /// it.
     ///
-    /// Kernel: `device_private_offset_to_page(offset)`, `mm/memremap.c`.
+    /// Kernel: `device_private_offset_to_page(offset)`, `mm/memremap.c` (v6).
     ///
     /// # Differences from the kernel
     ///
@@ -1349,7 +1472,7 @@ impl SpaceReadGuard<'_> {
     /// As [`device_private_offset_to_page`], always through the tree (the
     /// kernel's path), for fidelity tests and benchmarks.
     ///
-    /// Kernel: `device_private_offset_to_page(offset)`.
+    /// Kernel: `device_private_offset_to_page(offset)` (v6).
     ///
     /// [`device_private_offset_to_page`]: Self::device_private_offset_to_page
     pub fn device_private_offset_to_page_tree(
@@ -1377,7 +1500,7 @@ impl SpaceReadGuard<'_> {
 
     /// The offset of `page`: its pgmap's first offset plus its index.
     ///
-    /// Kernel: `device_private_page_to_offset(page)`, `mm/memremap.c`.
+    /// Kernel: `device_private_page_to_offset(page)`, `mm/memremap.c` (v6).
     ///
     /// # Differences from the kernel
     ///
@@ -1416,14 +1539,14 @@ impl SpaceReadGuard<'_> {
 
     /// The offset of the folio's head page.
     ///
-    /// Kernel: `device_private_folio_to_offset(folio)`, `mm/memremap.c`.
+    /// Kernel: `device_private_folio_to_offset(folio)`, `mm/memremap.c` (v6).
     pub fn device_private_folio_to_offset(&self, folio: Folio<'_>) -> Option<DevicePrivateOffset> {
         self.device_private_page_to_offset(folio.page())
     }
 
     /// The pagemap whose range holds `addr`, from the tree.
     ///
-    /// Kernel: `mtree_load(&device_private_pgmap_tree, addr)`.
+    /// Kernel: `mtree_load(&device_private_pgmap_tree, addr)` (v6).
     pub fn pagemap_at(&self, addr: DevicePrivateAddr) -> Option<&Arc<DevPagemap>> {
         // Under section-aligned packing a tree entry also covers the
         // padding up to the next section boundary, which is no pagemap's.
@@ -1435,7 +1558,7 @@ impl SpaceReadGuard<'_> {
 
     /// Every mapped pagemap, in address order.
     ///
-    /// Kernel: `mt_for_each(&device_private_pgmap_tree, ...)`.
+    /// Kernel: `mt_for_each(&device_private_pgmap_tree, ...)` (v6).
     pub fn pagemaps(&self) -> impl Iterator<Item = &Arc<DevPagemap>> + '_ {
         self.tree.iter().map(|(_, pm)| pm)
     }

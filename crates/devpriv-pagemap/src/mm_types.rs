@@ -2,14 +2,14 @@
 //!
 //! Kernel: `struct page` / `struct folio`, `include/linux/mm_types.h`;
 //! `compound_head()`, `page_folio()`, `page_pgmap()`, `folio_order()`,
-//! `folio_nr_pages()`, `include/linux/mm.h` and `include/linux/page-flags.h`.
+//! `folio_nr_pages()`, `include/linux/mm.h` and `include/linux/page-flags.h` (main).
 //!
 //! A [`Page`] is 64 bytes, 64-byte aligned, eight `u64` words with the
-//! kernel's aliasing kept real (spec §4.1):
+//! kernel's aliasing kept real (x86-64, `CONFIG_MEMCG`, main):
 //!
 //! | word | use |
 //! |---|---|
-//! | 0 | `flags` (`PG_*` bits; zone and node at the top) |
+//! | 0 | `flags` (`PG_*` bits at the bottom; node, zone and `LAST_CPUPID` at the top, `page_flags`) |
 //! | 1 | `ZONE_DEVICE` head: the pgmap; tail: head address + 1 (bit 0 = tail) |
 //! | 2 | `zone_device_data` (driver-private); page\[1\]: `_large_mapcount` / `_nr_pages_mapped` |
 //! | 3 | `mapping`; tails: `TAIL_MAPPING`; page\[1\]: `_entire_mapcount` / `_pincount` |
@@ -20,7 +20,8 @@
 //!
 //! So the folio order lives in the low byte of page\[1\]'s flags, writing a
 //! pgmap into word 1 clears tail status, and writing 0 there erases the
-//! pgmap — the aliasing the seed hazards are about.
+//! pgmap — the aliasing the reuse hazards H1–H4 and H10 are about
+//! (`docs/hazards.md`).
 //!
 //! # Differences from the kernel
 //!
@@ -37,13 +38,15 @@ use crate::page_flags::{
     FOLIO_ORDER_MASK, PG_HEAD, PG_LARGE_RMAPPABLE, PG_LOCKED, ZONE_DEVICE, flags_zone,
 };
 use devpriv_core::sync::atomic::{AtomicU64, Ordering};
-use devpriv_core::{DevicePrivateOffset, Order, PageCount, Pfn, warn_on, warn_on_once};
+use devpriv_core::{
+    DevicePrivateOffset, MAX_FOLIO_ORDER, Order, PageCount, Pfn, warn_on, warn_on_once,
+};
 use std::fmt;
 use std::ops::Deref;
 
 /// Index of each word in a [`Page`].
 ///
-/// Kernel: the field offsets of `struct page` / `struct folio` on x86-64.
+/// Kernel: the field offsets of `struct page` / `struct folio` on x86-64 (main).
 pub mod word {
     /// `flags`.
     pub const FLAGS: usize = 0;
@@ -65,19 +68,19 @@ pub mod word {
 
 /// `TAIL_MAPPING` on x86-64: `0x400 + POISON_POINTER_DELTA`.
 ///
-/// Kernel: `TAIL_MAPPING`, `include/linux/poison.h`.
+/// Kernel: `TAIL_MAPPING`, `include/linux/poison.h` (main).
 pub const TAIL_MAPPING: u64 = 0xdead_0000_0000_0400;
 
 /// Bit 0 of `mapping`: the folio is anonymous (`mapping` points at an
 /// `anon_vma`, tagged).
 ///
 /// Kernel: `PAGE_MAPPING_ANON` (`FOLIO_MAPPING_ANON`),
-/// `include/linux/page-flags.h`.
+/// `include/linux/page-flags.h` (main).
 pub const PAGE_MAPPING_ANON: u64 = 0x1;
 
 /// The identity a pagemap writes into its pages' word 1.
 ///
-/// Kernel: the `struct dev_pagemap *` stored in `folio->pgmap`.
+/// Kernel: the `struct dev_pagemap *` stored in `folio->pgmap` (main).
 ///
 /// # Differences from the kernel
 ///
@@ -96,7 +99,7 @@ impl PgmapCookie {
 
 /// One `struct page`: eight atomic 64-bit words.
 ///
-/// Kernel: `struct page`, `include/linux/mm_types.h`.
+/// Kernel: `struct page`, `include/linux/mm_types.h` (main).
 #[repr(C, align(64))]
 pub struct Page {
     w: [AtomicU64; 8],
@@ -164,49 +167,49 @@ impl Page {
 
     /// `page->flags`.
     ///
-    /// Kernel: `page->flags`.
+    /// Kernel: `page->flags` (main).
     pub fn flags(&self) -> u64 {
         self.raw(word::FLAGS)
     }
 
     /// Tests flag `bit` (a `PG_*` number).
     ///
-    /// Kernel: `test_bit(bit, &page->flags)` (`PageLocked()` and friends).
+    /// Kernel: `test_bit(bit, &page->flags)` (`PageLocked()` and friends, main).
     pub fn test_flag(&self, bit: u32) -> bool {
         self.flags() & 1 << bit != 0
     }
 
     /// Sets flag `bit` atomically; returns its old value.
     ///
-    /// Kernel: `test_and_set_bit()` (`SetPageXxx()`).
+    /// Kernel: `test_and_set_bit()` (`SetPageXxx()`, main).
     pub fn set_flag(&self, bit: u32) -> bool {
         self.w[word::FLAGS].fetch_or(1 << bit, Ordering::AcqRel) & 1 << bit != 0
     }
 
     /// Clears flag `bit` atomically; returns its old value.
     ///
-    /// Kernel: `test_and_clear_bit()` (`ClearPageXxx()`).
+    /// Kernel: `test_and_clear_bit()` (`ClearPageXxx()`, main).
     pub fn clear_flag(&self, bit: u32) -> bool {
         self.w[word::FLAGS].fetch_and(!(1 << bit), Ordering::AcqRel) & 1 << bit != 0
     }
 
     /// Clears every bit of `mask` in the flags word (one atomic op).
     ///
-    /// Kernel: `page->flags.f &= ~mask` (as the reinit code does).
+    /// Kernel: `page->flags.f &= ~mask` (as the reinit code does, main).
     pub fn clear_flags(&self, mask: u64) {
         self.w[word::FLAGS].fetch_and(!mask, Ordering::AcqRel);
     }
 
     /// Takes `PG_locked` if it is clear.
     ///
-    /// Kernel: `trylock_page()`.
+    /// Kernel: `trylock_page()` (main).
     pub fn trylock(&self) -> bool {
         !self.set_flag(PG_LOCKED)
     }
 
     /// Takes `PG_locked`, or reports that the caller would block.
     ///
-    /// Kernel: `lock_page()`.
+    /// Kernel: `lock_page()` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -226,7 +229,7 @@ impl Page {
 
     /// Releases `PG_locked`.
     ///
-    /// Kernel: `unlock_page()`.
+    /// Kernel: `unlock_page()` (main).
     pub fn unlock(&self) {
         let was = self.clear_flag(PG_LOCKED);
         warn_on!(!was, "unlock_page() of an unlocked page");
@@ -234,7 +237,7 @@ impl Page {
 
     /// `_refcount`.
     ///
-    /// Kernel: `page_ref_count()`.
+    /// Kernel: `page_ref_count()` (main).
     pub fn refcount(&self) -> i32 {
         let r = (self.raw(word::COUNTS) >> 32) as u32;
         i32::from_ne_bytes(r.to_ne_bytes())
@@ -242,7 +245,7 @@ impl Page {
 
     /// Sets `_refcount`, leaving `_mapcount` alone.
     ///
-    /// Kernel: `set_page_count()`.
+    /// Kernel: `set_page_count()` (main).
     pub fn set_refcount(&self, v: i32) {
         self.update_half(true, v);
     }
@@ -250,17 +253,52 @@ impl Page {
     /// Adds `n` to `_refcount`; returns the new count.
     ///
     /// Kernel: `page_ref_add_return()` (`folio_ref_add()`, `folio_put()` with
-    /// `n = -1`).
+    /// `n = -1`, main).
     pub fn ref_add(&self, n: i32) -> i32 {
+        self.ref_add_ordered(n, Ordering::AcqRel)
+    }
+
+    /// [`Page::ref_add`] with the RMW's ordering given: `AcqRel` but for
+    /// the loom mutant that weakens it.
+    ///
+    /// The kernel's `atomic_add_return()` is fully ordered; `AcqRel` is
+    /// what the model relies on: a putter's earlier writes are released to
+    /// the putter that reaches zero and frees the folio (acquire).
+    pub(crate) fn ref_add_ordered(&self, n: i32, order: Ordering) -> i32 {
         let delta = u64::from(u32::from_ne_bytes(n.to_ne_bytes())) << 32;
-        let old = self.w[word::COUNTS].fetch_add(delta, Ordering::AcqRel);
+        let old = self.w[word::COUNTS].fetch_add(delta, order);
         let old = i32::from_ne_bytes(((old >> 32) as u32).to_ne_bytes());
         old.wrapping_add(n)
     }
 
+    /// Adds `n` to `_refcount` unless it is 0, atomically (a page whose
+    /// count reached 0 is being freed and must not be resurrected);
+    /// returns whether it did.
+    ///
+    /// Kernel: `page_ref_add_unless(page, n, 0)` (`get_page_unless_zero()`,
+    /// `folio_try_get()`) (main).
+    pub fn ref_add_unless_zero(&self, n: i32) -> bool {
+        let delta = u64::from(u32::from_ne_bytes(n.to_ne_bytes())) << 32;
+        let mut cur = self.raw(word::COUNTS);
+        loop {
+            if cur >> 32 == 0 {
+                return false;
+            }
+            match self.w[word::COUNTS].compare_exchange(
+                cur,
+                cur.wrapping_add(delta),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
     /// `_mapcount` as stored (−1 when unmapped).
     ///
-    /// Kernel: `page->_mapcount` (`page_mapcount()` is this + 1).
+    /// Kernel: `page->_mapcount` (`page_mapcount()` is this + 1, main).
     pub fn raw_mapcount(&self) -> i32 {
         #[expect(
             clippy::cast_possible_truncation,
@@ -272,7 +310,7 @@ impl Page {
 
     /// Sets the stored `_mapcount`, leaving `_refcount` alone.
     ///
-    /// Kernel: `atomic_set(&page->_mapcount, v)`.
+    /// Kernel: `atomic_set(&page->_mapcount, v)` (main).
     pub fn set_raw_mapcount(&self, v: i32) {
         self.update_half(false, v);
     }
@@ -297,14 +335,14 @@ impl Page {
 
     /// `true` if the page is in `ZONE_DEVICE` (zone bits of `flags`).
     ///
-    /// Kernel: `is_zone_device_page()`.
+    /// Kernel: `is_zone_device_page()` (main).
     pub fn is_zone_device(&self) -> bool {
         flags_zone(self.flags()) == ZONE_DEVICE
     }
 
     /// `true` if word 1 marks this page as a tail.
     ///
-    /// Kernel: `PageTail()` (`compound_head & 1`).
+    /// Kernel: `PageTail()` (`compound_head & 1`, main).
     pub fn is_tail(&self) -> bool {
         self.raw(word::COMPOUND_HEAD) & 1 != 0
     }
@@ -328,7 +366,7 @@ impl std::error::Error for WouldBlock {}
 /// A page of a device-private pagemap: the pagemap and the page's index
 /// in its `pages` array. Derefs to [`Page`].
 ///
-/// Kernel: `struct page *` into `pgmap->pages`.
+/// Kernel: `struct page *` into `pgmap->pages` (v6).
 #[derive(Clone, Copy)]
 pub struct PageRef<'g> {
     pgmap: &'g DevPagemap,
@@ -365,7 +403,7 @@ impl Deref for PageRef<'_> {
 impl<'g> PageRef<'g> {
     /// Page `index` of `pgmap`, if it exists.
     ///
-    /// Kernel: `&pgmap->pages[index]`.
+    /// Kernel: `&pgmap->pages[index]` (v6).
     #[inline]
     pub fn new(pgmap: &'g DevPagemap, index: usize) -> Option<Self> {
         Some(PageRef {
@@ -400,7 +438,7 @@ impl<'g> PageRef<'g> {
 
     /// Index in the pagemap's `pages` array.
     ///
-    /// Kernel: `page - pgmap->pages`.
+    /// Kernel: `page - pgmap->pages` (v6).
     pub fn index(self) -> usize {
         // The page lies in the pagemap's array (see `new`), so the byte
         // distance is a whole number of pages.
@@ -449,7 +487,7 @@ impl<'g> PageRef<'g> {
 
     /// The page `n` places further on in the same array.
     ///
-    /// Kernel: `page + n` / `folio_page(folio, n)`.
+    /// Kernel: `page + n` / `folio_page(folio, n)` (main).
     pub fn nth(self, n: usize) -> Option<Self> {
         PageRef::new(self.pgmap, self.index().checked_add(n)?)
     }
@@ -466,7 +504,7 @@ impl<'g> PageRef<'g> {
 
     /// The head of the folio this page belongs to.
     ///
-    /// Kernel: `compound_head()` / `page_folio()`, `include/linux/page-flags.h`.
+    /// Kernel: `compound_head()` / `page_folio()`, `include/linux/page-flags.h` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -490,7 +528,7 @@ impl<'g> PageRef<'g> {
 
     /// The folio this page belongs to.
     ///
-    /// Kernel: `page_folio()`, `include/linux/page-flags.h`.
+    /// Kernel: `page_folio()`, `include/linux/page-flags.h` (main).
     pub fn folio(self) -> Folio<'g> {
         Folio(self.compound_head())
     }
@@ -498,14 +536,14 @@ impl<'g> PageRef<'g> {
     /// The model address of this `struct page`: the pagemap's cookie plus
     /// 64 bytes per page before it. Head links store this + 1.
     ///
-    /// Kernel: `(unsigned long)page`.
+    /// Kernel: `(unsigned long)page` (main).
     pub fn addr(self) -> u64 {
         self.pgmap.cookie().get() + (self.index() as u64) * 64
     }
 
     /// Makes this page a tail of `head`: word 1 = head address + 1.
     ///
-    /// Kernel: `set_compound_head()`, `include/linux/page-flags.h`.
+    /// Kernel: `set_compound_head()`, `include/linux/page-flags.h` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -525,7 +563,7 @@ impl<'g> PageRef<'g> {
     /// Clears word 1. For a `ZONE_DEVICE` page this also erases the pgmap
     /// (hazard H10).
     ///
-    /// Kernel: `clear_compound_head()`, `include/linux/page-flags.h`.
+    /// Kernel: `clear_compound_head()`, `include/linux/page-flags.h` (main).
     pub fn clear_compound_head(self) {
         self.store(word::COMPOUND_HEAD, 0);
     }
@@ -533,7 +571,7 @@ impl<'g> PageRef<'g> {
     /// The pgmap recorded in the folio: word 1 of the folio's head, if it is
     /// this page's own pagemap.
     ///
-    /// Kernel: `page_pgmap()`, `include/linux/mmzone.h` (`folio->pgmap`).
+    /// Kernel: `page_pgmap()`, `include/linux/mmzone.h` (`folio->pgmap`, main).
     ///
     /// # Differences from the kernel
     ///
@@ -562,7 +600,7 @@ impl<'g> PageRef<'g> {
 
 /// A folio: a [`PageRef`] to its head page.
 ///
-/// Kernel: `struct folio`, `include/linux/mm_types.h`.
+/// Kernel: `struct folio`, `include/linux/mm_types.h` (main).
 ///
 /// # Invariants
 ///
@@ -582,35 +620,35 @@ impl<'g> Folio<'g> {
     /// The folio whose head is `head`, without checking word 1.
     ///
     /// Kernel: `page_folio()` on a page known to be a head, or
-    /// `(struct folio *)page`.
+    /// `(struct folio *)page` (main).
     pub fn from_head(head: PageRef<'g>) -> Self {
         Folio(head)
     }
 
     /// The head page.
     ///
-    /// Kernel: `&folio->page` / `folio_page(folio, 0)`.
+    /// Kernel: `&folio->page` / `folio_page(folio, 0)` (main).
     pub fn page(self) -> PageRef<'g> {
         self.0
     }
 
     /// Page `n` of the folio (no bounds check against the order).
     ///
-    /// Kernel: `folio_page(folio, n)`.
+    /// Kernel: `folio_page(folio, n)` (main).
     pub fn nth_page(self, n: usize) -> Option<PageRef<'g>> {
         self.0.nth(n)
     }
 
     /// `true` if `PG_head` is set on the head page.
     ///
-    /// Kernel: `folio_test_large()`.
+    /// Kernel: `folio_test_large()` (main).
     pub fn is_large(self) -> bool {
         self.0.test_flag(PG_HEAD)
     }
 
     /// The order: the low byte of page\[1\]'s flags, if the folio is large.
     ///
-    /// Kernel: `folio_order()` / `folio_large_order()`, `include/linux/mm.h`.
+    /// Kernel: `folio_order()` / `folio_large_order()`, `include/linux/mm.h` (main).
     pub fn order(self) -> Order {
         if !self.is_large() {
             return Order::ZERO;
@@ -626,7 +664,7 @@ impl<'g> Folio<'g> {
     /// of page\[1\]'s `memcg_data`).
     ///
     /// Kernel: `folio_nr_pages()`, `include/linux/mm.h`
-    /// (`NR_PAGES_IN_LARGE_FOLIO`).
+    /// (`NR_PAGES_IN_LARGE_FOLIO`, main).
     pub fn nr_pages(self) -> PageCount {
         if !self.is_large() {
             return PageCount::ONE;
@@ -637,16 +675,25 @@ impl<'g> Folio<'g> {
 
     /// The folio's pgmap.
     ///
-    /// Kernel: `folio->pgmap` (`page_pgmap(&folio->page)`).
+    /// Kernel: `folio->pgmap` (`page_pgmap(&folio->page)`, main).
     pub fn pgmap(self) -> Option<&'g DevPagemap> {
         self.0.pgmap()
     }
 
     /// Sets the order: the low byte of page\[1\]'s flags and `_nr_pages`
     /// (the low half of page\[1\]'s `memcg_data`). Takes a `WARN` and does
-    /// nothing for order 0 or a folio that is not large.
+    /// nothing for order 0 or a folio that is not large. An order above
+    /// [`MAX_FOLIO_ORDER`] (22) takes the
+    /// kernel's debug `WARN` and is still written.
     ///
-    /// Kernel: `folio_set_order()`, `mm/internal.h`.
+    /// Kernel: `folio_set_order()`, `mm/internal.h` (7.0: `WARN_ON_ONCE(!order
+    /// || !folio_test_large(folio))` returns; `VM_WARN_ON_ONCE(order >
+    /// MAX_FOLIO_ORDER)` does not).
+    ///
+    /// # Differences from the kernel
+    ///
+    /// The `MAX_FOLIO_ORDER` check is a `VM_WARN` (only with
+    /// `CONFIG_DEBUG_VM`); the model always takes it.
     pub fn set_order(self, order: Order) {
         if warn_on!(
             order == Order::ZERO || !self.is_large(),
@@ -654,6 +701,10 @@ impl<'g> Folio<'g> {
         ) {
             return;
         }
+        warn_on_once!(
+            order.get() > MAX_FOLIO_ORDER,
+            "folio_set_order(): order > MAX_FOLIO_ORDER"
+        );
         let Some(p1) = self.nth_page(1) else {
             warn_on!(true, "folio_set_order(): no page[1]");
             return;
@@ -674,10 +725,10 @@ impl<'g> Folio<'g> {
     /// Takes a `WARN` and does nothing if the folio is not large.
     ///
     /// Applied to a single page `p` (as if it were a folio) it writes into
-    /// `p + 1`, another page: why the reinit code cannot use it (seed 000,
-    /// hazard H3).
+    /// `p + 1`, another page: why the reinit code cannot use it (hazard
+    /// H3, `docs/hazards.md`).
     ///
-    /// Kernel: `folio_reset_order()`, `include/linux/mm.h`.
+    /// Kernel: `folio_reset_order()`, `include/linux/mm.h` (main).
     pub fn reset_order(self) {
         if warn_on!(!self.is_large(), "folio_reset_order(): not a large folio") {
             return;
@@ -689,7 +740,7 @@ impl<'g> Folio<'g> {
 
     /// Sets `PG_large_rmappable` (on page\[1\]).
     ///
-    /// Kernel: `folio_set_large_rmappable()`, `include/linux/page-flags.h`.
+    /// Kernel: `folio_set_large_rmappable()`, `include/linux/page-flags.h` (main).
     pub fn set_large_rmappable(self) {
         if let Some(p1) = self.nth_page(1) {
             p1.set_flag(PG_LARGE_RMAPPABLE);
@@ -699,7 +750,7 @@ impl<'g> Folio<'g> {
     /// `true` if the folio is large and `PG_large_rmappable` is set on
     /// page\[1\].
     ///
-    /// Kernel: `folio_test_large_rmappable()`.
+    /// Kernel: `folio_test_large_rmappable()` (main).
     pub fn test_large_rmappable(self) -> bool {
         self.is_large()
             && self
@@ -709,21 +760,21 @@ impl<'g> Folio<'g> {
 
     /// `folio->mapping` (word 3 of the head).
     ///
-    /// Kernel: `folio->mapping`.
+    /// Kernel: `folio->mapping` (main).
     pub fn mapping(self) -> u64 {
         self.0.raw(word::MAPPING)
     }
 
     /// Sets `folio->mapping`.
     ///
-    /// Kernel: `folio->mapping = mapping`.
+    /// Kernel: `folio->mapping = mapping` (main).
     pub fn set_mapping(self, mapping: u64) {
         self.0.set_raw(word::MAPPING, mapping);
     }
 
     /// `true` if `mapping` carries [`PAGE_MAPPING_ANON`].
     ///
-    /// Kernel: `folio_test_anon()`, `include/linux/page-flags.h`.
+    /// Kernel: `folio_test_anon()`, `include/linux/page-flags.h` (main).
     pub fn test_anon(self) -> bool {
         self.mapping() & PAGE_MAPPING_ANON != 0
     }
@@ -731,7 +782,7 @@ impl<'g> Folio<'g> {
     /// Writes `pgmap` into the head's word 1 (which also makes the head
     /// not a tail).
     ///
-    /// Kernel: `folio->pgmap = pgmap`.
+    /// Kernel: `folio->pgmap = pgmap` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -744,28 +795,28 @@ impl<'g> Folio<'g> {
 
     /// `_refcount` of the head.
     ///
-    /// Kernel: `folio_ref_count()`.
+    /// Kernel: `folio_ref_count()` (main).
     pub fn ref_count(self) -> i32 {
         self.0.refcount()
     }
 
     /// `true` if `PG_locked` is set on the head.
     ///
-    /// Kernel: `folio_test_locked()`.
+    /// Kernel: `folio_test_locked()` (main).
     pub fn test_locked(self) -> bool {
         self.0.test_flag(PG_LOCKED)
     }
 
     /// Takes the folio lock if it is free.
     ///
-    /// Kernel: `folio_trylock()`.
+    /// Kernel: `folio_trylock()` (main).
     pub fn trylock(self) -> bool {
         self.0.trylock()
     }
 
     /// Takes the folio lock, or reports that the caller would block.
     ///
-    /// Kernel: `folio_lock()`.
+    /// Kernel: `folio_lock()` (main).
     ///
     /// # Errors
     ///
@@ -776,7 +827,7 @@ impl<'g> Folio<'g> {
 
     /// Releases the folio lock.
     ///
-    /// Kernel: `folio_unlock()`.
+    /// Kernel: `folio_unlock()` (main).
     pub fn unlock(self) {
         self.0.unlock();
     }
@@ -794,7 +845,7 @@ impl<'g> Folio<'g> {
     /// The folio's pfn. Device-private folios have none: this takes the
     /// `WARN` path and returns `None`.
     ///
-    /// Kernel: `folio_pfn()`, with the series' `VM_WARN_ON(folio_is_device_private(folio))`.
+    /// Kernel: `folio_pfn()`, with the v6 proposal's `VM_WARN_ON(folio_is_device_private(folio))`.
     pub fn pfn(self) -> Option<Pfn> {
         warn_on!(true, "folio_pfn() of a device-private folio");
         None

@@ -1,7 +1,7 @@
 //! Building compound (large) folios out of pages.
 //!
 //! Kernel: `prep_compound_page()`, `prep_compound_head()`,
-//! `prep_compound_tail()`, `mm/page_alloc.c` and `mm/internal.h` (spec §4.5).
+//! `prep_compound_tail()`, `mm/page_alloc.c` and `mm/internal.h` (main).
 //!
 //! What a large folio leaves in its pages (x86-64, `CONFIG_MEMCG`,
 //! `CONFIG_MM_ID`, `CONFIG_PAGE_MAPCOUNT`), which is what a later reuse at
@@ -27,7 +27,7 @@ const MM_ID_MAPCOUNT_INIT: u64 = u64::MAX;
 
 /// Makes `tail` a tail of the head whose link (address + 1) is `link`.
 ///
-/// Kernel: `prep_compound_tail()`, `mm/internal.h`.
+/// Kernel: `prep_compound_tail()`, `mm/internal.h` (main).
 pub(crate) fn prep_compound_tail(tail: &Page, link: u64) {
     tail.store(word::MAPPING, TAIL_MAPPING);
     // set_compound_head()
@@ -37,7 +37,7 @@ pub(crate) fn prep_compound_tail(tail: &Page, link: u64) {
 
 /// Writes the folio fields that live in page\[1\] and page\[2\].
 ///
-/// Kernel: `prep_compound_head()`, `mm/internal.h`.
+/// Kernel: `prep_compound_head()`, `mm/internal.h` (main).
 fn prep_compound_head(head: PageRef<'_>, order: Order) {
     let folio = Folio::from_head(head);
     folio.set_order(order);
@@ -63,7 +63,7 @@ fn prep_compound_head(head: PageRef<'_>, order: Order) {
 /// order, `_nr_pages` and the mapcounts into page\[1\] (and the deferred
 /// list into page\[2\]).
 ///
-/// Kernel: `prep_compound_page()`, `mm/page_alloc.c`.
+/// Kernel: `prep_compound_page()`, `mm/page_alloc.c` (main).
 ///
 /// The write set is exactly the `2^order` pages; the head's word 1 (the
 /// pgmap of a `ZONE_DEVICE` folio) is not touched.

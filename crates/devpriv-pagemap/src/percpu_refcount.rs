@@ -2,11 +2,10 @@
 //! waits on.
 //!
 //! Kernel: `lib/percpu-refcount.c`, `include/linux/percpu-refcount.h`,
-//! `kernel/sched/completion.c`.
+//! `kernel/sched/completion.c` (main).
 //!
-//! A [`PercpuRef`] is `struct percpu_ref` as `mm/memremap.c` uses it for
-//! `pgmap->ref` (spec §1.5, §1.6, §2.4): it starts *live* holding one
-//! *initial* reference; every allocated device page holds one more
+//! A [`PercpuRef`] is `struct percpu_ref` (main) as `mm/memremap.c` uses it
+//! for `pgmap->ref`: it starts *live* holding one *initial* reference; every allocated device page holds one more
 //! ([`PercpuRef::tryget_many`] at allocation, [`PercpuRef::put_many`] at
 //! free); teardown calls [`PercpuRef::kill`], which switches the count to
 //! *atomic* mode and drops the initial reference, and then waits on a
@@ -124,7 +123,7 @@ const DEAD: u32 = 2;
 /// Added to `central` while live, so that atomic-path puts racing `kill`
 /// cannot bring it to zero before the shards are folded.
 ///
-/// Kernel: `PERCPU_COUNT_BIAS` (there 2^63).
+/// Kernel: `PERCPU_COUNT_BIAS` (there 2^63, main).
 const BIAS: u64 = 1 << 62;
 /// What `kill` swaps into each shard. Later RMWs move a sealed shard by at
 /// most a few units, so it stays far from any live value.
@@ -139,7 +138,7 @@ fn is_high(v: u64) -> bool {
 
 /// A one-shot event that threads can wait for.
 ///
-/// Kernel: `struct completion`, `kernel/sched/completion.c`.
+/// Kernel: `struct completion`, `kernel/sched/completion.c` (main).
 ///
 /// # Differences from the kernel
 ///
@@ -171,7 +170,7 @@ impl Default for Completion {
 impl Completion {
     /// A completion that has not happened yet.
     ///
-    /// Kernel: `init_completion()`.
+    /// Kernel: `init_completion()` (main).
     pub fn new() -> Self {
         Completion {
             done: AtomicBool::new(false),
@@ -183,7 +182,7 @@ impl Completion {
     /// that returns success.
     ///
     /// Kernel: `complete_all()`, `kernel/sched/completion.c` (see
-    /// [`Completion`] for why not `complete()`).
+    /// [`Completion`] for why not `complete()`, main).
     pub fn complete(&self) {
         self.done.store(true, Ordering::Release);
     }
@@ -191,14 +190,14 @@ impl Completion {
     /// Whether [`Completion::complete`] has been called. A `true` result
     /// orders the caller after it, as a returned wait does.
     ///
-    /// Kernel: `completion_done()`, `kernel/sched/completion.c`.
+    /// Kernel: `completion_done()`, `kernel/sched/completion.c` (main).
     pub fn is_done(&self) -> bool {
         self.done.load(Ordering::Acquire)
     }
 
     /// Blocks until [`Completion::complete`] has been called.
     ///
-    /// Kernel: `wait_for_completion()`, `kernel/sched/completion.c`.
+    /// Kernel: `wait_for_completion()`, `kernel/sched/completion.c` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -215,7 +214,7 @@ impl Completion {
     /// once.
     ///
     /// Kernel: `wait_for_completion_timeout()`, `kernel/sched/completion.c`
-    /// (which returns the jiffies left, 0 on timeout).
+    /// (which returns the jiffies left, 0 on timeout, main).
     ///
     /// # Differences from the kernel
     ///
@@ -241,7 +240,7 @@ impl Completion {
 /// while live, and exact once killed.
 ///
 /// Kernel: `struct percpu_ref`, `include/linux/percpu-refcount.h` (as used
-/// for `dev_pagemap::ref`). The protocol and the differences from the
+/// for `dev_pagemap::ref`, main). The protocol and the differences from the
 /// kernel are in the [module docs](self).
 pub struct PercpuRef {
     /// `ATOMIC | DEAD`, both set by `kill`.
@@ -278,7 +277,7 @@ impl PercpuRef {
     /// count to zero after `kill`.
     ///
     /// Kernel: `percpu_ref_init(ref, release, 0, GFP_KERNEL)`,
-    /// `lib/percpu-refcount.c`.
+    /// `lib/percpu-refcount.c` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -309,7 +308,7 @@ impl PercpuRef {
     /// the `dev_pagemap` pairing of `ref` and `done`.
     ///
     /// Kernel: `percpu_ref_init(&pgmap->ref, dev_pagemap_percpu_release,
-    /// 0, GFP_KERNEL)` + `init_completion(&pgmap->done)`, `mm/memremap.c`.
+    /// 0, GFP_KERNEL)` + `init_completion(&pgmap->done)`, `mm/memremap.c` (main).
     pub fn with_completion() -> (Self, Arc<Completion>) {
         let done = Arc::new(Completion::new());
         let d = Arc::clone(&done);
@@ -380,7 +379,7 @@ impl PercpuRef {
     /// count cannot have been released (use a tryget otherwise). `n == 0`
     /// does nothing.
     ///
-    /// Kernel: `percpu_ref_get_many()`, `include/linux/percpu-refcount.h`.
+    /// Kernel: `percpu_ref_get_many()`, `include/linux/percpu-refcount.h` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -396,7 +395,7 @@ impl PercpuRef {
     /// Drops `n` references. In atomic mode, the put that brings the count
     /// to zero calls `release` (on this thread). `n == 0` does nothing.
     ///
-    /// Kernel: `percpu_ref_put_many()`, `include/linux/percpu-refcount.h`.
+    /// Kernel: `percpu_ref_put_many()`, `include/linux/percpu-refcount.h` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -413,7 +412,7 @@ impl PercpuRef {
     /// **not** check `DEAD` (hazard H11): after [`PercpuRef::kill`] it keeps
     /// succeeding while any reference is outstanding.
     ///
-    /// Kernel: `percpu_ref_tryget_many()`, `include/linux/percpu-refcount.h`.
+    /// Kernel: `percpu_ref_tryget_many()`, `include/linux/percpu-refcount.h` (main).
     #[inline]
     pub fn tryget_many(&self, n: u64) -> bool {
         self.try_shard_add(n) || self.atomic_add_unless_zero(n)
@@ -425,7 +424,7 @@ impl PercpuRef {
     /// model, so in atomic mode it always fails; the zero check is kept as
     /// the kernel has it.) Once `kill` has returned, it fails.
     ///
-    /// Kernel: `percpu_ref_tryget_live()`, `include/linux/percpu-refcount.h`.
+    /// Kernel: `percpu_ref_tryget_live()`, `include/linux/percpu-refcount.h` (main).
     #[inline]
     pub fn tryget_live(&self) -> bool {
         if self.try_shard_add(1) {
@@ -441,22 +440,47 @@ impl PercpuRef {
 
     /// Marks the count dead, switches it to atomic mode and drops the
     /// initial reference; if no other reference is held, `release` runs
-    /// before this returns (on this thread). A second call hits a
-    /// `WARN_ON_ONCE` and does nothing else.
+    /// before this returns (on this thread).
+    ///
+    /// A second call hits a `WARN_ON_ONCE` and then, as the kernel does,
+    /// **drops one more reference**: the mode switch is a no-op (the count
+    /// is already atomic), but the put is not. If that put reaches zero,
+    /// `release` runs while a page may still be allocated (for a
+    /// `dev_pagemap`: `done` completes early and teardown can finish under
+    /// a live page). [`DevPagemap`](crate::DevPagemap)'s teardown kills
+    /// its ref once only, so pagemaps never do this.
     ///
     /// Kernel: `percpu_ref_kill()` (= `percpu_ref_kill_and_confirm(ref,
-    /// NULL)`), `lib/percpu-refcount.c`.
+    /// NULL)`: `WARN_ONCE(percpu_ref_is_dying(ref), ...)`, set
+    /// `__PERCPU_REF_DEAD`, switch to atomic, `percpu_ref_put(ref)`),
+    /// `lib/percpu-refcount.c` (main).
     ///
     /// # Differences from the kernel
     ///
     /// The switch finishes before this returns, without a grace period (see
-    /// the module docs).
+    /// the module docs). A put below zero takes the model's own `WARN`
+    /// ("`percpu_ref` put below zero"); the kernel's atomic-mode put has none.
     pub fn kill(&self) {
-        // The seal swaps below are what publish `DEAD` to redirected ops
-        // (they are `Release` and come after this in program order), so
-        // this ordering is not load-bearing; `AcqRel` costs nothing here.
+        // No caller relies on this ordering, nor on the `Release` half of
+        // the seal swaps below. An op redirected by a seal takes the
+        // atomic path, whose RMWs on `central` are totally ordered with the
+        // fold below, so the count stays exact either way. `DEAD` is read
+        // only by `tryget_live`: one that overlaps `kill` may succeed or
+        // fail (as `percpu_ref_tryget_live()` racing `percpu_ref_kill()`
+        // may), and one that starts after `kill` returned sees `DEAD`
+        // through happens-before, not through these stores. `AcqRel` is
+        // kept because it costs nothing here (`lock or`, `xchg`).
         let old = self.state.fetch_or(ATOMIC | DEAD, Ordering::AcqRel);
         if warn_on_once!(old & DEAD != 0, "percpu_ref_kill() called more than once") {
+            // Already atomic: only the put of percpu_ref_kill_and_confirm()
+            // is left to do. The kernel serialises kills (and holds a
+            // reference across the switch); here a racing first kill may
+            // still be folding the shards, so put only once `central` has
+            // lost its bias, or the put could hide the release.
+            while is_high(self.central.load(Ordering::Acquire)) {
+                devpriv_core::sync::spin_loop();
+            }
+            self.atomic_put(1);
             return;
         }
         let skip_seal = self.mutants.has(Mutant::PercpuRefKillSkipsSeal);
@@ -484,7 +508,7 @@ impl PercpuRef {
 
     /// Whether [`PercpuRef::kill`] has been called.
     ///
-    /// Kernel: `percpu_ref_is_dying()`, `include/linux/percpu-refcount.h`.
+    /// Kernel: `percpu_ref_is_dying()`, `include/linux/percpu-refcount.h` (main).
     pub fn is_dying(&self) -> bool {
         self.state.load(Ordering::Acquire) & DEAD != 0
     }
@@ -492,7 +516,7 @@ impl PercpuRef {
     /// Whether the count is in atomic mode and zero (that is, released).
     /// Always `false` while live.
     ///
-    /// Kernel: `percpu_ref_is_zero()`, `lib/percpu-refcount.c`.
+    /// Kernel: `percpu_ref_is_zero()`, `lib/percpu-refcount.c` (main).
     pub fn is_zero(&self) -> bool {
         self.state.load(Ordering::Acquire) & ATOMIC != 0
             && self.central.load(Ordering::Acquire) == 0
@@ -568,20 +592,38 @@ mod tests {
         assert!(r.is_zero());
     }
 
+    /// `percpu_ref_kill_and_confirm()` WARNs on a dying ref and then still
+    /// puts: a second kill drops one more reference, which can release the
+    /// count while a reference is outstanding.
     #[test]
-    fn second_kill_warns_and_does_nothing() {
-        let (r, rel) = counted();
+    fn second_kill_warns_and_puts_again() {
+        let (r, done) = PercpuRef::with_completion();
         r.get_many(1);
+        assert_eq!(r.count(), 2);
+        r.kill();
+        assert_eq!(r.count(), 1, "the first kill drops the initial reference");
+        assert!(!done.is_done());
+        let ((), w) = warn::capture(|| r.kill());
+        assert_eq!(w.count_matching("called more than once"), 1);
+        assert_eq!(r.count(), 0, "the second kill dropped the page's reference");
+        assert!(r.is_zero());
+        assert!(done.is_done(), "released with a reference still held");
+        // The holder's own put then goes below zero.
+        let ((), w) = warn::capture(|| r.put_many(1));
+        assert_eq!(w.count_matching("below zero"), 1);
+        assert_eq!(r.count(), -1);
+    }
+
+    #[test]
+    fn second_kill_releases_exactly_once() {
+        let (r, rel) = counted();
+        r.get_many(2);
         r.kill();
         let ((), w) = warn::capture(|| r.kill());
         assert_eq!(w.count_matching("called more than once"), 1);
-        assert_eq!(r.count(), 1, "the second kill dropped nothing");
-        assert_eq!(released(&rel), 0);
+        assert_eq!((r.count(), released(&rel)), (1, 0));
         r.put_many(1);
         assert_eq!(released(&rel), 1);
-        let ((), w) = warn::capture(|| r.kill());
-        assert_eq!(w.count_matching("called more than once"), 1);
-        assert_eq!(released(&rel), 1, "no second release");
     }
 
     #[test]
@@ -676,17 +718,25 @@ mod tests {
 
     #[test]
     fn concurrent_kills_release_once_and_warn_once() {
-        let (r, rel) = counted();
-        let kills: Vec<_> = (0..2)
-            .map(|_| {
-                let r = Arc::clone(&r);
-                std::thread::spawn(move || warn::capture(|| r.kill()).1.count())
-            })
-            .collect();
-        let warned: usize = kills.into_iter().map(|t| t.join().unwrap()).sum();
-        assert_eq!(warned, 1);
-        assert_eq!(released(&rel), 1);
-        assert!(r.is_zero());
+        for _ in 0..50 {
+            let (r, rel) = counted();
+            r.get_many(1);
+            let kills: Vec<_> = (0..2)
+                .map(|_| {
+                    let r = Arc::clone(&r);
+                    std::thread::spawn(move || {
+                        warn::capture(|| r.kill())
+                            .1
+                            .count_matching("called more than once")
+                    })
+                })
+                .collect();
+            let warned: usize = kills.into_iter().map(|t| t.join().unwrap()).sum();
+            assert_eq!(warned, 1);
+            // Two kills drop the initial reference and the one held.
+            assert_eq!(released(&rel), 1);
+            assert!(r.is_zero());
+        }
     }
 
     #[test]

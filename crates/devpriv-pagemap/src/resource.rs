@@ -5,43 +5,51 @@
 //! `request_free_mem_region()` → `get_free_mem_region()`,
 //! `release_mem_region()`, `region_intersects()`),
 //! `include/linux/ioport.h` (`struct resource`, `IORESOURCE_*`,
-//! `IORES_DESC_*`).
+//! `IORES_DESC_*`, main).
 //!
-//! Before the device-private address-space series a driver reserved
-//! physical address space for its device-private pages with
-//! `request_free_mem_region(&iomem_resource, size, name)` and handed that
-//! range to `memremap_pages()`, so every device page had a real pfn. The
-//! series' cover letters (spec §2.1) list why the reservation fails: KASLR
-//! shrinks the usable top of the physical space, VMs put huge PCI windows
-//! right after RAM, and some CPUs have only 43 physical-address bits. This
-//! module models enough of the resource tree to show each case, and
-//! [`MachinePreset`] builds them.
+//! In 7.0 and 7.1 this is still how device-private memory is registered: a
+//! driver reserves physical address space for its device-private pages
+//! with `request_free_mem_region(&iomem_resource, size, name)` and hands
+//! that range to `memremap_pages()`, so every device page has a real pfn.
+//! The unmerged v6 proposal ("Remove device private pages from physical
+//! address space") would retire this path; its cover letters list why the
+//! reservation fails: VMs put huge PCI windows right after RAM, some CPUs
+//! have only 43 physical-address bits, and (before 6.19) KASLR shrank the
+//! usable top of the physical space. This module models enough of the
+//! resource tree to show each case, and [`MachinePreset`] builds them.
 //!
 //! # How `request_free_mem_region()` searches
 //!
 //! The kernel rounds `size` up to `GFR_DEFAULT_ALIGN` (one memory section,
 //! `1 << PA_SECTION_SHIFT`, 128 MiB on x86-64), then tries candidates from
-//! the top down:
+//! the top down (`get_free_mem_region()` with `GFR_DESCENDING`, since
+//! v6.7's 659aa050a538 "kernel/resource: Increment by align value in
+//! `get_free_mem_region()`"):
 //!
 //! ```text
 //! end  = min(iomem_resource.end, DIRECT_MAP_PHYSMEM_END)
-//! addr = end - size + 1, end - 2*size + 1, ...   while addr > size
+//! addr = end - size + 1, then align lower each time   while addr > align
 //!        first candidate that intersects no resource -> requested, busy
 //!        none                                          -> -ERANGE
 //! ```
 //!
-//! The stride is `size`, counted from `end + 1`: this is not a gap search.
-//! A free gap large enough for the request but not on the stride is missed
-//! (the kernel's behaviour, kept and tested). The model walks the same
-//! candidates and returns the same answer, but instead of testing each one
-//! (2^19 candidates for a 128 MiB request in a 46-bit space) it jumps past
-//! the lowest resource a candidate hits: every candidate skipped would hit
-//! that resource too. For power-of-two sizes the answer equals the
-//! highest-fit gap search of the range tree, [`RangeTree::find_gap_rev`]
-//! with `align = size`, when that lies above `size` (a property test checks
-//! both against a literal transcription of the walk). Note `addr > size`:
-//! a request of half the searchable space or more is refused even when the
-//! space is empty.
+//! With `end + 1` and `size` both multiples of the section, the candidates
+//! are every section-aligned start, so the walk is the highest-fit gap
+//! search on the section grid, except that candidates at or below one
+//! section are never tried (`gfr_continue()` wants `addr > align`). A free
+//! gap that holds no section-aligned block of `size` is still missed. The
+//! model walks the same candidates and returns the same answer, but
+//! instead of testing each one (2^19 candidates in a 46-bit space) it jumps
+//! past the lowest resource a candidate hits: every candidate skipped
+//! would hit that resource too. The answer equals
+//! [`RangeTree::find_gap_rev`] with `align` = the section, when that lies
+//! above one section (a property test checks both against a literal
+//! transcription of the kernel's loop).
+//!
+//! From v6.1 to v6.6 the loop stepped by `size` and stopped at `addr >
+//! size`, so a request of half the searchable space was refused even in an
+//! empty space, and most gaps off the `size` stride were missed. That walk
+//! is not modelled.
 //!
 //! # Differences from the kernel
 //!
@@ -66,38 +74,38 @@ use std::sync::Arc;
 
 /// `PA_SECTION_SHIFT` on x86-64 (`SECTION_SIZE_BITS`, 128 MiB sections).
 ///
-/// Kernel: `SECTION_SIZE_BITS`, `arch/x86/include/asm/sparsemem.h`.
+/// Kernel: `SECTION_SIZE_BITS`, `arch/x86/include/asm/sparsemem.h` (main).
 pub const X86_64_SECTION_SIZE_BITS: u32 = 27;
 
 /// What a resource describes.
 ///
 /// Kernel: the `flags` (`IORESOURCE_*`) and `desc` (`IORES_DESC_*`) of
-/// `struct resource`, `include/linux/ioport.h`.
+/// `struct resource`, `include/linux/ioport.h` (main).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ResourceKind {
     /// System RAM, busy.
     ///
-    /// Kernel: `IORESOURCE_SYSTEM_RAM | IORESOURCE_BUSY` ("System RAM").
+    /// Kernel: `IORESOURCE_SYSTEM_RAM | IORESOURCE_BUSY` ("System RAM", main).
     SystemRam,
     /// A PCI host bridge aperture: not busy, devices' BARs live inside it.
     ///
-    /// Kernel: `IORESOURCE_MEM` ("PCI Bus 0000:00").
+    /// Kernel: `IORESOURCE_MEM` ("PCI Bus 0000:00", main).
     PciWindow,
     /// Firmware-reserved memory.
     ///
-    /// Kernel: `IORESOURCE_MEM`, `IORES_DESC_RESERVED` ("Reserved").
+    /// Kernel: `IORESOURCE_MEM`, `IORES_DESC_RESERVED` ("Reserved", main).
     Reserved,
     /// A region requested for device-private pages, busy.
     ///
     /// Kernel: `IORESOURCE_MEM | IORESOURCE_BUSY`,
-    /// `IORES_DESC_DEVICE_PRIVATE_MEMORY`.
+    /// `IORES_DESC_DEVICE_PRIVATE_MEMORY` (main).
     DevicePrivate,
 }
 
 impl ResourceKind {
     /// `true` if the kernel marks such a resource `IORESOURCE_BUSY`.
     ///
-    /// Kernel: `flags & IORESOURCE_BUSY`.
+    /// Kernel: `flags & IORESOURCE_BUSY` (main).
     pub const fn is_busy(self) -> bool {
         matches!(self, ResourceKind::SystemRam | ResourceKind::DevicePrivate)
     }
@@ -105,7 +113,7 @@ impl ResourceKind {
 
 /// One entry of the physical resource tree.
 ///
-/// Kernel: `struct resource`, `include/linux/ioport.h`.
+/// Kernel: `struct resource`, `include/linux/ioport.h` (main).
 ///
 /// # Invariants
 ///
@@ -119,31 +127,31 @@ pub struct Resource {
 }
 
 impl Resource {
-    /// Kernel: `resource::name`.
+    /// Kernel: `resource::name` (main).
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// Kernel: `resource::start`.
+    /// Kernel: `resource::start` (main).
     pub fn start(&self) -> PhysAddr {
         self.start
     }
 
     /// The last byte, inclusive.
     ///
-    /// Kernel: `resource::end`.
+    /// Kernel: `resource::end` (main).
     pub fn end(&self) -> PhysAddr {
         self.end
     }
 
     /// Bytes covered, or `None` for a resource spanning all 2^64 bytes.
     ///
-    /// Kernel: `resource_size()`.
+    /// Kernel: `resource_size()` (main).
     pub fn size(&self) -> Option<u64> {
         (self.end.get() - self.start.get()).checked_add(1)
     }
 
-    /// Kernel: `resource::flags` / `resource::desc`.
+    /// Kernel: `resource::flags` / `resource::desc` (main).
     pub fn kind(&self) -> ResourceKind {
         self.kind
     }
@@ -152,7 +160,7 @@ impl Resource {
 /// What [`IomemResource::region_intersects`] found.
 ///
 /// Kernel: `REGION_DISJOINT`, `REGION_INTERSECTS`, `REGION_MIXED`,
-/// `include/linux/mm.h`.
+/// `include/linux/mm.h` (main).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RegionIntersects {
     /// No resource of the kind overlaps the range.
@@ -176,9 +184,11 @@ pub struct IomemConfig {
     /// `(1 << phys_bits) - 1` (x86 `setup_arch()` from
     /// `boot_cpu_data.x86_phys_bits`). `None` means `MAX_PHYSMEM_BITS`.
     pub phys_bits: Option<u32>,
-    /// `DIRECT_MAP_PHYSMEM_END`, inclusive: x86 KASLR lowers it to the end
-    /// of RAM plus the hotplug padding. `None` means
-    /// `(1 << MAX_PHYSMEM_BITS) - 1`.
+    /// `DIRECT_MAP_PHYSMEM_END`, inclusive. `None` means
+    /// `(1 << MAX_PHYSMEM_BITS) - 1`, its value on 7.0 with
+    /// `CONFIG_ZONE_DEVICE=y` (which device-private memory needs). Before
+    /// 269031b15c14 (6.19) x86 KASLR lowered it to the end of RAM plus the
+    /// hotplug padding ([`MachinePreset::KaslrPre6_19`]).
     pub direct_map_end: Option<u64>,
     /// `PA_SECTION_SHIFT`: requests are rounded up to `1 << section_shift`
     /// bytes (`GFR_DEFAULT_ALIGN`). 27 on x86-64.
@@ -200,7 +210,7 @@ impl Default for IomemConfig {
 /// The physical address space: `iomem_resource` and its top-level children.
 ///
 /// Kernel: `iomem_resource` (`struct resource` spanning the CPU's physical
-/// addresses) with `resource_lock`, `kernel/resource.c`.
+/// addresses) with `resource_lock`, `kernel/resource.c` (main).
 ///
 /// # Differences from the kernel
 ///
@@ -227,7 +237,7 @@ impl fmt::Debug for IomemResource {
 impl IomemResource {
     /// An empty physical address space shaped by `cfg`.
     ///
-    /// Kernel: `iomem_resource` after `setup_arch()` set its `end`.
+    /// Kernel: `iomem_resource` after `setup_arch()` set its `end` (main).
     ///
     /// # Errors
     ///
@@ -255,7 +265,7 @@ impl IomemResource {
 
     /// The last physical byte, inclusive.
     ///
-    /// Kernel: `iomem_resource.end`.
+    /// Kernel: `iomem_resource.end` (main).
     pub fn end(&self) -> PhysAddr {
         PhysAddr::new(self.end)
     }
@@ -264,7 +274,7 @@ impl IomemResource {
     /// `iomem_resource.end` and `DIRECT_MAP_PHYSMEM_END`, inclusive.
     ///
     /// Kernel: `min_t(resource_size_t, base->end, DIRECT_MAP_PHYSMEM_END)`
-    /// in `gfr_start()`.
+    /// in `gfr_start()` (main).
     pub fn search_end(&self) -> PhysAddr {
         let physmem_end = self.cfg.paging.physmem_size() - 1;
         let dm = self.cfg.direct_map_end.unwrap_or(physmem_end);
@@ -273,7 +283,7 @@ impl IomemResource {
 
     /// The rounding of `request_free_mem_region()` sizes.
     ///
-    /// Kernel: `GFR_DEFAULT_ALIGN` (`1UL << PA_SECTION_SHIFT`).
+    /// Kernel: `GFR_DEFAULT_ALIGN` (`1UL << PA_SECTION_SHIFT`, main).
     pub fn gfr_align(&self) -> u64 {
         1 << self.cfg.section_shift
     }
@@ -281,7 +291,7 @@ impl IomemResource {
     /// Adds a top-level resource of `size` bytes at `start`.
     ///
     /// Kernel: `insert_resource(&iomem_resource, res)` (e820 RAM, firmware
-    /// reservations, PCI host bridge windows), `kernel/resource.c`.
+    /// reservations, PCI host bridge windows), `kernel/resource.c` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -325,13 +335,14 @@ impl IomemResource {
     /// Kernel: `request_free_mem_region(base = &iomem_resource, size,
     /// name)`, i.e. `get_free_mem_region(NULL, base, size,
     /// GFR_DEFAULT_ALIGN, name, IORES_DESC_DEVICE_PRIVATE_MEMORY,
-    /// GFR_DESCENDING | GFR_REQUEST_REGION)`, kernel/resource.c. Before
-    /// v6.1 the same walk was `__request_free_mem_region()`.
+    /// GFR_DESCENDING | GFR_REQUEST_REGION)`, `kernel/resource.c` (main:
+    /// the walk of 659aa050a538, v6.7, unchanged in 7.0 and 7.1).
     ///
     /// The candidates and the answer are the kernel's (module docs): from
-    /// `search_end() - size + 1` downwards in steps of `size`, while the
-    /// candidate is above `size`; the first one that intersects no
-    /// top-level resource is taken.
+    /// `search_end() - size + 1` downwards in steps of one section
+    /// ([`gfr_align`](Self::gfr_align)), while the candidate is above one
+    /// section; the first one that intersects no top-level resource is
+    /// taken.
     ///
     /// # Differences from the kernel
     ///
@@ -342,8 +353,8 @@ impl IomemResource {
     ///
     /// # Errors
     ///
-    /// - [`Errno::ERANGE`]: no candidate is free — the failure the
-    ///   series removes.
+    /// - [`Errno::ERANGE`]: no candidate is free — the failure the v6
+    ///   proposal's own address space would remove.
     /// - `EINVAL`: `size` is 0 or rounds past 2^64.
     pub fn request_free_mem_region(&self, size: u64, name: &str) -> Result<Arc<Resource>, Errno> {
         let align = self.gfr_align();
@@ -354,7 +365,7 @@ impl IomemResource {
         let _l = self.lock.lock();
         let addr = {
             let g = self.tree.read();
-            gfr_search(self.search_end().get(), size, |lo, hi| {
+            gfr_search(self.search_end().get(), size, align, |lo, hi| {
                 g.find_from(lo)
                     .map(|(r, _)| *r.start())
                     .filter(|&s| s <= hi)
@@ -379,7 +390,7 @@ impl IomemResource {
     /// Releases a busy region previously requested, by its exact range.
     ///
     /// Kernel: `release_mem_region(start, n)` (`__release_region()`),
-    /// `kernel/resource.c`.
+    /// `kernel/resource.c` (main).
     ///
     /// # Errors
     ///
@@ -410,7 +421,7 @@ impl IomemResource {
     /// of any kind, like `flags = 0` with `IORES_DESC_NONE`).
     ///
     /// Kernel: `region_intersects(start, size, flags, desc)`,
-    /// `kernel/resource.c`.
+    /// `kernel/resource.c` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -451,7 +462,7 @@ impl IomemResource {
 
     /// Every top-level resource, by address.
     ///
-    /// Kernel: walking `iomem_resource.child` and its siblings.
+    /// Kernel: walking `iomem_resource.child` and its siblings (main).
     pub fn resources(&self) -> Vec<Arc<Resource>> {
         self.tree
             .read()
@@ -460,14 +471,15 @@ impl IomemResource {
             .collect()
     }
 
-    /// The old registration of device-private memory: reserve physical
-    /// space for `nr_pages` pages, then give each page the pfn of its
-    /// address there.
+    /// The mainline registration of device-private memory: reserve
+    /// physical space for `nr_pages` pages, then give each page the pfn of
+    /// its address there. "Legacy" only from the v6 proposal's point of
+    /// view: 7.0 and 7.1 drivers still do this.
     ///
-    /// Kernel: the pre-series driver sequence
-    /// `devm_request_free_mem_region()` + `memremap_pages()` for
-    /// `MEMORY_DEVICE_PRIVATE` (`lib/test_hmm.c` `dmirror_allocate_chunk()`,
-    /// nouveau, xe, amdkfd before v6), which the series replaces with
+    /// Kernel: the driver sequence `devm_request_free_mem_region()` +
+    /// `memremap_pages()` for `MEMORY_DEVICE_PRIVATE` (`lib/test_hmm.c`
+    /// `dmirror_allocate_chunk()`, nouveau, xe, amdkfd; main, as in 7.0 and
+    /// 7.1), which the unmerged v6 proposal replaces with
     /// `memremap_device_private_pagemap()`.
     ///
     /// # Differences from the kernel
@@ -502,7 +514,7 @@ impl IomemResource {
     /// Renders the map as `/proc/iomem` shows its top level, with the free
     /// gaps between resources and sizes in binary units.
     ///
-    /// Kernel: `/proc/iomem` (`r_show()`), `kernel/resource.c`.
+    /// Kernel: `/proc/iomem` (`r_show()`), `kernel/resource.c` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -541,10 +553,10 @@ impl IomemResource {
     }
 }
 
-/// Device-private memory placed the old way: a busy physical range and the
-/// pfns its pages take.
+/// Device-private memory placed the mainline way: a busy physical range
+/// and the pfns its pages take.
 ///
-/// Kernel: the `struct dev_pagemap` of a pre-series driver, whose
+/// Kernel: the `struct dev_pagemap` of a 7.0/7.1 driver (main), whose
 /// `range` came from `request_free_mem_region()`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LegacyPagemap {
@@ -557,13 +569,19 @@ pub struct LegacyPagemap {
 }
 
 /// The candidate walk of `get_free_mem_region()` with `GFR_DESCENDING`,
-/// with `size` already rounded. `lowest_hit(lo, hi)` returns the start of
-/// the lowest resource overlapping `[lo, hi]`, if any.
-fn gfr_search(end: u64, size: u64, lowest_hit: impl Fn(u64, u64) -> Option<u64>) -> Option<u64> {
+/// with `size` already rounded to `align`. `lowest_hit(lo, hi)` returns the
+/// start of the lowest resource overlapping `[lo, hi]`, if any.
+fn gfr_search(
+    end: u64,
+    size: u64,
+    align: u64,
+    lowest_hit: impl Fn(u64, u64) -> Option<u64>,
+) -> Option<u64> {
     // gfr_start(): end - size + 1 (wraps in C if size > end + 1).
     let mut addr = end.checked_sub(size - 1)?;
-    // gfr_continue(): addr > size && addr >= base->start (0 for iomem).
-    while addr > size {
+    // gfr_continue(base, addr, align): addr > align && addr >= base->start
+    // (0 for iomem); gfr_next(addr, align): addr - align.
+    while addr > align {
         let Some(hit) = lowest_hit(addr, addr + (size - 1)) else {
             return Some(addr);
         };
@@ -571,8 +589,8 @@ fn gfr_search(end: u64, size: u64, lowest_hit: impl Fn(u64, u64) -> Option<u64>)
         // the same resource (it starts at or below `addr`, which that
         // resource reaches): jump to that candidate.
         let bound = hit.checked_sub(size)?;
-        let steps = (addr - bound).div_ceil(size);
-        addr = addr.checked_sub(steps.checked_mul(size)?)?;
+        let steps = (addr - bound).div_ceil(align);
+        addr = addr.checked_sub(steps.checked_mul(align)?)?;
     }
     None
 }
@@ -598,13 +616,16 @@ pub fn format_size(bytes: u64) -> String {
     format!("{whole}.{tenth} {}", UNITS[unit])
 }
 
-/// Ready-made machines for the legacy-vs-private comparison (spec §2.1).
+/// Ready-made machines for the comparison of the mainline registration
+/// (`request_free_mem_region()`) with the v6 proposal's address space.
 ///
-/// Kernel: none (model only); each is a layout the cover letters name.
+/// Kernel: none (model only); each is a layout the v6 cover letters name.
+/// The first three fail or succeed the same way on 7.0 and 7.1;
+/// [`KaslrPre6_19`](MachinePreset::KaslrPre6_19) is history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MachinePreset {
     /// A 46-bit host with 64 GiB of RAM and a modest 64-bit PCI window: the
-    /// old way works, and takes the top of the physical space.
+    /// mainline way works, and takes the top of the physical space.
     BareMetal,
     /// A 46-bit VM whose firmware gives the 64-bit PCI window everything
     /// from the end of RAM to the end of the physical space.
@@ -612,10 +633,18 @@ pub enum MachinePreset {
     /// A CPU with 43 physical-address bits (`iomem_resource` ends at 8
     /// TiB), with RAM and PCI windows filling it.
     PhysBits43,
-    /// The `BareMetal` layout with a 12 TiB PCI window under KASLR:
+    /// **Pre-fix history, not 7.0.** The `BareMetal` layout with a 12 TiB
+    /// PCI window on a kernel whose KASLR trims the direct map:
     /// `DIRECT_MAP_PHYSMEM_END` is RAM rounded up to a TiB plus the 10 TiB
-    /// hotplug padding (11 TiB), inside the window.
-    Kaslr,
+    /// hotplug padding (11 TiB), inside the window, so the search finds
+    /// nothing. Since 269031b15c14 ("x86/kaslr: Recognize all `ZONE_DEVICE`
+    /// users as physaddr consumers", 6.19, backported to 6.12.y and 6.1.y)
+    /// a kernel with `CONFIG_ZONE_DEVICE=y`, which device-private memory
+    /// needs, no longer trims, and the same request succeeds at the top
+    /// (as [`BareMetal`](MachinePreset::BareMetal)'s does). Before it, the
+    /// trim happened on every kernel older than 7ffb791423c7 and, after
+    /// that commit, on kernels with `CONFIG_PCI_P2PDMA=n`.
+    KaslrPre6_19,
 }
 
 impl MachinePreset {
@@ -626,7 +655,7 @@ impl MachinePreset {
         MachinePreset::BareMetal,
         MachinePreset::VmBigPciWindow,
         MachinePreset::PhysBits43,
-        MachinePreset::Kaslr,
+        MachinePreset::KaslrPre6_19,
     ];
 
     /// A short name.
@@ -637,8 +666,16 @@ impl MachinePreset {
             MachinePreset::BareMetal => "bare-metal-46bit",
             MachinePreset::VmBigPciWindow => "vm-46bit-big-pci-window",
             MachinePreset::PhysBits43 => "cpu-43bit",
-            MachinePreset::Kaslr => "kaslr-46bit",
+            MachinePreset::KaslrPre6_19 => "kaslr-46bit-pre-6.19",
         }
+    }
+
+    /// `true` for a layout that no current kernel produces (kept to show
+    /// what the v6 cover letters described).
+    ///
+    /// Kernel: none (model only).
+    pub const fn is_history(self) -> bool {
+        matches!(self, MachinePreset::KaslrPre6_19)
     }
 
     /// One line describing the machine.
@@ -655,8 +692,8 @@ impl MachinePreset {
             MachinePreset::PhysBits43 => {
                 "x86_phys_bits = 43 (iomem ends at 8 TiB), RAM up to 2 TiB, PCI window to the top"
             }
-            MachinePreset::Kaslr => {
-                "46-bit host, 64 GiB RAM, 12 TiB PCI window; KASLR ends the direct map at 1 + 10 TiB"
+            MachinePreset::KaslrPre6_19 => {
+                "HISTORY (before 269031b15c14, 6.19; not 7.0): 46-bit host, 64 GiB RAM, 12 TiB PCI window; KASLR ends the direct map at 1 + 10 TiB"
             }
         }
     }
@@ -676,10 +713,11 @@ impl MachinePreset {
         let mut cfg = IomemConfig::default();
         match self {
             MachinePreset::PhysBits43 => cfg.phys_bits = Some(43),
-            // kernel_randomize_memory(): the direct map spans RAM rounded up
-            // to a TiB plus RANDOMIZE_MEMORY_PHYSICAL_PADDING (0xa TiB with
-            // hotplug): 1 + 10 TiB here.
-            MachinePreset::Kaslr => cfg.direct_map_end = Some(11 * TIB - 1),
+            // kernel_randomize_memory() before 269031b15c14: the direct map
+            // spans RAM rounded up to a TiB plus
+            // RANDOMIZE_MEMORY_PHYSICAL_PADDING (0xa TiB with hotplug):
+            // 1 + 10 TiB here.
+            MachinePreset::KaslrPre6_19 => cfg.direct_map_end = Some(11 * TIB - 1),
             _ => {}
         }
         let io = IomemResource::new(cfg)?;
@@ -709,7 +747,7 @@ impl MachinePreset {
         )?;
         let window = match self {
             MachinePreset::BareMetal => 256 * GIB,
-            MachinePreset::Kaslr => 12 * TIB,
+            MachinePreset::KaslrPre6_19 => 12 * TIB,
             MachinePreset::VmBigPciWindow | MachinePreset::PhysBits43 => io.end + 1 - ram_top,
         };
         io.insert_resource(
@@ -733,23 +771,28 @@ mod tests {
 
     /// A small space: 2^bits bytes, 4 KiB "sections", no resources.
     fn small(bits: u32) -> IomemResource {
+        small_sections(bits, PAGE_SHIFT)
+    }
+
+    /// A small space: 2^bits bytes, sections of `2^section_shift` bytes.
+    fn small_sections(bits: u32, section_shift: u32) -> IomemResource {
         IomemResource::new(IomemConfig {
             phys_bits: Some(bits),
-            section_shift: PAGE_SHIFT,
+            section_shift,
             ..IomemConfig::default()
         })
         .unwrap()
     }
 
     /// The kernel's loop, literally: every candidate, every resource.
-    fn naive(end: u64, size: u64, busy: &[(u64, u64)]) -> Option<u64> {
+    fn naive(end: u64, size: u64, align: u64, busy: &[(u64, u64)]) -> Option<u64> {
         let mut addr = end.checked_sub(size - 1)?;
-        while addr > size {
+        while addr > align {
             let last = addr + size - 1;
             if busy.iter().all(|&(s, e)| e < addr || s > last) {
                 return Some(addr);
             }
-            addr -= size;
+            addr -= align;
         }
         None
     }
@@ -774,19 +817,55 @@ mod tests {
         assert_eq!(r.start().get(), (1 << 46) - (128 << 20));
     }
 
-    /// The stride is the size, counted from the top.
+    /// The walk steps down by the 128 MiB section, not by the size
+    /// (659aa050a538): with the top GiB busy, a 768 MiB request lands right
+    /// below it. The v6.1 walk stepped by 768 MiB and answered 2^46 − 2304
+    /// MiB.
+    #[test]
+    fn walk_steps_by_the_section_below_a_busy_top() {
+        const MIB: u64 = 1 << 20;
+        let io = IomemResource::new(IomemConfig::default()).unwrap();
+        let top = 1u64 << 46;
+        io.insert_resource(
+            "busy",
+            PhysAddr::new(top - GIB),
+            GIB,
+            ResourceKind::Reserved,
+        )
+        .unwrap();
+        let r = io.request_free_mem_region(768 * MIB, "dev").unwrap();
+        assert_eq!(r.start().get(), 0x3fff_9000_0000);
+        assert_eq!(r.start().get(), top - 1792 * MIB);
+        assert_eq!(r.end().get() + 1, top - GIB);
+    }
+
+    /// Half the space or more: the v6.1 bound (`addr > size`) refused it
+    /// even in an empty space; the current one (`addr > align`) does not.
+    #[test]
+    fn half_the_space_is_no_longer_refused() {
+        let io = IomemResource::new(IomemConfig::default()).unwrap();
+        let r = io.request_free_mem_region(1 << 45, "half").unwrap();
+        assert_eq!(r.start().get(), 1 << 45);
+        assert_eq!(
+            io.request_free_mem_region(1 << 45, "other half"),
+            Err(Errno::ERANGE)
+        );
+    }
+
+    /// Candidates are every section-aligned start, from the top.
     ///
     /// ```text
-    /// units:   0 1 2 3 4 5 6 7 8 9 a b c d e f
+    /// units:   0 1 2 3 4 5 6 7 8 9 a b c d e f     (1 unit = 1 section)
     ///          R R . . . . . . . . . . . P P P     (R: RAM, P: PCI window)
     /// size 1: f, e, d hit P; c is free              -> c
-    /// size 2: e-f, c-d hit P; a-b is free           -> a
-    /// size 3: d-f hits P; a-c is free               -> a
-    /// size 5: b-f hits P; 6-a is free               -> 6
-    /// size 8: 8-f hits P; 0 is not above 8          -> ERANGE
+    /// size 2: e, d, c hit P; b-c is free            -> b
+    /// size 3: d, c, b hit P; a-c is free            -> a
+    /// size 5: b .. 9 hit P; 8-c is free             -> 8
+    /// size 8: 8 .. 6 hit P; 5-c is free             -> 5
+    /// size 12: 4 .. 2 hit P, 1 is not above 1       -> ERANGE
     /// ```
     #[test]
-    fn walk_is_strided_from_the_top() {
+    fn walk_tries_every_section_from_the_top() {
         let u = PAGE_SIZE;
         let io = small(16); // 16 units of 4 KiB
         io.insert_resource("ram", PhysAddr::new(0), 2 * u, ResourceKind::SystemRam)
@@ -801,46 +880,56 @@ mod tests {
             })
         };
         assert_eq!(got(1), Ok(12));
-        assert_eq!(got(2), Ok(10));
+        assert_eq!(got(2), Ok(11));
         assert_eq!(got(3), Ok(10));
-        assert_eq!(got(5), Ok(6));
-        assert_eq!(got(8), Err(Errno::ERANGE));
+        assert_eq!(got(5), Ok(8));
+        assert_eq!(got(8), Ok(5));
+        assert_eq!(got(12), Err(Errno::ERANGE));
     }
 
-    /// A gap large enough but off the stride: the kernel misses it.
+    /// A gap large enough but holding no section-aligned block: the kernel
+    /// misses it.
     ///
     /// ```text
-    /// units:   0 1 2 3 4 5 6 7 8 9 a b c d e f
-    ///          R R R R R R R R R R . . . . . P
-    /// size 4: c-f hits P, 8-b hits R, 4-7 hits R, 0 is not above 4
-    ///         -> ERANGE, though a-d (and b-e) are free.
+    /// units:   0 1 2 3 4 5 6 7 8 9 a b c d e f     (1 section = 4 units)
+    ///          R R R R R . . . . . . P P P P P
+    /// size 4: c hits P, 8 hits P, 4 is not above 4
+    ///         -> ERANGE, though 5-8 (and 6-9, 7-a) are free.
     /// ```
     #[test]
-    fn an_off_stride_gap_is_missed_like_the_kernel() {
+    fn an_off_grid_gap_is_missed_like_the_kernel() {
         let u = PAGE_SIZE;
-        let io = small(16);
-        io.insert_resource("ram", PhysAddr::new(0), 10 * u, ResourceKind::SystemRam)
+        let io = small_sections(16, PAGE_SHIFT + 2);
+        io.insert_resource("ram", PhysAddr::new(0), 5 * u, ResourceKind::SystemRam)
             .unwrap();
-        io.insert_resource("pci", PhysAddr::new(15 * u), u, ResourceKind::PciWindow)
+        io.insert_resource("pci", PhysAddr::new(11 * u), 5 * u, ResourceKind::PciWindow)
             .unwrap();
         assert_eq!(io.request_free_mem_region(4 * u, "d"), Err(Errno::ERANGE));
         assert_eq!(
-            io.region_intersects(PhysAddr::new(10 * u), 4 * u, None),
+            io.region_intersects(PhysAddr::new(5 * u), 4 * u, None),
             RegionIntersects::Disjoint
         );
     }
 
-    /// `gfr_continue()` wants `addr > size`: in an empty 8-unit space a
-    /// request of half of it is refused outright, and one of three units
-    /// gets the top, then nothing.
+    /// `gfr_continue()` wants `addr > align`: the lowest section is never
+    /// tried.
     #[test]
-    fn candidates_at_or_below_the_size_are_never_tried() {
+    fn candidates_at_or_below_one_section_are_never_tried() {
         let u = PAGE_SIZE;
         let io = small(15); // 8 units
-        assert_eq!(io.request_free_mem_region(4 * u, "a"), Err(Errno::ERANGE));
-        let r = io.request_free_mem_region(3 * u, "b").unwrap();
-        assert_eq!(r.start().get(), 5 * u);
-        assert_eq!(io.request_free_mem_region(3 * u, "c"), Err(Errno::ERANGE));
+        // Half the space: candidate 4 > 1, taken.
+        let r = io.request_free_mem_region(4 * u, "a").unwrap();
+        assert_eq!(r.start().get(), 4 * u);
+        // Two units: 6, 5, 4, 3 hit a; 2-3 is free.
+        let r = io.request_free_mem_region(2 * u, "b").unwrap();
+        assert_eq!(r.start().get(), 2 * u);
+        // One unit: 7 .. 2 hit; 1 is not above 1, so units 0 and 1 stay
+        // unused.
+        assert_eq!(io.request_free_mem_region(u, "c"), Err(Errno::ERANGE));
+        assert_eq!(
+            io.region_intersects(PhysAddr::new(0), 2 * u, None),
+            RegionIntersects::Disjoint
+        );
         // A request larger than the space: ERANGE (C would wrap).
         assert_eq!(io.request_free_mem_region(16 * u, "d"), Err(Errno::ERANGE));
     }
@@ -941,18 +1030,21 @@ mod tests {
                 }
                 _ => assert_eq!(r.unwrap_err(), Errno::ERANGE, "{p:?}"),
             }
+            assert_eq!(p.is_history(), p == MachinePreset::KaslrPre6_19);
+            assert_eq!(p.description().starts_with("HISTORY"), p.is_history());
         }
-        // The KASLR layout without KASLR has room at the top.
-        let io = MachinePreset::Kaslr.build().unwrap();
+        // The KASLR layout on 7.0 (ZONE_DEVICE=y: no trim) has room at the
+        // top.
+        let io = MachinePreset::KaslrPre6_19.build().unwrap();
         assert_eq!(io.search_end().get(), 11 * TIB - 1);
-        let plain = IomemResource::new(IomemConfig::default()).unwrap();
+        let on_7_0 = IomemResource::new(IomemConfig::default()).unwrap();
         for r in io.resources() {
-            plain
+            on_7_0
                 .insert_resource(r.name(), r.start(), r.size().unwrap(), r.kind())
                 .unwrap();
         }
         assert_eq!(
-            plain
+            on_7_0
                 .request_free_mem_region(GIB, "xe")
                 .unwrap()
                 .start()
@@ -1010,12 +1102,16 @@ mod tests {
         })]
 
         /// The jumping walk answers exactly as the kernel's literal walk,
-        /// and for power-of-two sizes as the tree's highest aligned fit
-        /// (above `size`).
+        /// and as the tree's highest section-aligned fit (above one
+        /// section), for sections of 1, 2 and 4 units.
         #[test]
-        fn walk_matches_the_kernel_loop_and_the_tree(layout in arb_layout(), units in 1u64..40) {
+        fn walk_matches_the_kernel_loop_and_the_tree(
+            layout in arb_layout(),
+            units in 1u64..40,
+            section in 0u32..3,
+        ) {
             let u = PAGE_SIZE;
-            let io = small(18); // 64 units
+            let io = small_sections(18, PAGE_SHIFT + section); // 64 units
             let mut busy = Vec::new();
             for (s, n) in layout {
                 let n = n.min(64 - s);
@@ -1023,19 +1119,14 @@ mod tests {
                     busy.push((s * u, (s + n) * u - 1));
                 }
             }
-            let size = units * u;
+            let align = io.gfr_align();
+            let size = (units * u).next_multiple_of(align);
             let end = io.search_end().get();
-            let want = naive(end, size, &busy);
-            let fit = if units.is_power_of_two() {
-                Some(io.tree.find_gap_rev(size, size, 0..=end).ok().filter(|&s| s > size))
-            } else {
-                None
-            };
-            let got = io.request_free_mem_region(size, "d").map(|r| r.start().get()).ok();
+            let want = naive(end, size, align, &busy);
+            let fit = io.tree.find_gap_rev(size, align, 0..=end).ok().filter(|&s| s > align);
+            let got = io.request_free_mem_region(units * u, "d").map(|r| r.start().get()).ok();
             prop_assert_eq!(got, want);
-            if let Some(fit) = fit {
-                prop_assert_eq!(got, fit);
-            }
+            prop_assert_eq!(got, fit);
         }
     }
 }

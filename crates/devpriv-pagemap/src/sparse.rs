@@ -3,9 +3,9 @@
 //!
 //! Kernel: `mem_section[][]` and `__nr_to_section()` (`mm/sparse.c`,
 //! `include/linux/mmzone.h`, `SPARSEMEM_EXTREME`): a root array of lazily
-//! allocated leaves, one slot per section.
+//! allocated leaves, one slot per section (main, as a model-only index).
 //!
-//! The series turned `pfn_to_page()` (pointer arithmetic) into a maple-tree
+//! The v6 proposal turned `pfn_to_page()` (pointer arithmetic) into a maple-tree
 //! walk; this index is how the model gets the arithmetic back. The range
 //! tree stays the truth; the index is derived from it under the space's
 //! writer lock. A slot says one of:
@@ -16,8 +16,9 @@
 //!   exact packing does this whenever a pagemap is smaller than a section
 //!   or ends inside one), and the slot points to an immutable table of the
 //!   section's sub-ranges, one per pagemap, sorted ([`Shared`]). A lookup
-//!   there counts the sub-range starts at or below the offset (16 at a
-//!   time, branch-free) and reads that sub-range's base. No layout falls
+//!   there counts the sub-range starts at or below the offset (8 at a
+//!   time, branch-free; more than 8 sub-ranges go to a sorted spill array,
+//!   binary-searched) and reads that sub-range's base. No layout falls
 //!   back to the tree.
 //!
 //! # The memmap base (`section_mem_map`)

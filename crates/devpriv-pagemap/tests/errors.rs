@@ -18,10 +18,10 @@ use bad_input::{assert_errno, np};
 use devpriv_core::{Errno, Order, PageCount, PhysAddr};
 use devpriv_pagemap::resource::{IomemConfig, IomemResource, ResourceKind};
 use devpriv_pagemap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, InitError, MemoryType, PageRef,
-    PagemapParams, ReinitPolicy, VmFault, folio_put, folio_split_unmapped, free_zone_device_folio,
-    migrate_device_split_page, prep_compound_page, split_unmapped_folio, zone_device_folio_init,
-    zone_device_page_init,
+    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, InitError, MAX_PAGEMAP_PAGES, MemoryType,
+    PageRef, PagemapParams, ReinitPolicy, VmFault, folio_put, folio_split_unmapped,
+    free_zone_device_folio, migrate_device_split_page, prep_compound_page, split_unmapped_folio,
+    zone_device_folio_init, zone_device_page_init,
 };
 use space::{params, pgmap_snap, small_space, space_snap, space_unchanged};
 use std::sync::Arc;
@@ -58,7 +58,13 @@ fn memremap_device_private_pagemap_bad_params() {
             params(1 << 16 | 1),
             Errno::EINVAL,
         ),
-        ("nr_pages u64::MAX", params(u64::MAX), Errno::EINVAL),
+        // kvzalloc() of the pages array comes before the tree: ENOMEM wins.
+        ("nr_pages u64::MAX", params(u64::MAX), Errno::ENOMEM),
+        (
+            "pages array over INT_MAX bytes (2^25 pages)",
+            params(MAX_PAGEMAP_PAGES + 1),
+            Errno::ENOMEM,
+        ),
         (
             "memory type not Private",
             PagemapParams {
@@ -228,6 +234,7 @@ fn zone_device_page_init_bad_order_and_range() {
     assert!(Order::new(64).is_none(), "orders of 64 and up do not exist");
 }
 
+/// Hazard H17: `docs/hazards.md`.
 #[test]
 fn zone_device_page_init_order_above_max_that_fits_is_accepted_h17() {
     // Kernel: `order > MAX_ORDER_NR_PAGES` compares an order with a page
@@ -303,6 +310,7 @@ fn zone_device_page_init_on_a_page_with_nonzero_refcount_warns_and_continues() {
     s.validate().unwrap();
 }
 
+/// Hazard H11: `docs/hazards.md`.
 #[test]
 fn zone_device_page_init_after_kill_warns_and_continues_h11() {
     let (s, p) = one_pgmap(4);
@@ -408,7 +416,6 @@ fn split_unmapped_folio_bad_inputs() {
         ("not large", small, o(0), Errno::EINVAL),
         ("new order equal to the order", f, o(2), Errno::EINVAL),
         ("new order above the order", f, o(3), Errno::EINVAL),
-        ("order 1 where anon forbids it", f, o(1), Errno::EINVAL),
     ];
     for (what, folio, new, e) in &rows {
         let r = space_unchanged(&s, what, || split_unmapped_folio(*folio, *new));

@@ -1,11 +1,13 @@
 //! The folio lifecycle of device-private pages: allocation
 //! (`zone_device_page_init`), free (`folio_put` → `free_zone_device_folio`),
-//! split, and the reuse hazards of the seed threads (spec §10: H1–H6, H10,
-//! H16, H17) under each [`ReinitPolicy`].
+//! split, and the hazards of reusing freed folios (H1–H6, H10, H16, H17,
+//! H19, defined in `docs/hazards.md`) under each [`ReinitPolicy`] and
+//! [`FreePath`].
 //!
 //! Kernel: `zone_device_page_init()`, `zone_device_folio_init()`,
-//! `free_zone_device_folio()` (`mm/memremap.c`), `prep_compound_page()`
-//! (`mm/page_alloc.c`), `folio_split_unmapped()` (`mm/huge_memory.c`).
+//! `free_zone_device_folio()` (`mm/memremap.c`, 7.0 and fix 399289849560),
+//! `prep_compound_page()` (`mm/page_alloc.c`, main),
+//! `folio_split_unmapped()` (`mm/huge_memory.c`, 7.0).
 //!
 //! Each reuse hazard is a check function `hN(policy, ..) -> Result<(), String>`
 //! that returns `Err` when it sees the bug. The test then asserts that the
@@ -15,15 +17,17 @@
 
 use devpriv_core::sync::Mutex;
 use devpriv_core::warn::capture;
-use devpriv_core::{DevicePrivateOffset, Errno, MAX_ORDER_NR_PAGES, Order, PageCount};
+use devpriv_core::{
+    DevicePrivateOffset, Errno, MAX_FOLIO_ORDER, MAX_ORDER_NR_PAGES, Order, PageCount,
+};
 use devpriv_pagemap::mm_types::{PAGE_MAPPING_ANON, TAIL_MAPPING, word};
 use devpriv_pagemap::page_flags::{
     PG_ANON_EXCLUSIVE, PG_HAS_HWPOISONED, PG_HEAD, PG_LARGE_RMAPPABLE, PG_LOCKED,
     PG_PARTIALLY_MAPPED, PG_RESERVED, PG_UPTODATE,
 };
 use devpriv_pagemap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, InitError, Owner, PageRef, PagemapParams,
-    ReinitPolicy, SpaceConfig, VmFault, folio_get, folio_put, folio_split_unmapped,
+    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, FreePath, InitError, Owner, PageRef,
+    PagemapParams, ReinitPolicy, SpaceConfig, VmFault, folio_get, folio_put, folio_split_unmapped,
     free_zone_device_folio, migrate_device_split_page, split_unmapped_folio,
     zone_device_folio_init, zone_device_page_init,
 };
@@ -49,7 +53,16 @@ struct Driver {
     split_op: Option<bool>,
     space: Mutex<Weak<DevicePrivateSpace>>,
     split_seen: Mutex<Vec<SplitSeen>>,
+    /// Provide a `folio_split` op that restores the new folio's pgmap and
+    /// mapping and records what each call saw in `split_refs`.
+    record_split_refs: bool,
+    split_refs: Mutex<Vec<SplitRefs>>,
 }
+
+/// One split callback as a recording driver saw it: the new folio's head
+/// index and refcount (`None` for the final call) and the original's
+/// refcount.
+type SplitRefs = (Option<(usize, i32)>, i32);
 
 impl DevPagemapOps for Driver {
     fn folio_free(&self, folio: Folio<'_>) {
@@ -65,10 +78,19 @@ impl DevPagemapOps for Driver {
     }
 
     fn has_folio_split(&self) -> bool {
-        self.split_op.is_some()
+        self.split_op.is_some() || self.record_split_refs
     }
 
     fn folio_split(&self, head: Folio<'_>, tail: Option<Folio<'_>>) {
+        if self.record_split_refs {
+            let new = tail.map(|t| (t.page().index(), t.ref_count()));
+            self.split_refs.lock().push((new, head.ref_count()));
+            if let Some(t) = tail {
+                t.set_pgmap(head.page().owner());
+                t.set_mapping(head.mapping());
+            }
+            return;
+        }
         let (Some(restore_first), Some(tail)) = (self.split_op, tail) else {
             return;
         };
@@ -326,6 +348,8 @@ fn free_clears_anon_exclusive_on_every_page_and_the_mapping() {
 /// anon-exclusive and the refcount, and `folio_free` receives the folio
 /// still compound. Under `AtFree` the free path takes the folio apart
 /// before `folio_free` (which then sees order 0).
+///
+/// Hazard H6: `docs/hazards.md`.
 #[test]
 fn h6_free_writes_no_compound_metadata_unless_at_free() {
     for policy in [
@@ -425,9 +449,10 @@ proptest! {
 }
 
 #[test]
-fn write_set_of_init_on_the_seed_cases() {
-    // The cases the seeds name: reuse at B+1 (old page[1]), B+2 (old
-    // page[2]), B+5, and an order-4 folio at B+16, over an order-9 folio.
+fn write_set_of_init_on_the_hazard_cases() {
+    // The cases of hazards H1-H5 (docs/hazards.md): reuse at B+1 (old
+    // page[1]), B+2 (old page[2]), B+5, and an order-4 folio at B+16, over
+    // an order-9 folio.
     for policy in [
         ReinitPolicy::AtAlloc,
         ReinitPolicy::AtFree,
@@ -474,6 +499,7 @@ fn h1(policy: ReinitPolicy, old: u32, new: u32) -> Result<(), String> {
     fx.unmap()
 }
 
+/// Hazard H1: `docs/hazards.md`.
 #[test]
 fn h1_stale_order_byte_is_a_stale_lock_only_without_reinit() {
     for old in [1, 3, 5, 7, 9] {
@@ -518,6 +544,7 @@ fn h2(policy: ReinitPolicy) -> Result<(), String> {
     fx.unmap()
 }
 
+/// Hazard H2: `docs/hazards.md`.
 #[test]
 fn h2_stale_pg_head_puts_too_many_references_only_without_reinit() {
     h2(ReinitPolicy::AtAlloc).unwrap();
@@ -548,6 +575,7 @@ fn h3(policy: ReinitPolicy, old: u32) -> Result<(), String> {
     fx.unmap()
 }
 
+/// Hazard H3: `docs/hazards.md`.
 #[test]
 fn h3_nr_pages_alias_is_cleared_in_place_only_with_reinit() {
     for old in [2, 4, 8, 9] {
@@ -601,6 +629,7 @@ fn h4(policy: ReinitPolicy) -> Result<(), String> {
     fx.unmap()
 }
 
+/// Hazard H4: `docs/hazards.md`.
 #[test]
 fn h4_stale_tail_link_resolves_to_the_old_head_only_without_reinit() {
     h4(ReinitPolicy::AtAlloc).unwrap();
@@ -645,6 +674,7 @@ fn h5(policy: ReinitPolicy, rounds: usize) -> Result<(), String> {
     fx.unmap()
 }
 
+/// Hazard H5: `docs/hazards.md`.
 #[test]
 #[cfg_attr(miri, ignore = "threads and many rounds; covered natively")]
 fn h5_concurrent_reuse_of_disjoint_sub_ranges() {
@@ -682,6 +712,7 @@ fn h5_migrate_device_split_page_writes_the_whole_old_folio() {
     assert_eq!(w.count(), 1);
 }
 
+/// Hazard H1: `docs/hazards.md`.
 fn h1_after_split(fx: &Fx) -> Result<(), String> {
     let f = fx.alloc(B + 1, 0).map_err(|e| e.to_string())?;
     well_formed(fx, B + 1, 0)?;
@@ -750,6 +781,7 @@ fn well_formed_piece(fx: &Fx, head: usize, order: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// Hazard H10: `docs/hazards.md`.
 #[test]
 fn h10_split_callback_must_restore_pgmap_before_reading_it() {
     for new in [0, 2, 4] {
@@ -780,6 +812,95 @@ fn split_without_a_driver_op_restores_pgmap_and_mapping_itself() {
     }
 }
 
+/// 7.0's `__folio_freeze_and_split_unmapped()`: each new folio's callback
+/// runs while that folio is still frozen (refcount 0), before it is
+/// unfrozen; the final `(orig, NULL)` call runs while the original is still
+/// frozen. Afterwards every piece has refcount 1.
+#[test]
+fn split_callbacks_see_frozen_folios() {
+    let drv = Driver {
+        record_split_refs: true,
+        ..Driver::default()
+    };
+    let fx = fixture_with(ReinitPolicy::AtAlloc, 2048, drv);
+    let f = fx.alloc(B, 9).unwrap();
+    f.set_mapping(0x4000 | PAGE_MAPPING_ANON);
+    folio_split_unmapped(f, ord(0)).unwrap();
+    let seen = fx.drv.split_refs.lock().clone();
+    assert_eq!(seen.len(), 512);
+    for (k, &(new, orig)) in seen[..511].iter().enumerate() {
+        assert_eq!(new, Some((B + k + 1, 0)), "callback {k}: new folio frozen");
+        assert_eq!(orig, 0, "callback {k}: original frozen");
+    }
+    assert_eq!(seen[511], (None, 0), "final call before the unfreeze");
+    for j in 0..512 {
+        well_formed_piece(&fx, B + j, 0).unwrap();
+        fx.release(Folio::from_head(fx.page(B + j)));
+    }
+    fx.unmap().unwrap();
+}
+
+/// `folio_split_unmapped()` to order 1 on an anon folio: 7.0 does not call
+/// `folio_check_splittable()`, and `__split_unmapped_folio()` skips order 1
+/// for anon folios, so nothing is split, no WARN, the result is 0, and the
+/// final `(orig, NULL)` callback still runs (on the frozen original).
+#[test]
+fn anon_split_to_order_1_is_a_noop_with_the_final_callback() {
+    let drv = Driver {
+        record_split_refs: true,
+        ..Driver::default()
+    };
+    let fx = fixture_with(ReinitPolicy::AtAlloc, 2048, drv);
+    let base = fx.refs();
+    let f = fx.alloc(B, 9).unwrap();
+    f.set_mapping(0x4000 | PAGE_MAPPING_ANON);
+    let before = fx.snapshot();
+    let (r, w) = capture(|| folio_split_unmapped(f, ord(1)));
+    assert_eq!(r, Ok(()));
+    assert_eq!(w.count(), 0, "no WARN");
+    assert_eq!(*fx.drv.split_refs.lock(), vec![(None, 0)]);
+    assert_eq!(
+        (f.order(), f.ref_count(), f.test_locked()),
+        (ord(9), 1, true)
+    );
+    let after = fx.snapshot();
+    assert_eq!(
+        changed(&before, &after),
+        Vec::<usize>::new(),
+        "nothing split"
+    );
+    // The core split alone: also nothing, also Ok.
+    assert_eq!(split_unmapped_folio(f, ord(1)), Ok(()));
+    assert_eq!(f.order(), ord(9));
+    fx.release(f);
+    assert_eq!(fx.refs(), base);
+    fx.unmap().unwrap();
+}
+
+/// `folio_set_order()`'s `VM_WARN_ON_ONCE(order > MAX_FOLIO_ORDER)`: 22 on
+/// x86-64 with `ZONE_DEVICE` and hugetlb. It warns and still writes the
+/// order (only order 0 or a small folio makes it return).
+#[test]
+fn set_order_above_max_folio_order_warns_and_still_writes() {
+    assert_eq!(MAX_FOLIO_ORDER, 22);
+    let fx = fixture(ReinitPolicy::AtAlloc);
+    let f = fx.alloc(B, 9).unwrap();
+    let ((), w) = capture(|| f.set_order(ord(22)));
+    assert_eq!(w.count_matching("MAX_FOLIO_ORDER"), 0);
+    assert_eq!(f.order(), ord(22));
+    let ((), w) = capture(|| f.set_order(ord(23)));
+    assert_eq!(w.count_matching("MAX_FOLIO_ORDER"), 1);
+    assert_eq!(f.order(), ord(23), "written anyway");
+    assert_eq!(f.nr_pages(), PageCount::new(1 << 23));
+    // Order 0 is refused (and not written).
+    let ((), w) = capture(|| f.set_order(Order::ZERO));
+    assert_eq!(w.count_matching("order 0 or not a large folio"), 1);
+    assert_eq!(f.order(), ord(23));
+    f.set_order(ord(9));
+    fx.release(f);
+    fx.unmap().unwrap();
+}
+
 #[test]
 fn split_refuses_bad_requests() {
     let fx = fixture(ReinitPolicy::AtAlloc);
@@ -788,10 +909,6 @@ fn split_refuses_bad_requests() {
     let (r, _) = capture(|| folio_split_unmapped(f, ord(0)));
     assert_eq!(r, Err(Errno::EINVAL));
     f.set_mapping(0x4000 | PAGE_MAPPING_ANON);
-    // Anon folios cannot be order 1.
-    let (r, w) = capture(|| folio_split_unmapped(f, ord(1)));
-    assert_eq!(r, Err(Errno::EINVAL));
-    assert_eq!(w.count_matching("order-1"), 1);
     // Not lower than the current order.
     let (r, _) = capture(|| folio_split_unmapped(f, ord(4)));
     assert_eq!(r, Err(Errno::EINVAL));
@@ -814,6 +931,90 @@ fn split_refuses_bad_requests() {
         capture(|| piece.pgmap()).0.is_none(),
         "the core split leaves the new folio's pgmap erased (H10)"
     );
+}
+
+// ---------------------------------------------------------------------------
+// H19: the free path must not touch the folio after folio_free.
+
+/// A driver whose `folio_free` hands the freed pages straight to another
+/// allocation: it builds an order-1 folio at page 0, over the page just
+/// freed (page 1 becomes its tail), as a driver on another CPU could the
+/// moment `folio_free` returns.
+#[derive(Default)]
+struct ReallocAtOnce {
+    /// Head index of the folio built inside `folio_free`.
+    built: Mutex<Option<usize>>,
+}
+
+impl DevPagemapOps for ReallocAtOnce {
+    fn folio_free(&self, folio: Folio<'_>) {
+        if folio.page().index() != 1 {
+            return;
+        }
+        let pgmap = folio.page().owner();
+        let head = Folio::from_head(PageRef::new(pgmap, 0).unwrap());
+        let f = zone_device_folio_init(head, pgmap, ord(1)).unwrap();
+        f.unlock();
+        *self.built.lock() = Some(f.page().index());
+    }
+
+    fn migrate_to_ram(&self, _vmf: &VmFault<'_>) -> Result<(), Errno> {
+        Ok(())
+    }
+}
+
+/// H19 (399289849560, "`mm/zone_device`: do not touch device folio after
+/// calling ->`folio_free()`"): an order-0 folio at page 1 is freed while the
+/// driver reuses page 1 as the tail of a new order-1 folio at page 0.
+/// `Fixed` drops the reference on the pagemap read at entry: no WARN, and
+/// once the new folio is freed only the initial reference is left.
+/// `V7_0` re-reads `folio->pgmap` after `folio_free`, finds the tail link
+/// (the kernel would use `page 0 + 1` as a `struct dev_pagemap *`), and the
+/// pagemap leaks the reference: teardown never finishes. Returns the WARNs
+/// and the references left after everything was freed.
+fn h19(path: FreePath) -> (usize, i64, Result<(), Errno>) {
+    let space = DevicePrivateSpace::new();
+    let drv = Arc::new(ReallocAtOnce::default());
+    let params = PagemapParams::private(PageCount::new(2), Owner(7), drv.clone());
+    let pm = space.memremap_device_private_pagemap(params, 0).unwrap();
+    pm.set_free_path(path);
+    assert_eq!(pm.free_path(), path);
+    let x = zone_device_page_init(PageRef::new(&pm, 1).unwrap(), &pm, Order::ZERO).unwrap();
+    x.unlock();
+    assert_eq!(pm.percpu_ref().count(), 2);
+    let ((), w) = capture(|| folio_put(x));
+    let warns = w.count_matching("folio->pgmap is not a pagemap");
+    assert_eq!(*drv.built.lock(), Some(0), "the driver reused page 1");
+    assert!(PageRef::new(&pm, 1).unwrap().is_tail());
+    folio_put(Folio::from_head(PageRef::new(&pm, 0).unwrap()));
+    let left = pm.percpu_ref().count();
+    let unmap = space.try_memunmap_device_private_pagemap(&pm, Duration::from_millis(50));
+    (warns, left, unmap)
+}
+
+/// Hazard H19: `docs/hazards.md`.
+#[test]
+fn h19_free_path_does_not_reread_the_folio() {
+    assert_eq!(FreePath::default(), FreePath::Fixed);
+    assert_eq!(h19(FreePath::Fixed), (0, 1, Ok(())));
+    // 7.0-rc6: the re-read finds page 0's tail link; one reference leaks
+    // and the pagemap cannot be torn down.
+    assert_eq!(h19(FreePath::V7_0), (1, 2, Err(Errno::EBUSY)));
+}
+
+/// Without a reallocation in between, `V7_0` re-reads the same pagemap and
+/// behaves as `Fixed`: the bug needs the race (or the eager driver above).
+#[test]
+fn h19_v7_0_is_harmless_without_a_reuse() {
+    let fx = fixture(ReinitPolicy::AtAlloc);
+    fx.pm.set_free_path(FreePath::V7_0);
+    let base = fx.refs();
+    for order in [0, 1, 9] {
+        let (f, w) = capture(|| fx.alloc(B, order).unwrap());
+        fx.release(f);
+        assert_eq!((w.count(), fx.refs()), (0, base), "order {order}");
+    }
+    fx.unmap().unwrap();
 }
 
 // ---------------------------------------------------------------------------
@@ -849,6 +1050,7 @@ fn residue(policy: ReinitPolicy) -> ([Vec<(usize, u64)>; 2], u64) {
     )
 }
 
+/// Hazard H16: `docs/hazards.md`.
 #[test]
 fn h16_residue_left_by_each_policy() {
     let second = 1 << PG_HAS_HWPOISONED | 1 << PG_LARGE_RMAPPABLE | 1 << PG_PARTIALLY_MAPPED;
@@ -928,6 +1130,7 @@ fn h17(policy: ReinitPolicy) -> Result<Vec<u32>, String> {
     Ok(accepted)
 }
 
+/// Hazard H17: `docs/hazards.md`.
 #[test]
 fn h17_order_check_compares_an_order_with_a_page_count() {
     assert!((0u32..64).all(|o| u64::from(o) <= MAX_ORDER_NR_PAGES));

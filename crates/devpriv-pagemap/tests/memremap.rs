@@ -2,17 +2,19 @@
 //!
 //! Kernel: `memremap_device_private_pagemap()`,
 //! `memunmap_device_private_pagemap()`, `device_private_offset_to_page()`,
-//! `device_private_page_to_offset()` (`mm/memremap.c`, series v6).
+//! `device_private_page_to_offset()` (`mm/memremap.c`, v6 proposal).
 
 use devpriv_core::warn::capture;
 use devpriv_core::{
     DevicePrivateAddr, DevicePrivateOffset, Errno, PAGE_SIZE, PageCount, PagingMode,
 };
 use devpriv_pagemap::mm_types::word;
-use devpriv_pagemap::page_flags::{PG_RESERVED, ZONE_DEVICE, flags_node, flags_zone};
+use devpriv_pagemap::page_flags::{
+    LAST_CPUPID_MASK, PG_RESERVED, ZONE_DEVICE, flags_last_cpupid, flags_node, flags_zone,
+};
 use devpriv_pagemap::{
-    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, MemoryType, NoopOps, Owner, Packing,
-    PagemapParams, SpaceConfig, VmFault,
+    DevPagemap, DevPagemapOps, DevicePrivateSpace, Folio, MAX_PAGEMAP_PAGES, MemoryType, NoopOps,
+    Owner, Packing, PagemapParams, SpaceConfig, VmFault,
 };
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -66,6 +68,15 @@ fn memremap_initialises_every_page_like_init_zone_device_page() {
         assert!(p.test_flag(PG_RESERVED));
         assert_eq!(flags_zone(p.flags()), ZONE_DEVICE);
         assert_eq!(flags_node(p.flags()), 3);
+        // The raw word: node on top, zone below, LAST_CPUPID all ones
+        // (page_cpupid_reset_last()), then PG_reserved and nothing else.
+        assert_eq!(p.flags() >> 54, 3, "node in bits 54-63");
+        assert_eq!((p.flags() >> 51) & 7, ZONE_DEVICE, "zone in bits 51-53");
+        assert_eq!(flags_last_cpupid(p.flags()), LAST_CPUPID_MASK);
+        assert_eq!(
+            p.flags(),
+            3 << 54 | ZONE_DEVICE << 51 | LAST_CPUPID_MASK << 30 | 1 << PG_RESERVED
+        );
         assert_eq!(
             p.raw(word::COMPOUND_HEAD),
             pm.cookie().get(),
@@ -81,6 +92,47 @@ fn memremap_initialises_every_page_like_init_zone_device_page() {
     assert!(pm.is_unmapped() && space.is_empty());
     assert!(pm.done().is_done());
     space.validate().unwrap();
+}
+
+/// The pages array is one `kvzalloc()`, before `mtree_alloc_range()`:
+/// 2^25 pages (128 GiB) or more is `ENOMEM` with a WARN, whatever the tree
+/// would have said, and nothing is reserved. Just below the cap the tree
+/// decides. No test allocates the 2 GiB array.
+#[test]
+fn pages_array_over_int_max_is_enomem_before_the_tree() {
+    assert_eq!(MAX_PAGEMAP_PAGES, (1 << 25) - 1);
+    assert!(i32::try_from(MAX_PAGEMAP_PAGES * 64).is_ok());
+    assert!((MAX_PAGEMAP_PAGES + 1) * 64 > i32::MAX as u64);
+    let over = MAX_PAGEMAP_PAGES + 1;
+    let enomem = |space: &DevicePrivateSpace, nr: u64| {
+        let (r, w) = capture(|| space.memremap_device_private_pagemap(params(nr), 0));
+        assert_eq!(r.map(|_| ()), Err(Errno::ENOMEM), "{nr} pages");
+        assert_eq!(w.count_matching("INT_MAX"), 1, "one kvmalloc WARN");
+    };
+    // (a) The default 64 TiB space could hold it: ENOMEM all the same.
+    let space = DevicePrivateSpace::new();
+    enomem(&space, over);
+    assert!(space.is_empty());
+    // (b) A space smaller than the request: the kernel's tree would say
+    // EINVAL, but the allocation fails first.
+    let small = small_space(Packing::KernelExact, 30);
+    enomem(&small, over);
+    enomem(&small, u64::MAX);
+    // (c) A full space: ENOMEM, not EBUSY.
+    let all = small
+        .memremap_device_private_pagemap(params(1 << 18), 0)
+        .unwrap();
+    enomem(&small, over);
+    // (d) Just below the cap the tree decides: EINVAL (larger than the
+    // space) or EBUSY, without the WARN.
+    let (r, w) = capture(|| small.memremap_device_private_pagemap(params(MAX_PAGEMAP_PAGES), 0));
+    assert_eq!(r.map(|_| ()), Err(Errno::EINVAL));
+    assert_eq!(w.count_matching("INT_MAX"), 0);
+    let (r, w) = capture(|| small.memremap_device_private_pagemap(params(1), 0));
+    assert_eq!(r.map(|_| ()), Err(Errno::EBUSY));
+    assert_eq!(w.count_matching("INT_MAX"), 0);
+    small.memunmap_device_private_pagemap(&all).unwrap();
+    small.validate().unwrap();
 }
 
 #[test]
@@ -100,6 +152,7 @@ fn negative_nid_means_the_current_node() {
     miri,
     ignore = "slow under Miri (index scans); the logic is covered by the native run"
 )]
+/// Hazard H7: `docs/hazards.md`.
 fn offset_and_page_round_trip_across_pagemaps() {
     for packing in [Packing::KernelExact, Packing::SectionAligned] {
         let space = DevicePrivateSpace::with_config(SpaceConfig {
@@ -146,6 +199,8 @@ fn offset_and_page_round_trip_across_pagemaps() {
 
 /// Offsets in gaps, beyond the space, and after unmap give `None` and a
 /// `WARN` (H7d, H14, H15).
+///
+/// Hazards H7, H14, H15: `docs/hazards.md`.
 #[test]
 fn gaps_and_unmapped_offsets_give_none_and_warn() {
     let space = DevicePrivateSpace::with_config(SpaceConfig {
@@ -234,13 +289,19 @@ fn invalid_params_are_rejected_and_leave_nothing_behind() {
             "no owner",
         ),
         (params(0), ""),
-        (params(u64::MAX), ""),
-        (params((1 << 34) + 1), ""),
+        // kvzalloc() of the pages array fails before the tree is asked.
+        (params(u64::MAX), "INT_MAX"),
+        (params((1 << 34) + 1), "INT_MAX"),
     ];
     for (p, warning) in cases {
         let what = format!("{p:?}");
+        let want = if warning == "INT_MAX" {
+            Errno::ENOMEM
+        } else {
+            Errno::EINVAL
+        };
         let (r, w) = capture(|| space.memremap_device_private_pagemap(p, 0));
-        assert_eq!(r.unwrap_err(), Errno::EINVAL, "{what}");
+        assert_eq!(r.unwrap_err(), want, "{what}");
         if !warning.is_empty() {
             assert_eq!(w.count_matching(warning), 1, "{what}");
         }
@@ -256,6 +317,7 @@ fn invalid_params_are_rejected_and_leave_nothing_behind() {
     assert_eq!(pm.first_offset(), off(0));
 }
 
+/// Hazard H14: `docs/hazards.md`.
 #[test]
 fn exhaustion_gives_ebusy_and_freed_space_is_reused() {
     // A 16 MiB space: 4096 pages.
@@ -293,6 +355,8 @@ fn exhaustion_gives_ebusy_and_freed_space_is_reused() {
 
 /// Unmap waits until every allocated page is freed; the bounded variant
 /// gives EBUSY; the range is reusable afterwards (H11).
+///
+/// Hazard H11: `docs/hazards.md`.
 #[test]
 fn unmap_waits_for_allocated_pages() {
     let space = DevicePrivateSpace::new();

@@ -2,7 +2,8 @@
 //! for the maple tree.
 //!
 //! Kernel: `lib/maple_tree.c`, `include/linux/maple_tree.h`, with
-//! `MT_FLAGS_ALLOC_RANGE` (the flavour behind `device_private_pgmap_tree`).
+//! `MT_FLAGS_ALLOC_RANGE` (main; the v6 proposal's
+//! `device_private_pgmap_tree` is one).
 //!
 //! A [`RangeTree<T>`] maps non-overlapping inclusive ranges of `u64` keys to
 //! values, as `struct maple_tree` maps `[index, last]` to entries. It can
@@ -85,7 +86,7 @@ const RETIRE_BATCH: usize = 1;
 /// A failed allocation: the value comes back with the reason.
 ///
 /// Kernel: the `-EBUSY` / `-EINVAL` return of `mtree_alloc_range()`;
-/// `AllocError<T>` in `rust/kernel/maple_tree.rs`.
+/// `AllocError<T>` in `rust/kernel/maple_tree.rs` (main).
 pub struct AllocError<T> {
     /// The value that was not stored.
     pub value: T,
@@ -96,7 +97,7 @@ pub struct AllocError<T> {
 /// A failed insertion: the value comes back with the reason.
 ///
 /// Kernel: the `-EEXIST` / `-EINVAL` return of `mtree_insert_range()`;
-/// `InsertError<T>` in `rust/kernel/maple_tree.rs`.
+/// `InsertError<T>` in `rust/kernel/maple_tree.rs` (main).
 pub struct InsertError<T> {
     /// The value that was not stored.
     pub value: T,
@@ -132,7 +133,7 @@ value_error!(InsertError, "range insertion");
 /// What [`RangeTree::validate`] found wrong.
 ///
 /// Kernel: the checks `mt_validate()` makes before `MT_BUG_ON` (its
-/// messages, typed).
+/// messages, typed, main).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ValidateError {
     /// A node breaks a rule.
@@ -156,7 +157,7 @@ pub enum ValidateError {
 ///
 /// Kernel: the `mt_validate()` checks (`mas_validate_limits()`,
 /// `mas_validate_gaps()`, `mt_validate_nulls()`, `mas_validate_child_slot()`
-/// in spirit).
+/// in spirit, main).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NodeFault {
     /// More slots used than a node has.
@@ -365,7 +366,7 @@ impl<T> Writer<T> {
 /// allocator; lock-free lookups.
 ///
 /// Kernel: `struct maple_tree` initialised with `MT_FLAGS_ALLOC_RANGE`
-/// (`MTREE_INIT(name, MT_FLAGS_ALLOC_RANGE)`), `lib/maple_tree.c`.
+/// (`MTREE_INIT(name, MT_FLAGS_ALLOC_RANGE)`), `lib/maple_tree.c` (main).
 ///
 /// # Invariants
 ///
@@ -413,7 +414,7 @@ impl<T> Drop for RangeTree<T> {
 impl<T: Clone + Send + Sync> RangeTree<T> {
     /// An empty tree.
     ///
-    /// Kernel: `mt_init_flags(mt, MT_FLAGS_ALLOC_RANGE)`.
+    /// Kernel: `mt_init_flags(mt, MT_FLAGS_ALLOC_RANGE)` (main).
     pub fn new() -> Self {
         Self::with_mutants(Mutants::NONE)
     }
@@ -452,14 +453,14 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
 
     /// `true` if no range is stored.
     ///
-    /// Kernel: `mtree_empty()`.
+    /// Kernel: `mtree_empty()` (main).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Enters a read-side section for lock-free lookups.
     ///
-    /// Kernel: `rcu_read_lock()` (which `mtree_load()` takes internally).
+    /// Kernel: `rcu_read_lock()` (which `mtree_load()` takes internally, main).
     ///
     /// # Differences from the kernel
     ///
@@ -476,7 +477,7 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
     /// a multiple of `align` and lies inside `window`. Returns the start.
     ///
     /// Kernel: `mtree_alloc_range(mt, &start, entry, size, min, max, gfp)`,
-    /// `lib/maple_tree.c` (lowest fit, `mas_empty_area()`).
+    /// `lib/maple_tree.c` (lowest fit, `mas_empty_area()`, main).
     ///
     /// # Differences from the kernel
     ///
@@ -503,7 +504,7 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
 
     /// As [`alloc_range`](Self::alloc_range), but the highest free range.
     ///
-    /// Kernel: `mtree_alloc_rrange()`, `lib/maple_tree.c` (`mas_empty_area_rev()`).
+    /// Kernel: `mtree_alloc_rrange()`, `lib/maple_tree.c` (`mas_empty_area_rev()`, main).
     ///
     /// # Differences from the kernel
     ///
@@ -526,7 +527,7 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
     /// The start [`alloc_range`](Self::alloc_range) would choose, without
     /// storing anything.
     ///
-    /// Kernel: `mas_empty_area(mas, min, max, size)`, `lib/maple_tree.c`.
+    /// Kernel: `mas_empty_area(mas, min, max, size)`, `lib/maple_tree.c` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -549,7 +550,7 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
 
     /// As [`find_gap`](Self::find_gap), but the highest fit.
     ///
-    /// Kernel: `mas_empty_area_rev()`, `lib/maple_tree.c`.
+    /// Kernel: `mas_empty_area_rev()`, `lib/maple_tree.c` (main).
     ///
     /// # Errors
     ///
@@ -643,7 +644,7 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
     /// Stores `value` at exactly `range`.
     ///
     /// Kernel: `mtree_insert_range(mt, first, last, entry, gfp)`,
-    /// `lib/maple_tree.c`.
+    /// `lib/maple_tree.c` (main).
     ///
     /// # Errors
     ///
@@ -674,7 +675,7 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
     /// Removes the whole range that contains `index` and returns its value.
     /// `None` if `index` is in a gap.
     ///
-    /// Kernel: `mtree_erase(mt, index)`, `lib/maple_tree.c`.
+    /// Kernel: `mtree_erase(mt, index)`, `lib/maple_tree.c` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -719,7 +720,7 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
     /// tree (and the value copies only they held).
     ///
     /// Kernel: `rcu_barrier()` (or `synchronize_rcu()` before freeing what
-    /// `mtree_erase()` returned).
+    /// `mtree_erase()` returned, main).
     ///
     /// # Panics
     ///
@@ -748,7 +749,7 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
     /// equal leaf depth, the pivots and gap bookkeeping of every internal
     /// slot, and the entry count.
     ///
-    /// Kernel: `mt_validate()`, `lib/maple_tree.c`.
+    /// Kernel: `mt_validate()`, `lib/maple_tree.c` (main).
     ///
     /// # Errors
     ///
@@ -892,7 +893,7 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
 /// A read-side section of a [`RangeTree`]: lookups through it take no lock
 /// and write no shared memory.
 ///
-/// Kernel: the `rcu_read_lock()` section around `mtree_load()`.
+/// Kernel: the `rcu_read_lock()` section around `mtree_load()` (main).
 #[must_use = "the read-side section ends when the guard is dropped"]
 pub struct ReadGuard<'t, T> {
     tree: &'t RangeTree<T>,
@@ -912,7 +913,7 @@ impl<'t, T: Clone + Send + Sync> ReadGuard<'t, T> {
 
     /// The range that contains `index` and its value, or `None` in a gap.
     ///
-    /// Kernel: `mtree_load(mt, index)`, `lib/maple_tree.c`.
+    /// Kernel: `mtree_load(mt, index)`, `lib/maple_tree.c` (main).
     ///
     /// # Differences from the kernel
     ///
@@ -926,14 +927,14 @@ impl<'t, T: Clone + Send + Sync> ReadGuard<'t, T> {
     /// The first range that ends at or after `index`, which may start after
     /// it.
     ///
-    /// Kernel: `mt_find(mt, &index, ULONG_MAX)`.
+    /// Kernel: `mt_find(mt, &index, ULONG_MAX)` (main).
     pub fn find_from(&self, index: u64) -> Option<(RangeInclusive<u64>, &T)> {
         node::lower_bound(self.root(), index).map(|(first, last, v)| (first..=last, v))
     }
 
     /// Every stored range, in order.
     ///
-    /// Kernel: `mt_for_each(mt, entry, index, ULONG_MAX)`.
+    /// Kernel: `mt_for_each(mt, entry, index, ULONG_MAX)` (main).
     pub fn iter(&self) -> Iter<'_, T> {
         Iter {
             stack: vec![(self.root(), 0)],
@@ -943,7 +944,7 @@ impl<'t, T: Clone + Send + Sync> ReadGuard<'t, T> {
 
 /// In-order iterator over a tree version, from [`ReadGuard::iter`].
 ///
-/// Kernel: `mt_for_each()` / `mas_find()`.
+/// Kernel: `mt_for_each()` / `mas_find()` (main).
 pub struct Iter<'g, T> {
     stack: Vec<(&'g Node<T>, usize)>,
 }

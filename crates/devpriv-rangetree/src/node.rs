@@ -2,7 +2,7 @@
 //! them: path copying, and the maple tree's in-place child store.
 //!
 //! Kernel: `struct maple_arange_64` (allocation-tree node with a `gap[]`
-//! per slot) and `struct maple_range_64` (leaf), `lib/maple_tree.c`.
+//! per slot) and `struct maple_range_64` (leaf), `lib/maple_tree.c` (main).
 //!
 //! A leaf holds up to [`B`] entries (`first`, `last`, value), sorted; it is
 //! never modified once built. An internal node holds up to `B` children and
@@ -116,7 +116,8 @@ pub(crate) enum Kind<T> {
 /// look at it. Kept exact by every write.
 ///
 /// Kernel: the `gap[]` of `struct maple_arange_64` (which the maple tree
-/// also updates in place, `mas_update_gap()`), plus the spans.
+/// also updates in place, `mas_update_gap()`; `lib/maple_tree.c`, main),
+/// plus the spans.
 #[derive(Clone, Copy)]
 pub(crate) struct Meta {
     /// First key stored below child `i`.
@@ -262,7 +263,7 @@ impl<T> NodePtr<T> {
 
 /// Node allocations waiting for reuse.
 ///
-/// Kernel: the maple tree's `maple_node_cache` (a `kmem_cache`). Writers
+/// Kernel: the maple tree's `maple_node_cache` (a `kmem_cache`, main). Writers
 /// build a node per write (more when they copy a path) and get as many
 /// back after each grace period; recycling the memory keeps `malloc` off
 /// the write path. Only the writer-lock holder can reach a tree's cache,
@@ -709,7 +710,7 @@ impl<T: Clone> NodeData<T> {
 
 /// The entry that contains `index`, as (first, last, value).
 ///
-/// Kernel: `mtree_load()` (`mas_walk()`'s descent). One pass down the
+/// Kernel: `mtree_load()` (`mas_walk()`'s descent, main). One pass down the
 /// pivots: an entry holding `index` can only be in the child they route to.
 #[inline]
 pub(crate) fn load<T>(mut node: &Node<T>, index: u64) -> Option<(u64, u64, &T)> {
@@ -730,7 +731,7 @@ pub(crate) fn load<T>(mut node: &Node<T>, index: u64) -> Option<(u64, u64, &T)> 
 
 /// The entry with the lowest `last >= index`, as (first, last, value).
 ///
-/// Kernel: `mt_find()` (`mas_find()`). A stale pivot can send the descent
+/// Kernel: `mt_find()` (`mas_find()`, main). A stale pivot can send the descent
 /// into a child that holds nothing at or after `index`; the next child's
 /// first entry is then the answer, so the search moves on one slot.
 pub(crate) fn lower_bound<T>(node: &Node<T>, index: u64) -> Option<(u64, u64, &T)> {
@@ -1054,7 +1055,7 @@ pub(crate) fn remove_in_place<T: Clone>(
 /// What a gap search is looking for.
 ///
 /// Kernel: the arguments of `mas_empty_area()` / `mas_empty_area_rev()`,
-/// plus a power-of-two alignment.
+/// plus a power-of-two alignment (main).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Fit {
     pub(crate) size: u64,

@@ -2,7 +2,7 @@
 //!
 //! Kernel: `mm/memory.c` (`handle_mm_fault()`, `handle_pte_fault()`,
 //! `do_anonymous_page()`, `do_swap_page()`, `do_wp_page()`),
-//! `mm/huge_memory.c` (`do_huge_pmd_device_private()`).
+//! `mm/huge_memory.c` (`do_huge_pmd_device_private()`, 7.0).
 //!
 //! A fault on a device-private PTE or PMD locks the page, takes a
 //! reference and calls the owning pagemap's `migrate_to_ram` with a
@@ -41,7 +41,7 @@ devpriv_core::flags! {
     /// Why the CPU faulted.
     ///
     /// Kernel: `enum fault_flag` (the `FAULT_FLAG_WRITE` bit),
-    /// `include/linux/mm_types.h`.
+    /// `include/linux/mm_types.h` (main).
     pub struct FaultFlags: u32 {
         /// A read access.
         ///
@@ -49,7 +49,7 @@ devpriv_core::flags! {
         const READ = 0;
         /// A write access.
         ///
-        /// Kernel: `FAULT_FLAG_WRITE`.
+        /// Kernel: `FAULT_FLAG_WRITE` (main).
         const WRITE = 1;
     }
 }
@@ -57,7 +57,7 @@ devpriv_core::flags! {
 impl FaultFlags {
     /// `true` for a write access.
     ///
-    /// Kernel: `vmf->flags & FAULT_FLAG_WRITE`.
+    /// Kernel: `vmf->flags & FAULT_FLAG_WRITE` (main).
     pub const fn is_write(self) -> bool {
         self.0 & 1 != 0
     }
@@ -65,18 +65,18 @@ impl FaultFlags {
 
 /// What a fault that did not fail did.
 ///
-/// Kernel: the non-error `vm_fault_t` values.
+/// Kernel: the non-error `vm_fault_t` values (main).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum VmFaultResult {
     /// The entry was fixed up (or already fine): the access can go ahead.
     ///
-    /// Kernel: `0`.
+    /// Kernel: `0` (main).
     Done,
     /// The entry is being migrated, or its page is locked by someone else:
     /// try the access again later.
     ///
     /// Kernel: `migration_entry_wait()` / `softleaf_entry_wait_on_locked()`
-    /// then `0` (the access refaults), or `VM_FAULT_RETRY`.
+    /// then `0` (the access refaults), or `VM_FAULT_RETRY` (7.0).
     Retry,
 }
 
@@ -84,7 +84,7 @@ pub enum VmFaultResult {
 /// [`VmFault::ctx`]: the faulting address space and VMA. A driver reads it
 /// with [`VmFault::context`].
 ///
-/// Kernel: `vmf->vma` (and through it `vma->vm_mm`).
+/// Kernel: `vmf->vma` (and through it `vma->vm_mm`, main).
 ///
 /// ```
 /// use devpriv_core::Errno;
@@ -103,18 +103,18 @@ pub enum VmFaultResult {
 pub struct FaultContext {
     /// The faulting address space (and through it, the machine's memory).
     ///
-    /// Kernel: `vmf->vma->vm_mm`.
+    /// Kernel: `vmf->vma->vm_mm` (main).
     pub mm: Arc<Mm>,
     /// The VMA the fault is in, as the fault path found it.
     ///
-    /// Kernel: `vmf->vma`.
+    /// Kernel: `vmf->vma` (main).
     pub vma: Vma,
 }
 
 /// Handles a CPU fault at `addr` in `mm`.
 ///
 /// Kernel: `handle_mm_fault(vma, address, flags, regs)` →
-/// `__handle_mm_fault()` → `handle_pte_fault()`, `mm/memory.c`.
+/// `__handle_mm_fault()` → `handle_pte_fault()`, `mm/memory.c` (main).
 ///
 /// | entry at `addr` | what happens |
 /// |---|---|
@@ -221,7 +221,8 @@ pub fn handle_mm_fault(mm: &Arc<Mm>, addr: u64, flags: FaultFlags) -> Result<VmF
     Err(Errno::EFAULT)
 }
 
-/// Kernel: `do_anonymous_page()`, `mm/memory.c` (without the zero page).
+/// Kernel: `do_anonymous_page()`, `mm/memory.c` (its write branch; the read
+/// branch is `map_zero_page`, main).
 fn do_anonymous_page(mm: &Mm, addr: u64, writable: bool) -> Result<VmFaultResult, Errno> {
     let folio = mm.memory().sys().alloc_folio(Order::ZERO)?;
     let r = mm.map_folio_ptes(addr, folio, writable);
@@ -239,7 +240,7 @@ fn do_anonymous_page(mm: &Mm, addr: u64, writable: bool) -> Result<VmFaultResult
 /// PTE, no reference and no rmap.
 ///
 /// Kernel: `do_anonymous_page()` (`!(vmf->flags & FAULT_FLAG_WRITE) &&
-/// !mm_forbids_zeropage()`), `mm/memory.c`.
+/// !mm_forbids_zeropage()`), `mm/memory.c` (main).
 fn map_zero_page(mm: &Mm, addr: u64) -> Result<VmFaultResult, Errno> {
     let entry = Pte::pfn_pte(mm.memory().sys().zero_pfn(), _PAGE_PRESENT | _PAGE_USER)?;
     let g = match mm.pte_alloc_map_lock(addr) {
@@ -256,7 +257,7 @@ fn map_zero_page(mm: &Mm, addr: u64) -> Result<VmFaultResult, Errno> {
 /// place.
 ///
 /// Kernel: `do_wp_page()` → `wp_page_copy()` (`is_zero_pfn()` case),
-/// `mm/memory.c`.
+/// `mm/memory.c` (main).
 fn wp_zero_page(mm: &Mm, addr: u64, orig: Pte) -> Result<VmFaultResult, Errno> {
     let folio = mm.memory().sys().alloc_folio(Order::ZERO)?;
     let r = (|| {
@@ -312,7 +313,7 @@ fn call_migrate_to_ram(
 /// retry.
 ///
 /// Kernel: `do_swap_page()`, `mm/memory.c` (the
-/// `softleaf_is_device_private()` case).
+/// `softleaf_is_device_private()` case, 7.0).
 fn do_swap_page_device_private(
     mm: &Arc<Mm>,
     vma: Vma,
@@ -345,7 +346,7 @@ fn do_swap_page_device_private(
 /// The device-private PMD fault: as [`do_swap_page_device_private`] at PMD
 /// level, `vmf->page` the folio's head, `vmf->pte == NULL`.
 ///
-/// Kernel: `do_huge_pmd_device_private()`, `mm/huge_memory.c`.
+/// Kernel: `do_huge_pmd_device_private()`, `mm/huge_memory.c` (7.0).
 fn do_huge_pmd_device_private(
     mm: &Arc<Mm>,
     vma: Vma,

@@ -153,3 +153,97 @@ proptest! {
         prop_assert_eq!(next.frame(), Some(frame_of(dp, start + n)));
     }
 }
+
+/// x86's `protnone_mask()` inverts the pfn field of **every** non-zero
+/// value without `_PAGE_PRESENT` (`__pte_needs_invert()`), swap entries
+/// included: `pte_pfn()` of a swap PTE is the swap offset shifted right by
+/// 3 (it sits inverted at bit 9), not garbage from the inverted bits.
+#[test]
+fn pte_pfn_inverts_every_non_present_value() {
+    let mode = PagingMode::FourLevel;
+    for off in [8u64, 0x1234_5678, (1 << 34) - 1] {
+        let e = make_device_private_entry(true, DevicePrivateOffset::new(off), mode).unwrap();
+        let pte = Pte::from_swp_entry(e).unwrap();
+        assert_eq!(pte.pfn(), Pfn::new(off >> 3), "offset {off:#x}");
+        assert_eq!(Pmd::from_swp_entry(e).unwrap().pfn(), Pfn::new(off >> 3));
+    }
+    assert_eq!(Pte::NONE.pfn(), Pfn::new(0));
+    // Protnone entries round-trip as before; present ones are not inverted.
+    let p = Pte::pfn_pte(Pfn::new(0x1234), _PAGE_PROTNONE).unwrap();
+    assert_eq!(p.pfn(), Pfn::new(0x1234));
+    assert_ne!(p.raw() >> 12 & 0xffff, 0x1234, "stored inverted");
+    let p = Pte::pfn_pte(Pfn::new(0x1234), _PAGE_PRESENT).unwrap();
+    assert_eq!(p.raw() >> 12, 0x1234);
+}
+
+/// `swap_migration_ad_supported` is computed at boot from the largest swap
+/// offset (`arch_max_swapfile_size()`): with the L1TF mitigation on and few
+/// `x86_cache_bits`, migration entries have no room for the young/dirty
+/// bits, so a page comes back from a migration old and clean. Without the
+/// clamp they survive the round trip.
+#[test]
+fn migration_ad_bits_follow_the_machine() {
+    use devpriv_migrate::swapops::L1tf;
+    use devpriv_migrate::{
+        FaultFlags, Memory, MigrateVma, MigrateVmaFlags, Mm, MmConfig, SystemMemory, VmFlags,
+        handle_mm_fault, migrate_vma_finalize, migrate_vma_setup,
+    };
+    use devpriv_pagemap::DevicePrivateSpace;
+    use std::sync::Arc;
+
+    let (four, five) = (PagingMode::FourLevel, PagingMode::FiveLevel);
+    let mitigated = |x86_cache_bits| L1tf::Mitigated { x86_cache_bits };
+    assert!(L1tf::NotAffected.swap_migration_ad_supported(four));
+    assert!(L1tf::NotAffected.swap_migration_ad_supported(five));
+    assert!(!mitigated(39).swap_migration_ad_supported(four));
+    assert!(!mitigated(45).swap_migration_ad_supported(four));
+    assert!(mitigated(46).swap_migration_ad_supported(four));
+    assert!(!mitigated(46).swap_migration_ad_supported(five));
+    assert!(mitigated(52).swap_migration_ad_supported(five));
+    assert_eq!(mitigated(39).max_swapfile_size(), 1 << 29);
+    assert_eq!(L1tf::NotAffected.max_swapfile_size(), 1 << 50);
+
+    for (l1tf, kept) in [(L1tf::NotAffected, true), (mitigated(39), false)] {
+        let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(16)).unwrap();
+        let mem = Memory::new(Arc::new(sys), Arc::new(DevicePrivateSpace::new()));
+        let config = MmConfig {
+            l1tf,
+            ..MmConfig::default()
+        };
+        assert_eq!(config.swap_migration_ad_supported(), kept);
+        let mm = Mm::new(&mem, config);
+        let base = 0x7f00_0000_0000;
+        let vma = mm
+            .mmap_write_lock()
+            .mmap_anon(base, 4096, VmFlags::RW)
+            .unwrap();
+        handle_mm_fault(&mm, base, FaultFlags::WRITE).unwrap();
+        let young_dirty = _PAGE_ACCESSED | _PAGE_DIRTY;
+        assert_eq!(
+            mm.ptep_get_lockless(base).unwrap().flags() & young_dirty,
+            young_dirty
+        );
+        let mut args = MigrateVma::new(
+            &mm,
+            &vma,
+            base,
+            base + 4096,
+            MigrateVmaFlags::SELECT_SYSTEM,
+            None,
+        );
+        migrate_vma_setup(&mut args).unwrap();
+        let entry = mm.softleaf_at(base);
+        assert!(entry.is_migration());
+        let both = SoftleafFlags {
+            young: kept,
+            dirty: kept,
+        };
+        assert_eq!(entry.to_flags(mm.paging()), both, "{l1tf:?}");
+        // No destination: the page is restored from the entry.
+        migrate_vma_finalize(&mut args);
+        let pte = mm.ptep_get_lockless(base).unwrap();
+        assert!(pte.is_present());
+        let want = if kept { young_dirty } else { 0 };
+        assert_eq!(pte.flags() & young_dirty, want, "{l1tf:?}");
+    }
+}

@@ -7,8 +7,8 @@ use devpriv_migrate::swapops::{
     MigrationKind, make_device_exclusive_entry, make_device_private_entry, make_migration_entry,
 };
 use devpriv_migrate::{
-    Memory, Mm, MmConfig, PageVmaMappedWalk, Pmd, Pte, PvmwFlags, PvmwTarget, Softleaf, SysFolio,
-    SystemMemory, VmFlags, Vma,
+    Memory, Mm, MmConfig, PageVmaMappedWalk, Pmd, Pte, PvmwFlags, PvmwPmdPolicy, PvmwTarget,
+    Softleaf, SysFolio, SystemMemory, VmFlags, Vma,
 };
 use devpriv_pagemap::DevicePrivateSpace;
 use std::sync::Arc;
@@ -204,11 +204,18 @@ fn check_pmd_truth_table() {
 fn walk_pmd_branches_truth_table() {
     const T: u64 = 5000;
     const N: u64 = 1024;
-    for thp_migration in [true, false] {
+    for (thp_migration, pvmw_pmd) in [
+        (true, PvmwPmdPolicy::Fixed),
+        (false, PvmwPmdPolicy::Fixed),
+        (true, PvmwPmdPolicy::V7_0),
+        (false, PvmwPmdPolicy::V7_0),
+    ] {
+        let fixed = pvmw_pmd == PvmwPmdPolicy::Fixed;
         let mm = Mm::new(
             &memory(),
             MmConfig {
                 thp_migration,
+                pvmw_pmd,
                 ..MmConfig::default()
             },
         );
@@ -246,11 +253,14 @@ fn walk_pmd_branches_truth_table() {
                             w.flags().bits(),
                             34,
                             thp_migration,
+                            fixed,
                         );
-                        let cell = (thp_migration, migration, dp, kind, o);
-                        assert_eq!(found, oracle, "{cell:?}");
+                        let cell = (thp_migration, pvmw_pmd, migration, dp, kind, o);
+                        assert_eq!(Some(found), oracle, "{cell:?}");
                         if kind == Kind::DevicePrivate {
-                            assert!(found, "H13: a device-private PMD always matches {cell:?}");
+                            // H13: 7.0 matches any target; the fix checks.
+                            let checked = !migration && dp && overlaps(o);
+                            assert_eq!(found, !fixed || checked, "{cell:?}");
                         }
                         if found {
                             assert!(w.is_pmd_mapped() && w.ptl_held());
@@ -272,8 +282,13 @@ fn memory() -> Memory {
 /// An address space with `len` bytes of RW anon memory at `BASE`, and its
 /// memory.
 pub(crate) fn mm_with(len: u64) -> (Arc<Mm>, Memory) {
+    mm_with_config(len, MmConfig::default())
+}
+
+/// As [`mm_with`], with `config`.
+pub(crate) fn mm_with_config(len: u64, config: MmConfig) -> (Arc<Mm>, Memory) {
     let mem = memory();
-    let mm = Mm::new(&mem, MmConfig::default());
+    let mm = Mm::new(&mem, config);
     mm.mmap_write_lock()
         .mmap_anon(BASE, len, VmFlags::RW)
         .unwrap();

@@ -2,8 +2,9 @@
 //!
 //! Kernel: `zone_device_page_init()`, `zone_device_folio_init()`,
 //! `free_zone_device_folio()`, `zone_device_private_split_cb()`,
-//! `mm/memremap.c` and `include/linux/memremap.h` (spec §5.2–§5.5);
-//! `folio_get()` / `folio_put()`, `include/linux/mm.h`.
+//! `mm/memremap.c` and `include/linux/memremap.h` (7.0; the free path as
+//! fixed by 399289849560, 7.0.y/7.1); `folio_get()` / `folio_put()`,
+//! `include/linux/mm.h`.
 //!
 //! A driver hands out `2^order` free pages (refcount 0) of its pagemap with
 //! [`zone_device_folio_init`]; the folio comes back with refcount 1, locked,
@@ -15,13 +16,14 @@
 //! # Reinit policies
 //!
 //! A freed large folio stays compound in `struct page` memory, and drivers
-//! reuse its pages at other orders and offsets (Xe's buddy allocator, seed
-//! 001). Who undoes the old metadata is the pagemap's [`ReinitPolicy`]:
+//! reuse its pages at other orders and offsets (Xe's DRM-buddy VRAM
+//! allocator, `devpriv_drivers::xe_pool`). Who undoes the old metadata is
+//! the pagemap's [`ReinitPolicy`]:
 //!
 //! | policy | `zone_device_page_init` | `free_zone_device_folio` |
 //! |---|---|---|
 //! | [`AtAlloc`](ReinitPolicy::AtAlloc) (merged, 7.0) | resets every page it hands out, using the `pgmap` argument | `mapping = NULL`, anon-exclusive cleared; nothing else |
-//! | [`AtFree`](ReinitPolicy::AtFree) (Jan 7 sketch) | the 6.19 body: no reset, pgmap read from the page | also undoes the compound state, then `smp_wmb()` (a `Release` fence) before `folio_free` |
+//! | [`AtFree`](ReinitPolicy::AtFree) (free-time sketch of 2026-01-07, never merged) | the 6.19 body: no reset, pgmap read from the page | also undoes the compound state, then `smp_wmb()` (a `Release` fence) before `folio_free` |
 //! | [`None`](ReinitPolicy::None) (6.19) | the 6.19 body | as `AtAlloc` |
 //!
 //! The per-page reset of `AtAlloc` writes only the pages being handed out
@@ -34,7 +36,7 @@
 //! them: the caller owns the pages. `AtFree` is the one place where pages
 //! change hands right after being written, hence its fence.
 
-use super::{DevPagemap, ReinitPolicy};
+use super::{DevPagemap, FreePath, ReinitPolicy};
 use crate::mm_types::{Folio, Page, PageRef, WouldBlock, reset_order_byte_of, word};
 use crate::page_alloc::{prep_compound_head_page, prep_compound_page, prep_compound_tail};
 use crate::page_flags::{
@@ -95,7 +97,8 @@ impl From<InitError> for Errno {
 /// makes the range compound if `order > 0`.
 ///
 /// Kernel: `zone_device_page_init(page, pgmap, order)`, `mm/memremap.c`
-/// (7.0; spec §5.2).
+/// (7.0, from "[PATCH v6 1/5] `mm/zone_device`: Reinitialize large zone
+/// device private folios", 2026-01-16).
 ///
 /// Steps, for policy `AtAlloc`:
 ///
@@ -185,7 +188,7 @@ pub fn zone_device_page_init<'g>(
 /// `PG_large_rmappable`.
 ///
 /// Kernel: `zone_device_folio_init(folio, pgmap, order)`,
-/// `include/linux/memremap.h`.
+/// `include/linux/memremap.h` (7.0).
 ///
 /// `folio` is the head page cast to a folio (`(struct folio *)page`): a
 /// page that used to be a tail is fine.
@@ -359,7 +362,7 @@ fn reset_for_alloc(
 
 /// Takes a reference on a folio the caller already holds one on.
 ///
-/// Kernel: `folio_get()`, `include/linux/mm.h`.
+/// Kernel: `folio_get()`, `include/linux/mm.h` (main).
 ///
 /// # Differences from the kernel
 ///
@@ -397,7 +400,7 @@ pub fn folio_get(folio: Folio<'_>) {
 /// [`free_zone_device_folio`].
 ///
 /// Kernel: `folio_put()`, `include/linux/mm.h` (`__folio_put()` →
-/// `free_zone_device_folio()` for `ZONE_DEVICE` folios).
+/// `free_zone_device_folio()` for `ZONE_DEVICE` folios, main).
 ///
 /// # Differences from the kernel
 ///
@@ -427,7 +430,14 @@ pub fn folio_get(folio: Folio<'_>) {
 /// # Ok::<(), devpriv_core::Errno>(())
 /// ```
 pub fn folio_put(folio: Folio<'_>) {
-    let now = folio.page().ref_add(-1);
+    // AcqRel: a non-last putter's writes to the folio are released to the
+    // last putter, whose `folio_free` may read them (and hand the pages on).
+    let order = if folio.page().owner().mutants.has(Mutant::FolioRefRelaxed) {
+        Ordering::Relaxed
+    } else {
+        Ordering::AcqRel
+    };
+    let now = folio.page().ref_add_ordered(-1, order);
     if now == 0 {
         free_zone_device_folio(folio);
     } else if warn_on!(now < 0, "folio_put(): folio refcount was 0") {
@@ -440,17 +450,24 @@ pub fn folio_put(folio: Folio<'_>) {
 /// `folio_free`, then drops the `folio_nr_pages()` pagemap references the
 /// allocation took.
 ///
-/// Kernel: `free_zone_device_folio()`, `mm/memremap.c` (7.0; spec §5.3).
+/// Kernel: `free_zone_device_folio()`, `mm/memremap.c`, as fixed by
+/// 399289849560 ("`mm/zone_device`: do not touch device folio after calling
+/// ->`folio_free()`", April 2026, in 7.0.y stable and 7.1): `pgmap` and `nr`
+/// are read at entry, and the references are dropped on that `pgmap`, not
+/// on `folio->pgmap` re-read after `folio_free`. 7.0-rc6 re-read it; a
+/// pagemap set to [`FreePath::V7_0`] does that (hazard H19,
+/// `docs/hazards.md`).
 ///
 /// Under [`ReinitPolicy::AtAlloc`] and [`ReinitPolicy::None`] nothing else
 /// is written: `folio_free` receives the folio still compound (order and
-/// `_nr_pages` intact). Under [`ReinitPolicy::AtFree`] (Matt Brost's Jan 7
-/// sketch, spec §5.4) a large folio is first taken apart: page\[1\] loses
-/// `PAGE_FLAGS_SECOND` and `_nr_pages`; every tail gets `mapping = NULL`,
-/// `PAGE_FLAGS_CHECK_AT_PREP` cleared and the pgmap back in word 1; the head
-/// loses `PAGE_FLAGS_CHECK_AT_PREP`; then a `Release` fence (`smp_wmb()`)
-/// orders all of it before `folio_free` hands the pages to the driver's
-/// allocator, from which another CPU may take them at once.
+/// `_nr_pages` intact). Under [`ReinitPolicy::AtFree`] (the free-time reset
+/// Matthew Brost sketched on 2026-01-07, never merged) a large folio is
+/// first taken apart: page\[1\] loses `PAGE_FLAGS_SECOND` and `_nr_pages`;
+/// every tail gets `mapping = NULL`, `PAGE_FLAGS_CHECK_AT_PREP` cleared and
+/// the pgmap back in word 1; the head loses `PAGE_FLAGS_CHECK_AT_PREP`;
+/// then a `Release` fence (`smp_wmb()`) orders all of it before
+/// `folio_free` hands the pages to the driver's allocator, from which
+/// another CPU may take them at once (hazard H6).
 ///
 /// # Differences from the kernel
 ///
@@ -464,9 +481,13 @@ pub fn folio_put(folio: Folio<'_>) {
 ///   `WARN`; only the pages in the array are touched, and `nr` references
 ///   are still dropped, as the kernel would.
 /// - Under `AtFree`, `folio_free` sees the folio already reset (order 0):
-///   a driver must know the order itself (v4's `folio_free(folio, order)`).
-///   The sketch also clears `PG_reserved` (part of
-///   `PAGE_FLAGS_CHECK_AT_PREP`), which the model keeps as written.
+///   a driver must know the order itself (the never-merged v4
+///   `folio_free(folio, order)`). The sketch also clears `PG_reserved`
+///   (part of `PAGE_FLAGS_CHECK_AT_PREP`), which the model keeps as
+///   written.
+/// - Under [`FreePath::V7_0`], a re-read word 1 that is not the pagemap
+///   takes a `WARN` and drops nothing, where the kernel would write through
+///   a bad pointer.
 pub fn free_zone_device_folio(folio: Folio<'_>) {
     let Some(pgmap) = folio.pgmap().filter(|_| !folio.page().is_tail()) else {
         warn_on!(true, "free_zone_device_folio(): folio has no pgmap");
@@ -515,10 +536,29 @@ pub fn free_zone_device_folio(folio: Folio<'_>) {
         return;
     }
     pgmap.ops.folio_free(folio);
+    match pgmap.free_path() {
+        FreePath::Fixed => pgmap.refs.put_many(nr),
+        FreePath::V7_0 => put_through_the_freed_folio(folio, pgmap, nr),
+    }
+}
+
+/// 7.0-rc6's last line, `percpu_ref_put_many(&folio->pgmap->ref, nr)`: word
+/// 1 of the folio, read after `folio_free` gave the pages away. The only
+/// pagemap it can name is the page's own; anything else (a tail link of a
+/// folio the driver has built over the page since) is what the kernel would
+/// dereference as a `struct dev_pagemap`.
+fn put_through_the_freed_folio(folio: Folio<'_>, pgmap: &DevPagemap, nr: u64) {
+    if warn_on!(
+        folio.page().load(word::COMPOUND_HEAD) != pgmap.cookie().get(),
+        "free_zone_device_folio(): folio->pgmap is not a pagemap (folio reused after folio_free)"
+    ) {
+        return;
+    }
     pgmap.refs.put_many(nr);
 }
 
-/// The free-time reset of the Jan 7 sketch (spec §5.4), for a large folio.
+/// The free-time reset Matthew Brost sketched on 2026-01-07 (never
+/// merged), for a large folio.
 fn reset_at_free(pages: &[Page], cookie: u64) {
     let [head, tails @ ..] = pages else {
         return;
@@ -548,7 +588,7 @@ fn reset_at_free(pages: &[Page], cookie: u64) {
 /// driver, which must restore `new`'s pgmap itself — before anything reads
 /// it (hazard H10: the split's `clear_compound_head()` zeroed it).
 ///
-/// Kernel: `zone_device_private_split_cb()`, `mm/memremap.c`.
+/// Kernel: `zone_device_private_split_cb()`, `mm/memremap.c` (7.0).
 ///
 /// # Differences from the kernel
 ///
