@@ -600,12 +600,16 @@ fn index_and_tree_agree_on_every_offset_in_every_layout() {
         (Packing::KernelExact, &[100; 30]),
         (Packing::KernelExact, &[256; 12]),
         (Packing::KernelExact, &[1000; 6]),
+        // Whole sections with shared ends: a small pagemap first puts
+        // every 65,536-page one off the section grid.
+        (Packing::KernelExact, &[3, 65_536, 65_536, 5]),
         (Packing::KernelExact, &[1; 40]),
         (
             Packing::KernelExact,
             &[3, 511, 512, 513, 1, 7, 1024, 31, 33, 2],
         ),
         (Packing::SectionAligned, &[256, 512, 1000, 3]),
+        (Packing::SectionAligned, &[256; 8]),
     ];
     for (packing, sizes) in layouts {
         let space = small_space(*packing, 32);
