@@ -245,6 +245,13 @@ fn run_bench(args: &BenchArgs) -> Result<(), Failure> {
     };
     let rows = quickbench::run(&cfg)?;
     print!("{}", quickbench::to_table(&cfg, &rows));
+    let layouts = quickbench::run_layouts(&cfg)?;
+    print!("{}", quickbench::layouts_table(&cfg, &layouts));
+    let maple = quickbench::run_maple(&cfg);
+    if let Err(why) = &maple {
+        eprintln!("devpriv bench: maple-tree comparison NOT RUN: {why}");
+    }
+    print!("{}", quickbench::maple_table(&maple));
     Ok(())
 }
 
