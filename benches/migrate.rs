@@ -106,9 +106,9 @@ fn bench_migrate(c: &mut Criterion) {
     g.throughput(Throughput::Elements(512));
     let bytes = usize::try_from(PMD_SIZE).expect("2 MiB fits");
     // Touched up front, so no iteration pays page faults.
-    let (mut sys, mut dev) = (vec![1u8; bytes], vec![2u8; bytes]);
+    let (mut sys_buf, mut dev_buf) = (vec![1u8; bytes], vec![2u8; bytes]);
     g.bench_function("memcpy_2MiB_both_ways", |b| {
-        b.iter(|| copy_both_ways(&mut sys, &mut dev));
+        b.iter(|| copy_both_ways(&mut sys_buf, &mut dev_buf));
     });
     for (name, thp) in [("order9", true), ("order0x512", false)] {
         let (dev, mirror, mm) = setup(thp);
@@ -118,7 +118,7 @@ fn bench_migrate(c: &mut Criterion) {
         g.bench_function(format!("{name}_round_trip_copy"), |b| {
             b.iter(|| {
                 round_trip(&mirror, &mm);
-                copy_both_ways(&mut sys, &mut dev);
+                copy_both_ways(&mut sys_buf, &mut dev_buf);
             });
         });
         g.bench_function(format!("{name}_fault_back"), |b| {
