@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! devpriv [simulate] [--devices N] [--threads T] [--rounds R] [--json]   (the default)
-//! devpriv bench [--pagemaps N] [--lookups N] [--touch]
+//! devpriv bench [--pagemaps N] [--lookups N] [--touch]   (maple-tree rows with --features kernel-oracle)
 //! devpriv map [--pagemaps N] [--packing exact|section] [--svg FILE]
 //! devpriv stress [--threads T] [--secs S] [--ops N] [--seed N] [--json]
 //! ```
