@@ -27,6 +27,13 @@
 //!
 //! Without kernel source (`ci/kernel-src.sh`), the kernel's side is skipped
 //! with one line and only `RangeTree` is measured.
+//!
+//! Profiling: `DEVPRIV_PROFILE=<impl>/<layout>/<n>` (`impl` is `RangeTree`
+//! or `maple_tree`, `layout` `gapped` or `fragmented`) skips criterion and
+//! runs `DEVPRIV_PROFILE_ITERS` (default 100 000) alloc+erase pairs in
+//! `profile_loop`, for `valgrind --tool=callgrind
+//! --toggle-collect='*profile_loop*'` (instructions per pair, with no setup
+//! in the count; `docs/perf.md`).
 
 #[path = "common.rs"]
 mod common;
@@ -36,9 +43,7 @@ mod range_layouts;
 use range_layouts::{LIVE_SIZES, QUERIES, SPAN, layout_sizes, queries, range_first, request_sizes};
 
 use criterion::measurement::WallTime;
-use criterion::{
-    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
-};
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group};
 use devpriv_core::random::SplitMix64;
 use devpriv_core::{DevicePrivateOffset, PageCount};
 use devpriv_kernel_oracle::MapleTree;
@@ -370,5 +375,62 @@ fn bench_offset_to_page(c: &mut Criterion) {
     group.finish();
 }
 
+/// The alloc+erase pairs of `bench_alloc_pair`, `iters` times, for a
+/// profiler (module docs).
+#[inline(never)]
+fn profile_loop(iters: u64, mut pair: impl FnMut(u64) -> u64) -> u64 {
+    let requests = request_sizes();
+    let mut sum = 0u64;
+    for (_, &size) in (0..iters).zip(requests.iter().cycle()) {
+        sum = sum.wrapping_add(pair(black_box(size)));
+    }
+    sum
+}
+
+/// `DEVPRIV_PROFILE=<impl>/<layout>/<n>` (module docs).
+fn profile(spec: &str) {
+    let iters = std::env::var("DEVPRIV_PROFILE_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let parts: Vec<&str> = spec.split('/').collect();
+    let [imp, layout, n] = parts[..] else {
+        panic!("DEVPRIV_PROFILE={spec}: want <impl>/<layout>/<n>");
+    };
+    let n: u64 = n.parse().expect("a count");
+    let (tree, kernel) = match layout {
+        "gapped" => load_layout(n),
+        "fragmented" => fragmented_layout(n),
+        _ => panic!("layout {layout}: gapped or fragmented"),
+    };
+    let sum = match imp {
+        "RangeTree" => profile_loop(iters, |size| {
+            let start = tree
+                .alloc_range(size, 1, 0..=u64::MAX, u64::MAX >> 1)
+                .expect("free tail");
+            tree.erase(start).unwrap_or(0)
+        }),
+        "maple_tree" => {
+            let mut k = kernel.expect("the kernel's tree (ci/kernel-src.sh)");
+            profile_loop(iters, |size| {
+                let start = k
+                    .alloc_range(size, 0..=u64::MAX, u64::MAX >> 1)
+                    .expect("free tail");
+                k.erase(start).unwrap_or(0)
+            })
+        }
+        _ => panic!("impl {imp}: RangeTree or maple_tree"),
+    };
+    eprintln!("profile {spec}: {iters} alloc+erase pairs (sum {sum})");
+}
+
 criterion_group!(benches, bench_load, bench_alloc, bench_offset_to_page);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("DEVPRIV_PROFILE") {
+        profile(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -13,6 +13,15 @@
 //!   folios, moved as 512 entries each way;
 //! - `order9_fault_back` / `order0x512_fault_back`: to the device as
 //!   above, back by CPU faults (one PMD fault against 512 PTE faults).
+//! - `order9_round_trip_copy` / `order0x512_round_trip_copy`: the round
+//!   trip plus a real `memcpy` of the 2 MiB each way (system buffer to a
+//!   device buffer, and back), in the same iteration: the model's driver
+//!   copies one data word per page, so this is the whole cost of
+//!   `migrate_vma_setup()` → copy → `migrate_vma_pages()` →
+//!   `migrate_vma_finalize()`, both ways, with the bytes a real driver
+//!   moves;
+//! - `memcpy_2MiB_both_ways`: the copy alone (4 MiB), the physical limit
+//!   the `_copy` rows are read against.
 //!
 //! Run: `cargo bench -p devpriv-benches --bench migrate`.
 
@@ -29,6 +38,7 @@ use devpriv_migrate::{
     FaultFlags, Memory, Mm, MmConfig, PMD_SIZE, SystemMemory, VmFlags, handle_mm_fault,
 };
 use devpriv_pagemap::{DevicePrivateSpace, Owner};
+use std::hint::black_box;
 use std::sync::Arc;
 
 const BASE: u64 = 0x7f00_0000_0000;
@@ -83,14 +93,33 @@ fn fault_back(m: &Dmirror, mm: &Arc<Mm>) {
     }
 }
 
+/// The bytes a real driver moves for one 2 MiB range, to the device and
+/// back (`copy_page()`/DMA in the kernel; `memcpy` here).
+fn copy_both_ways(sys: &mut [u8], dev: &mut [u8]) {
+    dev.copy_from_slice(black_box(&*sys));
+    sys.copy_from_slice(black_box(&*dev));
+}
+
 fn bench_migrate(c: &mut Criterion) {
     let mut g = c.benchmark_group("migrate_vma");
     configure(&mut g);
     g.throughput(Throughput::Elements(512));
+    let bytes = usize::try_from(PMD_SIZE).expect("2 MiB fits");
+    // Touched up front, so no iteration pays page faults.
+    let (mut sys_buf, mut dev_buf) = (vec![1u8; bytes], vec![2u8; bytes]);
+    g.bench_function("memcpy_2MiB_both_ways", |b| {
+        b.iter(|| copy_both_ways(&mut sys_buf, &mut dev_buf));
+    });
     for (name, thp) in [("order9", true), ("order0x512", false)] {
         let (dev, mirror, mm) = setup(thp);
         g.bench_function(format!("{name}_round_trip"), |b| {
             b.iter(|| round_trip(&mirror, &mm));
+        });
+        g.bench_function(format!("{name}_round_trip_copy"), |b| {
+            b.iter(|| {
+                round_trip(&mirror, &mm);
+                copy_both_ways(&mut sys_buf, &mut dev_buf);
+            });
         });
         g.bench_function(format!("{name}_fault_back"), |b| {
             b.iter(|| fault_back(&mirror, &mm));

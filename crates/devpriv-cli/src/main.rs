@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! devpriv [simulate] [--devices N] [--threads T] [--rounds R] [--json]   (the default)
-//! devpriv bench [--pagemaps N] [--lookups N] [--touch]
+//! devpriv bench [--pagemaps N] [--lookups N] [--touch]   (maple-tree rows with --features kernel-oracle)
 //! devpriv map [--pagemaps N] [--packing exact|section] [--svg FILE]
 //! devpriv stress [--threads T] [--secs S] [--ops N] [--seed N] [--json]
 //! ```
@@ -245,6 +245,13 @@ fn run_bench(args: &BenchArgs) -> Result<(), Failure> {
     };
     let rows = quickbench::run(&cfg)?;
     print!("{}", quickbench::to_table(&cfg, &rows));
+    let layouts = quickbench::run_layouts(&cfg)?;
+    print!("{}", quickbench::layouts_table(&cfg, &layouts));
+    let maple = quickbench::run_maple(&cfg);
+    if let Err(why) = &maple {
+        eprintln!("devpriv bench: maple-tree comparison NOT RUN: {why}");
+    }
+    print!("{}", quickbench::maple_table(&maple));
     Ok(())
 }
 

@@ -110,7 +110,16 @@ fn bench_prints_a_ratio_table() {
         "space (section index)",
         "rangemap + index",
         "vmemmap base + offset",
+        "exact, 100 pages",
+        "exact, 65536 pages",
+        "section-aligned, 256 pages",
+        "rangemap / space",
     ] {
         assert!(text.contains(row), "{text}");
     }
+    // The maple-tree comparison runs, or says loudly why not.
+    assert!(
+        text.contains("RangeTree / kernel") || text.contains("maple-tree comparison NOT RUN"),
+        "{text}"
+    );
 }

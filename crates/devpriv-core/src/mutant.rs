@@ -173,6 +173,33 @@ mutants! {
     /// `__PERCPU_REF_DEAD`, so it succeeds after `kill` while references
     /// are outstanding.
     PercpuRefTrygetLiveIgnoresDead,
+    /// `RangeTree`'s in-place write stores the new leaf into its parent's
+    /// child slot with a `Relaxed` store instead of `Release`, so a reader
+    /// can follow the slot before the leaf's contents are visible
+    /// (`rcu_assign_pointer()` of the slot in `mas_replace_node()` as a
+    /// plain store).
+    RangeTreeRelaxedChildStore,
+    /// The section index publishes a freshly allocated leaf in its root
+    /// array with a `Relaxed` store, so a reader can reach the leaf before
+    /// its initialisation (`SPARSEMEM_EXTREME`'s `mem_section[root]`
+    /// published without `smp_wmb()`/`rcu_assign_pointer()`).
+    SpaceIndexRelaxedLeafPublish,
+    /// The section index publishes a shared section's sub-range table with
+    /// a `Relaxed` store, so a reader can search the table before it is
+    /// built (`rcu_assign_pointer()` as a plain store).
+    SpaceIndexSharedRelaxedPublish,
+    /// The section index clears a slot it rewrites (a null store, then the
+    /// new value) instead of replacing it with one store: a reader in the
+    /// window reads "no pagemap here", and an offset of a pagemap that
+    /// stays mapped misses while a neighbour in the same section is mapped
+    /// or unmapped (the bug `devpriv stress` found, where the rewrite
+    /// marker was null).
+    SpaceIndexNullRewriteMarker,
+    /// The section index frees a shared section's sub-range table as soon
+    /// as it is replaced, without waiting for the tree's grace period, so
+    /// a reader still searching it reads freed memory (`kfree()` where
+    /// `kfree_rcu()` belongs).
+    SpaceIndexSharedNoGracePeriod,
     /// `migrate_device_pfn_lock()` takes the page reference and goes on
     /// without `folio_trylock()`, so a driver eviction migrates a page that
     /// a CPU fault has locked and is migrating itself (hazard H23: the

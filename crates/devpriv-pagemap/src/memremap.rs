@@ -1144,8 +1144,8 @@ impl DevicePrivateSpace {
                 if have != want {
                     return Err(ValidateError::IndexSlot {
                         section,
-                        index: SectionSlot::of(have),
-                        tree: SectionSlot::of(want),
+                        index: SectionSlot::of(&have),
+                        tree: SectionSlot::of(&want),
                     });
                 }
             }
@@ -1191,15 +1191,18 @@ impl DevicePrivateSpace {
                 let g = self.read();
                 if !self.mutants.has(Mutant::SpaceIndexNotUnpublished) {
                     for s in self.sections_of(pgmap) {
-                        self.index.set(s, self.expected_slot(&g, s, Some(pgmap)));
+                        let slot = self.expected_slot(&g, s, Some(pgmap));
+                        self.index.set(s, &slot, self.tree.srcu());
                     }
                 }
             }
             self.tree.erase(*pgmap.range.start());
             pgmap.state.store(UNMAPPED, Ordering::Release);
         }
-        // Let the space's copies of the pagemap (and so its pages) go.
+        // Let the space's copies of the pagemap (and so its pages) go, and
+        // the index's shared tables that named it.
         self.tree.synchronize();
+        self.index.reclaim(self.tree.srcu());
         // Loom checks this write against every lookup's read.
         pgmap.live.set(false);
         Ok(())
@@ -1224,7 +1227,8 @@ impl DevicePrivateSpace {
     fn publish_sections(&self, pgmap: &Arc<DevPagemap>) {
         let g = self.read();
         for s in self.sections_of(pgmap) {
-            self.index.set(s, self.expected_slot(&g, s, None));
+            let slot = self.expected_slot(&g, s, None);
+            self.index.set(s, &slot, self.tree.srcu());
         }
     }
 
@@ -1244,24 +1248,30 @@ impl DevicePrivateSpace {
     ) -> Slot<'a> {
         let lo = (s * self.index.section_pages()) << PAGE_SHIFT;
         let hi = lo + (self.index.section_pages() << PAGE_SHIFT) - 1;
-        let mut found = None;
+        let mut found = Vec::new();
         let mut key = lo;
         while let Some((range, pm)) = g.tree.find_from(key) {
             if *range.start() > hi {
                 break;
             }
-            if except.is_none_or(|e| !Arc::ptr_eq(e, pm)) {
-                if found.is_some() {
-                    return Slot::Shared;
-                }
-                found = Some(&**pm);
+            // Under section-aligned packing a tree entry also covers padding
+            // past its pagemap, which may reach into the section.
+            let pages = pm.first_offset..pm.first_offset + pm.nr_pages.get();
+            let section = s * self.index.section_pages()..(s + 1) * self.index.section_pages();
+            let overlaps = pages.start < section.end && section.start < pages.end;
+            if overlaps && except.is_none_or(|e| !Arc::ptr_eq(e, pm)) {
+                found.push(&**pm);
             }
             match range.end().checked_add(1) {
                 Some(k) => key = k,
                 None => break,
             }
         }
-        found.map_or(Slot::Empty, Slot::One)
+        match found.len() {
+            0 => Slot::Empty,
+            1 => Slot::One(found[0]),
+            _ => Slot::Shared(found),
+        }
     }
 }
 
@@ -1306,7 +1316,7 @@ fn kill_once(pgmap: &DevPagemap) {
 
 /// The kernel's `WARN_ON_ONCE(!pgmap)` in `device_private_offset_to_page()`:
 /// one call site for both lookup paths.
-#[inline]
+#[inline(always)]
 fn warn_if_missing(page: Option<PageRef<'_>>) -> Option<PageRef<'_>> {
     warn_on_once!(
         page.is_none(),
@@ -1422,7 +1432,7 @@ impl SpaceReadGuard<'_> {
     /// space.memunmap_device_private_pagemap(&pgmap)?;
     /// # Ok::<(), devpriv_core::Errno>(())
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn device_private_offset_to_page(
         &self,
         offset: DevicePrivateOffset,
@@ -1430,7 +1440,7 @@ impl SpaceReadGuard<'_> {
         warn_if_missing(self.lookup(offset))
     }
 
-    #[inline]
+    #[inline(always)]
     #[allow(unsafe_code, reason = "the section index's lookup")]
     fn lookup(&self, offset: DevicePrivateOffset) -> Option<PageRef<'_>> {
         // SAFETY: `self.tree` reads the tree of the space `self.index`
@@ -1439,16 +1449,15 @@ impl SpaceReadGuard<'_> {
             Hit::Page(page) => Some(page),
             Hit::Recheck(pm) => pm.page(offset),
             Hit::Miss => None,
-            Hit::Shared => self.lookup_shared(offset),
-            Hit::Empty => None,
+            Hit::Busy => self.lookup_busy(offset),
         }
     }
 
-    /// The tree walk for a shared section, out of line: inlined, its call
-    /// clobbers the registers of the hot loop around every lookup.
+    /// The tree walk for a slot caught mid-rewrite, out of line: inlined,
+    /// its call clobbers the registers of the hot loop around every lookup.
     #[cold]
     #[inline(never)]
-    fn lookup_shared(&self, offset: DevicePrivateOffset) -> Option<PageRef<'_>> {
+    fn lookup_busy(&self, offset: DevicePrivateOffset) -> Option<PageRef<'_>> {
         self.lookup_tree(offset)
     }
 
@@ -1576,14 +1585,13 @@ mod tests {
             }
             Hit::Recheck(_) => "recheck",
             Hit::Miss => "miss",
-            Hit::Shared => "shared",
-            Hit::Empty => "empty",
+            Hit::Busy => "busy",
         }
     }
 
     /// Sections one pagemap covers, wholly or in part, resolve straight to
     /// the page (memmap base and bounds); an offset of the section outside
-    /// the pagemap is a miss; a shared section goes to the tree.
+    /// the pagemap is a miss; a shared section resolves through its table.
     #[test]
     fn index_paths_follow_section_coverage() {
         let space = DevicePrivateSpace::new(); // exact packing, 512-page sections
@@ -1592,14 +1600,18 @@ mod tests {
         for i in [0, 511, 512, 1023] {
             assert_eq!(hit(&space, &a, i), "page", "page {i} of a");
         }
-        assert_eq!(hit(&space, &a, 1024), "shared", "a's tail shares with b");
-        assert_eq!(hit(&space, &b, 0), "shared");
+        assert_eq!(hit(&space, &a, 1024), "page", "a's tail shares with b");
+        assert_eq!(hit(&space, &a, 1033), "page");
+        assert_eq!(hit(&space, &b, 0), "page");
+        assert_eq!(hit(&space, &b, 4), "page");
+        assert_eq!(hit(&space, &b, 5), "miss", "past b, in the shared section");
+        space.validate().unwrap();
         space.memunmap_device_private_pagemap(&b).unwrap();
         assert_eq!(hit(&space, &a, 1033), "page", "a partly covered section");
         assert_eq!(hit(&space, &a, 1034), "miss", "past a, in a's section");
         space.validate().unwrap();
         space.memunmap_device_private_pagemap(&a).unwrap();
-        assert_eq!(hit(&space, &a, 0), "empty");
+        assert_eq!(hit(&space, &a, 0), "miss", "an empty section");
         // The next pagemap in the same place gets its own base.
         let c = map(&space, 512);
         assert_eq!(c.first_offset, a.first_offset);
@@ -1614,7 +1626,7 @@ mod tests {
         let space = DevicePrivateSpace::new();
         let a = map(&space, 10);
         let s = space.index.section_of(a.first_offset);
-        space.index.set(s, Slot::Empty);
+        space.index.set(s, &Slot::Empty, space.tree.srcu());
         let e = space.validate().unwrap_err();
         assert_eq!(
             e,
@@ -1631,9 +1643,46 @@ mod tests {
                 a.id()
             )
         );
-        space.index.set(s, Slot::One(&a));
+        space.index.set(s, &Slot::One(&a), space.tree.srcu());
         space.validate().unwrap();
         space.memunmap_device_private_pagemap(&a).unwrap();
+    }
+
+    /// A shared section's table must list exactly the tree's pagemaps in
+    /// that section.
+    #[test]
+    fn validate_reports_a_shared_table_that_misses_a_pagemap() {
+        let space = DevicePrivateSpace::new();
+        let a = map(&space, 10);
+        let b = map(&space, 5);
+        let s = space.index.section_of(a.first_offset);
+        space.validate().unwrap();
+        space.index.set(s, &Slot::One(&a), space.tree.srcu());
+        let e = space.validate().unwrap_err();
+        assert_eq!(
+            e,
+            ValidateError::IndexSlot {
+                section: s,
+                index: SectionSlot::One(a.id()),
+                tree: SectionSlot::Shared(vec![a.id(), b.id()]),
+            }
+        );
+        assert!(e.to_string().ends_with(&format!(
+            "tree says shared by pagemaps [{}, {}]",
+            a.id(),
+            b.id()
+        )));
+        space
+            .index
+            .set(s, &Slot::Shared(vec![&b]), space.tree.srcu());
+        assert!(space.validate().is_err(), "a table without a");
+        space
+            .index
+            .set(s, &Slot::Shared(vec![&a, &b]), space.tree.srcu());
+        space.validate().unwrap();
+        space.memunmap_device_private_pagemap(&b).unwrap();
+        space.memunmap_device_private_pagemap(&a).unwrap();
+        space.validate().unwrap();
     }
 
     /// Section-aligned packing reserves whole sections in the tree, but the

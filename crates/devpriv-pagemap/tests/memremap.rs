@@ -557,3 +557,77 @@ proptest! {
         }
     }
 }
+
+/// The held-out check: for every offset of every section the space's
+/// pagemaps touch (and one section past them), the section index and the
+/// tree walk give the same page, or both nothing.
+fn index_agrees_with_tree(space: &DevicePrivateSpace) {
+    space.validate().unwrap();
+    let section = 1u64 << (space.config().section_shift - devpriv_core::PAGE_SHIFT);
+    let g = space.read();
+    let end = g
+        .pagemaps()
+        .map(|pm| pm.first_offset().get() + pm.nr_pages().get())
+        .max()
+        .unwrap_or(0);
+    let ((), _) = capture(|| {
+        for o in 0..end.div_ceil(section) * section + section {
+            let index = g.device_private_offset_to_page(off(o));
+            let tree = g.device_private_offset_to_page_tree(off(o));
+            assert_eq!(
+                index.map(|p| std::ptr::from_ref(&*p)),
+                tree.map(|p| std::ptr::from_ref(&*p)),
+                "offset {o}"
+            );
+            if let Some(p) = index {
+                assert_eq!(g.device_private_page_to_offset(p), Some(off(o)));
+            }
+        }
+    });
+}
+
+/// Every layout of issue 14's targets, scaled down, with holes punched
+/// into it: shared sections of 2 to 40 pagemaps (the inline table and its
+/// spill), partly covered ones, whole ones, and empty ones between.
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "slow under Miri (every offset); the unsafe paths run in the unit tests"
+)]
+fn index_and_tree_agree_on_every_offset_in_every_layout() {
+    let layouts: &[(Packing, &[u64])] = &[
+        (Packing::KernelExact, &[64; 40]),
+        (Packing::KernelExact, &[100; 30]),
+        (Packing::KernelExact, &[256; 12]),
+        (Packing::KernelExact, &[1000; 6]),
+        // Whole sections with shared ends: a small pagemap first puts
+        // every 65,536-page one off the section grid.
+        (Packing::KernelExact, &[3, 65_536, 65_536, 5]),
+        (Packing::KernelExact, &[1; 40]),
+        (
+            Packing::KernelExact,
+            &[3, 511, 512, 513, 1, 7, 1024, 31, 33, 2],
+        ),
+        (Packing::SectionAligned, &[256, 512, 1000, 3]),
+        (Packing::SectionAligned, &[256; 8]),
+    ];
+    for (packing, sizes) in layouts {
+        let space = small_space(*packing, 32);
+        let pms: Vec<_> = sizes
+            .iter()
+            .map(|&n| space.memremap_device_private_pagemap(params(n), 0).unwrap())
+            .collect();
+        index_agrees_with_tree(&space);
+        // Every third pagemap goes, then a few come back into the holes.
+        for pm in pms.iter().step_by(3) {
+            space.memunmap_device_private_pagemap(pm).unwrap();
+        }
+        index_agrees_with_tree(&space);
+        for &n in sizes.iter().take(4) {
+            space
+                .memremap_device_private_pagemap(params(n.div_ceil(2)), 0)
+                .unwrap();
+        }
+        index_agrees_with_tree(&space);
+    }
+}

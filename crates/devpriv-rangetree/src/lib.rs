@@ -59,7 +59,7 @@
 
 use devpriv_core::Errno;
 use devpriv_core::mutant::{Mutant, Mutants};
-use devpriv_core::srcu::{RetireList, Srcu, SrcuReadGuard};
+use devpriv_core::srcu::{GpCookie, RetireList, Srcu, SrcuReadGuard};
 use devpriv_core::sync::Mutex;
 use devpriv_core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::fmt;
@@ -72,7 +72,16 @@ use std::ops::RangeInclusive;
 )]
 mod node;
 
-use node::{ChildSlot, Entry, Fit, Grown, Node, NodeCache, NodePtr, Scratch};
+use node::{ChildSlot, Entry, Fit, Grown, InPlace, Node, NodeCache, NodePtr, Removed, Scratch};
+
+/// Replaced nodes gathered before one grace-period cookie covers them all:
+/// a cookie costs a `SeqCst` fence and a poll a scan of the reader counters,
+/// too much for every write. Under loom every write closes its batch, so
+/// the models see each write's reclamation.
+#[cfg(not(loom))]
+const RETIRE_BATCH: usize = 32;
+#[cfg(loom)]
+const RETIRE_BATCH: usize = 1;
 
 /// A failed allocation: the value comes back with the reason.
 ///
@@ -213,6 +222,14 @@ pub enum NodeFault {
         /// The child's.
         child_span: (u64, u64),
     },
+    /// An internal slot whose pivot does not separate its child's keys
+    /// from the next child's (or a last pivot that is not `u64::MAX`).
+    BadPivot {
+        /// The slot.
+        slot: usize,
+        /// Its pivot.
+        pivot: u64,
+    },
     /// An internal slot whose recorded gap is not its child's `max_gap`.
     GapMismatch {
         /// The slot.
@@ -275,6 +292,9 @@ impl fmt::Display for NodeFault {
                 f,
                 "slot {slot} span {slot_span:?} != child span {child_span:?}"
             ),
+            NodeFault::BadPivot { slot, pivot } => {
+                write!(f, "slot {slot} pivot {pivot:#x} does not route its keys")
+            }
             NodeFault::GapMismatch {
                 slot,
                 slot_gap,
@@ -307,7 +327,11 @@ impl<T> Drop for Replaced<T> {
 }
 
 struct Writer<T> {
+    /// Batches of replaced nodes, each under the cookie taken when it
+    /// closed.
     retired: RetireList<Replaced<T>>,
+    /// Nodes unlinked since the last batch closed (no cookie yet).
+    pending: Replaced<T>,
     cache: NodeCache<T>,
 }
 
@@ -315,7 +339,7 @@ impl<T> Writer<T> {
     /// Recycles every batch of replaced nodes whose grace period is over.
     #[allow(unsafe_code, reason = "recycles nodes whose grace period is over")]
     fn reclaim(&mut self, srcu: &Srcu) {
-        let Writer { retired, cache } = self;
+        let Writer { retired, cache, .. } = self;
         retired.reclaim_with(srcu, |mut batch| {
             for n in batch.0.drain(..) {
                 // SAFETY: As in `Replaced::drop`: replaced by a write, and
@@ -323,6 +347,18 @@ impl<T> Writer<T> {
                 unsafe { cache.recycle(n) };
             }
         });
+    }
+
+    /// Puts the pending nodes under one cookie, `early` or one taken now
+    /// (after every one of them was unlinked), and reclaims what it can.
+    fn close_batch(&mut self, srcu: &Srcu, early: Option<GpCookie>) {
+        if self.pending.0.is_empty() {
+            return;
+        }
+        let cookie = early.unwrap_or_else(|| srcu.get_state());
+        let batch = std::mem::replace(&mut self.pending.0, Vec::with_capacity(2 * RETIRE_BATCH));
+        self.retired.retire_at(cookie, Replaced(batch));
+        self.reclaim(srcu);
     }
 }
 
@@ -396,6 +432,7 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
             srcu: Srcu::with_mutants(mutants),
             writer: Mutex::new(Writer {
                 retired: RetireList::new(),
+                pending: Replaced(Vec::new()),
                 cache,
             }),
             _owns: PhantomData,
@@ -507,8 +544,8 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
         align: u64,
         window: RangeInclusive<u64>,
     ) -> Result<u64, Errno> {
-        let _w = self.writer.lock();
-        self.search(size, align, &window, false)
+        let w = self.writer.lock();
+        self.search(&w.cache, size, align, &window, false)
     }
 
     /// As [`find_gap`](Self::find_gap), but the highest fit.
@@ -524,13 +561,15 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
         align: u64,
         window: RangeInclusive<u64>,
     ) -> Result<u64, Errno> {
-        let _w = self.writer.lock();
-        self.search(size, align, &window, true)
+        let w = self.writer.lock();
+        self.search(&w.cache, size, align, &window, true)
     }
 
-    /// Validates a request and searches for it. Caller holds the writer lock.
+    /// Validates a request and searches for it. `lock`, the tree's node
+    /// cache, proves the caller holds the writer lock.
     fn search(
         &self,
+        lock: &NodeCache<T>,
         size: u64,
         align: u64,
         window: &RangeInclusive<u64>,
@@ -553,9 +592,9 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
         }
         let root = self.root_node();
         let start = if rev {
-            Self::search_high(root, &fit)
+            Self::search_high(root, &fit, lock)
         } else {
-            Self::search_low(root, &fit)
+            Self::search_low(root, &fit, lock)
         };
         start.ok_or(Errno::EBUSY)
     }
@@ -569,11 +608,11 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
         rev: bool,
     ) -> Result<u64, AllocError<T>> {
         if self.mutants().has(Mutant::RangeTreeAllocSearchUnlocked) {
-            // The gap is chosen under a read guard only: another writer can
-            // take it before this one locks.
+            // The gap is chosen in one writer-lock section and stored in
+            // another: a second writer can take it in between.
             let found = {
-                let _g = self.read();
-                self.search(size, align, &window, rev)
+                let w = self.writer.lock();
+                self.search(&w.cache, size, align, &window, rev)
             };
             let start = match found {
                 Ok(s) => s,
@@ -589,7 +628,7 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
             };
         }
         let mut w = self.writer.lock();
-        let start = match self.search(size, align, &window, rev) {
+        let start = match self.search(&w.cache, size, align, &window, rev) {
             Ok(s) => s,
             Err(cause) => return Err(AllocError { value, cause }),
         };
@@ -648,12 +687,18 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
     #[allow(unsafe_code, reason = "reads the new root under the writer lock")]
     pub fn erase(&self, index: u64) -> Option<T> {
         let mut w = self.writer.lock();
-        let first = node::lower_bound(self.root_node(), index)
-            .filter(|&(f, _, _)| f <= index)?
-            .0;
-        let mut replaced = Vec::new();
-        let (mut new_root, value) =
-            node::remove(&mut w.cache, self.root_ptr(), first, &mut replaced);
+        let root = self.root_ptr();
+        let first = match node::remove_in_place(&mut w.cache, root, index, self.mutants()) {
+            Removed::Absent => return None,
+            Removed::Done(done, value) => {
+                self.finish_in_place(&mut w, root, done);
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                return Some(value);
+            }
+            Removed::CopyPath(first) => first,
+        };
+        let mut replaced = std::mem::take(&mut w.pending.0);
+        let (mut new_root, value) = node::remove(&mut w.cache, root, first, &mut replaced);
         // Collapse an internal root left with a single child.
         loop {
             // SAFETY: `new_root` was just built (or is a node of the current
@@ -665,7 +710,8 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
             replaced.push(new_root);
             new_root = d.child_ptr(0);
         }
-        self.publish(&mut w, new_root, replaced);
+        w.pending.0 = replaced;
+        self.publish(&mut w, new_root);
         self.len.fetch_sub(1, Ordering::Relaxed);
         Some(value)
     }
@@ -682,13 +728,26 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
     /// tree: that would deadlock, as `synchronize_rcu()` inside
     /// `rcu_read_lock()` does. Release builds deadlock.
     pub fn synchronize(&self) {
+        // Nodes unlinked before this call get their cookie now, before the
+        // grace period that must cover them starts.
+        self.writer.lock().close_batch(&self.srcu, None);
         self.srcu.synchronize();
         self.writer.lock().reclaim(&self.srcu);
     }
 
+    /// The SRCU domain whose grace periods protect this tree's nodes and
+    /// values. A caller that publishes objects of its own next to the tree
+    /// (found by readers under the same [`ReadGuard`]) retires them against
+    /// it.
+    ///
+    /// Kernel: none (model only; the kernel's maple tree uses plain RCU).
+    pub fn srcu(&self) -> &Srcu {
+        &self.srcu
+    }
+
     /// Checks every structural invariant: ordering, non-overlap, node fill,
-    /// equal leaf depth, the gap bookkeeping of every internal slot, and the
-    /// entry count.
+    /// equal leaf depth, the pivots and gap bookkeeping of every internal
+    /// slot, and the entry count.
     ///
     /// Kernel: `mt_validate()`, `lib/maple_tree.c` (main).
     ///
@@ -696,8 +755,8 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
     ///
     /// A [`ValidateError`] that names the node and the broken rule.
     pub fn validate(&self) -> Result<(), ValidateError> {
-        let _w = self.writer.lock();
-        let (held, _) = node::validate(self.root_node(), true, &mut Vec::new())?;
+        let w = self.writer.lock();
+        let (held, _) = node::validate(self.root_node(), true, &mut Vec::new(), &w.cache)?;
         if held != self.len() {
             return Err(ValidateError::Len {
                 len: self.len(),
@@ -707,11 +766,13 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
         Ok(())
     }
 
-    /// Roots still waiting for a grace period (for tests and reports).
+    /// Batches of replaced nodes still waiting for a grace period, the
+    /// batch not yet closed included (for tests and reports).
     ///
     /// Kernel: none (model only).
     pub fn retired(&self) -> usize {
-        self.writer.lock().retired.len()
+        let w = self.writer.lock();
+        w.retired.len() + usize::from(!w.pending.0.is_empty())
     }
 
     /// The current root. Callers hold the writer lock or a read guard.
@@ -731,47 +792,75 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
         unsafe { self.root_ptr().get() }
     }
 
-    fn search_low(root: &Node<T>, fit: &Fit) -> Option<u64> {
-        let Some((first, last)) = root.data().span() else {
+    fn search_low(root: &Node<T>, fit: &Fit, lock: &NodeCache<T>) -> Option<u64> {
+        let Some((first, last)) = root.data().span(lock) else {
             return fit.low(0, u64::MAX);
         };
         let before = (first > 0).then(|| fit.low(0, first - 1)).flatten();
-        before.or_else(|| node::lowest_fit(root, fit)).or_else(|| {
-            (last < u64::MAX)
-                .then(|| fit.low(last + 1, u64::MAX))
-                .flatten()
-        })
+        before
+            .or_else(|| node::lowest_fit(root, fit, lock))
+            .or_else(|| {
+                (last < u64::MAX)
+                    .then(|| fit.low(last + 1, u64::MAX))
+                    .flatten()
+            })
     }
 
-    fn search_high(root: &Node<T>, fit: &Fit) -> Option<u64> {
-        let Some((first, last)) = root.data().span() else {
+    fn search_high(root: &Node<T>, fit: &Fit, lock: &NodeCache<T>) -> Option<u64> {
+        let Some((first, last)) = root.data().span(lock) else {
             return fit.high(0, u64::MAX);
         };
         let after = (last < u64::MAX)
             .then(|| fit.high(last + 1, u64::MAX))
             .flatten();
         after
-            .or_else(|| node::highest_fit(root, fit))
+            .or_else(|| node::highest_fit(root, fit, lock))
             .or_else(|| (first > 0).then(|| fit.high(0, first - 1)).flatten())
     }
 
     fn publish_insert(&self, w: &mut Writer<T>, e: Entry<T>) {
-        let mut replaced = Vec::new();
-        let new_root = match node::insert(&mut w.cache, self.root_ptr(), e, &mut replaced) {
+        let root = self.root_ptr();
+        let e = match node::insert_in_place(&mut w.cache, root, e, self.mutants()) {
+            Ok(done) => {
+                self.finish_in_place(w, root, done);
+                self.len.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(e) => e,
+        };
+        let mut replaced = std::mem::take(&mut w.pending.0);
+        let new_root = match node::insert(&mut w.cache, root, e, &mut replaced) {
             Grown::One(n) => n,
             Grown::Split(a, b) => {
                 let mut both = Scratch::new();
-                both.extend([ChildSlot::of(a), ChildSlot::of(b)]);
+                both.extend([ChildSlot::of(a, &w.cache), ChildSlot::of(b, &w.cache)]);
                 NodePtr::internal(&mut w.cache, both)
             }
         };
-        self.publish(w, new_root, replaced);
+        w.pending.0 = replaced;
+        self.publish(w, new_root);
         self.len.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Swaps in `new_root` and retires the nodes the write replaced (the old
-    /// root among them). Caller holds the writer lock.
-    fn publish(&self, w: &mut Writer<T>, new_root: NodePtr<T>, replaced: Vec<NodePtr<T>>) {
+    /// Retires the leaf an in-place write replaced, or publishes the new
+    /// root leaf. Caller holds the writer lock.
+    fn finish_in_place(&self, w: &mut Writer<T>, root: NodePtr<T>, done: InPlace<T>) {
+        match done {
+            InPlace::Child(old) => {
+                w.pending.0.push(old);
+                self.retire_pending(w, None);
+            }
+            InPlace::Root(new_root) => {
+                w.pending.0.push(root);
+                self.publish(w, new_root);
+            }
+        }
+    }
+
+    /// Swaps in `new_root`; the nodes the write replaced (the old root
+    /// among them) are already in `w.pending`. Caller holds the writer
+    /// lock.
+    fn publish(&self, w: &mut Writer<T>, new_root: NodePtr<T>) {
         let order = if self.mutants().has(Mutant::RangeTreeRelaxedPublish) {
             Ordering::Relaxed
         } else {
@@ -784,14 +873,20 @@ impl<T: Clone + Send + Sync> RangeTree<T> {
         // Release: the new nodes are complete before a reader can reach them.
         let old = self.root.swap(new_root.as_ptr(), order);
         debug_assert!(
-            replaced.iter().any(|n| n.as_ptr() == old),
+            w.pending.0.iter().any(|n| n.as_ptr() == old),
             "the old root is replaced"
         );
-        // The cookie is taken after the swap: only flips that scan after
-        // the old root is unreachable may count for its grace period.
-        let cookie = early.unwrap_or_else(|| self.srcu.get_state());
-        w.retired.retire_at(cookie, Replaced(replaced));
-        w.reclaim(&self.srcu);
+        self.retire_pending(w, early);
+    }
+
+    /// Closes the batch of unlinked nodes once it is large enough. The
+    /// cookie is taken after the last unlink (the root swap or the child
+    /// store): only flips that scan after the nodes are unreachable may
+    /// count for their grace period.
+    fn retire_pending(&self, w: &mut Writer<T>, early: Option<GpCookie>) {
+        if w.pending.0.len() >= RETIRE_BATCH {
+            w.close_batch(&self.srcu, early);
+        }
     }
 }
 
@@ -826,9 +921,7 @@ impl<'t, T: Clone + Send + Sync> ReadGuard<'t, T> {
     /// `mas.index`/`mas.last`).
     #[inline]
     pub fn load(&self, index: u64) -> Option<(RangeInclusive<u64>, &T)> {
-        node::lower_bound(self.root(), index)
-            .filter(|&(first, _, _)| first <= index)
-            .map(|(first, last, v)| (first..=last, v))
+        node::load(self.root(), index).map(|(first, last, v)| (first..=last, v))
     }
 
     /// The first range that ends at or after `index`, which may start after
@@ -879,7 +972,7 @@ impl<'g, T: Clone> Iterator for Iter<'g, T> {
             let slot = *i;
             *i += 1;
             if d.is_leaf() {
-                return Some((d.first[slot]..=d.last[slot], d.value(slot)));
+                return Some((d.entry_first(slot)..=d.last[slot], d.value(slot)));
             }
             let child: &'g Node<T> = d.child(slot);
             self.stack.push((child, 0));

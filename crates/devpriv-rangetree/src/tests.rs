@@ -615,9 +615,99 @@ fn validate_errors_name_the_node_and_the_rule() {
         e.to_string(),
         "range tree invariant broken: node at path [0, 3]: slots 1 and 2 overlap or are out of order"
     );
+    let e = ValidateError::Node {
+        path: vec![1],
+        fault: NodeFault::BadPivot {
+            slot: 0,
+            pivot: 130,
+        },
+    };
+    assert_eq!(
+        e.to_string(),
+        "range tree invariant broken: node at path [1]: slot 0 pivot 0x82 does not route its keys"
+    );
     let e = ValidateError::Len { len: 3, held: 2 };
     assert_eq!(
         e.to_string(),
         "range tree invariant broken: len says 3 but the tree holds 2"
     );
+}
+
+/// 17 entries `[10 i, 10 i + 4]`: an internal root over two leaves of 13
+/// and 4 entries (an append split keeps all but `MIN` on the left).
+fn two_leaves() -> RangeTree<u32> {
+    let t = RangeTree::new();
+    for i in 0..17u32 {
+        let k = u64::from(i) * 10;
+        t.insert_range(k..=k + 4, i).unwrap();
+    }
+    t.validate().unwrap();
+    t
+}
+
+fn root_of<T>(t: &RangeTree<T>) -> *mut node::Node<T> {
+    t.root.load(Ordering::Relaxed)
+}
+
+#[test]
+fn writes_that_keep_a_leafs_shape_replace_it_in_place() {
+    let t = two_leaves();
+    let root = root_of(&t);
+    // Into the first leaf's gap 5..=9, then out of it again, then its first
+    // entry: one leaf replaced each time, published in the root's slot.
+    assert_eq!(t.alloc_range(3, 1, 0..=u64::MAX, 99).unwrap(), 5);
+    assert_eq!(t.erase(6), Some(99));
+    assert_eq!(t.erase(0), Some(0));
+    assert_eq!(
+        root_of(&t),
+        root,
+        "no new root: the leaf was replaced in place"
+    );
+    t.validate().unwrap();
+    // Eight erases take the second leaf below MIN: the path is copied.
+    for i in 13..17 {
+        assert_eq!(t.erase(u64::from(i) * 10), Some(i));
+    }
+    assert_ne!(root_of(&t), root, "a merge copies the path");
+    t.validate().unwrap();
+    assert_eq!(t.len(), 12);
+}
+
+#[test]
+fn a_stale_pivot_routes_correctly_and_a_store_across_it_copies_the_path() {
+    let t = two_leaves();
+    let root = root_of(&t);
+    // The first leaf's last entry, 120..=124, goes in place: the root's
+    // pivot stays 124 although the leaf now ends at 114.
+    assert_eq!(t.erase(122), Some(12));
+    assert_eq!(root_of(&t), root);
+    t.validate().unwrap();
+    {
+        let g = t.read();
+        assert_eq!(g.load(122), None);
+        // `find_from` moves past the stale pivot to the next leaf.
+        assert_eq!(
+            g.find_from(115).map(|(r, v)| (r, *v)),
+            Some((130..=134, 13))
+        );
+    }
+    // Below the stale pivot: in place.
+    t.insert_range(116..=120, 50).unwrap();
+    assert_eq!(root_of(&t), root);
+    assert_eq!(t.erase(118), Some(50));
+    // Across it (116..=127 reaches past 124): the path is copied and the
+    // new root's pivot is exact again.
+    t.insert_range(116..=127, 51).unwrap();
+    assert_ne!(root_of(&t), root);
+    t.validate().unwrap();
+    let g = t.read();
+    for k in [116, 124, 125, 127] {
+        assert_eq!(
+            g.load(k).map(|(r, v)| (r, *v)),
+            Some((116..=127, 51)),
+            "key {k}"
+        );
+    }
+    assert_eq!(g.load(128), None);
+    assert_eq!(g.load(130).map(|(_, v)| *v), Some(13));
 }

@@ -93,22 +93,23 @@ pub enum ValidateError {
 /// What a section of the index names, in a [`ValidateError`].
 ///
 /// Kernel: none (model only; `mem_section` in spirit).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SectionSlot {
     /// No pagemap.
     Empty,
     /// One pagemap, by id.
     One(u64),
-    /// Several pagemaps (lookups ask the tree).
-    Shared,
+    /// Several pagemaps, by id in address order (the slot holds a table
+    /// of their sub-ranges).
+    Shared(Vec<u64>),
 }
 
 impl SectionSlot {
-    pub(crate) fn of(slot: Slot<'_>) -> Self {
+    pub(crate) fn of(slot: &Slot<'_>) -> Self {
         match slot {
             Slot::Empty => SectionSlot::Empty,
             Slot::One(pm) => SectionSlot::One(pm.id()),
-            Slot::Shared => SectionSlot::Shared,
+            Slot::Shared(pms) => SectionSlot::Shared(pms.iter().map(|pm| pm.id()).collect()),
         }
     }
 }
@@ -118,7 +119,7 @@ impl fmt::Display for SectionSlot {
         match self {
             SectionSlot::Empty => f.write_str("empty"),
             SectionSlot::One(id) => write!(f, "pagemap {id}"),
-            SectionSlot::Shared => f.write_str("shared"),
+            SectionSlot::Shared(ids) => write!(f, "shared by pagemaps {ids:?}"),
         }
     }
 }
