@@ -570,6 +570,47 @@ mod tests {
     }
 
     #[test]
+    fn with_flags_is_idempotent() {
+        let m = PagingMode::FourLevel;
+        let young = SoftleafFlags {
+            young: true,
+            dirty: false,
+        };
+        let e = make_migration_entry(MigrationKind::Write, Pfn::new(0x1234).into(), m).unwrap();
+        let once = e.with_flags(young, m).unwrap();
+        assert_eq!(
+            once.with_flags(young, m),
+            Ok(once),
+            "setting a set bit keeps it"
+        );
+        assert_eq!(once.to_flags(m), young);
+        let dp = make_device_private_entry(true, DevicePrivateOffset::new(3), m).unwrap();
+        assert_eq!(dp.with_flags(young, m), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn pmd_level_entries() {
+        let m = PagingMode::FourLevel;
+        let huge = Pmd::huge(Pfn::new(0x200), crate::pgtable::_PAGE_PRESENT).unwrap();
+        assert_eq!(Softleaf::from_pmd(huge), Softleaf::NONE, "a present PMD");
+        assert_eq!(Softleaf::from_pmd(Pmd::NONE), Softleaf::NONE);
+        assert!(!pmd_is_valid_softleaf(huge));
+        assert!(!pmd_is_valid_softleaf(Pmd::NONE));
+        let dp = make_device_private_entry(false, DevicePrivateOffset::new(512), m).unwrap();
+        let mig = make_migration_entry(MigrationKind::Read, Pfn::new(0x200).into(), m).unwrap();
+        for (e, valid) in [
+            (dp, true),
+            (mig, true),
+            (swp_entry(SWP_HWPOISON, 0x200).unwrap(), false),
+            (swp_entry(3, 0x200).unwrap(), false),
+        ] {
+            let pmd = Pmd::from_swp_entry(e).unwrap();
+            assert_eq!(Softleaf::from_pmd(pmd), e);
+            assert_eq!(pmd_is_valid_softleaf(pmd), valid, "{e:?}");
+        }
+    }
+
+    #[test]
     fn debug_names_the_kind_type_and_offset() {
         let e = swp_entry(SWP_DEVICE_WRITE, 0x2a).unwrap();
         assert_eq!(

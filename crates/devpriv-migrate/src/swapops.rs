@@ -251,7 +251,7 @@ pub const fn swp_mig_dirty_bit(mode: PagingMode) -> u32 {
 /// PTE-marker bit: userfaultfd write-protect.
 ///
 /// Kernel: `PTE_MARKER_UFFD_WP`, `include/linux/swapops.h` (main).
-pub const PTE_MARKER_UFFD_WP: u64 = 1 << 0;
+pub const PTE_MARKER_UFFD_WP: u64 = 1;
 /// PTE-marker bit: poisoned (swapin error or guest memory error).
 ///
 /// Kernel: `PTE_MARKER_POISONED` (main).
@@ -433,6 +433,18 @@ pub const fn make_pte_marker_entry(bits: u64) -> Result<Softleaf, Errno> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn swp_entry_takes_the_largest_offset_and_refuses_one_more() {
+        let e = swp_entry(SWP_DEVICE_READ, SWP_OFFSET_MASK).unwrap();
+        assert_eq!(e.swp_offset(), SWP_OFFSET_MASK);
+        assert_eq!(e.swp_type(), SWP_DEVICE_READ);
+        assert_eq!(
+            swp_entry(SWP_DEVICE_READ, SWP_OFFSET_MASK + 1),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(swp_entry(1 << MAX_SWAPFILES_SHIFT, 0), Err(Errno::EINVAL));
+    }
 
     #[test]
     fn series_type_numbers() {
