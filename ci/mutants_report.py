@@ -34,7 +34,13 @@ def known(doc):
     block = text.split(BEGIN, 1)[1].split(END, 1)[0]
     rows = collections.Counter()
     for line in block.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        # Cells split on unescaped pipes; `\|` inside a mutant's name is a
+        # literal pipe (`replace | with ^`).
+        body = line.strip()
+        if not body.startswith("|"):
+            continue
+        cells = [c.strip().replace("\\|", "|")
+                 for c in re.split(r"(?<!\\)\|", body)[1:-1]]
         if len(cells) >= 3 and cells[0].startswith("`crates/"):
             rows[(cells[0].strip("`"), cells[1].strip("`"))] += 1
     return rows
