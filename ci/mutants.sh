@@ -9,7 +9,8 @@
 #
 # Each group of files runs its own crate's tests (unit and integration, no
 # doctests) plus devpriv-fuzz's property tests, which drive the same code.
-# Results land in target/mutants/<group>/mutants.out; ci/mutants_report.py
+# Results land in target/mutants/<mode>/<group>/mutants.out (mode: shard
+# or all); ci/mutants_report.py
 # prints the score per file and fails if a mutant survives that
 # docs/testing.md does not list, with its reason, as a known survivor.
 # Loom mutant plumbing is never mutated: .cargo/mutants.toml excludes, by
@@ -57,6 +58,8 @@ groups=(
 )
 # Fixed proptest seeds: a mutant is caught or missed the same way each run.
 export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-20261204}"
+out="target/mutants/$mode"
+mkdir -p "$out"
 status=0
 for g in "${groups[@]}"; do
     IFS='|' read -r name pkgs files surveyed <<<"$g"
@@ -65,20 +68,20 @@ for g in "${groups[@]}"; do
         continue
     fi
     args=(--workspace --no-shuffle --test-package "$pkgs"
-          --cargo-test-arg=--tests -o "target/mutants/$name"
+          --cargo-test-arg=--tests -o "$out/$name"
           --minimum-test-timeout 60)
     for f in $files; do args+=(-f "$f"); done
     [ "$mode" = shard ] && args+=(--shard "$shard")
     echo "=== mutants: $name (${shard:-all})"
     # Exit status 2 means "some mutants survived": the report decides.
-    cargo mutants "${args[@]}" >"target/mutants-$name.log" 2>&1 || {
+    cargo mutants "${args[@]}" >"$out/$name.log" 2>&1 || {
         rc=$?
         if [ "$rc" -ne 2 ] && [ "$rc" -ne 3 ]; then
-            tail -30 "target/mutants-$name.log"
+            tail -30 "$out/$name.log"
             echo "mutants: cargo-mutants failed ($rc) for $name"
             status=1
         fi
     }
 done
-python3 ci/mutants_report.py target/mutants docs/testing.md || status=1
+python3 ci/mutants_report.py "$out" docs/testing.md || status=1
 exit "$status"
