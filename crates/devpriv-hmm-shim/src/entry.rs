@@ -2,7 +2,7 @@
 //!
 //! Each function here checks whether the call concerns the shim (a dmirror
 //! path or descriptor, or any mapping call once the shim is active), takes
-//! the shim's lock and hands over to [`Shim`]; otherwise it makes the real
+//! the shim's lock and hands over to `shim::Shim`; otherwise it makes the real
 //! system call. Variadic functions (`open`, `openat`, `ioctl`, `mremap`)
 //! are naked trampolines into `csrc/variadic.c`, which forwards to the
 //! `devpriv_shim_*` functions below with the optional argument read.

@@ -29,7 +29,7 @@
 //! - `fork()` forks the model's address space first; `waitpid()` reaps a
 //!   child's.
 //! - The shim's own memory is apart from the program's `malloc()` heap
-//!   ([`alloc`]), so a program that overruns one of its buffers corrupts
+//!   (module `alloc`), so a program that overruns one of its buffers corrupts
 //!   its heap, as it would on a real kernel, not the model.
 //!
 //! # `unsafe` and Miri
@@ -47,8 +47,8 @@
 //! run under Miri as usual.
 //!
 //! The shim translates and copies; it decides nothing. See
-//! [`shim`] for the rules and the three capability refusals, and
-//! [`signal`] for why the fault handler may run the model.
+//! module `shim` for the rules and the three capability refusals, and
+//! module `signal` for why the fault handler may run the model.
 
 pub(crate) mod alloc;
 // Unit tests leave the exported entry points out (they would interpose

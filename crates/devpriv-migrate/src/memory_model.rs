@@ -1,5 +1,5 @@
 //! The machine's memory: system RAM and the device-private address space,
-//! which every address space ([`Mm`](crate::Mm)) of the machine shares.
+//! which every address space ([`Mm`]) of the machine shares.
 //!
 //! Kernel: `include/asm-generic/memory_model.h` (`mem_map`,
 //! `pfn_to_page()`) and, with the v6 proposal, `device_private_pgmap_tree`
