@@ -711,3 +711,17 @@ fn a_stale_pivot_routes_correctly_and_a_store_across_it_copies_the_path() {
     assert_eq!(g.load(128), None);
     assert_eq!(g.load(130).map(|(_, v)| *v), Some(13));
 }
+
+#[test]
+fn is_empty_and_debug() {
+    let t: RangeTree<u32> = RangeTree::new();
+    assert!(t.is_empty());
+    assert_eq!(format!("{t:?}"), "RangeTree { len: 0, .. }");
+    let t = tree_with(&[0..=1, 4..=7]);
+    assert!(!t.is_empty());
+    assert_eq!(format!("{t:?}"), "RangeTree { len: 2, .. }");
+    let g = t.read();
+    assert_eq!(format!("{g:?}"), "ReadGuard { .. }");
+    let it = g.iter();
+    assert!(format!("{it:?}").starts_with("Iter { depth: "), "{it:?}");
+}
