@@ -31,6 +31,26 @@ pub fn params(nr_pages: u64) -> PagemapParams {
     PagemapParams::private(PageCount::new(nr_pages), Owner(1), Arc::new(NoopOps))
 }
 
+/// A machine for the page-table models: `sys_pages` of system memory (at
+/// pfn 0x100000, PMD-aligned) and a 16 MiB device-private space with the
+/// kernel's packing.
+///
+/// # Panics
+///
+/// If `sys_pages` is 0.
+pub fn machine(sys_pages: u64) -> devpriv_migrate::Memory {
+    let sys = devpriv_migrate::SystemMemory::new(
+        devpriv_core::Pfn::new(0x10_0000),
+        PageCount::new(sys_pages),
+    )
+    .expect("a PMD-aligned base and a nonzero size");
+    let space = DevicePrivateSpace::with_config(SpaceConfig {
+        space_shift: Some(24),
+        ..SpaceConfig::default()
+    });
+    devpriv_migrate::Memory::new(Arc::new(sys), Arc::new(space))
+}
+
 /// A 16 MiB space in 2 MiB sections with section-aligned packing: every
 /// small pagemap gets a section of its own, and the index stays a handful
 /// of loom objects.

@@ -25,10 +25,9 @@
 
 use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_core::{Order, PageCount, PageFrame, Pfn};
-use devpriv_loom_tests::{assert_caught_with_branches, model_with_branches};
+use devpriv_loom_tests::{assert_caught_with_branches, machine, model_with_branches};
 use devpriv_migrate::pgtable::PMD_SIZE;
-use devpriv_migrate::{Memory, Mm, MmConfig, PageVmaMappedWalk, PvmwFlags, SystemMemory, VmFlags};
-use devpriv_pagemap::{DevicePrivateSpace, SpaceConfig};
+use devpriv_migrate::{Mm, MmConfig, PageVmaMappedWalk, PvmwFlags, VmFlags};
 use loom::thread;
 use std::sync::Arc;
 
@@ -40,12 +39,7 @@ const MAX_BRANCHES: usize = 50_000;
 
 fn scenario(mutants: Mutants) {
     // One THP's worth of system memory.
-    let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(512)).unwrap();
-    let space = DevicePrivateSpace::with_config(SpaceConfig {
-        space_shift: Some(24),
-        ..SpaceConfig::default()
-    });
-    let mem = Memory::new(Arc::new(sys), Arc::new(space));
+    let mem = machine(512);
     let mm = Mm::new(&mem, MmConfig::default());
     mm.mmap_write_lock()
         .mmap_anon(ADDR, PMD_SIZE, VmFlags::RW)

@@ -24,15 +24,13 @@
 #![cfg(loom)]
 #![forbid(unsafe_code)]
 
-use devpriv_core::{DevicePrivateOffset, PAGE_SIZE, PageCount, PageFrame, Pfn};
-use devpriv_loom_tests::{assert_caught, model};
+use devpriv_core::{DevicePrivateOffset, PAGE_SIZE, PageCount, PageFrame};
+use devpriv_loom_tests::{assert_caught, machine, model};
 use devpriv_migrate::pgtable::PMD_SIZE;
 use devpriv_migrate::swapops::make_device_private_entry;
 use devpriv_migrate::{
-    Memory, Mm, MmConfig, PageVmaMappedWalk, Pmd, Pte, PvmwFlags, PvmwPmdPolicy, Softleaf,
-    SystemMemory, VmFlags,
+    Mm, MmConfig, PageVmaMappedWalk, Pmd, Pte, PvmwFlags, PvmwPmdPolicy, Softleaf, VmFlags,
 };
-use devpriv_pagemap::{DevicePrivateSpace, SpaceConfig};
 use loom::thread;
 use std::sync::Arc;
 
@@ -54,12 +52,7 @@ fn scenario(pvmw_pmd: PvmwPmdPolicy) {
     };
 
     // The walk reads page tables only: the smallest machine.
-    let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(1)).unwrap();
-    let space = DevicePrivateSpace::with_config(SpaceConfig {
-        space_shift: Some(24),
-        ..SpaceConfig::default()
-    });
-    let mem = Memory::new(Arc::new(sys), Arc::new(space));
+    let mem = machine(1);
     let mm = Mm::new(&mem, config);
     mm.mmap_write_lock()
         .mmap_anon(ADDR, PMD_SIZE, VmFlags::RW)

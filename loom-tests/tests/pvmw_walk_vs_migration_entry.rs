@@ -27,13 +27,10 @@
 
 use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_core::{DevicePrivateOffset, PAGE_SIZE, PageCount, PageFrame, Pfn};
-use devpriv_loom_tests::{assert_caught, model};
+use devpriv_loom_tests::{assert_caught, machine, model};
 use devpriv_migrate::pgtable::{_PAGE_PRESENT, _PAGE_RW, _PAGE_USER};
 use devpriv_migrate::swapops::{make_device_private_entry, make_migration_entry};
-use devpriv_migrate::{
-    Memory, MigrationKind, Mm, MmConfig, PageVmaMappedWalk, Pte, PvmwFlags, SystemMemory, VmFlags,
-};
-use devpriv_pagemap::{DevicePrivateSpace, SpaceConfig};
+use devpriv_migrate::{MigrationKind, Mm, MmConfig, PageVmaMappedWalk, Pte, PvmwFlags, VmFlags};
 use loom::thread;
 use std::sync::Arc;
 
@@ -51,12 +48,7 @@ fn scenario(mutants: Mutants) {
     let new_page = Pte::pfn_pte(Pfn::new(0x1234), _PAGE_PRESENT | _PAGE_RW | _PAGE_USER).unwrap();
 
     // The walk reads page tables only: the smallest machine.
-    let sys = SystemMemory::new(Pfn::new(0x10_0000), PageCount::new(1)).unwrap();
-    let space = DevicePrivateSpace::with_config(SpaceConfig {
-        space_shift: Some(24),
-        ..SpaceConfig::default()
-    });
-    let mem = Memory::new(Arc::new(sys), Arc::new(space));
+    let mem = machine(1);
     let mm = Mm::new(&mem, MmConfig::default());
     mm.mmap_write_lock()
         .mmap_anon(ADDR, PAGE_SIZE, VmFlags::RW)
