@@ -21,6 +21,7 @@
 use crate::mm_types::{Mm, VmFlags, Vma};
 use crate::mmu_notifier::MmuNotifyEvent;
 use devpriv_core::Errno;
+use devpriv_core::mutant::Mutants;
 use std::sync::Arc;
 
 /// `true` if fork copies the VMA's page tables.
@@ -75,7 +76,12 @@ impl Mm {
     /// ```
     pub fn fork(&self) -> Result<Arc<Mm>, Errno> {
         let parent = self.mmap_write_lock();
-        let child = Mm::new(self.memory(), self.config());
+        let child = Mm::in_fork_tree(
+            self.memory(),
+            self.config(),
+            Mutants::NONE,
+            Arc::clone(self.fork_tree()),
+        );
         let vmas: Vec<Vma> = parent.vmas().to_vec();
         {
             let mut cw = child.mmap_write_lock();

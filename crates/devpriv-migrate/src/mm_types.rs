@@ -682,6 +682,41 @@ pub struct Mm {
     pub(crate) unstable: AtomicBool,
     /// Planted bugs (`EvictNoTrylock`); none outside loom.
     mutants: Mutants,
+    /// The processes of this one's fork tree, this one included.
+    fork_tree: Arc<ForkTree>,
+}
+
+/// The address spaces of one fork tree, oldest first: every process that
+/// can map an anon folio of one of its members (anon cookies reach other
+/// processes only through `fork`, [`Vma::anon_chain`]).
+///
+/// Kernel: the root `anon_vma` its VMAs share (`anon_vma->root`, whose
+/// interval trees hold every VMA an `rmap_walk_anon()` can visit,
+/// `mm/rmap.c`, main).
+///
+/// # Differences from the kernel
+///
+/// One per fork tree rather than one per VMA: [`rmap_walk_anon`]
+/// (crate::rmap_walk_anon) filters its members' VMAs with
+/// [`Vma::maps_anon`]. It exists so that a walk touches only related
+/// processes, as the kernel's does, instead of every process's VMA lock.
+pub(crate) struct ForkTree(Mutex<Vec<Weak<Mm>>>);
+
+impl ForkTree {
+    fn new() -> Arc<ForkTree> {
+        Arc::new(ForkTree(Mutex::new(Vec::new())))
+    }
+
+    /// The live members, oldest first.
+    pub(crate) fn mms(&self) -> Vec<Arc<Mm>> {
+        self.0.lock().iter().filter_map(Weak::upgrade).collect()
+    }
+
+    fn add(&self, mm: Weak<Mm>) {
+        let mut list = self.0.lock();
+        list.retain(|w| w.strong_count() > 0);
+        list.push(mm);
+    }
 }
 
 impl fmt::Debug for Mm {
@@ -719,6 +754,17 @@ impl Mm {
     ///
     /// Kernel: none (model only).
     pub fn with_mutants(memory: &Memory, config: MmConfig, mutants: Mutants) -> Arc<Mm> {
+        Self::in_fork_tree(memory, config, mutants, ForkTree::new())
+    }
+
+    /// A new address space in `fork_tree` (a fresh tree for a new process,
+    /// the parent's for `fork`).
+    pub(crate) fn in_fork_tree(
+        memory: &Memory,
+        config: MmConfig,
+        mutants: Mutants,
+        fork_tree: Arc<ForkTree>,
+    ) -> Arc<Mm> {
         let mm = Arc::new(Mm {
             memory: memory.clone(),
             config,
@@ -732,9 +778,16 @@ impl Mm {
             pgtables: AtomicU64::new(0),
             unstable: AtomicBool::new(false),
             mutants,
+            fork_tree,
         });
+        mm.fork_tree.add(Arc::downgrade(&mm));
         memory.register_mm(Arc::downgrade(&mm));
         mm
+    }
+
+    /// This process's fork tree.
+    pub(crate) fn fork_tree(&self) -> &Arc<ForkTree> {
+        &self.fork_tree
     }
 
     /// The machine's memory this address space maps.

@@ -20,8 +20,11 @@
 //!   ([`rmap_walk_anon`]) visits every VMA, in every address space of the
 //!   machine, that reaches that `anon_vma` ([`Vma::maps_anon`]: its own,
 //!   or an ancestor's through `fork`), as `rmap_walk_anon()` walks the
-//!   `anon_vma`'s interval tree; the [`Mm`] a caller passes only names the
-//!   machine.
+//!   `anon_vma`'s interval tree. It looks first in the fork tree of the
+//!   [`Mm`] a caller passes (the cookie spreads only by `fork`), and in
+//!   every address space of the machine only if none there maps it; the
+//!   result is the same, but unrelated processes on other threads are not
+//!   touched.
 //! - `PageAnonExclusive` is not tracked: a read-only PTE becomes a
 //!   `*_MIGRATION_READ` entry, never `READ_EXCLUSIVE`; soft-dirty and
 //!   uffd-wp bits are not carried; no TLB flush or MMU notifier.
@@ -56,14 +59,27 @@ use std::sync::Arc;
 /// Kernel: `rmap_walk_anon()`'s `anon_vma_interval_tree_foreach()` over
 /// the folio's `anon_vma`, `mm/rmap.c` (main).
 pub fn rmap_walk_anon(mm: &Mm, anon_id: u64) -> Vec<(Arc<Mm>, Vma)> {
-    let mut out = Vec::new();
-    for m in mm.memory().mms() {
-        let vmas = m.vmas();
-        for v in vmas.iter().filter(|v| v.maps_anon(anon_id)) {
-            out.push((Arc::clone(&m), v.clone()));
+    let walk = |mms: Vec<Arc<Mm>>| {
+        let mut out = Vec::new();
+        for m in mms {
+            let vmas = m.vmas();
+            for v in vmas.iter().filter(|v| v.maps_anon(anon_id)) {
+                out.push((Arc::clone(&m), v.clone()));
+            }
         }
+        out
+    };
+    // An anon cookie spreads only by fork, so if any member of `mm`'s fork
+    // tree maps it, no process outside the tree does: the walk is complete
+    // without touching unrelated processes (whose VMA locks other threads
+    // are using). Otherwise the cookie is another tree's (a driver's
+    // eviction, say) or mapped nowhere: walk every process.
+    let out = walk(mm.fork_tree().mms());
+    if out.is_empty() {
+        walk(mm.memory().mms())
+    } else {
+        out
     }
-    out
 }
 
 /// A walk over the places `folio` is mapped in `vma`.

@@ -578,3 +578,58 @@ fn mmu_notifier_events() {
     mm.mmap_write_lock().munmap(page(2), PAGE_SIZE).unwrap();
     assert_eq!(events.lock().len(), 10, "a dropped notifier hears nothing");
 }
+
+/// The rmap walk finds every mapping of an anon folio, in every process of
+/// its fork tree and in none outside it, whichever process asks: one of
+/// the tree (the walk stays in the tree) or an unrelated one (the walk
+/// falls back to every process). The result is the same either way.
+#[test]
+fn rmap_walk_anon_reaches_the_fork_tree_from_any_process() {
+    use devpriv_migrate::rmap_walk_anon;
+    let mem = memory();
+    let parent = Mm::new(&mem, MmConfig::default());
+    anon(&parent, BASE, PAGE_SIZE, VmFlags::RW);
+    write(&parent, BASE, 1);
+    let stranger = Mm::new(&mem, MmConfig::default());
+    anon(&stranger, BASE, PAGE_SIZE, VmFlags::RW);
+    write(&stranger, BASE, 2);
+    let child = parent.fork().unwrap();
+    let grandchild = child.fork().unwrap();
+    let id = parent.vma_lookup(BASE).unwrap().id();
+    let ids = |asker: &Mm| -> Vec<u64> {
+        rmap_walk_anon(asker, id)
+            .iter()
+            .map(|(m, v)| {
+                assert_eq!(v.start(), BASE);
+                m.id()
+            })
+            .collect()
+    };
+    let tree = vec![parent.id(), child.id(), grandchild.id()];
+    for asker in [&parent, &child, &grandchild, &stranger] {
+        assert_eq!(ids(asker), tree, "asked by mm {}", asker.id());
+    }
+    let theirs = stranger.vma_lookup(BASE).unwrap().id();
+    assert_eq!(
+        rmap_walk_anon(&grandchild, theirs)
+            .iter()
+            .map(|(m, _)| m.id())
+            .collect::<Vec<_>>(),
+        vec![stranger.id()]
+    );
+
+    // try_to_migrate from an unrelated process still unmaps the folio in
+    // all three.
+    let pfn = pte_at(&parent, BASE).unwrap().0;
+    let folio = mem.sys().pfn_folio(pfn).unwrap();
+    assert!(folio.trylock());
+    try_to_migrate(&stranger, AnyFolio::Sys(folio)).unwrap();
+    for mm in [&parent, &child, &grandchild] {
+        assert!(pte_at(mm, BASE).is_none(), "mm {} still maps it", mm.id());
+    }
+    remove_migration_ptes(&stranger, AnyFolio::Sys(folio), AnyFolio::Sys(folio)).unwrap();
+    folio.unlock().unwrap();
+    for mm in [&parent, &child, &grandchild] {
+        assert_eq!(pte_at(mm, BASE).map(|p| p.0), Some(pfn));
+    }
+}
