@@ -535,7 +535,7 @@ fn alloc_and_copy_to_sys(
             i += 1;
             continue;
         }
-        let Some((chunk, idx)) = dev.chunk_of(off) else {
+        let Some((ops, idx)) = dev.with_chunk(off, |c, i| (Arc::clone(&c.ops), i)) else {
             warn_on!(true, "dmirror: migrating a page of another device");
             i += 1;
             continue;
@@ -564,14 +564,14 @@ fn alloc_and_copy_to_sys(
             lock_new(f)?;
             for j in 0..nr {
                 let pfn = f.page_pfn(j as u64).ok_or(Errno::EINVAL)?;
-                mem.sys().write(pfn, chunk.ops.word(idx + j))?;
+                mem.sys().write(pfn, ops.word(idx + j))?;
             }
             dst[i] = MigratePfn::new(f.pfn().into())?.with(MigratePfn::COMPOUND | write)?;
         } else if large && evict {
             // Kernel: "TODO Support splitting here".
         } else {
             for j in 0..nr.min(src.len() - i) {
-                match small_sys_copy(dev, &chunk, idx + j) {
+                match small_sys_copy(dev, &ops, idx + j) {
                     Ok(m) => dst[i + j] = m,
                     Err(e) => {
                         give_back(mem, &mut dst[i..i + j]);
@@ -613,10 +613,10 @@ fn give_back(mem: &Memory, dst: &mut [MigratePfn]) {
     }
 }
 
-fn small_sys_copy(dev: &DeviceInner, chunk: &Chunk, idx: usize) -> Result<MigratePfn, Errno> {
+fn small_sys_copy(dev: &DeviceInner, ops: &ChunkOps, idx: usize) -> Result<MigratePfn, Errno> {
     let f = dev.mem.sys().alloc_folio(Order::ZERO)?;
     lock_new(f)?;
-    dev.mem.sys().write(f.pfn(), chunk.ops.word(idx))?;
+    dev.mem.sys().write(f.pfn(), ops.word(idx))?;
     MigratePfn::new(f.pfn().into())
 }
 
@@ -724,12 +724,19 @@ impl DevPagemapOps for ChunkOps {
 }
 
 impl DeviceInner {
-    /// The chunk holding `off` and the page's index in it.
-    fn chunk_of(&self, off: DevicePrivateOffset) -> Option<(Chunk, usize)> {
-        self.chunks
-            .lock()
-            .iter()
-            .find_map(|c| Some((c.clone(), c.index_of(off)?)))
+    /// Runs `f` on the chunk holding `off` and the page's index in it,
+    /// with the chunk list locked: no copy of the chunk, whose reference
+    /// counts would cost more than the lookup on the migration path (the
+    /// kernel's `dmirror_page_to_chunk()` is a `container_of()`). `f` must
+    /// not take the chunk list or the free lists.
+    fn with_chunk<R>(
+        &self,
+        off: DevicePrivateOffset,
+        f: impl FnOnce(&Chunk, usize) -> R,
+    ) -> Option<R> {
+        let chunks = self.chunks.lock();
+        let (c, i) = chunks.iter().find_map(|c| Some((c, c.index_of(off)?)))?;
+        Some(f(c, i))
     }
 
     fn mirror(&self, id: u64) -> Option<Arc<MirrorState>> {
@@ -817,12 +824,15 @@ impl DeviceInner {
             }
         };
         let order = if large { Order::HPAGE_PMD } else { Order::ZERO };
-        let Some((chunk, idx)) = self.chunk_of(off) else {
+        let init = self.with_chunk(off, |chunk, idx| {
+            let page = PageRef::new(&chunk.pgmap, idx)?;
+            Some(zone_device_folio_init(Folio::from_head(page), &chunk.pgmap, order).map(|_| ()))
+        });
+        let Some(init) = init else {
             return Err(Errno::ENOMEM);
         };
-        let page = PageRef::new(&chunk.pgmap, idx).ok_or(Errno::EINVAL)?;
-        match zone_device_folio_init(Folio::from_head(page), &chunk.pgmap, order) {
-            Ok(_) => {
+        match init.ok_or(Errno::EINVAL)? {
+            Ok(()) => {
                 self.calloc.fetch_add(1 << order.get(), Ordering::Relaxed);
                 Ok(off)
             }
@@ -990,7 +1000,7 @@ impl DmirrorDevice {
     ///
     /// Kernel: `dmirror_page_to_device(page) == mdevice` (7.0).
     pub fn owns(&self, off: DevicePrivateOffset) -> bool {
-        self.inner.chunk_of(off).is_some()
+        self.inner.with_chunk(off, |_, _| ()).is_some()
     }
 
     /// Allocates a device folio of order 9 (`large`) or 0, locked with one
@@ -1017,8 +1027,9 @@ impl DmirrorDevice {
     ///
     /// [`Errno::EINVAL`] if `off` is not one of this device's pages.
     pub fn read_page(&self, off: DevicePrivateOffset) -> Result<u64, Errno> {
-        let (chunk, idx) = self.inner.chunk_of(off).ok_or(Errno::EINVAL)?;
-        Ok(chunk.ops.word(idx))
+        self.inner
+            .with_chunk(off, |chunk, idx| chunk.ops.word(idx))
+            .ok_or(Errno::EINVAL)
     }
 
     /// Writes the device's copy of the page at `off`.
@@ -1029,9 +1040,9 @@ impl DmirrorDevice {
     ///
     /// As [`read_page`](Self::read_page).
     pub fn write_page(&self, off: DevicePrivateOffset, value: u64) -> Result<(), Errno> {
-        let (chunk, idx) = self.inner.chunk_of(off).ok_or(Errno::EINVAL)?;
-        chunk.ops.set_word(idx, value);
-        Ok(())
+        self.inner
+            .with_chunk(off, |chunk, idx| chunk.ops.set_word(idx, value))
+            .ok_or(Errno::EINVAL)
     }
 
     /// Evicts every chunk to system RAM and unmaps it: marks the chunk as
@@ -1525,20 +1536,25 @@ impl Dmirror {
         src: Option<Pfn>,
         nr: usize,
     ) -> Result<MigratePfn, Errno> {
-        let (chunk, idx) = self.dev.inner.chunk_of(off).ok_or(Errno::EINVAL)?;
-        for j in 0..nr {
-            let v = match src {
-                Some(p) => self.mem().sys().read(
-                    p.checked_add(PageCount::new(j as u64))
-                        .ok_or(Errno::EINVAL)?,
-                )?,
-                None => 0,
-            };
-            chunk.ops.set_word(idx + j, v);
-            if let Some(m) = chunk.ops.mirror.get(idx + j) {
-                m.store(self.state.id, Ordering::Release);
-            }
-        }
+        self.dev
+            .inner
+            .with_chunk(off, |chunk, idx| {
+                for j in 0..nr {
+                    let v = match src {
+                        Some(p) => self.mem().sys().read(
+                            p.checked_add(PageCount::new(j as u64))
+                                .ok_or(Errno::EINVAL)?,
+                        )?,
+                        None => 0,
+                    };
+                    chunk.ops.set_word(idx + j, v);
+                    if let Some(m) = chunk.ops.mirror.get(idx + j) {
+                        m.store(self.state.id, Ordering::Release);
+                    }
+                }
+                Ok::<(), Errno>(())
+            })
+            .ok_or(Errno::EINVAL)??;
         MigratePfn::new(off.into())
     }
 

@@ -179,15 +179,16 @@ pub fn split_folio(mm: &Mm, folio: AnyFolio<'_>) -> Result<(), Errno> {
     };
     // unmap_folio(TTU_SPLIT_HUGE_PMD): PMD mappings become PTE mappings.
     if folio.entire_mapcount() > 0 {
-        for (m, vma) in crate::rmap::rmap_walk_anon(mm, id) {
+        crate::rmap::rmap_walk_anon(mm, id, |m, vma| {
             let Ok(addr) = vma.vma_address(folio.index(), folio.nr_pages()) else {
-                continue;
+                return Ok(());
             };
             let haddr = addr & !(PMD_SIZE - 1);
-            if pmd_maps(&m, haddr, folio) {
-                split_huge_pmd(&m, haddr)?;
+            if pmd_maps(m, haddr, folio) {
+                split_huge_pmd(m, haddr)?;
             }
-        }
+            Ok(())
+        })?;
     }
     // can_split_folio(folio, 1, ..): anon, no swap cache.
     if folio.entire_mapcount() != 0 || folio.mapcount() != folio.refcount() - 1 {

@@ -10,6 +10,7 @@
 use crate::mm_types::Mm;
 use crate::page_alloc::SystemMemory;
 use core::fmt;
+use devpriv_core::Errno;
 use devpriv_core::sync::Mutex;
 use devpriv_core::sync::atomic::{AtomicU64, Ordering};
 use devpriv_pagemap::DevicePrivateSpace;
@@ -121,6 +122,12 @@ impl Memory {
             .iter()
             .filter_map(Weak::upgrade)
             .collect()
+    }
+
+    /// Calls `f` on every live address space, oldest first, with the list
+    /// locked. Stops at the first error.
+    pub(crate) fn for_each_mm(&self, f: impl FnMut(&Mm) -> Result<(), Errno>) -> Result<(), Errno> {
+        crate::mm_types::for_each_live(&self.inner.mm_list.lock(), f)
     }
 }
 

@@ -707,9 +707,11 @@ impl ForkTree {
         Arc::new(ForkTree(Mutex::new(Vec::new())))
     }
 
-    /// The live members, oldest first.
-    pub(crate) fn mms(&self) -> Vec<Arc<Mm>> {
-        self.0.lock().iter().filter_map(Weak::upgrade).collect()
+    /// Calls `f` on each live member, oldest first, with the tree locked
+    /// (as `rmap_walk_anon()` holds the `anon_vma` lock: a concurrent
+    /// `fork` waits). Stops at the first error.
+    pub(crate) fn for_each(&self, f: impl FnMut(&Mm) -> Result<(), Errno>) -> Result<(), Errno> {
+        for_each_live(&self.0.lock(), f)
     }
 
     fn add(&self, mm: Weak<Mm>) {
@@ -717,6 +719,16 @@ impl ForkTree {
         list.retain(|w| w.strong_count() > 0);
         list.push(mm);
     }
+}
+
+/// Calls `f` on each address space of `list` that is still alive.
+pub(crate) fn for_each_live(
+    list: &[Weak<Mm>],
+    mut f: impl FnMut(&Mm) -> Result<(), Errno>,
+) -> Result<(), Errno> {
+    list.iter()
+        .filter_map(Weak::upgrade)
+        .try_for_each(|m| f(&m))
 }
 
 impl fmt::Debug for Mm {

@@ -53,33 +53,42 @@ use crate::swapops::{MigrationKind, make_device_private_entry, make_migration_en
 use devpriv_core::{Errno, PageCount, PageFrame, warn_on};
 use std::sync::Arc;
 
-/// Every VMA, in every address space of `mm`'s machine, through which an
-/// anon folio with cookie `anon_id` may be mapped, with its address space.
+/// Calls `rmap_one` on every VMA, in every address space of `mm`'s
+/// machine, through which an anon folio with cookie `anon_id` may be
+/// mapped, with its address space, oldest process first. The VMAs' fork
+/// tree is locked during the walk (a concurrent `fork` waits, as it waits
+/// for the `anon_vma` lock), so `rmap_one` must not fork or walk again.
 ///
 /// Kernel: `rmap_walk_anon()`'s `anon_vma_interval_tree_foreach()` over
-/// the folio's `anon_vma`, `mm/rmap.c` (main).
-pub fn rmap_walk_anon(mm: &Mm, anon_id: u64) -> Vec<(Arc<Mm>, Vma)> {
-    let walk = |mms: Vec<Arc<Mm>>| {
-        let mut out = Vec::new();
-        for m in mms {
-            let vmas = m.vmas();
-            for v in vmas.iter().filter(|v| v.maps_anon(anon_id)) {
-                out.push((Arc::clone(&m), v.clone()));
-            }
+/// the folio's `anon_vma`, calling `rwc->rmap_one()`, `mm/rmap.c` (main).
+///
+/// # Errors
+///
+/// The first error `rmap_one` returns; the walk stops there (the kernel's
+/// `rmap_one` stops it by returning `false`).
+pub fn rmap_walk_anon(
+    mm: &Mm,
+    anon_id: u64,
+    mut rmap_one: impl FnMut(&Mm, &Vma) -> Result<(), Errno>,
+) -> Result<(), Errno> {
+    let found = core::cell::Cell::new(false);
+    let mut visit = |m: &Mm| -> Result<(), Errno> {
+        for v in m.vmas().iter().filter(|v| v.maps_anon(anon_id)) {
+            found.set(true);
+            rmap_one(m, v)?;
         }
-        out
+        Ok(())
     };
     // An anon cookie spreads only by fork, so if any member of `mm`'s fork
     // tree maps it, no process outside the tree does: the walk is complete
     // without touching unrelated processes (whose VMA locks other threads
     // are using). Otherwise the cookie is another tree's (a driver's
     // eviction, say) or mapped nowhere: walk every process.
-    let out = walk(mm.fork_tree().mms());
-    if out.is_empty() {
-        walk(mm.memory().mms())
-    } else {
-        out
+    mm.fork_tree().for_each(&mut visit)?;
+    if !found.get() {
+        mm.memory().for_each_mm(&mut visit)?;
     }
+    Ok(())
 }
 
 /// A walk over the places `folio` is mapped in `vma`.
@@ -228,9 +237,9 @@ pub fn try_to_migrate(mm: &Mm, folio: AnyFolio<'_>) -> Result<(), Errno> {
     let Some(id) = folio.anon_id() else {
         return Ok(());
     };
-    for (m, vma) in rmap_walk_anon(mm, id) {
-        let Ok(mut w) = folio_walk(&m, &vma, folio, PvmwFlags::SYNC) else {
-            continue;
+    rmap_walk_anon(mm, id, |m, vma| {
+        let Ok(mut w) = folio_walk(m, vma, folio, PvmwFlags::SYNC) else {
+            return Ok(());
         };
         while w.walk() {
             if w.is_pmd_mapped() {
@@ -254,8 +263,8 @@ pub fn try_to_migrate(mm: &Mm, folio: AnyFolio<'_>) -> Result<(), Errno> {
             folio.remove_rmap_ptes(n, 1)?;
             folio.put();
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Replaces every migration entry for `src` (on `mm`'s machine) with a mapping of the
@@ -278,9 +287,9 @@ pub fn remove_migration_ptes(mm: &Mm, src: AnyFolio<'_>, dst: AnyFolio<'_>) -> R
         return Ok(());
     };
     let mode = mm.paging();
-    for (m, vma) in rmap_walk_anon(mm, id) {
-        let Ok(mut w) = folio_walk(&m, &vma, src, PvmwFlags::SYNC | PvmwFlags::MIGRATION) else {
-            continue;
+    rmap_walk_anon(mm, id, |m, vma| {
+        let Ok(mut w) = folio_walk(m, vma, src, PvmwFlags::SYNC | PvmwFlags::MIGRATION) else {
+            return Ok(());
         };
         while w.walk() {
             if w.is_pmd_mapped() {
@@ -332,8 +341,8 @@ pub fn remove_migration_ptes(mm: &Mm, src: AnyFolio<'_>, dst: AnyFolio<'_>) -> R
             dst.get();
             w.set_pte(new)?;
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Grants a device exclusive access to the anon page at `addr` of `mm`:

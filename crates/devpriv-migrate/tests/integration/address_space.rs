@@ -596,27 +596,30 @@ fn rmap_walk_anon_reaches_the_fork_tree_from_any_process() {
     let child = parent.fork().unwrap();
     let grandchild = child.fork().unwrap();
     let id = parent.vma_lookup(BASE).unwrap().id();
-    let ids = |asker: &Mm| -> Vec<u64> {
-        rmap_walk_anon(asker, id)
-            .iter()
-            .map(|(m, v)| {
-                assert_eq!(v.start(), BASE);
-                m.id()
-            })
-            .collect()
+    let walk = |asker: &Mm, id: u64| -> Vec<u64> {
+        let mut out = Vec::new();
+        rmap_walk_anon(asker, id, |m, v| {
+            assert_eq!(v.start(), BASE);
+            out.push(m.id());
+            Ok(())
+        })
+        .unwrap();
+        out
     };
+    let ids = |asker: &Mm| walk(asker, id);
     let tree = vec![parent.id(), child.id(), grandchild.id()];
     for asker in [&parent, &child, &grandchild, &stranger] {
         assert_eq!(ids(asker), tree, "asked by mm {}", asker.id());
     }
     let theirs = stranger.vma_lookup(BASE).unwrap().id();
-    assert_eq!(
-        rmap_walk_anon(&grandchild, theirs)
-            .iter()
-            .map(|(m, _)| m.id())
-            .collect::<Vec<_>>(),
-        vec![stranger.id()]
-    );
+    assert_eq!(walk(&grandchild, theirs), vec![stranger.id()]);
+    // An error from the callback stops the walk and comes back.
+    let mut calls = 0;
+    let r = rmap_walk_anon(&stranger, id, |_, _| {
+        calls += 1;
+        Err(Errno::EAGAIN)
+    });
+    assert_eq!((r, calls), (Err(Errno::EAGAIN), 1));
 
     // try_to_migrate from an unrelated process still unmaps the folio in
     // all three.
