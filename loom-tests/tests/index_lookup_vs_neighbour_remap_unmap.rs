@@ -8,19 +8,21 @@
 //! (`mm/memremap.c`, series v6), with the kernel's exact packing putting
 //! both pagemaps in one 2 MiB section.
 //!
-//! Pagemap A (one page at offset 0) stays mapped throughout. A second
-//! thread maps N (offset 1) and unmaps it again: A's section slot goes from
-//! "A" to a shared table {A, N} and back to "A", and the table is retired
-//! and freed after the tree's grace period. The reader looks up A's page
-//! twice under one read guard.
+//! Pagemap A (one page at offset 0) stays mapped throughout, alone or
+//! with M (offset 1). A second thread maps N (one page, right after them)
+//! and unmaps it again: A's section goes from "A" to the pair {A, N} and
+//! back, rewritten in place under the wide slot's sequence count; or from
+//! the pair {A, M} to a table {A, M, N} and back, the table retired and
+//! freed after the tree's grace period. The reader looks up A's page twice
+//! under one read guard.
 //!
 //! Checks: every lookup of A's offset gives A's page: never a miss, never
 //! another pagemap's page; no table is read after it was freed.
 //!
 //! Mutants:
-//! - `SpaceIndexNullRewriteMarker`: the slot is cleared (null) before its
-//!   new value is stored, the general form of the stress harness's bug (a
-//!   null rewrite marker): A's lookup misses.
+//! - `SpaceIndexNullRewriteMarker`: the slot is cleared (null) before the
+//!   rewrite is marked (odd count), the general form of the stress
+//!   harness's bug (a null rewrite marker): A's lookup misses.
 //! - `SpaceIndexSharedNoGracePeriod`: the replaced table is freed at once,
 //!   not after the grace period: a causality violation on the table.
 
@@ -34,7 +36,8 @@ use devpriv_pagemap::{DevicePrivateSpace, Packing, SpaceConfig};
 use loom::sync::Arc;
 use loom::thread;
 
-fn scenario(mutants: Mutants) {
+/// `with_m`: M shares the section too (N then makes a table).
+fn scenario(mutants: Mutants, with_m: bool) {
     let cfg = SpaceConfig {
         packing: Packing::KernelExact,
         space_shift: Some(24),
@@ -43,11 +46,13 @@ fn scenario(mutants: Mutants) {
     let space = Arc::new(DevicePrivateSpace::with_mutants(cfg, mutants));
     let a = space.memremap_device_private_pagemap(params(1), 0).unwrap();
     let a_id = a.id();
+    let _m = with_m.then(|| space.memremap_device_private_pagemap(params(1), 0).unwrap());
+    let n_first = 1 + u64::from(with_m);
     let neighbour = {
         let space = Arc::clone(&space);
         thread::spawn(move || {
             let n = space.memremap_device_private_pagemap(params(1), 0).unwrap();
-            assert_eq!(n.first_offset().get(), 1, "N shares A's section");
+            assert_eq!(n.first_offset().get(), n_first, "N shares A's section");
             space.memunmap_device_private_pagemap(&n).unwrap();
         })
     };
@@ -67,14 +72,20 @@ fn scenario(mutants: Mutants) {
 
 #[test]
 fn index_lookup_vs_neighbour_remap_unmap() {
-    let runs = model(|| scenario(Mutants::NONE));
+    let runs = model(|| scenario(Mutants::NONE, false));
     eprintln!("index_lookup_vs_neighbour_remap_unmap: {runs} executions");
+}
+
+#[test]
+fn index_lookup_vs_neighbour_remap_unmap_table() {
+    let runs = model(|| scenario(Mutants::NONE, true));
+    eprintln!("index_lookup_vs_neighbour_remap_unmap_table: {runs} executions");
 }
 
 #[test]
 fn mutant_null_rewrite_marker_is_caught() {
     assert_caught(
-        || scenario(Mutant::SpaceIndexNullRewriteMarker.into()),
+        || scenario(Mutant::SpaceIndexNullRewriteMarker.into(), false),
         &["a pagemap that stays mapped missed"],
     );
 }
@@ -82,7 +93,7 @@ fn mutant_null_rewrite_marker_is_caught() {
 #[test]
 fn mutant_shared_no_grace_period_is_caught() {
     assert_caught(
-        || scenario(Mutant::SpaceIndexSharedNoGracePeriod.into()),
+        || scenario(Mutant::SpaceIndexSharedNoGracePeriod.into(), true),
         &["Causality violation"],
     );
 }

@@ -7,18 +7,25 @@
 //! kernel's exact packing, where two pagemaps share a 2 MiB section; the
 //! model's table stands in for the maple tree walk the kernel does there.
 //!
-//! Pagemap A (one page at offset 0) has the section to itself; the main
-//! thread maps B (one page, offset 1), which turns the section's slot from
-//! "A" into a table of two sub-ranges, built whole and published with one
-//! `Release` store. The reader looks up B's page, then A's.
+//! Pagemap A (one page at offset 0) has the section to itself, or shares
+//! it with C (offset 1); the main thread maps B (one page, right after
+//! them), which turns the section's slot from "A" into a pair {A, B},
+//! rewritten in place under the wide slot's sequence count, or from the
+//! pair {A, C} into a table of three sub-ranges, built whole and published
+//! with one `Release` store. The reader looks up B's page, then A's.
 //!
 //! Checks: B's lookup gives `None` (it came first) or B's initialised page;
 //! A's lookup always gives A's page (A stays mapped: never a miss). The
 //! table sits in loom's checked cell, so a reader not ordered after its
 //! construction is a causality violation.
 //!
-//! Mutant: `SpaceIndexSharedRelaxedPublish` (the table's pointer stored
-//! `Relaxed`): caught as a causality violation on the table.
+//! Mutants:
+//! - `SpaceIndexSharedRelaxedPublish` (the table's pointer stored
+//!   `Relaxed`, no barrier): caught as a causality violation on the table.
+//! - `SpaceIndexRelaxedPublish` (the pair's closing count stored
+//!   `Relaxed`): the reader takes B's base and bounds without the
+//!   pagemap's construction ordered before them, and reads B's half-built
+//!   page (a causality violation on the page, or its assertion).
 
 #![cfg(loom)]
 #![forbid(unsafe_code)]
@@ -40,16 +47,21 @@ pub fn exact_space() -> SpaceConfig {
     }
 }
 
-fn scenario(mutants: Mutants) {
+/// `before`: one-page pagemaps in the section before B (1: B makes a pair,
+/// 2: a table).
+fn scenario(mutants: Mutants, before: u64) {
     let space = Arc::new(DevicePrivateSpace::with_mutants(exact_space(), mutants));
     let a = space.memremap_device_private_pagemap(params(1), 0).unwrap();
     assert_eq!(a.first_offset().get(), 0);
+    let _others: Vec<_> = (1..before)
+        .map(|_| space.memremap_device_private_pagemap(params(1), 0).unwrap())
+        .collect();
     let a_id = a.id();
     let reader = {
         let space = Arc::clone(&space);
         thread::spawn(move || {
             let g = space.read();
-            let off = DevicePrivateOffset::new(1);
+            let off = DevicePrivateOffset::new(before);
             if let Some(page) = g.device_private_offset_to_page(off) {
                 assert!(page.test_flag(PG_RESERVED), "a half-built page");
                 assert_eq!(g.device_private_page_to_offset(page), Some(off));
@@ -63,21 +75,35 @@ fn scenario(mutants: Mutants) {
         })
     };
     let b = space.memremap_device_private_pagemap(params(1), 0).unwrap();
-    assert_eq!(b.first_offset().get(), 1, "B shares A's section");
+    assert_eq!(b.first_offset().get(), before, "B shares A's section");
     reader.join().unwrap();
     assert_valid(&space);
 }
 
 #[test]
 fn shared_section_publish_vs_lookup() {
-    let runs = model(|| scenario(Mutants::NONE));
+    let runs = model(|| scenario(Mutants::NONE, 1));
     eprintln!("shared_section_publish_vs_lookup: {runs} executions");
+}
+
+#[test]
+fn shared_section_table_publish_vs_lookup() {
+    let runs = model(|| scenario(Mutants::NONE, 2));
+    eprintln!("shared_section_table_publish_vs_lookup: {runs} executions");
 }
 
 #[test]
 fn mutant_shared_relaxed_publish_is_caught() {
     assert_caught(
-        || scenario(Mutant::SpaceIndexSharedRelaxedPublish.into()),
+        || scenario(Mutant::SpaceIndexSharedRelaxedPublish.into(), 2),
         &["Causality violation"],
+    );
+}
+
+#[test]
+fn mutant_pair_relaxed_publish_is_caught() {
+    assert_caught(
+        || scenario(Mutant::SpaceIndexRelaxedPublish.into(), 1),
+        &["Causality violation", "a half-built page"],
     );
 }

@@ -81,30 +81,33 @@ mutants! {
     /// `Release`, so a reader can see the pointer before the node contents
     /// (`rcu_assign_pointer()` as a plain store).
     RangeTreeRelaxedPublish,
-    /// The pagemap section index publishes a pagemap with a `Relaxed`
-    /// store (`rcu_assign_pointer()` as a plain store). The seqlock's
-    /// earlier `fence(Release)` still orders the pagemap itself; the memmap
-    /// base stored after that fence is what a reader can miss.
+    /// The pagemap section index ends a slot rewrite with `Relaxed` stores:
+    /// the compact slot's pointer and the wide slot's closing sequence
+    /// count (`rcu_assign_pointer()` and `write_seqcount_end()` as plain
+    /// stores). The seqlock's earlier `fence(Release)` still orders the
+    /// pagemap itself; the memmap base and bounds stored after that fence
+    /// are what a reader can miss, or read torn.
     SpaceIndexRelaxedPublish,
     /// `memunmap` erases the tree entry but leaves the section index
     /// pointing at the pagemap, so lookups reach it after reclamation
     /// (`memunmap_device_private_pagemap()` without clearing
     /// `section_mem_map`).
     SpaceIndexNotUnpublished,
-    /// The section index reader uses a section's memmap base without
-    /// re-checking the slot's pagemap pointer, so a base published for a
-    /// newer pagemap can be paired with an older one (`read_seqretry()`
-    /// left out).
+    /// The section index reader uses a slot's memmap base and bounds
+    /// without re-checking the compact slot's pointer or the wide slot's
+    /// sequence count, so a base published for a newer pagemap can be
+    /// paired with an older one (`read_seqcount_retry()` left out).
     SpaceIndexNoRecheck,
     /// `free_zone_device_folio` under `ReinitPolicy::AtFree` resets the
     /// compound metadata with no `smp_wmb()` (Release) before `folio_free`
     /// hands the pages to the driver's allocator.
     FolioFreeNoBarrier,
-    /// The section index publishes a pagemap with a `Relaxed` pointer store
+    /// The section index rewrites a slot with `Relaxed` closing stores
     /// *and* without the seqlock write side's `fence(Release)` (the
-    /// `smp_wmb()` before the memmap base is stored), so nothing orders
-    /// the pagemap's construction, nor its memmap base, before the pointer
-    /// a reader finds (`rcu_assign_pointer()` and `smp_wmb()` both gone).
+    /// `smp_wmb()` in `write_seqcount_begin()`), so nothing orders the
+    /// pagemap's construction, nor its memmap base, before the pointer or
+    /// count a reader finds (`rcu_assign_pointer()` and `smp_wmb()` both
+    /// gone).
     SpaceIndexPublishNoBarrier,
     /// `RangeTree::alloc_range` searches for the gap before taking the
     /// writer lock (under a read guard only), so two allocators can both
@@ -185,15 +188,16 @@ mutants! {
     /// published without `smp_wmb()`/`rcu_assign_pointer()`).
     SpaceIndexRelaxedLeafPublish,
     /// The section index publishes a shared section's sub-range table with
-    /// a `Relaxed` store, so a reader can search the table before it is
-    /// built (`rcu_assign_pointer()` as a plain store).
+    /// a `Relaxed` store and no barrier before it, so a reader can search
+    /// the table before it is built (`rcu_assign_pointer()` as a plain
+    /// store).
     SpaceIndexSharedRelaxedPublish,
     /// The section index clears a slot it rewrites (a null store, then the
-    /// new value) instead of replacing it with one store: a reader in the
-    /// window reads "no pagemap here", and an offset of a pagemap that
-    /// stays mapped misses while a neighbour in the same section is mapped
-    /// or unmapped (the bug `devpriv stress` found, where the rewrite
-    /// marker was null).
+    /// new value) before it marks the rewrite (the wide slot's odd count,
+    /// the compact slot's marker): a reader in the window reads "no pagemap
+    /// here", and an offset of a pagemap that stays mapped misses while a
+    /// neighbour in the same section is mapped or unmapped (the bug
+    /// `devpriv stress` found, where the rewrite marker was null).
     SpaceIndexNullRewriteMarker,
     /// The section index frees a shared section's sub-range table as soon
     /// as it is replaced, without waiting for the tree's grace period, so

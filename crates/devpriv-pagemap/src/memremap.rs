@@ -1447,7 +1447,6 @@ impl SpaceReadGuard<'_> {
         // belongs to (both come from `DevicePrivateSpace::read`).
         match unsafe { self.index.lookup(&self.tree, offset.get()) } {
             Hit::Page(page) => Some(page),
-            Hit::Recheck(pm) => pm.page(offset),
             Hit::Miss => None,
             Hit::Busy => self.lookup_busy(offset),
         }
@@ -1583,7 +1582,6 @@ mod tests {
                 assert!(std::ptr::eq(&*p, &pm.pages()[usize::try_from(i).unwrap()]));
                 "page"
             }
-            Hit::Recheck(_) => "recheck",
             Hit::Miss => "miss",
             Hit::Busy => "busy",
         }

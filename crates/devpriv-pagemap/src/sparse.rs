@@ -8,55 +8,65 @@
 //! The v6 proposal turned `pfn_to_page()` (pointer arithmetic) into a maple-tree
 //! walk; this index is how the model gets the arithmetic back. The range
 //! tree stays the truth; the index is derived from it under the space's
-//! writer lock. A slot says one of:
+//! writer lock. A section holds nothing, one pagemap (covering all of it
+//! or a part), two pagemaps (a *pair*: the kernel's exact packing makes
+//! one wherever a pagemap ends inside a section), or three or more (a
+//! *shared section*: pagemaps smaller than a section). No layout falls
+//! back to the tree.
 //!
-//! - nothing: no pagemap overlaps the section;
-//! - one pagemap, with its memmap base (below);
-//! - a *shared section*: two or more pagemaps overlap it (the kernel's
-//!   exact packing does this whenever a pagemap is smaller than a section
-//!   or ends inside one), and the slot points to an immutable table of the
-//!   section's sub-ranges, one per pagemap, sorted ([`Shared`]). A lookup
-//!   there counts the sub-range starts at or below the offset (8 at a
-//!   time, branch-free; more than 8 sub-ranges go to a sorted spill array,
-//!   binary-searched) and reads that sub-range's base. No layout falls
-//!   back to the tree.
+//! # Two slots per section
 //!
-//! # The memmap base (`section_mem_map`)
-//!
-//! A slot holds the pagemap pointer and a biased memmap base
-//! (`pages - first_offset`, as SPARSEMEM encodes `section_mem_map`), so
+//! Every section has a **wide slot**, one cache line that says everything:
+//! a sequence count and two *parts*, each a pagemap, its biased memmap base
+//! (`pages - first_offset`, as SPARSEMEM encodes `section_mem_map`, so
 //! `base + offset` is the page and the lookup never reads the pagemap's
-//! header (a separate cache line, on the critical path). Bit 0 of the base
-//! (page structs are 64-byte aligned, so it is free) marks a section the
-//! pagemap covers only in part; its bounds (`lo..hi`, relative to the
-//! section) sit in a parallel array of the leaf, read only then. Slots stay
-//! 16 bytes, so the hot slots of a thousand whole sections fit in L1. A
-//! shared section's sub-ranges carry their own bases and bounds.
+//! header) and its bounds in the section. A pair fills both parts; one
+//! pagemap fills part 0; a shared section's part 0 points to an immutable
+//! table of its sub-ranges ([`Shared`]: the starts of up to 8 searched
+//! with one packed compare, more in a sorted spill array,
+//! binary-searched). The lookup picks the part with a compare, not a
+//! branch: a layout that mixes one-pagemap sections and pairs (pagemaps of
+//! a few sections each) would mispredict half its lookups on a branch.
 //!
-//! The words of a one-pagemap slot are not written together, so the reader
-//! uses the seqlock pattern with the pointer as the sequence: load the
-//! pointer (Acquire), the base (and bounds), `fence(Acquire)`, and the
-//! pointer again; base and bounds are used only if the pointer did not
-//! change. The writer, before it changes them, issues `fence(Release)`,
-//! and if the slot still names a pagemap, first replaces that with a
-//! *rewrite marker*. A reader that read a new base therefore sees the old
-//! pointer gone on its re-check, and falls back to the pagemap it first
-//! found (still valid: see below). The marker is not null: a reader that
-//! loads it walks the tree, where null would read as "no pagemap" and make
-//! a live pagemap's offset miss (found by `devpriv stress` when the marker
-//! was null). In the slot transitions the space makes (a pagemap appears
-//! in or leaves a section), the base changes only where the old pointer is
-//! null or a shared table, so the marker is a safety net that no steady
-//! state reaches. There is no ABA: a pagemap's address cannot be reused
+//! Every section also has a 16-byte **compact slot**: a pagemap that
+//! covers the whole section and its base, or null, or a marker that sends
+//! the reader to the wide slot. Layouts of whole sections only (large
+//! pagemaps packed exactly, 2 MiB-aligned ones) then touch 16 bytes per
+//! section, not a cache line: at 2^17 hot sections that is 2 MiB against
+//! 8. A leaf is read through its compact slots until one of its sections
+//! first needs the wide slot (a part, a pair, a table); from then on its
+//! readers go straight to the wide slots. The writer keeps both slots of
+//! every section current, so the leaf's flag only chooses which one to
+//! read, and needs no ordering.
+//!
+//! # The sequence counts
+//!
+//! A wide slot's words are written in place, so the reader uses the
+//! seqlock pattern (`read_seqcount_begin()`/`read_seqcount_retry()`):
+//! load the count (Acquire), the words, `fence(Acquire)`, and the count
+//! again; the words are used only if the count was even and did not
+//! change. The writer makes the count odd, issues `fence(Release)`, writes
+//! the words and makes the count even with a `Release` store. A reader that
+//! finds the slot mid-rewrite asks the tree (a rewrite is a few stores;
+//! readers rarely meet one). A table is immutable and published by part
+//! 0's pointer alone (a `Release` store, `rcu_assign_pointer()`), so a
+//! reader that finds one needs no count.
+//!
+//! A compact slot uses its pointer as the count: load the pointer
+//! (Acquire), the base, `fence(Acquire)`, and the pointer again. A
+//! pagemap's base in a section never changes while it is mapped, so the
+//! writer changes a base only after replacing the pointer (with the
+//! marker, when it was a pagemap) and a `fence(Release)`; a reader that
+//! read a new base sees the old pointer gone on its re-check and reads the
+//! wide slot instead, which the writer updated first. The intermediate
+//! value is the marker, never null: null reads as "no pagemap" and would
+//! make a live pagemap's offset miss (found by `devpriv stress` when the
+//! marker was null). There is no ABA: a pagemap's address cannot be reused
 //! while a reader that found it is inside its read section.
 //!
-//! The re-check is needed because `memunmap` drops the writer lock before
-//! its grace period: a concurrent `memremap` can publish a new pagemap (and
-//! base) in the section while a reader still holds the old pointer.
-//!
-//! A shared section's table is built completely and then published with
-//! one `Release` store (`rcu_assign_pointer()`); it is never changed, only
-//! replaced, so it needs no re-check.
+//! The re-checks are needed because `memunmap` drops the writer lock
+//! before its grace period: a concurrent `memremap` can publish a new
+//! pagemap (and base) in the section while a reader is still in it.
 //!
 //! # Reclamation
 //!
@@ -71,7 +81,7 @@ use crate::memremap::DevPagemap;
 use crate::mm_types::{Page, PageRef};
 use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_core::srcu::{RetireList, Srcu};
-use devpriv_core::sync::atomic::{AtomicPtr, AtomicU64, Ordering, fence};
+use devpriv_core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering, fence};
 use devpriv_core::sync::{Mutex, TrackedCell, UnsafeCell};
 use devpriv_rangetree::ReadGuard;
 use std::ptr::{self, NonNull};
@@ -97,45 +107,79 @@ const SHARED: usize = 0b10;
 /// The table's sub-ranges are in its spill array (more than `INLINE`).
 const SPILL: usize = 0b01;
 
-/// The rewrite marker (module docs). Never dereferenced; its address (1)
-/// is never a pagemap's nor a table's.
-fn rewrite() -> *mut DevPagemap {
-    ptr::without_provenance_mut(1)
+/// One pagemap's part of a section, as a slot holds it: the pagemap, its
+/// biased memmap base (`base + offset` is the page), and its bounds
+/// `lo | hi << 32` (section-relative pages `lo..hi`).
+struct SubCell {
+    pgmap: AtomicPtr<DevPagemap>,
+    base: AtomicPtr<Page>,
+    bounds: AtomicU64,
 }
 
-/// One section's slot: the pagemap (or tagged table) and its biased memmap
-/// base, tagged in bit 0 when the pagemap covers the section only in part
-/// (module docs).
-#[repr(C, align(16))]
+/// The bounds word of a slot's absent second part: `lo` is above every
+/// section-relative page, so a lookup never picks it.
+const NO_SECOND: u64 = u64::MAX;
+
+/// One section's slot, one cache line: a sequence count and up to two
+/// parts (module docs). Part 0's pointer may instead be a tagged shared
+/// table, or null (empty).
+#[repr(C, align(64))]
 struct SlotCell {
+    /// Odd while the writer rewrites the slot (`seqcount_t`).
+    seq: AtomicU64,
+    parts: [SubCell; 2],
+}
+
+/// A section's compact slot: a pagemap that covers the whole section and
+/// its biased memmap base, 16 bytes, so the hot slots of a thousand
+/// sections fit in L1. Anything else (no pagemap, a part of one, two or
+/// more) is in the section's wide slot, and the compact slot says so.
+#[repr(C, align(16))]
+struct CompactCell {
+    /// A pagemap covering the whole section, or null (no pagemap), or
+    /// `WIDE` (read the wide slot).
     pgmap: AtomicPtr<DevPagemap>,
     base: AtomicPtr<Page>,
 }
 
-/// Bit 0 of a slot's base: read the section's bounds.
-const PARTIAL: usize = 1;
+/// A compact slot's "read the wide slot". Never dereferenced; its address
+/// (1) is never a pagemap's.
+fn wide_marker() -> *mut DevPagemap {
+    ptr::without_provenance_mut(1)
+}
 
 /// A leaf: its slots inline, so a lookup goes root → leaf → slot with no
-/// pointer in between, and the bounds of partly covered sections.
+/// pointer in between. Every section has both slots, kept up to date by
+/// the writer; a leaf is read through its compact slots until any of its
+/// sections needs a wide one (module docs).
 struct Leaf {
+    /// Readers go straight to the wide slots (set once, never cleared).
+    wide: AtomicBool,
+    compact: [CompactCell; LEAF_SLOTS],
     slots: [SlotCell; LEAF_SLOTS],
-    /// `lo | hi << 32`: the slot's pagemap covers pages `lo..hi` of the
-    /// section. Meaningful only when the slot's base is tagged `PARTIAL`.
-    bounds: [AtomicU64; LEAF_SLOTS],
     /// Loom only: the leaf's initialisation as one tracked write, which
     /// every reader that reaches the leaf reads (loom does not track the
     /// initialisation of atomics). Zero-sized otherwise.
     init: TrackedCell<bool>,
 }
 
-/// A heap leaf of empty slots (96 KiB).
+/// A heap leaf of empty slots (320 KiB).
 fn new_leaf() -> Box<Leaf> {
+    let part = |bounds| SubCell {
+        pgmap: AtomicPtr::new(ptr::null_mut()),
+        base: AtomicPtr::new(ptr::null_mut()),
+        bounds: AtomicU64::new(bounds),
+    };
     Box::new(Leaf {
-        slots: std::array::from_fn(|_| SlotCell {
+        wide: AtomicBool::new(false),
+        compact: std::array::from_fn(|_| CompactCell {
             pgmap: AtomicPtr::new(ptr::null_mut()),
             base: AtomicPtr::new(ptr::null_mut()),
         }),
-        bounds: std::array::from_fn(|_| AtomicU64::new(0)),
+        slots: std::array::from_fn(|_| SlotCell {
+            seq: AtomicU64::new(0),
+            parts: [part(0), part(NO_SECOND)],
+        }),
         init: TrackedCell::new(true),
     })
 }
@@ -258,7 +302,7 @@ impl SharedBox {
             Sub {
                 start: lo,
                 end: hi,
-                base: base.map_addr(|a| a & !PARTIAL),
+                base,
                 pgmap: ptr::from_ref(pm),
             }
         };
@@ -348,10 +392,8 @@ pub(crate) enum Hit<'a> {
     /// No pagemap holds the offset (its section is empty, or the part of it
     /// the section's pagemaps leave free).
     Miss,
-    /// The slot is being rewritten: ask the tree.
+    /// The slot was being rewritten: ask the tree.
     Busy,
-    /// The slot changed under the reader: ask the pagemap it found.
-    Recheck(&'a DevPagemap),
     /// The page itself, from the section's memmap base.
     Page(PageRef<'a>),
 }
@@ -379,6 +421,47 @@ pub(crate) struct StaleBase<'g> {
     pub(crate) want: (usize, u64),
 }
 
+/// What a compact slot holds for `slot`: a pagemap that covers the whole
+/// section, null for none, or `None` for "read the wide slot".
+fn compact_for(slot: &Slot<'_>, section: u64, section_pages: u64) -> Option<*mut DevPagemap> {
+    match slot {
+        Slot::Empty => Some(ptr::null_mut()),
+        Slot::One(pm)
+            if coverage(pm, section, section_pages) == (0, section_pages_u32(section_pages)) =>
+        {
+            Some(ptr::from_ref(*pm).cast_mut())
+        }
+        _ => None,
+    }
+}
+
+/// `section_pages` as a section-relative bound (at most 2^31, see
+/// [`coverage`]).
+fn section_pages_u32(section_pages: u64) -> u32 {
+    u32::try_from(section_pages).unwrap_or(u32::MAX)
+}
+
+/// `Err` if `have` (base address, bounds word) is not what `set` writes
+/// for `pm` in `section`.
+fn check<'g>(
+    pm: &'g DevPagemap,
+    have: (usize, u64),
+    section: u64,
+    section_pages: u64,
+) -> Result<(), StaleBase<'g>> {
+    let (base, bounds) = slot_data(pm, section, section_pages);
+    let want = (base.addr(), bounds);
+    if have == want {
+        Ok(())
+    } else {
+        Err(StaleBase {
+            pgmap: pm,
+            have,
+            want,
+        })
+    }
+}
+
 pub(crate) struct SectionIndex {
     /// log2 of pages per section.
     section_pages_shift: u32,
@@ -394,8 +477,8 @@ pub(crate) struct SectionIndex {
 }
 
 /// What a slot holding `pm` says about `section`: the biased memmap base
-/// (`base + offset` is the page at `offset`), tagged `PARTIAL` if `pm`
-/// covers only part of the section, and the bounds word (0 if whole).
+/// (`base + offset` is the page at `offset`) and the bounds word
+/// `lo | hi << 32` of the part `pm` covers.
 fn slot_data(pm: &DevPagemap, section: u64, section_pages: u64) -> (*mut Page, u64) {
     let (lo, hi) = coverage(pm, section, section_pages);
     // Wrapping pointer arithmetic keeps the array's provenance; readers add
@@ -403,14 +486,7 @@ fn slot_data(pm: &DevPagemap, section: u64, section_pages: u64) -> (*mut Page, u
     #[expect(clippy::cast_possible_truncation, reason = "64-bit targets only")]
     let bias = pm.first_offset().get() as usize;
     let base = pm.pages().as_ptr().cast_mut().wrapping_sub(bias);
-    if u64::from(lo) == 0 && u64::from(hi) == section_pages {
-        (base, 0)
-    } else {
-        (
-            base.map_addr(|a| a | PARTIAL),
-            u64::from(lo) | u64::from(hi) << 32,
-        )
-    }
+    (base, u64::from(lo) | u64::from(hi) << 32)
 }
 
 /// The pages `lo..hi` of `section` (section-relative) that `pm` covers.
@@ -433,7 +509,7 @@ impl Drop for SectionIndex {
                 // freed only here, with `&mut self` (no reader left).
                 let leaf = unsafe { Box::from_raw(p) };
                 for cell in &leaf.slots {
-                    let v = cell.pgmap.load(Ordering::Relaxed);
+                    let v = cell.parts[0].pgmap.load(Ordering::Relaxed);
                     if v.addr() & SHARED != 0 {
                         // SAFETY: A published table, owned by its slot.
                         drop(unsafe { SharedBox::from_tagged(v) });
@@ -490,29 +566,42 @@ impl SectionIndex {
         }
     }
 
-    /// What the slot of `section` says, for `validate`; also checks that its
-    /// base (or each shared sub-range's base and bounds) is the one `set`
-    /// would write.
+    /// What the slot of `section` says, for `validate`; also checks that
+    /// each part's base and bounds (or each shared sub-range's) are the
+    /// ones `set` would write, and that a slot's unused second part is
+    /// clear.
     ///
     /// # Safety
     ///
-    /// As for [`IndexView::lookup`].
+    /// As for [`IndexView::lookup`]; and the caller holds the space's
+    /// writer lock (no rewrite is in progress).
+    ///
+    /// # Panics
+    ///
+    /// If an unused part of a slot is not clear: only `set` writes slots,
+    /// and it clears what it does not use (a broken invariant).
     pub(crate) unsafe fn peek<'g>(
         &self,
         _guard: &'g TreeGuard<'_>,
         section: u64,
     ) -> Result<Slot<'g>, StaleBase<'g>> {
-        let Some((cell, bounds)) = cell(&self.root, section) else {
+        let Some((leaf, i)) = leaf_of(&self.root, section) else {
             return Ok(Slot::Empty);
         };
-        let p = cell.pgmap.load(Ordering::Acquire);
-        let have = (
-            cell.base.load(Ordering::Acquire),
-            bounds.load(Ordering::Acquire),
+        let cell = &leaf.slots[i];
+        debug_assert!(
+            cell.seq.load(Ordering::Relaxed) & 1 == 0,
+            "a slot left mid-rewrite"
         );
-        if p.is_null() {
-            return Ok(Slot::Empty);
-        }
+        let part = |k: usize| {
+            let c = &cell.parts[k];
+            (
+                c.pgmap.load(Ordering::Acquire),
+                c.base.load(Ordering::Acquire).addr(),
+                c.bounds.load(Ordering::Acquire),
+            )
+        };
+        let (p, ..) = part(0);
         let sp = self.section_pages();
         if p.addr() & SHARED != 0 {
             // SAFETY: As in `lookup`.
@@ -521,41 +610,55 @@ impl SectionIndex {
             for sub in s.parts() {
                 // SAFETY: As in `lookup`.
                 let pm: &'g DevPagemap = unsafe { &*sub.pgmap };
-                let (base, _) = slot_data(pm, section, sp);
-                let (wlo, whi) = coverage(pm, section, sp);
                 let have = (
                     sub.base.addr(),
                     u64::from(sub.start) | u64::from(sub.end) << 32,
                 );
-                let want = (
-                    base.addr() & !PARTIAL,
-                    u64::from(wlo) | u64::from(whi) << 32,
-                );
-                if have != want {
-                    return Err(StaleBase {
-                        pgmap: pm,
-                        have,
-                        want,
-                    });
-                }
+                check(pm, have, section, sp)?;
                 pms.push(pm);
             }
             return Ok(Slot::Shared(pms));
         }
-        // The marker never outlives `set`, which runs under the writer lock
-        // that `validate` holds.
-        debug_assert!(p != rewrite(), "a rewrite marker left in a slot");
-        // SAFETY: As in `lookup`.
-        let pm: &'g DevPagemap = unsafe { &*p };
-        let want = slot_data(pm, section, sp);
-        if have != want {
-            return Err(StaleBase {
-                pgmap: pm,
-                have: (have.0.addr(), have.1),
-                want: (want.0.addr(), want.1),
-            });
+        let mut pms = Vec::new();
+        let compact = &leaf.compact[i];
+        for k in 0..2 {
+            let (p, base, bounds) = part(k);
+            if p.is_null() {
+                // `set` clears an unused part completely; a lookup relies
+                // on the second part's `NO_SECOND` to never pick it.
+                let clear = if k == 0 { (0, 0) } else { (0, NO_SECOND) };
+                assert_eq!(
+                    (base, bounds),
+                    clear,
+                    "section {section}: part {k} unused but not clear"
+                );
+                continue;
+            }
+            // SAFETY: As in `lookup`.
+            let pm: &'g DevPagemap = unsafe { &*p };
+            check(pm, (base, bounds), section, sp)?;
+            pms.push(pm);
         }
-        Ok(Slot::One(pm))
+        let slot = match pms.len() {
+            0 => Slot::Empty,
+            1 => Slot::One(pms[0]),
+            _ => Slot::Shared(pms),
+        };
+        // The compact slot agrees: the same whole-section pagemap (and its
+        // base), nothing, or "read the wide slot".
+        let want = compact_for(&slot, section, sp).unwrap_or_else(wide_marker);
+        assert_eq!(
+            compact.pgmap.load(Ordering::Acquire),
+            want,
+            "section {section}: the compact slot disagrees with the wide one"
+        );
+        if let Slot::One(pm) = slot
+            && want == ptr::from_ref(pm).cast_mut()
+        {
+            let base = compact.base.load(Ordering::Acquire).addr();
+            check(pm, (base, sp << 32), section, sp)?;
+        }
+        Ok(slot)
     }
 
     /// Sets the slot of `section`, retiring a replaced shared table against
@@ -568,13 +671,15 @@ impl SectionIndex {
             return; // Beyond the space: nothing can be published there.
         };
         let sp = self.section_pages();
-        let (v, data, table) = match slot {
-            Slot::Empty => (ptr::null_mut(), None, None),
-            Slot::One(pm) => (
-                ptr::from_ref(*pm).cast_mut(),
-                Some(slot_data(pm, section, sp)),
-                None,
-            ),
+        let part = |pm: &DevPagemap| {
+            let (base, bounds) = slot_data(pm, section, sp);
+            (ptr::from_ref(pm).cast_mut(), base, bounds)
+        };
+        let none = (ptr::null_mut(), ptr::null_mut(), NO_SECOND);
+        let (new, table) = match slot {
+            Slot::Empty => ([(ptr::null_mut(), ptr::null_mut(), 0), none], None),
+            Slot::One(pm) => ([part(pm), none], None),
+            Slot::Shared(pms) if pms.len() == 2 => ([part(pms[0]), part(pms[1])], None),
             Slot::Shared(pms) => {
                 let parts: Vec<_> = pms
                     .iter()
@@ -584,12 +689,12 @@ impl SectionIndex {
                     })
                     .collect();
                 let t = SharedBox::new(&parts, section, sp);
-                (t.tagged(), None, Some(t))
+                ([(t.tagged(), ptr::null_mut(), 0), none], Some(t))
             }
         };
         let mut leaf = l.load(Ordering::Acquire);
         if leaf.is_null() {
-            if v.is_null() {
+            if new[0].0.is_null() {
                 return;
             }
             leaf = Box::into_raw(new_leaf());
@@ -606,57 +711,32 @@ impl SectionIndex {
         let leaf = unsafe { &*leaf };
         #[expect(clippy::cast_possible_truncation, reason = "masked to LEAF_BITS")]
         let i = (section as usize) & (LEAF_SLOTS - 1);
-        let (cell, bounds) = (&leaf.slots[i], &leaf.bounds[i]);
-        // Writers are serialised: nobody else changes the slot meanwhile.
-        let old = cell.pgmap.load(Ordering::Relaxed);
-        if old == v {
-            return;
-        }
-        if self.mutants.has(Mutant::SpaceIndexNullRewriteMarker) && !old.is_null() {
-            // The stress harness's bug: the slot reads "empty" meanwhile.
-            cell.pgmap.store(ptr::null_mut(), Ordering::Relaxed);
-        }
-        let now = (
-            cell.base.load(Ordering::Relaxed),
-            bounds.load(Ordering::Relaxed),
-        );
-        if let Some(data) = data.filter(|&d| d != now) {
-            // Seqlock write side (module docs): a reader that sees the new
-            // base or bounds must see the old pointer gone when it
-            // re-checks. Only a pagemap pointer can be paired with them.
-            if !old.is_null() && old.addr() & TAG == 0 {
-                cell.pgmap.store(rewrite(), Ordering::Relaxed);
-            }
-            if !self.mutants.has(Mutant::SpaceIndexPublishNoBarrier) {
-                fence(Ordering::Release);
-            }
-            cell.base.store(data.0, Ordering::Relaxed);
-            bounds.store(data.1, Ordering::Relaxed);
-        }
-        let relaxed = if table.is_some() {
-            self.mutants.has(Mutant::SpaceIndexSharedRelaxedPublish)
-        } else {
-            self.mutants.has(Mutant::SpaceIndexRelaxedPublish)
-                || self.mutants.has(Mutant::SpaceIndexPublishNoBarrier)
+        // The wide slot first: a reader that the compact slot sends there
+        // finds the new state (or a newer one).
+        let Some(retired) = self.set_wide(&leaf.slots[i], new, table.is_some()) else {
+            return; // No change.
         };
-        let order = if relaxed {
-            Ordering::Relaxed
-        } else {
-            Ordering::Release
+        let compact = match compact_for(slot, section, sp) {
+            Some(p) if !p.is_null() && p.addr() & TAG == 0 => (p, Some(new[0].1)),
+            p => (p.unwrap_or_else(wide_marker), None),
         };
-        // Release: the pagemap (and base and bounds), or the whole table,
-        // are written before the pointer is reachable.
-        cell.pgmap.store(v, order);
+        self.set_compact(&leaf.compact[i], compact);
+        if compact.0 == wide_marker() {
+            // Never cleared: a leaf whose sections once needed wide slots
+            // is likely to again.
+            leaf.wide.store(true, Ordering::Relaxed);
+        }
         // The slot owns its table from here on.
         std::mem::forget(table);
-        match (old.is_null(), v.is_null()) {
+        let (was, is) = (retired.is_null(), new[0].0.is_null());
+        match (was, is) {
             (true, false) => self.occupied.fetch_add(1, Ordering::Relaxed),
             (false, true) => self.occupied.fetch_sub(1, Ordering::Relaxed),
             _ => 0,
         };
-        if old.addr() & SHARED != 0 {
-            // SAFETY: `old` was this slot's table, now unpublished.
-            let t = unsafe { SharedBox::from_tagged(old) };
+        if retired.addr() & SHARED != 0 {
+            // SAFETY: `retired` was this slot's table, now unpublished.
+            let t = unsafe { SharedBox::from_tagged(retired) };
             if self.mutants.has(Mutant::SpaceIndexSharedNoGracePeriod) {
                 drop(t);
             } else {
@@ -666,6 +746,115 @@ impl SectionIndex {
                 r.reclaim(srcu);
             }
         }
+    }
+
+    /// Writes a section's compact slot: `(pointer, base)`, the base only
+    /// with a pagemap pointer. Caller holds the space's writer lock.
+    fn set_compact(&self, cell: &CompactCell, (p, base): (*mut DevPagemap, Option<*mut Page>)) {
+        let old = cell.pgmap.load(Ordering::Relaxed);
+        if old == p {
+            return;
+        }
+        if let Some(base) = base {
+            // Seqlock write side, the pointer as the count (module docs): a
+            // reader that sees the new base must see the old pointer gone
+            // when it re-checks.
+            if !old.is_null() && old.addr() & TAG == 0 {
+                let mid = if self.mutants.has(Mutant::SpaceIndexNullRewriteMarker) {
+                    ptr::null_mut()
+                } else {
+                    wide_marker()
+                };
+                cell.pgmap.store(mid, Ordering::Relaxed);
+            }
+            if !self.mutants.has(Mutant::SpaceIndexPublishNoBarrier) {
+                fence(Ordering::Release);
+            }
+            cell.base.store(base, Ordering::Relaxed);
+        }
+        let relaxed = self.mutants.has(Mutant::SpaceIndexRelaxedPublish)
+            || self.mutants.has(Mutant::SpaceIndexPublishNoBarrier);
+        // Release: the pagemap and its base are written before a reader can
+        // take the pointer.
+        cell.pgmap.store(
+            p,
+            if relaxed {
+                Ordering::Relaxed
+            } else {
+                Ordering::Release
+            },
+        );
+    }
+
+    /// Writes a section's wide slot (`new`: each part's pointer, base and
+    /// bounds; `table`: part 0 points to a new shared table) and returns
+    /// the part-0 pointer it replaced, or `None` if nothing changed.
+    /// Caller holds the space's writer lock.
+    fn set_wide(
+        &self,
+        cell: &SlotCell,
+        new: [(*mut DevPagemap, *mut Page, u64); 2],
+        table: bool,
+    ) -> Option<*mut DevPagemap> {
+        // Writers are serialised: nobody else changes the slot meanwhile.
+        let load = |c: &SubCell| {
+            (
+                c.pgmap.load(Ordering::Relaxed),
+                c.base.load(Ordering::Relaxed),
+                c.bounds.load(Ordering::Relaxed),
+            )
+        };
+        let old = [load(&cell.parts[0]), load(&cell.parts[1])];
+        if old == new {
+            return None;
+        }
+        // Seqlock write side (`write_seqcount_begin()`, module docs): a
+        // reader that sees any new word sees the odd count when it
+        // re-checks.
+        let seq = cell.seq.load(Ordering::Relaxed);
+        if self.mutants.has(Mutant::SpaceIndexNullRewriteMarker) && !old[0].0.is_null() {
+            // The stress harness's bug: the slot reads "empty" meanwhile,
+            // with the count still even.
+            cell.parts[0]
+                .pgmap
+                .store(ptr::null_mut(), Ordering::Relaxed);
+        }
+        cell.seq.store(seq + 1, Ordering::Relaxed);
+        let barrier = !self.mutants.has(Mutant::SpaceIndexPublishNoBarrier)
+            && !(table && self.mutants.has(Mutant::SpaceIndexSharedRelaxedPublish));
+        if barrier {
+            fence(Ordering::Release);
+        }
+        let relaxed = if table {
+            self.mutants.has(Mutant::SpaceIndexSharedRelaxedPublish)
+        } else {
+            self.mutants.has(Mutant::SpaceIndexRelaxedPublish)
+                || self.mutants.has(Mutant::SpaceIndexPublishNoBarrier)
+        };
+        for (k, (c, (p, base, bounds))) in cell.parts.iter().zip(new).enumerate() {
+            c.base.store(base, Ordering::Relaxed);
+            c.bounds.store(bounds, Ordering::Relaxed);
+            // Release for part 0's pointer: a reader takes a table through
+            // it alone (`lookup_wide`).
+            let order = if k == 0 && !relaxed {
+                Ordering::Release
+            } else {
+                Ordering::Relaxed
+            };
+            c.pgmap.store(p, order);
+        }
+        // `write_seqcount_end()`, Release: the pagemaps, bases and bounds
+        // (or the whole table) are written before a reader can take the
+        // slot as stable.
+        cell.seq.store(
+            seq + 2,
+            if relaxed {
+                Ordering::Relaxed
+            } else {
+                Ordering::Release
+            },
+        );
+        Some(old[0].0)
     }
 
     /// Frees the replaced shared tables whose grace period is over
@@ -688,9 +877,9 @@ pub(crate) struct IndexView<'a> {
     mutants: Mutants,
 }
 
-/// The slot of `section`, if its leaf exists.
+/// The leaf of `section`, if it exists, and the section's index in it.
 #[inline(always)]
-fn cell(root: &[AtomicPtr<Leaf>], section: u64) -> Option<(&SlotCell, &AtomicU64)> {
+fn leaf_of(root: &[AtomicPtr<Leaf>], section: u64) -> Option<(&Leaf, usize)> {
     let leaf = usize::try_from(section >> LEAF_BITS)
         .ok()
         .and_then(|i| root.get(i))?
@@ -705,75 +894,152 @@ fn cell(root: &[AtomicPtr<Leaf>], section: u64) -> Option<(&SlotCell, &AtomicU64
     let _ = leaf.init.get();
     #[expect(clippy::cast_possible_truncation, reason = "masked to LEAF_BITS")]
     let i = (section as usize) & (LEAF_SLOTS - 1);
-    Some((&leaf.slots[i], &leaf.bounds[i]))
+    Some((leaf, i))
 }
 
 impl IndexView<'_> {
     /// What the index knows about page `offset`: two dependent loads (leaf,
-    /// then slot), then for a section one pagemap covers the page itself,
-    /// and for a shared section one more (its table). What it finds lives
-    /// as long as the borrow of `guard`.
+    /// then the section's slot), then for a section one or two pagemaps
+    /// cover the page itself, and for a shared section of three or more
+    /// one more (its table). What it finds lives as long as the borrow of
+    /// `guard`.
     ///
     /// # Safety
     ///
     /// - `guard` reads the range tree of the space this index belongs to
     ///   (whose grace period keeps a pagemap or table found here alive).
     #[inline(always)]
-    pub(crate) unsafe fn lookup<'g>(self, _guard: &'g TreeGuard<'_>, offset: u64) -> Hit<'g> {
-        let Some((cell, bounds)) = cell(self.root, offset >> self.shift) else {
+    pub(crate) unsafe fn lookup<'g>(self, guard: &'g TreeGuard<'_>, offset: u64) -> Hit<'g> {
+        let Some((leaf, i)) = leaf_of(self.root, offset >> self.shift) else {
             return Hit::Miss;
         };
+        // Relaxed: both kinds of slot are always up to date, each with its
+        // own publication; the flag only says which one to read.
+        if leaf.wide.load(Ordering::Relaxed) {
+            // SAFETY: The caller's contract.
+            return unsafe { self.lookup_wide(guard, &leaf.slots[i], offset) };
+        }
+        let cell = &leaf.compact[i];
         let p = cell.pgmap.load(Ordering::Acquire);
         if p.addr() & TAG != 0 || p.is_null() {
-            return Self::lookup_other(p, offset, self.shift);
+            if p.is_null() {
+                return Hit::Miss;
+            }
+            // SAFETY: The caller's contract.
+            return unsafe { self.lookup_wide_cold(guard, &leaf.slots[i], offset) };
+        }
+        let base = cell.base.load(Ordering::Relaxed);
+        // Seqlock re-check, the pointer as the count (module docs): pairs
+        // with the writer's `fence(Release)` before it changes the base.
+        fence(Ordering::Acquire);
+        let same = self.mutants.has(Mutant::SpaceIndexNoRecheck)
+            || cell.pgmap.load(Ordering::Relaxed) == p;
+        if !same {
+            // SAFETY: The caller's contract.
+            return unsafe { self.lookup_wide_cold(guard, &leaf.slots[i], offset) };
         }
         // SAFETY: A published pagemap stays allocated while the tree's read
         // guard that the caller lends for `'g` is live (module docs).
         let pm: &'g DevPagemap = unsafe { &*p };
         pm.touch();
-        let base = cell.base.load(Ordering::Relaxed);
-        let partial = base.addr() & PARTIAL != 0;
-        let bounds = if partial {
-            bounds.load(Ordering::Relaxed)
-        } else {
-            0
-        };
-        // Seqlock re-check (module docs): pairs with the writer's
-        // `fence(Release)` before it changes base or bounds.
-        fence(Ordering::Acquire);
-        let same = self.mutants.has(Mutant::SpaceIndexNoRecheck)
-            || cell.pgmap.load(Ordering::Relaxed) == p;
-        if !same {
-            return Hit::Recheck(pm);
-        }
-        let base = if partial {
-            #[expect(clippy::cast_possible_truncation, reason = "below 2^31")]
-            let rel = (offset & ((1 << self.shift) - 1)) as u32;
-            #[expect(clippy::cast_possible_truncation, reason = "the low half is lo")]
-            let (lo, hi) = (bounds as u32, (bounds >> 32) as u32);
-            if rel.wrapping_sub(lo) >= hi.wrapping_sub(lo) {
-                return Hit::Miss;
-            }
-            base.map_addr(|a| a & !PARTIAL)
-        } else {
-            base
-        };
         #[expect(clippy::cast_possible_truncation, reason = "64-bit targets only")]
         let page = base.wrapping_add(offset as usize);
-        // SAFETY: `base` and `bounds` were published for `pm` (the re-check
-        // shows the slot still held `pm` after they were read), and the
-        // offset lies in the part of the section `pm` covers, so
-        // `base + offset` is `&pm.pages[offset - first]`, alive for `'g`
-        // like `pm`.
+        // SAFETY: `base` was published for `pm` (the re-check shows the
+        // slot still held `pm` after it was read), and `pm` covers the
+        // whole section, so `base + offset` is `&pm.pages[offset - first]`,
+        // alive for `'g` like `pm`.
         Hit::Page(PageRef::from_parts(pm, unsafe { &*page }))
     }
 
-    /// `lookup` for a slot that holds no pagemap pointer: empty, a shared
-    /// section's table, or the rewrite marker.
+    /// `lookup_wide`, out of line, for a compact slot that sends the reader
+    /// there (rare in a compact leaf): inlined, it would crowd the hot loop.
+    ///
+    /// # Safety
+    ///
+    /// As for [`lookup`](Self::lookup).
+    #[inline(never)]
+    #[cold]
+    unsafe fn lookup_wide_cold<'g>(
+        self,
+        guard: &'g TreeGuard<'_>,
+        cell: &SlotCell,
+        offset: u64,
+    ) -> Hit<'g> {
+        // SAFETY: The caller's contract.
+        unsafe { self.lookup_wide(guard, cell, offset) }
+    }
+
+    /// `lookup` in a section's wide slot: one cache line read under its
+    /// sequence count, the part that holds the page picked without a
+    /// branch.
+    ///
+    /// # Safety
+    ///
+    /// As for [`lookup`](Self::lookup).
+    #[inline(always)]
+    unsafe fn lookup_wide<'g>(
+        self,
+        _guard: &'g TreeGuard<'_>,
+        cell: &SlotCell,
+        offset: u64,
+    ) -> Hit<'g> {
+        // A shared table is immutable and published by this pointer's own
+        // Release store (`rcu_assign_pointer()`): no sequence count needed.
+        let p0 = cell.parts[0].pgmap.load(Ordering::Acquire);
+        if p0.addr() & SHARED != 0 {
+            return Self::lookup_other(p0, offset, self.shift);
+        }
+        #[expect(clippy::cast_possible_truncation, reason = "below 2^31")]
+        let rel = (offset & ((1 << self.shift) - 1)) as u32;
+        // `read_seqcount_begin()`: pairs with the writer's closing Release.
+        let seq = cell.seq.load(Ordering::Acquire);
+        // The part holding `rel`: the second part starts above the first
+        // (`NO_SECOND`: above every page).
+        #[expect(clippy::cast_possible_truncation, reason = "the low half is lo")]
+        let lo1 = cell.parts[1].bounds.load(Ordering::Relaxed) as u32;
+        let part = &cell.parts[usize::from(rel >= lo1)];
+        let p = part.pgmap.load(Ordering::Relaxed);
+        let base = part.base.load(Ordering::Relaxed);
+        let bounds = part.bounds.load(Ordering::Relaxed);
+        // `read_seqcount_retry()`: pairs with the writer's `fence(Release)`
+        // after it made the count odd.
+        fence(Ordering::Acquire);
+        let stable = self.mutants.has(Mutant::SpaceIndexNoRecheck)
+            || (seq & 1 == 0 && cell.seq.load(Ordering::Relaxed) == seq);
+        if !stable {
+            return Hit::Busy;
+        }
+        // `p`, not `p0`: read under the count, it is what the part says now
+        // (empty, or a table published since `p0` was read).
+        if p.addr() & TAG != 0 || p.is_null() {
+            return Self::lookup_other(p, offset, self.shift);
+        }
+        #[expect(clippy::cast_possible_truncation, reason = "the low half is lo")]
+        let (lo, hi) = (bounds as u32, (bounds >> 32) as u32);
+        if rel.wrapping_sub(lo) >= hi.wrapping_sub(lo) {
+            return Hit::Miss;
+        }
+        // SAFETY: A stable slot's part names a published pagemap (`set`
+        // gives a second part a pagemap whenever its bounds are not
+        // `NO_SECOND`), which stays allocated while the tree's read guard
+        // that the caller lends for `'g` is live (module docs).
+        let pm: &'g DevPagemap = unsafe { &*p };
+        pm.touch();
+        #[expect(clippy::cast_possible_truncation, reason = "64-bit targets only")]
+        let page = base.wrapping_add(offset as usize);
+        // SAFETY: `base` and `bounds` were published for `pm` with it (the
+        // count did not change while they were read), and the offset lies
+        // in the part of the section `pm` covers, so `base + offset` is
+        // `&pm.pages[offset - first]`, alive for `'g` like `pm`.
+        Hit::Page(PageRef::from_parts(pm, unsafe { &*page }))
+    }
+
+    /// `lookup` for a stable slot that holds no pagemap pointer: empty, or
+    /// a shared section's table.
     #[inline(always)]
     fn lookup_other<'g>(p: *mut DevPagemap, offset: u64, shift: u32) -> Hit<'g> {
         if p.addr() & SHARED == 0 {
-            return if p.is_null() { Hit::Miss } else { Hit::Busy };
+            return Hit::Miss;
         }
         // SAFETY: A tagged table pointer, loaded under the caller's guard
         // for `'g` (`lookup`'s contract).
