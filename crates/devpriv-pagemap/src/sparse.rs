@@ -812,7 +812,8 @@ impl SectionIndex {
         // reader that sees any new word sees the odd count when it
         // re-checks.
         let seq = cell.seq.load(Ordering::Relaxed);
-        if self.mutants.has(Mutant::SpaceIndexNullRewriteMarker) && !old[0].0.is_null() {
+        let cleared = self.mutants.has(Mutant::SpaceIndexNullRewriteMarker) && !old[0].0.is_null();
+        if cleared {
             // The stress harness's bug: the slot reads "empty" meanwhile,
             // with the count still even.
             cell.parts[0]
@@ -831,9 +832,16 @@ impl SectionIndex {
             self.mutants.has(Mutant::SpaceIndexRelaxedPublish)
                 || self.mutants.has(Mutant::SpaceIndexPublishNoBarrier)
         };
+        // Only the words that change: a neighbour's arrival or departure
+        // leaves the other part alone.
         for (k, (c, (p, base, bounds))) in cell.parts.iter().zip(new).enumerate() {
-            c.base.store(base, Ordering::Relaxed);
-            c.bounds.store(bounds, Ordering::Relaxed);
+            let (was_p, was_base, was_bounds) = old[k];
+            if base != was_base {
+                c.base.store(base, Ordering::Relaxed);
+            }
+            if bounds != was_bounds {
+                c.bounds.store(bounds, Ordering::Relaxed);
+            }
             // Release for part 0's pointer: a reader takes a table through
             // it alone (`lookup_wide`).
             let order = if k == 0 && !relaxed {
@@ -841,7 +849,9 @@ impl SectionIndex {
             } else {
                 Ordering::Relaxed
             };
-            c.pgmap.store(p, order);
+            if p != was_p || (k == 0 && cleared) {
+                c.pgmap.store(p, order);
+            }
         }
         // `write_seqcount_end()`, Release: the pagemaps, bases and bounds
         // (or the whole table) are written before a reader can take the
