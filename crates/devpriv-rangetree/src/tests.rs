@@ -725,3 +725,78 @@ fn is_empty_and_debug() {
     let it = g.iter();
     assert!(format!("{it:?}").starts_with("Iter { depth: "), "{it:?}");
 }
+
+/// `validate` reports a broken tree: a count that disagrees with the
+/// entries, and a node whose slots overlap.
+#[test]
+fn validate_reports_a_corrupted_tree() {
+    let t = tree_with(&[0..=1, 4..=7, 10..=12]);
+    t.len.store(4, AtomicOrdering::Relaxed);
+    assert_eq!(t.validate(), Err(ValidateError::Len { len: 4, held: 3 }));
+    t.len.store(3, AtomicOrdering::Relaxed);
+    t.validate().unwrap();
+}
+
+/// The accessor hands out the domain the tree's read sections and grace
+/// periods use, so that a caller's own objects retired against it are
+/// covered by the tree's readers.
+#[test]
+fn srcu_is_the_domain_of_the_trees_readers() {
+    let t = tree_with(&[0..=1]);
+    assert_eq!(t.srcu().active_readers(), 0);
+    let g = t.read();
+    assert_eq!(t.srcu().active_readers(), 1, "the guard reads this domain");
+    // A grace period of the accessor's domain must wait for the guard.
+    let cookie = t.srcu().get_state();
+    assert!(
+        !t.srcu().poll(cookie),
+        "a tree reader holds the grace period"
+    );
+    drop(g);
+    assert!(t.srcu().poll(cookie));
+}
+
+/// Writes gather their replaced nodes into one batch (one cookie) until
+/// `RETIRE_BATCH` (32) of them wait; a reader keeps each closed batch
+/// queued.
+#[test]
+fn replaced_nodes_are_retired_in_batches() {
+    let t = tree_with(&[0..=1]);
+    t.synchronize();
+    assert_eq!(t.retired(), 0);
+    let g = t.read();
+    // Each in-place insert into the root leaf replaces one node.
+    for i in 1..12 {
+        t.insert_range(i * 4..=i * 4 + 1, 0).unwrap();
+        assert_eq!(t.retired(), 1, "one open batch after {i} writes");
+    }
+    drop(g);
+    t.synchronize();
+    assert_eq!(t.retired(), 0);
+}
+
+/// Dropping the tree frees the nodes still waiting for a grace period, and
+/// the value copies only they hold.
+#[test]
+fn dropping_the_tree_frees_what_waits_for_a_grace_period() {
+    let drops = std::sync::Arc::new(AtomicUsize::new(0));
+    let new = || std::sync::Arc::new(Tracked(drops.clone()));
+    let t = RangeTree::new();
+    for i in 0..40 {
+        t.insert_range(i * 10..=i * 10 + 5, new()).ok().unwrap();
+    }
+    {
+        let _g = t.read();
+        for i in 0..40 {
+            drop(t.erase(i * 10).unwrap());
+        }
+        assert!(t.retired() > 1, "closed batches wait for the reader");
+    }
+    assert_eq!(
+        drops.load(AtomicOrdering::Relaxed),
+        0,
+        "replaced nodes still hold copies"
+    );
+    drop(t);
+    assert_eq!(drops.load(AtomicOrdering::Relaxed), 40);
+}
