@@ -801,7 +801,7 @@ impl IndexView<'_> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::{DevicePrivateSpace, NoopOps, Owner, PagemapParams};
