@@ -800,3 +800,64 @@ fn dropping_the_tree_frees_what_waits_for_a_grace_period() {
     drop(t);
     assert_eq!(drops.load(AtomicOrdering::Relaxed), 40);
 }
+
+/// The largest gap strictly inside the tree, from the root's bookkeeping.
+fn root_max_gap<T: Clone + Send + Sync>(t: &RangeTree<T>) -> u64 {
+    let w = t.writer.lock();
+    t.root_node().data().max_gap(&w.cache)
+}
+
+/// The gap bookkeeping is exact (the kernel's `gap[]`, `mas_update_gap()`):
+/// the free keys between two entries, not one more or less, in a leaf, in
+/// an internal node, and after in-place and path-copying writes.
+#[test]
+fn gaps_count_exactly_the_free_keys_between_entries() {
+    // 0 1 2 3 4 5 6 7 8 9
+    // ● ● ◌ ◌ ◌ ◌ ◌ ● ● ●   one gap of 5 (keys 2..=6)
+    let t = tree_with(&[0..=1, 7..=9]);
+    assert_eq!(root_max_gap(&t), 5);
+    t.insert_range(3..=3, 9).unwrap();
+    assert_eq!(root_max_gap(&t), 3, "4..=6 is now the largest");
+    t.insert_range(2..=2, 9).unwrap();
+    t.insert_range(4..=6, 9).unwrap();
+    assert_eq!(root_max_gap(&t), 0, "entries that touch leave no gap");
+    // An internal root: gaps of 5 between the entries `[10 i, 10 i + 4]`,
+    // and between the two leaves (124 and 130).
+    let t = two_leaves();
+    assert_eq!(root_max_gap(&t), 5);
+    // In place: 45..=59 inside the first leaf.
+    assert_eq!(t.erase(50), Some(5));
+    assert_eq!(root_max_gap(&t), 15);
+    // Copying the path: the second leaf drops below `MIN` (135..=149).
+    assert_eq!(t.erase(140), Some(14));
+    assert_eq!(root_max_gap(&t), 15);
+    assert_eq!(t.erase(60), Some(6));
+    assert_eq!(root_max_gap(&t), 25, "45..=69");
+    t.validate().unwrap();
+    // An allocation of exactly the largest gap lands in it.
+    assert_eq!(t.alloc_range(25, 1, 0..=u64::MAX, 99).unwrap(), 45);
+    assert_eq!(root_max_gap(&t), 15, "135..=149 is left");
+    assert_eq!(t.alloc_range(15, 1, 0..=u64::MAX, 99).unwrap(), 135);
+    t.validate().unwrap();
+}
+
+/// An erase that leaves a leaf under `MIN` next to a full one: the merge
+/// holds both nodes' entries (`MIN - 1 + B`) before it splits them again.
+#[test]
+fn a_leaf_under_min_merges_with_a_full_neighbour() {
+    let t = two_leaves();
+    // Fill the first leaf (13 entries) to `B` in place, below its pivot.
+    for k in [5, 15, 25] {
+        t.insert_range(k..=k + 1, 100).unwrap();
+    }
+    // The second leaf holds 4 (`MIN`): one erase takes it under.
+    assert_eq!(t.erase(130), Some(13));
+    t.validate().unwrap();
+    let mut want: Snapshot = (0..17u32)
+        .filter(|&i| i != 13)
+        .map(|i| (u64::from(i) * 10..=u64::from(i) * 10 + 4, i))
+        .chain([5, 15, 25].map(|k| (k..=k + 1, 100)))
+        .collect();
+    want.sort_by_key(|(r, _)| *r.start());
+    assert_eq!(snapshot(&t), want);
+}
