@@ -168,12 +168,6 @@ impl<T> Clone for NodePtr<T> {
 
 impl<T> Copy for NodePtr<T> {}
 
-impl<T> PartialEq for NodePtr<T> {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
-    }
-}
-
 // SAFETY: A `NodePtr` is a pointer to a node that readers only read (its
 // child slots are atomics; its `Meta` only the writer-lock holder touches);
 // moving one to another thread moves the right to read (and, for its
