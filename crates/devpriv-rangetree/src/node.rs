@@ -340,6 +340,23 @@ impl<T> Node<T> {
     }
 }
 
+/// Test only: corrupting a node, for `validate`'s own tests.
+#[cfg(test)]
+impl<T> NodePtr<T> {
+    /// The node's contents, writable.
+    ///
+    /// # Safety
+    ///
+    /// - The node is allocated, and no other reference to it (no reader, no
+    ///   other borrow) is live while the result is.
+    pub(crate) unsafe fn data_mut<'a>(self) -> &'a mut NodeData<T> {
+        // SAFETY: Caller's contract.
+        let node = unsafe { self.get() };
+        // SAFETY: As above: nothing else reads or writes the contents.
+        node.cell.with_mut(|p| unsafe { &mut *p })
+    }
+}
+
 impl MetaCell {
     fn new(m: Meta) -> Self {
         MetaCell(std::cell::UnsafeCell::new(m))

@@ -861,3 +861,142 @@ fn a_leaf_under_min_merges_with_a_full_neighbour() {
     want.sort_by_key(|(r, _)| *r.start());
     assert_eq!(snapshot(&t), want);
 }
+
+/// `validate` catches a corrupted node: a pivot at the next child's first
+/// key (which would route it to the wrong child), a value beyond `len`.
+#[test]
+#[allow(unsafe_code, reason = "corrupts nodes of a tree nobody else reads")]
+fn validate_reports_a_corrupted_node() {
+    let t = two_leaves();
+    let root = t.root_ptr();
+    let leaf = t.root_node().data().child_ptr(1);
+    // Each write takes a fresh borrow, which ends before `validate` reads.
+    let set_pivot = |pivot: u64| {
+        // SAFETY: `t` is ours alone: no reader, no writer, no other borrow.
+        unsafe { root.data_mut() }.last[0] = pivot;
+    };
+    let set_value = |v: Option<u32>| {
+        // SAFETY: As above.
+        let node::Kind::Leaf { values, .. } = &mut unsafe { leaf.data_mut() }.kind else {
+            unreachable!("a leaf")
+        };
+        values[4] = v;
+    };
+    assert_eq!(t.root_node().data().last[0], 124);
+    set_pivot(130);
+    assert_eq!(
+        t.validate(),
+        Err(ValidateError::Node {
+            path: vec![],
+            fault: NodeFault::BadPivot {
+                slot: 0,
+                pivot: 130
+            }
+        })
+    );
+    set_pivot(129);
+    t.validate().unwrap();
+    // The second leaf holds 4 entries: a value in slot 4.
+    set_value(Some(99));
+    assert_eq!(
+        t.validate(),
+        Err(ValidateError::Node {
+            path: vec![1],
+            fault: NodeFault::ValueSlots { len: 4 }
+        })
+    );
+    set_value(None);
+    t.validate().unwrap();
+}
+
+/// `validate` catches leaves at different depths: a root over a leaf and
+/// an internal node (built by hand; every other rule holds).
+#[test]
+#[allow(unsafe_code, reason = "frees the hand-built nodes")]
+fn validate_reports_leaves_at_different_depths() {
+    let mut cache = node::NodeCache::new();
+    let leaf = |cache: &mut node::NodeCache<u32>, at: u64| {
+        let mut es = Scratch::new();
+        es.extend((0..4).map(|i| Entry {
+            first: at + 10 * i,
+            last: at + 10 * i + 4,
+            value: 0,
+        }));
+        NodePtr::leaf(cache, es)
+    };
+    let mut below = Scratch::new();
+    for k in 1..5 {
+        let l = leaf(&mut cache, k * 100);
+        below.push(ChildSlot::of(l, &cache));
+    }
+    let inner = NodePtr::internal(&mut cache, below);
+    let first = leaf(&mut cache, 0);
+    let mut top = Scratch::new();
+    top.extend([ChildSlot::of(first, &cache), ChildSlot::of(inner, &cache)]);
+    let root = NodePtr::internal(&mut cache, top);
+    // SAFETY: Just built, and only read here.
+    let r = node::validate(unsafe { root.get() }, true, &mut Vec::new(), &cache);
+    assert_eq!(
+        r,
+        Err(ValidateError::Node {
+            path: vec![],
+            fault: NodeFault::UnevenDepth
+        })
+    );
+    // SAFETY: Nobody else holds these nodes.
+    unsafe { root.free_tree() };
+}
+
+/// An insert that ends exactly at its leaf's (stale) pivot still goes in
+/// place; one key further copies the path.
+#[test]
+fn an_insert_up_to_a_stale_pivot_goes_in_place() {
+    let t = two_leaves();
+    let root = root_of(&t);
+    assert_eq!(t.erase(122), Some(12)); // the pivot stays 124
+    t.insert_range(116..=124, 50).unwrap();
+    assert_eq!(root_of(&t), root, "in place: 124 is still the leaf's");
+    assert_eq!(t.erase(116), Some(50));
+    t.insert_range(116..=125, 51).unwrap();
+    assert_ne!(root_of(&t), root, "125 is past the pivot: path copied");
+    t.validate().unwrap();
+}
+
+/// Appending splits internal nodes as it splits leaves: the left node
+/// keeps all but `MIN` children, so an append-only tree stays dense.
+#[test]
+fn appends_split_internal_nodes_densely() {
+    let t = RangeTree::new();
+    let mut n = 0u64;
+    // Append until the root is an internal node over internal nodes.
+    loop {
+        t.insert_range(n * 10..=n * 10 + 4, 0u32).unwrap();
+        n += 1;
+        let d = t.root_node().data();
+        if !d.is_leaf() && !d.child(0).data().is_leaf() {
+            break;
+        }
+    }
+    t.validate().unwrap();
+    let d = t.root_node().data();
+    assert_eq!(d.len, 2);
+    assert_eq!(d.child(0).data().len, node::B + 1 - node::MIN);
+    assert_eq!(d.child(1).data().len, node::MIN);
+}
+
+/// Window edges that fall exactly on a gap's edge, inside a leaf and
+/// between two children, both directions: the one free key there is found.
+#[test]
+fn a_window_ending_at_a_gaps_edge_finds_it() {
+    // 0 ... 4 5 ... 9 10 ... 14
+    // ● ● ● ● ◆ ◌ ◌ ◌ ◌ ●  ●  ●    window 0..=5: the gap's first key
+    let t = tree_with(&[0..=4, 10..=14]);
+    assert_eq!(t.alloc_range(1, 1, 0..=5, 7).unwrap(), 5);
+    // ● ... ● ◌ ◌ ◌ ◌ ◆ ● ...    window 9..=14: the gap's last key
+    assert_eq!(t.alloc_rrange(1, 1, 9..=14, 7).unwrap(), 9);
+    // Between the two leaves of `two_leaves`: 125..=129.
+    let t = two_leaves();
+    assert_eq!(t.alloc_range(1, 1, 125..=125, 7).unwrap(), 125);
+    assert_eq!(t.alloc_rrange(1, 1, 129..=129, 7).unwrap(), 129);
+    t.validate().unwrap();
+}
