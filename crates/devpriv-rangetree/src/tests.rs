@@ -982,6 +982,22 @@ fn appends_split_internal_nodes_densely() {
     assert_eq!(d.len, 2);
     assert_eq!(d.child(0).data().len, node::B + 1 - node::MIN);
     assert_eq!(d.child(1).data().len, node::MIN);
+    // On until the right internal node has `MIN + 1` leaves: its last
+    // leaf has just split off with `MIN` entries.
+    while t.root_node().data().child(1).data().len < node::MIN + 1 {
+        t.insert_range(n * 10..=n * 10 + 4, 0u32).unwrap();
+        n += 1;
+    }
+    // One erase takes that leaf under `MIN`; it merges with its neighbour
+    // (`B + 1 - MIN` entries), which leaves the right internal node with
+    // exactly `MIN` children: full enough, so the root keeps its shape.
+    assert_eq!(t.erase((n - 1) * 10), Some(0));
+    t.validate().unwrap();
+    let d = t.root_node().data();
+    assert_eq!(
+        (d.len, d.child(0).data().len, d.child(1).data().len),
+        (2, node::B + 1 - node::MIN, node::MIN)
+    );
 }
 
 /// Window edges that fall exactly on a gap's edge, inside a leaf and
