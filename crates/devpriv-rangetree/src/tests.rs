@@ -1011,8 +1011,12 @@ fn a_window_ending_at_a_gaps_edge_finds_it() {
     // ● ... ● ◌ ◌ ◌ ◌ ◆ ● ...    window 9..=14: the gap's last key
     assert_eq!(t.alloc_rrange(1, 1, 9..=14, 7).unwrap(), 9);
     // Between the two leaves of `two_leaves`: 125..=129.
+    // (A fresh tree for each: the first allocation would land in the right
+    // leaf and move the gap into it.)
     let t = two_leaves();
     assert_eq!(t.alloc_range(1, 1, 125..=125, 7).unwrap(), 125);
+    t.validate().unwrap();
+    let t = two_leaves();
     assert_eq!(t.alloc_rrange(1, 1, 129..=129, 7).unwrap(), 129);
     t.validate().unwrap();
 }
