@@ -900,20 +900,27 @@ mod tests {
     /// period before a pagemap comes back (as the space has: no ABA). A
     /// reader of that section never misses and never pairs a pagemap with
     /// a page from the other one's memmap (`PageRef::from_parts` asserts
-    /// it). Bounded by a count of rewrites, not by time.
+    /// it). It runs until the reader has seen the slot change under it
+    /// `OVERLAPS` times (each a chance for the race), or `MAX_REWRITES`
+    /// rewrites: counts, not time, so a loaded machine runs longer rather
+    /// than checking less.
     #[test]
     fn readers_never_pair_a_pagemap_with_another_ones_base() {
-        const REWRITES: usize = 20_000;
+        const OVERLAPS: u64 = 20_000;
+        const MAX_REWRITES: usize = 2_000_000;
         let (s1, s2) = (DevicePrivateSpace::new(), DevicePrivateSpace::new());
         let (a, b) = (map(&s1, 512), map(&s2, 512));
         assert_eq!((a.first_offset().get(), b.first_offset().get()), (0, 0));
         let (idx, tree) = index();
         idx.set(0, &Slot::One(&a), tree.srcu());
-        let done = AtomicBool::new(false);
+        let (done, enough) = (AtomicBool::new(false), AtomicBool::new(false));
         let (mut pages, mut rechecks) = (0u64, 0u64);
         std::thread::scope(|s| {
             s.spawn(|| {
-                for i in 0..REWRITES {
+                for i in 0..MAX_REWRITES {
+                    if enough.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
                     let pm = if i % 2 == 0 { &b } else { &a };
                     idx.set(0, &Slot::One(pm), tree.srcu());
                     tree.synchronize();
@@ -934,12 +941,23 @@ mod tests {
                             );
                             pages += 1;
                         }
-                        Hit::Recheck(_) | Hit::Busy => rechecks += 1,
+                        Hit::Recheck(_) | Hit::Busy => {
+                            rechecks += 1;
+                            if rechecks == OVERLAPS {
+                                enough.store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
                         Hit::Miss => panic!("offset {k} missed while mapped"),
                     }
                 }
             }
         });
+        if rechecks < OVERLAPS {
+            eprintln!(
+                "WARNING: readers_never_pair_a_pagemap_with_another_ones_base: only \
+                 {rechecks} of {OVERLAPS} overlapping reads in {MAX_REWRITES} rewrites"
+            );
+        }
         assert!(pages > 0, "{pages} pages, {rechecks} rechecks");
         drop(idx);
         s1.memunmap_device_private_pagemap(&a).unwrap();
