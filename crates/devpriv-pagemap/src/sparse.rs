@@ -806,8 +806,8 @@ mod tests {
     use super::*;
     use crate::{DevicePrivateSpace, NoopOps, Owner, PagemapParams};
     use devpriv_core::PageCount;
+    use devpriv_core::sync::atomic::AtomicBool;
     use devpriv_rangetree::RangeTree;
-    use std::sync::atomic::AtomicBool;
 
     /// 512-page sections, as the default space's.
     const SHIFT: u32 = 9;
@@ -918,17 +918,17 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| {
                 for i in 0..MAX_REWRITES {
-                    if enough.load(std::sync::atomic::Ordering::Relaxed) {
+                    if enough.load(Ordering::Relaxed) {
                         break;
                     }
                     let pm = if i % 2 == 0 { &b } else { &a };
                     idx.set(0, &Slot::One(pm), tree.srcu());
                     tree.synchronize();
                 }
-                done.store(true, std::sync::atomic::Ordering::Release);
+                done.store(true, Ordering::Release);
             });
             let mut k = 0u64;
-            while !done.load(std::sync::atomic::Ordering::Acquire) {
+            while !done.load(Ordering::Acquire) {
                 let g = tree.read();
                 for _ in 0..64 {
                     k = (k + 1) % 512;
@@ -944,7 +944,7 @@ mod tests {
                         Hit::Recheck(_) | Hit::Busy => {
                             rechecks += 1;
                             if rechecks == OVERLAPS {
-                                enough.store(true, std::sync::atomic::Ordering::Relaxed);
+                                enough.store(true, Ordering::Relaxed);
                             }
                         }
                         Hit::Miss => panic!("offset {k} missed while mapped"),

@@ -349,6 +349,13 @@ impl<T> NodePtr<T> {
     ///
     /// - The node is allocated, and no other reference to it (no reader, no
     ///   other borrow) is live while the result is.
+    #[cfg_attr(
+        loom,
+        expect(
+            dead_code,
+            reason = "the unit tests that use it do not build under loom"
+        )
+    )]
     pub(crate) unsafe fn data_mut<'a>(self) -> &'a mut NodeData<T> {
         // SAFETY: Caller's contract.
         let node = unsafe { self.get() };
