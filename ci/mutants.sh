@@ -54,7 +54,7 @@ fi
 groups=(
     "migrate|devpriv-migrate,devpriv-fuzz|crates/devpriv-migrate/src/page_vma_mapped.rs crates/devpriv-migrate/src/swapops.rs crates/devpriv-migrate/src/leafops.rs|yes"
     "pagemap|devpriv-pagemap,devpriv-fuzz|crates/devpriv-pagemap/src/memremap/folio.rs crates/devpriv-pagemap/src/sparse.rs crates/devpriv-pagemap/src/percpu_refcount.rs|yes"
-    "rangetree|devpriv-rangetree,devpriv-fuzz|crates/devpriv-rangetree/src/lib.rs crates/devpriv-rangetree/src/node.rs|no"
+    "rangetree|devpriv-rangetree,devpriv-fuzz|crates/devpriv-rangetree/src/lib.rs crates/devpriv-rangetree/src/node.rs|yes"
 )
 # Fixed proptest seeds: a mutant is caught or missed the same way each run.
 export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-20261204}"

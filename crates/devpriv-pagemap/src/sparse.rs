@@ -1076,3 +1076,167 @@ impl IndexView<'_> {
         Hit::Page(PageRef::from_parts(pm, unsafe { &*page }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DevicePrivateSpace, NoopOps, Owner, PagemapParams};
+    use devpriv_core::PageCount;
+    use devpriv_core::sync::atomic::AtomicBool;
+    use devpriv_rangetree::RangeTree;
+
+    /// 512-page sections, as the default space's.
+    const SHIFT: u32 = 9;
+
+    fn map(space: &DevicePrivateSpace, n: u64) -> Arc<DevPagemap> {
+        let params = PagemapParams::private(PageCount::new(n), Owner(1), Arc::new(NoopOps));
+        space.memremap_device_private_pagemap(params, 0).unwrap()
+    }
+
+    /// An index over one leaf's worth of sections, and a tree whose read
+    /// guards and grace periods stand in for the space's.
+    fn index() -> (SectionIndex, RangeTree<Arc<DevPagemap>>) {
+        (
+            SectionIndex::new((LEAF_SLOTS as u64) << SHIFT, SHIFT, Mutants::NONE),
+            RangeTree::new(),
+        )
+    }
+
+    #[allow(unsafe_code, reason = "the index's lookup")]
+    fn lookup<'g>(idx: &SectionIndex, g: &'g TreeGuard<'_>, offset: u64) -> Hit<'g> {
+        // SAFETY: Every pagemap the tests publish outlives the index.
+        unsafe { idx.view().lookup(g, offset) }
+    }
+
+    #[test]
+    fn slots_are_equal_when_they_name_the_same_pagemaps() {
+        let space = DevicePrivateSpace::new();
+        let (a, b) = (map(&space, 10), map(&space, 5));
+        assert_eq!(Slot::Empty, Slot::Empty);
+        assert_eq!(Slot::One(&a), Slot::One(&a));
+        assert_ne!(Slot::One(&a), Slot::One(&b));
+        assert_ne!(Slot::Empty, Slot::One(&a));
+        assert_eq!(Slot::Shared(vec![&a, &b]), Slot::Shared(vec![&a, &b]));
+        assert_ne!(Slot::Shared(vec![&a, &b]), Slot::Shared(vec![&b, &a]));
+        // A table that lists only a prefix of the other's pagemaps.
+        assert_ne!(Slot::Shared(vec![&a, &b]), Slot::Shared(vec![&a]));
+        assert_ne!(Slot::Shared(vec![&a]), Slot::Shared(vec![&a, &b]));
+        space.memunmap_device_private_pagemap(&b).unwrap();
+        space.memunmap_device_private_pagemap(&a).unwrap();
+    }
+
+    /// A reader that finds the rewrite marker is sent to the tree (`Busy`);
+    /// it must never read as an empty slot (`Miss`), which would make a
+    /// mapped offset miss.
+    #[test]
+    fn the_rewrite_marker_sends_readers_to_the_tree() {
+        let space = DevicePrivateSpace::new();
+        let a = map(&space, 512);
+        let (idx, tree) = index();
+        idx.set(0, &Slot::One(&a), tree.srcu());
+        let (cell, _) = cell(&idx.root, 0).unwrap();
+        let g = tree.read();
+        assert!(matches!(lookup(&idx, &g, 7), Hit::Page(_)));
+        cell.pgmap.store(rewrite(), Ordering::Relaxed);
+        assert!(matches!(lookup(&idx, &g, 7), Hit::Busy));
+        drop(g);
+        idx.set(0, &Slot::One(&a), tree.srcu());
+        let g = tree.read();
+        assert!(matches!(lookup(&idx, &g, 7), Hit::Page(p) if ptr::eq(&*p, &a.pages()[7])));
+        drop(g);
+        drop(idx);
+        space.memunmap_device_private_pagemap(&a).unwrap();
+    }
+
+    /// A replaced shared table waits for a grace period of the tree's
+    /// domain; `reclaim` (what `memunmap` calls after its grace period)
+    /// frees it.
+    #[test]
+    fn a_replaced_shared_table_is_freed_by_reclaim_after_its_grace_period() {
+        let space = DevicePrivateSpace::new();
+        let (a, b) = (map(&space, 10), map(&space, 5));
+        let (idx, tree) = index();
+        idx.set(0, &Slot::Shared(vec![&a, &b]), tree.srcu());
+        let g = tree.read();
+        idx.set(0, &Slot::One(&a), tree.srcu());
+        assert_eq!(idx.retired.lock().len(), 1, "a reader may hold the table");
+        idx.reclaim(tree.srcu());
+        assert_eq!(idx.retired.lock().len(), 1, "the reader still may");
+        drop(g);
+        idx.reclaim(tree.srcu());
+        assert_eq!(idx.retired.lock().len(), 0);
+        drop(idx);
+        space.memunmap_device_private_pagemap(&b).unwrap();
+        space.memunmap_device_private_pagemap(&a).unwrap();
+    }
+
+    /// The seqlock on real threads: a writer moves a whole section between
+    /// two pagemaps (the only slot change that rewrites the base of a slot
+    /// naming a pagemap, so the rewrite marker is stored), with a grace
+    /// period before a pagemap comes back (as the space has: no ABA). A
+    /// reader of that section never misses and never pairs a pagemap with
+    /// a page from the other one's memmap (`PageRef::from_parts` asserts
+    /// it). It runs until the reader has seen the slot change under it
+    /// `OVERLAPS` times (each a chance for the race), or `MAX_REWRITES`
+    /// rewrites: counts, not time, so a loaded machine runs longer rather
+    /// than checking less.
+    #[test]
+    fn readers_never_pair_a_pagemap_with_another_ones_base() {
+        const OVERLAPS: u64 = 20_000;
+        const MAX_REWRITES: usize = 2_000_000;
+        let (s1, s2) = (DevicePrivateSpace::new(), DevicePrivateSpace::new());
+        let (a, b) = (map(&s1, 512), map(&s2, 512));
+        assert_eq!((a.first_offset().get(), b.first_offset().get()), (0, 0));
+        let (idx, tree) = index();
+        idx.set(0, &Slot::One(&a), tree.srcu());
+        let (done, enough) = (AtomicBool::new(false), AtomicBool::new(false));
+        let (mut pages, mut rechecks) = (0u64, 0u64);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..MAX_REWRITES {
+                    if enough.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let pm = if i % 2 == 0 { &b } else { &a };
+                    idx.set(0, &Slot::One(pm), tree.srcu());
+                    tree.synchronize();
+                }
+                done.store(true, Ordering::Release);
+            });
+            let mut k = 0u64;
+            while !done.load(Ordering::Acquire) {
+                let g = tree.read();
+                for _ in 0..64 {
+                    k = (k + 1) % 512;
+                    match lookup(&idx, &g, k) {
+                        Hit::Page(p) => {
+                            let i = usize::try_from(k).unwrap();
+                            assert!(
+                                ptr::eq(&*p, &p.owner().pages()[i]),
+                                "offset {k}: a page paired with another pagemap"
+                            );
+                            pages += 1;
+                        }
+                        Hit::Recheck(_) | Hit::Busy => {
+                            rechecks += 1;
+                            if rechecks == OVERLAPS {
+                                enough.store(true, Ordering::Relaxed);
+                            }
+                        }
+                        Hit::Miss => panic!("offset {k} missed while mapped"),
+                    }
+                }
+            }
+        });
+        if rechecks < OVERLAPS {
+            eprintln!(
+                "WARNING: readers_never_pair_a_pagemap_with_another_ones_base: only \
+                 {rechecks} of {OVERLAPS} overlapping reads in {MAX_REWRITES} rewrites"
+            );
+        }
+        assert!(pages > 0, "{pages} pages, {rechecks} rechecks");
+        drop(idx);
+        s1.memunmap_device_private_pagemap(&a).unwrap();
+        s2.memunmap_device_private_pagemap(&b).unwrap();
+    }
+}

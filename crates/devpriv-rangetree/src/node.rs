@@ -168,12 +168,6 @@ impl<T> Clone for NodePtr<T> {
 
 impl<T> Copy for NodePtr<T> {}
 
-impl<T> PartialEq for NodePtr<T> {
-    fn eq(&self, other: &Self) -> bool {
-        self.0 == other.0
-    }
-}
-
 // SAFETY: A `NodePtr` is a pointer to a node that readers only read (its
 // child slots are atomics; its `Meta` only the writer-lock holder touches);
 // moving one to another thread moves the right to read (and, for its
@@ -343,6 +337,30 @@ impl<T> Node<T> {
         // check takes `with_mut`, after the grace period); so this shared
         // reference never aliases a write.
         self.cell.with(|p| unsafe { &*p })
+    }
+}
+
+/// Test only: corrupting a node, for `validate`'s own tests.
+#[cfg(test)]
+impl<T> NodePtr<T> {
+    /// The node's contents, writable.
+    ///
+    /// # Safety
+    ///
+    /// - The node is allocated, and no other reference to it (no reader, no
+    ///   other borrow) is live while the result is.
+    #[cfg_attr(
+        loom,
+        expect(
+            dead_code,
+            reason = "the unit tests that use it do not build under loom"
+        )
+    )]
+    pub(crate) unsafe fn data_mut<'a>(self) -> &'a mut NodeData<T> {
+        // SAFETY: Caller's contract.
+        let node = unsafe { self.get() };
+        // SAFETY: As above: nothing else reads or writes the contents.
+        node.cell.with_mut(|p| unsafe { &mut *p })
     }
 }
 

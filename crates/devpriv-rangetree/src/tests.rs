@@ -725,3 +725,298 @@ fn is_empty_and_debug() {
     let it = g.iter();
     assert!(format!("{it:?}").starts_with("Iter { depth: "), "{it:?}");
 }
+
+/// `validate` reports a broken tree: a count that disagrees with the
+/// entries, and a node whose slots overlap.
+#[test]
+fn validate_reports_a_corrupted_tree() {
+    let t = tree_with(&[0..=1, 4..=7, 10..=12]);
+    t.len.store(4, AtomicOrdering::Relaxed);
+    assert_eq!(t.validate(), Err(ValidateError::Len { len: 4, held: 3 }));
+    t.len.store(3, AtomicOrdering::Relaxed);
+    t.validate().unwrap();
+}
+
+/// The accessor hands out the domain the tree's read sections and grace
+/// periods use, so that a caller's own objects retired against it are
+/// covered by the tree's readers.
+#[test]
+fn srcu_is_the_domain_of_the_trees_readers() {
+    let t = tree_with(&[0..=1]);
+    assert_eq!(t.srcu().active_readers(), 0);
+    let g = t.read();
+    assert_eq!(t.srcu().active_readers(), 1, "the guard reads this domain");
+    // A grace period of the accessor's domain must wait for the guard.
+    let cookie = t.srcu().get_state();
+    assert!(
+        !t.srcu().poll(cookie),
+        "a tree reader holds the grace period"
+    );
+    drop(g);
+    assert!(t.srcu().poll(cookie));
+}
+
+/// Writes gather their replaced nodes into one batch (one cookie) until
+/// `RETIRE_BATCH` (32) of them wait; a reader keeps each closed batch
+/// queued.
+#[test]
+fn replaced_nodes_are_retired_in_batches() {
+    let t = tree_with(&[0..=1]);
+    t.synchronize();
+    assert_eq!(t.retired(), 0);
+    let g = t.read();
+    // Each in-place insert into the root leaf replaces one node.
+    for i in 1..12 {
+        t.insert_range(i * 4..=i * 4 + 1, 0).unwrap();
+        assert_eq!(t.retired(), 1, "one open batch after {i} writes");
+    }
+    drop(g);
+    t.synchronize();
+    assert_eq!(t.retired(), 0);
+}
+
+/// Dropping the tree frees the nodes still waiting for a grace period, and
+/// the value copies only they hold.
+#[test]
+fn dropping_the_tree_frees_what_waits_for_a_grace_period() {
+    let drops = std::sync::Arc::new(AtomicUsize::new(0));
+    let new = || std::sync::Arc::new(Tracked(drops.clone()));
+    let t = RangeTree::new();
+    for i in 0..40 {
+        t.insert_range(i * 10..=i * 10 + 5, new()).ok().unwrap();
+    }
+    {
+        let _g = t.read();
+        for i in 0..40 {
+            drop(t.erase(i * 10).unwrap());
+        }
+        assert!(t.retired() > 1, "closed batches wait for the reader");
+    }
+    assert_eq!(
+        drops.load(AtomicOrdering::Relaxed),
+        0,
+        "replaced nodes still hold copies"
+    );
+    drop(t);
+    assert_eq!(drops.load(AtomicOrdering::Relaxed), 40);
+}
+
+/// The largest gap strictly inside the tree, from the root's bookkeeping.
+fn root_max_gap<T: Clone + Send + Sync>(t: &RangeTree<T>) -> u64 {
+    let w = t.writer.lock();
+    t.root_node().data().max_gap(&w.cache)
+}
+
+/// The gap bookkeeping is exact (the kernel's `gap[]`, `mas_update_gap()`):
+/// the free keys between two entries, not one more or less, in a leaf, in
+/// an internal node, and after in-place and path-copying writes.
+#[test]
+fn gaps_count_exactly_the_free_keys_between_entries() {
+    // 0 1 2 3 4 5 6 7 8 9
+    // ● ● ◌ ◌ ◌ ◌ ◌ ● ● ●   one gap of 5 (keys 2..=6)
+    let t = tree_with(&[0..=1, 7..=9]);
+    assert_eq!(root_max_gap(&t), 5);
+    t.insert_range(3..=3, 9).unwrap();
+    assert_eq!(root_max_gap(&t), 3, "4..=6 is now the largest");
+    t.insert_range(2..=2, 9).unwrap();
+    t.insert_range(4..=6, 9).unwrap();
+    assert_eq!(root_max_gap(&t), 0, "entries that touch leave no gap");
+    // An internal root: gaps of 5 between the entries `[10 i, 10 i + 4]`,
+    // and between the two leaves (124 and 130).
+    let t = two_leaves();
+    assert_eq!(root_max_gap(&t), 5);
+    // In place: 45..=59 inside the first leaf.
+    assert_eq!(t.erase(50), Some(5));
+    assert_eq!(root_max_gap(&t), 15);
+    // Copying the path: the second leaf drops below `MIN` (135..=149).
+    assert_eq!(t.erase(140), Some(14));
+    assert_eq!(root_max_gap(&t), 15);
+    assert_eq!(t.erase(60), Some(6));
+    assert_eq!(root_max_gap(&t), 25, "45..=69");
+    t.validate().unwrap();
+    // An allocation of exactly the largest gap lands in it.
+    assert_eq!(t.alloc_range(25, 1, 0..=u64::MAX, 99).unwrap(), 45);
+    assert_eq!(root_max_gap(&t), 15, "135..=149 is left");
+    assert_eq!(t.alloc_range(15, 1, 0..=u64::MAX, 99).unwrap(), 135);
+    t.validate().unwrap();
+}
+
+/// An erase that leaves a leaf under `MIN` next to a full one: the merge
+/// holds both nodes' entries (`MIN - 1 + B`) before it splits them again.
+#[test]
+fn a_leaf_under_min_merges_with_a_full_neighbour() {
+    let t = two_leaves();
+    // Fill the first leaf (13 entries) to `B` in place, below its pivot.
+    for k in [5, 15, 25] {
+        t.insert_range(k..=k + 1, 100).unwrap();
+    }
+    // The second leaf holds 4 (`MIN`): one erase takes it under.
+    assert_eq!(t.erase(130), Some(13));
+    t.validate().unwrap();
+    let mut want: Snapshot = (0..17u32)
+        .filter(|&i| i != 13)
+        .map(|i| (u64::from(i) * 10..=u64::from(i) * 10 + 4, i))
+        .chain([5, 15, 25].map(|k| (k..=k + 1, 100)))
+        .collect();
+    want.sort_by_key(|(r, _)| *r.start());
+    assert_eq!(snapshot(&t), want);
+}
+
+/// `validate` catches a corrupted node: a pivot at the next child's first
+/// key (which would route it to the wrong child), a value beyond `len`.
+#[test]
+#[allow(unsafe_code, reason = "corrupts nodes of a tree nobody else reads")]
+fn validate_reports_a_corrupted_node() {
+    let t = two_leaves();
+    let root = t.root_ptr();
+    let leaf = t.root_node().data().child_ptr(1);
+    // Each write takes a fresh borrow, which ends before `validate` reads.
+    let set_pivot = |pivot: u64| {
+        // SAFETY: `t` is ours alone: no reader, no writer, no other borrow.
+        unsafe { root.data_mut() }.last[0] = pivot;
+    };
+    let set_value = |v: Option<u32>| {
+        // SAFETY: As above.
+        let node::Kind::Leaf { values, .. } = &mut unsafe { leaf.data_mut() }.kind else {
+            unreachable!("a leaf")
+        };
+        values[4] = v;
+    };
+    assert_eq!(t.root_node().data().last[0], 124);
+    set_pivot(130);
+    assert_eq!(
+        t.validate(),
+        Err(ValidateError::Node {
+            path: vec![],
+            fault: NodeFault::BadPivot {
+                slot: 0,
+                pivot: 130
+            }
+        })
+    );
+    set_pivot(129);
+    t.validate().unwrap();
+    // The second leaf holds 4 entries: a value in slot 4.
+    set_value(Some(99));
+    assert_eq!(
+        t.validate(),
+        Err(ValidateError::Node {
+            path: vec![1],
+            fault: NodeFault::ValueSlots { len: 4 }
+        })
+    );
+    set_value(None);
+    t.validate().unwrap();
+}
+
+/// `validate` catches leaves at different depths: a root over a leaf and
+/// an internal node (built by hand; every other rule holds).
+#[test]
+#[allow(unsafe_code, reason = "frees the hand-built nodes")]
+fn validate_reports_leaves_at_different_depths() {
+    let mut cache = node::NodeCache::new();
+    let leaf = |cache: &mut node::NodeCache<u32>, at: u64| {
+        let mut es = Scratch::new();
+        es.extend((0..4).map(|i| Entry {
+            first: at + 10 * i,
+            last: at + 10 * i + 4,
+            value: 0,
+        }));
+        NodePtr::leaf(cache, es)
+    };
+    let mut below = Scratch::new();
+    for k in 1..5 {
+        let l = leaf(&mut cache, k * 100);
+        below.push(ChildSlot::of(l, &cache));
+    }
+    let inner = NodePtr::internal(&mut cache, below);
+    let first = leaf(&mut cache, 0);
+    let mut top = Scratch::new();
+    top.extend([ChildSlot::of(first, &cache), ChildSlot::of(inner, &cache)]);
+    let root = NodePtr::internal(&mut cache, top);
+    // SAFETY: Just built, and only read here.
+    let r = node::validate(unsafe { root.get() }, true, &mut Vec::new(), &cache);
+    assert_eq!(
+        r,
+        Err(ValidateError::Node {
+            path: vec![],
+            fault: NodeFault::UnevenDepth
+        })
+    );
+    // SAFETY: Nobody else holds these nodes.
+    unsafe { root.free_tree() };
+}
+
+/// An insert that ends exactly at its leaf's (stale) pivot still goes in
+/// place; one key further copies the path.
+#[test]
+fn an_insert_up_to_a_stale_pivot_goes_in_place() {
+    let t = two_leaves();
+    let root = root_of(&t);
+    assert_eq!(t.erase(122), Some(12)); // the pivot stays 124
+    t.insert_range(116..=124, 50).unwrap();
+    assert_eq!(root_of(&t), root, "in place: 124 is still the leaf's");
+    assert_eq!(t.erase(116), Some(50));
+    t.insert_range(116..=125, 51).unwrap();
+    assert_ne!(root_of(&t), root, "125 is past the pivot: path copied");
+    t.validate().unwrap();
+}
+
+/// Appending splits internal nodes as it splits leaves: the left node
+/// keeps all but `MIN` children, so an append-only tree stays dense.
+#[test]
+fn appends_split_internal_nodes_densely() {
+    let t = RangeTree::new();
+    let mut n = 0u64;
+    // Append until the root is an internal node over internal nodes.
+    loop {
+        t.insert_range(n * 10..=n * 10 + 4, 0u32).unwrap();
+        n += 1;
+        let d = t.root_node().data();
+        if !d.is_leaf() && !d.child(0).data().is_leaf() {
+            break;
+        }
+    }
+    t.validate().unwrap();
+    let d = t.root_node().data();
+    assert_eq!(d.len, 2);
+    assert_eq!(d.child(0).data().len, node::B + 1 - node::MIN);
+    assert_eq!(d.child(1).data().len, node::MIN);
+    // On until the right internal node has `MIN + 1` leaves: its last
+    // leaf has just split off with `MIN` entries.
+    while t.root_node().data().child(1).data().len < node::MIN + 1 {
+        t.insert_range(n * 10..=n * 10 + 4, 0u32).unwrap();
+        n += 1;
+    }
+    // One erase takes that leaf under `MIN`; it merges with its neighbour
+    // (`B + 1 - MIN` entries), which leaves the right internal node with
+    // exactly `MIN` children: full enough, so the root keeps its shape.
+    assert_eq!(t.erase((n - 1) * 10), Some(0));
+    t.validate().unwrap();
+    let d = t.root_node().data();
+    assert_eq!(
+        (d.len, d.child(0).data().len, d.child(1).data().len),
+        (2, node::B + 1 - node::MIN, node::MIN)
+    );
+}
+
+/// Window edges that fall exactly on a gap's edge, inside a leaf and
+/// between two children, both directions: the one free key there is found.
+#[test]
+fn a_window_ending_at_a_gaps_edge_finds_it() {
+    // 0 ... 4 5 ... 9 10 ... 14
+    // ● ● ● ● ◆ ◌ ◌ ◌ ◌ ●  ●  ●    window 0..=5: the gap's first key
+    let t = tree_with(&[0..=4, 10..=14]);
+    assert_eq!(t.alloc_range(1, 1, 0..=5, 7).unwrap(), 5);
+    // ● ... ● ◌ ◌ ◌ ◌ ◆ ● ...    window 9..=14: the gap's last key
+    assert_eq!(t.alloc_rrange(1, 1, 9..=14, 7).unwrap(), 9);
+    // Between the two leaves of `two_leaves`: 125..=129.
+    // (A fresh tree for each: the first allocation would land in the right
+    // leaf and move the gap into it.)
+    let t = two_leaves();
+    assert_eq!(t.alloc_range(1, 1, 125..=125, 7).unwrap(), 125);
+    t.validate().unwrap();
+    let t = two_leaves();
+    assert_eq!(t.alloc_rrange(1, 1, 129..=129, 7).unwrap(), 129);
+    t.validate().unwrap();
+}
