@@ -1157,7 +1157,21 @@ mod tests {
             .pgmap
             .store(ptr::from_ref(&*a).cast_mut(), Ordering::Relaxed);
         assert!(page_7(lookup(&idx, &g, 7)));
+        // `peek` (what `validate` reads) finds a wrong base in either slot.
+        // SAFETY: As in `lookup`.
+        let peek = || unsafe { idx.peek(&g, 0) }.map_err(|e| e.have);
+        assert_eq!(peek().ok(), Some(Slot::One(&a)));
+        for base in [&leaf.slots[i].parts[0].base, &leaf.compact[i].base] {
+            let good = base.load(Ordering::Relaxed);
+            base.store(good.wrapping_add(1), Ordering::Relaxed);
+            assert!(peek().is_err(), "a wrong base passed");
+            base.store(good, Ordering::Relaxed);
+        }
         drop(g);
+        // An empty section: a null compact slot, the leaf still compact.
+        idx.set(0, &Slot::Empty, tree.srcu());
+        assert!(leaf.compact[i].pgmap.load(Ordering::Relaxed).is_null());
+        assert!(!leaf.wide.load(Ordering::Relaxed));
         drop(idx);
         space.memunmap_device_private_pagemap(&a).unwrap();
     }
@@ -1175,8 +1189,14 @@ mod tests {
             (Slot::Shared(vec![&a, &b]), &[&a, &b]),
             (Slot::Shared(vec![&a, &b, &c]), &[&a, &b, &c]),
         ];
+        idx.set(0, &Slot::One(&a), tree.srcu());
+        let (leaf, i) = leaf_of(&idx.root, 0).unwrap();
         for (slot, pms) in cases {
             idx.set(0, &slot, tree.srcu());
+            // One or two pagemaps in the slot's parts, three in a table.
+            let part = |k: usize| leaf.slots[i].parts[k].pgmap.load(Ordering::Relaxed);
+            assert_eq!(part(0).addr() & SHARED != 0, pms.len() > 2);
+            assert_eq!(part(1).is_null(), pms.len() != 2);
             let g = tree.read();
             for off in 0..512u64 {
                 let want = pms
@@ -1191,7 +1211,6 @@ mod tests {
             // SAFETY: As in `lookup`.
             assert_eq!(unsafe { idx.peek(&g, 0) }.ok(), Some(slot));
         }
-        let (leaf, _) = leaf_of(&idx.root, 0).unwrap();
         assert!(leaf.wide.load(Ordering::Relaxed));
         idx.set(0, &Slot::Empty, tree.srcu());
         tree.synchronize();
