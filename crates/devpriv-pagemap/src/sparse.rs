@@ -247,17 +247,11 @@ impl Shared {
     fn find(&self, rel: u32) -> Option<(*mut Page, *const DevPagemap)> {
         let d = self.data();
         debug_assert!(d.len <= INLINE);
-        // One packed compare: bit `j` says sub-range `j` starts above
-        // `rel`. Starts ascend, so those bits are a suffix, and the count
-        // of starts at or below `rel` is the number of trailing zeros.
+        // One packed compare: the starts ascend, so the number at or below
+        // `rel` is the index of the sub-range that may hold it, plus one.
         #[expect(clippy::cast_possible_wrap, reason = "below 2^31")]
         let r = rel as i32;
-        let above = d
-            .starts
-            .iter()
-            .enumerate()
-            .fold(0u32, |m, (j, &s)| m | u32::from(s > r) << j);
-        let n = (above | 1 << INLINE).trailing_zeros() as usize;
+        let n = d.starts.iter().filter(|&&s| s <= r).count();
         let i = n.checked_sub(1)? & (INLINE - 1);
         (rel < d.ends[i]).then(|| d.subs[i])
     }
@@ -421,17 +415,26 @@ pub(crate) struct StaleBase<'g> {
     pub(crate) want: (usize, u64),
 }
 
-/// What a compact slot holds for `slot`: a pagemap that covers the whole
-/// section, null for none, or `None` for "read the wide slot".
-fn compact_for(slot: &Slot<'_>, section: u64, section_pages: u64) -> Option<*mut DevPagemap> {
+/// What a compact slot says for a section.
+#[derive(Clone, Copy)]
+enum Compact<'a> {
+    Empty,
+    /// A pagemap that covers the whole section.
+    Whole(&'a DevPagemap),
+    /// Anything else: read the wide slot.
+    Wide,
+}
+
+/// What the compact slot holds for `slot`.
+fn compact_for<'a>(slot: &Slot<'a>, section: u64, section_pages: u64) -> Compact<'a> {
     match slot {
-        Slot::Empty => Some(ptr::null_mut()),
+        Slot::Empty => Compact::Empty,
         Slot::One(pm)
             if coverage(pm, section, section_pages) == (0, section_pages_u32(section_pages)) =>
         {
-            Some(ptr::from_ref(*pm).cast_mut())
+            Compact::Whole(pm)
         }
-        _ => None,
+        _ => Compact::Wide,
     }
 }
 
@@ -646,18 +649,21 @@ impl SectionIndex {
         };
         // The compact slot agrees: the same whole-section pagemap (and its
         // base), nothing, or "read the wide slot".
-        let want = compact_for(&slot, section, sp).unwrap_or_else(wide_marker);
-        assert_eq!(
-            compact.pgmap.load(Ordering::Acquire),
-            want,
+        let want = compact_for(&slot, section, sp);
+        let have = compact.pgmap.load(Ordering::Acquire);
+        let agrees = match want {
+            Compact::Empty => have.is_null(),
+            Compact::Wide => have == wide_marker(),
+            Compact::Whole(pm) => {
+                let base = compact.base.load(Ordering::Acquire).addr();
+                check(pm, (base, sp << 32), section, sp)?;
+                ptr::eq(have, pm)
+            }
+        };
+        assert!(
+            agrees,
             "section {section}: the compact slot disagrees with the wide one"
         );
-        if let Slot::One(pm) = slot
-            && want == ptr::from_ref(pm).cast_mut()
-        {
-            let base = compact.base.load(Ordering::Acquire).addr();
-            check(pm, (base, sp << 32), section, sp)?;
-        }
         Ok(slot)
     }
 
@@ -717,8 +723,9 @@ impl SectionIndex {
             return; // No change.
         };
         let compact = match compact_for(slot, section, sp) {
-            Some(p) if !p.is_null() && p.addr() & TAG == 0 => (p, Some(new[0].1)),
-            p => (p.unwrap_or_else(wide_marker), None),
+            Compact::Whole(pm) => (ptr::from_ref(pm).cast_mut(), Some(new[0].1)),
+            Compact::Empty => (ptr::null_mut(), None),
+            Compact::Wide => (wide_marker(), None),
         };
         self.set_compact(&leaf.compact[i], compact);
         if compact.0 == wide_marker() {
@@ -758,32 +765,65 @@ impl SectionIndex {
         if let Some(base) = base {
             // Seqlock write side, the pointer as the count (module docs): a
             // reader that sees the new base must see the old pointer gone
-            // when it re-checks.
-            if !old.is_null() && old.addr() & TAG == 0 {
-                let mid = if self.mutants.has(Mutant::SpaceIndexNullRewriteMarker) {
-                    ptr::null_mut()
-                } else {
-                    wide_marker()
-                };
-                cell.pgmap.store(mid, Ordering::Relaxed);
-            }
-            if !self.mutants.has(Mutant::SpaceIndexPublishNoBarrier) {
+            // when it re-checks. (When the old pointer is not a pagemap the
+            // marker is not needed, and harmless.)
+            cell.pgmap
+                .store(self.mutant_rewrite_marker(), Ordering::Relaxed);
+            if self.mutant_keeps_barrier(false) {
                 fence(Ordering::Release);
             }
             cell.base.store(base, Ordering::Relaxed);
         }
-        let relaxed = self.mutants.has(Mutant::SpaceIndexRelaxedPublish)
-            || self.mutants.has(Mutant::SpaceIndexPublishNoBarrier);
         // Release: the pagemap and its base are written before a reader can
         // take the pointer.
-        cell.pgmap.store(
-            p,
-            if relaxed {
-                Ordering::Relaxed
-            } else {
-                Ordering::Release
-            },
-        );
+        cell.pgmap.store(p, self.mutant_publish_order(false));
+    }
+
+    /// The value a rewrite stores first: the marker (null with
+    /// `SpaceIndexNullRewriteMarker`).
+    fn mutant_rewrite_marker(&self) -> *mut DevPagemap {
+        if self.mutants.has(Mutant::SpaceIndexNullRewriteMarker) {
+            ptr::null_mut()
+        } else {
+            wide_marker()
+        }
+    }
+
+    /// `SpaceIndexNullRewriteMarker` in a wide slot, the stress harness's
+    /// bug: part 0's pointer is cleared while the count is still even, so
+    /// the slot reads "empty" meanwhile. Returns whether it cleared it.
+    fn mutant_clear_first(&self, cell: &SlotCell, old: *mut DevPagemap) -> bool {
+        let clear = self.mutants.has(Mutant::SpaceIndexNullRewriteMarker) && !old.is_null();
+        if clear {
+            cell.parts[0]
+                .pgmap
+                .store(ptr::null_mut(), Ordering::Relaxed);
+        }
+        clear
+    }
+
+    /// Whether a rewrite issues its `fence(Release)` (not with
+    /// `SpaceIndexPublishNoBarrier`, nor for a table with
+    /// `SpaceIndexSharedRelaxedPublish`).
+    fn mutant_keeps_barrier(&self, table: bool) -> bool {
+        !self.mutants.has(Mutant::SpaceIndexPublishNoBarrier)
+            && !(table && self.mutants.has(Mutant::SpaceIndexSharedRelaxedPublish))
+    }
+
+    /// The ordering of a rewrite's closing store: `Release`, or `Relaxed`
+    /// with the publishing mutants.
+    fn mutant_publish_order(&self, table: bool) -> Ordering {
+        let relaxed = if table {
+            self.mutants.has(Mutant::SpaceIndexSharedRelaxedPublish)
+        } else {
+            self.mutants.has(Mutant::SpaceIndexRelaxedPublish)
+                || self.mutants.has(Mutant::SpaceIndexPublishNoBarrier)
+        };
+        if relaxed {
+            Ordering::Relaxed
+        } else {
+            Ordering::Release
+        }
     }
 
     /// Writes a section's wide slot (`new`: each part's pointer, base and
@@ -812,58 +852,33 @@ impl SectionIndex {
         // reader that sees any new word sees the odd count when it
         // re-checks.
         let seq = cell.seq.load(Ordering::Relaxed);
-        let cleared = self.mutants.has(Mutant::SpaceIndexNullRewriteMarker) && !old[0].0.is_null();
-        if cleared {
-            // The stress harness's bug: the slot reads "empty" meanwhile,
-            // with the count still even.
-            cell.parts[0]
-                .pgmap
-                .store(ptr::null_mut(), Ordering::Relaxed);
+        let mut now = old;
+        if self.mutant_clear_first(cell, old[0].0) {
+            now[0].0 = ptr::null_mut();
         }
         cell.seq.store(seq + 1, Ordering::Relaxed);
-        let barrier = !self.mutants.has(Mutant::SpaceIndexPublishNoBarrier)
-            && !(table && self.mutants.has(Mutant::SpaceIndexSharedRelaxedPublish));
-        if barrier {
+        if self.mutant_keeps_barrier(table) {
             fence(Ordering::Release);
         }
-        let relaxed = if table {
-            self.mutants.has(Mutant::SpaceIndexSharedRelaxedPublish)
-        } else {
-            self.mutants.has(Mutant::SpaceIndexRelaxedPublish)
-                || self.mutants.has(Mutant::SpaceIndexPublishNoBarrier)
-        };
         // Only the words that change: a neighbour's arrival or departure
-        // leaves the other part alone.
-        for (k, (c, (p, base, bounds))) in cell.parts.iter().zip(new).enumerate() {
-            let (was_p, was_base, was_bounds) = old[k];
-            if base != was_base {
-                c.base.store(base, Ordering::Relaxed);
+        // leaves the other part alone. Relaxed: the fence orders the table
+        // (and everything before it) for a reader that takes a table
+        // through part 0's pointer alone, with an Acquire load.
+        for (c, (now, new)) in cell.parts.iter().zip(now.into_iter().zip(new)) {
+            if new.1 != now.1 {
+                c.base.store(new.1, Ordering::Relaxed);
             }
-            if bounds != was_bounds {
-                c.bounds.store(bounds, Ordering::Relaxed);
+            if new.2 != now.2 {
+                c.bounds.store(new.2, Ordering::Relaxed);
             }
-            // Release for part 0's pointer: a reader takes a table through
-            // it alone (`lookup_wide`).
-            let order = if k == 0 && !relaxed {
-                Ordering::Release
-            } else {
-                Ordering::Relaxed
-            };
-            if p != was_p || (k == 0 && cleared) {
-                c.pgmap.store(p, order);
+            if new.0 != now.0 {
+                c.pgmap.store(new.0, Ordering::Relaxed);
             }
         }
         // `write_seqcount_end()`, Release: the pagemaps, bases and bounds
         // (or the whole table) are written before a reader can take the
         // slot as stable.
-        cell.seq.store(
-            seq + 2,
-            if relaxed {
-                Ordering::Relaxed
-            } else {
-                Ordering::Release
-            },
-        );
+        cell.seq.store(seq + 2, self.mutant_publish_order(table));
         Some(old[0].0)
     }
 
@@ -1190,9 +1205,16 @@ mod tests {
             (Slot::Shared(vec![&a, &b, &c]), &[&a, &b, &c]),
         ];
         idx.set(0, &Slot::One(&a), tree.srcu());
+        idx.set(0, &Slot::Empty, tree.srcu());
         let (leaf, i) = leaf_of(&idx.root, 0).unwrap();
         for (slot, pms) in cases {
+            let seq = leaf.slots[i].seq.load(Ordering::Relaxed);
             idx.set(0, &slot, tree.srcu());
+            assert_eq!(
+                leaf.slots[i].seq.load(Ordering::Relaxed),
+                seq + 2,
+                "one rewrite"
+            );
             // One or two pagemaps in the slot's parts, three in a table.
             let part = |k: usize| leaf.slots[i].parts[k].pgmap.load(Ordering::Relaxed);
             assert_eq!(part(0).addr() & SHARED != 0, pms.len() > 2);
