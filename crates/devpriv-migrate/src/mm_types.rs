@@ -696,8 +696,8 @@ pub struct Mm {
 ///
 /// # Differences from the kernel
 ///
-/// One per fork tree rather than one per VMA: [`rmap_walk_anon`]
-/// (crate::rmap_walk_anon) filters its members' VMAs with
+/// One per fork tree rather than one per VMA: [`rmap_walk_anon`](crate::rmap_walk_anon)
+/// filters its members' VMAs with
 /// [`Vma::maps_anon`]. It exists so that a walk touches only related
 /// processes, as the kernel's does, instead of every process's VMA lock.
 pub(crate) struct ForkTree(Mutex<Vec<Weak<Mm>>>);

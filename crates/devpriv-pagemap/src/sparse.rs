@@ -806,8 +806,9 @@ impl SectionIndex {
     /// `SpaceIndexPublishNoBarrier`, nor for a table with
     /// `SpaceIndexSharedRelaxedPublish`).
     fn mutant_keeps_barrier(&self, table: bool) -> bool {
-        !self.mutants.has(Mutant::SpaceIndexPublishNoBarrier)
-            && !(table && self.mutants.has(Mutant::SpaceIndexSharedRelaxedPublish))
+        let dropped = self.mutants.has(Mutant::SpaceIndexPublishNoBarrier)
+            || (table && self.mutants.has(Mutant::SpaceIndexSharedRelaxedPublish));
+        !dropped
     }
 
     /// The ordering of a rewrite's closing store: `Release`, or `Relaxed`
