@@ -12,7 +12,7 @@
 //! them), which turns the section's slot from "A" into a pair {A, B},
 //! rewritten in place under the wide slot's sequence count, or from the
 //! pair {A, C} into a table of three sub-ranges, built whole and published
-//! with one `Release` store. The reader looks up B's page, then (pair
+//! with one `Release` store (see also `hole_scenario`). The reader looks up B's page, then (pair
 //! variant) A's.
 //!
 //! Checks: B's lookup gives `None` (it came first) or B's initialised page;
@@ -23,6 +23,10 @@
 //! Mutants:
 //! - `SpaceIndexSharedRelaxedPublish` (the table's pointer stored
 //!   `Relaxed`, no barrier): caught as a causality violation on the table.
+//! - `SpaceIndexNoRecheck` (the table lookup uses the slot's hint without
+//!   re-checking the count), in a third variant where a new pagemap fills
+//!   a hole in a table's section and moves a stable pagemap's interval:
+//!   the new table read with the old hint misses it.
 //! - `SpaceIndexRelaxedPublish` (the pair's closing count stored
 //!   `Relaxed`): the reader can take the count as stable with a torn
 //!   mix of old and new words (A's pagemap with B's base and bounds:
@@ -95,6 +99,60 @@ fn shared_section_publish_vs_lookup() {
 fn shared_section_table_publish_vs_lookup() {
     let runs = model(|| scenario(Mutants::NONE, 2));
     eprintln!("shared_section_table_publish_vs_lookup: {runs} executions");
+}
+
+/// A table whose slot's hint changes shape: A (1 page), a hole where X
+/// (2 pages) was, D and F (1 page each) make the partition A, hole, D, F,
+/// hole; E (1 page) lands in X's hole, which splits it, so D's interval
+/// moves from index 2 to 3. The reader looks up E's page (`None` or E's)
+/// and D's, which stays mapped: never a miss.
+fn hole_scenario(mutants: Mutants) {
+    let space = Arc::new(DevicePrivateSpace::with_mutants(exact_space(), mutants));
+    let pm = |n| space.memremap_device_private_pagemap(params(n), 0).unwrap();
+    let (a, x, d, f) = (pm(1), pm(2), pm(1), pm(1));
+    assert_eq!(d.first_offset().get(), 3);
+    space.memunmap_device_private_pagemap(&x).unwrap();
+    drop(x);
+    let d_id = d.id();
+    let reader = {
+        let space = Arc::clone(&space);
+        thread::spawn(move || {
+            let g = space.read();
+            if let Some(page) = g.device_private_offset_to_page(DevicePrivateOffset::new(1)) {
+                assert!(page.test_flag(PG_RESERVED), "a half-built page");
+            }
+            let page = g
+                .device_private_offset_to_page(DevicePrivateOffset::new(3))
+                .expect("a lookup of a pagemap that stays mapped missed");
+            assert_eq!(page.owner().id(), d_id, "D's offset reported as another's");
+        })
+    };
+    let e = pm(1);
+    assert_eq!(e.first_offset().get(), 1, "E fills X's hole");
+    reader.join().unwrap();
+    assert_valid(&space);
+    drop((a, f));
+}
+
+#[test]
+fn shared_section_table_hint_moves_vs_lookup() {
+    let runs = model(|| hole_scenario(Mutants::NONE));
+    eprintln!("shared_section_table_hint_moves_vs_lookup: {runs} executions");
+}
+
+/// `SpaceIndexNoRecheck` in the table lookup: the new table read with the
+/// old hint sends D's page to the hole that E left at index 2 (a miss), or
+/// the old table with the new hint sends a page to the wrong interval.
+#[test]
+fn mutant_table_no_recheck_is_caught() {
+    assert_caught(
+        || hole_scenario(Mutant::SpaceIndexNoRecheck.into()),
+        &[
+            "stays mapped missed",
+            "reported as another's",
+            "page paired with a pagemap it is not in",
+        ],
+    );
 }
 
 #[test]

@@ -93,10 +93,11 @@ mutants! {
     /// (`memunmap_device_private_pagemap()` without clearing
     /// `section_mem_map`).
     SpaceIndexNotUnpublished,
-    /// The section index reader uses a slot's memmap base and bounds
-    /// without re-checking the compact slot's pointer or the wide slot's
-    /// sequence count, so a base published for a newer pagemap can be
-    /// paired with an older one (`read_seqcount_retry()` left out).
+    /// The section index reader uses a slot's memmap base and bounds (or a
+    /// shared table's hint) without re-checking the compact slot's pointer
+    /// or the wide slot's sequence count, so a base published for a newer
+    /// pagemap can be paired with an older one, or an old hint with a new
+    /// table (`read_seqcount_retry()` left out).
     SpaceIndexNoRecheck,
     /// `free_zone_device_folio` under `ReinitPolicy::AtFree` resets the
     /// compound metadata with no `smp_wmb()` (Release) before `folio_free`
@@ -219,6 +220,11 @@ mutants! {
     /// while `zap_huge_pmd()` has cleared the PMD but not yet dropped the
     /// folio's mapcount (`page_vma_mapped_walk()`'s `PVMW_SYNC` branch).
     PvmwSyncNoThpSerialise,
+    /// `page_vma_mapped_walk()`'s `next_pte:` takes the ptl it saved in
+    /// `map_pte()` without the `pmd_same()` re-check, so it can report a
+    /// match in a PTE table that `pmdp_collapse_flush()` has taken out of
+    /// the PMD after khugepaged copied it: the caller's write is lost.
+    PvmwNoPmdSameRecheck,
 }
 
 // One bit per variant in the loom build's set.

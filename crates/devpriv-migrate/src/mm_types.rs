@@ -156,6 +156,10 @@ pub(crate) struct PmdSlot {
     ///
     /// Kernel: the `pmd_huge_pte` list of `pgtable_trans_huge_deposit()` (main).
     pub(crate) deposited: AtomicU32,
+    /// The table was taken out of the PMD with its entries still in it
+    /// (`PmdGuard::collapse_flush`), and may not be installed again until
+    /// they are cleared. Changed under the PMD lock.
+    pub(crate) detached: AtomicBool,
 }
 
 impl PmdSlot {
@@ -207,6 +211,7 @@ impl PmdTable {
                     val: AtomicU64::new(0),
                     table: OnceLock::new(),
                     deposited: AtomicU32::new(0),
+                    detached: AtomicBool::new(false),
                 })
                 .collect(),
             ptl: Mutex::new(()),

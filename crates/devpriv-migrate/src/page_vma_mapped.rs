@@ -574,7 +574,8 @@ impl<'a> PageVmaMappedWalk<'a> {
     }
 
     /// The walk with deliberate bugs, for loom mutant tests
-    /// (`Mutant::PvmwNoPtlRecheck`; the others leave it correct, and
+    /// (`Mutant::PvmwNoPtlRecheck`, `Mutant::PvmwNoPmdSameRecheck`,
+    /// `Mutant::PvmwSyncNoThpSerialise`; the others leave it correct, and
     /// outside loom `mutants` is empty).
     ///
     /// Kernel: none (model only).
@@ -591,6 +592,17 @@ impl<'a> PageVmaMappedWalk<'a> {
         self.ptl = None;
         self.pte = None;
         self.finished = true;
+    }
+
+    /// The PMD value `next_pte:` re-checks against: the one `map_pte()`
+    /// read, or with `PvmwNoPmdSameRecheck` the current one, so that the
+    /// re-check always passes.
+    fn mutant_saved_pmde(&self, slot: &PmdSlot) -> Pmd {
+        if self.mutants.has(Mutant::PvmwNoPmdSameRecheck) {
+            slot.get()
+        } else {
+            self.pmde
+        }
     }
 
     /// `not_found()`: done, then `false`.
@@ -920,7 +932,9 @@ impl<'a> PageVmaMappedWalk<'a> {
                 return Step::Continue;
             };
             let guard = ptl.lock();
-            if slot.get() != self.pmde {
+            // pmd_same(): the table may have been taken out of the PMD
+            // (`pmdp_collapse_flush()`) since `map_pte()` read it.
+            if slot.get() != self.mutant_saved_pmde(slot) {
                 drop(guard);
                 self.pte = None;
                 return Step::Continue;

@@ -117,6 +117,35 @@ impl Mm {
         }
     }
 
+    /// Maps and locks the PTE for `addr` in the table that `pmdval`, a PMD
+    /// value the caller saved, points to, without re-checking the live PMD:
+    /// how khugepaged reaches the table that
+    /// [`PmdGuard::collapse_flush`] detached.
+    ///
+    /// Kernel: `pte_offset_map_lock(mm, &_pmd, addr, &ptl)` on the saved
+    /// `_pmd` in `collapse_huge_page()` (main).
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EFAULT`] if no page table covers `addr`; [`Errno::EINVAL`]
+    /// if `pmdval` is not a pointer to the PTE table of `addr`'s PMD.
+    pub fn pte_offset_map_lock_pmdval(
+        &self,
+        addr: u64,
+        pmdval: Pmd,
+    ) -> Result<PteGuard<'_>, Errno> {
+        let slot = self.pmd_table(addr).ok_or(Errno::EFAULT)?.slot(addr);
+        let table = slot.table().ok_or(Errno::EFAULT)?;
+        if Pmd::table(table.frame()) != Ok(pmdval) {
+            return Err(Errno::EINVAL);
+        }
+        Ok(PteGuard {
+            table,
+            _ptl: table.ptl().lock(),
+            addr: addr & !(PAGE_SIZE - 1),
+        })
+    }
+
     /// Allocates the PTE table for `addr` if the PMD is none, then maps and
     /// locks the PTE.
     ///
@@ -355,8 +384,9 @@ impl PmdGuard<'_> {
     ///
     /// [`Errno::EINVAL`] if `pmd` is a table pointer (use
     /// [`pte_alloc`](Self::pte_alloc) or [`populate`](Self::populate));
-    /// [`Errno::EBUSY`] if the current PTE table still has entries. Nothing
-    /// changes on error.
+    /// [`Errno::EBUSY`] if the current PTE table, or a table
+    /// [`collapse_flush`](Self::collapse_flush) detached, still has
+    /// entries. Nothing changes on error.
     pub fn set(&self, pmd: Pmd) -> Result<(), Errno> {
         if pmd.is_table() {
             return Err(Errno::EINVAL);
@@ -372,7 +402,47 @@ impl PmdGuard<'_> {
             self.slot.set_locked(pmd);
             return Ok(());
         }
+        self.reclaim_detached()?;
         self.slot.set_locked(pmd);
+        Ok(())
+    }
+
+    /// Takes the PTE table out of the PMD (which becomes none) with its
+    /// entries still in it, as khugepaged does before it copies them into
+    /// a huge page. Returns the old PMD value: the table stays reachable
+    /// through it ([`Mm::pte_offset_map_lock_pmdval`]), and cannot be
+    /// installed again ([`pte_alloc`](Self::pte_alloc),
+    /// [`populate`](Self::populate), [`set`](Self::set) fail with
+    /// [`Errno::EBUSY`]) until its entries are cleared.
+    ///
+    /// Kernel: `pmdp_collapse_flush()`, `mm/pgtable-generic.c`, as
+    /// `collapse_huge_page()` calls it: under `pmd_lock()` only, not the
+    /// PTE table's lock (main).
+    ///
+    /// # Errors
+    ///
+    /// [`Errno::EINVAL`] if the PMD does not point to a PTE table.
+    pub fn collapse_flush(&self) -> Result<Pmd, Errno> {
+        let old = self.get();
+        if !old.is_table() {
+            return Err(Errno::EINVAL);
+        }
+        self.slot.detached.store(true, Ordering::Relaxed);
+        self.slot.set_locked(Pmd::NONE);
+        Ok(old)
+    }
+
+    /// Makes a detached table installable again once it is empty.
+    fn reclaim_detached(&self) -> Result<(), Errno> {
+        if !self.slot.detached.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let table = self.slot.table().ok_or(Errno::EFAULT)?;
+        let _ptl = table.ptl().lock();
+        if !table.is_empty() {
+            return Err(Errno::EBUSY);
+        }
+        self.slot.detached.store(false, Ordering::Relaxed);
         Ok(())
     }
 
@@ -422,7 +492,8 @@ impl PmdGuard<'_> {
     ///
     /// # Errors
     ///
-    /// [`Errno::EBUSY`] if the PMD is a leaf.
+    /// [`Errno::EBUSY`] if the PMD is a leaf, or a detached table
+    /// ([`collapse_flush`](Self::collapse_flush)) still has entries.
     pub fn pte_alloc(&self) -> Result<(), Errno> {
         let cur = self.get();
         if cur.is_table() {
@@ -431,6 +502,7 @@ impl PmdGuard<'_> {
         if !cur.is_none() {
             return Err(Errno::EBUSY);
         }
+        self.reclaim_detached()?;
         let table = self.slot.table().ok_or(Errno::EFAULT)?;
         self.slot.set_locked(Pmd::table(table.frame())?);
         Ok(())
@@ -447,11 +519,14 @@ impl PmdGuard<'_> {
     /// # Errors
     ///
     /// [`Errno::EEXIST`] if the PMD already points to a PTE table;
+    /// [`Errno::EBUSY`] if a detached table
+    /// ([`collapse_flush`](Self::collapse_flush)) still has entries;
     /// [`Errno::EINVAL`] if `pte` returns an error (nothing changes).
     pub fn populate(&self, mut pte: impl FnMut(usize) -> Result<Pte, Errno>) -> Result<(), Errno> {
         if self.get().is_table() {
             return Err(Errno::EEXIST);
         }
+        self.reclaim_detached()?;
         let table = self.slot.table().ok_or(Errno::EFAULT)?;
         let values = (0..ENTRIES).map(&mut pte).collect::<Result<Vec<_>, _>>()?;
         let _ptl = table.ptl().lock();
@@ -507,5 +582,48 @@ mod tests {
             mm.ptep_get_lockless(BASE + 3 * PAGE_SIZE).map(Pte::pfn),
             Some(Pfn::new(515))
         );
+    }
+
+    #[test]
+    fn a_collapsed_table_stays_out_until_it_is_empty() {
+        let mm = Mm::new(&test_memory(512), MmConfig::default());
+        mm.mmap_write_lock()
+            .mmap_anon(BASE, PMD_SIZE, VmFlags::RW)
+            .unwrap();
+        let pte = Pte::pfn_pte(Pfn::new(5), _PAGE_PRESENT).unwrap();
+        let huge = Pmd::huge(Pfn::new(512), _PAGE_PRESENT).unwrap();
+        // Only a table pointer can be flushed.
+        assert_eq!(
+            mm.pmd_lock(BASE).unwrap().collapse_flush(),
+            Err(Errno::EINVAL)
+        );
+        mm.set_pte(BASE + PAGE_SIZE, pte).unwrap();
+        let pmdval = mm.pmd_lock(BASE).unwrap().collapse_flush().unwrap();
+        assert!(pmdval.is_table());
+        assert_eq!(mm.pmdp_get_lockless(BASE), Some(Pmd::NONE));
+        assert_eq!(mm.ptep_get_lockless(BASE + PAGE_SIZE), None);
+        // The detached table keeps its entries and cannot come back.
+        assert_eq!(mm.set_pte(BASE, pte), Err(Errno::EBUSY));
+        assert_eq!(mm.set_pmd(BASE, huge), Err(Errno::EBUSY));
+        assert_eq!(
+            mm.pmd_lock(BASE).unwrap().populate(|_| Ok(Pte::NONE)),
+            Err(Errno::EBUSY)
+        );
+        assert_eq!(mm.pmdp_get_lockless(BASE), Some(Pmd::NONE));
+        assert_eq!(
+            mm.pte_offset_map_lock_pmdval(BASE, huge).err(),
+            Some(Errno::EINVAL)
+        );
+        {
+            let g = mm
+                .pte_offset_map_lock_pmdval(BASE + PAGE_SIZE, pmdval)
+                .unwrap();
+            assert_eq!(g.get_and_clear(), pte);
+        }
+        // Empty, it is a table like any other.
+        assert_eq!(mm.set_pmd(BASE, huge), Ok(Pmd::NONE));
+        assert_eq!(mm.set_pmd(BASE, Pmd::NONE), Ok(huge));
+        assert_eq!(mm.set_pte(BASE, pte), Ok(Pte::NONE));
+        assert_eq!(mm.pmdp_get_lockless(BASE), Some(pmdval));
     }
 }

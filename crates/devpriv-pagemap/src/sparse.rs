@@ -24,7 +24,13 @@
 //! pagemap fills part 0; a shared section's part 0 points to an immutable
 //! table of its sub-ranges ([`Shared`]: the starts of up to 8 searched
 //! with one packed compare, more in a sorted spill array,
-//! binary-searched). The lookup picks the part with a compare, not a
+//! binary-searched). Part 0's other two words then hold the table's
+//! *hint*: the first pages of the section's partition into sub-ranges and
+//! the holes between them, up to 8 intervals of 16 bits each (sections of
+//! up to 2^15 pages), in the slot's own cache line. The lookup counts the
+//! interval starts at or below the page there ([`hint_index`]) and reads
+//! one line of the table, the interval's base and pagemap (null: a hole, a
+//! miss). The lookup picks the part with a compare, not a
 //! branch: a layout that mixes one-pagemap sections and pairs (pagemaps of
 //! a few sections each) would mispredict half its lookups on a branch.
 //!
@@ -48,9 +54,12 @@
 //! change. The writer makes the count odd, issues `fence(Release)`, writes
 //! the words and makes the count even with a `Release` store. A reader that
 //! finds the slot mid-rewrite asks the tree (a rewrite is a few stores;
-//! readers rarely meet one). A table is immutable and published by part
-//! 0's pointer alone (a `Release` store, `rcu_assign_pointer()`), so a
-//! reader that finds one needs no count.
+//! readers rarely meet one). A table is immutable; a reader trusts the
+//! hint only if the count shows it was read with the table's pointer, and
+//! otherwise searches the table in full, which is safe without the count:
+//! the writer's `fence(Release)` comes before it stores the pointer, so a
+//! reader that read the pointer and then issued its `fence(Acquire)` sees
+//! the whole table (`rcu_assign_pointer()`).
 //!
 //! A compact slot uses its pointer as the count: load the pointer
 //! (Acquire), the base, `fence(Acquire)`, and the pointer again. A
@@ -188,6 +197,86 @@ fn new_leaf() -> Box<Leaf> {
 /// (pagemaps under 64 pages in 2 MiB sections) go to a sorted spill array.
 const INLINE: usize = 8;
 
+/// A hint lane that no section-relative page reaches: above every page of
+/// a section of at most `1 << HINT_MAX_SHIFT` pages.
+const HINT_NONE: u16 = 0x8000;
+/// Sections up to this size (log2 pages, 128 MiB of 4 KiB pages: the
+/// kernel's x86-64 `SECTION_SIZE_BITS`) get hints.
+const HINT_MAX_SHIFT: u32 = 15;
+/// The top bit of each 16-bit lane.
+const HINT_HIGH: u64 = 0x8000_8000_8000_8000;
+
+/// Counts full searches of a table (unit tests check that a stable
+/// table's hint makes them unneeded). Nothing outside tests.
+#[inline(always)]
+fn count_full_search() {
+    #[cfg(test)]
+    tests::FULL_SEARCHES.with(|n| n.set(n.get() + 1));
+}
+
+/// A hint word of four `HINT_NONE` lanes.
+const HINT_NONE_WORD: u64 = 0x8000_8000_8000_8000;
+
+/// `section`'s partition into `parts` (sorted, disjoint) and the holes
+/// around them: each interval's first page and what it holds, or `None`
+/// if it takes more than `INLINE` intervals or the section is too large
+/// for 16-bit lanes.
+fn partition<P>(
+    parts: &[P],
+    section_pages: u64,
+    sub: impl Fn(&P) -> Sub,
+) -> Option<(Vec<u16>, Vec<Interval>)> {
+    if section_pages > 1 << HINT_MAX_SHIFT {
+        return None;
+    }
+    let (mut starts, mut intervals) = (Vec::new(), Vec::new());
+    let mut at = 0;
+    for p in parts {
+        let sub = sub(p);
+        if sub.start > at {
+            starts.push(at);
+            intervals.push(HOLE);
+        }
+        starts.push(sub.start);
+        intervals.push(Interval {
+            base: sub.base,
+            pgmap: sub.pgmap,
+        });
+        at = sub.end;
+    }
+    if u64::from(at) < section_pages {
+        starts.push(at);
+        intervals.push(HOLE);
+    }
+    if intervals.len() > INLINE {
+        return None;
+    }
+    // Below 2^15 (checked above), so every start fits a lane.
+    let starts = starts
+        .iter()
+        .map(|&x| u16::try_from(x).unwrap_or(HINT_NONE))
+        .collect();
+    Some((starts, intervals))
+}
+
+/// The interval of a slot's hint words (see [`Shared::hints`]) that holds
+/// section-relative page `rel`: the number of interval starts at or below
+/// `rel`, minus one; `None` (0 starts) for a section without a hint, whose
+/// lanes are all `HINT_NONE`. SWAR: in each lane `(rel | 0x8000) - start`
+/// keeps its top bit exactly when `start <= rel`, and never borrows from
+/// the next lane since `rel < 0x8000` and `start <= 0x8000`; the lanes'
+/// verdicts are summed by a multiply (no `popcnt`, which baseline x86-64
+/// lacks).
+#[inline(always)]
+fn hint_index(hints: [u64; 2], rel: u32) -> Option<usize> {
+    const LANES: u64 = 0x0001_0001_0001_0001;
+    let r = (u64::from(rel) * LANES) | HINT_HIGH;
+    // Lane sums of at most 2 each, then all lanes into the top one.
+    let ones = (((r - hints[0]) & HINT_HIGH) >> 15) + (((r - hints[1]) & HINT_HIGH) >> 15);
+    let n = (ones.wrapping_mul(LANES) >> 48) as usize;
+    n.checked_sub(1)
+}
+
 /// One pagemap's part of a shared section.
 #[derive(Clone, Copy, Debug)]
 struct Sub {
@@ -200,9 +289,26 @@ struct Sub {
     pgmap: *const DevPagemap,
 }
 
+/// One interval of a table's partition of its section (see
+/// [`Shared::hints`]): a sub-range's biased memmap base and pagemap, or a
+/// hole (both null). Four to a cache line.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Interval {
+    base: *mut Page,
+    pgmap: *const DevPagemap,
+}
+
+/// A hole.
+const HOLE: Interval = Interval {
+    base: ptr::null_mut(),
+    pgmap: ptr::null(),
+};
+
 /// What a shared section's table holds; immutable once published. Laid
-/// out for the search: starts and ends fill the first cache line; each
-/// sub-range's base and pagemap share a line after it.
+/// out for the two searches: starts and ends fill the first cache line,
+/// the sub-ranges' bases and pagemaps the next two (the full search); the
+/// partition's intervals the two after (what the slot's hint leads to).
 #[repr(C, align(64))]
 struct SharedData {
     /// Section-relative first page of sub-range `i`, ascending; `i32::MAX`
@@ -212,6 +318,11 @@ struct SharedData {
     ends: [u32; INLINE],
     /// Sub-range `i`'s biased memmap base and pagemap.
     subs: [(*mut Page, *const DevPagemap); INLINE],
+    /// The section partitioned into sub-ranges and the holes between
+    /// them, in order, when it takes at most `INLINE` intervals.
+    intervals: [Interval; INLINE],
+    /// The slot's hint words for this table.
+    hints: [u64; 2],
     len: usize,
     /// Every sub-range, sorted by start, when there are more than `INLINE`.
     spill: Box<[Sub]>,
@@ -254,6 +365,21 @@ impl Shared {
         let n = d.starts.iter().filter(|&&s| s <= r).count();
         let i = n.checked_sub(1)? & (INLINE - 1);
         (rel < d.ends[i]).then(|| d.subs[i])
+    }
+
+    /// Interval `i` of the partition (masked into the array).
+    #[inline(always)]
+    fn interval(&self, i: usize) -> &Interval {
+        &self.data().intervals[i & (INLINE - 1)]
+    }
+
+    /// The hint words a slot holds for this table: in 8 16-bit lanes, the
+    /// first page of each interval of the section's partition into
+    /// sub-ranges and holes (so lane 0 is 0), `HINT_NONE` past the last.
+    /// A section that takes more than `INLINE` intervals, or is too large
+    /// for 16-bit lanes, gets no hint: every lane `HINT_NONE`.
+    fn hints(&self) -> [u64; 2] {
+        self.data().hints
     }
 
     /// As `find`, over the spill array (binary search).
@@ -304,6 +430,8 @@ impl SharedBox {
             starts: [i32::MAX; INLINE],
             ends: [0; INLINE],
             subs: [(ptr::null_mut(), ptr::null()); INLINE],
+            intervals: [HOLE; INLINE],
+            hints: [HINT_NONE_WORD; 2],
             len: parts.len(),
             spill: Box::new([]),
         };
@@ -311,10 +439,20 @@ impl SharedBox {
             for (i, p) in parts.iter().enumerate() {
                 let sub = sub(p);
                 d.starts[i] = i32::try_from(sub.start).unwrap_or(i32::MAX);
-                (d.ends[i], d.subs[i]) = (sub.end, (sub.base, sub.pgmap));
+                d.ends[i] = sub.end;
+                d.subs[i] = (sub.base, sub.pgmap);
             }
         } else {
             d.spill = parts.iter().map(sub).collect();
+        }
+        if let Some((starts, intervals)) = partition(parts, section_pages, sub) {
+            let mut w = [HINT_NONE_WORD; 2];
+            for (k, &st) in starts.iter().enumerate() {
+                let lane = 16 * (k % 4);
+                w[k / 4] = (w[k / 4] & !(0xffff << lane)) | u64::from(st) << lane;
+            }
+            d.intervals[..intervals.len()].copy_from_slice(&intervals);
+            d.hints = w;
         }
         let b = Box::new(Shared {
             data: UnsafeCell::new(d),
@@ -609,6 +747,12 @@ impl SectionIndex {
         if p.addr() & SHARED != 0 {
             // SAFETY: As in `lookup`.
             let s = unsafe { shared_at::<'g>(p) };
+            let (_, h0, h1) = part(0);
+            assert_eq!(
+                [h0 as u64, h1],
+                s.hints(),
+                "section {section}: the slot's hints disagree with its table"
+            );
             let mut pms = Vec::new();
             for sub in s.parts() {
                 // SAFETY: As in `lookup`.
@@ -695,7 +839,13 @@ impl SectionIndex {
                     })
                     .collect();
                 let t = SharedBox::new(&parts, section, sp);
-                ([(t.tagged(), ptr::null_mut(), 0), none], Some(t))
+                // Part 0's base and bounds words carry the table's hints
+                // (the base as a bare address, never dereferenced).
+                // SAFETY: The box owns a live table.
+                let [h0, h1] = unsafe { t.0.as_ref() }.hints();
+                #[expect(clippy::cast_possible_truncation, reason = "64-bit targets only")]
+                let h0 = ptr::without_provenance_mut(h0 as usize);
+                ([(t.tagged(), h0, h1), none], Some(t))
             }
         };
         let mut leaf = l.load(Ordering::Acquire);
@@ -965,16 +1115,10 @@ impl IndexView<'_> {
             return unsafe { self.lookup_wide_cold(guard, &leaf.slots[i], offset) };
         }
         // SAFETY: A published pagemap stays allocated while the tree's read
-        // guard that the caller lends for `'g` is live (module docs).
-        let pm: &'g DevPagemap = unsafe { &*p };
-        pm.touch();
-        #[expect(clippy::cast_possible_truncation, reason = "64-bit targets only")]
-        let page = base.wrapping_add(offset as usize);
-        // SAFETY: `base` was published for `pm` (the re-check shows the
-        // slot still held `pm` after it was read), and `pm` covers the
-        // whole section, so `base + offset` is `&pm.pages[offset - first]`,
-        // alive for `'g` like `pm`.
-        Hit::Page(PageRef::from_parts(pm, unsafe { &*page }))
+        // guard that the caller lends for `'g` is live (module docs);
+        // `base` was published for it (the re-check shows the slot still
+        // held `p` after it was read), and it covers the whole section.
+        unsafe { Self::hit(base, p, offset) }
     }
 
     /// `lookup_wide`, out of line, for a compact slot that sends the reader
@@ -1009,16 +1153,15 @@ impl IndexView<'_> {
         cell: &SlotCell,
         offset: u64,
     ) -> Hit<'g> {
-        // A shared table is immutable and published by this pointer's own
-        // Release store (`rcu_assign_pointer()`): no sequence count needed.
-        let p0 = cell.parts[0].pgmap.load(Ordering::Acquire);
+        // `read_seqcount_begin()`: pairs with the writer's closing Release.
+        let seq = cell.seq.load(Ordering::Acquire);
+        let p0 = cell.parts[0].pgmap.load(Ordering::Relaxed);
         if p0.addr() & SHARED != 0 {
-            return Self::lookup_other(p0, offset, self.shift);
+            // SAFETY: The caller's contract.
+            return unsafe { self.lookup_table(cell, seq, p0, offset) };
         }
         #[expect(clippy::cast_possible_truncation, reason = "below 2^31")]
         let rel = (offset & ((1 << self.shift) - 1)) as u32;
-        // `read_seqcount_begin()`: pairs with the writer's closing Release.
-        let seq = cell.seq.load(Ordering::Acquire);
         // The part holding `rel`: the second part starts above the first
         // (`NO_SECOND`: above every page).
         #[expect(clippy::cast_possible_truncation, reason = "the low half is lo")]
@@ -1035,8 +1178,9 @@ impl IndexView<'_> {
         if !stable {
             return Hit::Busy;
         }
-        // `p`, not `p0`: read under the count, it is what the part says now
-        // (empty, or a table published since `p0` was read).
+        // Empty (a stable read with an untagged `p0` never finds a table in
+        // the part; the test keeps a planted `SpaceIndexNoRecheck` from
+        // taking a table for a pagemap).
         if p.addr() & TAG != 0 || p.is_null() {
             return Self::lookup_other(p, offset, self.shift);
         }
@@ -1048,15 +1192,80 @@ impl IndexView<'_> {
         // SAFETY: A stable slot's part names a published pagemap (`set`
         // gives a second part a pagemap whenever its bounds are not
         // `NO_SECOND`), which stays allocated while the tree's read guard
-        // that the caller lends for `'g` is live (module docs).
-        let pm: &'g DevPagemap = unsafe { &*p };
+        // that the caller lends for `'g` is live (module docs); `base` and
+        // `bounds` were published with it (the count did not change while
+        // they were read), and the offset lies in its part.
+        unsafe { Self::hit(base, p, offset) }
+    }
+
+    /// `lookup` in a shared section's table `p0`, read from `cell`'s part 0
+    /// after count `seq`: the slot's hint words (same cache line, read
+    /// under the count) name the interval of the section that holds the
+    /// page, so the table costs one line, the interval's. If the slot
+    /// changed meanwhile, or the section has no hint, the table's own full
+    /// search.
+    ///
+    /// The table is visible either way: through `seq` if the reader saw
+    /// the count that closed its publication, or else through the
+    /// `fence(Acquire)` after its pointer was read, which pairs with the
+    /// writer's `fence(Release)` before it stored the pointer
+    /// (`rcu_assign_pointer()`).
+    ///
+    /// # Safety
+    ///
+    /// As for [`lookup`](Self::lookup); `p0` is a tagged table pointer
+    /// loaded from `cell` after `seq`, under the caller's guard.
+    #[inline(always)]
+    unsafe fn lookup_table<'g>(
+        self,
+        cell: &SlotCell,
+        seq: u64,
+        p0: *mut DevPagemap,
+        offset: u64,
+    ) -> Hit<'g> {
+        let hints = [
+            cell.parts[0].base.load(Ordering::Relaxed).addr() as u64,
+            cell.parts[0].bounds.load(Ordering::Relaxed),
+        ];
+        // `read_seqcount_retry()`, as in `lookup_wide`.
+        fence(Ordering::Acquire);
+        let stable = self.mutants.has(Mutant::SpaceIndexNoRecheck)
+            || (seq & 1 == 0 && cell.seq.load(Ordering::Relaxed) == seq);
+        if stable && self.shift <= HINT_MAX_SHIFT {
+            #[expect(clippy::cast_possible_truncation, reason = "below 2^15")]
+            let rel = (offset & ((1 << self.shift) - 1)) as u32;
+            if let Some(i) = hint_index(hints, rel) {
+                // SAFETY: The caller's contract.
+                let iv = unsafe { shared_at::<'g>(p0) }.interval(i);
+                if iv.pgmap.is_null() {
+                    return Hit::Miss;
+                }
+                // SAFETY: The hint was read with `p0` under one count, so
+                // interval `i` of `p0`'s table holds `rel`; the table names
+                // pagemaps the tree keeps alive for `'g`.
+                return unsafe { Self::hit(iv.base, iv.pgmap, offset) };
+            }
+        }
+        Self::lookup_other(p0, offset, self.shift)
+    }
+
+    /// The page at `offset` of pagemap `pm`, whose biased memmap base is
+    /// `base`.
+    ///
+    /// # Safety
+    ///
+    /// - `pm` is a pagemap the tree keeps alive for `'g`, and `base` its
+    ///   base in a part of a section that holds `offset`.
+    #[inline(always)]
+    unsafe fn hit<'g>(base: *mut Page, pm: *const DevPagemap, offset: u64) -> Hit<'g> {
+        // SAFETY: The caller's contract.
+        let pm: &'g DevPagemap = unsafe { &*pm };
         pm.touch();
         #[expect(clippy::cast_possible_truncation, reason = "64-bit targets only")]
         let page = base.wrapping_add(offset as usize);
-        // SAFETY: `base` and `bounds` were published for `pm` with it (the
-        // count did not change while they were read), and the offset lies
-        // in the part of the section `pm` covers, so `base + offset` is
-        // `&pm.pages[offset - first]`, alive for `'g` like `pm`.
+        // SAFETY: `offset` lies in `pm`'s part of the section, so
+        // `base + offset` is `&pm.pages[offset - first]`, alive for `'g`
+        // like `pm` (caller's contract).
         Hit::Page(PageRef::from_parts(pm, unsafe { &*page }))
     }
 
@@ -1070,6 +1279,7 @@ impl IndexView<'_> {
         // SAFETY: A tagged table pointer, loaded under the caller's guard
         // for `'g` (`lookup`'s contract).
         let table = unsafe { shared_at::<'g>(p) };
+        count_full_search();
         #[expect(clippy::cast_possible_truncation, reason = "below 2^31")]
         let rel = (offset & ((1 << shift) - 1)) as u32;
         let found = if p.addr() & SPILL == 0 {
@@ -1081,15 +1291,8 @@ impl IndexView<'_> {
             return Hit::Miss;
         };
         // SAFETY: The table names pagemaps the tree keeps alive for `'g`
-        // (module docs).
-        let pm: &'g DevPagemap = unsafe { &*pm };
-        pm.touch();
-        #[expect(clippy::cast_possible_truncation, reason = "64-bit targets only")]
-        let page = base.wrapping_add(offset as usize);
-        // SAFETY: `rel` lies in `pm`'s part of the section, so
-        // `base + offset` is `&pm.pages[offset - first]`, alive for `'g`
-        // like `pm`.
-        Hit::Page(PageRef::from_parts(pm, unsafe { &*page }))
+        // (module docs), and `rel` lies in `pm`'s part of the section.
+        unsafe { Self::hit(base, pm, offset) }
     }
 }
 
@@ -1097,6 +1300,12 @@ impl IndexView<'_> {
 mod tests {
     use super::*;
     use crate::{DevicePrivateSpace, NoopOps, Owner, PagemapParams};
+    use std::cell::Cell;
+
+    thread_local! {
+        /// `count_full_search()` calls on this thread.
+        pub(super) static FULL_SEARCHES: Cell<u64> = const { Cell::new(0) };
+    }
     use devpriv_core::sync::atomic::AtomicBool;
     use devpriv_core::{DevicePrivateOffset, PageCount};
     use devpriv_rangetree::RangeTree;
@@ -1119,6 +1328,22 @@ mod tests {
     }
 
     #[allow(unsafe_code, reason = "the index's lookup")]
+    /// Every offset of section 0 gives the page of the one of `pms` that
+    /// holds it, or a miss.
+    #[track_caller]
+    fn assert_section_0(idx: &SectionIndex, g: &TreeGuard<'_>, pms: &[&DevPagemap]) {
+        for off in 0..512u64 {
+            let want = pms
+                .iter()
+                .find_map(|pm| pm.page(DevicePrivateOffset::new(off)));
+            match (lookup(idx, g, off), want) {
+                (Hit::Page(p), Some(w)) => assert!(ptr::eq(&*p, &*w), "offset {off}"),
+                (Hit::Miss, None) => {}
+                (h, w) => panic!("{} pagemaps, offset {off}: {h:?}, want {w:?}", pms.len()),
+            }
+        }
+    }
+
     fn lookup<'g>(idx: &SectionIndex, g: &'g TreeGuard<'_>, offset: u64) -> Hit<'g> {
         // SAFETY: Every pagemap the tests publish outlives the index.
         unsafe { idx.view().lookup(g, offset) }
@@ -1192,6 +1417,137 @@ mod tests {
         space.memunmap_device_private_pagemap(&a).unwrap();
     }
 
+    /// `hint_index` counts the interval starts at or below `rel`, minus
+    /// one, for every number of used lanes and every page of a small
+    /// section (and the largest pages a hinted section has); a section
+    /// without a hint gives `None`.
+    #[test]
+    fn hint_index_counts_the_starts_at_or_below_the_page() {
+        let pack = |starts: &[u16]| {
+            let mut w = [0u64; 2];
+            for i in 0..INLINE {
+                let s = starts.get(i).copied().unwrap_or(HINT_NONE);
+                w[i / 4] |= u64::from(s) << (16 * (i % 4));
+            }
+            w
+        };
+        assert_eq!(pack(&[]), [HINT_NONE_WORD; 2]);
+        for starts in [
+            &[0u16, 64, 128, 192, 256, 320, 384, 448][..],
+            &[0, 100, 200, 300, 400, 500],
+            &[0, 3, 7, 500],
+            &[0],
+            &[],
+            &[0, 1, 0x7ffe, 0x7fff],
+        ] {
+            let w = pack(starts);
+            for rel in (0..1024).chain([0x7ffe, 0x7fff]) {
+                let n = starts.iter().filter(|&&s| u32::from(s) <= rel).count();
+                assert_eq!(
+                    hint_index(w, rel),
+                    n.checked_sub(1),
+                    "starts {starts:?}, page {rel}"
+                );
+            }
+        }
+    }
+
+    /// A section's partition: sub-ranges and the holes around them, at
+    /// most 8 intervals, only in sections of at most 2^15 pages.
+    #[test]
+    fn partition_covers_the_section_with_sub_ranges_and_holes() {
+        let base = ptr::without_provenance_mut::<Page>(64);
+        let pm = ptr::without_provenance::<DevPagemap>(8);
+        let sub = |&(start, end): &(u32, u32)| Sub {
+            start,
+            end,
+            base,
+            pgmap: pm,
+        };
+        let starts = |parts: &[(u32, u32)], pages| {
+            partition(parts, pages, sub).map(|(s, iv)| {
+                let holes: Vec<bool> = iv.iter().map(|i| i.pgmap.is_null()).collect();
+                (s, holes)
+            })
+        };
+        assert_eq!(
+            starts(&[(0, 1), (3, 4), (4, 5)], 512),
+            Some((vec![0, 1, 3, 4, 5], vec![false, true, false, false, true]))
+        );
+        assert_eq!(
+            starts(&[(2, 256), (256, 512)], 512),
+            Some((vec![0, 2, 256], vec![true, false, false]))
+        );
+        let tiled: Vec<(u32, u32)> = (0..8).map(|i| (64 * i, 64 * i + 64)).collect();
+        assert_eq!(starts(&tiled, 512).map(|(s, _)| s.len()), Some(8));
+        // Nine intervals (a hole at the end), or a section too large.
+        assert_eq!(starts(&tiled, 1024), None);
+        assert_eq!(starts(&[(0, 1), (1, 2), (2, 3)], 1 << 16), None);
+        assert!(starts(&[(0, 1), (1, 2), (2, 3)], 1 << 15).is_some());
+    }
+
+    /// In a table the slot's hint resolves every page (a hole: a miss),
+    /// never the full search; mid-rewrite (odd count) every lookup still
+    /// gives the right answer, through the full search; and `peek`
+    /// reports wrong hints.
+    #[test]
+    fn a_table_is_read_through_its_hint() {
+        let space = DevicePrivateSpace::new();
+        let pms: Vec<_> = [60u64, 3, 100, 1, 64, 7, 200]
+            .iter()
+            .map(|&n| map(&space, n))
+            .collect();
+        let (idx, tree) = index();
+        // Under Miri (slow): the largest table only, with holes.
+        for len in (3..=pms.len()).filter(|&l| !cfg!(miri) || l == pms.len()) {
+            // Every other pagemap too, so the section has holes.
+            for step in [1, 2].into_iter().filter(|&s| !cfg!(miri) || s == 2) {
+                let refs: Vec<&DevPagemap> =
+                    pms[..len].iter().step_by(step).map(|p| &**p).collect();
+                if refs.len() < 3 {
+                    continue;
+                }
+                idx.set(0, &Slot::Shared(refs.clone()), tree.srcu());
+                let (leaf, i) = leaf_of(&idx.root, 0).unwrap();
+                let g = tree.read();
+                let check_all = || assert_section_0(&idx, &g, &refs);
+                let before = FULL_SEARCHES.with(Cell::get);
+                check_all();
+                assert_eq!(
+                    FULL_SEARCHES.with(Cell::get),
+                    before,
+                    "{len}/{step}: a full search"
+                );
+                // Mid-rewrite: the same answers, each from the full search.
+                let seq = &leaf.slots[i].seq;
+                seq.fetch_add(1, Ordering::Relaxed);
+                check_all();
+                assert_eq!(FULL_SEARCHES.with(Cell::get), before + 512);
+                seq.fetch_sub(1, Ordering::Relaxed);
+                // Wrong hints are a broken invariant that `peek` reports.
+                let w = &leaf.slots[i].parts[0].bounds;
+                let good = w.load(Ordering::Relaxed);
+                w.store(good ^ 1, Ordering::Relaxed);
+                let peeked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    // SAFETY: As in `lookup`.
+                    let _ = unsafe { idx.peek(&g, 0) };
+                }));
+                assert!(peeked.is_err(), "peek passed wrong hints");
+                w.store(good, Ordering::Relaxed);
+                // SAFETY: As in `lookup`.
+                assert_eq!(unsafe { idx.peek(&g, 0) }.ok(), Some(Slot::Shared(refs)));
+                drop(g);
+            }
+        }
+        idx.set(0, &Slot::Empty, tree.srcu());
+        tree.synchronize();
+        idx.reclaim(tree.srcu());
+        drop(idx);
+        for pm in pms.iter().rev() {
+            space.memunmap_device_private_pagemap(pm).unwrap();
+        }
+    }
+
     /// A part of a section, a pair and a table all make the leaf wide, and
     /// each resolves every offset of the section (outside the parts: a
     /// miss).
@@ -1221,16 +1577,7 @@ mod tests {
             assert_eq!(part(0).addr() & SHARED != 0, pms.len() > 2);
             assert_eq!(part(1).is_null(), pms.len() != 2);
             let g = tree.read();
-            for off in 0..512u64 {
-                let want = pms
-                    .iter()
-                    .find_map(|pm| pm.page(DevicePrivateOffset::new(off)));
-                match (lookup(&idx, &g, off), want) {
-                    (Hit::Page(p), Some(w)) => assert!(ptr::eq(&*p, &*w), "offset {off}"),
-                    (Hit::Miss, None) => {}
-                    (h, w) => panic!("offset {off}: {h:?}, want {w:?}"),
-                }
-            }
+            assert_section_0(&idx, &g, pms);
             // SAFETY: As in `lookup`.
             assert_eq!(unsafe { idx.peek(&g, 0) }.ok(), Some(slot));
         }
