@@ -214,8 +214,16 @@ fn count_full_search() {
     tests::FULL_SEARCHES.with(|n| n.set(n.get() + 1));
 }
 
-/// A hint word of four `HINT_NONE` lanes.
-const HINT_NONE_WORD: u64 = 0x8000_8000_8000_8000;
+/// Packs up to 8 interval starts into a slot's two hint words, `HINT_NONE`
+/// in the lanes past them.
+fn pack_hint(starts: &[u16]) -> [u64; 2] {
+    let mut w = [0u64; 2];
+    for k in 0..INLINE {
+        let lane = starts.get(k).copied().unwrap_or(HINT_NONE);
+        w[k / 4] |= u64::from(lane) << (16 * (k % 4));
+    }
+    w
+}
 
 /// `section`'s partition into `parts` (sorted, disjoint) and the holes
 /// around them: each interval's first page and what it holds, or `None`
@@ -431,7 +439,7 @@ impl SharedBox {
             ends: [0; INLINE],
             subs: [(ptr::null_mut(), ptr::null()); INLINE],
             intervals: [HOLE; INLINE],
-            hints: [HINT_NONE_WORD; 2],
+            hints: pack_hint(&[]),
             len: parts.len(),
             spill: Box::new([]),
         };
@@ -446,13 +454,8 @@ impl SharedBox {
             d.spill = parts.iter().map(sub).collect();
         }
         if let Some((starts, intervals)) = partition(parts, section_pages, sub) {
-            let mut w = [HINT_NONE_WORD; 2];
-            for (k, &st) in starts.iter().enumerate() {
-                let lane = 16 * (k % 4);
-                w[k / 4] = (w[k / 4] & !(0xffff << lane)) | u64::from(st) << lane;
-            }
             d.intervals[..intervals.len()].copy_from_slice(&intervals);
-            d.hints = w;
+            d.hints = pack_hint(&starts);
         }
         let b = Box::new(Shared {
             data: UnsafeCell::new(d),
@@ -1429,15 +1432,8 @@ mod tests {
     /// without a hint gives `None`.
     #[test]
     fn hint_index_counts_the_starts_at_or_below_the_page() {
-        let pack = |starts: &[u16]| {
-            let mut w = [0u64; 2];
-            for i in 0..INLINE {
-                let s = starts.get(i).copied().unwrap_or(HINT_NONE);
-                w[i / 4] |= u64::from(s) << (16 * (i % 4));
-            }
-            w
-        };
-        assert_eq!(pack(&[]), [HINT_NONE_WORD; 2]);
+        let pack = pack_hint;
+        assert_eq!(pack(&[]), [0x8000_8000_8000_8000; 2]);
         for starts in [
             &[0u16, 64, 128, 192, 256, 320, 384, 448][..],
             &[0, 100, 200, 300, 400, 500],
