@@ -403,10 +403,15 @@ const LAYOUT_PAGEMAPS: usize = 1024;
 /// the held-out measurement), which flattered the baseline.
 const LAYOUT_QUERIES: usize = 1 << 16;
 
-/// The layouts of issue 14's target 1: (name, packing, pages per pagemap).
-const LAYOUTS: [(&str, Packing, u64); 6] = [
+/// The layouts of issue 14's target 1: (name, packing, pages per
+/// pagemap), and 4, 32 and 200 pages, the other shapes of a section's
+/// table (`devpriv_cli::quickbench::LAYOUTS` says which).
+const LAYOUTS: [(&str, Packing, u64); 9] = [
+    ("exact_4", Packing::KernelExact, 4),
+    ("exact_32", Packing::KernelExact, 32),
     ("exact_64", Packing::KernelExact, 64),
     ("exact_100", Packing::KernelExact, 100),
+    ("exact_200", Packing::KernelExact, 200),
     ("exact_256", Packing::KernelExact, 256),
     ("exact_1000", Packing::KernelExact, 1000),
     ("exact_65536", Packing::KernelExact, 65_536),

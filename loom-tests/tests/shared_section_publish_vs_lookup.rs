@@ -26,7 +26,9 @@
 //! - `SpaceIndexNoRecheck` (the table lookup uses the slot's hint without
 //!   re-checking the count), in a third variant where a new pagemap fills
 //!   a hole in a table's section and moves a stable pagemap's interval:
-//!   the new table read with the old hint misses it.
+//!   the new table read with the old hint misses it. Also in a spilled
+//!   table (9 pagemaps, a two-level hint), where the interval moves to
+//!   the next group.
 //! - `SpaceIndexRelaxedPublish` (the pair's closing count stored
 //!   `Relaxed`): the reader can take the count as stable with a torn
 //!   mix of old and new words (A's pagemap with B's base and bounds:
@@ -37,7 +39,9 @@
 
 use devpriv_core::DevicePrivateOffset;
 use devpriv_core::mutant::{Mutant, Mutants};
-use devpriv_loom_tests::{assert_caught, assert_valid, model, params};
+use devpriv_loom_tests::{
+    assert_caught, assert_caught_with_branches, assert_valid, model, model_with_branches, params,
+};
 use devpriv_pagemap::page_flags::PG_RESERVED;
 use devpriv_pagemap::{DevicePrivateSpace, Packing, SpaceConfig};
 use loom::sync::Arc;
@@ -106,14 +110,21 @@ fn shared_section_table_publish_vs_lookup() {
 /// hole; E (1 page) lands in X's hole, which splits it, so D's interval
 /// moves from index 2 to 3. The reader looks up E's page (`None` or E's)
 /// and D's, which stays mapped: never a miss.
-fn hole_scenario(mutants: Mutants) {
+///
+/// `tail` one-page pagemaps after F: with 6, the section holds 9
+/// pagemaps, a spilled table with a two-level hint (11 intervals: groups
+/// of 8 and 3), and E moves the fourth of them, at offset 8, from group 0
+/// to group 1; the reader looks that one up instead of D.
+fn hole_scenario(mutants: Mutants, tail: u64) {
     let space = Arc::new(DevicePrivateSpace::with_mutants(exact_space(), mutants));
     let pm = |n| space.memremap_device_private_pagemap(params(n), 0).unwrap();
     let (a, x, d, f) = (pm(1), pm(2), pm(1), pm(1));
     assert_eq!(d.first_offset().get(), 3);
+    let tails: Vec<_> = (0..tail).map(|_| pm(1)).collect();
     space.memunmap_device_private_pagemap(&x).unwrap();
     drop(x);
-    let d_id = d.id();
+    let probe = if tail == 0 { &d } else { &tails[3] };
+    let (probe_off, probe_id) = (probe.first_offset(), probe.id());
     let reader = {
         let space = Arc::clone(&space);
         thread::spawn(move || {
@@ -122,22 +133,36 @@ fn hole_scenario(mutants: Mutants) {
                 assert!(page.test_flag(PG_RESERVED), "a half-built page");
             }
             let page = g
-                .device_private_offset_to_page(DevicePrivateOffset::new(3))
+                .device_private_offset_to_page(probe_off)
                 .expect("a lookup of a pagemap that stays mapped missed");
-            assert_eq!(page.owner().id(), d_id, "D's offset reported as another's");
+            assert_eq!(
+                page.owner().id(),
+                probe_id,
+                "the probe's offset reported as another's"
+            );
         })
     };
     let e = pm(1);
     assert_eq!(e.first_offset().get(), 1, "E fills X's hole");
     reader.join().unwrap();
     assert_valid(&space);
-    drop((a, f));
+    drop((a, f, tails));
 }
 
 #[test]
 fn shared_section_table_hint_moves_vs_lookup() {
-    let runs = model(|| hole_scenario(Mutants::NONE));
+    let runs = model(|| hole_scenario(Mutants::NONE, 0));
     eprintln!("shared_section_table_hint_moves_vs_lookup: {runs} executions");
+}
+
+/// Loom's branch budget for the spilled variant: mapping its 10
+/// pagemaps takes more atomic steps than loom's default allows.
+const SPILLED_BRANCHES: usize = 20_000;
+
+#[test]
+fn shared_section_spilled_hint_moves_vs_lookup() {
+    let runs = model_with_branches(SPILLED_BRANCHES, || hole_scenario(Mutants::NONE, 6));
+    eprintln!("shared_section_spilled_hint_moves_vs_lookup: {runs} executions");
 }
 
 /// `SpaceIndexNoRecheck` in the table lookup: the new table read with the
@@ -146,7 +171,23 @@ fn shared_section_table_hint_moves_vs_lookup() {
 #[test]
 fn mutant_table_no_recheck_is_caught() {
     assert_caught(
-        || hole_scenario(Mutant::SpaceIndexNoRecheck.into()),
+        || hole_scenario(Mutant::SpaceIndexNoRecheck.into(), 0),
+        &[
+            "stays mapped missed",
+            "reported as another's",
+            "page paired with a pagemap it is not in",
+        ],
+    );
+}
+
+/// The same in a spilled table: the old slot hint with the new table's
+/// groups sends the probe's page to its neighbour's interval, or the new
+/// hint with the old groups to a group that does not hold it.
+#[test]
+fn mutant_spilled_no_recheck_is_caught() {
+    assert_caught_with_branches(
+        SPILLED_BRANCHES,
+        || hole_scenario(Mutant::SpaceIndexNoRecheck.into(), 6),
         &[
             "stays mapped missed",
             "reported as another's",

@@ -586,9 +586,11 @@ fn index_agrees_with_tree(space: &DevicePrivateSpace) {
     });
 }
 
-/// Every layout of issue 14's targets, scaled down, with holes punched
-/// into it: shared sections of 2 to 40 pagemaps (the inline table and its
-/// spill), partly covered ones, whole ones, and empty ones between.
+/// Every layout of issue 14's targets and of the bench's other sizes,
+/// scaled down, with holes punched into it: shared sections of 2 to 200
+/// pagemaps (the inline table with its one-level hint, the spilled one
+/// with its two-level hint or its page map), partly covered ones, whole
+/// ones, and empty ones between.
 #[test]
 #[cfg_attr(
     miri,
@@ -604,6 +606,9 @@ fn index_and_tree_agree_on_every_offset_in_every_layout() {
         // every 65,536-page one off the section grid.
         (Packing::KernelExact, &[3, 65_536, 65_536, 5]),
         (Packing::KernelExact, &[1; 40]),
+        (Packing::KernelExact, &[4; 300]),
+        (Packing::KernelExact, &[32; 40]),
+        (Packing::KernelExact, &[200; 12]),
         (
             Packing::KernelExact,
             &[3, 511, 512, 513, 1, 7, 1024, 31, 33, 2],
