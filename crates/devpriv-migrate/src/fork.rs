@@ -87,13 +87,13 @@ impl Mm {
             let mut cw = child.mmap_write_lock();
             let mut copies = Vec::with_capacity(vmas.len());
             for v in &vmas {
-                let mut chain = Vec::with_capacity(v.anon_chain.len() + 1);
+                let mut chain = Vec::with_capacity(v.anon_chain().len() + 1);
                 chain.push(v.id);
-                chain.extend_from_slice(&v.anon_chain);
+                chain.extend_from_slice(v.anon_chain());
                 copies.push(Vma {
                     id: self.memory().alloc_object_id(),
-                    mm: cw.ident().clone(),
-                    anon_chain: Arc::from(chain),
+                    mm: *cw.ident(),
+                    anon_chain: Some(Arc::from(chain)),
                     ..v.clone()
                 });
                 cw.alloc_page_tables(v.start, v.end);

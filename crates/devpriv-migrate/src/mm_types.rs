@@ -302,12 +302,37 @@ impl VmFlags {
 /// spaces are never equal, whatever their ids), and its `mm_id`.
 ///
 /// Kernel: `vma->vm_mm` (a pointer compare, main).
-#[derive(Clone)]
-pub(crate) struct MmIdent(Arc<u64>);
+///
+/// # Differences from the kernel
+///
+/// The identity is a serial number unique in the process (across every
+/// [`Memory`]), not a pointer: a `Vma` is a value that may outlive its
+/// address space, and copying it must not touch a shared reference count
+/// (an `Arc` here made every `vma_lookup()` of two threads bounce cache
+/// lines: `docs/perf.md`, T5).
+#[derive(Clone, Copy)]
+pub(crate) struct MmIdent {
+    serial: u64,
+    id: u64,
+}
+
+impl MmIdent {
+    /// A new identity for the address space `id`.
+    fn new(id: u64) -> MmIdent {
+        // A name, not shared state a model checks: loom atomics cannot be
+        // statics, and loom need not see this counter.
+        #[expect(clippy::disallowed_types, reason = "a process-wide serial, not model state")]
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        MmIdent {
+            serial: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id,
+        }
+    }
+}
 
 impl PartialEq for MmIdent {
     fn eq(&self, other: &MmIdent) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        self.serial == other.serial
     }
 }
 
@@ -315,7 +340,7 @@ impl Eq for MmIdent {}
 
 impl fmt::Debug for MmIdent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "mm {}", self.0)
+        write!(f, "mm {}", self.id)
     }
 }
 
@@ -342,8 +367,10 @@ pub struct Vma {
     pub(crate) flags: VmFlags,
     pub(crate) id: u64,
     pub(crate) mm: MmIdent,
-    /// The `anon_vma`s of the ancestors this VMA was copied from by fork.
-    pub(crate) anon_chain: Arc<[u64]>,
+    /// The `anon_vma`s of the ancestors this VMA was copied from by fork
+    /// (`None`: none, so that copying a VMA that was never forked touches
+    /// no reference count).
+    pub(crate) anon_chain: Option<Arc<[u64]>>,
     /// The page cache a file-backed or shared VMA maps.
     pub(crate) file: Option<Arc<AddressSpace>>,
 }
@@ -383,7 +410,7 @@ impl Vma {
     ///
     /// Kernel: `vma->anon_vma_chain` (less the VMA's own `anon_vma`) (main).
     pub fn anon_chain(&self) -> &[u64] {
-        &self.anon_chain
+        self.anon_chain.as_deref().unwrap_or_default()
     }
 
     /// `true` if an anon folio with cookie `anon_id` may be mapped through
@@ -391,7 +418,7 @@ impl Vma {
     ///
     /// Kernel: the `anon_vma_interval_tree` lookup of `rmap_walk_anon()` (main).
     pub fn maps_anon(&self, anon_id: u64) -> bool {
-        self.id == anon_id || self.anon_chain.contains(&anon_id)
+        self.id == anon_id || self.anon_chain().contains(&anon_id)
     }
 
     /// The page cache the VMA maps (file-backed and shared VMAs).
@@ -421,7 +448,7 @@ impl Vma {
     ///
     /// Kernel: `vma->vm_mm->mm_id` (main).
     pub fn mm_id(&self) -> u64 {
-        *self.mm.0
+        self.mm.id
     }
 
     /// `true` if `addr` lies in the VMA.
@@ -785,7 +812,7 @@ impl Mm {
         let mm = Arc::new(Mm {
             memory: memory.clone(),
             config,
-            ident: MmIdent(Arc::new(memory.alloc_mm_id())),
+            ident: MmIdent::new(memory.alloc_mm_id()),
             mmap_lock: Mutex::new(MmapState {
                 next_table_frame: TABLE_FRAME_BASE,
             }),
@@ -837,7 +864,7 @@ impl Mm {
     ///
     /// Kernel: `mm->mm_id` (`CONFIG_MM_ID`, 7.0).
     pub fn id(&self) -> u64 {
-        *self.ident.0
+        self.ident.id
     }
 
     /// Who this address space's VMAs belong to.

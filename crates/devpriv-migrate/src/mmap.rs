@@ -117,8 +117,8 @@ impl MmapWriteGuard<'_> {
             pgoff,
             flags,
             id: self.memory().alloc_object_id(),
-            mm: self.ident().clone(),
-            anon_chain: Arc::from([]),
+            mm: *self.ident(),
+            anon_chain: None,
             file,
         };
         let pos = vmas.partition_point(|v| v.start < start);
@@ -165,7 +165,7 @@ impl MmapWriteGuard<'_> {
                 && prev.end == v.start
                 && prev.flags == v.flags
                 && prev.id == v.id
-                && prev.anon_chain == v.anon_chain
+                && prev.anon_chain() == v.anon_chain()
                 && prev.file == v.file
                 && prev.pgoff + ((prev.end - prev.start) >> PAGE_SHIFT) == v.pgoff
             {

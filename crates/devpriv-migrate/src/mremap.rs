@@ -25,7 +25,6 @@ use crate::mmu_notifier::MmuNotifyEvent;
 use crate::mprotect::split_leaf_pmd_at;
 use crate::pgtable::{PMD_SIZE, Pte};
 use devpriv_core::{Errno, PAGE_SHIFT, PAGE_SIZE};
-use std::sync::Arc;
 
 devpriv_core::flags! {
     /// `mremap()` flags.
@@ -160,7 +159,7 @@ impl MmapWriteGuard<'_> {
                     if v.start == old && v.end == old + moved {
                         Vma {
                             id: fresh,
-                            anon_chain: Arc::from([]),
+                            anon_chain: None,
                             ..v.clone()
                         }
                     } else {
