@@ -321,7 +321,10 @@ impl MmIdent {
     fn new(id: u64) -> MmIdent {
         // A name, not shared state a model checks: loom atomics cannot be
         // statics, and loom need not see this counter.
-        #[expect(clippy::disallowed_types, reason = "a process-wide serial, not model state")]
+        #[expect(
+            clippy::disallowed_types,
+            reason = "a process-wide serial, not model state"
+        )]
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         MmIdent {
             serial: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
