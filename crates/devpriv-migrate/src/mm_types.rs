@@ -307,9 +307,9 @@ impl VmFlags {
 ///
 /// The identity is a serial number unique in the process (across every
 /// [`Memory`]), not a pointer: a `Vma` is a value that may outlive its
-/// address space, and copying it must not touch a shared reference count
-/// (an `Arc` here made every `vma_lookup()` of two threads bounce cache
-/// lines: `docs/perf.md`, T5).
+/// address space, and copying it should not touch a reference count (an
+/// `Arc` here put two atomic read-modify-writes in every `vma_lookup()`,
+/// which cost two threads 23 % more CPU than one: `docs/perf.md`, T5).
 #[derive(Clone, Copy)]
 pub(crate) struct MmIdent {
     serial: u64,
