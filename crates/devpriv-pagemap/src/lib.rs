@@ -41,8 +41,9 @@
 //! ```
 //!
 //! `unsafe` is denied except in the section index (`sparse.rs`, raw slot
-//! pointers) and the two `memremap` functions that read it under a tree
-//! read guard.
+//! pointers), the space's memmap reservation (`sparse_vmemmap.rs`: `mmap`,
+//! `madvise` and the slices of it that pagemaps own) and the two
+//! `memremap` functions that read the index under a tree read guard.
 
 #![deny(unsafe_code)]
 
@@ -55,6 +56,11 @@ pub mod percpu_refcount;
 pub mod resource;
 #[allow(unsafe_code, reason = "raw pointers in the section index's slots")]
 mod sparse;
+#[allow(
+    unsafe_code,
+    reason = "the memmap reservation: mmap, madvise and its slices"
+)]
+mod sparse_vmemmap;
 
 pub use huge_memory::{folio_split_unmapped, migrate_device_split_page, split_unmapped_folio};
 pub use memremap::{

@@ -34,6 +34,7 @@ use crate::mm_types::{Folio, Page, PageRef, PgmapCookie, word};
 use crate::page_flags::{PG_RESERVED, ZONE_DEVICE, page_cpupid_reset_last, page_links};
 use crate::percpu_refcount::{Completion, PercpuRef};
 use crate::sparse::{Hit, IndexView, SectionIndex, Slot, StaleBase};
+use crate::sparse_vmemmap::{Memmap, Vmemmap};
 use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use devpriv_core::sync::{Mutex, TrackedCell};
@@ -333,7 +334,7 @@ const UNMAPPED: u32 = 2;
 pub struct DevPagemap {
     first_offset: u64,
     nr_pages: PageCount,
-    pages: Box<[Page]>,
+    pages: Memmap,
     id: u64,
     memory_type: MemoryType,
     range: RangeInclusive<u64>,
@@ -723,6 +724,8 @@ pub struct DevicePrivateSpace {
     cfg: SpaceConfig,
     tree: RangeTree<Arc<DevPagemap>>,
     index: SectionIndex,
+    /// Where pagemaps' pages go, if the reservation succeeded.
+    vmemmap: Option<Arc<Vmemmap>>,
     writer: Mutex<()>,
     next_id: AtomicU64,
     mutants: Mutants,
@@ -776,10 +779,17 @@ impl DevicePrivateSpace {
             .section_shift
             .clamp(PAGE_SHIFT, bits.min(PAGE_SHIFT + 31));
         let space_pages = cfg.space_size() >> PAGE_SHIFT;
+        let vmemmap = Vmemmap::reserve(space_pages);
         DevicePrivateSpace {
             cfg,
             tree: RangeTree::with_mutants(mutants),
-            index: SectionIndex::new(space_pages, cfg.section_shift - PAGE_SHIFT, mutants),
+            index: SectionIndex::new(
+                space_pages,
+                cfg.section_shift - PAGE_SHIFT,
+                vmemmap.clone(),
+                mutants,
+            ),
+            vmemmap,
             writer: Mutex::new(()),
             next_id: AtomicU64::new(0),
             mutants,
@@ -934,7 +944,7 @@ impl DevicePrivateSpace {
         let _w = self.writer.lock();
         // Inclusive bound, as the kernel passes it (`1ull << MAX_PHYSMEM_BITS`).
         let start = self.tree.find_gap(reserved, align, 0..=space)?;
-        let pages = build_pages(nr_pages, nid)?;
+        let pages = self.build_pages(start >> PAGE_SHIFT, nr_pages, nid)?;
         let (done, refs) = new_ref();
         let pgmap = Arc::new(DevPagemap {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -1208,6 +1218,28 @@ impl DevicePrivateSpace {
         Ok(())
     }
 
+    /// The pages array of a pagemap of `nr_pages` pages at offset `first`
+    /// on node `nid`, each page as `__init_zone_device_page` leaves it: in
+    /// the space's memmap if its range there is free ([`Vmemmap`]), else on
+    /// the heap, as v6's `kvzalloc()`.
+    ///
+    /// Kernel: the pages array `memremap_device_private_pagemap()`
+    /// allocates and `memmap_init_zone_device()` initialises (v6).
+    fn build_pages(&self, first: u64, nr_pages: PageCount, nid: i32) -> Result<Memmap, Errno> {
+        let Some(pages) = self
+            .vmemmap
+            .as_ref()
+            .and_then(|v| v.populate(first, nr_pages.get()))
+        else {
+            return build_heap_pages(nr_pages, nid).map(Memmap::Heap);
+        };
+        let w = zone_device_page_words(pages.as_ptr().addr() as u64, nid);
+        for p in pages.iter() {
+            p.init(w);
+        }
+        Ok(Memmap::Vmemmap(pages))
+    }
+
     /// The bytes of the address space a pagemap of `size` bytes reserves in
     /// the tree, and their alignment. Section-aligned packing reserves
     /// whole sections (never more than the space), so every gap is a whole
@@ -1275,24 +1307,29 @@ impl DevicePrivateSpace {
     }
 }
 
-/// Builds `nr_pages` pages, each as `__init_zone_device_page` leaves it, in
-/// one pass (the allocation's address is the pgmap cookie, so it is taken
-/// before the pages are written).
-fn build_pages(nr_pages: PageCount, nid: i32) -> Result<Box<[Page]>, Errno> {
-    let n = usize::try_from(nr_pages.get()).map_err(|_| Errno::ENOMEM)?;
-    let mut v: Vec<Page> = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| Errno::ENOMEM)?;
-    let cookie = v.as_ptr().addr() as u64;
+/// A page as `__init_zone_device_page` leaves it, in a pagemap whose
+/// cookie (its array's address) is `cookie`, on node `nid`.
+fn zone_device_page_words(cookie: u64, nid: i32) -> [u64; 8] {
     // __init_single_page(): set_page_links(), page_cpupid_reset_last();
     // then __init_zone_device_page() sets PG_reserved.
     let flags =
         page_cpupid_reset_last(page_links(ZONE_DEVICE, nid.unsigned_abs())) | 1 << PG_RESERVED;
-    // `_refcount` 0 in the high half, `_mapcount` −1 in the low half.
-    let counts = u64::from(u32::MAX);
     let mut w = [0u64; 8];
     w[word::FLAGS] = flags;
     w[word::COMPOUND_HEAD] = cookie;
-    w[word::COUNTS] = counts;
+    // `_refcount` 0 in the high half, `_mapcount` −1 in the low half.
+    w[word::COUNTS] = u64::from(u32::MAX);
+    w
+}
+
+/// Builds `nr_pages` pages on the heap, each as `__init_zone_device_page`
+/// leaves it, in one pass (the allocation's address is the pgmap cookie,
+/// so it is taken before the pages are written).
+fn build_heap_pages(nr_pages: PageCount, nid: i32) -> Result<Box<[Page]>, Errno> {
+    let n = usize::try_from(nr_pages.get()).map_err(|_| Errno::ENOMEM)?;
+    let mut v: Vec<Page> = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Errno::ENOMEM)?;
+    let w = zone_device_page_words(v.as_ptr().addr() as u64, nid);
     v.extend((0..n).map(|_| Page::from_words(w)));
     // `len == capacity`, so this keeps the allocation (and the cookie).
     Ok(v.into_boxed_slice())

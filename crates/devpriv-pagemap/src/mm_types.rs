@@ -142,6 +142,14 @@ impl Page {
         self.w[i].store(v, Ordering::Release);
     }
 
+    /// Writes every word, for a page no other thread can see yet (its
+    /// pagemap is published afterwards).
+    pub(crate) fn init(&self, w: [u64; 8]) {
+        for (a, v) in self.w.iter().zip(w) {
+            a.store(v, Ordering::Relaxed);
+        }
+    }
+
     /// Plain (`Relaxed`) load of word `i`: how C reads `struct page`
     /// fields on paths where the page is owned by the caller.
     #[inline]

@@ -93,6 +93,7 @@
 
 use crate::memremap::DevPagemap;
 use crate::mm_types::{Page, PageRef};
+use crate::sparse_vmemmap::Vmemmap;
 use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_core::srcu::{RetireList, Srcu};
 use devpriv_core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering, fence};
@@ -699,6 +700,9 @@ pub(crate) struct SectionIndex {
     /// writers (who hold the space's writer lock) and `memunmap`'s reclaim
     /// after its grace period take it.
     retired: Mutex<RetireList<SharedBox>>,
+    /// The space's memmap, if it has one: a compact slot whose base is
+    /// its `base()` names a pagemap whose pages are at `vmemmap + offset`.
+    vmemmap: Option<Arc<Vmemmap>>,
     /// Planted bugs (`SpaceIndex*`); none outside loom.
     mutants: Mutants,
 }
@@ -756,7 +760,12 @@ impl SectionIndex {
     ///
     /// If `section_pages_shift > 31` (the space clamps it), since slot
     /// bounds are 32-bit.
-    pub(crate) fn new(space_pages: u64, section_pages_shift: u32, mutants: Mutants) -> Self {
+    pub(crate) fn new(
+        space_pages: u64,
+        section_pages_shift: u32,
+        vmemmap: Option<Arc<Vmemmap>>,
+        mutants: Mutants,
+    ) -> Self {
         assert!(section_pages_shift <= 31, "section bounds are 32-bit");
         let sections = (space_pages >> section_pages_shift).max(1);
         let leaves = usize::try_from(sections.div_ceil(LEAF_SLOTS as u64)).unwrap_or(usize::MAX);
@@ -767,6 +776,7 @@ impl SectionIndex {
                 .collect(),
             occupied: AtomicU64::new(0),
             retired: Mutex::new(RetireList::new()),
+            vmemmap,
             mutants,
         }
     }
@@ -789,6 +799,7 @@ impl SectionIndex {
         IndexView {
             root: &self.root,
             shift: self.section_pages_shift,
+            vmemmap: self.vmemmap.as_ref().map_or(ptr::null_mut(), |v| v.base()),
             mutants: self.mutants,
         }
     }
@@ -1136,6 +1147,8 @@ impl SectionIndex {
 pub(crate) struct IndexView<'a> {
     root: &'a [AtomicPtr<Leaf>],
     shift: u32,
+    /// The space's `vmemmap` (null if it has none).
+    vmemmap: *mut Page,
     mutants: Mutants,
 }
 
@@ -1204,11 +1217,31 @@ impl IndexView<'_> {
                 Self::lookup_wide_cold(self.shift, self.mutants, guard, &leaf.slots[i], offset)
             };
         }
+        if base != self.vmemmap {
+            // SAFETY: As below, with `base` itself.
+            return unsafe { Self::hit_heap(base, p, offset) };
+        }
+        // The page's address from the view's `vmemmap`, not from `base`
+        // (equal here): the load of the page then waits for no slot, only
+        // for the branches above to be predicted (T3 in `docs/perf.md`).
         // SAFETY: A published pagemap stays allocated while the tree's read
         // guard that the caller lends for `'g` is live (module docs);
         // `base` was published for it (the re-check shows the slot still
         // held `p` after it was read), and it covers the whole section.
-        unsafe { Self::hit(base, p, offset) }
+        unsafe { Self::hit(self.vmemmap, p, offset) }
+    }
+
+    /// [`hit`](Self::hit) for a pagemap whose pages are not in the space's
+    /// memmap, out of line: as a branch (not a select between two bases)
+    /// the memmap's address stays independent of the slot's load.
+    ///
+    /// # Safety
+    ///
+    /// As for [`hit`](Self::hit).
+    #[inline(never)]
+    unsafe fn hit_heap<'g>(base: *mut Page, pm: *const DevPagemap, offset: u64) -> Hit<'g> {
+        // SAFETY: The caller's contract.
+        unsafe { Self::hit(base, pm, offset) }
     }
 
     /// `lookup_wide`, out of line, for a compact slot that sends the reader
@@ -1232,6 +1265,7 @@ impl IndexView<'_> {
         let view = IndexView {
             root: &[],
             shift,
+            vmemmap: ptr::null_mut(),
             mutants,
         };
         // SAFETY: The caller's contract.
@@ -1429,7 +1463,7 @@ mod tests {
     /// guards and grace periods stand in for the space's.
     fn index() -> (SectionIndex, RangeTree<Arc<DevPagemap>>) {
         (
-            SectionIndex::new((LEAF_SLOTS as u64) << SHIFT, SHIFT, Mutants::NONE),
+            SectionIndex::new((LEAF_SLOTS as u64) << SHIFT, SHIFT, None, Mutants::NONE),
             RangeTree::new(),
         )
     }

@@ -423,6 +423,107 @@ fn unmap_twice_or_from_another_space_is_einval_and_changes_nothing() {
     other.validate().unwrap();
 }
 
+/// `pm`'s biased memmap base: the address offset 0's page would have if
+/// `pm`'s array were extended down to it.
+fn memmap_base(pm: &DevPagemap) -> usize {
+    let bias =
+        usize::try_from(pm.first_offset().get()).unwrap() * size_of::<devpriv_pagemap::Page>();
+    pm.pages().as_ptr().addr().wrapping_sub(bias)
+}
+
+/// The space's memmap (`sparse_vmemmap.rs`): every pagemap's pages at
+/// `vmemmap + offset`, whatever their sizes and packing, and lookups find
+/// them there.
+#[test]
+fn vmemmap_puts_every_pagemap_at_base_plus_offset() {
+    for packing in [Packing::KernelExact, Packing::SectionAligned] {
+        let space = DevicePrivateSpace::with_config(SpaceConfig {
+            packing,
+            ..SpaceConfig::default()
+        });
+        let pms: Vec<_> = [3, 512, 700, 1, 1024]
+            .iter()
+            .map(|&n| space.memremap_device_private_pagemap(params(n), 0).unwrap())
+            .collect();
+        let base = memmap_base(&pms[0]);
+        let g = space.read();
+        for pm in &pms {
+            assert_eq!(memmap_base(pm), base, "one memmap per space");
+            for i in [0, pm.nr_pages().get() - 1] {
+                let o = pm.first_offset().get() + i;
+                let page = g.device_private_offset_to_page(off(o)).unwrap();
+                assert!(std::ptr::eq(
+                    &*page,
+                    &pm.pages()[usize::try_from(i).unwrap()]
+                ));
+                assert_eq!(page.raw(word::COMPOUND_HEAD), pm.cookie().get());
+            }
+        }
+    }
+}
+
+/// A pagemap still referenced after `memunmap` keeps its pages: one mapped
+/// over its range gets a heap array (lookups still find it), and the range
+/// returns to the memmap once the last reference drops. Without the
+/// memmap's ownership check the second pagemap would overwrite the first's
+/// pages (its cookies and refcounts).
+#[test]
+fn vmemmap_range_of_a_referenced_unmapped_pagemap_is_not_reused() {
+    let space = DevicePrivateSpace::new();
+    let a = space
+        .memremap_device_private_pagemap(params(512), 0)
+        .unwrap();
+    let first = a.first_offset();
+    let base = memmap_base(&a);
+    let cookie = a.cookie().get();
+    space.memunmap_device_private_pagemap(&a).unwrap();
+    // `a` is still referenced: `b` takes the same offsets, not the pages.
+    let b = space
+        .memremap_device_private_pagemap(params(512), 0)
+        .unwrap();
+    assert_eq!(b.first_offset(), first, "the range is reused");
+    assert_ne!(memmap_base(&b), base, "but not the memmap's pages");
+    assert!(
+        a.pages()
+            .iter()
+            .all(|p| p.raw(word::COMPOUND_HEAD) == cookie)
+    );
+    assert_ne!(b.cookie().get(), cookie);
+    {
+        let g = space.read();
+        for i in [0, 1, 511] {
+            let page = g
+                .device_private_offset_to_page(off(first.get() + i))
+                .unwrap();
+            assert!(std::ptr::eq(page.owner(), &*b));
+            assert!(std::ptr::eq(
+                &*page,
+                &b.pages()[usize::try_from(i).unwrap()]
+            ));
+        }
+    }
+    space.validate().unwrap();
+    space.memunmap_device_private_pagemap(&b).unwrap();
+    drop((a, b));
+    // Both gone: the range is the memmap's again, freshly initialised.
+    let c = space
+        .memremap_device_private_pagemap(params(256), 1)
+        .unwrap();
+    assert_eq!((c.first_offset(), memmap_base(&c)), (first, base));
+    assert!(
+        c.pages()
+            .iter()
+            .all(|p| p.raw(word::COMPOUND_HEAD) == c.cookie().get()
+                && flags_node(p.raw(word::FLAGS)) == 1
+                && p.refcount() == 0)
+    );
+    let g = space.read();
+    let page = g
+        .device_private_offset_to_page(off(first.get() + 255))
+        .unwrap();
+    assert!(std::ptr::eq(&*page, &c.pages()[255]));
+}
+
 #[test]
 fn devm_handle_unmaps_on_drop() {
     let space = DevicePrivateSpace::new();
