@@ -26,6 +26,10 @@
 //!   so does one past the reservation's end, or every pagemap of a space
 //!   whose reservation failed (or under loom, whose atomics are not valid
 //!   as zero bytes). Those pagemaps' lookups take a slower path.
+//! - The reservation is advised `MADV_HUGEPAGE`, as x86 maps its vmemmap
+//!   with 2 MiB pages where it can (`vmemmap_populate_hugepages()`): with
+//!   THP on `madvise` or `always`, populating a pagemap commits whole
+//!   2 MiB pages of `struct page`s; with THP `never`, 4 KiB ones.
 //! - A released range's memory goes back with `MADV_DONTNEED`, whole
 //!   4 KiB pages only (the edges may hold a neighbour's pages). Under
 //!   Miri, which runs neither `madvise` nor `MAP_NORESERVE`, the memory
@@ -102,6 +106,12 @@ impl Vmemmap {
         };
         if p == libc::MAP_FAILED {
             return None;
+        }
+        #[cfg(not(miri))]
+        {
+            // As x86's vmemmap, on 2 MiB pages where THP allows it.
+            // SAFETY: The mapping just made, with its length; advice only.
+            let _ = unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) };
         }
         Some(Arc::new(Vmemmap {
             // Page-aligned, so aligned for `Page` (64 bytes).
