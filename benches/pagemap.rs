@@ -31,7 +31,9 @@
 //!   pages (64 to 1000 share sections: several pagemaps per 2 MiB section,
 //!   or odd ends inside one), and with section-aligned packing (256 pages).
 //!   The 65,536-page layout holds 4 GiB of `struct page`; each layout is
-//!   dropped before the next is built.
+//!   dropped before the next is built. `space_touch` and `vmemmap_touch`
+//!   read the page found (T3 in every layout but 65,536 pages), against
+//!   one pagemap spanning the same offsets.
 //! - `device_private_offset_to_page_threads`: aggregate lookup throughput
 //!   with 1 and 2 reader threads (1024 pagemaps, random offsets, page
 //!   touched), `space` against `vmemmap`.
@@ -62,7 +64,8 @@ use criterion::{
 };
 use devpriv_core::{DevicePrivateOffset, PAGE_SHIFT, PageCount};
 use devpriv_pagemap::{
-    DevPagemap, DevicePrivateSpace, NoopOps, Owner, Packing, Page, PagemapParams, SpaceConfig,
+    DevPagemap, DevicePrivateSpace, MAX_PAGEMAP_PAGES, NoopOps, Owner, Packing, Page,
+    PagemapParams, SpaceConfig,
 };
 use rangemap::RangeMap;
 use std::hint::black_box;
@@ -471,6 +474,40 @@ fn bench_layouts(c: &mut Criterion) {
                 let g = space.read();
                 black_box(batch::<false, _>(&qs, |o| {
                     g.device_private_offset_to_page_tree(DevicePrivateOffset::new(o))
+                }))
+            });
+        });
+        // Touched (T3 in every layout): `space` against `vmemmap`, one
+        // pagemap of another space spanning the same offsets, so that
+        // each query reads the page at the same place in it. Not for the
+        // 65,536-page layout: no pagemap spans its 2^26 pages
+        // (`MAX_PAGEMAP_PAGES`), and it would need 4 GiB more.
+        let first = pms[0].first_offset().get();
+        let span = pms.last().map_or(0, |pm| pm.first_offset().get() + per) - first;
+        if span > MAX_PAGEMAP_PAGES {
+            continue;
+        }
+        group.bench_function(id("space_touch"), |b| {
+            b.iter(|| {
+                let g = space.read();
+                black_box(batch::<true, _>(&qs, |o| {
+                    g.device_private_offset_to_page(DevicePrivateOffset::new(o))
+                }))
+            });
+        });
+        let flat_space = DevicePrivateSpace::new();
+        let flat = flat_space
+            .memremap_device_private_pagemap(params(span), 0)
+            .expect("the space has room");
+        let flat_qs: Vec<u64> = qs
+            .iter()
+            .map(|&o| flat.first_offset().get() + o - first)
+            .collect();
+        let (flat_first, flat_pages) = (flat.first_offset().get(), flat.pages());
+        group.bench_function(id("vmemmap_touch"), |b| {
+            b.iter(|| {
+                black_box(batch::<true, _>(&flat_qs, |o| {
+                    vmemmap(flat_pages, flat_first, o)
                 }))
             });
         });

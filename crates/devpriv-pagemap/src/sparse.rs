@@ -1202,7 +1202,14 @@ impl IndexView<'_> {
             }
             // SAFETY: The caller's contract.
             return unsafe {
-                Self::lookup_wide_cold(self.shift, self.mutants, guard, &leaf.slots[i], offset)
+                Self::lookup_wide_cold(
+                    self.shift,
+                    self.vmemmap,
+                    self.mutants,
+                    guard,
+                    &leaf.slots[i],
+                    offset,
+                )
             };
         }
         let base = cell.base.load(Ordering::Relaxed);
@@ -1214,21 +1221,41 @@ impl IndexView<'_> {
         if !same {
             // SAFETY: The caller's contract.
             return unsafe {
-                Self::lookup_wide_cold(self.shift, self.mutants, guard, &leaf.slots[i], offset)
+                Self::lookup_wide_cold(
+                    self.shift,
+                    self.vmemmap,
+                    self.mutants,
+                    guard,
+                    &leaf.slots[i],
+                    offset,
+                )
             };
         }
-        if base != self.vmemmap {
-            // SAFETY: As below, with `base` itself.
-            return unsafe { Self::hit_heap(base, p, offset) };
-        }
-        // The page's address from the view's `vmemmap`, not from `base`
-        // (equal here): the load of the page then waits for no slot, only
-        // for the branches above to be predicted (T3 in `docs/perf.md`).
         // SAFETY: A published pagemap stays allocated while the tree's read
         // guard that the caller lends for `'g` is live (module docs);
         // `base` was published for it (the re-check shows the slot still
         // held `p` after it was read), and it covers the whole section.
-        unsafe { Self::hit(self.vmemmap, p, offset) }
+        unsafe { self.hit_at(base, p, offset) }
+    }
+
+    /// [`hit`](Self::hit), with the page's address from the view's
+    /// `vmemmap` when `base` is it (every pagemap in the space's memmap):
+    /// the load of the page then waits for no slot, only for this
+    /// compare's prediction (T3 in `docs/perf.md`).
+    ///
+    /// # Safety
+    ///
+    /// As for [`hit`](Self::hit).
+    #[inline(always)]
+    unsafe fn hit_at<'g>(self, base: *mut Page, pm: *const DevPagemap, offset: u64) -> Hit<'g> {
+        if base != self.vmemmap {
+            // SAFETY: The caller's contract.
+            return unsafe { Self::hit_heap(base, pm, offset) };
+        }
+        // SAFETY: The caller's contract, with `base` equal to `vmemmap`
+        // (whose pointer carries the provenance of the mapping that holds
+        // the pagemap's array).
+        unsafe { Self::hit(self.vmemmap, pm, offset) }
     }
 
     /// [`hit`](Self::hit) for a pagemap whose pages are not in the space's
@@ -1256,6 +1283,7 @@ impl IndexView<'_> {
     #[cold]
     unsafe fn lookup_wide_cold<'g>(
         shift: u32,
+        vmemmap: *mut Page,
         mutants: Mutants,
         guard: &'g TreeGuard<'_>,
         cell: &SlotCell,
@@ -1265,7 +1293,7 @@ impl IndexView<'_> {
         let view = IndexView {
             root: &[],
             shift,
-            vmemmap: ptr::null_mut(),
+            vmemmap,
             mutants,
         };
         // SAFETY: The caller's contract.
@@ -1328,7 +1356,7 @@ impl IndexView<'_> {
         // that the caller lends for `'g` is live (module docs); `base` and
         // `bounds` were published with it (the count did not change while
         // they were read), and the offset lies in its part.
-        unsafe { Self::hit(base, p, offset) }
+        unsafe { self.hit_at(base, p, offset) }
     }
 
     /// `lookup` in a shared section's table `p0`, read from `cell`'s part 0
@@ -1384,7 +1412,7 @@ impl IndexView<'_> {
                 // table, through its group's lanes, which are the table's
                 // own and immutable); the table names pagemaps the tree
                 // keeps alive for `'g`.
-                return unsafe { Self::hit(iv.base, iv.pgmap, offset) };
+                return unsafe { self.hit_at(iv.base, iv.pgmap, offset) };
             }
         }
         Self::lookup_other(p0, offset, self.shift)

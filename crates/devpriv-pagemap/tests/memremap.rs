@@ -441,13 +441,7 @@ fn vmemmap_puts_every_pagemap_at_base_plus_offset() {
             packing,
             ..SpaceConfig::default()
         });
-        // Smaller under Miri, which writes every page's words slowly.
-        let sizes: &[u64] = if cfg!(miri) {
-            &[3, 64, 1]
-        } else {
-            &[3, 512, 700, 1, 1024]
-        };
-        let pms: Vec<_> = sizes
+        let pms: Vec<_> = [3, 512, 700, 1, 1024]
             .iter()
             .map(|&n| space.memremap_device_private_pagemap(params(n), 0).unwrap())
             .collect();
@@ -469,66 +463,75 @@ fn vmemmap_puts_every_pagemap_at_base_plus_offset() {
 }
 
 /// A pagemap still referenced after `memunmap` keeps its pages: one mapped
-/// over its range gets a heap array (lookups still find it), and the range
-/// returns to the memmap once the last reference drops. Without the
+/// over its range gets a heap array (lookups still find it, through a
+/// compact slot, a wide slot's part, or a shared section's table), and the
+/// range returns to the memmap once the last reference drops. Without the
 /// memmap's ownership check the second pagemap would overwrite the first's
-/// pages (its cookies and refcounts).
+/// pages (its cookies and refcounts); without the lookup's base check it
+/// would be found at the first's pages.
 #[test]
 fn vmemmap_range_of_a_referenced_unmapped_pagemap_is_not_reused() {
-    let space = DevicePrivateSpace::new();
-    let n = if cfg!(miri) { 16 } else { 512 };
-    let a = space.memremap_device_private_pagemap(params(n), 0).unwrap();
-    let first = a.first_offset();
-    let base = memmap_base(&a);
-    let cookie = a.cookie().get();
-    space.memunmap_device_private_pagemap(&a).unwrap();
-    // `a` is still referenced: `b` takes the same offsets, not the pages.
-    let b = space.memremap_device_private_pagemap(params(n), 0).unwrap();
-    assert_eq!(b.first_offset(), first, "the range is reused");
-    assert_ne!(memmap_base(&b), base, "but not the memmap's pages");
-    assert!(
-        a.pages()
-            .iter()
-            .all(|p| p.raw(word::COMPOUND_HEAD) == cookie)
-    );
-    assert_ne!(b.cookie().get(), cookie);
-    {
-        let g = space.read();
-        for i in [0, 1, n - 1] {
-            let page = g
-                .device_private_offset_to_page(off(first.get() + i))
-                .unwrap();
-            assert!(std::ptr::eq(page.owner(), &*b));
-            assert!(std::ptr::eq(
-                &*page,
-                &b.pages()[usize::try_from(i).unwrap()]
-            ));
+    // (pages before, pages of the reused pagemap): a whole section (the
+    // compact slot), part of one (a wide part), the middle of three (a
+    // table).
+    for (pre, n) in [(0, 512), (0, 100), (10, 100)] {
+        let space = DevicePrivateSpace::new();
+        let map = |n| space.memremap_device_private_pagemap(params(n), 0).unwrap();
+        let _pre = (pre > 0).then(|| map(pre));
+        let a = map(n);
+        let _post = (pre > 0).then(|| map(10));
+        let first = a.first_offset();
+        let base = memmap_base(&a);
+        let cookie = a.cookie().get();
+        space.memunmap_device_private_pagemap(&a).unwrap();
+        // `a` is still referenced: `b` takes the same offsets, not the pages.
+        let b = map(n);
+        assert_eq!(b.first_offset(), first, "the range is reused");
+        assert_ne!(memmap_base(&b), base, "but not the memmap's pages");
+        assert!(
+            a.pages()
+                .iter()
+                .all(|p| p.raw(word::COMPOUND_HEAD) == cookie)
+        );
+        assert_ne!(b.cookie().get(), cookie);
+        {
+            let g = space.read();
+            for i in [0, 1, n - 1] {
+                let page = g
+                    .device_private_offset_to_page(off(first.get() + i))
+                    .unwrap();
+                assert!(std::ptr::eq(page.owner(), &*b));
+                assert!(std::ptr::eq(
+                    &*page,
+                    &b.pages()[usize::try_from(i).unwrap()]
+                ));
+            }
         }
+        space.validate().unwrap();
+        space.memunmap_device_private_pagemap(&b).unwrap();
+        drop((a, b));
+        // Both gone: the range is the memmap's again, freshly initialised.
+        let c = space
+            .memremap_device_private_pagemap(params(n / 2), 1)
+            .unwrap();
+        assert_eq!((c.first_offset(), memmap_base(&c)), (first, base));
+        assert!(
+            c.pages()
+                .iter()
+                .all(|p| p.raw(word::COMPOUND_HEAD) == c.cookie().get()
+                    && flags_node(p.raw(word::FLAGS)) == 1
+                    && p.refcount() == 0)
+        );
+        let g = space.read();
+        let last = n / 2 - 1;
+        let page = g
+            .device_private_offset_to_page(off(first.get() + last))
+            .unwrap();
+        assert!(std::ptr::eq(
+            &*page,
+            &c.pages()[usize::try_from(last).unwrap()]
+        ));
     }
-    space.validate().unwrap();
-    space.memunmap_device_private_pagemap(&b).unwrap();
-    drop((a, b));
-    // Both gone: the range is the memmap's again, freshly initialised.
-    let c = space
-        .memremap_device_private_pagemap(params(n / 2), 1)
-        .unwrap();
-    assert_eq!((c.first_offset(), memmap_base(&c)), (first, base));
-    assert!(
-        c.pages()
-            .iter()
-            .all(|p| p.raw(word::COMPOUND_HEAD) == c.cookie().get()
-                && flags_node(p.raw(word::FLAGS)) == 1
-                && p.refcount() == 0)
-    );
-    let g = space.read();
-    let last = n / 2 - 1;
-    let page = g
-        .device_private_offset_to_page(off(first.get() + last))
-        .unwrap();
-    assert!(std::ptr::eq(
-        &*page,
-        &c.pages()[usize::try_from(last).unwrap()]
-    ));
 }
 
 #[test]
