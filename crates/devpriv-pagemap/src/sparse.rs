@@ -1201,16 +1201,7 @@ impl IndexView<'_> {
                 return Hit::Miss;
             }
             // SAFETY: The caller's contract.
-            return unsafe {
-                Self::lookup_wide_cold(
-                    self.shift,
-                    self.vmemmap,
-                    self.mutants,
-                    guard,
-                    &leaf.slots[i],
-                    offset,
-                )
-            };
+            return unsafe { self.wide_cold(guard, &leaf.slots[i], offset) };
         }
         let base = cell.base.load(Ordering::Relaxed);
         // Seqlock re-check, the pointer as the count (module docs): pairs
@@ -1220,16 +1211,7 @@ impl IndexView<'_> {
             || cell.pgmap.load(Ordering::Relaxed) == p;
         if !same {
             // SAFETY: The caller's contract.
-            return unsafe {
-                Self::lookup_wide_cold(
-                    self.shift,
-                    self.vmemmap,
-                    self.mutants,
-                    guard,
-                    &leaf.slots[i],
-                    offset,
-                )
-            };
+            return unsafe { self.wide_cold(guard, &leaf.slots[i], offset) };
         }
         // SAFETY: A published pagemap stays allocated while the tree's read
         // guard that the caller lends for `'g` is live (module docs);
@@ -1241,7 +1223,10 @@ impl IndexView<'_> {
     /// [`hit`](Self::hit), with the page's address from the view's
     /// `vmemmap` when `base` is it (every pagemap in the space's memmap):
     /// the load of the page then waits for no slot, only for this
-    /// compare's prediction (T3 in `docs/perf.md`).
+    /// compare's prediction (T3 in `docs/perf.md`). Compact slots only:
+    /// in the wide slot's parts and the tables' intervals the compare made
+    /// the compact path 4 % slower (register pressure in the inlined
+    /// loop), which `docs/perf.md` weighs against what it gave them.
     ///
     /// # Safety
     ///
@@ -1269,6 +1254,25 @@ impl IndexView<'_> {
     unsafe fn hit_heap<'g>(base: *mut Page, pm: *const DevPagemap, offset: u64) -> Hit<'g> {
         // SAFETY: The caller's contract.
         unsafe { Self::hit(base, pm, offset) }
+    }
+
+    /// [`lookup_wide_cold`](Self::lookup_wide_cold) with this view's
+    /// scalars, inlined so the view itself is never passed.
+    ///
+    /// # Safety
+    ///
+    /// As for [`lookup`](Self::lookup).
+    #[inline(always)]
+    unsafe fn wide_cold<'g>(
+        self,
+        guard: &'g TreeGuard<'_>,
+        cell: &SlotCell,
+        offset: u64,
+    ) -> Hit<'g> {
+        // SAFETY: The caller's contract.
+        unsafe {
+            Self::lookup_wide_cold(self.shift, self.vmemmap, self.mutants, guard, cell, offset)
+        }
     }
 
     /// `lookup_wide`, out of line, for a compact slot that sends the reader
@@ -1356,7 +1360,7 @@ impl IndexView<'_> {
         // that the caller lends for `'g` is live (module docs); `base` and
         // `bounds` were published with it (the count did not change while
         // they were read), and the offset lies in its part.
-        unsafe { self.hit_at(base, p, offset) }
+        unsafe { Self::hit(base, p, offset) }
     }
 
     /// `lookup` in a shared section's table `p0`, read from `cell`'s part 0
@@ -1412,7 +1416,7 @@ impl IndexView<'_> {
                 // table, through its group's lanes, which are the table's
                 // own and immutable); the table names pagemaps the tree
                 // keeps alive for `'g`.
-                return unsafe { self.hit_at(iv.base, iv.pgmap, offset) };
+                return unsafe { Self::hit(iv.base, iv.pgmap, offset) };
             }
         }
         Self::lookup_other(p0, offset, self.shift)
