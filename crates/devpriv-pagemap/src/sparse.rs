@@ -1152,6 +1152,15 @@ pub(crate) struct IndexView<'a> {
     mutants: Mutants,
 }
 
+// SAFETY: `vmemmap` is only compared with slot bases and offset to the
+// page of a pagemap that the reader's guard keeps alive; pages are
+// atomics, shared as `&[Page]` is (`Vmemmap` is `Send` and `Sync` for the
+// same reason). The other fields are `Send` and `Sync`, so a read guard
+// stays both, as it was before the view held the pointer.
+unsafe impl Send for IndexView<'_> {}
+// SAFETY: As for `Send`.
+unsafe impl Sync for IndexView<'_> {}
+
 /// The leaf of `section`, if it exists, and the section's index in it.
 #[inline(always)]
 fn leaf_of(root: &[AtomicPtr<Leaf>], section: u64) -> Option<(&Leaf, usize)> {

@@ -423,6 +423,16 @@ fn unmap_twice_or_from_another_space_is_einval_and_changes_nothing() {
     other.validate().unwrap();
 }
 
+/// A read guard can be shared with and sent to other threads (an RCU
+/// read-side section is not tied to its thread in the model), as before
+/// the index's view held the memmap's address.
+#[test]
+fn read_guards_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<devpriv_pagemap::SpaceReadGuard<'static>>();
+    send_sync::<DevicePrivateSpace>();
+}
+
 /// `pm`'s biased memmap base: the address offset 0's page would have if
 /// `pm`'s array were extended down to it.
 fn memmap_base(pm: &DevPagemap) -> usize {
