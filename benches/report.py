@@ -5,7 +5,8 @@ Run after any of the benches (`cargo bench -p devpriv-benches`, or one
 `--bench NAME`):
     python3 benches/report.py [target/criterion]
 Prints the tables of every bench whose results are there (range tree,
-maple tree vs the kernel's, pagemap, folio, walk, migrate). Every ratio compares results from the same
+maple tree vs the kernel's, pagemap and its layouts, folio, walk,
+migrate). Every ratio compares results from the same
 run (medians).
 """
 import json
@@ -198,6 +199,32 @@ def migrate():
         print(f"| {name} | {big / 1e3:.1f} | {small / 1e3:.1f} | **{small / big:.1f}x** |")
 
 
+LAYOUT_QUERIES = 1 << 16  # lookups per iteration in the layouts group
+LAYOUTS = ["exact_4", "exact_32", "exact_64", "exact_100", "exact_200", "exact_256",
+           "exact_1000", "exact_65536", "aligned_256"]
+# Issue 14 names these (T1: at least 10x rangemap); the others are informative.
+NAMED = {"exact_64", "exact_100", "exact_256", "exact_1000", "exact_65536", "aligned_256"}
+
+
+def pm_layouts():
+    group = "device_private_offset_to_page_layouts"
+    print("| layout | space ns | rangemap_index ns | **rangemap / space** | T1 (>= 10x) "
+          "| space touched ns | vmemmap touched ns | touched space / vmemmap |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|")
+    for lay in LAYOUTS:
+        if not have(group, "space", lay) or not have(group, "rangemap_index", lay):
+            continue
+        sp, rm = (median_ns(group, impl, lay) / LAYOUT_QUERIES
+                  for impl in ["space", "rangemap_index"])
+        verdict = ("met" if rm / sp >= 10 else "**not met**") if lay in NAMED else "(not named)"
+        touched = "| | |"
+        if have(group, "space_touch", lay) and have(group, "vmemmap_touch", lay):
+            st, vt = (median_ns(group, impl, lay) / LAYOUT_QUERIES
+                      for impl in ["space_touch", "vmemmap_touch"])
+            touched = f"| {st:.2f} | {vt:.2f} | {st / vt:.2f}x"
+        print(f"| {lay} | {sp:.2f} | {rm:.1f} | **{rm / sp:.1f}x** | {verdict} {touched} |")
+
+
 if __name__ == "__main__":
     sections = []
     if have("mtree_load") and have("mtree_alloc_range"):
@@ -209,6 +236,8 @@ if __name__ == "__main__":
             and have("device_private_offset_to_page_threads")
             and have("memremap_device_private_pagemap")):
         sections += [pm_lookups, pm_threads, pm_memremap, pm_targets]
+    if have("device_private_offset_to_page_layouts"):
+        sections += [pm_layouts]
     if have("zone_device_folio_init") and have("zone_device_folio_init_vs_memset"):
         sections += [folio]
     if have("page_vma_mapped_walk"):
