@@ -31,9 +31,12 @@
 //!   pages (64 to 1000 share sections: several pagemaps per 2 MiB section,
 //!   or odd ends inside one), and with section-aligned packing (256 pages).
 //!   The 65,536-page layout holds 4 GiB of `struct page`; each layout is
-//!   dropped before the next is built. `space_touch` and `vmemmap_touch`
-//!   read the page found (T3 in every layout but 65,536 pages), against
-//!   one pagemap spanning the same offsets.
+//!   dropped before the next is built. 2049 and 4097 pages: large
+//!   pagemaps off the section grid. `space_index` is `space` with no
+//!   per-page pagemap array (the section index alone), in the same run.
+//!   `space_touch` and `vmemmap_touch` read the page found (T3 in every
+//!   layout but 65,536 pages), against one pagemap spanning the same
+//!   offsets.
 //! - `device_private_offset_to_page_threads`: aggregate lookup throughput
 //!   with 1 and 2 reader threads (1024 pagemaps, random offsets, page
 //!   touched), `space` against `vmemmap`.
@@ -408,8 +411,11 @@ const LAYOUT_QUERIES: usize = 1 << 16;
 
 /// The layouts of issue 14's target 1: (name, packing, pages per
 /// pagemap), and 4, 32 and 200 pages, the other shapes of a section's
-/// table (`devpriv_cli::quickbench::LAYOUTS` says which).
-const LAYOUTS: [(&str, Packing, u64); 9] = [
+/// table (`devpriv_cli::quickbench::LAYOUTS` says which), and 2049 and
+/// 4097: large pagemaps off the section grid, whose shared ends put every
+/// leaf of the index on its wide path (the pagemap array's other side, see
+/// `READ_FIRST_PARTIAL_SHARE`).
+const LAYOUTS: [(&str, Packing, u64); 11] = [
     ("exact_4", Packing::KernelExact, 4),
     ("exact_32", Packing::KernelExact, 32),
     ("exact_64", Packing::KernelExact, 64),
@@ -417,6 +423,8 @@ const LAYOUTS: [(&str, Packing, u64); 9] = [
     ("exact_200", Packing::KernelExact, 200),
     ("exact_256", Packing::KernelExact, 256),
     ("exact_1000", Packing::KernelExact, 1000),
+    ("exact_2049", Packing::KernelExact, 2049),
+    ("exact_4097", Packing::KernelExact, 4097),
     ("exact_65536", Packing::KernelExact, 65_536),
     ("aligned_256", Packing::SectionAligned, 256),
 ];
@@ -487,6 +495,30 @@ fn bench_layouts(c: &mut Criterion) {
         if span > MAX_PAGEMAP_PAGES {
             continue;
         }
+        // The same layout with no pagemap array: the section index alone
+        // (what the array's rule falls back to), in the same run.
+        let index_space = DevicePrivateSpace::with_config(SpaceConfig {
+            packing,
+            pgmap_array_pages: 0,
+            ..SpaceConfig::default()
+        });
+        let index_pms: Vec<Arc<DevPagemap>> = (0..LAYOUT_PAGEMAPS)
+            .map(|_| {
+                index_space
+                    .memremap_device_private_pagemap(params(per), 0)
+                    .expect("the space has room")
+            })
+            .collect();
+        assert_eq!(index_pms[0].first_offset(), pms[0].first_offset());
+        group.bench_function(id("space_index"), |b| {
+            b.iter(|| {
+                let g = index_space.read();
+                black_box(batch::<false, _>(&qs, |o| {
+                    g.device_private_offset_to_page(DevicePrivateOffset::new(o))
+                }))
+            });
+        });
+        drop((index_pms, index_space));
         group.bench_function(id("space_touch"), |b| {
             b.iter(|| {
                 let g = space.read();

@@ -225,6 +225,15 @@ mutants! {
     /// match in a PTE table that `pmdp_collapse_flush()` has taken out of
     /// the PMD after khugepaged copied it: the caller's write is lost.
     PvmwNoPmdSameRecheck,
+    /// `memremap` stores a pagemap's entries in the space's per-page
+    /// pagemap array with `Relaxed` stores, so a reader that loads one can
+    /// find the pagemap before its construction (`xa_store_range()`
+    /// without the `XArray`'s `rcu_assign_pointer()`).
+    PgmapArrayRelaxedPublish,
+    /// `memunmap` leaves a pagemap's entries in the per-page pagemap array,
+    /// so lookups reach it after the grace period that let it go
+    /// (`memunmap_pages()` without `pgmap_array_delete()`).
+    PgmapArrayNotCleared,
 }
 
 // One bit per variant in the loom build's set.

@@ -23,6 +23,11 @@
 //! therefore still holds valid memory.
 
 mod folio;
+#[allow(
+    unsafe_code,
+    reason = "the per-page pagemap array: mmap and its entries"
+)]
+pub(crate) mod pgmap_array;
 mod validate;
 pub use folio::{
     InitError, folio_get, folio_put, free_zone_device_folio, zone_device_folio_init,
@@ -34,7 +39,8 @@ use crate::mm_types::{Folio, Page, PageRef, PgmapCookie, word};
 use crate::page_flags::{PG_RESERVED, ZONE_DEVICE, page_cpupid_reset_last, page_links};
 use crate::percpu_refcount::{Completion, PercpuRef};
 use crate::sparse::{Hit, IndexView, SectionIndex, Slot, StaleBase};
-use crate::sparse_vmemmap::{Memmap, Vmemmap};
+pub(crate) use crate::sparse_vmemmap::Memmap;
+use crate::sparse_vmemmap::Vmemmap;
 use devpriv_core::mutant::{Mutant, Mutants};
 use devpriv_core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use devpriv_core::sync::{Mutex, TrackedCell};
@@ -43,6 +49,7 @@ use devpriv_core::{
     warn_on, warn_on_once,
 };
 use devpriv_rangetree::RangeTree;
+use pgmap_array::PgmapArray;
 use std::fmt;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -395,6 +402,11 @@ impl DevPagemap {
         &self.pages
     }
 
+    /// Where the pages array lives: the space's memmap or the heap.
+    pub(crate) fn memmap(&self) -> &Memmap {
+        &self.pages
+    }
+
     /// The device-private byte range, inclusive.
     ///
     /// Kernel: `dev_pagemap::range` (an output for `MEMORY_DEVICE_PRIVATE`, v6).
@@ -685,6 +697,15 @@ pub struct SpaceConfig {
     /// The free path new pagemaps start with (each pagemap can change its
     /// own with [`DevPagemap::set_free_path`]).
     pub free_path: FreePath,
+    /// Pages `0..pgmap_array_pages` get an entry in the space's per-page
+    /// pagemap array, through which lookups in sections that no single
+    /// pagemap covers take one load (`0`: no array, every lookup through
+    /// the section index). Default: every page (at most 2^34), none
+    /// under loom.
+    ///
+    /// Kernel: `pgmap_array` (7.1), which v6 does not use for
+    /// device-private pagemaps (model only here).
+    pub pgmap_array_pages: u64,
 }
 
 impl SpaceConfig {
@@ -708,6 +729,7 @@ impl Default for SpaceConfig {
             space_shift: None,
             reinit: ReinitPolicy::AtAlloc,
             free_path: FreePath::Fixed,
+            pgmap_array_pages: if cfg!(loom) { 0 } else { u64::MAX },
         }
     }
 }
@@ -787,6 +809,11 @@ impl DevicePrivateSpace {
                 space_pages,
                 cfg.section_shift - PAGE_SHIFT,
                 vmemmap.clone(),
+                PgmapArray::new(
+                    space_pages.min(cfg.pgmap_array_pages),
+                    cfg.section_shift - PAGE_SHIFT,
+                    mutants,
+                ),
                 mutants,
             ),
             vmemmap,
@@ -972,6 +999,9 @@ impl DevicePrivateSpace {
             // rather than panic.
             return Err(e.cause);
         }
+        if let Some(a) = self.index.pgmap_array() {
+            a.store(&pgmap);
+        }
         self.publish_sections(&pgmap);
         Ok(pgmap)
     }
@@ -1139,6 +1169,9 @@ impl DevicePrivateSpace {
             if pm.is_unmapped() {
                 return Err(ValidateError::UnmappedInTree { pgmap });
             }
+            if let Some(offset) = self.index.pgmap_array().and_then(|a| a.check(pm)) {
+                return Err(ValidateError::PgmapArray { pgmap, offset });
+            }
             for section in self.sections_of(pm) {
                 covered.insert(section);
                 // SAFETY: `g.tree` reads this space's tree.
@@ -1185,6 +1218,7 @@ impl DevicePrivateSpace {
 
     /// Unpublishes and erases `pgmap` after its pages are all free.
     fn remove(&self, pgmap: &Arc<DevPagemap>) -> Result<(), Errno> {
+        let id;
         {
             let _w = self.writer.lock();
             // Re-check under the lock: a racing unmap may have won.
@@ -1206,6 +1240,9 @@ impl DevicePrivateSpace {
                     }
                 }
             }
+            // Before the grace period, as the index: a reader that loaded
+            // an entry is in a read section it waits for.
+            id = self.index.pgmap_array().and_then(|a| a.clear(pgmap));
             self.tree.erase(*pgmap.range.start());
             pgmap.state.store(UNMAPPED, Ordering::Release);
         }
@@ -1213,6 +1250,11 @@ impl DevicePrivateSpace {
         // the index's shared tables that named it.
         self.tree.synchronize();
         self.index.reclaim(self.tree.srcu());
+        // No reader that loaded the id's entries is left to find the id's
+        // next pagemap in its slot.
+        if let (Some(a), Some(id)) = (self.index.pgmap_array(), id) {
+            a.release(id);
+        }
         // Loom checks this write against every lookup's read.
         pgmap.live.set(false);
         Ok(())
@@ -1446,9 +1488,11 @@ impl SpaceReadGuard<'_> {
     ///
     /// # Differences from the kernel
     ///
-    /// The kernel walks the maple tree; the model first reads the section
-    /// index (two dependent loads) and walks the tree only for a section
-    /// shared by two pagemaps. Returns a [`PageRef`].
+    /// The kernel walks the maple tree; the model reads the space's
+    /// per-page pagemap array first (while it is small: an id, then its
+    /// slot), then the section index (two dependent loads, and a table's
+    /// line for a section of three or more pagemaps), and walks the tree
+    /// only for a slot caught mid-rewrite. Returns a [`PageRef`].
     ///
     /// # Examples
     ///

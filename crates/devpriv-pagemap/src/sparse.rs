@@ -92,6 +92,7 @@
 //! freed after the same kind of grace period (`kfree_rcu()`).
 
 use crate::memremap::DevPagemap;
+use crate::memremap::pgmap_array::{HEAP, MAX_IDS, PgmapArray, RawPgmapArray};
 use crate::mm_types::{Page, PageRef};
 use crate::sparse_vmemmap::Vmemmap;
 use devpriv_core::mutant::{Mutant, Mutants};
@@ -703,6 +704,9 @@ pub(crate) struct SectionIndex {
     /// The space's memmap, if it has one: a compact slot whose base is
     /// its `base()` names a pagemap whose pages are at `vmemmap + offset`.
     vmemmap: Option<Arc<Vmemmap>>,
+    /// The space's per-page pagemap array, if it has one: while it is
+    /// small enough, lookups read it first.
+    pgmap_array: Option<PgmapArray>,
     /// Planted bugs (`SpaceIndex*`); none outside loom.
     mutants: Mutants,
 }
@@ -764,6 +768,7 @@ impl SectionIndex {
         space_pages: u64,
         section_pages_shift: u32,
         vmemmap: Option<Arc<Vmemmap>>,
+        pgmap_array: Option<PgmapArray>,
         mutants: Mutants,
     ) -> Self {
         assert!(section_pages_shift <= 31, "section bounds are 32-bit");
@@ -777,8 +782,14 @@ impl SectionIndex {
             occupied: AtomicU64::new(0),
             retired: Mutex::new(RetireList::new()),
             vmemmap,
+            pgmap_array,
             mutants,
         }
+    }
+
+    /// The space's per-page pagemap array, if it has one.
+    pub(crate) fn pgmap_array(&self) -> Option<&PgmapArray> {
+        self.pgmap_array.as_ref()
     }
 
     /// The section that holds page `offset`.
@@ -800,6 +811,12 @@ impl SectionIndex {
             root: &self.root,
             shift: self.section_pages_shift,
             vmemmap: self.vmemmap.as_ref().map_or(ptr::null_mut(), |v| v.base()),
+            // Only while the array is worth reading first (its doc).
+            array: self
+                .pgmap_array
+                .as_ref()
+                .filter(|a| a.read_first())
+                .map_or(RawPgmapArray::NONE, PgmapArray::raw),
             mutants: self.mutants,
         }
     }
@@ -1149,6 +1166,9 @@ pub(crate) struct IndexView<'a> {
     shift: u32,
     /// The space's `vmemmap` (null if it has none).
     vmemmap: *mut Page,
+    /// The space's per-page pagemap array, if lookups read it first (else
+    /// empty: no entry for any offset).
+    array: RawPgmapArray,
     mutants: Mutants,
 }
 
@@ -1194,6 +1214,15 @@ impl IndexView<'_> {
     ///   (whose grace period keeps a pagemap or table found here alive).
     #[inline(always)]
     pub(crate) unsafe fn lookup<'g>(self, guard: &'g TreeGuard<'_>, offset: u64) -> Hit<'g> {
+        let e = self.entry(offset);
+        if e.addr() & HEAP == 0 && !e.is_null() {
+            // SAFETY: The caller's contract, and `entry`'s.
+            return unsafe { Self::hit(self.vmemmap, e, offset) };
+        }
+        if !e.is_null() {
+            return Self::entry_heap(e, offset);
+        }
+        // No entry: the index decides.
         let Some((leaf, i)) = leaf_of(self.root, offset >> self.shift) else {
             return Hit::Miss;
         };
@@ -1227,6 +1256,49 @@ impl IndexView<'_> {
         // `base` was published for it (the re-check shows the slot still
         // held `p` after it was read), and it covers the whole section.
         unsafe { self.hit_at(base, p, offset) }
+    }
+
+    /// Page `offset`'s pagemap in the per-page pagemap array: an id load
+    /// whose address is the offset's alone, then its slot (which stays in
+    /// cache: one per pagemap). Null if the offset has no entry (past the
+    /// array, no pagemap, one being mapped or unmapped, or a view that
+    /// does not read the array); else a pagemap that holds `offset`,
+    /// tagged [`HEAP`] if its pages are on the heap, untagged if its page
+    /// at `offset` is `vmemmap + offset`. What it names lives as long as
+    /// the read section it was loaded in: `memunmap` clears the entries
+    /// and the slot before the grace period after which the pagemap goes.
+    #[inline(always)]
+    pub(crate) fn entry(self, offset: u64) -> *mut DevPagemap {
+        let a = self.array;
+        if offset >= a.entries_len {
+            return ptr::null_mut();
+        }
+        #[expect(clippy::cast_possible_truncation, reason = "below the array's length")]
+        // SAFETY: `offset` is below the array's length, and the array lives
+        // as long as the index this view borrows.
+        let entry = unsafe { &*a.entries.wrapping_add(offset as usize) };
+        // Acquire, as the slot's load below: pairs with
+        // `PgmapArray::store`'s Release (the pagemap's construction).
+        let id = entry.load(Ordering::Acquire) as usize;
+        // Masked, so that any id stays inside the slots; id 0's slot is
+        // always null (no entry), which spares a branch.
+        // SAFETY: `id & (MAX_IDS - 1)` is below the slots' length, and they
+        // live as long as the entries.
+        let slot = unsafe { &*a.pgmaps.wrapping_add(id & (MAX_IDS - 1)) };
+        slot.load(Ordering::Acquire)
+    }
+
+    /// The page of an entry tagged [`HEAP`], out of line: pagemaps on the
+    /// heap are rare outside loom (which has no memmap).
+    #[inline(never)]
+    #[cold]
+    fn entry_heap<'g>(e: *mut DevPagemap, offset: u64) -> Hit<'g> {
+        // SAFETY: A loaded entry names a pagemap that holds `offset` and
+        // lives for the caller's guard (`entry`).
+        let pm: &'g DevPagemap = unsafe { &*e.map_addr(|a| a & !HEAP) };
+        pm.touch();
+        pm.page(devpriv_core::DevicePrivateOffset::new(offset))
+            .map_or(Hit::Miss, Hit::Page)
     }
 
     /// [`hit`](Self::hit), with the page's address from the view's
@@ -1307,6 +1379,7 @@ impl IndexView<'_> {
             root: &[],
             shift,
             vmemmap,
+            array: RawPgmapArray::NONE,
             mutants,
         };
         // SAFETY: The caller's contract.
@@ -1504,7 +1577,13 @@ mod tests {
     /// guards and grace periods stand in for the space's.
     fn index() -> (SectionIndex, RangeTree<Arc<DevPagemap>>) {
         (
-            SectionIndex::new((LEAF_SLOTS as u64) << SHIFT, SHIFT, None, Mutants::NONE),
+            SectionIndex::new(
+                (LEAF_SLOTS as u64) << SHIFT,
+                SHIFT,
+                None,
+                None,
+                Mutants::NONE,
+            ),
             RangeTree::new(),
         )
     }

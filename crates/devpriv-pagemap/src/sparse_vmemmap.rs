@@ -39,6 +39,7 @@ use crate::mm_types::Page;
 use devpriv_core::sync::Mutex;
 use rangemap::RangeSet;
 use std::ops::Deref;
+#[cfg(not(loom))]
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::{fmt, ptr, slice};
@@ -47,57 +48,59 @@ use std::{fmt, ptr, slice};
 /// memmap and x86-64's `VMEMMAP` region. Larger spaces (5-level paging)
 /// reserve this much of their memmap; pagemaps past it get heap arrays.
 /// Under Miri, which commits the whole mapping, 4 MiB (65,536 pages).
+#[cfg(not(loom))]
 const MAX_RESERVE: usize = if cfg!(miri) { 1 << 22 } else { 1 << 40 };
 
-/// A reservation of pages, zero until populated.
+/// Types for which zero bytes are a valid value and every access is
+/// through atomics, so an anonymous mapping is an array of them.
 ///
-/// Kernel: the `vmemmap` virtual array, `VMEMMAP_START` (main).
-pub(crate) struct Vmemmap {
-    /// The mapping's first page: `vmemmap[0]`, offset 0's page.
-    start: NonNull<Page>,
-    /// Its length in pages.
-    pages: usize,
-    /// Populated ranges (page indices), each owned by one [`VmemmapPages`].
-    held: Mutex<RangeSet<usize>>,
+/// # Safety
+///
+/// All-zero bytes are a valid `Self`, and `Self` is `Sync`.
+#[cfg(not(loom))]
+pub(crate) unsafe trait Zeroed: Sync {}
+// SAFETY: Eight `AtomicU64`s (std's outside loom): zero is valid.
+#[cfg(not(loom))]
+unsafe impl Zeroed for Page {}
+// SAFETY: A transparent `std` `AtomicU32`: zero is valid.
+#[cfg(not(loom))]
+unsafe impl Zeroed for devpriv_core::sync::atomic::AtomicU32 {}
+// SAFETY: A transparent `std` `AtomicPtr`: zero is null.
+#[cfg(not(loom))]
+unsafe impl<T> Zeroed for devpriv_core::sync::atomic::AtomicPtr<T> {}
+
+/// An anonymous mapping of `len` `T`s, zero until written: `MAP_NORESERVE`
+/// (committed only where written) and advised `MADV_HUGEPAGE`, neither
+/// under Miri, which runs them not. Unmapped when it drops.
+///
+/// Kernel: none (how the model reserves its memmap-like arrays).
+#[cfg(not(loom))]
+pub(crate) struct Reservation<T: Zeroed> {
+    start: NonNull<T>,
+    len: usize,
 }
 
-// SAFETY: The mapping is plain memory holding `Page`s, which are atomics;
-// it is shared as `&[Page]` is, and unmapped only when the last `Arc` drops.
-unsafe impl Send for Vmemmap {}
-// SAFETY: As for `Send`: every access goes through a `&Page`'s atomics.
-unsafe impl Sync for Vmemmap {}
+// SAFETY: The mapping is plain memory holding `T`s, which are `Sync`
+// atomics (`Zeroed`); it is shared as `&[T]` is, and unmapped only when
+// the reservation drops.
+#[cfg(not(loom))]
+unsafe impl<T: Zeroed> Send for Reservation<T> {}
+// SAFETY: As for `Send`: every access goes through a `&T`.
+#[cfg(not(loom))]
+unsafe impl<T: Zeroed> Sync for Reservation<T> {}
 
-impl fmt::Debug for Vmemmap {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Vmemmap")
-            .field("pages", &self.pages)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Vmemmap {
-    /// Reserves a memmap for the first `pages` pages of a space (fewer if
-    /// they would pass [`MAX_RESERVE`]), or `None` if the reservation fails
-    /// or under loom.
-    ///
-    /// Kernel: the `VMEMMAP` region's reservation (`arch/x86/mm`, main).
-    pub(crate) fn reserve(pages: u64) -> Option<Arc<Vmemmap>> {
-        if cfg!(loom) {
-            return None;
-        }
-        let max = MAX_RESERVE / size_of::<Page>();
-        let pages = usize::try_from(pages).map_or(max, |p| p.min(max));
-        if pages == 0 {
-            return None;
-        }
-        let len = pages * size_of::<Page>();
+#[cfg(not(loom))]
+impl<T: Zeroed> Reservation<T> {
+    /// `len` zero `T`s, or `None` if `len` is zero or the mapping fails.
+    pub(crate) fn new(len: usize) -> Option<Self> {
+        let bytes = len.checked_mul(size_of::<T>()).filter(|&b| b > 0)?;
         let noreserve = if cfg!(miri) { 0 } else { libc::MAP_NORESERVE };
         // SAFETY: A new anonymous mapping at an address the kernel picks: it
         // aliases no memory of this process.
         let p = unsafe {
             libc::mmap(
                 ptr::null_mut(),
-                len,
+                bytes,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | noreserve,
                 -1,
@@ -109,21 +112,102 @@ impl Vmemmap {
         }
         #[cfg(not(miri))]
         {
-            // As x86's vmemmap, on 2 MiB pages where THP allows it.
+            // As x86's vmemmap, on 2 MiB pages where THP allows it: a
+            // lookup's load should not wait for a page walk.
             // SAFETY: The mapping just made, with its length; advice only.
-            let _ = unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) };
+            let _ = unsafe { libc::madvise(p, bytes, libc::MADV_HUGEPAGE) };
         }
-        Some(Arc::new(Vmemmap {
-            // Page-aligned, so aligned for `Page` (64 bytes).
-            start: NonNull::new(p.cast::<Page>())?,
-            pages,
-            held: Mutex::new(RangeSet::new()),
-        }))
+        Some(Reservation {
+            // Page-aligned, so aligned for any `T` here (at most 64 bytes).
+            start: NonNull::new(p.cast())?,
+            len,
+        })
+    }
+
+    /// The first `T`; the array is `len` long.
+    pub(crate) fn as_ptr(&self) -> *mut T {
+        self.start.as_ptr()
+    }
+
+    /// The number of `T`s.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// `T` number `i`, if `i < len`.
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> Option<&T> {
+        // SAFETY: `i < len`, inside the mapping, which lives as long as
+        // `self`; its bytes are valid `T`s (`Zeroed`), shared only.
+        (i < self.len).then(|| unsafe { &*self.start.as_ptr().wrapping_add(i) })
+    }
+}
+
+#[cfg(not(loom))]
+impl<T: Zeroed> Drop for Reservation<T> {
+    fn drop(&mut self) {
+        // SAFETY: The mapping from `new`, with its length; every reference
+        // into it borrowed `self`.
+        unsafe { libc::munmap(self.start.as_ptr().cast(), self.len * size_of::<T>()) };
+    }
+}
+
+/// A reservation of pages, zero until populated.
+///
+/// Kernel: the `vmemmap` virtual array, `VMEMMAP_START` (main).
+pub(crate) struct Vmemmap {
+    /// The pages: `vmemmap[0]` is offset 0's page.
+    #[cfg(not(loom))]
+    map: Reservation<Page>,
+    /// Populated ranges (page indices), each owned by one [`VmemmapPages`].
+    held: Mutex<RangeSet<usize>>,
+}
+
+impl fmt::Debug for Vmemmap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vmemmap")
+            .field("pages", &self.pages())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vmemmap {
+    /// Reserves a memmap for the first `pages` pages of a space (fewer if
+    /// they would pass [`MAX_RESERVE`]), or `None` if the reservation fails
+    /// or under loom.
+    ///
+    /// Kernel: the `VMEMMAP` region's reservation (`arch/x86/mm`, main).
+    pub(crate) fn reserve(pages: u64) -> Option<Arc<Vmemmap>> {
+        #[cfg(loom)]
+        {
+            let _ = pages;
+            None
+        }
+        #[cfg(not(loom))]
+        {
+            let max = MAX_RESERVE / size_of::<Page>();
+            let pages = usize::try_from(pages).map_or(max, |p| p.min(max));
+            Some(Arc::new(Vmemmap {
+                map: Reservation::new(pages)?,
+                held: Mutex::new(RangeSet::new()),
+            }))
+        }
+    }
+
+    /// Its length in pages.
+    fn pages(&self) -> usize {
+        #[cfg(not(loom))]
+        return self.map.len();
+        #[cfg(loom)]
+        0
     }
 
     /// `vmemmap`: page `offset` is at `base().wrapping_add(offset)`.
     pub(crate) fn base(&self) -> *mut Page {
-        self.start.as_ptr()
+        #[cfg(not(loom))]
+        return self.map.as_ptr();
+        #[cfg(loom)]
+        ptr::null_mut()
     }
 
     /// Takes pages `first..first + n` for one pagemap, or `None` if any of
@@ -134,7 +218,7 @@ impl Vmemmap {
     pub(crate) fn populate(self: &Arc<Self>, first: u64, n: u64) -> Option<VmemmapPages> {
         let first = usize::try_from(first).ok()?;
         let len = usize::try_from(n).ok().filter(|&n| n > 0)?;
-        let end = first.checked_add(len).filter(|&e| e <= self.pages)?;
+        let end = first.checked_add(len).filter(|&e| e <= self.pages())?;
         let mut held = self.held.lock();
         if held.overlaps(&(first..end)) {
             return None;
@@ -168,7 +252,7 @@ impl Vmemmap {
                 // bytes behind, which are valid `Page`s.
                 let rc = unsafe {
                     libc::madvise(
-                        self.start.as_ptr().cast::<u8>().wrapping_add(lo).cast(),
+                        self.base().cast::<u8>().wrapping_add(lo).cast(),
                         hi - lo,
                         libc::MADV_DONTNEED,
                     )
@@ -179,15 +263,6 @@ impl Vmemmap {
             }
         }
         self.held.lock().remove(first..first + len);
-    }
-}
-
-impl Drop for Vmemmap {
-    fn drop(&mut self) {
-        // SAFETY: The mapping from `reserve`, with its length; no
-        // `VmemmapPages` is left (each holds an `Arc`), so nothing points
-        // into it.
-        unsafe { libc::munmap(self.start.as_ptr().cast(), self.pages * size_of::<Page>()) };
     }
 }
 
@@ -219,7 +294,7 @@ impl Deref for VmemmapPages {
         // checked it), which lives as long as `self.map`. Its bytes are
         // valid `Page`s (zero, or written through their atomics), and every
         // access to them goes through shared references to atomics.
-        unsafe { slice::from_raw_parts(self.map.start.as_ptr().wrapping_add(self.first), self.len) }
+        unsafe { slice::from_raw_parts(self.map.base().wrapping_add(self.first), self.len) }
     }
 }
 

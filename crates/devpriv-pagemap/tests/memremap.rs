@@ -41,9 +41,16 @@ fn off(o: u64) -> DevicePrivateOffset {
 }
 
 fn small_space(packing: Packing, space_shift: u32) -> DevicePrivateSpace {
+    small_space_with(packing, space_shift, true)
+}
+
+/// As [`small_space`], with or without the per-page pagemap array (without
+/// it every lookup goes through the section index).
+fn small_space_with(packing: Packing, space_shift: u32, array: bool) -> DevicePrivateSpace {
     DevicePrivateSpace::with_config(SpaceConfig {
         packing,
         space_shift: Some(space_shift),
+        pgmap_array_pages: if array { u64::MAX } else { 0 },
         ..SpaceConfig::default()
     })
 }
@@ -633,10 +640,11 @@ proptest! {
     fn memremap_memunmap_and_lookups_match_an_oracle(
         ops in prop::collection::vec(op(), 1..60),
         aligned in any::<bool>(),
+        array in any::<bool>(),
     ) {
         // 32 MiB: 8192 pages, so the space fills up and gaps get reused.
         let packing = if aligned { Packing::SectionAligned } else { Packing::KernelExact };
-        let space = small_space(packing, 25);
+        let space = small_space_with(packing, 25, array);
         let mut live: Vec<Arc<DevPagemap>> = Vec::new();
         for op in ops {
             match op {
@@ -680,8 +688,9 @@ proptest! {
 }
 
 /// The held-out check: for every offset of every section the space's
-/// pagemaps touch (and one section past them), the section index and the
-/// tree walk give the same page, or both nothing.
+/// pagemaps touch (and one section past them), the lookup (the pagemap
+/// array and the section index) and the tree walk give the same page, or
+/// both nothing.
 fn index_agrees_with_tree(space: &DevicePrivateSpace) {
     space.validate().unwrap();
     let section = 1u64 << (space.config().section_shift - devpriv_core::PAGE_SHIFT);
@@ -737,8 +746,13 @@ fn index_and_tree_agree_on_every_offset_in_every_layout() {
         (Packing::SectionAligned, &[256, 512, 1000, 3]),
         (Packing::SectionAligned, &[256; 8]),
     ];
-    for (packing, sizes) in layouts {
-        let space = small_space(*packing, 32);
+    // With the pagemap array (read first wherever sections are shared),
+    // and without it (the index alone).
+    for (packing, sizes, array) in layouts
+        .iter()
+        .flat_map(|(p, s)| [(p, s, true), (p, s, false)])
+    {
+        let space = small_space_with(*packing, 32, array);
         let pms: Vec<_> = sizes
             .iter()
             .map(|&n| space.memremap_device_private_pagemap(params(n), 0).unwrap())

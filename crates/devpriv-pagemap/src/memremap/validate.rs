@@ -81,6 +81,14 @@ pub enum ValidateError {
         /// What the tree says.
         tree: SectionSlot,
     },
+    /// An offset's entry in the per-page pagemap array does not name the
+    /// pagemap that holds it (`pgmap_array` out of step).
+    PgmapArray {
+        /// The pagemap.
+        pgmap: u64,
+        /// The first offset whose entry differs.
+        offset: u64,
+    },
     /// The index has occupied slots in sections no pagemap covers.
     Occupied {
         /// Occupied slots in the index.
@@ -171,6 +179,10 @@ impl fmt::Display for ValidateError {
                 index,
                 tree,
             } => write!(f, "section {section}: index says {index}, tree says {tree}"),
+            ValidateError::PgmapArray { pgmap, offset } => write!(
+                f,
+                "pagemap {pgmap}: pgmap array entry of offset {offset:#x} names another"
+            ),
             ValidateError::Occupied { index, covered } => write!(
                 f,
                 "index has {index} occupied sections, the tree covers {covered}"

@@ -1,0 +1,115 @@
+//! A lookup through the space's per-page pagemap array racing
+//! `memremap_device_private_pagemap()` and
+//! `memunmap_device_private_pagemap()`.
+//!
+//! Kernel: `pgmap_array` (`mm/memremap.c`, 7.1): `xa_store_range()` in
+//! `pagemap_range()`, `pgmap_array_delete()` in `memunmap_pages()` and
+//! `xa_load()` under `rcu_read_lock()` in `get_dev_pagemap()`. In the model
+//! the array is an id per page plus a slot per id (`memremap/pgmap_array.rs`);
+//! lookups read it before the section index while it is small.
+//!
+//! Two races, each with its own mutant:
+//! - *publish*: the main thread maps B while a reader looks up B's first
+//!   page. The reader gets `None` or B's fully initialised page, never a
+//!   pagemap whose construction it is not ordered after (each pagemap's
+//!   tracked liveness cell is created in its construction and read by
+//!   every lookup that reaches it). `Mutant::PgmapArrayRelaxedPublish`
+//!   stores the slot and the entries `Relaxed`: a causality violation.
+//! - *clear*: the main thread unmaps A while a reader looks up A's page.
+//!   The reader gets `None` or A's page, never a pagemap the space has let
+//!   go (the liveness cell, cleared after the grace period).
+//!   `Mutant::PgmapArrayNotCleared` leaves A's entries and slot in place:
+//!   the reader reaches A after its grace period.
+//!
+//! Under loom the space has no memmap, so every pagemap's pages are on the
+//! heap and the reader takes the array's heap path (`entry_heap`); the
+//! load order and the ids are the same as on the memmap path.
+
+#![cfg(loom)]
+#![forbid(unsafe_code)]
+
+use devpriv_core::DevicePrivateOffset;
+use devpriv_core::mutant::{Mutant, Mutants};
+use devpriv_loom_tests::{assert_caught, assert_valid, model, params, small_space};
+use devpriv_pagemap::page_flags::PG_RESERVED;
+use devpriv_pagemap::{DevicePrivateSpace, SpaceConfig};
+use loom::sync::Arc;
+use loom::thread;
+
+/// A 64 KiB space in 16 KiB (4-page) sections with section-aligned
+/// packing, every page with an array entry: a handful of loom objects.
+fn space(mutants: Mutants) -> Arc<DevicePrivateSpace> {
+    let cfg = SpaceConfig {
+        space_shift: Some(16),
+        section_shift: 14,
+        pgmap_array_pages: 16,
+        ..small_space()
+    };
+    Arc::new(DevicePrivateSpace::with_mutants(cfg, mutants))
+}
+
+/// A reader of `off`: `None`, or a fully initialised page with its offset
+/// back, owned by pagemap `owner`.
+fn reader(space: &Arc<DevicePrivateSpace>, off: u64, owner: u64) -> thread::JoinHandle<()> {
+    let space = Arc::clone(space);
+    thread::spawn(move || {
+        let g = space.read();
+        let off = DevicePrivateOffset::new(off);
+        if let Some(page) = g.device_private_offset_to_page(off) {
+            assert!(
+                page.test_flag(PG_RESERVED),
+                "a page of a half-built pagemap"
+            );
+            assert_eq!(g.device_private_page_to_offset(page), Some(off));
+            assert_eq!(page.owner().id(), owner, "the wrong pagemap");
+        }
+    })
+}
+
+fn publish(mutants: Mutants) {
+    let space = space(mutants);
+    // A first, so that the index's leaf exists before the race.
+    let _a = space.memremap_device_private_pagemap(params(2), 0).unwrap();
+    let r = reader(&space, 4, 1);
+    let b = space.memremap_device_private_pagemap(params(2), 0).unwrap();
+    assert_eq!(b.first_offset().get(), 4);
+    r.join().unwrap();
+    assert_valid(&space);
+}
+
+fn clear(mutants: Mutants) {
+    let space = space(mutants);
+    let a = space.memremap_device_private_pagemap(params(2), 0).unwrap();
+    let r = reader(&space, 1, 0);
+    space.memunmap_device_private_pagemap(&a).unwrap();
+    r.join().unwrap();
+    assert_valid(&space);
+}
+
+#[test]
+fn pgmap_array_lookup_vs_memremap() {
+    let runs = model(|| publish(Mutants::NONE));
+    eprintln!("pgmap_array_lookup_vs_memremap: {runs} executions");
+}
+
+#[test]
+fn pgmap_array_lookup_vs_memunmap() {
+    let runs = model(|| clear(Mutants::NONE));
+    eprintln!("pgmap_array_lookup_vs_memunmap: {runs} executions");
+}
+
+#[test]
+fn mutant_relaxed_publish_is_caught() {
+    assert_caught(
+        || publish(Mutant::PgmapArrayRelaxedPublish.into()),
+        &["Causality violation"],
+    );
+}
+
+#[test]
+fn mutant_not_cleared_is_caught() {
+    assert_caught(
+        || clear(Mutant::PgmapArrayNotCleared.into()),
+        &["Causality violation", "reclaimed pagemap"],
+    );
+}
