@@ -225,11 +225,12 @@ mutants! {
     /// match in a PTE table that `pmdp_collapse_flush()` has taken out of
     /// the PMD after khugepaged copied it: the caller's write is lost.
     PvmwNoPmdSameRecheck,
-    /// `memremap` stores a pagemap's entries in the space's per-page
-    /// pagemap array with `Relaxed` stores, so a reader that loads one can
-    /// find the pagemap before its construction (`xa_store_range()`
-    /// without the `XArray`'s `rcu_assign_pointer()`).
-    PgmapArrayRelaxedPublish,
+    /// `memunmap` clears a pagemap's entries in the space's per-page
+    /// pagemap array only after the grace period that lets the pagemap go,
+    /// so a reader that starts after that period can still load one and
+    /// reach the pagemap as it goes (`pgmap_array_delete()` after
+    /// `synchronize_rcu()`).
+    PgmapArrayClearedAfterGracePeriod,
     /// `memunmap` leaves a pagemap's entries in the per-page pagemap array,
     /// so lookups reach it after the grace period that let it go
     /// (`memunmap_pages()` without `pgmap_array_delete()`).

@@ -1242,13 +1242,24 @@ impl DevicePrivateSpace {
             }
             // Before the grace period, as the index: a reader that loaded
             // an entry is in a read section it waits for.
-            id = self.index.pgmap_array().and_then(|a| a.clear(pgmap));
+            id = self.index.pgmap_array().and_then(|a| {
+                if self.mutants.has(Mutant::PgmapArrayClearedAfterGracePeriod) {
+                    return None;
+                }
+                a.clear(pgmap)
+            });
             self.tree.erase(*pgmap.range.start());
             pgmap.state.store(UNMAPPED, Ordering::Release);
         }
         // Let the space's copies of the pagemap (and so its pages) go, and
         // the index's shared tables that named it.
         self.tree.synchronize();
+        let id = match self.index.pgmap_array() {
+            Some(a) if self.mutants.has(Mutant::PgmapArrayClearedAfterGracePeriod) => {
+                a.clear(pgmap)
+            }
+            _ => id,
+        };
         self.index.reclaim(self.tree.srcu());
         // No reader that loaded the id's entries is left to find the id's
         // next pagemap in its slot.

@@ -245,12 +245,12 @@ impl PgmapArray {
             }
         };
         // Release: `pm`'s construction (and its pages') happen before a
-        // reader that loads the slot, or an entry and then the slot.
-        let order = if self.mutants.has(Mutant::PgmapArrayRelaxedPublish) {
-            Ordering::Relaxed
-        } else {
-            Ordering::Release
-        };
+        // reader that loads the slot, or an entry and then the slot. Not
+        // load-bearing today: the tree insert before this call ends with
+        // its grace-period cookie's `SeqCst` fence, which orders the
+        // construction before these stores even if they were `Relaxed`
+        // (loom showed it: such a mutant survived every interleaving).
+        let order = Ordering::Release;
         if let Some(slot) = self.pgmaps.get(id as usize) {
             slot.store(Self::slot_value(pm), order);
         }
