@@ -201,29 +201,30 @@ def migrate():
 
 LAYOUT_QUERIES = 1 << 16  # lookups per iteration in the layouts group
 LAYOUTS = ["exact_4", "exact_32", "exact_64", "exact_100", "exact_200", "exact_256",
-           "exact_1000", "exact_65536", "aligned_256"]
+           "exact_1000", "exact_2049", "exact_4097", "exact_65536", "aligned_256"]
 # Issue 14 names these (T1: at least 10x rangemap); the others are informative.
 NAMED = {"exact_64", "exact_100", "exact_256", "exact_1000", "exact_65536", "aligned_256"}
 
 
 def pm_layouts():
     group = "device_private_offset_to_page_layouts"
-    print("| layout | space ns | rangemap_index ns | **rangemap / space** | T1 (>= 10x) "
+    print("| layout | space ns | index alone ns | rangemap_index ns | **rangemap / space** | T1 (>= 10x) "
           "| space touched ns | vmemmap touched ns | touched space / vmemmap |")
-    print("|---|---:|---:|---:|---|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---|---:|---:|---:|")
     for lay in LAYOUTS:
         if not have(group, "space", lay) or not have(group, "rangemap_index", lay):
             continue
         sp, rm = (median_ns(group, impl, lay) / LAYOUT_QUERIES
                   for impl in ["space", "rangemap_index"])
         verdict = ("met" if rm / sp >= 10 else "**not met**") if lay in NAMED else "(not named)"
+        alone = (f"{median_ns(group, 'space_index', lay) / LAYOUT_QUERIES:.2f}"
+                 if have(group, "space_index", lay) else "")
         touched = "| | |"
         if have(group, "space_touch", lay) and have(group, "vmemmap_touch", lay):
             st, vt = (median_ns(group, impl, lay) / LAYOUT_QUERIES
                       for impl in ["space_touch", "vmemmap_touch"])
             touched = f"| {st:.2f} | {vt:.2f} | {st / vt:.2f}x"
-        print(f"| {lay} | {sp:.2f} | {rm:.1f} | **{rm / sp:.1f}x** | {verdict} {touched} |")
-
+        print(f"| {lay} | {sp:.2f} | {alone} | {rm:.1f} | **{rm / sp:.1f}x** | {verdict} {touched} |")
 
 if __name__ == "__main__":
     sections = []

@@ -233,6 +233,11 @@ impl PgmapArray {
     /// Kernel: `xa_store_range(&pgmap_array, ..., pgmap)` in
     /// `pagemap_range()` (7.1).
     pub(crate) fn store(&self, pm: &DevPagemap) {
+        // A pagemap that starts past the array gets no id (`clear` finds
+        // it through its first entry).
+        if self.entry(pm.first_offset().get()).is_none() {
+            return;
+        }
         let id = {
             let mut ids = self.ids.lock();
             match ids.free.pop() {
@@ -341,6 +346,14 @@ mod tests {
         space.index.view().entry(o)
     }
 
+    /// A 16 MiB space (4096 pages; small, for Miri) with the defaults.
+    fn small_space() -> DevicePrivateSpace {
+        DevicePrivateSpace::with_config(SpaceConfig {
+            space_shift: Some(24),
+            ..SpaceConfig::default()
+        })
+    }
+
     /// A space with no array of its own, for arrays built by hand.
     fn bare_space() -> DevicePrivateSpace {
         DevicePrivateSpace::with_config(SpaceConfig {
@@ -356,7 +369,7 @@ mod tests {
 
     #[test]
     fn store_names_every_page_and_unmap_clears_them() {
-        let space = DevicePrivateSpace::new();
+        let space = small_space();
         let a = map(&space, 10);
         let b = map(&space, 3);
         let arr = space.index.pgmap_array().unwrap();
@@ -417,11 +430,19 @@ mod tests {
         assert_eq!((4..8).map(|o| id_of(&arr, o)).max(), Some(0));
         assert_eq!(arr.check(&q), None);
         assert_eq!(arr.clear(&q), None);
+        // Past the array's end: no id taken, none to give back.
+        let r = map(&space, 4);
+        let small = PgmapArray::new(6, 9, Mutants::NONE).unwrap();
+        small.store(&r);
+        assert_eq!(small.clear(&r), None);
+        small.store(&p);
+        assert_eq!(small.ids.lock().next, 2, "r took no id");
+        assert_eq!(small.clear(&p), Some(1));
     }
 
     #[test]
     fn a_heap_pagemap_is_tagged_and_still_found() {
-        let space = DevicePrivateSpace::new();
+        let space = small_space();
         let a = map(&space, 8);
         // Unmapped but referenced: its memmap range stays its own, so the
         // next pagemap at those offsets gets a heap array.
@@ -443,7 +464,7 @@ mod tests {
 
     #[test]
     fn lookups_read_the_array_first_only_while_sections_are_shared() {
-        let space = DevicePrivateSpace::new(); // exact packing, 512-page sections
+        let space = small_space(); // exact packing, 512-page sections
         let arr = space.index.pgmap_array().unwrap();
         // Whole sections only: the index's compact slots.
         let whole = map(&space, 4 * 512);
