@@ -1214,13 +1214,16 @@ impl IndexView<'_> {
     ///   (whose grace period keeps a pagemap or table found here alive).
     #[inline(always)]
     pub(crate) unsafe fn lookup<'g>(self, guard: &'g TreeGuard<'_>, offset: u64) -> Hit<'g> {
-        let e = self.entry(offset);
-        if e.addr() & HEAP == 0 && !e.is_null() {
-            // SAFETY: The caller's contract, and `entry`'s.
-            return unsafe { Self::hit(self.vmemmap, e, offset) };
-        }
-        if !e.is_null() {
-            return Self::entry_heap(e, offset);
+        // One compare when the view does not read the array (length 0).
+        if offset < self.array.entries_len {
+            let e = self.entry(offset);
+            if e.addr() & HEAP == 0 && !e.is_null() {
+                // SAFETY: The caller's contract, and `entry`'s.
+                return unsafe { Self::hit(self.vmemmap, e, offset) };
+            }
+            if !e.is_null() {
+                return Self::entry_heap(e, offset);
+            }
         }
         // No entry: the index decides.
         let Some((leaf, i)) = leaf_of(self.root, offset >> self.shift) else {
