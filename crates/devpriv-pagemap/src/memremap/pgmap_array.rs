@@ -72,7 +72,7 @@ pub(crate) const MAX_IDS: usize = if cfg!(loom) {
 /// *partial* page). Where every page is in a whole section, the index's
 /// compact slots (one per section) stay in cache and the entries (one per
 /// page) do not: untouched lookups of 1024 pagemaps of 2048 pages or more
-/// took 1.3-1.4x as long reading the array first. Where sections are
+/// took 1.3-1.5x as long reading the array first. Where sections are
 /// shared the index's wide path costs more than the array, at every size
 /// measured (`docs/perf.md`, issue 14).
 pub(crate) const READ_FIRST_PARTIAL_SHARE: u64 = 64;
