@@ -741,7 +741,8 @@ impl Default for SpaceConfig {
 ///
 /// # Differences from the kernel
 ///
-/// A value, not a global; it also owns a section index for fast lookups.
+/// A value, not a global; it also owns a section index and a per-page
+/// pagemap array (after 7.1's `pgmap_array`) for fast lookups.
 pub struct DevicePrivateSpace {
     cfg: SpaceConfig,
     tree: RangeTree<Arc<DevPagemap>>,

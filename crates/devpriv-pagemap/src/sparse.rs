@@ -1202,11 +1202,12 @@ fn leaf_of(root: &[AtomicPtr<Leaf>], section: u64) -> Option<(&Leaf, usize)> {
 }
 
 impl IndexView<'_> {
-    /// What the index knows about page `offset`: two dependent loads (leaf,
-    /// then the section's slot), then for a section one or two pagemaps
-    /// cover the page itself, and for a shared section of three or more
-    /// one more (its table). What it finds lives as long as the borrow of
-    /// `guard`.
+    /// What the index knows about page `offset`: if the view reads the
+    /// space's pagemap array, the page's entry first (see
+    /// [`entry`](Self::entry)); then two dependent loads (leaf, then the
+    /// section's slot), then for a section one or two pagemaps cover the
+    /// page itself, and for a shared section of three or more one more
+    /// (its table). What it finds lives as long as the borrow of `guard`.
     ///
     /// # Safety
     ///
