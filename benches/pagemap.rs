@@ -429,22 +429,31 @@ const LAYOUTS: [(&str, Packing, u64); 11] = [
     ("aligned_256", Packing::SectionAligned, 256),
 ];
 
+/// A space with `cfg` and [`LAYOUT_PAGEMAPS`] pagemaps of `per` pages.
+fn layout_space(cfg: SpaceConfig, per: u64) -> (DevicePrivateSpace, Vec<Arc<DevPagemap>>) {
+    let space = DevicePrivateSpace::with_config(cfg);
+    let pms = (0..LAYOUT_PAGEMAPS)
+        .map(|_| {
+            space
+                .memremap_device_private_pagemap(params(per), 0)
+                .expect("the space has room")
+        })
+        .collect();
+    (space, pms)
+}
+
 fn bench_layouts(c: &mut Criterion) {
     let mut group = c.benchmark_group("device_private_offset_to_page_layouts");
     configure(&mut group);
     group.throughput(Throughput::Elements(LAYOUT_QUERIES as u64));
     for (name, packing, per) in LAYOUTS {
-        let space = DevicePrivateSpace::with_config(SpaceConfig {
-            packing,
-            ..SpaceConfig::default()
-        });
-        let pms: Vec<Arc<DevPagemap>> = (0..LAYOUT_PAGEMAPS)
-            .map(|_| {
-                space
-                    .memremap_device_private_pagemap(params(per), 0)
-                    .expect("the space has room")
-            })
-            .collect();
+        let (space, pms) = layout_space(
+            SpaceConfig {
+                packing,
+                ..SpaceConfig::default()
+            },
+            per,
+        );
         let mut rng = SplitMix64::new(0x1A70_0000 ^ per);
         let n = pms.len() as u64;
         let qs: Vec<u64> = (0..LAYOUT_QUERIES)
@@ -497,18 +506,14 @@ fn bench_layouts(c: &mut Criterion) {
         }
         // The same layout with no pagemap array: the section index alone
         // (what the array's rule falls back to), in the same run.
-        let index_space = DevicePrivateSpace::with_config(SpaceConfig {
-            packing,
-            pgmap_array_pages: 0,
-            ..SpaceConfig::default()
-        });
-        let index_pms: Vec<Arc<DevPagemap>> = (0..LAYOUT_PAGEMAPS)
-            .map(|_| {
-                index_space
-                    .memremap_device_private_pagemap(params(per), 0)
-                    .expect("the space has room")
-            })
-            .collect();
+        let (index_space, index_pms) = layout_space(
+            SpaceConfig {
+                packing,
+                pgmap_array_pages: 0,
+                ..SpaceConfig::default()
+            },
+            per,
+        );
         assert_eq!(index_pms[0].first_offset(), pms[0].first_offset());
         group.bench_function(id("space_index"), |b| {
             b.iter(|| {

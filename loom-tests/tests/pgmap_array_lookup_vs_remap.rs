@@ -6,7 +6,8 @@
 //! `pagemap_range()`, `pgmap_array_delete()` in `memunmap_pages()` and
 //! `xa_load()` under `rcu_read_lock()` in `get_dev_pagemap()`. In the model
 //! the array is an id per page plus a slot per id (`memremap/pgmap_array.rs`);
-//! lookups read it before the section index while it is small.
+//! lookups read it before the section index while one page in 64 is in
+//! a shared section.
 //!
 //! Two races:
 //! - *publish*: the main thread maps B while a reader looks up B's first

@@ -699,7 +699,7 @@ pub struct SpaceConfig {
     pub free_path: FreePath,
     /// Pages `0..pgmap_array_pages` get an entry in the space's per-page
     /// pagemap array, through which lookups in sections that no single
-    /// pagemap covers take one load (`0`: no array, every lookup through
+    /// pagemap covers take two loads, an id and its slot (`0`: no array, every lookup through
     /// the section index). Default: every page (at most 2^34), none
     /// under loom.
     ///
@@ -1501,8 +1501,8 @@ impl SpaceReadGuard<'_> {
     /// # Differences from the kernel
     ///
     /// The kernel walks the maple tree; the model reads the space's
-    /// per-page pagemap array first (while it is small: an id, then its
-    /// slot), then the section index (two dependent loads, and a table's
+    /// per-page pagemap array first (where one page in 64 is in a shared
+    /// section: an id, then its slot), then the section index (two dependent loads, and a table's
     /// line for a section of three or more pagemaps), and walks the tree
     /// only for a slot caught mid-rewrite. Returns a [`PageRef`].
     ///

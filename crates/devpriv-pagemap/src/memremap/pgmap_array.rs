@@ -255,16 +255,15 @@ impl PgmapArray {
         // its grace-period cookie's `SeqCst` fence, which orders the
         // construction before these stores even if they were `Relaxed`
         // (loom showed it: such a mutant survived every interleaving).
-        let order = Ordering::Release;
         if let Some(slot) = self.pgmaps.get(id as usize) {
-            slot.store(Self::slot_value(pm), order);
+            slot.store(Self::slot_value(pm), Ordering::Release);
         }
         self.live.fetch_add(pm.nr_pages().get(), Ordering::Relaxed);
         self.partial
             .fetch_add(self.partial_pages(pm), Ordering::Relaxed);
         for o in offsets(pm) {
             let Some(e) = self.entry(o) else { break };
-            e.store(id, order);
+            e.store(id, Ordering::Release);
         }
     }
 
