@@ -81,13 +81,22 @@ fn publish(mutants: Mutants) {
     assert_valid(&space);
 }
 
-fn clear(mutants: Mutants) {
+/// The main thread unmaps A (of `pages` pages: 2 leaves its section
+/// shared, so lookups read the per-page entries; 4 covers it whole, so
+/// they read the section's entry) while a reader looks up its page 1.
+fn clear_pages(mutants: Mutants, pages: u64) {
     let space = space(mutants);
-    let a = space.memremap_device_private_pagemap(params(2), 0).unwrap();
+    let a = space
+        .memremap_device_private_pagemap(params(pages), 0)
+        .unwrap();
     let r = reader(&space, 1, 0);
     space.memunmap_device_private_pagemap(&a).unwrap();
     r.join().unwrap();
     assert_valid(&space);
+}
+
+fn clear(mutants: Mutants) {
+    clear_pages(mutants, 2);
 }
 
 #[test]
@@ -115,5 +124,27 @@ fn mutant_not_cleared_is_caught() {
     assert_caught(
         || clear(Mutant::PgmapArrayNotCleared.into()),
         &["Causality violation", "reclaimed pagemap"],
+    );
+}
+
+#[test]
+fn pgmap_array_section_entry_vs_memunmap() {
+    let runs = model(|| clear_pages(Mutants::NONE, 4));
+    eprintln!("pgmap_array_section_entry_vs_memunmap: {runs} executions");
+}
+
+#[test]
+fn mutant_section_entry_not_cleared_is_caught() {
+    assert_caught(
+        || clear_pages(Mutant::PgmapArrayNotCleared.into(), 4),
+        &["Causality violation", "reclaimed pagemap"],
+    );
+}
+
+#[test]
+fn mutant_slot_cleared_early_is_caught() {
+    assert_caught(
+        || clear(Mutant::PgmapArraySlotClearedEarly.into()),
+        &["Causality violation", "slot was cleared under a reader"],
     );
 }

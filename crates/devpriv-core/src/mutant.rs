@@ -235,6 +235,11 @@ mutants! {
     /// so lookups reach it after the grace period that let it go
     /// (`memunmap_pages()` without `pgmap_array_delete()`).
     PgmapArrayNotCleared,
+    /// `memunmap` clears a pagemap's slot in the per-page pagemap array
+    /// with its entries, before the grace period, so a reader that loaded
+    /// an entry just before finds the slot empty (the model's slots are
+    /// cleared with the id's release, after the period).
+    PgmapArraySlotClearedEarly,
 }
 
 // One bit per variant in the loom build's set.

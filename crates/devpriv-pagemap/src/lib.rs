@@ -43,7 +43,7 @@
 //! `unsafe` is denied except in the section index (`sparse.rs`, raw slot
 //! pointers), the space's memmap reservation (`sparse_vmemmap.rs`: `mmap`,
 //! `madvise` and the slices of it that pagemaps own), the per-page pagemap
-//! array (`memremap/pgmap_array.rs`: its entries in two such
+//! array (`memremap/pgmap_array.rs`: its entries and slots in three such
 //! reservations) and the two `memremap` functions that read the index
 //! under a tree read guard.
 

@@ -697,9 +697,9 @@ pub struct SpaceConfig {
     /// The free path new pagemaps start with (each pagemap can change its
     /// own with [`DevPagemap::set_free_path`]).
     pub free_path: FreePath,
-    /// Pages `0..pgmap_array_pages` get an entry in the space's per-page
-    /// pagemap array, through which lookups in sections that no single
-    /// pagemap covers take two loads, an id and its slot (`0`: no array, every lookup through
+    /// Pages `0..pgmap_array_pages` (and the sections that hold them) get
+    /// an entry in the space's pagemap array, through which a lookup takes
+    /// two loads, an id and its slot (`0`: no array, every lookup through
     /// the section index). Default: every page (at most 2^34), none
     /// under loom.
     ///
@@ -1500,9 +1500,10 @@ impl SpaceReadGuard<'_> {
     ///
     /// # Differences from the kernel
     ///
-    /// The kernel walks the maple tree; the model reads the space's
-    /// per-page pagemap array first (where one page in 64 is in a shared
-    /// section: an id, then its slot), then the section index (two dependent loads, and a table's
+    /// The kernel walks the maple tree; the model reads one entry of the
+    /// space's pagemap array first (the page's where one page in 64 is in
+    /// a shared section, else its section's: an id, then its slot), then,
+    /// for no entry, the section index (two dependent loads, and a table's
     /// line for a section of three or more pagemaps), and walks the tree
     /// only for a slot caught mid-rewrite. Returns a [`PageRef`].
     ///

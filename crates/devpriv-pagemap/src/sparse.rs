@@ -92,7 +92,7 @@
 //! freed after the same kind of grace period (`kfree_rcu()`).
 
 use crate::memremap::DevPagemap;
-use crate::memremap::pgmap_array::{HEAP, MAX_IDS, PgmapArray, RawPgmapArray};
+use crate::memremap::pgmap_array::{HEAP_ID, PgmapArray, RawPgmapArray};
 use crate::mm_types::{Page, PageRef};
 use crate::sparse_vmemmap::Vmemmap;
 use devpriv_core::mutant::{Mutant, Mutants};
@@ -811,11 +811,10 @@ impl SectionIndex {
             root: &self.root,
             shift: self.section_pages_shift,
             vmemmap: self.vmemmap.as_ref().map_or(ptr::null_mut(), |v| v.base()),
-            // Only while the array is worth reading first (its doc).
+            // Per page or per section (`PgmapArray::per_page`).
             array: self
                 .pgmap_array
                 .as_ref()
-                .filter(|a| a.read_first())
                 .map_or(RawPgmapArray::NONE, PgmapArray::raw),
             mutants: self.mutants,
         }
@@ -1214,19 +1213,54 @@ impl IndexView<'_> {
     /// - `guard` reads the range tree of the space this index belongs to
     ///   (whose grace period keeps a pagemap or table found here alive).
     #[inline(always)]
-    pub(crate) unsafe fn lookup<'g>(self, guard: &'g TreeGuard<'_>, offset: u64) -> Hit<'g> {
-        // One compare when the view does not read the array (length 0).
-        if offset < self.array.entries_len {
-            let e = self.entry(offset);
-            if e.addr() & HEAP == 0 && !e.is_null() {
-                // SAFETY: The caller's contract, and `entry`'s.
-                return unsafe { Self::hit(self.vmemmap, e, offset) };
-            }
-            if !e.is_null() {
-                return Self::entry_heap(e, offset);
-            }
+    pub(crate) unsafe fn lookup<'g>(&self, guard: &'g TreeGuard<'_>, offset: u64) -> Hit<'g> {
+        let id = self.entry(offset);
+        // An untagged id (pages at `vmemmap + offset`) is positive.
+        #[expect(clippy::cast_possible_wrap, reason = "the tag is the sign bit")]
+        if id as i32 > 0 {
+            // SAFETY: `id` is an entry just loaded (`slot`'s contract).
+            let pm = unsafe { self.array.slot(id) };
+            debug_assert!(!pm.is_null(), "an entry's slot was cleared under a reader");
+            // SAFETY: The slot is not null while the caller's guard lives
+            // (`PgmapArray::release`), it names the pagemap that holds
+            // `offset`, whose page there is in the memmap (untagged); and
+            // the caller's contract.
+            return unsafe { Self::hit(self.vmemmap, pm, offset) };
         }
-        // No entry: the index decides.
+        // SAFETY: The caller's contract; `id` is the entry just loaded.
+        unsafe { self.lookup_cold(guard, offset, id) }
+    }
+
+    /// [`lookup`](Self::lookup) past an untagged entry, out of line so
+    /// that the hot loop around a lookup holds the array's few values and
+    /// nothing of the index's: a tagged entry's heap page, or for no entry
+    /// (a shared section in a per-section view, a pagemap with no id, a
+    /// space with no array) the section index.
+    ///
+    /// # Safety
+    ///
+    /// As for [`lookup`](Self::lookup), with `id` page `offset`'s entry
+    /// loaded in the same read section.
+    #[inline(never)]
+    unsafe fn lookup_cold<'g>(&self, guard: &'g TreeGuard<'_>, offset: u64, id: u32) -> Hit<'g> {
+        if id != 0 {
+            // SAFETY: `id` is an entry just loaded (caller's contract).
+            return unsafe { Self::entry_heap(self.array, id, offset) };
+        }
+        // SAFETY: The caller's contract.
+        unsafe { self.lookup_index(guard, offset) }
+    }
+
+    /// What the section index knows about page `offset` (no entry in the
+    /// array): two dependent loads (leaf, then the section's slot), then
+    /// for a section one or two pagemaps cover the page itself, and for a
+    /// shared section of three or more one more (its table).
+    ///
+    /// # Safety
+    ///
+    /// As for [`lookup`](Self::lookup).
+    #[inline(always)]
+    pub(crate) unsafe fn lookup_index<'g>(&self, guard: &'g TreeGuard<'_>, offset: u64) -> Hit<'g> {
         let Some((leaf, i)) = leaf_of(self.root, offset >> self.shift) else {
             return Hit::Miss;
         };
@@ -1262,44 +1296,47 @@ impl IndexView<'_> {
         unsafe { self.hit_at(base, p, offset) }
     }
 
-    /// Page `offset`'s pagemap in the per-page pagemap array: an id load
-    /// whose address is the offset's alone, then its slot (which stays in
-    /// cache: one per pagemap). Null if the offset has no entry (past the
-    /// array, no pagemap, one being mapped or unmapped, or a view that
-    /// does not read the array); else a pagemap that holds `offset`,
-    /// tagged [`HEAP`] if its pages are on the heap, untagged if its page
-    /// at `offset` is `vmemmap + offset`. What it names lives as long as
-    /// the read section it was loaded in: `memunmap` clears the entries
-    /// and the slot before the grace period after which the pagemap goes.
+    /// Page `offset`'s entry in the per-page pagemap array: its pagemap's
+    /// id, tagged [`HEAP_ID`] if that pagemap's pages are on the heap, or
+    /// 0 if the offset has no entry (past the array, no pagemap, one being
+    /// mapped or unmapped, or a view that does not read the array). One
+    /// load, whose address is the offset's alone. An id loaded here names
+    /// its pagemap in [`RawPgmapArray::slot`] for the rest of the read
+    /// section: `memunmap` clears the entries before the grace period
+    /// after which the pagemap goes, and the slot only after it.
     #[inline(always)]
-    pub(crate) fn entry(self, offset: u64) -> *mut DevPagemap {
+    pub(crate) fn entry(self, offset: u64) -> u32 {
         let a = self.array;
-        if offset >= a.entries_len {
-            return ptr::null_mut();
+        let i = offset >> a.shift;
+        if i >= a.len {
+            return 0;
         }
         #[expect(clippy::cast_possible_truncation, reason = "below the array's length")]
-        // SAFETY: `offset` is below the array's length, and the array lives
-        // as long as the index this view borrows.
-        let entry = unsafe { &*a.entries.wrapping_add(offset as usize) };
-        // Acquire, as the slot's load below: pairs with
-        // `PgmapArray::store`'s Release (the pagemap's construction).
-        let id = entry.load(Ordering::Acquire) as usize;
-        // Masked, so that any id stays inside the slots; id 0's slot is
-        // always null (no entry), which spares a branch.
-        // SAFETY: `id & (MAX_IDS - 1)` is below the slots' length, and they
-        // live as long as the entries.
-        let slot = unsafe { &*a.pgmaps.wrapping_add(id & (MAX_IDS - 1)) };
-        slot.load(Ordering::Acquire)
+        // SAFETY: `i` is below the array's length, and the array lives as
+        // long as the index this view borrows.
+        let entry = unsafe { &*a.entries.wrapping_add(i as usize) };
+        // Acquire: pairs with `PgmapArray::store`'s Release (the slot's
+        // store and the pagemap's construction before it).
+        entry.load(Ordering::Acquire)
     }
 
-    /// The page of an entry tagged [`HEAP`], out of line: pagemaps on the
-    /// heap are rare outside loom (which has no memmap).
+    /// The page of an entry tagged [`HEAP_ID`], out of line: pagemaps on
+    /// the heap are rare outside loom (which has no memmap).
+    ///
+    /// # Safety
+    ///
+    /// - `id` is page `offset`'s entry, tagged, loaded from `a` in the
+    ///   read section of the caller's guard for `'g`.
     #[inline(never)]
     #[cold]
-    fn entry_heap<'g>(e: *mut DevPagemap, offset: u64) -> Hit<'g> {
-        // SAFETY: A loaded entry names a pagemap that holds `offset` and
-        // lives for the caller's guard (`entry`).
-        let pm: &'g DevPagemap = unsafe { &*e.map_addr(|a| a & !HEAP) };
+    unsafe fn entry_heap<'g>(a: RawPgmapArray, id: u32, offset: u64) -> Hit<'g> {
+        // SAFETY: The caller's contract.
+        let p = unsafe { a.slot(id & !HEAP_ID) };
+        // Only a slot cleared under a reader (the model's mutant) is null.
+        assert!(!p.is_null(), "an entry's slot was cleared under a reader");
+        // SAFETY: A loaded entry's slot names a pagemap that holds `offset`
+        // and lives for the caller's guard (`entry`).
+        let pm: &'g DevPagemap = unsafe { &*p };
         pm.touch();
         pm.page(devpriv_core::DevicePrivateOffset::new(offset))
             .map_or(Hit::Miss, Hit::Page)

@@ -746,8 +746,9 @@ fn index_and_tree_agree_on_every_offset_in_every_layout() {
         (Packing::SectionAligned, &[256, 512, 1000, 3]),
         (Packing::SectionAligned, &[256; 8]),
     ];
-    // With the pagemap array (read first wherever sections are shared),
-    // and without it (the index alone).
+    // With the pagemap array (its per-page entries wherever sections are
+    // shared, else its per-section ones, then the index), and without it
+    // (the index alone).
     for (packing, sizes, array) in layouts
         .iter()
         .flat_map(|(p, s)| [(p, s, true), (p, s, false)])

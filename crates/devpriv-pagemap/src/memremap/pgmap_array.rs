@@ -10,31 +10,39 @@
 //! `device_private_pgmap_tree`.
 //!
 //! The model keeps the tree (the kernel's path) and the section index, and
-//! adds this dense array for offsets in sections that no single pagemap
-//! covers: a lookup there is one load whose address depends on the offset
-//! alone (issue 14: T1 and T3 in every layout). To keep the array small
-//! (it is read at random, like the pages), an entry is a 32-bit *id*, and
-//! a second array, indexed by id, holds the pagemap's address, tagged
-//! [`HEAP`] if its pages are not in the space's memmap (so that its page
-//! at `offset` is not `vmemmap + offset`).
+//! adds these dense arrays in front of the index: a lookup is one load
+//! whose address depends on the offset alone (issue 14: T1 and T3 in every
+//! layout). To keep them small (they are read at random, like the pages),
+//! an entry is a 32-bit *id*, tagged [`HEAP_ID`] if the pagemap's pages
+//! are not in the space's memmap (so that its page at `offset` is not
+//! `vmemmap + offset`), and a third array, indexed by id, holds the
+//! pagemap's address. There is an entry per page, and one per section,
+//! set where one pagemap covers the section whole; lookups read the
+//! per-page entries only while enough pages are in shared sections
+//! ([`READ_FIRST_PARTIAL_SHARE`]), else the sections' (which stay in
+//! cache). A lookup decides on the entry alone (one test: an untagged id
+//! is positive as an `i32`), so the slot's load is only the page's owner,
+//! off the branch's path; no entry sends it to the index.
 //!
 //! Publication is RCU's, with no sequence count (an entry is one word):
 //! - `memremap` stores the pagemap in its id's slot, then the id in every
 //!   entry, all with Release (its construction happens before a reader
 //!   that loads either), after inserting it in the tree;
-//! - `memunmap` clears both under the writer lock, before the grace period
-//!   after which the space lets the pagemap go, so a reader that loaded
-//!   either is in a read section that period waits for;
-//! - the id is given back only after that grace period: a reader holding
-//!   an id it loaded before the clear must not find a newer pagemap in its
-//!   slot.
+//! - `memunmap` clears the entries under the writer lock, before the grace
+//!   period after which the space lets the pagemap go, so a reader that
+//!   loaded one is in a read section that period waits for;
+//! - the slot is cleared and the id given back only after that grace
+//!   period: a reader holding an id it loaded before the clear finds the
+//!   id's slot still naming its pagemap (never null, never a newer one).
 //!
 //! # Differences from the kernel
 //!
 //! - Dense, not an `XArray`: an `mmap(MAP_NORESERVE)` reservation of one
 //!   32-bit entry per page of the space (at most [`MAX_ENTRIES`]; offsets
 //!   past it have no entry and are found through the index), committed
-//!   where pagemaps are; and ids, not pointers. Cleared entries keep their
+//!   where pagemaps are, and another of one per section; and ids, not
+//!   pointers. The kernel's `XArray` stores multi-index entries, which is
+//!   what the per-section entries resemble. Cleared entries keep their
 //!   memory (it is not given back with `madvise`, as readers may be
 //!   loading them). A pagemap mapped when every id is taken gets no
 //!   entries, and is found through the index.
@@ -67,19 +75,24 @@ pub(crate) const MAX_IDS: usize = if cfg!(loom) {
     1 << 22
 };
 
-/// Lookups read the array first only while at least one page in this
+/// Lookups read the per-page entries only while at least one page in this
 /// many lies in a section that no single pagemap covers whole (a
-/// *partial* page). Where every page is in a whole section, the index's
-/// compact slots (one per section) stay in cache and the entries (one per
-/// page) do not: untouched lookups of 1024 pagemaps of 2048 pages or more
-/// took 1.3-1.5x as long reading the array first. Where sections are
-/// shared the index's wide path costs more than the array, at every size
-/// measured (`docs/perf.md`, issue 14).
+/// *partial* page); else the per-section entries, and the index for the
+/// few partial pages. Where every page is in a whole section, the
+/// sections' entries (one per section) stay in cache and the pages' (one
+/// per page) do not: untouched lookups of 1024 pagemaps of 2048 pages or
+/// more took 1.3-1.5x as long reading per-page entries. Where sections are
+/// shared the index's wide path costs more than the per-page entries, at
+/// every size measured (`docs/perf.md`, issue 14).
 pub(crate) const READ_FIRST_PARTIAL_SHARE: u64 = 64;
 
-/// Tag bit of an id's slot: the pagemap's pages are on the heap
+/// Tag bit of an entry: the pagemap's pages are on the heap
 /// (`Memmap::Heap`), so its page at `offset` is not `vmemmap + offset`.
-pub(crate) const HEAP: usize = 1;
+/// The sign bit, so that an untagged id is exactly a positive `i32`.
+pub(crate) const HEAP_ID: u32 = 1 << 31;
+
+// Ids stay below the tag, so that `id | HEAP_ID` keeps the id.
+const _: () = assert!(MAX_IDS <= HEAP_ID as usize);
 
 /// An array of `T`s, zero until written.
 #[cfg(not(loom))]
@@ -106,9 +119,15 @@ impl<T> Array<T> {
 ///
 /// Kernel: `pgmap_array` (7.1).
 pub(crate) struct PgmapArray {
-    /// Page `offset`'s id (0: none).
+    /// Page `offset`'s id, tagged [`HEAP_ID`] (0: none). Only ids below
+    /// [`MAX_IDS`]: lookups index the slots with an untagged entry as is.
     entries: Array<AtomicU32>,
-    /// Id `i`'s pagemap, tagged [`HEAP`] (null: none).
+    /// Section `s`'s id, as `entries`, if one pagemap covers it whole (0:
+    /// none, or shared): what a lookup reads where few sections are
+    /// shared (see [`READ_FIRST_PARTIAL_SHARE`]), one entry per section.
+    sections: Array<AtomicU32>,
+    /// Id `i`'s pagemap (null: none); set before its entries and cleared
+    /// only once a grace period has passed since they were.
     pgmaps: Array<AtomicPtr<DevPagemap>>,
     /// Ids never used and ids given back; the writer lock orders their
     /// takers, this lock only `memunmap`'s returns after its grace period.
@@ -130,11 +149,14 @@ struct Ids {
     free: Vec<u32>,
 }
 
-/// What a lookup reads: the two arrays' first elements and lengths.
+/// What a lookup reads: one of the two entry arrays (page `offset`'s
+/// entry is `entries[offset >> shift]`, if below `len`) and the slots.
 #[derive(Clone, Copy)]
 pub(crate) struct RawPgmapArray {
     pub(crate) entries: *const AtomicU32,
-    pub(crate) entries_len: u64,
+    pub(crate) len: u64,
+    /// 0 for the per-page entries, the section shift for the sections'.
+    pub(crate) shift: u32,
     pub(crate) pgmaps: *const AtomicPtr<DevPagemap>,
 }
 
@@ -142,9 +164,32 @@ impl RawPgmapArray {
     /// No array: every lookup finds no entry.
     pub(crate) const NONE: RawPgmapArray = RawPgmapArray {
         entries: ptr::null(),
-        entries_len: 0,
+        len: 0,
+        shift: 0,
         pgmaps: ptr::null(),
     };
+
+    /// Id `id`'s pagemap: the pagemap whose entries held `id` when the
+    /// caller loaded one, not null.
+    ///
+    /// # Safety
+    ///
+    /// - `id` is an entry of this array, untagged, not 0, loaded (Acquire)
+    ///   in the caller's read section, which is still open. Entries hold
+    ///   only ids below [`MAX_IDS`] (`store`), the slots' length, so the
+    ///   id is not masked; the slot is cleared only after a grace period
+    ///   since the entries were (`release`).
+    #[inline(always)]
+    pub(crate) unsafe fn slot(self, id: u32) -> *mut DevPagemap {
+        debug_assert!(id != 0 && (id as usize) < MAX_IDS, "not an id: {id:#x}");
+        // SAFETY: The caller's contract: `id` is below the slots' length,
+        // and they live as long as the entries it was loaded from.
+        let slot = unsafe { &*self.pgmaps.wrapping_add(id as usize) };
+        // Relaxed: the entry's Acquire load ordered the slot's store (made
+        // before the entries') before this load, and no later store comes
+        // before the caller's read section ends.
+        slot.load(Ordering::Relaxed)
+    }
 }
 
 impl PgmapArray {
@@ -157,11 +202,17 @@ impl PgmapArray {
         if len == 0 {
             return None;
         }
+        let sections_len = len.div_ceil(1 << section_shift);
         #[cfg(not(loom))]
-        let (entries, pgmaps) = (Reservation::new(len)?, Reservation::new(MAX_IDS)?);
+        let (entries, sections, pgmaps) = (
+            Reservation::new(len)?,
+            Reservation::new(sections_len)?,
+            Reservation::new(MAX_IDS)?,
+        );
         #[cfg(loom)]
-        let (entries, pgmaps) = (
+        let (entries, sections, pgmaps) = (
             Array((0..len).map(|_| AtomicU32::new(0)).collect()),
+            Array((0..sections_len).map(|_| AtomicU32::new(0)).collect()),
             Array(
                 (0..MAX_IDS)
                     .map(|_| AtomicPtr::new(ptr::null_mut()))
@@ -170,6 +221,7 @@ impl PgmapArray {
         );
         Some(PgmapArray {
             entries,
+            sections,
             pgmaps,
             ids: Mutex::new(Ids {
                 next: 1,
@@ -183,19 +235,28 @@ impl PgmapArray {
         })
     }
 
-    /// The arrays, for lookups (valid as long as `self`).
+    /// What lookups read (valid as long as `self`): the per-page entries
+    /// if [`per_page`](Self::per_page), else the sections'.
     pub(crate) fn raw(&self) -> RawPgmapArray {
+        let (entries, shift) = if self.per_page() {
+            (&self.entries, 0)
+        } else {
+            (&self.sections, self.section_shift)
+        };
         RawPgmapArray {
-            entries: self.entries.as_ptr().cast_const(),
-            entries_len: self.entries.len() as u64,
+            entries: entries.as_ptr().cast_const(),
+            len: entries.len() as u64,
+            shift,
             pgmaps: self.pgmaps.as_ptr().cast_const(),
         }
     }
 
-    /// Whether lookups should read the array first: at least one page with
-    /// an entry in [`READ_FIRST_PARTIAL_SHARE`] is partial. A hint, read
-    /// once per read guard; lookups are exact either way.
-    pub(crate) fn read_first(&self) -> bool {
+    /// Whether lookups read the per-page entries rather than the
+    /// sections': at least one page with an entry in
+    /// [`READ_FIRST_PARTIAL_SHARE`] is partial. A hint, read once per read
+    /// guard; lookups are exact either way (a section's entry is 0 where
+    /// the section is shared, and the index then decides).
+    pub(crate) fn per_page(&self) -> bool {
         let partial = self.partial.load(Ordering::Relaxed);
         partial > 0
             && partial.saturating_mul(READ_FIRST_PARTIAL_SHARE) >= self.live.load(Ordering::Relaxed)
@@ -214,14 +275,21 @@ impl PgmapArray {
         self.entries.get(usize::try_from(offset).ok()?)
     }
 
-    /// What `pm`'s id slot holds: its address, tagged [`HEAP`] if its
-    /// pages are not in the space's memmap.
-    fn slot_value(pm: &DevPagemap) -> *mut DevPagemap {
-        let p = ptr::from_ref(pm).cast_mut();
+    /// The entries of the sections `pm` covers whole (those the array
+    /// has).
+    fn whole_sections(&self, pm: &DevPagemap) -> impl Iterator<Item = &AtomicU32> {
+        let r = offsets(pm);
+        let whole = r.start.div_ceil(1 << self.section_shift)..r.end >> self.section_shift;
+        whole.map_while(|s| self.sections.get(usize::try_from(s).ok()?))
+    }
+
+    /// What `pm`'s entries hold for `id`: the id, tagged [`HEAP_ID`] if
+    /// its pages are not in the space's memmap.
+    fn entry_value(id: u32, pm: &DevPagemap) -> u32 {
         if matches!(pm.memmap(), Memmap::Heap(_)) {
-            p.map_addr(|a| a | HEAP)
+            id | HEAP_ID
         } else {
-            p
+            id
         }
     }
 
@@ -256,27 +324,31 @@ impl PgmapArray {
         // construction before these stores even if they were `Relaxed`
         // (loom showed it: such a mutant survived every interleaving).
         if let Some(slot) = self.pgmaps.get(id as usize) {
-            slot.store(Self::slot_value(pm), Ordering::Release);
+            slot.store(ptr::from_ref(pm).cast_mut(), Ordering::Release);
         }
         self.live.fetch_add(pm.nr_pages().get(), Ordering::Relaxed);
         self.partial
             .fetch_add(self.partial_pages(pm), Ordering::Relaxed);
+        let value = Self::entry_value(id, pm);
         for o in offsets(pm) {
             let Some(e) = self.entry(o) else { break };
-            e.store(id, Ordering::Release);
+            e.store(value, Ordering::Release);
+        }
+        for e in self.whole_sections(pm) {
+            e.store(value, Ordering::Release);
         }
     }
 
-    /// Clears `pm`'s offsets and its id's slot, before the grace period
-    /// that lets it go; returns the id, for [`release`](Self::release)
-    /// after that period.
+    /// Clears `pm`'s offsets, before the grace period that lets it go;
+    /// returns its id, for [`release`](Self::release) after that period.
+    /// The id's slot stays: a reader may hold an entry it loaded before.
     ///
     /// Kernel: `pgmap_array_delete()` (`xa_store_range(..., NULL)`) in
     /// `memunmap_pages()` (7.1).
     pub(crate) fn clear(&self, pm: &DevPagemap) -> Option<u32> {
         let id = self
             .entry(pm.first_offset().get())
-            .map(|e| e.load(Ordering::Relaxed))
+            .map(|e| e.load(Ordering::Relaxed) & !HEAP_ID)
             .filter(|&id| id != 0)?;
         self.live.fetch_sub(pm.nr_pages().get(), Ordering::Relaxed);
         self.partial
@@ -288,17 +360,28 @@ impl PgmapArray {
                 let Some(e) = self.entry(o) else { break };
                 e.store(0, Ordering::Relaxed);
             }
-            if let Some(slot) = self.pgmaps.get(id as usize) {
-                slot.store(ptr::null_mut(), Ordering::Relaxed);
+            for e in self.whole_sections(pm) {
+                e.store(0, Ordering::Relaxed);
             }
+        }
+        if self.mutants.has(Mutant::PgmapArraySlotClearedEarly) {
+            self.clear_slot(id);
         }
         Some(id)
     }
 
-    /// Gives `id` back, once a grace period has passed since
-    /// [`clear`](Self::clear) returned it.
+    /// Clears `id`'s slot and gives the id back, once a grace period has
+    /// passed since [`clear`](Self::clear) returned it: no reader holds
+    /// an entry naming it.
     pub(crate) fn release(&self, id: u32) {
+        self.clear_slot(id);
         self.ids.lock().free.push(id);
+    }
+
+    fn clear_slot(&self, id: u32) {
+        if let Some(slot) = self.pgmaps.get(id as usize) {
+            slot.store(ptr::null_mut(), Ordering::Relaxed);
+        }
     }
 
     /// Whether `pm`'s entries all hold one id whose slot names `pm` (or,
@@ -306,19 +389,23 @@ impl PgmapArray {
     /// that does not, if any.
     pub(crate) fn check(&self, pm: &DevPagemap) -> Option<u64> {
         let first = pm.first_offset().get();
-        let id = self.entry(first)?.load(Ordering::Relaxed);
-        let named = |id: u32| {
-            self.pgmaps
-                .get(id as usize)
-                .is_some_and(|s| s.load(Ordering::Relaxed) == Self::slot_value(pm))
-        };
-        if id != 0 && !named(id) {
+        let value = self.entry(first)?.load(Ordering::Relaxed);
+        let id = value & !HEAP_ID;
+        let named = self
+            .pgmaps
+            .get(id as usize)
+            .is_some_and(|s| ptr::eq(s.load(Ordering::Relaxed), pm));
+        if value != 0 && (!named || value != Self::entry_value(id, pm)) {
             return Some(first);
         }
-        offsets(pm).find(|&o| {
-            self.entry(o)
-                .is_some_and(|e| e.load(Ordering::Relaxed) != id)
-        })
+        let wrong = |e: &AtomicU32| e.load(Ordering::Relaxed) != value;
+        offsets(pm)
+            .find(|&o| self.entry(o).is_some_and(wrong))
+            .or_else(|| {
+                let first_whole = first.div_ceil(1 << self.section_shift);
+                let s = self.whole_sections(pm).position(wrong)? as u64;
+                Some((first_whole + s) << self.section_shift)
+            })
     }
 }
 
@@ -342,7 +429,17 @@ mod tests {
 
     /// What a lookup reads first for `o`: the pagemap its entry names.
     fn named(space: &DevicePrivateSpace, o: u64) -> *mut DevPagemap {
-        space.index.view().entry(o)
+        match space.index.view().entry(o) & !HEAP_ID {
+            0 => ptr::null_mut(),
+            id => space
+                .index
+                .pgmap_array()
+                .unwrap()
+                .pgmaps
+                .get(id as usize)
+                .unwrap()
+                .load(Ordering::Relaxed),
+        }
     }
 
     /// A 16 MiB space (4096 pages; small, for Miri) with the defaults.
@@ -449,9 +546,8 @@ mod tests {
         let b = map(&space, 8);
         assert_eq!(b.first_offset(), a.first_offset());
         assert!(matches!(b.memmap(), Memmap::Heap(_)));
-        let e = named(&space, 3);
-        assert_eq!(e.addr() & HEAP, HEAP);
-        assert!(ptr::eq(e.map_addr(|x| x & !HEAP), Arc::as_ptr(&b)));
+        assert_eq!(space.index.view().entry(3) & HEAP_ID, HEAP_ID);
+        assert!(ptr::eq(named(&space, 3), Arc::as_ptr(&b)));
         let g = space.read();
         let page = g
             .device_private_offset_to_page(DevicePrivateOffset::new(3))
@@ -462,31 +558,63 @@ mod tests {
     }
 
     #[test]
-    fn lookups_read_the_array_first_only_while_sections_are_shared() {
+    fn lookups_read_per_page_entries_only_while_sections_are_shared() {
         let space = small_space(); // exact packing, 512-page sections
         let arr = space.index.pgmap_array().unwrap();
-        // Whole sections only: the index's compact slots.
+        let at = |o: u64| {
+            let g = space.read();
+            g.device_private_offset_to_page(DevicePrivateOffset::new(o))
+                .map(|p| ptr::from_ref(&*p))
+        };
+        // Whole sections only: one entry per section.
         let whole = map(&space, 4 * 512);
         assert_eq!(arr.partial_pages(&whole), 0);
-        assert!(!arr.read_first());
-        assert!(named(&space, 1).is_null());
-        // One partial page in 64 or more: the array first.
+        assert!(!arr.per_page());
+        assert_eq!(arr.raw().shift, 9);
+        assert!(ptr::eq(named(&space, 1), Arc::as_ptr(&whole)));
+        assert!(ptr::eq(named(&space, 2047), Arc::as_ptr(&whole)));
+        // A few partial pages: still per section. Their section has no
+        // entry (it is not covered whole), so the index finds them.
+        let few = map(&space, 20);
+        assert_eq!(arr.partial_pages(&few), 20);
+        assert!(!arr.per_page());
+        assert_eq!(id_of(arr, 2048 + 3), id_of(arr, 2048));
+        assert!(named(&space, 2048 + 3).is_null());
+        assert_eq!(at(2048 + 3), Some(ptr::from_ref(&few.pages()[3])));
+        assert_eq!(at(2048 + 20), None);
+        // One partial page in 64 or more: per page.
         let odd = map(&space, 40);
         assert_eq!(arr.partial_pages(&odd), 40);
-        assert!(arr.read_first());
+        assert!(arr.per_page());
+        assert_eq!(arr.raw().shift, 0);
+        assert!(ptr::eq(named(&space, 2048 + 3), Arc::as_ptr(&few)));
         assert!(ptr::eq(named(&space, 1), Arc::as_ptr(&whole)));
-        // Off the section grid: its ends are partial, its middle is not.
+        // Off the section grid: its ends are partial, its middle is not,
+        // and only its middle has section entries.
         let off_grid = map(&space, 3 * 512);
         assert_eq!(arr.partial_pages(&off_grid), 512);
+        let first = off_grid.first_offset().get();
+        let whole_secs: Vec<u64> = (0..8)
+            .filter(|&s| arr.sections.get(s).unwrap().load(Ordering::Relaxed) != 0)
+            .map(|s| s as u64)
+            .collect();
+        assert_eq!(
+            whole_secs,
+            [0, 1, 2, 3, first.div_ceil(512), first.div_ceil(512) + 1]
+        );
         space.memunmap_device_private_pagemap(&odd).unwrap();
-        // 512 of 3584 pages: still one in 64.
-        assert!(arr.read_first());
+        // 512 + 20 of 3604 pages: still one in 64.
+        assert!(arr.per_page());
         space.memunmap_device_private_pagemap(&off_grid).unwrap();
-        assert!(!arr.read_first());
-        let g = space.read();
-        let page = g
-            .device_private_offset_to_page(DevicePrivateOffset::new(700))
-            .unwrap();
-        assert!(ptr::eq(&*page, &whole.pages()[700]));
+        assert!(!arr.per_page());
+        let secs = (0..8).filter(|&s| arr.sections.get(s).unwrap().load(Ordering::Relaxed) != 0);
+        assert_eq!(
+            secs.count(),
+            4,
+            "the off-grid pagemap's sections are cleared"
+        );
+        assert_eq!(at(700), Some(ptr::from_ref(&whole.pages()[700])));
+        assert_eq!(at(2048 + 3), Some(ptr::from_ref(&few.pages()[3])));
+        space.validate().unwrap();
     }
 }
