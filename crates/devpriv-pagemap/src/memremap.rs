@@ -1539,19 +1539,25 @@ impl SpaceReadGuard<'_> {
     fn lookup(&self, offset: DevicePrivateOffset) -> Option<PageRef<'_>> {
         // SAFETY: `self.tree` reads the tree of the space `self.index`
         // belongs to (both come from `DevicePrivateSpace::read`).
-        match unsafe { self.index.lookup(&self.tree, offset.get()) } {
-            Hit::Page(page) => Some(page),
-            Hit::Miss => None,
-            Hit::Busy => self.lookup_busy(offset),
+        match unsafe { self.index.lookup_fast(&self.tree, offset.get()) } {
+            Ok(page) => Some(page),
+            Err(id) => self.lookup_slow(offset, id),
         }
     }
 
-    /// The tree walk for a slot caught mid-rewrite, out of line: inlined,
-    /// its call clobbers the registers of the hot loop around every lookup.
-    #[cold]
+    /// The rest of a lookup, out of line: a call that returns its page in
+    /// two registers, so the hot loop around the inlined fast path keeps
+    /// few values and sets up no return slot. The tree walk is for a slot
+    /// caught mid-rewrite.
     #[inline(never)]
-    fn lookup_busy(&self, offset: DevicePrivateOffset) -> Option<PageRef<'_>> {
-        self.lookup_tree(offset)
+    #[allow(unsafe_code, reason = "the section index's lookup")]
+    fn lookup_slow(&self, offset: DevicePrivateOffset, id: u32) -> Option<PageRef<'_>> {
+        // SAFETY: As in `lookup`; `id` is the entry it loaded.
+        match unsafe { self.index.lookup_cold(&self.tree, offset.get(), id) } {
+            Hit::Page(page) => Some(page),
+            Hit::Miss => None,
+            Hit::Busy => self.lookup_tree(offset),
+        }
     }
 
     /// The tree walk the kernel does: `mtree_load(offset << PAGE_SHIFT)`.

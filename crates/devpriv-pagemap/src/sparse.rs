@@ -827,7 +827,7 @@ impl SectionIndex {
     ///
     /// # Safety
     ///
-    /// As for [`IndexView::lookup`]; and the caller holds the space's
+    /// As for [`IndexView::lookup_fast`]; and the caller holds the space's
     /// writer lock (no rewrite is in progress).
     ///
     /// # Panics
@@ -1201,19 +1201,41 @@ fn leaf_of(root: &[AtomicPtr<Leaf>], section: u64) -> Option<(&Leaf, usize)> {
 }
 
 impl IndexView<'_> {
-    /// What the index knows about page `offset`: if the view reads the
-    /// space's pagemap array, the page's entry first (see
-    /// [`entry`](Self::entry)); then two dependent loads (leaf, then the
-    /// section's slot), then for a section one or two pagemaps cover the
-    /// page itself, and for a shared section of three or more one more
-    /// (its table). What it finds lives as long as the borrow of `guard`.
+    /// [`lookup_fast`](Self::lookup_fast), then if need be
+    /// [`lookup_cold`](Self::lookup_cold), for tests.
+    ///
+    /// # Safety
+    ///
+    /// As for [`lookup_fast`](Self::lookup_fast).
+    #[cfg(test)]
+    pub(crate) unsafe fn lookup<'g>(&self, guard: &'g TreeGuard<'_>, offset: u64) -> Hit<'g> {
+        // SAFETY: The caller's contract.
+        match unsafe { self.lookup_fast(guard, offset) } {
+            Ok(page) => Hit::Page(page),
+            // SAFETY: The caller's contract; `id` was just loaded.
+            Err(id) => unsafe { self.lookup_cold(guard, offset, id) },
+        }
+    }
+
+    /// What the index knows about page `offset`, the hot part: one entry
+    /// of the space's pagemap array (see [`entry`](Self::entry)), and if
+    /// it is an untagged id, the page at `vmemmap + offset` with the id's
+    /// pagemap; else the entry (`Err`), for
+    /// [`lookup_cold`](Self::lookup_cold), which callers call out of line.
+    /// About ten instructions: a loop around it holds the array's few
+    /// values and nothing of the index's. What it finds lives as long as
+    /// the borrow of `guard`.
     ///
     /// # Safety
     ///
     /// - `guard` reads the range tree of the space this index belongs to
     ///   (whose grace period keeps a pagemap or table found here alive).
     #[inline(always)]
-    pub(crate) unsafe fn lookup<'g>(&self, guard: &'g TreeGuard<'_>, offset: u64) -> Hit<'g> {
+    pub(crate) unsafe fn lookup_fast<'g>(
+        &self,
+        _guard: &'g TreeGuard<'_>,
+        offset: u64,
+    ) -> Result<PageRef<'g>, u32> {
         let id = self.entry(offset);
         // An untagged id (pages at `vmemmap + offset`) is positive.
         #[expect(clippy::cast_possible_wrap, reason = "the tag is the sign bit")]
@@ -1225,24 +1247,27 @@ impl IndexView<'_> {
             // (`PgmapArray::release`), it names the pagemap that holds
             // `offset`, whose page there is in the memmap (untagged); and
             // the caller's contract.
-            return unsafe { Self::hit(self.vmemmap, pm, offset) };
+            return Ok(unsafe { Self::page_ref(self.vmemmap, pm, offset) });
         }
-        // SAFETY: The caller's contract; `id` is the entry just loaded.
-        unsafe { self.lookup_cold(guard, offset, id) }
+        Err(id)
     }
 
-    /// [`lookup`](Self::lookup) past an untagged entry, out of line so
-    /// that the hot loop around a lookup holds the array's few values and
-    /// nothing of the index's: a tagged entry's heap page, or for no entry
-    /// (a shared section in a per-section view, a pagemap with no id, a
-    /// space with no array) the section index.
+    /// The rest of a lookup past [`lookup_fast`](Self::lookup_fast): a
+    /// tagged entry's heap page, or for no entry (a shared section in a
+    /// per-section view, a pagemap with no id, a space with no array) the
+    /// section index.
     ///
     /// # Safety
     ///
-    /// As for [`lookup`](Self::lookup), with `id` page `offset`'s entry
-    /// loaded in the same read section.
-    #[inline(never)]
-    unsafe fn lookup_cold<'g>(&self, guard: &'g TreeGuard<'_>, offset: u64, id: u32) -> Hit<'g> {
+    /// As for [`lookup_fast`](Self::lookup_fast), with `id` page
+    /// `offset`'s entry, loaded in the same read section.
+    #[inline(always)]
+    pub(crate) unsafe fn lookup_cold<'g>(
+        &self,
+        guard: &'g TreeGuard<'_>,
+        offset: u64,
+        id: u32,
+    ) -> Hit<'g> {
         if id != 0 {
             // SAFETY: `id` is an entry just loaded (caller's contract).
             return unsafe { Self::entry_heap(self.array, id, offset) };
@@ -1258,7 +1283,7 @@ impl IndexView<'_> {
     ///
     /// # Safety
     ///
-    /// As for [`lookup`](Self::lookup).
+    /// As for [`lookup_fast`](Self::lookup_fast).
     #[inline(always)]
     pub(crate) unsafe fn lookup_index<'g>(&self, guard: &'g TreeGuard<'_>, offset: u64) -> Hit<'g> {
         let Some((leaf, i)) = leaf_of(self.root, offset >> self.shift) else {
@@ -1383,7 +1408,7 @@ impl IndexView<'_> {
     ///
     /// # Safety
     ///
-    /// As for [`lookup`](Self::lookup).
+    /// As for [`lookup_fast`](Self::lookup_fast).
     #[inline(always)]
     unsafe fn wide_cold<'g>(
         self,
@@ -1404,7 +1429,7 @@ impl IndexView<'_> {
     ///
     /// # Safety
     ///
-    /// As for [`lookup`](Self::lookup).
+    /// As for [`lookup_fast`](Self::lookup_fast).
     #[inline(never)]
     #[cold]
     unsafe fn lookup_wide_cold<'g>(
@@ -1433,7 +1458,7 @@ impl IndexView<'_> {
     ///
     /// # Safety
     ///
-    /// As for [`lookup`](Self::lookup).
+    /// As for [`lookup_fast`](Self::lookup_fast).
     #[inline(always)]
     unsafe fn lookup_wide<'g>(
         self,
@@ -1501,7 +1526,7 @@ impl IndexView<'_> {
     ///
     /// # Safety
     ///
-    /// As for [`lookup`](Self::lookup); `p0` is a tagged table pointer
+    /// As for [`lookup_fast`](Self::lookup_fast); `p0` is a tagged table pointer
     /// loaded from `cell` after `seq`, under the caller's guard.
     #[inline(always)]
     unsafe fn lookup_table<'g>(
@@ -1555,6 +1580,17 @@ impl IndexView<'_> {
     #[inline(always)]
     unsafe fn hit<'g>(base: *mut Page, pm: *const DevPagemap, offset: u64) -> Hit<'g> {
         // SAFETY: The caller's contract.
+        Hit::Page(unsafe { Self::page_ref(base, pm, offset) })
+    }
+
+    /// [`hit`](Self::hit)'s page.
+    ///
+    /// # Safety
+    ///
+    /// As for [`hit`](Self::hit).
+    #[inline(always)]
+    unsafe fn page_ref<'g>(base: *mut Page, pm: *const DevPagemap, offset: u64) -> PageRef<'g> {
+        // SAFETY: The caller's contract.
         let pm: &'g DevPagemap = unsafe { &*pm };
         pm.touch();
         #[expect(clippy::cast_possible_truncation, reason = "64-bit targets only")]
@@ -1562,7 +1598,7 @@ impl IndexView<'_> {
         // SAFETY: `offset` lies in `pm`'s part of the section, so
         // `base + offset` is `&pm.pages[offset - first]`, alive for `'g`
         // like `pm` (caller's contract).
-        Hit::Page(PageRef::from_parts(pm, unsafe { &*page }))
+        PageRef::from_parts(pm, unsafe { &*page })
     }
 
     /// `lookup` for a stable slot that holds no pagemap pointer: empty, or
