@@ -238,7 +238,8 @@ mutants! {
     /// `memunmap` clears a pagemap's slot in the per-page pagemap array
     /// with its entries, before the grace period, so a reader that loaded
     /// an entry just before finds the slot empty (the model's slots are
-    /// cleared with the id's release, after the period).
+    /// cleared with the id's release, after the period). Model only: 7.1's
+    /// `pgmap_array` stores pointers, so it has no id slots to clear.
     PgmapArraySlotClearedEarly,
 }
 
