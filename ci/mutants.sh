@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Mutation testing (cargo-mutants) of the protocol and rule files: the
 # walker and check_pte/check_pmd, the swap/softleaf encodings, the folio
-# lifecycle, the section index, percpu_ref and the range tree.
+# lifecycle, the section index and the pagemap array, percpu_ref and the
+# range tree.
 #
 #   ci/mutants.sh                 one shard, picked from HEAD's hash (CI)
 #   ci/mutants.sh --shard K/N     shard K of N (0-based)
@@ -53,7 +54,7 @@ fi
 # every group.
 groups=(
     "migrate|devpriv-migrate,devpriv-fuzz|crates/devpriv-migrate/src/page_vma_mapped.rs crates/devpriv-migrate/src/swapops.rs crates/devpriv-migrate/src/leafops.rs|yes"
-    "pagemap|devpriv-pagemap,devpriv-fuzz|crates/devpriv-pagemap/src/memremap/folio.rs crates/devpriv-pagemap/src/sparse.rs crates/devpriv-pagemap/src/percpu_refcount.rs|yes"
+    "pagemap|devpriv-pagemap,devpriv-fuzz|crates/devpriv-pagemap/src/memremap/folio.rs crates/devpriv-pagemap/src/sparse.rs crates/devpriv-pagemap/src/memremap/pgmap_array.rs crates/devpriv-pagemap/src/percpu_refcount.rs|yes"
     "rangetree|devpriv-rangetree,devpriv-fuzz|crates/devpriv-rangetree/src/lib.rs crates/devpriv-rangetree/src/node.rs|yes"
 )
 # Fixed proptest seeds: a mutant is caught or missed the same way each run.

@@ -63,14 +63,14 @@ use std::ptr;
 /// The most entries one space reserves: 2^34, one per page of the default
 /// 46-bit space (64 GiB of address space, committed only where pagemaps
 /// are); 65,536 under Miri, which commits the whole mapping.
-pub(crate) const MAX_ENTRIES: u64 = if cfg!(miri) { 1 << 16 } else { 1 << 34 };
+pub(crate) const MAX_ENTRIES: u64 = if cfg!(miri) { 65_536 } else { 1 << 34 };
 
 /// Ids per space, id 0 meaning "no entry": 2^22 live pagemaps (a 32 MiB
 /// reservation); 1,024 under Miri, 4 under loom.
 pub(crate) const MAX_IDS: usize = if cfg!(loom) {
     4
 } else if cfg!(miri) {
-    1 << 10
+    1_024
 } else {
     1 << 22
 };
@@ -98,22 +98,9 @@ const _: () = assert!(MAX_IDS <= HEAP_ID as usize);
 #[cfg(not(loom))]
 type Array<T> = Reservation<T>;
 /// An array of `T`s, zero until written (loom's atomics are not valid as
-/// zero bytes: built one by one).
+/// zero bytes: built one by one). A slice has the reservation's methods.
 #[cfg(loom)]
-struct Array<T>(Box<[T]>);
-
-#[cfg(loom)]
-impl<T> Array<T> {
-    fn as_ptr(&self) -> *mut T {
-        self.0.as_ptr().cast_mut()
-    }
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    fn get(&self, i: usize) -> Option<&T> {
-        self.0.get(i)
-    }
-}
+type Array<T> = Box<[T]>;
 
 /// One 32-bit entry per page `0..len`, and the pagemaps they name.
 ///
@@ -211,13 +198,11 @@ impl PgmapArray {
         );
         #[cfg(loom)]
         let (entries, sections, pgmaps) = (
-            Array((0..len).map(|_| AtomicU32::new(0)).collect()),
-            Array((0..sections_len).map(|_| AtomicU32::new(0)).collect()),
-            Array(
-                (0..MAX_IDS)
-                    .map(|_| AtomicPtr::new(ptr::null_mut()))
-                    .collect(),
-            ),
+            (0..len).map(|_| AtomicU32::new(0)).collect(),
+            (0..sections_len).map(|_| AtomicU32::new(0)).collect(),
+            (0..MAX_IDS)
+                .map(|_| AtomicPtr::new(ptr::null_mut()))
+                .collect(),
         );
         Some(PgmapArray {
             entries,
@@ -244,10 +229,10 @@ impl PgmapArray {
             (&self.sections, self.section_shift)
         };
         RawPgmapArray {
-            entries: entries.as_ptr().cast_const(),
+            entries: entries.as_ptr(),
             len: entries.len() as u64,
             shift,
-            pgmaps: self.pgmaps.as_ptr().cast_const(),
+            pgmaps: self.pgmaps.as_ptr(),
         }
     }
 
@@ -416,205 +401,4 @@ fn offsets(pm: &DevPagemap) -> std::ops::Range<u64> {
 }
 
 #[cfg(all(test, not(loom)))]
-mod tests {
-    use super::*;
-    use crate::memremap::{DevicePrivateSpace, NoopOps, Owner, PagemapParams, SpaceConfig};
-    use devpriv_core::{DevicePrivateOffset, PageCount};
-    use std::sync::Arc;
-
-    fn map(space: &DevicePrivateSpace, n: u64) -> Arc<DevPagemap> {
-        let params = PagemapParams::private(PageCount::new(n), Owner(1), Arc::new(NoopOps));
-        space.memremap_device_private_pagemap(params, 0).unwrap()
-    }
-
-    /// What a lookup reads first for `o`: the pagemap its entry names.
-    fn named(space: &DevicePrivateSpace, o: u64) -> *mut DevPagemap {
-        match space.index.view().entry(o) & !HEAP_ID {
-            0 => ptr::null_mut(),
-            id => space
-                .index
-                .pgmap_array()
-                .unwrap()
-                .pgmaps
-                .get(id as usize)
-                .unwrap()
-                .load(Ordering::Relaxed),
-        }
-    }
-
-    /// A 16 MiB space (4096 pages; small, for Miri) with the defaults.
-    fn small_space() -> DevicePrivateSpace {
-        DevicePrivateSpace::with_config(SpaceConfig {
-            space_shift: Some(24),
-            ..SpaceConfig::default()
-        })
-    }
-
-    /// A space with no array of its own, for arrays built by hand.
-    fn bare_space() -> DevicePrivateSpace {
-        DevicePrivateSpace::with_config(SpaceConfig {
-            space_shift: Some(24),
-            pgmap_array_pages: 0,
-            ..SpaceConfig::default()
-        })
-    }
-
-    fn id_of(a: &PgmapArray, o: u64) -> u32 {
-        a.entry(o).unwrap().load(Ordering::Relaxed)
-    }
-
-    #[test]
-    fn store_names_every_page_and_unmap_clears_them() {
-        let space = small_space();
-        let a = map(&space, 10);
-        let b = map(&space, 3);
-        let arr = space.index.pgmap_array().unwrap();
-        assert_eq!((arr.check(&a), arr.check(&b)), (None, None));
-        for o in 0..10 {
-            assert!(ptr::eq(named(&space, o), Arc::as_ptr(&a)), "offset {o}");
-        }
-        assert!(ptr::eq(named(&space, 12), Arc::as_ptr(&b)));
-        assert!(named(&space, 13).is_null());
-        space.memunmap_device_private_pagemap(&a).unwrap();
-        for o in 0..10 {
-            assert!(named(&space, o).is_null(), "offset {o} after unmap");
-            assert_eq!(id_of(arr, o), 0);
-        }
-        assert!(ptr::eq(named(&space, 10), Arc::as_ptr(&b)));
-        let g = space.read();
-        assert!(
-            g.device_private_offset_to_page(DevicePrivateOffset::new(10))
-                .is_some()
-        );
-        drop(g);
-        space.validate().unwrap();
-    }
-
-    #[test]
-    fn an_id_comes_back_only_once_released() {
-        let space = bare_space();
-        let (p, q, r) = (map(&space, 4), map(&space, 4), map(&space, 4));
-        let arr = PgmapArray::new(64, 9, Mutants::NONE).unwrap();
-        arr.store(&p);
-        let id = id_of(&arr, 0);
-        assert_ne!(id, 0);
-        assert_eq!(arr.clear(&p), Some(id));
-        assert_eq!((0..4).map(|o| id_of(&arr, o)).max(), Some(0));
-        // Not released yet (a reader may still hold it): a fresh id.
-        arr.store(&q);
-        assert_ne!(id_of(&arr, 4), id);
-        arr.release(id);
-        arr.store(&r);
-        assert_eq!(id_of(&arr, 8), id);
-        assert_eq!((arr.check(&q), arr.check(&r)), (None, None));
-        // A pagemap the array does not name is reported.
-        assert_eq!(arr.check(&p), None, "cleared: no id, no entries");
-        arr.store(&p);
-        arr.entry(2).unwrap().store(0, Ordering::Relaxed);
-        assert_eq!(arr.check(&p), Some(2));
-    }
-
-    #[test]
-    fn a_pagemap_without_an_id_is_found_through_the_index() {
-        let space = bare_space();
-        let (p, q) = (map(&space, 4), map(&space, 4));
-        let mut arr = PgmapArray::new(64, 9, Mutants::NONE).unwrap();
-        arr.max_ids = 2; // id 0 (none) and one more
-        arr.store(&p);
-        arr.store(&q);
-        assert_ne!(id_of(&arr, 0), 0);
-        assert_eq!((4..8).map(|o| id_of(&arr, o)).max(), Some(0));
-        assert_eq!(arr.check(&q), None);
-        assert_eq!(arr.clear(&q), None);
-        // Past the array's end: no id taken, none to give back.
-        let r = map(&space, 4);
-        let small = PgmapArray::new(6, 9, Mutants::NONE).unwrap();
-        small.store(&r);
-        assert_eq!(small.clear(&r), None);
-        small.store(&p);
-        assert_eq!(small.ids.lock().next, 2, "r took no id");
-        assert_eq!(small.clear(&p), Some(1));
-    }
-
-    #[test]
-    fn a_heap_pagemap_is_tagged_and_still_found() {
-        let space = small_space();
-        let a = map(&space, 8);
-        // Unmapped but referenced: its memmap range stays its own, so the
-        // next pagemap at those offsets gets a heap array.
-        space.memunmap_device_private_pagemap(&a).unwrap();
-        let b = map(&space, 8);
-        assert_eq!(b.first_offset(), a.first_offset());
-        assert!(matches!(b.memmap(), Memmap::Heap(_)));
-        assert_eq!(space.index.view().entry(3) & HEAP_ID, HEAP_ID);
-        assert!(ptr::eq(named(&space, 3), Arc::as_ptr(&b)));
-        let g = space.read();
-        let page = g
-            .device_private_offset_to_page(DevicePrivateOffset::new(3))
-            .unwrap();
-        assert!(ptr::eq(&*page, &b.pages()[3]));
-        drop(g);
-        space.validate().unwrap();
-    }
-
-    #[test]
-    fn lookups_read_per_page_entries_only_while_sections_are_shared() {
-        let space = small_space(); // exact packing, 512-page sections
-        let arr = space.index.pgmap_array().unwrap();
-        let at = |o: u64| {
-            let g = space.read();
-            g.device_private_offset_to_page(DevicePrivateOffset::new(o))
-                .map(|p| ptr::from_ref(&*p))
-        };
-        // Whole sections only: one entry per section.
-        let whole = map(&space, 4 * 512);
-        assert_eq!(arr.partial_pages(&whole), 0);
-        assert!(!arr.per_page());
-        assert_eq!(arr.raw().shift, 9);
-        assert!(ptr::eq(named(&space, 1), Arc::as_ptr(&whole)));
-        assert!(ptr::eq(named(&space, 2047), Arc::as_ptr(&whole)));
-        // A few partial pages: still per section. Their section has no
-        // entry (it is not covered whole), so the index finds them.
-        let few = map(&space, 20);
-        assert_eq!(arr.partial_pages(&few), 20);
-        assert!(!arr.per_page());
-        assert_eq!(id_of(arr, 2048 + 3), id_of(arr, 2048));
-        assert!(named(&space, 2048 + 3).is_null());
-        assert_eq!(at(2048 + 3), Some(ptr::from_ref(&few.pages()[3])));
-        assert_eq!(at(2048 + 20), None);
-        // One partial page in 64 or more: per page.
-        let odd = map(&space, 40);
-        assert_eq!(arr.partial_pages(&odd), 40);
-        assert!(arr.per_page());
-        assert_eq!(arr.raw().shift, 0);
-        assert!(ptr::eq(named(&space, 2048 + 3), Arc::as_ptr(&few)));
-        assert!(ptr::eq(named(&space, 1), Arc::as_ptr(&whole)));
-        // Off the section grid: its ends are partial, its middle is not,
-        // and only its middle has section entries.
-        let off_grid = map(&space, 3 * 512);
-        assert_eq!(arr.partial_pages(&off_grid), 512);
-        let first = off_grid.first_offset().get();
-        let whole_secs: Vec<u64> = (0..8)
-            .filter(|&s| arr.sections.get(s).unwrap().load(Ordering::Relaxed) != 0)
-            .map(|s| s as u64)
-            .collect();
-        assert_eq!(
-            whole_secs,
-            [0, 1, 2, 3, first.div_ceil(512), first.div_ceil(512) + 1]
-        );
-        space.memunmap_device_private_pagemap(&odd).unwrap();
-        // 512 + 20 of 3604 pages: still one in 64.
-        assert!(arr.per_page());
-        space.memunmap_device_private_pagemap(&off_grid).unwrap();
-        assert!(!arr.per_page());
-        let secs = (0..8).filter(|&s| arr.sections.get(s).unwrap().load(Ordering::Relaxed) != 0);
-        assert_eq!(
-            secs.count(),
-            4,
-            "the off-grid pagemap's sections are cleared"
-        );
-        assert_eq!(at(700), Some(ptr::from_ref(&whole.pages()[700])));
-        assert_eq!(at(2048 + 3), Some(ptr::from_ref(&few.pages()[3])));
-        space.validate().unwrap();
-    }
-}
+mod tests;
