@@ -6,7 +6,7 @@
 //! `pagemap_range()`, `pgmap_array_delete()` in `memunmap_pages()` and
 //! `xa_load()` under `rcu_read_lock()` in `get_dev_pagemap()`. In the model
 //! the array is an id per page plus a slot per id (`memremap/pgmap_array.rs`);
-//! lookups read it before the section index while one page in 64 is in
+//! lookups read it before the section index while one page in 6 is in
 //! a shared section.
 //!
 //! Two races:

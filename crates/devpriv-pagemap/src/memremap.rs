@@ -1501,7 +1501,7 @@ impl SpaceReadGuard<'_> {
     /// # Differences from the kernel
     ///
     /// The kernel walks the maple tree; the model reads one entry of the
-    /// space's pagemap array first (the page's where one page in 64 is in
+    /// space's pagemap array first (the page's where one page in 6 is in
     /// a shared section, else its section's: an id, then its slot), then,
     /// for no entry, the section index (two dependent loads, and a table's
     /// line for a section of three or more pagemaps), and walks the tree

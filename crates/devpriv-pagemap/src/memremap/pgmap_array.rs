@@ -78,13 +78,14 @@ pub(crate) const MAX_IDS: usize = if cfg!(loom) {
 /// Lookups read the per-page entries only while at least one page in this
 /// many lies in a section that no single pagemap covers whole (a
 /// *partial* page); else the per-section entries, and the index for the
-/// few partial pages. Where every page is in a whole section, the
-/// sections' entries (one per section) stay in cache and the pages' (one
-/// per page) do not: untouched lookups of 1024 pagemaps of 2048 pages or
-/// more took 1.3-1.5x as long reading per-page entries. Where sections are
-/// shared the index's wide path costs more than the per-page entries, at
-/// every size measured (`docs/perf.md`, issue 14).
-pub(crate) const READ_FIRST_PARTIAL_SHARE: u64 = 64;
+/// partial pages. The per-section view costs a mispredicted branch and the
+/// index's wide path per partial page; the per-page view costs every
+/// lookup a second cache miss (one entry per page). Measured with 1024
+/// pagemaps (`docs/perf.md`, issue 14): with no partial pages the sections'
+/// view was 1.3-1.5x faster untouched; at 1 in 8 (4097-page pagemaps) it
+/// was 1.2x faster untouched and 1.4x touched; at 1 in 4 (2049 pages) it
+/// was 1.4x slower untouched. One in six is between the two.
+pub(crate) const READ_FIRST_PARTIAL_SHARE: u64 = 6;
 
 /// Tag bit of an entry: the pagemap's pages are on the heap
 /// (`Memmap::Heap`), so its page at `offset` is not `vmemmap + offset`.

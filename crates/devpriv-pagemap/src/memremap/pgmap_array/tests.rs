@@ -174,9 +174,9 @@ fn lookups_read_per_page_entries_only_while_sections_are_shared() {
     assert!(named(&space, 2048 + 3).is_null());
     assert_eq!(at(2048 + 3), Some(ptr::from_ref(&few.pages()[3])));
     assert_eq!(at(2048 + 20), None);
-    // One partial page in 64 or more: per page.
-    let odd = map(&space, 40);
-    assert_eq!(arr.partial_pages(&odd), 40);
+    // One partial page in 6 or more: per page (420 of 2468).
+    let odd = map(&space, 400);
+    assert_eq!(arr.partial_pages(&odd), 400);
     assert!(arr.per_page());
     assert_eq!(arr.raw().shift, 0);
     assert!(ptr::eq(named(&space, 2048 + 3), Arc::as_ptr(&few)));
@@ -194,9 +194,15 @@ fn lookups_read_per_page_entries_only_while_sections_are_shared() {
         whole_secs,
         [0, 1, 2, 3, first.div_ceil(512), first.div_ceil(512) + 1]
     );
-    space.memunmap_device_private_pagemap(&odd).unwrap();
-    // 512 + 20 of 3604 pages: still one in 64.
+    // 932 of 4004 pages: one in 6 or more.
     assert!(arr.per_page());
+    space.memunmap_device_private_pagemap(&odd).unwrap();
+    // 532 of 3604: fewer, so per section, and the index finds the
+    // partial pages.
+    assert!(!arr.per_page());
+    assert_eq!(arr.raw().shift, 9);
+    assert_eq!(at(first + 3), Some(ptr::from_ref(&off_grid.pages()[3])));
+    assert_eq!(at(2048 + 5), Some(ptr::from_ref(&few.pages()[5])));
     space.memunmap_device_private_pagemap(&off_grid).unwrap();
     assert!(!arr.per_page());
     let secs = (0..8).filter(|&s| arr.sections.get(s).unwrap().load(Ordering::Relaxed) != 0);
