@@ -811,7 +811,8 @@ impl SectionIndex {
             root: &self.root,
             shift: self.section_pages_shift,
             vmemmap: self.vmemmap.as_ref().map_or(ptr::null_mut(), |v| v.base()),
-            // Per page or per section (`PgmapArray::per_page`).
+            // The level `PgmapArray::raw` chose (per page, per granule or per
+            // section).
             array: self
                 .pgmap_array
                 .as_ref()

@@ -1,4 +1,4 @@
-//! The space's per-page pagemap array: which pagemap holds each offset.
+//! The space's pagemap array: which pagemap holds each offset.
 //!
 //! Kernel: `pgmap_array` (`mm/memremap.c`, 7.1, and still there under
 //! v6 for the other memory types), the `XArray` that `pagemap_range()`
@@ -16,18 +16,24 @@
 //! an entry is a 32-bit *id*, tagged [`HEAP_ID`] if the pagemap's pages
 //! are not in the space's memmap (so that its page at `offset` is not
 //! `vmemmap + offset`), and a third array, indexed by id, holds the
-//! pagemap's address. There is an entry per page, and one per section,
-//! set where one pagemap covers the section whole; lookups read the
-//! per-page entries only while enough pages are in shared sections
-//! ([`READ_FIRST_PARTIAL_SHARE`]), else the sections' (which stay in
-//! cache). A lookup decides on the entry alone (one test: an untagged id
-//! is positive as an `i32`), so the slot's load is only the page's owner,
+//! pagemap's address. The entries come in *levels*, one per granule size
+//! from a page to a section (`2^0..=2^9` pages with 2 MiB sections), and
+//! a granule's entry is set where one pagemap covers the granule whole.
+//! Lookups read one level (`entries[offset >> shift]`): the sections'
+//! while fewer than one page in [`READ_FIRST_PARTIAL_SHARE`] is in a
+//! granule no pagemap covers whole (a *partial* page, which the index
+//! finds), else the coarsest level with no partial page. That is the
+//! granule every pagemap's ends fall on (4 pages for 100-page pagemaps,
+//! 256 for 256-page ones), whose entries take a fraction of the per-page
+//! ones' cache; pagemaps of odd sizes leave the pages' own level. A
+//! lookup decides on the entry alone (one test: an untagged id is
+//! positive as an `i32`), so the slot's load is only the page's owner,
 //! off the branch's path; no entry sends it to the index.
 //!
 //! Publication is RCU's, with no sequence count (an entry is one word):
 //! - `memremap` stores the pagemap in its id's slot, then the id in every
-//!   entry, all with Release (its construction happens before a reader
-//!   that loads either), after inserting it in the tree;
+//!   entry of every level, all with Release (its construction happens
+//!   before a reader that loads either), after inserting it in the tree;
 //! - `memunmap` clears the entries under the writer lock, before the grace
 //!   period after which the space lets the pagemap go, so a reader that
 //!   loaded one is in a read section that period waits for;
@@ -40,15 +46,18 @@
 //! - Dense, not an `XArray`: an `mmap(MAP_NORESERVE)` reservation of one
 //!   32-bit entry per page of the space (at most [`MAX_ENTRIES`]; offsets
 //!   past it have no entry and are found through the index), committed
-//!   where pagemaps are, and another of one per section; and ids, not
-//!   pointers. The kernel's `XArray` stores multi-index entries, which is
-//!   what the per-section entries resemble. Cleared entries keep their
+//!   where pagemaps are, and one per granule for each coarser level
+//!   (together as many again); and ids, not pointers. `memremap` writes
+//!   about two entries per page, where the kernel's `xa_store_range()`
+//!   writes one multi-index entry (which the coarser levels resemble).
+//!   Cleared entries keep their
 //!   memory (it is not given back with `madvise`, as readers may be
 //!   loading them). A pagemap mapped when every id is taken gets no
 //!   entries, and is found through the index.
 //! - Under loom, plain arrays of [`SpaceConfig::pgmap_array_pages`]
-//!   entries and [`MAX_IDS`] ids (no entries by default, so that the other
-//!   models keep their state spaces); under Miri at most 65,536 entries.
+//!   entries (two levels: pages and sections) and [`MAX_IDS`] ids (no
+//!   entries by default, so that the other models keep their state
+//!   spaces); under Miri at most 65,536 entries.
 //!
 //! [`SpaceConfig::pgmap_array_pages`]: crate::SpaceConfig::pgmap_array_pages
 
@@ -75,16 +84,19 @@ pub(crate) const MAX_IDS: usize = if cfg!(loom) {
     1 << 22
 };
 
-/// Lookups read the per-page entries only while at least one page in this
+/// Lookups read the per-section entries while fewer than one page in this
 /// many lies in a section that no single pagemap covers whole (a
-/// *partial* page); else the per-section entries, and the index for the
-/// partial pages. The per-section view costs a mispredicted branch and the
-/// index's wide path per partial page; the per-page view costs every
-/// lookup a second cache miss (one entry per page). Measured with 1024
-/// pagemaps (`docs/perf.md`, issue 14): with no partial pages the sections'
-/// view was 1.3-1.5x faster untouched; at 1 in 8 (4097-page pagemaps) it
-/// was 1.2x faster untouched and 1.4x touched; at 1 in 4 (2049 pages) it
-/// was 1.4x slower untouched. One in six is between the two.
+/// *partial* page), and the index for the partial pages; else a finer
+/// level with no partial page. The per-section view costs a mispredicted
+/// branch and the index's wide path per partial page; a finer view costs
+/// every lookup a load of an entry that may miss the cache. Measured with
+/// 1024 pagemaps (`docs/perf.md`, issue 14): with no partial pages the
+/// sections' view was 1.3-1.5x faster untouched than the pages'; at 1 in
+/// 8 (4097-page pagemaps) it was 1.2x faster untouched and 1.4x touched;
+/// at 1 in 4 (2049 pages) it was 1.4x slower untouched. One in six is
+/// between the two. The same share applied to the levels between sections
+/// and pages made the 100- to 1000-page layouts 1.2-2.6x slower, so those
+/// are read only with no partial page.
 pub(crate) const READ_FIRST_PARTIAL_SHARE: u64 = 6;
 
 /// Tag bit of an entry: the pagemap's pages are on the heap
@@ -103,32 +115,60 @@ type Array<T> = Reservation<T>;
 #[cfg(loom)]
 type Array<T> = Box<[T]>;
 
-/// One 32-bit entry per page `0..len`, and the pagemaps they name.
+/// One 32-bit entry per granule of `1 << shift` pages, for each level of
+/// granules, and the pagemaps they name.
 ///
 /// Kernel: `pgmap_array` (7.1).
 pub(crate) struct PgmapArray {
-    /// Page `offset`'s id, tagged [`HEAP_ID`] (0: none). Only ids below
-    /// [`MAX_IDS`]: lookups index the slots with an untagged entry as is.
-    entries: Array<AtomicU32>,
-    /// Section `s`'s id, as `entries`, if one pagemap covers it whole (0:
-    /// none, or shared): what a lookup reads where few sections are
-    /// shared (see [`READ_FIRST_PARTIAL_SHARE`]), one entry per section.
-    sections: Array<AtomicU32>,
+    /// The levels, finest first: `levels[0]` has an entry per page, the
+    /// last one per section, and those between (not under loom) one per
+    /// `2^k` pages for each `k` between.
+    levels: Box<[Level]>,
     /// Id `i`'s pagemap (null: none); set before its entries and cleared
     /// only once a grace period has passed since they were.
     pgmaps: Array<AtomicPtr<DevPagemap>>,
     /// Ids never used and ids given back; the writer lock orders their
     /// takers, this lock only `memunmap`'s returns after its grace period.
     ids: Mutex<Ids>,
-    /// Pages with an entry, and those of them that are partial (see
-    /// [`READ_FIRST_PARTIAL_SHARE`]); written under the writer lock.
+    /// Pages with an entry; written under the writer lock.
     live: AtomicU64,
-    partial: AtomicU64,
-    /// log2 of pages per section of the space's index.
-    section_shift: u32,
+    /// The level lookups read (see [`read_level`](Self::read_level)): a
+    /// hint, set under the writer lock and read once per read guard.
+    read: AtomicU32,
     /// Ids handed out at most: [`MAX_IDS`] (fewer in tests).
     max_ids: usize,
     mutants: Mutants,
+}
+
+/// The entries of one granule size.
+struct Level {
+    /// log2 of pages per granule.
+    shift: u32,
+    /// Granule `g`'s id, tagged [`HEAP_ID`], if one pagemap covers it
+    /// whole (0: none, or shared). Only ids below [`MAX_IDS`]: lookups
+    /// index the slots with an untagged entry as is.
+    entries: Array<AtomicU32>,
+    /// Pages with an entry that lie in no granule their pagemap covers
+    /// whole (*partial* pages, which a lookup at this level finds through
+    /// the index); written under the writer lock.
+    partial: AtomicU64,
+}
+
+impl Level {
+    /// The entries of the granules `pm` covers whole (those the level
+    /// has), with the first offset of each.
+    fn whole(&self, pm: &DevPagemap) -> impl Iterator<Item = (u64, &AtomicU32)> {
+        let r = offsets(pm);
+        let whole = r.start.div_ceil(1 << self.shift)..r.end >> self.shift;
+        whole.map_while(|g| Some((g << self.shift, self.entries.get(usize::try_from(g).ok()?)?)))
+    }
+
+    /// How many of `pm`'s pages lie outside the granules it covers whole.
+    fn partial_pages(&self, pm: &DevPagemap) -> u64 {
+        let r = offsets(pm);
+        let whole = (r.end >> self.shift).saturating_sub(r.start.div_ceil(1 << self.shift));
+        (r.end - r.start) - (whole << self.shift)
+    }
 }
 
 /// The id allocator: ids below `next` not in `free` are taken.
@@ -190,83 +230,93 @@ impl PgmapArray {
         if len == 0 {
             return None;
         }
-        let sections_len = len.div_ceil(1 << section_shift);
+        // Under loom, pages and sections only: the models' state spaces.
+        let shifts: Vec<u32> = if cfg!(loom) {
+            let mut s = vec![0, section_shift];
+            s.dedup();
+            s
+        } else {
+            (0..=section_shift).collect()
+        };
+        let levels = shifts
+            .into_iter()
+            .map(|shift| {
+                let n = len.div_ceil(1 << shift);
+                #[cfg(not(loom))]
+                let entries = Reservation::new(n)?;
+                #[cfg(loom)]
+                let entries = (0..n).map(|_| AtomicU32::new(0)).collect();
+                Some(Level {
+                    shift,
+                    entries,
+                    partial: AtomicU64::new(0),
+                })
+            })
+            .collect::<Option<Box<[Level]>>>()?;
         #[cfg(not(loom))]
-        let (entries, sections, pgmaps) = (
-            Reservation::new(len)?,
-            Reservation::new(sections_len)?,
-            Reservation::new(MAX_IDS)?,
-        );
+        let pgmaps = Reservation::new(MAX_IDS)?;
         #[cfg(loom)]
-        let (entries, sections, pgmaps) = (
-            (0..len).map(|_| AtomicU32::new(0)).collect(),
-            (0..sections_len).map(|_| AtomicU32::new(0)).collect(),
-            (0..MAX_IDS)
-                .map(|_| AtomicPtr::new(ptr::null_mut()))
-                .collect(),
-        );
+        let pgmaps = (0..MAX_IDS)
+            .map(|_| AtomicPtr::new(ptr::null_mut()))
+            .collect();
+        // Nothing mapped: the sections' entries.
+        #[expect(clippy::cast_possible_truncation, reason = "at most 32 levels")]
+        let read = AtomicU32::new(levels.len() as u32 - 1);
         Some(PgmapArray {
-            entries,
-            sections,
+            levels,
             pgmaps,
             ids: Mutex::new(Ids {
                 next: 1,
                 free: Vec::new(),
             }),
             live: AtomicU64::new(0),
-            partial: AtomicU64::new(0),
-            section_shift,
+            read,
             max_ids: MAX_IDS,
             mutants,
         })
     }
 
-    /// What lookups read (valid as long as `self`): the per-page entries
-    /// if [`per_page`](Self::per_page), else the sections'.
+    /// What lookups read (valid as long as `self`): the entries of the
+    /// level [`read_level`](Self::read_level) chose.
     pub(crate) fn raw(&self) -> RawPgmapArray {
-        let (entries, shift) = if self.per_page() {
-            (&self.entries, 0)
-        } else {
-            (&self.sections, self.section_shift)
-        };
+        let level = &self.levels[self.read.load(Ordering::Relaxed) as usize];
         RawPgmapArray {
-            entries: entries.as_ptr(),
-            len: entries.len() as u64,
-            shift,
+            entries: level.entries.as_ptr(),
+            len: level.entries.len() as u64,
+            shift: level.shift,
             pgmaps: self.pgmaps.as_ptr(),
         }
     }
 
-    /// Whether lookups read the per-page entries rather than the
-    /// sections': at least one page with an entry in
-    /// [`READ_FIRST_PARTIAL_SHARE`] is partial. A hint, read once per read
-    /// guard; lookups are exact either way (a section's entry is 0 where
-    /// the section is shared, and the index then decides).
-    pub(crate) fn per_page(&self) -> bool {
-        let partial = self.partial.load(Ordering::Relaxed);
-        partial > 0
-            && partial.saturating_mul(READ_FIRST_PARTIAL_SHARE) >= self.live.load(Ordering::Relaxed)
+    /// The level lookups should read: the sections' while fewer than one
+    /// page with an entry in [`READ_FIRST_PARTIAL_SHARE`] is partial
+    /// there, else the coarsest level with no partial page (the pages'
+    /// at worst), whose entries take the least cache. A hint: lookups are
+    /// exact at every level (an entry is 0 where its granule is shared,
+    /// and the index then decides).
+    fn read_level(&self) -> usize {
+        let last = self.levels.len() - 1;
+        let partial = self.levels[last].partial.load(Ordering::Relaxed);
+        if partial.saturating_mul(READ_FIRST_PARTIAL_SHARE) < self.live.load(Ordering::Relaxed)
+            || partial == 0
+        {
+            return last;
+        }
+        (0..last)
+            .rev()
+            .find(|&i| self.levels[i].partial.load(Ordering::Relaxed) == 0)
+            .unwrap_or(0)
     }
 
-    /// How many of `pm`'s pages lie outside the sections it covers whole.
-    fn partial_pages(&self, pm: &DevPagemap) -> u64 {
-        let r = offsets(pm);
-        let whole =
-            (r.end >> self.section_shift).saturating_sub(r.start.div_ceil(1 << self.section_shift));
-        (r.end - r.start) - (whole << self.section_shift)
+    /// Re-chooses the level lookups read; under the writer lock.
+    fn choose(&self) {
+        #[expect(clippy::cast_possible_truncation, reason = "at most 32 levels")]
+        self.read.store(self.read_level() as u32, Ordering::Relaxed);
     }
 
     /// Entry `offset`, if the array has one.
     fn entry(&self, offset: u64) -> Option<&AtomicU32> {
-        self.entries.get(usize::try_from(offset).ok()?)
-    }
-
-    /// The entries of the sections `pm` covers whole (those the array
-    /// has).
-    fn whole_sections(&self, pm: &DevPagemap) -> impl Iterator<Item = &AtomicU32> {
-        let r = offsets(pm);
-        let whole = r.start.div_ceil(1 << self.section_shift)..r.end >> self.section_shift;
-        whole.map_while(|s| self.sections.get(usize::try_from(s).ok()?))
+        self.levels[0].entries.get(usize::try_from(offset).ok()?)
     }
 
     /// What `pm`'s entries hold for `id`: the id, tagged [`HEAP_ID`] if
@@ -313,16 +363,16 @@ impl PgmapArray {
             slot.store(ptr::from_ref(pm).cast_mut(), Ordering::Release);
         }
         self.live.fetch_add(pm.nr_pages().get(), Ordering::Relaxed);
-        self.partial
-            .fetch_add(self.partial_pages(pm), Ordering::Relaxed);
         let value = Self::entry_value(id, pm);
-        for o in offsets(pm) {
-            let Some(e) = self.entry(o) else { break };
-            e.store(value, Ordering::Release);
+        for level in &self.levels {
+            level
+                .partial
+                .fetch_add(level.partial_pages(pm), Ordering::Relaxed);
+            for (_, e) in level.whole(pm) {
+                e.store(value, Ordering::Release);
+            }
         }
-        for e in self.whole_sections(pm) {
-            e.store(value, Ordering::Release);
-        }
+        self.choose();
     }
 
     /// Clears `pm`'s offsets, before the grace period that lets it go;
@@ -337,19 +387,19 @@ impl PgmapArray {
             .map(|e| e.load(Ordering::Relaxed) & !HEAP_ID)
             .filter(|&id| id != 0)?;
         self.live.fetch_sub(pm.nr_pages().get(), Ordering::Relaxed);
-        self.partial
-            .fetch_sub(self.partial_pages(pm), Ordering::Relaxed);
-        if !self.mutants.has(Mutant::PgmapArrayNotCleared) {
-            // Relaxed: a reader that still loads an old value is in a read
-            // section the caller's grace period waits for.
-            for o in offsets(pm) {
-                let Some(e) = self.entry(o) else { break };
-                e.store(0, Ordering::Relaxed);
-            }
-            for e in self.whole_sections(pm) {
-                e.store(0, Ordering::Relaxed);
+        for level in &self.levels {
+            level
+                .partial
+                .fetch_sub(level.partial_pages(pm), Ordering::Relaxed);
+            if !self.mutants.has(Mutant::PgmapArrayNotCleared) {
+                // Relaxed: a reader that still loads an old value is in a
+                // read section the caller's grace period waits for.
+                for (_, e) in level.whole(pm) {
+                    e.store(0, Ordering::Relaxed);
+                }
             }
         }
+        self.choose();
         if self.mutants.has(Mutant::PgmapArraySlotClearedEarly) {
             self.clear_slot(id);
         }
@@ -372,7 +422,7 @@ impl PgmapArray {
 
     /// Whether `pm`'s entries all hold one id whose slot names `pm` (or,
     /// if it got no id, all hold none), for `validate`: the first offset
-    /// that does not, if any.
+    /// (of a page or a granule) that does not, if any.
     pub(crate) fn check(&self, pm: &DevPagemap) -> Option<u64> {
         let first = pm.first_offset().get();
         let value = self.entry(first)?.load(Ordering::Relaxed);
@@ -384,14 +434,12 @@ impl PgmapArray {
         if value != 0 && (!named || value != Self::entry_value(id, pm)) {
             return Some(first);
         }
-        let wrong = |e: &AtomicU32| e.load(Ordering::Relaxed) != value;
-        offsets(pm)
-            .find(|&o| self.entry(o).is_some_and(wrong))
-            .or_else(|| {
-                let first_whole = first.div_ceil(1 << self.section_shift);
-                let s = self.whole_sections(pm).position(wrong)? as u64;
-                Some((first_whole + s) << self.section_shift)
-            })
+        self.levels.iter().find_map(|level| {
+            level
+                .whole(pm)
+                .find(|(_, e)| e.load(Ordering::Relaxed) != value)
+                .map(|(o, _)| o)
+        })
     }
 }
 

@@ -43,6 +43,11 @@ fn bare_space() -> DevicePrivateSpace {
     })
 }
 
+/// The per-section level.
+fn sections(a: &PgmapArray) -> &Level {
+    a.levels.last().unwrap()
+}
+
 fn id_of(a: &PgmapArray, o: u64) -> u32 {
     a.entry(o).unwrap().load(Ordering::Relaxed)
 }
@@ -149,7 +154,7 @@ fn a_heap_pagemap_is_tagged_and_still_found() {
 }
 
 #[test]
-fn lookups_read_per_page_entries_only_while_sections_are_shared() {
+fn lookups_read_section_entries_only_while_few_pages_are_partial() {
     let space = small_space(); // exact packing, 512-page sections
     let arr = space.index.pgmap_array().unwrap();
     let at = |o: u64| {
@@ -157,37 +162,44 @@ fn lookups_read_per_page_entries_only_while_sections_are_shared() {
         g.device_private_offset_to_page(DevicePrivateOffset::new(o))
             .map(|p| ptr::from_ref(&*p))
     };
-    assert!(!arr.per_page(), "nothing mapped: per section");
+    assert_eq!(arr.raw().shift, 9, "nothing mapped: per section");
     // Whole sections only: one entry per section.
     let whole = map(&space, 4 * 512);
-    assert_eq!(arr.partial_pages(&whole), 0);
-    assert!(!arr.per_page());
+    assert_eq!(sections(arr).partial_pages(&whole), 0);
+    assert_eq!(arr.raw().shift, 9);
     assert_eq!(arr.raw().shift, 9);
     assert!(ptr::eq(named(&space, 1), Arc::as_ptr(&whole)));
     assert!(ptr::eq(named(&space, 2047), Arc::as_ptr(&whole)));
     // A few partial pages: still per section. Their section has no
     // entry (it is not covered whole), so the index finds them.
     let few = map(&space, 20);
-    assert_eq!(arr.partial_pages(&few), 20);
-    assert!(!arr.per_page());
+    assert_eq!(sections(arr).partial_pages(&few), 20);
+    assert_eq!(arr.raw().shift, 9);
     assert_eq!(id_of(arr, 2048 + 3), id_of(arr, 2048));
     assert!(named(&space, 2048 + 3).is_null());
     assert_eq!(at(2048 + 3), Some(ptr::from_ref(&few.pages()[3])));
     assert_eq!(at(2048 + 20), None);
-    // One partial page in 6 or more: per page (420 of 2468).
+    // One partial page in 6 or more (420 of 2468): not per section, but
+    // per 4 pages (every end is a multiple of 4, not all of 8).
     let odd = map(&space, 400);
-    assert_eq!(arr.partial_pages(&odd), 400);
-    assert!(arr.per_page());
-    assert_eq!(arr.raw().shift, 0);
+    assert_eq!(sections(arr).partial_pages(&odd), 400);
+    assert_eq!(arr.raw().shift, 2);
     assert!(ptr::eq(named(&space, 2048 + 3), Arc::as_ptr(&few)));
     assert!(ptr::eq(named(&space, 1), Arc::as_ptr(&whole)));
     // Off the section grid: its ends are partial, its middle is not,
     // and only its middle has section entries.
     let off_grid = map(&space, 3 * 512);
-    assert_eq!(arr.partial_pages(&off_grid), 512);
+    assert_eq!(sections(arr).partial_pages(&off_grid), 512);
     let first = off_grid.first_offset().get();
     let whole_secs: Vec<u64> = (0..8)
-        .filter(|&s| arr.sections.get(s).unwrap().load(Ordering::Relaxed) != 0)
+        .filter(|&s| {
+            sections(arr)
+                .entries
+                .get(s)
+                .unwrap()
+                .load(Ordering::Relaxed)
+                != 0
+        })
         .map(|s| s as u64)
         .collect();
     assert_eq!(
@@ -195,17 +207,24 @@ fn lookups_read_per_page_entries_only_while_sections_are_shared() {
         [0, 1, 2, 3, first.div_ceil(512), first.div_ceil(512) + 1]
     );
     // 932 of 4004 pages: one in 6 or more.
-    assert!(arr.per_page());
+    assert_eq!(arr.raw().shift, 2);
     space.memunmap_device_private_pagemap(&odd).unwrap();
     // 532 of 3604: fewer, so per section, and the index finds the
     // partial pages.
-    assert!(!arr.per_page());
+    assert_eq!(arr.raw().shift, 9);
     assert_eq!(arr.raw().shift, 9);
     assert_eq!(at(first + 3), Some(ptr::from_ref(&off_grid.pages()[3])));
     assert_eq!(at(2048 + 5), Some(ptr::from_ref(&few.pages()[5])));
     space.memunmap_device_private_pagemap(&off_grid).unwrap();
-    assert!(!arr.per_page());
-    let secs = (0..8).filter(|&s| arr.sections.get(s).unwrap().load(Ordering::Relaxed) != 0);
+    assert_eq!(arr.raw().shift, 9);
+    let secs = (0..8).filter(|&s| {
+        sections(arr)
+            .entries
+            .get(s)
+            .unwrap()
+            .load(Ordering::Relaxed)
+            != 0
+    });
     assert_eq!(
         secs.count(),
         4,
@@ -239,8 +258,96 @@ fn check_reports_a_wrong_slot_tag_or_section_entry() {
     set(right);
     assert_eq!(arr.check(&p), None);
     // A whole section's entry: reported at the section's first offset.
-    arr.sections.get(2).unwrap().store(0, Ordering::Relaxed);
+    sections(&arr)
+        .entries
+        .get(2)
+        .unwrap()
+        .store(0, Ordering::Relaxed);
     assert_eq!(arr.check(&p), Some(2 * 512));
-    arr.sections.get(2).unwrap().store(right, Ordering::Relaxed);
+    sections(&arr)
+        .entries
+        .get(2)
+        .unwrap()
+        .store(right, Ordering::Relaxed);
     assert_eq!(arr.check(&p), None);
+}
+
+#[test]
+fn lookups_read_the_coarsest_level_with_no_partial_page() {
+    let space = small_space(); // exact packing, 512-page sections
+    let arr = space.index.pgmap_array().unwrap();
+    let at = |o: u64| {
+        let g = space.read();
+        g.device_private_offset_to_page(DevicePrivateOffset::new(o))
+            .map(|p| ptr::from_ref(&*p))
+    };
+    // Two 256-page pagemaps per section: every page is partial per
+    // section, none in granules of 256.
+    let halves: Vec<_> = (0..4).map(|_| map(&space, 256)).collect();
+    assert_eq!(arr.raw().shift, 8);
+    assert_eq!(
+        arr.levels.iter().map(|l| l.shift).collect::<Vec<_>>(),
+        (0..=9).collect::<Vec<_>>()
+    );
+    for (i, h) in halves.iter().enumerate() {
+        let o = i as u64 * 256 + 17;
+        assert!(ptr::eq(named(&space, o), Arc::as_ptr(h)), "offset {o}");
+        assert_eq!(at(o), Some(ptr::from_ref(&h.pages()[17])));
+    }
+    // 100 pages from 1024: its ends are on the grid of 4, not of 8.
+    let hundred = map(&space, 100);
+    assert_eq!(hundred.first_offset().get(), 1024);
+    assert_eq!(arr.raw().shift, 2);
+    assert!(ptr::eq(named(&space, 1024 + 99), Arc::as_ptr(&hundred)));
+    assert!(ptr::eq(named(&space, 3 * 256), Arc::as_ptr(&halves[3])));
+    assert!(named(&space, 1124).is_null());
+    // Three more pages: only the pages' entries have no partial page.
+    let three = map(&space, 3);
+    assert_eq!(arr.raw().shift, 0);
+    assert_eq!(at(1124 + 2), Some(ptr::from_ref(&three.pages()[2])));
+    space.validate().unwrap();
+    // Coarser again as they go: entries of every level were kept.
+    space.memunmap_device_private_pagemap(&three).unwrap();
+    assert_eq!(arr.raw().shift, 2);
+    assert_eq!(at(1124), None);
+    space.memunmap_device_private_pagemap(&hundred).unwrap();
+    assert_eq!(arr.raw().shift, 8);
+    assert!(ptr::eq(named(&space, 511), Arc::as_ptr(&halves[1])));
+    assert_eq!(at(1024), None);
+    // A whole-section pagemap among them: sections stay shared.
+    let whole = map(&space, 512);
+    assert_eq!(sections(arr).partial_pages(&whole), 0);
+    assert_eq!(arr.raw().shift, 8);
+    assert_eq!(at(1024 + 500), Some(ptr::from_ref(&whole.pages()[500])));
+    space.validate().unwrap();
+}
+
+#[test]
+fn check_reports_a_wrong_granule_entry() {
+    let space = bare_space();
+    let p = map(&space, 64);
+    let arr = PgmapArray::new(4096, 9, Mutants::NONE).unwrap();
+    arr.store(&p);
+    assert_eq!(arr.raw().shift, 6);
+    assert_eq!(arr.check(&p), None);
+    let right = id_of(&arr, 0);
+    // Granule 3 of 8 pages.
+    let e = arr.levels[3].entries.get(3).unwrap();
+    e.store(0, Ordering::Relaxed);
+    assert_eq!(arr.check(&p), Some(24));
+    e.store(right, Ordering::Relaxed);
+    assert_eq!(arr.clear(&p), Some(right));
+    assert_eq!(arr.raw().shift, 9, "nothing mapped: per section");
+    assert!(
+        arr.levels
+            .iter()
+            .all(|l| l.entries.get(0).unwrap().load(Ordering::Relaxed) == 0)
+    );
+    assert_eq!(
+        arr.levels
+            .iter()
+            .map(|l| l.partial.load(Ordering::Relaxed))
+            .max(),
+        Some(0)
+    );
 }
