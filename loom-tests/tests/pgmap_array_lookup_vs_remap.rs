@@ -5,9 +5,10 @@
 //! Kernel: `pgmap_array` (`mm/memremap.c`, 7.1): `xa_store_range()` in
 //! `pagemap_range()`, `pgmap_array_delete()` in `memunmap_pages()` and
 //! `xa_load()` under `rcu_read_lock()` in `get_dev_pagemap()`. In the model
-//! the array is an id per page plus a slot per id (`memremap/pgmap_array.rs`);
-//! lookups read it before the section index while one page in 6 is in
-//! a shared section.
+//! the array is an id per granule plus a slot per id
+//! (`memremap/pgmap_array.rs`), one level of granules per size from a page
+//! to a section (two under loom: pages and sections); lookups read one
+//! level before the section index.
 //!
 //! Two races:
 //! - *publish*: the main thread maps B while a reader looks up B's first

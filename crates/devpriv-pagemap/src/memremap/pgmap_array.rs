@@ -25,7 +25,9 @@
 //! finds), else the coarsest level with no partial page. That is the
 //! granule every pagemap's ends fall on (4 pages for 100-page pagemaps,
 //! 256 for 256-page ones), whose entries take a fraction of the per-page
-//! ones' cache; pagemaps of odd sizes leave the pages' own level. A
+//! ones' cache. Where pagemaps of odd sizes leave only the pages' level
+//! exact, the coarsest level with few partial pages is read instead (see
+//! [`PgmapArray::read_level`]). A
 //! lookup decides on the entry alone (one test: an untagged id is
 //! positive as an `i32`), so the slot's load is only the page's owner,
 //! off the branch's path; no entry sends it to the index.
@@ -94,9 +96,9 @@ pub(crate) const MAX_IDS: usize = if cfg!(loom) {
 /// sections' view was 1.3-1.5x faster untouched than the pages'; at 1 in
 /// 8 (4097-page pagemaps) it was 1.2x faster untouched and 1.4x touched;
 /// at 1 in 4 (2049 pages) it was 1.4x slower untouched. One in six is
-/// between the two. The same share applied to the levels between sections
-/// and pages made the 100- to 1000-page layouts 1.2-2.6x slower, so those
-/// are read only with no partial page.
+/// between the two. Between sections and pages, a level with no partial
+/// page comes first: preferring one with partial pages under this share
+/// made the 100- to 1000-page layouts 1.2-2.6x slower.
 pub(crate) const READ_FIRST_PARTIAL_SHARE: u64 = 6;
 
 /// Tag bit of an entry: the pagemap's pages are on the heap
@@ -290,21 +292,25 @@ impl PgmapArray {
 
     /// The level lookups should read: the sections' while fewer than one
     /// page with an entry in [`READ_FIRST_PARTIAL_SHARE`] is partial
-    /// there, else the coarsest level with no partial page (the pages'
-    /// at worst), whose entries take the least cache. A hint: lookups are
-    /// exact at every level (an entry is 0 where its granule is shared,
-    /// and the index then decides).
+    /// there; else the coarsest level with no partial page but the pages'
+    /// own (its entries take the least cache and send no lookup to the
+    /// index); else, where pagemaps of odd sizes leave only the pages'
+    /// level exact, the coarsest one with as few partial pages as the
+    /// sections' rule asks; else the pages'. A hint: lookups are exact at
+    /// every level (an entry is 0 where its granule is shared, and the
+    /// index then decides).
     fn read_level(&self) -> usize {
+        let live = self.live.load(Ordering::Relaxed);
+        let partial = |i: usize| self.levels[i].partial.load(Ordering::Relaxed);
+        let few = |i: usize| partial(i).saturating_mul(READ_FIRST_PARTIAL_SHARE) < live;
         let last = self.levels.len() - 1;
-        let partial = self.levels[last].partial.load(Ordering::Relaxed);
-        if partial.saturating_mul(READ_FIRST_PARTIAL_SHARE) < self.live.load(Ordering::Relaxed)
-            || partial == 0
-        {
+        if few(last) || partial(last) == 0 {
             return last;
         }
-        (0..last)
-            .rev()
-            .find(|&i| self.levels[i].partial.load(Ordering::Relaxed) == 0)
+        let between = || (1..last).rev();
+        between()
+            .find(|&i| partial(i) == 0)
+            .or_else(|| between().find(|&i| few(i)))
             .unwrap_or(0)
     }
 

@@ -62,8 +62,8 @@ fn store_names_every_page_and_unmap_clears_them() {
     for o in 0..10 {
         assert!(ptr::eq(named(&space, o), Arc::as_ptr(&a)), "offset {o}");
     }
-    assert!(ptr::eq(named(&space, 12), Arc::as_ptr(&b)));
-    assert!(named(&space, 13).is_null());
+    assert_eq!(id_of(arr, 12), id_of(arr, 10));
+    assert_eq!(id_of(arr, 13), 0);
     space.memunmap_device_private_pagemap(&a).unwrap();
     for o in 0..10 {
         assert!(named(&space, o).is_null(), "offset {o} after unmap");
@@ -301,9 +301,11 @@ fn lookups_read_the_coarsest_level_with_no_partial_page() {
     assert!(ptr::eq(named(&space, 1024 + 99), Arc::as_ptr(&hundred)));
     assert!(ptr::eq(named(&space, 3 * 256), Arc::as_ptr(&halves[3])));
     assert!(named(&space, 1124).is_null());
-    // Three more pages: only the pages' entries have no partial page.
+    // Three more pages: only the pages' level has no partial page, and
+    // per 256 pages 103 of 1127 are partial, fewer than one in 6.
     let three = map(&space, 3);
-    assert_eq!(arr.raw().shift, 0);
+    assert_eq!(arr.raw().shift, 8);
+    assert!(named(&space, 1124).is_null(), "partial: through the index");
     assert_eq!(at(1124 + 2), Some(ptr::from_ref(&three.pages()[2])));
     space.validate().unwrap();
     // Coarser again as they go: entries of every level were kept.
@@ -349,5 +351,54 @@ fn check_reports_a_wrong_granule_entry() {
             .map(|l| l.partial.load(Ordering::Relaxed))
             .max(),
         Some(0)
+    );
+}
+
+#[test]
+fn odd_sizes_read_the_coarsest_level_with_few_partial_pages() {
+    let space = small_space();
+    let arr = space.index.pgmap_array().unwrap();
+    // 31 pagemaps of 129 pages: no level but the pages' is exact; per 16
+    // pages 12 % of the pages are partial, per 32 pages 25 %.
+    let pms: Vec<_> = (0..31).map(|_| map(&space, 129)).collect();
+    assert_eq!(arr.raw().shift, 4);
+    let partial = |k: usize| arr.levels[k].partial.load(Ordering::Relaxed);
+    assert_eq!((partial(4), partial(5)), (479, 991));
+    // Every page is found, through its granule's entry or the index.
+    let g = space.read();
+    for (i, pm) in pms.iter().enumerate() {
+        for (j, page) in pm.pages().iter().enumerate() {
+            let o = (i * 129 + j) as u64;
+            let p = g.device_private_offset_to_page(DevicePrivateOffset::new(o));
+            assert!(ptr::eq(&*p.unwrap(), page), "offset {o}");
+        }
+    }
+    assert!(
+        g.device_private_offset_to_page(DevicePrivateOffset::new(31 * 129))
+            .is_none()
+    );
+    drop(g);
+    space.validate().unwrap();
+    // Every other one unmapped: 16 pagemaps, partial per 16 pages is
+    // still under one in 6.
+    for pm in pms.iter().skip(1).step_by(2) {
+        space.memunmap_device_private_pagemap(pm).unwrap();
+    }
+    assert_eq!(arr.raw().shift, 4);
+    // One 3-page pagemap more in a hole: 243 partial pages of 2067 per
+    // 16 pages, 499 per 32.
+    let three = map(&space, 3);
+    assert_eq!(three.first_offset().get(), 129);
+    assert_eq!((partial(4), partial(5)), (243, 499));
+    assert_eq!(arr.raw().shift, 4);
+    space.memunmap_device_private_pagemap(&three).unwrap();
+    for pm in pms.iter().step_by(2) {
+        space.memunmap_device_private_pagemap(pm).unwrap();
+    }
+    assert_eq!(arr.raw().shift, 9, "nothing mapped: per section");
+    assert!(
+        arr.levels
+            .iter()
+            .all(|l| l.partial.load(Ordering::Relaxed) == 0)
     );
 }
