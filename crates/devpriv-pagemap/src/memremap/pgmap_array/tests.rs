@@ -402,3 +402,22 @@ fn odd_sizes_read_the_coarsest_level_with_few_partial_pages() {
             .all(|l| l.partial.load(Ordering::Relaxed) == 0)
     );
 }
+
+#[test]
+fn one_partial_page_in_six_exactly_leaves_the_sections() {
+    let space = small_space();
+    let arr = space.index.pgmap_array().unwrap();
+    let f0 = map(&space, 256);
+    let a = map(&space, 512); // 256..768: partial per section, whole per 256
+    let f1 = map(&space, 256);
+    let b = map(&space, 5 * 512); // whole sections
+    space.memunmap_device_private_pagemap(&f0).unwrap();
+    space.memunmap_device_private_pagemap(&f1).unwrap();
+    assert_eq!(a.first_offset().get(), 256);
+    // 512 partial pages of 3072: one in six exactly.
+    assert_eq!(sections(arr).partial.load(Ordering::Relaxed) * 6, 3072);
+    assert_eq!(arr.raw().shift, 8);
+    space.memunmap_device_private_pagemap(&a).unwrap();
+    assert_eq!(arr.raw().shift, 9);
+    assert!(ptr::eq(named(&space, 1024), Arc::as_ptr(&b)));
+}
