@@ -70,8 +70,9 @@ unsafe impl Zeroed for devpriv_core::sync::atomic::AtomicU32 {}
 unsafe impl<T> Zeroed for devpriv_core::sync::atomic::AtomicPtr<T> {}
 
 /// An anonymous mapping of `len` `T`s, zero until written: `MAP_NORESERVE`
-/// (committed only where written) and advised `MADV_HUGEPAGE`, neither
-/// under Miri, which runs them not. Unmapped when it drops.
+/// (committed only where written) and, unless made
+/// [`small`](Self::small), advised `MADV_HUGEPAGE`; neither under Miri,
+/// which runs them not. Unmapped when it drops.
 ///
 /// Kernel: none (how the model reserves its memmap-like arrays).
 #[cfg(not(loom))]
@@ -91,8 +92,19 @@ unsafe impl<T: Zeroed> Sync for Reservation<T> {}
 
 #[cfg(not(loom))]
 impl<T: Zeroed> Reservation<T> {
-    /// `len` zero `T`s, or `None` if `len` is zero or the mapping fails.
+    /// `len` zero `T`s on huge pages where THP allows, or `None` if `len`
+    /// is zero or the mapping fails.
     pub(crate) fn new(len: usize) -> Option<Self> {
+        Self::with_huge(len, true)
+    }
+
+    /// As [`new`](Self::new), on base pages: for arrays that stay small in
+    /// use, where a first write should not zero a whole 2 MiB page.
+    pub(crate) fn small(len: usize) -> Option<Self> {
+        Self::with_huge(len, false)
+    }
+
+    fn with_huge(len: usize, huge: bool) -> Option<Self> {
         let bytes = len.checked_mul(size_of::<T>()).filter(|&b| b > 0)?;
         let noreserve = if cfg!(miri) { 0 } else { libc::MAP_NORESERVE };
         // SAFETY: A new anonymous mapping at an address the kernel picks: it
@@ -111,7 +123,7 @@ impl<T: Zeroed> Reservation<T> {
             return None;
         }
         #[cfg(not(miri))]
-        {
+        if huge {
             // As x86's vmemmap, on 2 MiB pages where THP allows it: a
             // lookup's load should not wait for a page walk.
             // SAFETY: The mapping just made, with its length; advice only.
