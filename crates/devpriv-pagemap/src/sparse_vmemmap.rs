@@ -122,8 +122,7 @@ impl<T: Zeroed> Reservation<T> {
         if p == libc::MAP_FAILED {
             return None;
         }
-        #[cfg(not(miri))]
-        if huge {
+        if huge && !cfg!(miri) {
             // As x86's vmemmap, on 2 MiB pages where THP allows it: a
             // lookup's load should not wait for a page walk.
             // SAFETY: The mapping just made, with its length; advice only.
