@@ -26,6 +26,13 @@ fn named(space: &DevicePrivateSpace, o: u64) -> *mut DevPagemap {
     }
 }
 
+/// The page a lookup of `o` finds, if any.
+fn at(space: &DevicePrivateSpace, o: u64) -> Option<*const crate::mm_types::Page> {
+    let g = space.read();
+    g.device_private_offset_to_page(DevicePrivateOffset::new(o))
+        .map(|p| ptr::from_ref(&*p))
+}
+
 /// A 16 MiB space (4096 pages; small, for Miri) with the defaults.
 fn small_space() -> DevicePrivateSpace {
     DevicePrivateSpace::with_config(SpaceConfig {
@@ -157,11 +164,6 @@ fn a_heap_pagemap_is_tagged_and_still_found() {
 fn lookups_read_section_entries_only_while_few_pages_are_partial() {
     let space = small_space(); // exact packing, 512-page sections
     let arr = space.index.pgmap_array().unwrap();
-    let at = |o: u64| {
-        let g = space.read();
-        g.device_private_offset_to_page(DevicePrivateOffset::new(o))
-            .map(|p| ptr::from_ref(&*p))
-    };
     assert_eq!(arr.raw().shift, 9, "nothing mapped: per section");
     // Whole sections only: one entry per section.
     let whole = map(&space, 4 * 512);
@@ -177,8 +179,8 @@ fn lookups_read_section_entries_only_while_few_pages_are_partial() {
     assert_eq!(arr.raw().shift, 9);
     assert_eq!(id_of(arr, 2048 + 3), id_of(arr, 2048));
     assert!(named(&space, 2048 + 3).is_null());
-    assert_eq!(at(2048 + 3), Some(ptr::from_ref(&few.pages()[3])));
-    assert_eq!(at(2048 + 20), None);
+    assert_eq!(at(&space, 2048 + 3), Some(ptr::from_ref(&few.pages()[3])));
+    assert_eq!(at(&space, 2048 + 20), None);
     // One partial page in 6 or more (420 of 2468): not per section, but
     // per 4 pages (every end is a multiple of 4, not all of 8).
     let odd = map(&space, 400);
@@ -213,8 +215,11 @@ fn lookups_read_section_entries_only_while_few_pages_are_partial() {
     // partial pages.
     assert_eq!(arr.raw().shift, 9);
     assert_eq!(arr.raw().shift, 9);
-    assert_eq!(at(first + 3), Some(ptr::from_ref(&off_grid.pages()[3])));
-    assert_eq!(at(2048 + 5), Some(ptr::from_ref(&few.pages()[5])));
+    assert_eq!(
+        at(&space, first + 3),
+        Some(ptr::from_ref(&off_grid.pages()[3]))
+    );
+    assert_eq!(at(&space, 2048 + 5), Some(ptr::from_ref(&few.pages()[5])));
     space.memunmap_device_private_pagemap(&off_grid).unwrap();
     assert_eq!(arr.raw().shift, 9);
     let secs = (0..8).filter(|&s| {
@@ -230,8 +235,8 @@ fn lookups_read_section_entries_only_while_few_pages_are_partial() {
         4,
         "the off-grid pagemap's sections are cleared"
     );
-    assert_eq!(at(700), Some(ptr::from_ref(&whole.pages()[700])));
-    assert_eq!(at(2048 + 3), Some(ptr::from_ref(&few.pages()[3])));
+    assert_eq!(at(&space, 700), Some(ptr::from_ref(&whole.pages()[700])));
+    assert_eq!(at(&space, 2048 + 3), Some(ptr::from_ref(&few.pages()[3])));
     space.validate().unwrap();
 }
 
@@ -276,11 +281,6 @@ fn check_reports_a_wrong_slot_tag_or_section_entry() {
 fn lookups_read_the_coarsest_level_with_no_partial_page() {
     let space = small_space(); // exact packing, 512-page sections
     let arr = space.index.pgmap_array().unwrap();
-    let at = |o: u64| {
-        let g = space.read();
-        g.device_private_offset_to_page(DevicePrivateOffset::new(o))
-            .map(|p| ptr::from_ref(&*p))
-    };
     // Two 256-page pagemaps per section: every page is partial per
     // section, none in granules of 256.
     let halves: Vec<_> = (0..4).map(|_| map(&space, 256)).collect();
@@ -292,7 +292,7 @@ fn lookups_read_the_coarsest_level_with_no_partial_page() {
     for (i, h) in halves.iter().enumerate() {
         let o = i as u64 * 256 + 17;
         assert!(ptr::eq(named(&space, o), Arc::as_ptr(h)), "offset {o}");
-        assert_eq!(at(o), Some(ptr::from_ref(&h.pages()[17])));
+        assert_eq!(at(&space, o), Some(ptr::from_ref(&h.pages()[17])));
     }
     // 100 pages from 1024: its ends are on the grid of 4, not of 8.
     let hundred = map(&space, 100);
@@ -306,21 +306,24 @@ fn lookups_read_the_coarsest_level_with_no_partial_page() {
     let three = map(&space, 3);
     assert_eq!(arr.raw().shift, 8);
     assert!(named(&space, 1124).is_null(), "partial: through the index");
-    assert_eq!(at(1124 + 2), Some(ptr::from_ref(&three.pages()[2])));
+    assert_eq!(at(&space, 1124 + 2), Some(ptr::from_ref(&three.pages()[2])));
     space.validate().unwrap();
     // Coarser again as they go: entries of every level were kept.
     space.memunmap_device_private_pagemap(&three).unwrap();
     assert_eq!(arr.raw().shift, 2);
-    assert_eq!(at(1124), None);
+    assert_eq!(at(&space, 1124), None);
     space.memunmap_device_private_pagemap(&hundred).unwrap();
     assert_eq!(arr.raw().shift, 8);
     assert!(ptr::eq(named(&space, 511), Arc::as_ptr(&halves[1])));
-    assert_eq!(at(1024), None);
+    assert_eq!(at(&space, 1024), None);
     // A whole-section pagemap among them: sections stay shared.
     let whole = map(&space, 512);
     assert_eq!(sections(arr).partial_pages(&whole), 0);
     assert_eq!(arr.raw().shift, 8);
-    assert_eq!(at(1024 + 500), Some(ptr::from_ref(&whole.pages()[500])));
+    assert_eq!(
+        at(&space, 1024 + 500),
+        Some(ptr::from_ref(&whole.pages()[500]))
+    );
     space.validate().unwrap();
 }
 
